@@ -1,0 +1,68 @@
+"""Connections to Redis: from ``REDIS_URL`` or, when unset, the embedded server.
+
+``REDIS_URL`` accepts ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs,
+with a password in the URL or in ``REDIS_PASSWORD``. URLs are redacted before
+they reach a log.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+
+from rewardpilot.embedded import ensure_server
+
+# NOTE: the socket timeout must stay longer than any XREADGROUP BLOCK, or a
+# blocking read is cut off while its reply is on the way. Callers that block
+# pass their block time and get this margin on top.
+SOCKET_TIMEOUT_MARGIN_SECONDS = 5.0
+DEFAULT_SOCKET_TIMEOUT_SECONDS = 10.0
+
+
+def resolve_url(url: str | None = None) -> str:
+    """Return the Redis URL to use: the argument, ``REDIS_URL``, or the embedded server."""
+    url = url or os.environ.get("REDIS_URL")
+    if url:
+        return url
+    return ensure_server().url
+
+
+def redact(url: str) -> str:
+    """Return the URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    else:
+        netloc = f":***@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _options(block_ms: int) -> dict:
+    timeout = max(DEFAULT_SOCKET_TIMEOUT_SECONDS, block_ms / 1000 + SOCKET_TIMEOUT_MARGIN_SECONDS)
+    options: dict = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+    }
+    password = os.environ.get("REDIS_PASSWORD")
+    if password:
+        options["password"] = password
+    return options
+
+
+def connect_async(url: str | None = None, *, block_ms: int = 0) -> aioredis.Redis:
+    """Open an asyncio client whose socket timeout outlasts ``block_ms``."""
+    return aioredis.Redis.from_url(resolve_url(url), **_options(block_ms))
+
+
+def connect(url: str | None = None, *, block_ms: int = 0) -> redis.Redis:
+    """Open a blocking client whose socket timeout outlasts ``block_ms``."""
+    return redis.Redis.from_url(resolve_url(url), **_options(block_ms))

