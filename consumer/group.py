@@ -1,0 +1,78 @@
+"""Consumer-group housekeeping: create the group, measure its backlog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """A consumer group's unread entries (lag) and delivered-but-unacknowledged ones."""
+
+    lag: int
+    pending: int
+    length: int
+
+    @property
+    def drained(self) -> bool:
+        return self.lag == 0 and self.pending == 0
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def ensure_group(client: aioredis.Redis, stream: str, group: str, start_id: str = "0") -> bool:
+    """Create the consumer group (and the stream) unless it exists; return True if created."""
+    try:
+        await client.xgroup_create(stream, group, id=start_id, mkstream=True)
+        return True
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+
+
+def _find_group(groups: list[dict], group: str) -> dict | None:
+    for info in groups:
+        if _text(info.get("name") or info.get(b"name")) == group:
+            return info
+    return None
+
+
+def _lag_of(info: dict, stream_info: dict | None) -> int:
+    """Return the group's lag, computing it when Redis reports it as unknown.
+
+    Redis reports ``lag`` as nil after entries were deleted or trimmed out of
+    order; the fallback counts the group as caught up when its last delivered
+    id is the stream's last generated id.
+    """
+    lag = info.get("lag")
+    if lag is not None:
+        return int(lag)
+    if stream_info is None:
+        return 0
+    last_delivered = _text(info.get("last-delivered-id"))
+    last_generated = _text(stream_info.get("last-generated-id"))
+    return 0 if last_delivered == last_generated else 1
+
+
+async def backlog(client: aioredis.Redis, stream: str, group: str) -> Backlog:
+    """Return the group's lag and pending count (needs Redis 7.0 or later for lag)."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return Backlog(lag=0, pending=0, length=0)
+        raise
+    length = await client.xlen(stream)
+    info = _find_group(groups, group)
+    if info is None:
+        return Backlog(lag=length, pending=0, length=length)
+    stream_info = None
+    if info.get("lag") is None:
+        stream_info = await client.xinfo_stream(stream)
+    return Backlog(lag=_lag_of(info, stream_info), pending=int(info.get("pending", 0)), length=length)

@@ -1,0 +1,113 @@
+"""A recommender call under the shared rate limit, retries and the circuit breaker.
+
+``GuardedRecommender.call`` is what the pool awaits for each micro-batch:
+
+1. wait until the circuit breaker lets calls through;
+2. wait for tokens from the shared rate limiter (not a failure, not a retry);
+3. call the recommender;
+4. on a transient failure, record it, cut the shared rate on a 429, back off
+   with full jitter (or the server's Retry-After) and try again, up to the
+   retry policy's maximum attempts.
+
+When the attempts run out it returns None and the pool gives the batch back
+to the consumer group: an outage never sends an entry to the dead-letter
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from consumer.breaker import CircuitBreaker
+from consumer.errors import TransientError
+from consumer.ratelimit.base import RateLimiter
+from consumer.recommenders import ItemError, Recommender, WorkItem
+from consumer.retry import RetryPolicy
+from consumer.stats import PoolStats
+from rewardpilot.models import Recommendation
+
+Outcomes = list[Recommendation | ItemError]
+
+
+class GuardedRecommender:
+    """Wraps a recommender with a rate limiter, a retry policy and a circuit breaker."""
+
+    def __init__(self, recommender: Recommender, *, stats: PoolStats, log,
+                 limiter: RateLimiter | None = None, breaker: CircuitBreaker | None = None,
+                 retry: RetryPolicy | None = None, stopping: asyncio.Event | None = None):
+        self.recommender = recommender
+        self.limiter = limiter
+        self.breaker = breaker
+        self.retry = retry or RetryPolicy()
+        self.stats = stats
+        self.log = log
+        self.stopping = stopping or asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.recommender.name
+
+    async def call(self, items: Sequence[WorkItem], entry_ids: Sequence[str]) -> Outcomes | None:
+        """Return one outcome per item, or None when transient failures used up the attempts."""
+        attempt = 0
+        while True:
+            if self.breaker is not None:
+                openings = self.breaker.stats.openings
+                await self.breaker.wait_until_closed()
+                self.stats.breaker_openings += self.breaker.stats.openings - openings
+
+            try:
+                outcomes = await self._call_once(items)
+            except asyncio.CancelledError:
+                if self.breaker is not None:
+                    self.breaker.abandon_probe()  # a cancelled probe must not block the others
+                raise
+            except TransientError as exc:
+                attempt += 1
+                await self._record_failure(exc)
+                if not self.retry.should_retry(attempt) or self.stopping.is_set():
+                    self.log.warning(
+                        "recommender failing; batch given back to the group", attempts=attempt,
+                        error=str(exc), status=exc.status, entry_ids=list(entry_ids[:5]),
+                    )
+                    return None
+                delay = self.retry.next_delay(attempt - 1, exc)
+                self.stats.retries += 1
+                self.log.info("retrying recommender call", attempt=attempt, delay_seconds=round(delay, 3),
+                              error=str(exc), status=exc.status)
+                await asyncio.sleep(delay)
+                continue
+
+            await self._record_success()
+            return outcomes
+
+    async def _call_once(self, items: Sequence[WorkItem]) -> Outcomes:
+        self.stats.recommender_calls += 1
+        if self.limiter is None:
+            return await self.recommender.recommend(items)
+
+        cost = self.limiter.config.cost_for(len(items))
+        async with self.limiter.permit(cost) as permit:
+            if permit.waited:
+                self.stats.rate_limit_waits += 1
+                self.stats.rate_limit_wait_seconds += permit.waited
+            permit.mark_used()
+            return await self.recommender.recommend(items)
+
+    async def _record_failure(self, exc: TransientError) -> None:
+        if self.breaker is not None:
+            self.breaker.record_failure()
+        if self.limiter is not None and exc.status == 429:
+            if await self.limiter.penalize():
+                self.log.warning("orchestrator returned 429; shared rate cut",
+                                 effective_rate=round(self.limiter.effective_rate(), 3))
+
+    async def _record_success(self) -> None:
+        if self.breaker is not None:
+            self.breaker.record_success()
+        if self.limiter is not None:
+            await self.limiter.reward()
+
+    async def aclose(self) -> None:
+        await self.recommender.aclose()

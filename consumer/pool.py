@@ -1,0 +1,379 @@
+"""The consumer pool: asyncio workers reading micro-batches from one consumer group.
+
+Each worker loops: read a micro-batch with XREADGROUP COUNT/BLOCK, decode it,
+look up wallets, call the recommender (under the shared rate limit, retries
+and the circuit breaker), and settle the batch: results, dead letters and
+XACK in one atomic round trip. A recovery task claims entries that other
+consumers left pending past the visibility timeout.
+
+Delivery is at least once: an entry stays in the group's pending entries list
+until its batch is settled, so a crash between read and settle leaves it for
+recovery. Results are effectively once, because settlement skips transactions
+the run already has an outcome for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from consumer import deadletters
+from consumer.breaker import CircuitBreaker
+from consumer.group import backlog, ensure_group
+from consumer.guarded import GuardedRecommender
+from consumer.names import consumer_name
+from consumer.ratelimit.base import RateLimiter
+from consumer.recommenders import InProcessRecommender, ItemError, Recommender, WorkItem
+from consumer.recovery import recovery_loop
+from consumer.retry import RetryPolicy
+from consumer.settings import ConsumerSettings
+from consumer.settle import Settler
+from consumer.stats import PoolStats
+from consumer.wallet_cache import WalletCache
+from rewardpilot.codec import decode_transaction, entry_time
+from rewardpilot.logs import RepeatFilter, get_logger
+from rewardpilot.models import DeadLetter, Recommendation, Transaction
+
+Entry = tuple[str, dict]
+
+REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ConsumerPool:
+    """Runs ``settings.workers`` asyncio workers as one named consumer of a group."""
+
+    def __init__(self, client: aioredis.Redis, settings: ConsumerSettings,
+                 recommender: Recommender | None = None, *, limiter: RateLimiter | None = None,
+                 breaker: CircuitBreaker | None = None, retry: RetryPolicy | None = None):
+        self.client = client
+        self.settings = settings
+        self.keys = settings.keys
+        self.name = settings.consumer or consumer_name()
+        self.group = settings.group_name
+        self.stream = self.keys.transactions
+        self.stats = PoolStats()
+        self.log = get_logger("consumer", consumer=self.name, group=self.group, run=settings.run)
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._repeats = RepeatFilter()
+
+        self.recommender = GuardedRecommender(
+            recommender or InProcessRecommender(), stats=self.stats, log=self.log,
+            limiter=limiter, breaker=breaker, retry=retry, stopping=self._stopping,
+        )
+        self.wallets = WalletCache(client, self.keys, run_wallet=settings.wallet,
+                                   ttl_seconds=settings.wallet_cache_seconds)
+        self.settler = Settler(
+            client, self.keys, run=settings.run, group=self.group,
+            results_stream=settings.results_stream,
+            marker_ttl_seconds=settings.result_ttl_seconds,
+            results_maxlen=settings.results_maxlen,
+        )
+
+    # Lifecycle
+
+    def stop(self) -> None:
+        """Stop reading; workers finish the batch in hand within the grace period."""
+        if self._stopping.is_set():
+            return
+        self.log.info("consumer stopping", grace_seconds=self.settings.shutdown_grace_seconds)
+        self._stopping.set()
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self.settings.shutdown_grace_seconds, self.abort)
+
+    def abort(self) -> None:
+        """Cancel the workers now; their unsettled entries stay pending for others to claim."""
+        self._stopping.set()
+        if any(not task.done() for task in self._tasks):
+            self.log.warning("consumer aborting; unsettled entries stay pending")
+        for task in self._tasks:
+            task.cancel()
+
+    def enable_drain(self) -> None:
+        """Stop once the group is drained (used after a job has published everything)."""
+        self.settings.drain = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def wait_stopping(self) -> None:
+        await self._stopping.wait()
+
+    async def run(self) -> PoolStats:
+        """Run the workers until stopped or, with ``drain``, until the group is drained."""
+        created = await self._with_redis_retry(
+            lambda: ensure_group(self.client, self.stream, self.group, self.settings.start_id)
+        )
+        self.log.info(
+            "consumer started", stream=self.stream, workers=self.settings.workers,
+            batch_size=self.settings.batch_size, recommender=self.recommender.name,
+            group_created=created,
+        )
+
+        self._tasks = [asyncio.create_task(self._worker(index)) for index in range(self.settings.workers)]
+        self._tasks.append(asyncio.create_task(recovery_loop(self)))
+        try:
+            await asyncio.gather(*self._tasks)
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            await self._leave_group()
+
+        self.log.info("consumer stopped", **self.stats.as_dict())
+        return self.stats
+
+    async def _leave_group(self) -> None:
+        """Delete this consumer from the group when it holds no pending entries.
+
+        XGROUP DELCONSUMER drops a consumer's pending entries, so a consumer
+        that still holds some stays in the group for recovery to claim from.
+        """
+        try:
+            held = await self.client.xpending_range(
+                self.stream, self.group, min="-", max="+", count=1, consumername=self.name
+            )
+            if held:
+                self.log.warning("consumer left entries pending for others to claim")
+                return
+            await self.client.xgroup_delconsumer(self.stream, self.group, self.name)
+        except redis.RedisError as exc:
+            self.log.warning("could not leave the consumer group", error=str(exc))
+
+    # The worker loop
+
+    async def _worker(self, index: int) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                entries = await self._read()
+                if entries:
+                    await self.handle(entries)
+                elif self.settings.drain and await self._drained():
+                    self.log.info("group drained", worker=index)
+                    self._stopping.set()
+                failures = 0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                delay = REDIS_BACKOFF_SECONDS[min(failures, len(REDIS_BACKOFF_SECONDS) - 1)]
+                failures += 1
+                self._log_repeated("redis-down", "Redis unreachable; reconnecting",
+                                   error=str(exc), retry_in_seconds=delay)
+                await asyncio.sleep(delay)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._recreate_group()
+
+    async def _read(self) -> list[Entry]:
+        reply = await self.client.xreadgroup(
+            self.group, self.name, {self.stream: ">"},
+            count=self.settings.batch_size, block=self.settings.block_ms,
+        )
+        if not reply:
+            return []
+        _stream, entries = reply[0]
+        return [(_text(entry_id), fields) for entry_id, fields in entries if fields is not None]
+
+    async def _drained(self) -> bool:
+        state = await backlog(self.client, self.stream, self.group)
+        return state.drained
+
+    async def _recreate_group(self) -> None:
+        """Recreate a group that vanished: the server restarted empty, without persistence."""
+        self.log.error(
+            "consumer group missing; the server lost its data (restarted without persistence?). "
+            "Recreating the group; entries that were in the stream are lost.",
+            stream=self.stream,
+        )
+        await ensure_group(self.client, self.stream, self.group, "0")
+
+    async def _with_redis_retry(self, operation, attempts: int = len(REDIS_BACKOFF_SECONDS)):
+        for attempt in range(attempts):
+            try:
+                return await operation()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    raise
+                delay = REDIS_BACKOFF_SECONDS[attempt]
+                self._log_repeated("redis-down", "Redis unreachable; retrying",
+                                   error=str(exc), retry_in_seconds=delay)
+                await asyncio.sleep(delay)
+
+    def _log_repeated(self, key: str, message: str, **fields) -> None:
+        allowed, suppressed = self._repeats.allow(key)
+        if allowed:
+            self.log.warning(message, suppressed_repeats=suppressed, **fields)
+
+    # One micro-batch
+
+    async def handle(self, entries: list[Entry]) -> None:
+        """Recommend for a micro-batch and settle it atomically."""
+        started = time.perf_counter()
+        self.stats.batches += 1
+        self.stats.delivered += len(entries)
+
+        transactions, dead_letters, skipped = self._decode(entries)
+        outcomes: list[Recommendation | ItemError] = []
+        if transactions:
+            outcomes = await self._recommend(transactions)
+            if outcomes is None:
+                await self._give_back([entry_id for entry_id, _ in transactions])
+                transactions = []
+                outcomes = []
+
+        results, rewards = self._collect(transactions, outcomes, dead_letters, started)
+        await self._settle(results, dead_letters, skipped, rewards)
+
+    def _decode(self, entries: list[Entry]):
+        """Split a batch into transactions, dead letters (undecodable) and skipped entry ids."""
+        transactions: list[tuple[str, Transaction]] = []
+        dead_letters: list[DeadLetter] = []
+        skipped: list[str] = []
+        user_filter = self.settings.user_filter
+
+        for entry_id, fields in entries:
+            try:
+                transaction = decode_transaction(fields)
+            except (ValidationError, KeyError, ValueError) as exc:
+                dead_letters.append(deadletters.from_entry(
+                    entry_id, self.stream, fields, reason="invalid entry",
+                    error_type=type(exc).__name__, error=str(exc), consumer=self.name,
+                ))
+                continue
+            if user_filter is not None and transaction.user_id != user_filter:
+                skipped.append(entry_id)
+                continue
+            transactions.append((entry_id, transaction))
+
+        return transactions, dead_letters, skipped
+
+    async def _recommend(self, transactions: list[tuple[str, Transaction]]):
+        choices = await self.wallets.resolve(tx.user_id for _, tx in transactions)
+        items = []
+        for _entry_id, transaction in transactions:
+            wallet, source = choices[transaction.user_id]
+            items.append(WorkItem(transaction, wallet, source))
+        return await self.recommender.call(items, [entry_id for entry_id, _ in transactions])
+
+    def _collect(self, transactions, outcomes, dead_letters, started):
+        """Stamp each recommendation with its entry and run; turn item errors into dead letters."""
+        completed = datetime.now(timezone.utc)
+        elapsed_ms = (time.perf_counter() - started) * 1000 / max(1, len(outcomes))
+        results: list[tuple[str, Recommendation]] = []
+        total = Decimal("0")
+
+        for (entry_id, transaction), outcome in zip(transactions, outcomes):
+            if isinstance(outcome, ItemError):
+                dead_letters.append(deadletters.from_item_error(
+                    entry_id, self.stream, transaction, outcome, consumer=self.name,
+                ))
+                continue
+            outcome.entry_id = entry_id
+            outcome.run = self.settings.run
+            outcome.recommender = self.recommender.name
+            outcome.published_at = entry_time(entry_id)
+            outcome.completed_at = completed
+            if not outcome.processing_time_ms:
+                outcome.processing_time_ms = round(elapsed_ms, 3)
+            total += outcome.rewards.cash_value_usd
+            results.append((entry_id, outcome))
+
+        return results, total
+
+    async def _settle(self, results, dead_letters, skipped, rewards: Decimal = Decimal("0")) -> None:
+        """Settle with retries: the script is idempotent, so a retry after a lost reply is safe."""
+        counts = await self._with_redis_retry(
+            lambda: self.settler.settle(results, dead_letters, acknowledge_only=skipped),
+            attempts=20,
+        )
+        self.stats.results += counts.written
+        self.stats.duplicates += counts.duplicates
+        self.stats.dead_letters += counts.dead_letters
+        if counts.written:
+            # NOTE: when part of a batch was already settled elsewhere (a redelivery),
+            # this process still counts the whole batch's rewards in its own stats.
+            self.stats.total_rewards_usd += rewards
+            now = time.monotonic()
+            self.stats.first_result_at = self.stats.first_result_at or now
+            self.stats.last_result_at = now
+        if dead_letters:
+            self.log.warning(
+                "entries dead-lettered", count=len(dead_letters),
+                entry_ids=[letter.entry_id for letter in dead_letters][:20],
+                reasons=sorted({letter.reason for letter in dead_letters}),
+            )
+
+    async def _give_back(self, entry_ids: list[str]) -> None:
+        """Make entries claimable by any consumer now, without counting this delivery.
+
+        Used when the recommender stayed unavailable for every attempt: the
+        outage, not the entries, failed, so their delivery count is lowered
+        again and they never become poison messages because of it.
+        """
+        counts = await self._delivery_counts(entry_ids)
+        for entry_id in entry_ids:
+            await self.client.xclaim(
+                self.stream, self.group, self.name, min_idle_time=0, message_ids=[entry_id],
+                idle=self.settings.visibility_timeout_ms,
+                retrycount=max(0, counts.get(entry_id, 1) - 1), justid=True,
+            )
+
+    async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
+        from consumer.recovery import delivery_counts
+
+        return await delivery_counts(self, sorted(entry_ids, key=_entry_key))
+
+    # Dead letters found by recovery
+
+    async def dead_letter_deleted(self, entry_ids: list[str]) -> None:
+        letters = [
+            deadletters.from_entry(
+                entry_id, self.stream, {}, reason="deleted while pending",
+                error_type="EntryDeleted",
+                error="the entry was trimmed or deleted from the stream before it was acknowledged",
+                consumer=self.name,
+            )
+            for entry_id in entry_ids
+        ]
+        self.stats.batches += 1
+        await self._settle([], letters, [])
+
+    async def dead_letter_poison(self, entries: list[Entry], counts: dict[str, int]) -> None:
+        letters = [
+            deadletters.from_entry(
+                entry_id, self.stream, fields, reason="poison message",
+                error_type="TooManyDeliveries",
+                error=f"delivered {counts.get(entry_id)} times, more than the maximum of "
+                      f"{self.settings.max_deliveries}",
+                consumer=self.name, attempts=counts.get(entry_id, 0),
+            )
+            for entry_id, fields in entries
+        ]
+        for letter, (_entry_id, fields) in zip(letters, entries):
+            try:
+                letter.transaction_id = decode_transaction(fields).transaction_id
+            except (ValidationError, KeyError, ValueError):
+                pass
+        await self._settle([], letters, [])
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

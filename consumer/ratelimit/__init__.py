@@ -1,0 +1,22 @@
+"""The shared rate limit on recommender calls: a token bucket in Redis that
+every consumer process shares, adapting to 429s from the orchestrator."""
+
+from consumer.ratelimit.base import (
+    LimiterStats,
+    Permit,
+    RateLimitConfig,
+    RateLimiter,
+    parse_rate,
+)
+from consumer.ratelimit.redis_bucket import BucketState, RedisTokenBucket, read_bucket_state
+
+__all__ = [
+    "BucketState",
+    "LimiterStats",
+    "Permit",
+    "RateLimitConfig",
+    "RateLimiter",
+    "RedisTokenBucket",
+    "parse_rate",
+    "read_bucket_state",
+]

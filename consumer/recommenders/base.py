@@ -1,0 +1,46 @@
+"""The contract between the consumer pool and whatever recommends cards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from rewardpilot.models import Recommendation, Transaction, WalletSource
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One transaction to recommend for, with the wallet it is judged against.
+
+    ``wallet`` is None when the answer is against the whole catalog.
+    """
+
+    transaction: Transaction
+    wallet: tuple[str, ...] | None
+    wallet_source: WalletSource
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """A permanent failure of one item: it goes to the dead-letter stream."""
+
+    error_type: str
+    message: str
+    http_status: int | None = None
+
+
+class Recommender(Protocol):
+    """Recommends cards for a micro-batch.
+
+    ``recommend`` returns one outcome per item, in order: a Recommendation,
+    or an ItemError for an item that can never succeed. A failure of the
+    whole call that may succeed later (the service is down, overloaded or
+    slow) is raised as ``consumer.errors.TransientError`` instead, and the
+    pool retries the batch; such a batch is never dead-lettered.
+    """
+
+    name: str
+
+    async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,34 @@
+"""The default recommender: the rules engine, called in this process."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from consumer.recommenders.base import ItemError, WorkItem
+from rewardpilot.engine import RulesEngine
+from rewardpilot.models import Recommendation
+
+
+class InProcessRecommender:
+    """Runs ``RulesEngine.recommend`` for each item; nothing here is transient."""
+
+    name = "in-process"
+
+    def __init__(self, engine: RulesEngine | None = None):
+        self.engine = engine or RulesEngine.default()
+
+    async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
+        outcomes: list[Recommendation | ItemError] = []
+        for item in items:
+            try:
+                outcomes.append(
+                    self.engine.recommend(
+                        item.transaction, item.wallet, wallet_source=item.wallet_source
+                    )
+                )
+            except (KeyError, ValueError) as exc:
+                outcomes.append(ItemError(type(exc).__name__, str(exc)))
+        return outcomes
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,46 @@
+"""Settings of one consumer process, with the defaults the CLI shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rewardpilot.streams import LIVE_RUN, StreamKeys
+
+
+@dataclass
+class ConsumerSettings:
+    """How one consumer process reads, recommends and settles entries.
+
+    ``batch_size`` is the XREADGROUP COUNT; ``block_ms`` its BLOCK time.
+    ``result_ttl_seconds`` is how long the per-transaction de-duplication
+    marker lives; keep it at least as long as the transactions stream's
+    retention so that a redelivered entry is still recognised.
+    """
+
+    keys: StreamKeys = field(default_factory=StreamKeys)
+    run: str = LIVE_RUN
+    group: str | None = None
+    consumer: str | None = None
+    workers: int = 2
+    batch_size: int = 500
+    block_ms: int = 1000
+    drain: bool = False
+    wallet: list[str] | None = None
+    result_ttl_seconds: int = 30 * 24 * 3600
+    visibility_timeout_ms: int = 60_000
+    claim_interval_seconds: float = 5.0
+    max_deliveries: int = 5
+    shutdown_grace_seconds: float = 10.0
+    wallet_cache_seconds: float = 5.0
+    results_maxlen: int | None = None
+    start_id: str = "0"
+    end_id: str | None = None
+    user_filter: str | None = None
+
+    @property
+    def group_name(self) -> str:
+        return self.group or self.keys.group(self.run)
+
+    @property
+    def results_stream(self) -> str:
+        return self.keys.results(self.run)

@@ -1,0 +1,170 @@
+"""Publishing a whole file: read, validate, record rejects, publish, summarise.
+
+``publish_file`` is what ``rewardpilot publish FILE|-`` runs. Exit status
+rule for the command line (``exit_status``): 0 when every row was published,
+skipped as a non-purchase or found already published; 1 when any row was
+rejected; 2 when the file could not be read at all (an ``InputError``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from producer.errors import InputError
+from producer.layouts import Layout
+from producer.publisher import Producer
+from producer.readers import Rejected, Row, Skipped, open_reader
+from producer.rejects import RejectsWriter
+from rewardpilot.streams import StreamKeys
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_INPUT_ERROR = 2
+
+
+@dataclass
+class FileSummary:
+    """What happened to the rows of one file."""
+
+    source: str
+    layout: str = ""
+    rows: int = 0
+    published: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    empty_lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+    rejects_path: str | None = None
+
+
+def default_rejects_path(source: str) -> Path:
+    """Return ``<input>.rejects.jsonl`` next to the input, or ``stdin.rejects.jsonl`` for ``-``."""
+    if source == "-":
+        return Path("stdin.rejects.jsonl")
+    return Path(f"{source}.rejects.jsonl")
+
+
+def publish_file(
+    client: redis.Redis,
+    keys: StreamKeys,
+    source: str | Path | BinaryIO,
+    *,
+    layout: Layout | None = None,
+    format: str | None = None,
+    rejects_path: str | Path | None = None,
+    progress: bool = True,
+    producer: Producer | None = None,
+    console: Console | None = None,
+) -> FileSummary:
+    """Read ``source`` (a path, ``"-"`` for standard input, or a binary stream) and publish its purchases.
+
+    Rejected rows, skipped non-purchases and transactions already published
+    within the deduplication window go to the rejects file. Raises
+    ``InputError`` when the file cannot be read at all.
+    """
+    name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
+    producer = producer or Producer(client, keys)
+    console = console or Console(stderr=True)
+    summary = FileSummary(source=name)
+    rejects = RejectsWriter(rejects_path or default_rejects_path(name))
+
+    stream, total = _open(source)
+    try:
+        reader = open_reader(stream, name=name, layout=layout, format=format)
+        with rejects, _progress(console, enabled=progress and total is not None) as bar:
+            task = bar.add_task(name, total=total)
+            producer.on_wait = producer.on_wait or (lambda message: console.print(message))
+            chunk: list[Row] = []
+            for outcome in reader:
+                summary.rows += 1
+                if isinstance(outcome, Row):
+                    chunk.append(outcome)
+                    if len(chunk) >= producer.chunk_size:
+                        _publish(producer, chunk, summary, rejects)
+                        chunk = []
+                elif isinstance(outcome, Rejected):
+                    summary.rejected += 1
+                    rejects.rejected(outcome)
+                elif isinstance(outcome, Skipped):
+                    summary.skipped += 1
+                    rejects.skipped(outcome)
+                bar.update(task, completed=reader.bytes_read)
+            _publish(producer, chunk, summary, rejects)
+            bar.update(task, completed=reader.bytes_read)
+    finally:
+        if stream is not source and stream is not sys.stdin.buffer:
+            stream.close()
+
+    summary.layout = reader.layout.name if reader.layout else "jsonl"
+    summary.empty_lines = reader.empty_lines
+    summary.warnings = list(reader.warnings)
+    summary.rejects_path = str(rejects.path) if rejects.count else None
+    return summary
+
+
+def _open(source: str | Path | BinaryIO) -> tuple[BinaryIO, int | None]:
+    """Return the binary stream and its size in bytes when known (a regular file)."""
+    if isinstance(source, (str, Path)):
+        if str(source) == "-":
+            return sys.stdin.buffer, None
+        try:
+            stream = open(source, "rb")
+        except OSError as error:
+            raise InputError(f"cannot open {str(source)!r}: {error.strerror}") from None
+        return stream, os.fstat(stream.fileno()).st_size
+    return source, None
+
+
+def _publish(producer: Producer, chunk: list[Row], summary: FileSummary, rejects: RejectsWriter) -> None:
+    ids = producer.publish_chunk([row.transaction for row in chunk])
+    for row, entry_id in zip(chunk, ids):
+        if entry_id is None:
+            summary.duplicates += 1
+            rejects.duplicate(row.line, row.transaction.transaction_id, producer.dedup_window_seconds)
+        else:
+            summary.published += 1
+
+
+def _progress(console: Console, *, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def exit_status(summary: FileSummary) -> int:
+    """Return the command-line exit status: 1 when any row was rejected, else 0."""
+    return EXIT_REJECTED if summary.rejected else EXIT_OK
+
+
+def format_summary(summary: FileSummary) -> Table:
+    """Return a rich table of the counts, for the command line to print."""
+    table = Table(title=f"{summary.source} ({summary.layout} layout)", show_header=False)
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("rows read", str(summary.rows))
+    table.add_row("published", str(summary.published))
+    table.add_row("already published (duplicates)", str(summary.duplicates))
+    table.add_row("skipped (refunds, credits, declined)", str(summary.skipped))
+    table.add_row("rejected", str(summary.rejected))
+    table.add_row("empty lines", str(summary.empty_lines))
+    if summary.rejects_path:
+        table.add_row("rejects file", summary.rejects_path)
+    for warning in summary.warnings:
+        table.add_row("warning", warning)
+    return table

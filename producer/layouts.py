@@ -1,0 +1,432 @@
+"""Column mappings: how the columns of one CSV layout become a ``Transaction``.
+
+A ``Layout`` names, for each ``Transaction`` field, the source column or a
+template over several columns, plus the sign convention, the date layouts and
+the rows to skip. The documented layout and the IBM TabFormer layout are
+presets; a user describes any other layout in a small YAML or JSON file
+(``load_layout``). ``detect_layout`` picks a preset from a header.
+
+Templates are strings with ``{Column Name}`` placeholders. Two placeholders
+are not columns: ``{#line}`` is the line on which the row starts and
+``{#row_hash}`` is 16 hex digits of the BLAKE2b hash of the raw row.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import tzinfo
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from producer.countries import COUNTRY_CODES, US_STATE_CODES
+from producer.errors import InputError, RowError
+from producer.values import US_DATE_FORMATS, parse_amount, parse_timestamp
+from rewardpilot.models import Transaction
+
+FIELDS = (
+    "transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc",
+    "timestamp", "currency", "merchant_country", "card_used",
+)
+REQUIRED_FIELDS = ("transaction_id", "user_id", "merchant", "timestamp")
+DEFAULT_TIMESTAMP_FORMATS = ("iso", *US_DATE_FORMATS)
+TRANSFORMS = ("us_state_or_country",)
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def normalize_column(name: str) -> str:
+    """Return a header name in the form used to compare headers.
+
+    Comparison ignores case, a byte-order mark and surrounding or repeated spaces.
+    """
+    return " ".join(name.replace("\ufeff", "").split()).casefold()
+
+
+def _columns_in(source: str) -> list[str]:
+    """Return the column names a mapping value reads: one name, or a template's placeholders."""
+    if "{" not in source:
+        return [source]
+    return [name for name in _PLACEHOLDER.findall(source) if not name.startswith("#")]
+
+
+class Layout(BaseModel):
+    """A column mapping from one CSV layout to ``Transaction`` fields.
+
+    ``columns`` maps a field to a column name or a template. ``optional``
+    does the same for columns used only when the header has them.
+    ``constants`` gives fixed values (a bank export has no user_id column).
+    The amount comes from ``columns["amount_usd"]`` or from a pair of
+    ``debit_column`` and ``credit_column``; ``purchases`` says whether a
+    purchase is written as a positive or a negative amount.
+    ``skip_when_present`` maps a column to the reason for skipping the rows
+    in which it is not empty. Times without a zone are read in ``timezone``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    columns: dict[str, str]
+    optional: dict[str, str] = {}
+    constants: dict[str, str] = {}
+    debit_column: str | None = None
+    credit_column: str | None = None
+    purchases: Literal["positive", "negative"] = "positive"
+    timestamp_formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FORMATS
+    timezone: str = "UTC"
+    transforms: dict[str, Literal["us_state_or_country"]] = {}
+    skip_when_present: dict[str, str] = {}
+    expected_header: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> Layout:
+        for mapping in (self.columns, self.optional, self.constants, self.transforms):
+            unknown = sorted(set(mapping) - set(FIELDS))
+            if unknown:
+                raise ValueError(f"unknown transaction fields {unknown}; the fields are {', '.join(FIELDS)}")
+
+        provided = set(self.columns) | set(self.constants)
+        missing = [name for name in REQUIRED_FIELDS if name not in provided]
+        if missing:
+            raise ValueError(f"no column or constant for {', '.join(missing)}")
+
+        has_amount = "amount_usd" in self.columns
+        has_pair = self.debit_column is not None and self.credit_column is not None
+        if has_amount == has_pair:
+            raise ValueError("give either columns.amount_usd or both debit_column and credit_column")
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name such as UTC or America/New_York") from None
+        return self
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Return the header columns this layout cannot work without, in mapping order."""
+        names: list[str] = []
+        for source in self.columns.values():
+            names += _columns_in(source)
+        names += [name for name in (self.debit_column, self.credit_column) if name]
+        names += list(self.skip_when_present)
+        return list(dict.fromkeys(names))
+
+    def bind(self, header: list[str]) -> BoundLayout:
+        """Resolve column positions against a header; raise ``InputError`` if columns are missing."""
+        positions = {}
+        for index, name in enumerate(header):
+            positions.setdefault(normalize_column(name), index)
+
+        missing = [name for name in self.required_columns if normalize_column(name) not in positions]
+        if missing:
+            raise InputError(missing_columns_message(self, header, missing))
+
+        used = set(self.required_columns)
+        for source in self.optional.values():
+            used.update(_columns_in(source))
+        used_normalized = {normalize_column(name) for name in used}
+        extra = [name for name in header if normalize_column(name) not in used_normalized]
+
+        optional = {
+            field: source
+            for field, source in self.optional.items()
+            if all(normalize_column(name) in positions for name in _columns_in(source))
+        }
+        return BoundLayout(self, positions, len(header), optional, extra, ZoneInfo(self.timezone))
+
+
+def missing_columns_message(layout: Layout, header: list[str], missing: list[str]) -> str:
+    """Build the error for a header that lacks columns: what is missing, close matches, the expected header."""
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, header, n=1, cutoff=0.6)
+        if not close:
+            close = difflib.get_close_matches(normalize_column(name), [normalize_column(h) for h in header], n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{close[0]!r} may be a misspelling of {name!r}")
+    text = (
+        f"the header is missing the column(s) {', '.join(repr(name) for name in missing)} "
+        f"of the {layout.name} layout"
+    )
+    if hints:
+        text += f" ({'; '.join(hints)})"
+    text += f"; the expected header is: {','.join(layout.expected_header or layout.required_columns)}"
+    return text
+
+
+@dataclass
+class Skip:
+    """A row that is valid but not a purchase, so it is recorded and not published."""
+
+    reason: str
+    transaction_id: str | None = None
+
+
+@dataclass
+class BoundLayout:
+    """A layout whose columns are resolved to positions in one file's header."""
+
+    layout: Layout
+    positions: dict[str, int]
+    width: int
+    optional: dict[str, str]
+    extra_columns: list[str]
+    zone: tzinfo
+
+    def _value(self, fields: list[str], column: str) -> str:
+        return fields[self.positions[normalize_column(column)]]
+
+    def _render(self, source: str, fields: list[str], line: int, raw: str) -> str:
+        """Return the text a mapping value gives for one row."""
+        if "{" not in source:
+            return self._value(fields, source).strip()
+
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name == "#line":
+                return str(line)
+            if name == "#row_hash":
+                return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+            return self._value(fields, name).strip()
+
+        return " ".join(_PLACEHOLDER.sub(substitute, source).split())
+
+    def _source_name(self, field: str) -> str:
+        """Return how error messages name the column behind a field."""
+        if field == "amount_usd" and "amount_usd" not in self.layout.columns:
+            return f"{self.layout.debit_column}/{self.layout.credit_column}"
+        source = self.layout.columns.get(field) or self.optional.get(field) or field
+        names = _columns_in(source)
+        return names[0] if len(names) == 1 else "/".join(names) or field
+
+    def convert(self, fields: list[str], line: int, raw: str) -> tuple[Transaction | Skip, bool]:
+        """Turn one row into a ``Transaction`` or a ``Skip``.
+
+        Returns the result and whether its timestamp carried a zone. Raises
+        ``RowError`` naming the column, the value and the fix.
+        """
+        if len(fields) != self.width:
+            raise RowError(
+                f"the row has {len(fields)} fields but the header has {self.width}",
+                line=line, value=raw[:200],
+                fix="quote any field that contains a comma, like \"Joe's, Inc\"",
+            )
+
+        values: dict[str, str] = dict(self.layout.constants)
+        for field, source in (*self.layout.columns.items(), *self.optional.items()):
+            values[field] = self._render(source, fields, line, raw)
+        transaction_id = values.get("transaction_id") or None
+
+        for column, reason in self.layout.skip_when_present.items():
+            flag = self._value(fields, column).strip()
+            if flag:
+                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id), True
+
+        amount = self._amount(fields, values, line)
+        if amount <= 0:
+            kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            return Skip(f"{kind}, not a purchase; recorded, not recommended", transaction_id), True
+
+        text = values.get("timestamp", "")
+        try:
+            timestamp, had_zone = parse_timestamp(text, formats=self.layout.timestamp_formats, zone=self.zone)
+        except ValueError as error:
+            raise RowError(str(error), line=line, column=self._source_name("timestamp"), value=text) from None
+
+        for field, transform in self.layout.transforms.items():
+            if transform == "us_state_or_country":
+                values[field] = us_state_or_country(values.get(field, ""))
+
+        values["amount_usd"] = amount
+        values["timestamp"] = timestamp
+        values = {field: value for field, value in values.items() if value != "" or field == "category"}
+        if values.get("mcc") == "":
+            values.pop("mcc")
+        return validate_transaction(values, line, self._source_name), had_zone
+
+    def _amount(self, fields: list[str], values: dict, line: int) -> Decimal:
+        """Return the signed amount with purchases positive."""
+        if "amount_usd" in self.layout.columns:
+            column = self._source_name("amount_usd")
+            text = values["amount_usd"]
+            try:
+                amount = parse_amount(text)
+            except ValueError as error:
+                raise RowError(str(error), line=line, column=column, value=text) from None
+        else:
+            amount = self._debit_credit(fields, line)
+
+        if self.layout.purchases == "negative":
+            amount = -amount
+        return amount
+
+    def _debit_credit(self, fields: list[str], line: int) -> Decimal:
+        """Return debit minus credit for layouts with two amount columns.
+
+        Both columns hold positive numbers, so a purchase is a positive debit.
+        """
+        total = Decimal(0)
+        for column, sign in ((self.layout.debit_column, 1), (self.layout.credit_column, -1)):
+            text = self._value(fields, column).strip()
+            if not text:
+                continue
+            try:
+                total += sign * parse_amount(text)
+            except ValueError as error:
+                raise RowError(str(error), line=line, column=column, value=text) from None
+        if total == 0 and not any(self._value(fields, c).strip() for c in (self.layout.debit_column, self.layout.credit_column)):
+            raise RowError(
+                "both amount columns are empty", line=line,
+                column=f"{self.layout.debit_column}/{self.layout.credit_column}", value="",
+                fix="put the amount in one of them",
+            )
+        return total
+
+
+def us_state_or_country(text: str) -> str:
+    """Map a "Merchant State" value to a country: a US state code is US, a country name its code.
+
+    An empty value (TabFormer online purchases) and a country name missing
+    from the table give an empty string, which leaves merchant_country unset.
+    """
+    value = text.strip()
+    if not value:
+        return ""
+    if value.upper() in US_STATE_CODES:
+        return "US"
+    return COUNTRY_CODES.get(value.casefold(), "")
+
+
+def validate_transaction(values: dict, line: int, source_name) -> Transaction:
+    """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column."""
+    try:
+        return Transaction.model_validate(values)
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "row"
+        value = first.get("input")
+        column = source_name(field)
+        if first["type"] == "string_too_long":
+            limit = first["ctx"]["max_length"]
+            raise RowError(
+                f"{field} {str(value)[:20]!r}... is {len(str(value))} characters long, above the limit of {limit}",
+                line=line, column=column, value=str(value)[:80] + "...", fix=f"shorten it to {limit} characters",
+            ) from None
+        if first["type"] == "string_too_short" or first["type"] == "missing":
+            raise RowError(f"{field} is empty", line=line, column=column, value=value or "", fix="fill it in") from None
+        reason = first["msg"].removeprefix("Value error, ")
+        if repr(value) not in reason and str(value) not in reason:
+            reason = f"{field} {value!r} is invalid: {reason}"
+        raise RowError(reason, line=line, column=column, value=value) from None
+
+
+DOCUMENTED = Layout(
+    name="documented",
+    columns={
+        field: field
+        for field in ("transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc", "timestamp")
+    },
+    optional={"currency": "currency", "merchant_country": "merchant_country", "card_used": "card_used"},
+    expected_header="transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp".split(","),
+)
+
+# IBM TabFormer synthetic card transactions (github.com/IBM/TabFormer, Apache-2.0).
+# Its "Merchant Name" is a hashed integer, "Merchant State" is empty for online
+# purchases and holds a country name abroad, and "Errors?" names why an
+# authorization was declined; declined rows are skipped because no purchase
+# happened. The transaction_id joins user, card and line, so it stays the same
+# each time one file is read and publishing it twice is caught as a duplicate.
+# NOTE: the line is the line in the file read; the same row in a file cut
+# differently (one user versus all users) gets a different transaction_id.
+TABFORMER = Layout(
+    name="tabformer",
+    columns={
+        "transaction_id": "tabformer-{User}-{Card}-{#line}",
+        "user_id": "tabformer-{User}",
+        "merchant": "merchant {Merchant Name}, {Merchant City} {Merchant State}",
+        "amount_usd": "Amount",
+        "mcc": "MCC",
+        "timestamp": "{Year}-{Month}-{Day} {Time}",
+        "merchant_country": "Merchant State",
+        "card_used": "tabformer-{User}-card-{Card}",
+    },
+    timestamp_formats=("%Y-%m-%d %H:%M",),
+    transforms={"merchant_country": "us_state_or_country"},
+    skip_when_present={"Errors?": "declined authorization"},
+    expected_header=(
+        "User,Card,Year,Month,Day,Time,Amount,Use Chip,Merchant Name,Merchant City,"
+        "Merchant State,Zip,MCC,Errors?,Is Fraud?"
+    ).split(","),
+)
+
+PRESETS = (TABFORMER, DOCUMENTED)
+
+
+def detect_layout(header: list[str]) -> Layout:
+    """Return the preset whose required columns are all in ``header``.
+
+    Raises ``InputError`` listing what the nearest preset misses and each
+    preset's expected header.
+    """
+    present = {normalize_column(name) for name in header}
+    for layout in PRESETS:
+        if all(normalize_column(name) in present for name in layout.required_columns):
+            return layout
+
+    def overlap(layout: Layout) -> int:
+        return sum(normalize_column(name) in present for name in layout.required_columns)
+
+    nearest = max(PRESETS, key=overlap)
+    missing = [name for name in nearest.required_columns if normalize_column(name) not in present]
+    others = "; ".join(
+        f"{layout.name}: {','.join(layout.expected_header or layout.required_columns)}"
+        for layout in PRESETS if layout is not nearest
+    )
+    raise InputError(
+        f"the header {','.join(header)[:300]!r} matches no known layout. "
+        f"{missing_columns_message(nearest, header, missing)}. Other layouts: {others}. "
+        "For another layout, describe its columns in a file and pass it with --layout"
+    )
+
+
+def load_layout(path: str | Path) -> Layout:
+    """Read a user-described layout from a YAML or JSON file; raise ``InputError`` if it is invalid."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read layout file {str(path)!r}: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InputError(f"layout file {str(path)!r} is not valid YAML or JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"layout file {str(path)!r} must hold a mapping with name and columns keys")
+    data.setdefault("name", path.stem)
+    try:
+        return Layout.model_validate(data)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'layout'}: {item['msg'].removeprefix('Value error, ')}"
+            for item in error.errors(include_url=False)
+        )
+        raise InputError(f"layout file {str(path)!r} is invalid: {problems}") from None
+
+
+def describe_layouts() -> str:
+    """Return the presets and their expected headers, one per line, for help text."""
+    return "\n".join(f"{layout.name}: {','.join(layout.expected_header or layout.required_columns)}" for layout in PRESETS)
+
+
+__all__ = [
+    "DOCUMENTED", "TABFORMER", "PRESETS", "Layout", "BoundLayout", "Skip",
+    "detect_layout", "load_layout", "normalize_column",
+]

@@ -1,0 +1,111 @@
+"""Physical lines of a binary stream, read in blocks so memory stays bounded.
+
+A line ends at ``\\r\\n``, ``\\n`` or a lone ``\\r`` (old Mac exports such as
+Mint's end lines with CR only). A line longer than ``max_line_bytes`` is cut:
+its first bytes are reported as too long and the rest up to the next line end
+is dropped, so one broken line cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+BLOCK_BYTES = 64 * 1024
+MAX_LINE_BYTES = 64 * 1024
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class PhysicalLine:
+    """One line of input: its 1-based number, its bytes and the line end that followed."""
+
+    number: int
+    content: bytes
+    ending: bytes
+    too_long: bool = False
+
+
+class LineSplitter:
+    """Iterate over the physical lines of a binary stream.
+
+    ``bytes_read`` counts bytes taken from the stream so far, for progress
+    bars. A UTF-8 byte-order mark at the start is dropped and ``had_bom``
+    records it.
+    """
+
+    def __init__(self, stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.stream = stream
+        self.max_line_bytes = max_line_bytes
+        self.bytes_read = 0
+        self.had_bom = False
+        self._lines = self._split()
+
+    def __iter__(self) -> Iterator[PhysicalLine]:
+        return self._lines
+
+    def __next__(self) -> PhysicalLine:
+        return next(self._lines)
+
+    def first_bytes(self, count: int) -> bytes:
+        """Return the first ``count`` bytes without consuming them; call before iterating."""
+        head = self.stream.read(count)
+        self.bytes_read += len(head)
+        self._pushback = head
+        return head
+
+    def _read(self) -> bytes:
+        pushed = getattr(self, "_pushback", b"")
+        if pushed:
+            self._pushback = b""
+            return pushed
+        block = self.stream.read(BLOCK_BYTES)
+        self.bytes_read += len(block)
+        return block
+
+    def _split(self) -> Iterator[PhysicalLine]:
+        buffer = b""
+        number = 1
+        dropping = False  # inside the rest of a line already reported as too long
+        at_start = True
+
+        while True:
+            block = self._read()
+            at_end = not block
+            buffer += block
+
+            if at_start:
+                if len(buffer) < len(UTF8_BOM) and not at_end:
+                    continue  # a short read: wait for enough bytes to see a byte-order mark
+                at_start = False
+                if buffer.startswith(UTF8_BOM):
+                    buffer = buffer[len(UTF8_BOM):]
+                    self.had_bom = True
+
+            start = 0
+            for match in _LINE_END.finditer(buffer):
+                # A CR at the very end of the buffer may be the first half of CRLF.
+                if match.group() == b"\r" and match.end() == len(buffer) and not at_end:
+                    break
+                if dropping:
+                    dropping = False
+                else:
+                    yield PhysicalLine(number, buffer[start:match.start()], match.group())
+                number += 1
+                start = match.end()
+            buffer = buffer[start:]
+
+            if len(buffer) > self.max_line_bytes:
+                if not dropping:
+                    yield PhysicalLine(number, buffer[: self.max_line_bytes], b"", too_long=True)
+                    dropping = True
+                buffer = b""
+
+            if at_end:
+                if buffer and not dropping:
+                    yield PhysicalLine(number, buffer, b"")
+                return

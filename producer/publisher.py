@@ -1,0 +1,236 @@
+"""Publishing transactions to the transactions stream with pipelined XADD.
+
+``Producer`` adds transactions in chunks. With a deduplication window, each
+chunk goes through one Lua script that, for every transaction, adds the entry
+only if no published marker exists for its transaction_id and then sets the
+marker with the window as its TTL. Check, XADD and marker are one atomic step,
+so a transaction is never added twice within the window and no marker exists
+without its entry. Without a window, a chunk is one pipeline of XADDs.
+
+Before each chunk the producer checks the stream's backlog (``backlog``) and
+waits while it is above ``max_backlog``, so a slow consumer pool does not
+make Redis grow without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Callable, Iterable
+
+import redis
+import structlog
+
+from producer.errors import BacklogTimeout
+from rewardpilot import codec
+from rewardpilot.models import Transaction
+from rewardpilot.streams import StreamKeys
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CHUNK_SIZE = 1000
+DEFAULT_DEDUP_WINDOW_SECONDS = 24 * 60 * 60
+DEFAULT_MAX_BACKLOG = 100_000
+DEFAULT_POLL_SECONDS = 0.5
+
+# KEYS[1] is the stream, KEYS[2..n+1] the published markers. ARGV[1] is the
+# marker TTL in seconds, ARGV[2] the approximate MAXLEN (0 for none) and
+# ARGV[3..n+2] the entry data. Returns the entry id per transaction, or false
+# (a nil reply) where the marker already existed.
+_PUBLISH_ONCE = """
+local ttl = tonumber(ARGV[1])
+local maxlen = tonumber(ARGV[2])
+local ids = {}
+for i = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+        ids[i - 1] = false
+    else
+        local id
+        if maxlen > 0 then
+            id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', ARGV[i + 1])
+        else
+            id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[i + 1])
+        end
+        redis.call('SET', KEYS[i], id, 'EX', ttl)
+        ids[i - 1] = id
+    end
+end
+return ids
+"""
+
+
+@dataclass
+class PublishSummary:
+    """Counts for one ``publish_many`` call."""
+
+    published: int = 0
+    duplicates: int = 0
+    chunks: int = 0
+    waits: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)
+
+
+def backlog(client: redis.Redis, stream: str, group: str) -> int:
+    """Return how many entries of ``stream`` the consumer group has not read yet.
+
+    Uses the group's ``lag`` from XINFO GROUPS (Redis 7.0 and later). When the
+    group does not exist yet, or Redis cannot compute the lag (after XDEL or
+    trimming), every entry in the stream counts (XLEN), which overestimates.
+    """
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # the stream does not exist yet
+        return 0
+    for info in groups:
+        name = info.get("name") if isinstance(info, dict) else None
+        if isinstance(name, bytes):
+            name = name.decode()
+        if name == group:
+            lag = info.get("lag")
+            if lag is not None:
+                return int(lag)
+            break
+    return int(client.xlen(stream))
+
+
+def wait_for_backlog(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    max_backlog: int,
+    *,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    max_wait_seconds: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> bool:
+    """Wait until the backlog of ``stream`` for ``group`` is at or below ``max_backlog``.
+
+    Calls ``on_wait`` with a message once when waiting starts. Returns whether
+    it waited. Raises ``BacklogTimeout`` after ``max_wait_seconds``; ``None``
+    waits as long as it takes.
+    """
+    current = backlog(client, stream, group)
+    if current <= max_backlog:
+        return False
+
+    message = f"backlog of {current} entries on {stream} (group {group}) is above {max_backlog}; waiting"
+    log.info("backlog above limit; waiting", stream=stream, group=group, backlog=current, max_backlog=max_backlog)
+    if on_wait is not None:
+        on_wait(message)
+
+    started = time.monotonic()
+    while current > max_backlog:
+        if max_wait_seconds is not None and time.monotonic() - started > max_wait_seconds:
+            raise BacklogTimeout(
+                f"backlog of {current} entries on {stream} (group {group}) stayed above {max_backlog} "
+                f"for {max_wait_seconds} s; start more consumers or raise the limit"
+            )
+        time.sleep(poll_seconds)
+        current = backlog(client, stream, group)
+
+    log.info("backlog back under limit; resuming", stream=stream, backlog=current, waited_seconds=round(time.monotonic() - started, 1))
+    return True
+
+
+class Producer:
+    """Publish transactions to ``keys.transactions`` in pipelined chunks.
+
+    ``dedup_window_seconds`` is how long a published transaction_id is
+    remembered; 0 turns deduplication off. ``max_backlog`` is the number of
+    unread entries (for ``group``, the live consumer group by default) above
+    which publishing waits; ``None`` turns backpressure off. ``maxlen`` trims
+    the stream approximately (XADD MAXLEN ~).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: StreamKeys,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        dedup_window_seconds: int = DEFAULT_DEDUP_WINDOW_SECONDS,
+        max_backlog: int | None = DEFAULT_MAX_BACKLOG,
+        group: str | None = None,
+        maxlen: int | None = None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        max_wait_seconds: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size {chunk_size} must be at least 1")
+        if dedup_window_seconds < 0:
+            raise ValueError(f"dedup_window_seconds {dedup_window_seconds} must be 0 (off) or more")
+        self.client = client
+        self.keys = keys
+        self.chunk_size = chunk_size
+        self.dedup_window_seconds = int(dedup_window_seconds)
+        self.max_backlog = max_backlog
+        self.group = group or keys.group()
+        self.maxlen = maxlen
+        self.poll_seconds = poll_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.on_wait = on_wait
+        self.waits = 0
+        self._script = client.register_script(_PUBLISH_ONCE)
+        self._unchecked = 0  # transactions published since the last backlog check
+
+    def publish(self, transaction: Transaction) -> str | None:
+        """Publish one transaction; return its entry id, or ``None`` if it is a duplicate."""
+        return self.publish_chunk([transaction])[0]
+
+    def publish_many(self, transactions: Iterable[Transaction]) -> PublishSummary:
+        """Publish transactions chunk by chunk without holding more than one chunk."""
+        summary = PublishSummary()
+        iterator = iter(transactions)
+        while chunk := list(islice(iterator, self.chunk_size)):
+            waits_before = self.waits
+            ids = self.publish_chunk(chunk)
+            summary.chunks += 1
+            summary.waits += self.waits - waits_before
+            for transaction, entry_id in zip(chunk, ids):
+                if entry_id is None:
+                    summary.duplicates += 1
+                    summary.duplicate_ids.append(transaction.transaction_id)
+                else:
+                    summary.published += 1
+        return summary
+
+    def publish_chunk(self, chunk: list[Transaction]) -> list[str | None]:
+        """Publish one chunk in one round trip; return entry ids, ``None`` for duplicates."""
+        if not chunk:
+            return []
+        self._apply_backpressure(len(chunk))
+
+        payloads = [codec.encode_transaction(transaction)[codec.DATA] for transaction in chunk]
+        if self.dedup_window_seconds:
+            markers = [self.keys.published_marker(transaction.transaction_id) for transaction in chunk]
+            replies = self._script(
+                keys=[self.keys.transactions, *markers],
+                args=[self.dedup_window_seconds, self.maxlen or 0, *payloads],
+            )
+        else:
+            pipeline = self.client.pipeline(transaction=False)
+            for payload in payloads:
+                pipeline.xadd(self.keys.transactions, {codec.DATA: payload}, maxlen=self.maxlen, approximate=True)
+            replies = pipeline.execute()
+        return [_text(reply) if reply else None for reply in replies]
+
+    def _apply_backpressure(self, size: int) -> None:
+        """Check the backlog once per ``chunk_size`` transactions and wait while it is too large."""
+        if self.max_backlog is None:
+            return
+        if self._unchecked and self._unchecked + size <= self.chunk_size:
+            self._unchecked += size
+            return
+        self._unchecked = size
+        waited = wait_for_backlog(
+            self.client, self.keys.transactions, self.group, self.max_backlog,
+            poll_seconds=self.poll_seconds, max_wait_seconds=self.max_wait_seconds, on_wait=self.on_wait,
+        )
+        if waited:
+            self.waits += 1
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

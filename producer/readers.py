@@ -1,0 +1,502 @@
+"""Streaming readers of CSV and JSON lines that yield one outcome per row.
+
+Each row becomes a ``Row`` (a valid purchase), a ``Rejected`` (invalid, with
+a ``RowError`` naming the line, column, value and fix) or a ``Skipped`` (valid
+but not a purchase: a refund, a credit, a declined authorization). Readers
+raise ``InputError`` for a file that cannot be read at all (no header, an
+unknown layout) and no other exception for bad input.
+
+Rows are decoded one at a time, so bytes that are not UTF-8 reject only the
+row they are in. Memory stays bounded: a row is at most ``MAX_RECORD_BYTES``
+and transaction_ids are remembered in a ``DuplicateIndex``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from datetime import timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import structlog
+
+from producer.duplicates import DuplicateIndex
+from producer.errors import InputError, RowError
+from producer.layouts import (
+    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, validate_transaction,
+)
+from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
+from producer.values import parse_amount, parse_timestamp
+from rewardpilot.models import Transaction
+
+log = structlog.get_logger(__name__)
+
+MAX_RECORD_BYTES = MAX_LINE_BYTES
+NOT_UTF8_FIX = "save the file as UTF-8"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A valid purchase read from ``line``."""
+
+    line: int
+    transaction: Transaction
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An invalid row, with the error that names what is wrong and the raw text."""
+
+    error: RowError
+    raw: str
+
+    @property
+    def line(self) -> int:
+        return self.error.line
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A valid row that is not a purchase, so it is recorded and not published."""
+
+    line: int
+    reason: str
+    raw: str
+    transaction_id: str | None = None
+
+
+Outcome = Row | Rejected | Skipped
+
+
+class _RecordTooLarge(Exception):
+    """Raised inside the CSV line source when one row grows past the size limit."""
+
+
+class _CsvLineSource:
+    """Feed decoded physical lines to ``csv.reader`` and remember what each row consumed.
+
+    Invalid UTF-8 is decoded with ``surrogateescape`` so the CSV parser keeps
+    going. The reader then finds the escaped bytes and rejects that row.
+    """
+
+    def __init__(self, lines: LineSplitter, max_record_bytes: int) -> None:
+        self.lines = lines
+        self.max_record_bytes = max_record_bytes
+        self.record_start = 0
+        self.record_parts: list[str] = []
+        self.record_bytes = 0
+
+    def begin_record(self) -> None:
+        self.record_start = 0
+        self.record_parts = []
+        self.record_bytes = 0
+
+    def __iter__(self) -> _CsvLineSource:
+        return self
+
+    def __next__(self) -> str:
+        line: PhysicalLine = next(self.lines)
+        if not self.record_start:
+            self.record_start = line.number
+        self.record_bytes += len(line.content) + len(line.ending)
+        text = (line.content + line.ending).decode("utf-8", "surrogateescape")
+        self.record_parts.append(text)
+        if line.too_long or self.record_bytes > self.max_record_bytes:
+            raise _RecordTooLarge
+        return text
+
+    @property
+    def raw(self) -> str:
+        return "".join(self.record_parts).rstrip("\r\n")
+
+
+def _not_utf8_error(text: str, line: int, column: str | None) -> RowError | None:
+    """Return an error for the first byte that was not UTF-8, or ``None`` if there is none."""
+    for offset, char in enumerate(text):
+        if "\udc80" <= char <= "\udcff":
+            byte = bytes([ord(char) - 0xDC00])
+            return RowError(
+                f"byte {byte!r} at character {offset + 1} is not valid UTF-8",
+                line=line, column=column, value=_printable(text), fix=NOT_UTF8_FIX,
+            )
+    return None
+
+
+def _printable(text: str) -> str:
+    """Return text with escaped bytes shown as ``\\xNN`` so it can be written as JSON."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class CsvReader:
+    """Read a CSV file of transactions and yield an ``Outcome`` per row.
+
+    The first non-empty line is the header. ``layout`` is used when given,
+    otherwise it is detected from the header. After iteration starts,
+    ``layout``, ``warnings``, ``empty_lines`` and ``bytes_read`` describe the
+    file. Empty lines are counted and not reported as rejects.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        layout: Layout | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        duplicates: DuplicateIndex | None = None,
+    ) -> None:
+        self.lines = stream if isinstance(stream, LineSplitter) else LineSplitter(stream, max_line_bytes=max_record_bytes)
+        self.layout = layout
+        self.max_record_bytes = max_record_bytes
+        self.duplicates = duplicates or DuplicateIndex()
+        self.warnings: list[str] = []
+        self.empty_lines = 0
+        self._warned_zone = False
+
+    @property
+    def bytes_read(self) -> int:
+        return self.lines.bytes_read
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("input warning", warning=message)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        try:
+            yield from self._read()
+        finally:
+            self.duplicates.close()
+
+    def _records(self) -> Iterator[tuple[int, list[str] | None, str, RowError | None]]:
+        """Yield (line, fields, raw text, error) for each CSV record, empty ones included."""
+        source = _CsvLineSource(self.lines, self.max_record_bytes)
+        reader = csv.reader(source, strict=True)
+        while True:
+            source.begin_record()
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except _RecordTooLarge:
+                yield source.record_start, None, source.raw[:200], RowError(
+                    f"the row is longer than the limit of {self.max_record_bytes} bytes",
+                    line=source.record_start, value=_printable(source.raw[:80]) + "...",
+                    fix="check for a quote that is never closed, or shorten the row",
+                )
+                reader = csv.reader(source, strict=True)
+                continue
+            except csv.Error as error:
+                yield source.record_start, None, source.raw, RowError(
+                    f"the row is not valid CSV ({error})",
+                    line=source.record_start, value=_printable(source.raw[:200]),
+                    fix='write a quote inside a quoted field as two quotes ("")',
+                )
+                reader = csv.reader(source, strict=True)
+                continue
+            yield source.record_start, fields, source.raw, None
+
+    def _read(self) -> Iterator[Outcome]:
+        records = self._records()
+        bound = None
+
+        for line, fields, raw, error in records:
+            if error is None and not any(field.strip() for field in fields):
+                self.empty_lines += 1
+                continue
+            if error is not None and bound is None:
+                raise InputError(f"the header on line {line} cannot be read: {error.reason}; {error.fix}")
+            if bound is None:
+                bound = self._bind_header(fields, line, raw)
+                continue
+            if error is not None:
+                yield Rejected(error, _printable(raw))
+                continue
+            yield self._convert(bound, fields, line, raw)
+
+        if bound is None:
+            raise InputError(
+                "the file has no header line; the documented header is "
+                "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp"
+            )
+
+    def _bind_header(self, fields: list[str], line: int, raw: str):
+        bad = _not_utf8_error(raw, line, None)
+        if bad is not None:
+            raise InputError(f"the header on line {line} is not valid UTF-8; {NOT_UTF8_FIX}")
+        header = [field.strip() for field in fields]
+        if self.layout is None:
+            self.layout = detect_layout(header)
+        bound = self.layout.bind(header)
+        if bound.extra_columns:
+            self.warn(
+                f"columns {', '.join(repr(name) for name in bound.extra_columns)} are not used "
+                f"by the {self.layout.name} layout and are ignored"
+            )
+        return bound
+
+    def _convert(self, bound, fields: list[str], line: int, raw: str) -> Outcome:
+        for index, field in enumerate(fields):
+            column = next((name for name, position in bound.positions.items() if position == index), str(index + 1))
+            bad = _not_utf8_error(field, line, column) if not field.isascii() else None
+            if bad is not None:
+                return Rejected(bad, _printable(raw))
+
+        try:
+            result, had_zone = bound.convert(fields, line, raw)
+        except RowError as error:
+            return Rejected(error, raw)
+
+        if isinstance(result, Skip):
+            return Skipped(line, result.reason, raw, result.transaction_id)
+        if not had_zone and not self._warned_zone:
+            self._warned_zone = True
+            self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}")
+        return _check_duplicate(self.duplicates, result, line, raw, column=bound._source_name("transaction_id"))
+
+
+def _check_duplicate(index: DuplicateIndex, transaction: Transaction, line: int, raw: str, *, column: str) -> Outcome:
+    earlier = index.add(transaction.transaction_id, line)
+    if earlier is None:
+        return Row(line, transaction)
+    return Rejected(
+        RowError(
+            f"transaction_id {transaction.transaction_id!r} was already used on line {earlier}",
+            line=line, column=column, value=transaction.transaction_id,
+            fix="give each transaction its own transaction_id",
+        ),
+        raw,
+    )
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+class JsonLinesReader:
+    """Read JSON lines (one transaction object per line) and yield an ``Outcome`` per line.
+
+    Keys are the ``Transaction`` field names; unknown keys are ignored with one
+    warning. ``amount_usd`` may be a number or a string as in CSV, and numbers
+    are read as ``Decimal`` so no float rounding happens.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        duplicates: DuplicateIndex | None = None,
+    ) -> None:
+        self.lines = stream if isinstance(stream, LineSplitter) else LineSplitter(stream, max_line_bytes=max_record_bytes)
+        self.max_record_bytes = max_record_bytes
+        self.duplicates = duplicates or DuplicateIndex()
+        self.layout = None
+        self.warnings: list[str] = []
+        self.empty_lines = 0
+        self._unknown_keys: set[str] = set()
+        self._warned_zone = False
+
+    @property
+    def bytes_read(self) -> int:
+        return self.lines.bytes_read
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("input warning", warning=message)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        try:
+            for line in self.lines:
+                outcome = self._read_line(line)
+                if outcome is not None:
+                    yield outcome
+        finally:
+            self.duplicates.close()
+
+    def _read_line(self, line: PhysicalLine) -> Outcome | None:
+        raw = line.content.decode("utf-8", "backslashreplace")
+        if line.too_long:
+            return Rejected(RowError(
+                f"the line is longer than the limit of {self.max_record_bytes} bytes",
+                line=line.number, value=raw[:80] + "...", fix="shorten it",
+            ), raw[:200])
+        if not line.content.strip():
+            self.empty_lines += 1
+            return None
+
+        try:
+            text = line.content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return Rejected(RowError(
+                f"byte {line.content[error.start:error.start + 1]!r} at byte {error.start + 1} is not valid UTF-8",
+                line=line.number, value=raw, fix=NOT_UTF8_FIX,
+            ), raw)
+
+        try:
+            data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as error:
+            return Rejected(self._json_error(line, text, error), raw)
+        if not isinstance(data, dict):
+            return Rejected(RowError(
+                f"the line is a JSON {type(data).__name__}, not an object",
+                line=line.number, value=raw[:200], fix='write one object per line, like {"transaction_id": "t1", ...}',
+            ), raw)
+
+        try:
+            return self._convert(data, line.number, raw)
+        except RowError as error:
+            return Rejected(error, raw)
+
+    def _json_error(self, line: PhysicalLine, text: str, error: Exception) -> RowError:
+        if isinstance(error, json.JSONDecodeError) and not line.ending and error.pos >= len(text.rstrip()):
+            return RowError(
+                "the last line is incomplete JSON, so the file looks truncated",
+                line=line.number, value=text[:200], fix="send the rest of the file, or remove the partial line",
+            )
+        if isinstance(error, RecursionError):
+            reason = "the JSON is nested too deeply"
+        else:
+            reason = f"the line is not valid JSON ({error})"
+        return RowError(reason, line=line.number, value=text[:200], fix="write one JSON object per line")
+
+    def _convert(self, data: dict, line: int, raw: str) -> Outcome:
+        unknown = set(data) - set(FIELDS) - self._unknown_keys
+        if unknown:
+            self._unknown_keys |= unknown
+            self.warn(f"keys {sorted(unknown)} (first on line {line}) are not transaction fields and are ignored")
+
+        for key, value in data.items():
+            if isinstance(value, str) and not _encodable(value):
+                raise RowError("the text holds an unpaired surrogate escape", line=line, column=key,
+                               value=_printable(value), fix="write valid Unicode text")
+
+        values = {key: value for key, value in data.items() if key in FIELDS}
+        transaction_id = values.get("transaction_id") if isinstance(values.get("transaction_id"), str) else None
+
+        amount = _json_amount(values.get("amount_usd"), line)
+        if amount <= 0:
+            kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
+        values["amount_usd"] = amount
+
+        stamp = values.get("timestamp")
+        if not isinstance(stamp, str):
+            raise RowError(
+                "timestamp is missing" if stamp is None else f"timestamp is a JSON {type(stamp).__name__}, not a string",
+                line=line, column="timestamp", value=stamp, fix='write it as an ISO 8601 string like "2024-05-01T12:30:00Z"',
+            )
+        try:
+            values["timestamp"], had_zone = parse_timestamp(stamp, formats=DEFAULT_TIMESTAMP_FORMATS, zone=timezone.utc)
+        except ValueError as error:
+            raise RowError(str(error), line=line, column="timestamp", value=stamp) from None
+        if not had_zone and not self._warned_zone:
+            self._warned_zone = True
+            self.warn(f"timestamps have no time zone (first on line {line}); they are read as UTC")
+
+        transaction = validate_transaction(values, line, lambda field: field)
+        return _check_duplicate(self.duplicates, transaction, line, raw, column="transaction_id")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_amount(value: object, line: int) -> Decimal:
+    """Return a JSON amount as a Decimal: a number, or a string such as "$12.50"."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
+        kind = "missing" if value is None else f"a JSON {type(value).__name__}"
+        raise RowError(f"amount_usd is {kind}, not a number", line=line, column="amount_usd",
+                       value=value, fix="write it like 12.50")
+    if isinstance(value, str):
+        try:
+            return parse_amount(value)
+        except ValueError as error:
+            raise RowError(str(error), line=line, column="amount_usd", value=value) from None
+    amount = Decimal(value)
+    if not amount.is_finite():
+        raise RowError("amount_usd is not a finite number", line=line, column="amount_usd", value=value)
+    return amount
+
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+def _detect_format(head: bytes, name: str) -> str:
+    """Return "jsonl" or "csv" from the file name, else from the first line of the input.
+
+    The input is JSON lines when its first line is a complete JSON value on
+    its own (JSON lines may start with a bad line). A ``[`` that does not
+    close on the first line starts a JSON array, which is an ``InputError``.
+    """
+    if Path(name).suffix.lower() in JSON_SUFFIXES:
+        return "jsonl"
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    first_line = text.split(b"\n", 1)[0].strip()
+    try:
+        json.loads(first_line)
+    except (ValueError, RecursionError):
+        if text.startswith(b"["):
+            raise InputError(
+                f"{name or 'the input'} is a JSON array; write one transaction object per line (JSON lines)"
+            ) from None
+        return "csv"
+    return "jsonl"
+
+
+def open_reader(
+    source: BinaryIO,
+    *,
+    name: str = "",
+    layout: Layout | None = None,
+    format: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> CsvReader | JsonLinesReader:
+    """Return the reader for a binary stream: CSV or JSON lines.
+
+    ``format`` is ``"csv"``, ``"jsonl"`` or ``None`` to decide from the name's
+    suffix and then from the first character: ``{`` starts JSON lines. Raises
+    ``InputError`` for a UTF-16 file and for a JSON array.
+    """
+    lines = LineSplitter(source, max_line_bytes=max_record_bytes)
+    head = lines.first_bytes(4096)
+    if head.startswith(UTF16_BOMS):
+        raise InputError(f"{name or 'the input'} is UTF-16 text; save it as UTF-8")
+
+    if format is None:
+        format = _detect_format(head, name)
+
+    if format == "jsonl":
+        if layout is not None:
+            raise InputError("a column layout applies to CSV only; JSON lines use the transaction field names")
+        return JsonLinesReader(lines, max_record_bytes=max_record_bytes)
+    if format == "csv":
+        return CsvReader(lines, layout=layout, max_record_bytes=max_record_bytes)
+    raise InputError(f"format {format!r} is not supported; use csv or jsonl")
+
+
+def read_transactions(
+    source: str | Path | BinaryIO,
+    *,
+    layout: Layout | None = None,
+    format: str | None = None,
+) -> Iterator[Outcome]:
+    """Yield an ``Outcome`` for every row of a file, ``"-"`` (standard input) or a binary stream."""
+    if isinstance(source, (str, Path)):
+        if str(source) == "-":
+            yield from open_reader(sys.stdin.buffer, name="-", layout=layout, format=format)
+            return
+        try:
+            stream = open(source, "rb")
+        except OSError as error:
+            raise InputError(f"cannot open {str(source)!r}: {error.strerror}") from None
+        with stream:
+            yield from open_reader(stream, name=str(source), layout=layout, format=format)
+        return
+    yield from open_reader(source, name=getattr(source, "name", "") or "", layout=layout, format=format)

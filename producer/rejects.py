@@ -1,0 +1,61 @@
+"""The rejects file: one JSON line per row that was not published, with the reason.
+
+Each line has ``outcome`` (``rejected``, ``skipped`` or ``duplicate``),
+``line``, ``column``, ``value``, ``reason``, ``fix``, ``transaction_id`` and
+``raw`` (the row as read). The file is created on the first record, so a
+clean input leaves no file, and an existing file is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+from producer.readers import Rejected, Skipped
+
+
+class RejectsWriter:
+    """Write rejected, skipped and duplicate rows to a JSON lines file, opened lazily."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._file: IO[str] | None = None
+
+    def write(self, record: dict) -> None:
+        if self._file is None:
+            self._file = open(self.path, "w", encoding="utf-8", errors="backslashreplace")
+        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.count += 1
+
+    def rejected(self, outcome: Rejected) -> None:
+        error = outcome.error
+        self.write({
+            "outcome": "rejected", "line": error.line, "column": error.column, "value": error.value,
+            "reason": error.reason, "fix": error.fix, "transaction_id": None, "raw": outcome.raw,
+        })
+
+    def skipped(self, outcome: Skipped) -> None:
+        self.write({
+            "outcome": "skipped", "line": outcome.line, "column": None, "value": None,
+            "reason": outcome.reason, "fix": "", "transaction_id": outcome.transaction_id, "raw": outcome.raw,
+        })
+
+    def duplicate(self, line: int, transaction_id: str, window_seconds: int) -> None:
+        self.write({
+            "outcome": "duplicate", "line": line, "column": "transaction_id", "value": transaction_id,
+            "reason": f"transaction_id {transaction_id!r} was already published in the last {window_seconds} s",
+            "fix": "", "transaction_id": transaction_id, "raw": None,
+        })
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RejectsWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,115 @@
+"""Parsers for the amount and date text found in card and bank exports.
+
+Each parser raises ``ValueError`` with a message that names the accepted
+layouts. The readers turn that into a ``RowError`` naming the line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
+
+# An amount as banks write it: an optional sign, an optional "$", digits with
+# or without thousands separators, and an optional decimal part. Parentheses
+# mark a negative amount in accounting exports: "(45.00)" is -45.00.
+_AMOUNT = re.compile(
+    r"""^
+    (?P<sign>[+-]?)\s*
+    \$?\s*
+    (?P<inner_sign>[+-]?)
+    (?P<digits>\d{1,3}(?:,\d{3})+|\d+)?
+    (?P<fraction>\.\d+)?
+    $""",
+    re.VERBOSE | re.ASCII,
+)
+
+AMOUNT_EXAMPLES = "write it like 12.50, 1,234.56, $12.50, -12.50 or (12.50)"
+
+# Layouts of dates and times that ``parse_timestamp`` accepts besides ISO 8601,
+# as strptime formats. US exports write dates month first.
+US_DATE_FORMATS = (
+    "%m/%d/%Y",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%m-%d-%Y",
+)
+
+TIMESTAMP_EXAMPLES = (
+    "ISO 8601 such as 2024-05-01T12:30:00Z, 2024-05-01 12:30:00 or 2024-05-01, "
+    "or a US date such as 05/01/2024 or 05/01/2024 12:30"
+)
+
+
+def parse_amount(text: str) -> Decimal:
+    """Parse an amount as exports write it into a signed ``Decimal``.
+
+    Accepts "12.50", "1,234.56", "$1,234.56", "-$5", "$-99.00", "+ $73.01"
+    and "(45.00)" (negative). Raises ``ValueError`` for anything else,
+    including exponents, NaN and a decimal comma such as "12,50".
+    """
+    value = text.strip()
+    negative = False
+    if value.startswith("(") and value.endswith(")"):
+        negative = True
+        value = value[1:-1].strip()
+
+    match = _AMOUNT.match(value)
+    if match is None or not (match["digits"] or match["fraction"]):
+        raise ValueError(f"{text!r} is not an amount; {AMOUNT_EXAMPLES}")
+    if match["sign"] and match["inner_sign"]:
+        raise ValueError(f"{text!r} has two signs; {AMOUNT_EXAMPLES}")
+    if negative and (match["sign"] or match["inner_sign"]):
+        raise ValueError(f"{text!r} has both parentheses and a sign; {AMOUNT_EXAMPLES}")
+
+    number = (match["digits"] or "0").replace(",", "") + (match["fraction"] or "")
+    try:
+        amount = Decimal(number)
+    except InvalidOperation:  # NOTE: the pattern admits only digits, so this is a guard
+        raise ValueError(f"{text!r} is not an amount; {AMOUNT_EXAMPLES}") from None
+
+    if negative or "-" in (match["sign"], match["inner_sign"]):
+        amount = -amount
+    return amount
+
+
+def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tuple[datetime, bool]:
+    """Parse a date or date-time into an aware UTC ``datetime``.
+
+    ``formats`` are strptime formats tried in order; the name ``"iso"`` means
+    ISO 8601 as ``datetime.fromisoformat`` reads it (Python 3.11 accepts "Z").
+    A value without a zone is read in ``zone``. Returns the time and whether it
+    carried a zone of its own. Raises ``ValueError`` naming the accepted layouts.
+    """
+    value = text.strip()
+    for layout in formats:
+        try:
+            if layout == "iso":
+                parsed = datetime.fromisoformat(value)
+            else:
+                parsed = datetime.strptime(value, layout)
+        except ValueError:
+            continue
+        had_zone = parsed.tzinfo is not None
+        if not had_zone:
+            parsed = parsed.replace(tzinfo=zone)
+        try:
+            return parsed.astimezone(timezone.utc), had_zone
+        except OverflowError:  # year 1 or 9999 moved across the date line
+            raise ValueError(f"{text!r} is out of the supported date range") from None
+    raise ValueError(f"{text!r} is not a date in an accepted layout; write it as {describe_formats(formats)}")
+
+
+def describe_formats(formats: tuple[str, ...]) -> str:
+    """Return the accepted layouts as readers write them, for error messages."""
+    names = []
+    for layout in formats:
+        if layout == "iso":
+            names.append("ISO 8601 (2024-05-01T12:30:00Z, 2024-05-01 12:30:00, 2024-05-01)")
+        else:
+            example = datetime(2024, 5, 1, 12, 30, 0).strftime(layout)
+            pattern = layout
+            for code, text in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "hh"), ("%M", "mm"), ("%S", "ss")):
+                pattern = pattern.replace(code, text)
+            names.append(f"{pattern} ({example})")
+    return " or ".join(names)

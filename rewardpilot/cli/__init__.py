@@ -1,0 +1,1 @@
+"""The ``rewardpilot`` command line."""

@@ -1,0 +1,3 @@
+from rewardpilot.cli.main import main
+
+main()

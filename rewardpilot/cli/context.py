@@ -1,0 +1,71 @@
+"""What every command shares: the stream keys, Redis clients and the console."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+import typer
+from rich.console import Console
+
+from rewardpilot.connection import connect, connect_async, redact, resolve_url
+from rewardpilot.embedded import EmbeddedServerError
+from rewardpilot.streams import DEFAULT_PREFIX, StreamKeys
+
+console = Console(stderr=True)
+
+
+@dataclass
+class AppContext:
+    """Options given before the command name, resolved once."""
+
+    prefix: str = DEFAULT_PREFIX
+    redis_url: str | None = None
+    _resolved: str | None = None
+
+    def url(self) -> str:
+        if self._resolved is None:
+            try:
+                self._resolved = resolve_url(self.redis_url)
+            except EmbeddedServerError as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from None
+        return self._resolved
+
+    def keys(self, job: str | None = None) -> StreamKeys:
+        return StreamKeys(prefix=self.prefix, job=job)
+
+    def client(self, *, block_ms: int = 0) -> redis.Redis:
+        return connect(self.url(), block_ms=block_ms)
+
+    def async_client(self, *, block_ms: int = 0) -> aioredis.Redis:
+        return connect_async(self.url(), block_ms=block_ms)
+
+    def describe_server(self) -> str:
+        if self.redis_url or os.environ.get("REDIS_URL"):
+            return redact(self.url())
+        return f"embedded Valkey ({redact(self.url())})"
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = AppContext()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def check_redis(client: redis.Redis, context: AppContext) -> None:
+    """Exit with a clear message when Redis does not answer."""
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        console.print(f"[red]error:[/red] Redis at {redact(context.url())} rejected the password; "
+                      "check REDIS_URL or REDIS_PASSWORD")
+        raise typer.Exit(2) from None
+    except redis.RedisError as exc:
+        console.print(f"[red]error:[/red] cannot reach Redis at {redact(context.url())}: {exc}. "
+                      "Start it, fix REDIS_URL, or unset REDIS_URL to use the embedded server.")
+        raise typer.Exit(2) from None

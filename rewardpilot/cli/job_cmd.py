@@ -1,0 +1,130 @@
+"""``rewardpilot run FILE``: the main job, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from itertools import islice
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from consumer.pool import ConsumerPool
+from consumer.settings import ConsumerSettings
+from consumer.shutdown import install_signal_handlers
+from rewardpilot import wallets
+from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.cli.output import cards_table, sample_table, write_results
+from rewardpilot.cli.publish_cmd import load_layout_option, print_publish_summary, publish_source
+from rewardpilot.job import job_keys, new_job_id, summarise
+from rewardpilot.results import read_results
+
+
+def run(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="Transactions: CSV (documented layout, TabFormer or a bank export) or JSON lines; - for stdin."),
+    job: str = typer.Option(None, "--job", help="Job id (default: a new one per run, from the time)."),
+    live: bool = typer.Option(False, "--live", help="Use the live streams instead of the job's own."),
+    workers: int = typer.Option(4, "--workers", min=1, max=256, help="asyncio workers consuming."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="Entries per micro-batch."),
+    wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write every result to FILE.csv or FILE.jsonl."),
+    rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
+    layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    sample: int = typer.Option(10, "--sample", min=0, help="Recommendations to show in the sample table."),
+) -> None:
+    """Publish FILE, consume until drained, and print the summary."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+
+    job = job or new_job_id()
+    keys = job_keys(context.prefix, job, live)
+    run_wallet = check_cards(split_cards(wallet))
+    wallets.ensure_demo_wallets(client, keys, _catalog())
+    console.print(f"job {job} on {context.describe_server()}")
+    settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet)
+    published, publish_seconds, stats, consume_seconds = asyncio.run(
+        _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
+                             rejects=rejects)
+    )
+    summary = summarise(job, published.published, stats, publish_seconds, consume_seconds)
+
+    results_stream = keys.results()
+    if output:
+        written = write_results(read_results(client, results_stream), output)
+        console.print(f"wrote {written} results to {output}")
+
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        _print_summary(summary, client, results_stream, sample)
+    console.print(f"follow this job's results with: rewardpilot subscribe --job {job} --from-start")
+
+    if published.rejected:
+        raise typer.Exit(1)
+
+
+async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects):
+    """Consume while the file is published, so backpressure never stalls the job; then drain."""
+    started = time.perf_counter()
+    pool = ConsumerPool(context.async_client(block_ms=settings.block_ms), settings)
+    install_signal_handlers(pool)
+    consuming = asyncio.create_task(pool.run())
+    try:
+        published, publish_seconds = await asyncio.to_thread(
+            publish_source, client, keys, file, layout=layout, rejects=rejects
+        )
+        print_publish_summary(published)
+    except BaseException:
+        pool.abort()
+        await asyncio.gather(consuming, return_exceptions=True)
+        raise
+
+    pool.enable_drain()
+    progress = Progress(
+        TextColumn("consuming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+    task = progress.add_task("consume", total=published.published, rate="")
+    with progress:
+        while not consuming.done():
+            done = pool.stats.results + pool.stats.dead_letters + pool.stats.duplicates
+            elapsed = time.perf_counter() - started
+            progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} tx/s" if elapsed else "")
+            await asyncio.wait({consuming}, timeout=0.2)
+        done = pool.stats.results + pool.stats.dead_letters + pool.stats.duplicates
+        progress.update(task, completed=done)
+
+    stats = consuming.result()
+    await pool.recommender.aclose()
+    await pool.client.aclose()
+    return published, publish_seconds, stats, time.perf_counter() - started
+
+
+def _print_summary(summary, client, results_stream: str, sample: int) -> None:
+    out = Console()
+    table = Table(title=f"Job {summary.job}", show_header=False)
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for field, value in summary.as_dict().items():
+        if field != "consumer":
+            table.add_row(field, str(value))
+    out.print(table)
+
+    if summary.successful:
+        out.print(cards_table(read_results(client, results_stream)))
+    if summary.successful and sample:
+        out.print(sample_table(list(islice(read_results(client, results_stream), sample))))
+
+
+def _catalog():
+    from rewardpilot.engine import RulesEngine
+
+    return RulesEngine.default().catalog

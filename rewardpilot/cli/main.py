@@ -1,0 +1,60 @@
+"""``rewardpilot``: publish transactions, run consumers, read recommendations."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from rewardpilot import logs
+from rewardpilot.cli import consume_cmd, job_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd
+from rewardpilot.cli.context import AppContext
+from rewardpilot.streams import DEFAULT_PREFIX
+
+app = typer.Typer(
+    name="rewardpilot",
+    help="The best card for every transaction, as it happens, over Redis streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    prefix: str = typer.Option(
+        os.environ.get("RP_PREFIX", DEFAULT_PREFIX), "--prefix", help="Prefix of every Redis key (env RP_PREFIX)."
+    ),
+    redis_url: str = typer.Option(
+        None, "--redis-url", help="Redis server URL: redis://, rediss:// or unix:// (env REDIS_URL). "
+        "Unset: the embedded Valkey server in ./.rewardpilot/.", show_default=False,
+    ),
+    log_level: str = typer.Option(
+        os.environ.get("RP_LOG_LEVEL", "INFO"), "--log-level", help="DEBUG, INFO, WARNING or ERROR (env RP_LOG_LEVEL)."
+    ),
+) -> None:
+    logs.configure(log_level)
+    ctx.obj = AppContext(prefix=prefix, redis_url=redis_url)
+
+
+app.command("run")(job_cmd.run)
+app.command("publish")(publish_cmd.publish)
+app.command("consume")(consume_cmd.consume)
+app.command("subscribe")(subscribe_cmd.subscribe)
+app.command("status")(status_cmd.status)
+app.command("cards")(wallet_cmd.cards)
+app.add_typer(wallet_cmd.app, name="wallet")
+app.add_typer(server_cmd.app, name="server")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `rewardpilot subscribe | head` closed the pipe
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()

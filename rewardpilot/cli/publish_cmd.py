@@ -1,0 +1,74 @@
+"""``rewardpilot publish FILE|-``: validate transactions and publish them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from producer import InputError, exit_status, format_summary, load_layout, publish_file
+from rewardpilot.cli.context import app_context, check_redis, console
+
+
+def load_layout_option(path: Path | None):
+    if path is None:
+        return None
+    try:
+        return load_layout(path)
+    except (InputError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True):
+    """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
+    target = sys.stdin.buffer if str(source) == "-" else source
+    started = time.perf_counter()
+    try:
+        summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
+                               progress=progress, console=console)
+    except (InputError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return summary, time.perf_counter() - started
+
+
+def print_publish_summary(summary) -> None:
+    console.print(format_summary(summary))
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if summary.rejected:
+        console.print(f"[yellow]{summary.rejected} rows rejected; see {summary.rejects_path}[/yellow]")
+
+
+def publish(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="CSV or JSON lines file; - for stdin."),
+    job: str = typer.Option(None, "--job", help="Publish onto this job's streams instead of the live ones."),
+    layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
+    rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Validate every row and publish the transactions with pipelined XADD.
+
+    Exit status: 0 when every row was published or skipped with a reason, 1
+    when any row was rejected, 2 when the file could not be read at all.
+    """
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+
+    summary, seconds = publish_source(client, context.keys(job), file,
+                                      layout=load_layout_option(layout), rejects=rejects)
+    if as_json:
+        typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3)}, default=str))
+    else:
+        print_publish_summary(summary)
+        rate = summary.published / seconds if seconds > 0 else 0.0
+        Console(stderr=True).print(f"published {summary.published} in {seconds:.2f} s ({rate:,.0f}/s)")
+    raise typer.Exit(exit_status(summary))

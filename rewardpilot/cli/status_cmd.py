@@ -1,0 +1,52 @@
+"""``rewardpilot status``: streams, consumer groups, consumers and dead letters."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rewardpilot.cli.context import app_context, check_redis
+from rewardpilot.status import collect_status
+
+
+def _render(snapshot: dict) -> Table:
+    transactions = snapshot["transactions"]
+    table = Table(title=f"{transactions['stream']}: {transactions['length']} entries")
+    for column in ("group", "lag", "pending", "oldest pending (s)", "consumer", "consumer pending", "idle (s)"):
+        table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
+    for group in transactions["groups"]:
+        oldest = group["oldest_pending_age_ms"]
+        oldest_text = f"{oldest / 1000:.1f}" if oldest is not None else "-"
+        consumers = group["consumers"] or [{"name": "-", "pending": "-", "idle_ms": None}]
+        for index, consumer in enumerate(consumers):
+            idle = consumer["idle_ms"]
+            table.add_row(
+                group["name"] if index == 0 else "",
+                str(group["lag"]) if index == 0 else "",
+                str(group["pending"]) if index == 0 else "",
+                oldest_text if index == 0 else "",
+                consumer["name"], str(consumer["pending"]),
+                f"{idle / 1000:.1f}" if idle is not None else "-",
+            )
+    results = ", ".join(f"{run}: {count}" for run, count in snapshot["results"].items())
+    table.caption = f"results {results}; dead letters: {snapshot['dead_letters']}"
+    return table
+
+
+def status(
+    ctx: typer.Context,
+    job: str = typer.Option(None, "--job", help="Show the streams of this `rewardpilot run` job."),
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+) -> None:
+    """Show stream lengths, group lag and pending entries, consumers and dead letters."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    snapshot = collect_status(client, context.keys(job))
+    if as_json:
+        typer.echo(json.dumps(snapshot))
+        return
+    Console().print(_render(snapshot))

@@ -1,0 +1,103 @@
+"""``rewardpilot wallet set|show|list|delete`` and ``rewardpilot cards``."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rewardpilot import wallets
+from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.options import split_cards
+
+app = typer.Typer(help="Manage the cards in each user's wallet.", no_args_is_help=True)
+
+
+def _engine():
+    from rewardpilot.engine import RulesEngine
+
+    return RulesEngine.default()
+
+
+@app.command("set")
+def set_wallet(
+    ctx: typer.Context,
+    user: str = typer.Argument(..., help="The user_id the wallet belongs to."),
+    cards: list[str] = typer.Argument(..., help="Card ids from `rewardpilot cards`."),
+) -> None:
+    """Replace a user's wallet with the given cards."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    card_ids = split_cards(cards) or []
+    try:
+        wallets.set_wallet(client, context.keys(), user, card_ids, _engine().catalog)
+    except (KeyError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
+        raise typer.Exit(2) from None
+    console.print(f"wallet of {user}: {', '.join(card_ids)}")
+
+
+@app.command("show")
+def show_wallet(
+    ctx: typer.Context,
+    user: str = typer.Argument(None, help="Show one user's wallet; all wallets when omitted."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one wallet, or every wallet."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    keys = context.keys()
+    if user:
+        found = wallets.get_wallet(client, keys, user)
+        if found is None:
+            console.print(f"[red]error:[/red] no wallet for user {user!r}; set one with "
+                          f"`rewardpilot wallet set {user} CARD...`")
+            raise typer.Exit(1)
+        listing = {user: found}
+    else:
+        listing = wallets.list_wallets(client, keys)
+
+    if as_json:
+        typer.echo(json.dumps(listing))
+        return
+    catalog = _engine().catalog
+    table = Table(title="Wallets")
+    table.add_column("user")
+    table.add_column("cards")
+    for owner, card_ids in sorted(listing.items()):
+        table.add_row(owner, ", ".join(f"{catalog.get(c).name} ({c})" for c in card_ids))
+    Console().print(table)
+
+
+@app.command("delete")
+def delete_wallet(ctx: typer.Context, user: str = typer.Argument(..., help="The user_id.")) -> None:
+    """Delete a user's wallet; their transactions are then judged against the run's wallet or the catalog."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    if not wallets.delete_wallet(client, context.keys(), user):
+        console.print(f"no wallet for user {user!r}")
+        raise typer.Exit(1)
+    console.print(f"wallet of {user} deleted")
+
+
+def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the card catalog: ids, issuers, fees and programs."""
+    catalog = _engine().catalog
+    if as_json:
+        typer.echo(json.dumps([
+            {"card_id": c.card_id, "name": c.name, "issuer": c.issuer, "annual_fee_usd": str(c.annual_fee_usd),
+             "program": c.program}
+            for c in catalog.cards
+        ]))
+        return
+    table = Table(title=f"Card catalog {catalog.version}")
+    for column in ("card id", "name", "issuer", "annual fee", "program"):
+        table.add_column(column)
+    for card in catalog.cards:
+        table.add_row(card.card_id, card.name, card.issuer, f"${card.annual_fee_usd}", card.program)
+    Console().print(table)

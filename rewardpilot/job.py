@@ -1,0 +1,124 @@
+"""The main job: publish a file, consume until drained, summarise.
+
+``run_job`` is what ``rewardpilot run FILE`` calls. A job works on its own
+streams (``{prefix}job:{job}:``), so the same file can be run again and again
+and a job never mixes with the live pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+from consumer.pool import ConsumerPool
+from consumer.recommenders import Recommender
+from consumer.settings import ConsumerSettings
+from consumer.shutdown import install_signal_handlers, remove_signal_handlers
+from consumer.stats import PoolStats
+from rewardpilot.connection import connect_async
+from rewardpilot.streams import StreamKeys
+
+
+def new_job_id() -> str:
+    """Return a job id that sorts by start time: ``YYYYmmdd-HHMMSS-xxxx``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass
+class JobSummary:
+    """The run summary, with the field names clients of the batch API expect."""
+
+    job: str
+    total_transactions: int
+    successful: int
+    failed: int
+    total_rewards: Decimal
+    processing_time_seconds: float
+    throughput_tps: float
+    publish_seconds: float
+    consume_seconds: float
+    consumer: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "job": self.job,
+            "total_transactions": self.total_transactions,
+            "successful": self.successful,
+            "failed": self.failed,
+            "total_rewards": str(self.total_rewards),
+            "processing_time_seconds": round(self.processing_time_seconds, 3),
+            "throughput_tps": round(self.throughput_tps, 1),
+            "publish_seconds": round(self.publish_seconds, 3),
+            "consume_seconds": round(self.consume_seconds, 3),
+            "consumer": self.consumer,
+        }
+
+
+async def consume_until_drained(
+    url: str,
+    settings: ConsumerSettings,
+    *,
+    recommender: Recommender | None = None,
+    on_progress: Callable[[PoolStats], None] | None = None,
+    handle_signals: bool = False,
+) -> PoolStats:
+    """Run one consumer pool in drain mode and return its stats."""
+    settings.drain = True
+    client = connect_async(url, block_ms=settings.block_ms)
+    pool = ConsumerPool(client, settings, recommender)
+    if handle_signals:
+        install_signal_handlers(pool)
+
+    async def report() -> None:
+        while True:
+            on_progress(pool.stats)
+            await asyncio.sleep(0.2)
+
+    reporter = asyncio.create_task(report()) if on_progress else None
+    try:
+        return await pool.run()
+    finally:
+        if reporter:
+            reporter.cancel()
+            on_progress(pool.stats)
+        if handle_signals:
+            remove_signal_handlers()
+        await pool.recommender.aclose()
+        await client.aclose()
+
+
+def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float,
+              total_seconds: float) -> JobSummary:
+    """Build the summary; ``total_seconds`` runs from the start of publishing to the drained group."""
+    return JobSummary(
+        job=job,
+        total_transactions=published,
+        successful=stats.results,
+        failed=stats.dead_letters,
+        total_rewards=stats.total_rewards_usd,
+        processing_time_seconds=total_seconds,
+        throughput_tps=published / total_seconds if total_seconds > 0 else 0.0,
+        publish_seconds=publish_seconds,
+        consume_seconds=total_seconds,
+        consumer=stats.as_dict(),
+    )
+
+
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.perf_counter() - started
+
+
+def job_keys(prefix: str, job: str | None, live: bool) -> StreamKeys:
+    return StreamKeys(prefix=prefix) if live else StreamKeys(prefix=prefix, job=job)
+
+
+def default_output(path: Path) -> Path:
+    return path.with_suffix(".results.jsonl")

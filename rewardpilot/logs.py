@@ -1,0 +1,69 @@
+"""structlog set-up: JSON lines when stderr is not a terminal, colour when it is.
+
+Logs always go to stderr, because stdout carries data (``subscribe`` prints
+results there as JSON lines).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import structlog
+
+_configured = False
+
+
+def configure(level: str | None = None, *, json: bool | None = None) -> None:
+    """Configure structlog once per process; later calls only change the level."""
+    global _configured
+    level_name = (level or os.environ.get("RP_LOG_LEVEL", "INFO")).upper()
+    numeric = getattr(logging, level_name, logging.INFO)
+    if json is None:
+        json = not sys.stderr.isatty()
+
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str | None = None, **context) -> structlog.stdlib.BoundLogger:
+    if not _configured:
+        configure()
+    logger = structlog.get_logger(name) if name else structlog.get_logger()
+    return logger.bind(**context) if context else logger
+
+
+class RepeatFilter:
+    """Let a repeated message through once per interval and count the rest.
+
+    ``allow(key)`` returns ``(True, suppressed_count)`` when the caller should
+    log now, reporting how many repeats were held back since the last time.
+    """
+
+    def __init__(self, interval_seconds: float = 10.0):
+        self.interval = interval_seconds
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is None or now - last >= self.interval:
+            self._last[key] = now
+            return True, self._suppressed.pop(key, 0)
+        self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        return False, 0
