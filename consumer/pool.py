@@ -25,22 +25,19 @@ from pydantic import ValidationError
 
 from consumer import deadletters
 from consumer.breaker import CircuitBreaker
-from consumer.group import backlog, ensure_group
 from consumer.guarded import GuardedRecommender
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
 from consumer.recommenders import InProcessRecommender, ItemError, Recommender, WorkItem
 from consumer.recovery import recovery_loop
+from consumer.transports import Delivery, RedisStreamTransport, Transport, TransportError
 from consumer.retry import RetryPolicy
 from consumer.settings import ConsumerSettings
-from consumer.settle import Settler
 from consumer.stats import PoolStats
 from consumer.wallet_cache import WalletCache
 from rewardpilot.codec import decode_transaction, entry_time
 from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.models import DeadLetter, Recommendation, Transaction
-
-Entry = tuple[str, dict]
 
 REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -54,7 +51,8 @@ class ConsumerPool:
 
     def __init__(self, client: aioredis.Redis, settings: ConsumerSettings,
                  recommender: Recommender | None = None, *, limiter: RateLimiter | None = None,
-                 breaker: CircuitBreaker | None = None, retry: RetryPolicy | None = None):
+                 breaker: CircuitBreaker | None = None, retry: RetryPolicy | None = None,
+                 transport: Transport | None = None):
         self.client = client
         self.settings = settings
         self.keys = settings.keys
@@ -74,12 +72,7 @@ class ConsumerPool:
         )
         self.wallets = WalletCache(client, self.keys, run_wallet=settings.wallet,
                                    ttl_seconds=settings.wallet_cache_seconds)
-        self.settler = Settler(
-            client, self.keys, run=settings.run, group=self.group,
-            results_stream=settings.results_stream,
-            marker_ttl_seconds=settings.result_ttl_seconds,
-            results_maxlen=settings.results_maxlen,
-        )
+        self.transport = transport or RedisStreamTransport(client, settings, self.name)
 
     # Lifecycle
 
@@ -113,13 +106,11 @@ class ConsumerPool:
 
     async def run(self) -> PoolStats:
         """Run the workers until stopped or, with ``drain``, until the group is drained."""
-        created = await self._with_redis_retry(
-            lambda: ensure_group(self.client, self.stream, self.group, self.settings.start_id)
-        )
+        await self._with_redis_retry(self.transport.open)
         self.log.info(
-            "consumer started", stream=self.stream, workers=self.settings.workers,
-            batch_size=self.settings.batch_size, recommender=self.recommender.name,
-            group_created=created,
+            "consumer started", transport=self.transport.name, stream=self.stream,
+            workers=self.settings.workers, batch_size=self.settings.batch_size,
+            recommender=self.recommender.name,
         )
 
         self._tasks = [asyncio.create_task(self._worker(index)) for index in range(self.settings.workers)]
@@ -135,27 +126,10 @@ class ConsumerPool:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
-            await self._leave_group()
+            await self.transport.close()
 
         self.log.info("consumer stopped", **self.stats.as_dict())
         return self.stats
-
-    async def _leave_group(self) -> None:
-        """Delete this consumer from the group when it holds no pending entries.
-
-        XGROUP DELCONSUMER drops a consumer's pending entries, so a consumer
-        that still holds some stays in the group for recovery to claim from.
-        """
-        try:
-            held = await self.client.xpending_range(
-                self.stream, self.group, min="-", max="+", count=1, consumername=self.name
-            )
-            if held:
-                self.log.warning("consumer left entries pending for others to claim")
-                return
-            await self.client.xgroup_delconsumer(self.stream, self.group, self.name)
-        except redis.RedisError as exc:
-            self.log.warning("could not leave the consumer group", error=str(exc))
 
     # The worker loop
 
@@ -163,52 +137,25 @@ class ConsumerPool:
         failures = 0
         while not self._stopping.is_set():
             try:
-                entries = await self._read()
-                if entries:
-                    await self.handle(entries)
-                elif self.settings.drain and await self._drained():
-                    self.log.info("group drained", worker=index)
+                deliveries = await self.transport.read(self.settings.batch_size, self.settings.block_ms)
+                if deliveries:
+                    await self.handle(deliveries)
+                elif self.settings.drain and await self.transport.drained():
+                    self.log.info("drained", worker=index)
                     self._stopping.set()
                 failures = 0
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
                 delay = REDIS_BACKOFF_SECONDS[min(failures, len(REDIS_BACKOFF_SECONDS) - 1)]
                 failures += 1
-                self._log_repeated("redis-down", "Redis unreachable; reconnecting",
+                self._log_repeated("transport-down", "transport unreachable; reconnecting",
                                    error=str(exc), retry_in_seconds=delay)
                 await asyncio.sleep(delay)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._recreate_group()
-
-    async def _read(self) -> list[Entry]:
-        reply = await self.client.xreadgroup(
-            self.group, self.name, {self.stream: ">"},
-            count=self.settings.batch_size, block=self.settings.block_ms,
-        )
-        if not reply:
-            return []
-        _stream, entries = reply[0]
-        return [(_text(entry_id), fields) for entry_id, fields in entries if fields is not None]
-
-    async def _drained(self) -> bool:
-        state = await backlog(self.client, self.stream, self.group)
-        return state.drained
-
-    async def _recreate_group(self) -> None:
-        """Recreate a group that vanished: the server restarted empty, without persistence."""
-        self.log.error(
-            "consumer group missing; the server lost its data (restarted without persistence?). "
-            "Recreating the group; entries that were in the stream are lost.",
-            stream=self.stream,
-        )
-        await ensure_group(self.client, self.stream, self.group, "0")
 
     async def _with_redis_retry(self, operation, attempts: int = len(REDIS_BACKOFF_SECONDS)):
         for attempt in range(attempts):
             try:
                 return await operation()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
                 if attempt == attempts - 1:
                     raise
                 delay = REDIS_BACKOFF_SECONDS[attempt]
@@ -223,32 +170,35 @@ class ConsumerPool:
 
     # One micro-batch
 
-    async def handle(self, entries: list[Entry]) -> None:
+    async def handle(self, deliveries: list[Delivery]) -> None:
         """Recommend for a micro-batch and settle it atomically."""
         started = time.perf_counter()
         self.stats.batches += 1
-        self.stats.delivered += len(entries)
+        self.stats.delivered += len(deliveries)
 
-        transactions, dead_letters, skipped = self._decode(entries)
+        transactions, dead_letters, skipped = self._decode(deliveries)
         outcomes: list[Recommendation | ItemError] = []
         if transactions:
             outcomes = await self._recommend(transactions)
             if outcomes is None:
-                await self._give_back([entry_id for entry_id, _ in transactions])
+                await self._with_redis_retry(
+                    lambda: self.transport.give_back([entry_id for entry_id, _ in transactions])
+                )
                 transactions = []
                 outcomes = []
 
         results, rewards = self._collect(transactions, outcomes, dead_letters, started)
         await self._settle(results, dead_letters, skipped, rewards)
 
-    def _decode(self, entries: list[Entry]):
+    def _decode(self, deliveries: list[Delivery]):
         """Split a batch into transactions, dead letters (undecodable) and skipped entry ids."""
         transactions: list[tuple[str, Transaction]] = []
         dead_letters: list[DeadLetter] = []
         skipped: list[str] = []
         user_filter = self.settings.user_filter
 
-        for entry_id, fields in entries:
+        for delivery in deliveries:
+            entry_id, fields = delivery.entry_id, delivery.fields
             try:
                 transaction = decode_transaction(fields)
             except (ValidationError, KeyError, ValueError) as exc:
@@ -300,7 +250,7 @@ class ConsumerPool:
     async def _settle(self, results, dead_letters, skipped, rewards: Decimal = Decimal("0")) -> None:
         """Settle with retries: the script is idempotent, so a retry after a lost reply is safe."""
         counts = await self._with_redis_retry(
-            lambda: self.settler.settle(results, dead_letters, acknowledge_only=skipped),
+            lambda: self.transport.settle(results, dead_letters, skipped),
             attempts=20,
         )
         self.stats.results += counts.written
@@ -320,29 +270,10 @@ class ConsumerPool:
                 reasons=sorted({letter.reason for letter in dead_letters}),
             )
 
-    async def _give_back(self, entry_ids: list[str]) -> None:
-        """Make entries claimable by any consumer now, without counting this delivery.
-
-        Used when the recommender stayed unavailable for every attempt: the
-        outage, not the entries, failed, so their delivery count is lowered
-        again and they never become poison messages because of it.
-        """
-        counts = await self._delivery_counts(entry_ids)
-        for entry_id in entry_ids:
-            await self.client.xclaim(
-                self.stream, self.group, self.name, min_idle_time=0, message_ids=[entry_id],
-                idle=self.settings.visibility_timeout_ms,
-                retrycount=max(0, counts.get(entry_id, 1) - 1), justid=True,
-            )
-
-    async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
-        from consumer.recovery import delivery_counts
-
-        return await delivery_counts(self, sorted(entry_ids, key=_entry_key))
-
     # Dead letters found by recovery
 
-    async def dead_letter_deleted(self, entry_ids: list[str]) -> None:
+    async def dead_letter_lost(self, entry_ids: list[str]) -> None:
+        """Record entries deleted from the stream (trimmed) while they were pending."""
         letters = [
             deadletters.from_entry(
                 entry_id, self.stream, {}, reason="deleted while pending",
@@ -352,28 +283,21 @@ class ConsumerPool:
             )
             for entry_id in entry_ids
         ]
-        self.stats.batches += 1
         await self._settle([], letters, [])
 
-    async def dead_letter_poison(self, entries: list[Entry], counts: dict[str, int]) -> None:
-        letters = [
-            deadletters.from_entry(
-                entry_id, self.stream, fields, reason="poison message",
+    async def dead_letter_poison(self, poison: list[tuple[Delivery, int]]) -> None:
+        """Record entries delivered more than ``max_deliveries`` times."""
+        letters = []
+        for delivery, delivered in poison:
+            letter = deadletters.from_entry(
+                delivery.entry_id, self.stream, delivery.fields, reason="poison message",
                 error_type="TooManyDeliveries",
-                error=f"delivered {counts.get(entry_id)} times, more than the maximum of "
-                      f"{self.settings.max_deliveries}",
-                consumer=self.name, attempts=counts.get(entry_id, 0),
+                error=f"delivered {delivered} times, more than the maximum of {self.settings.max_deliveries}",
+                consumer=self.name, attempts=delivered,
             )
-            for entry_id, fields in entries
-        ]
-        for letter, (_entry_id, fields) in zip(letters, entries):
             try:
-                letter.transaction_id = decode_transaction(fields).transaction_id
+                letter.transaction_id = decode_transaction(delivery.fields).transaction_id
             except (ValidationError, KeyError, ValueError):
                 pass
+            letters.append(letter)
         await self._settle([], letters, [])
-
-
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)

@@ -17,6 +17,12 @@ from rewardpilot.streams import DEFAULT_PREFIX, StreamKeys
 console = Console(stderr=True)
 
 
+def stdout_console() -> Console:
+    """A console for tables on stdout, 120 columns wide when stdout is not a terminal."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=120)
+
+
 @dataclass
 class AppContext:
     """Options given before the command name, resolved once."""

@@ -9,7 +9,6 @@ from itertools import islice
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -17,7 +16,7 @@ from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers
 from rewardpilot import wallets
-from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import load_layout_option, print_publish_summary, publish_source
@@ -109,7 +108,7 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
 
 
 def _print_summary(summary, client, results_stream: str, sample: int) -> None:
-    out = Console()
+    out = stdout_console()
     table = Table(title=f"Job {summary.job}", show_header=False)
     table.add_column("field")
     table.add_column("value", justify="right")

@@ -32,10 +32,12 @@ def root(
         "Unset: the embedded Valkey server in ./.rewardpilot/.", show_default=False,
     ),
     log_level: str = typer.Option(
-        os.environ.get("RP_LOG_LEVEL", "INFO"), "--log-level", help="DEBUG, INFO, WARNING or ERROR (env RP_LOG_LEVEL)."
+        os.environ.get("RP_LOG_LEVEL"), "--log-level", show_default=False,
+        help="DEBUG, INFO, WARNING or ERROR (env RP_LOG_LEVEL). Default: WARNING for `run`, INFO otherwise.",
     ),
 ) -> None:
-    logs.configure(log_level)
+    quiet_by_default = ctx.invoked_subcommand == "run"
+    logs.configure(log_level or ("WARNING" if quiet_by_default else "INFO"))
     ctx.obj = AppContext(prefix=prefix, redis_url=redis_url)
 
 

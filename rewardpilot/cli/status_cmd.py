@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from rewardpilot.cli.context import app_context, check_redis
+from rewardpilot.cli.context import app_context, check_redis, stdout_console
 from rewardpilot.status import collect_status
 
 
@@ -49,4 +48,4 @@ def status(
     if as_json:
         typer.echo(json.dumps(snapshot))
         return
-    Console().print(_render(snapshot))
+    stdout_console().print(_render(snapshot))

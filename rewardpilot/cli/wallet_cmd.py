@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rewardpilot import wallets
-from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import split_cards
 
 app = typer.Typer(help="Manage the cards in each user's wallet.", no_args_is_help=True)
@@ -70,7 +69,7 @@ def show_wallet(
     table.add_column("cards")
     for owner, card_ids in sorted(listing.items()):
         table.add_row(owner, ", ".join(f"{catalog.get(c).name} ({c})" for c in card_ids))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @app.command("delete")
@@ -100,4 +99,4 @@ def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         table.add_column(column)
     for card in catalog.cards:
         table.add_row(card.card_id, card.name, card.issuer, f"${card.annual_fee_usd}", card.program)
-    Console().print(table)
+    stdout_console().print(table)

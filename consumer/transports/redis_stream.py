@@ -1,0 +1,157 @@
+"""The Redis stream transport: a consumer group on the transactions stream.
+
+Reads with XREADGROUP COUNT/BLOCK, settles with one Lua script (results,
+dead letters and XACK together), recovers with XAUTOCLAIM:
+
+* entries that XAUTOCLAIM reports as deleted (trimmed while pending) are
+  returned as lost (Redis 7.0 and later already dropped them from the
+  pending entries list);
+* entries delivered more than ``max_deliveries`` times are poison messages;
+* the rest are handed to this consumer like a new micro-batch.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from consumer.group import backlog, ensure_group
+from consumer.settings import ConsumerSettings
+from consumer.settle import SettleCounts, Settler
+from consumer.transports.base import Delivery, Reclaimed
+from rewardpilot.logs import get_logger
+from rewardpilot.models import DeadLetter, Recommendation
+
+MAX_RECLAIM_ROUNDS = 20  # bounds one recovery pass over a very long pending entries list
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+class RedisStreamTransport:
+    """One consumer (``consumer``) of a consumer group on ``settings.keys.transactions``."""
+
+    name = "redis-stream"
+
+    def __init__(self, client: aioredis.Redis, settings: ConsumerSettings, consumer: str):
+        self.client = client
+        self.settings = settings
+        self.consumer = consumer
+        self.stream = settings.keys.transactions
+        self.group = settings.group_name
+        self.log = get_logger("transport", consumer=consumer, group=self.group)
+        self.settler = Settler(
+            client, settings.keys, run=settings.run, group=self.group,
+            results_stream=settings.results_stream,
+            marker_ttl_seconds=settings.result_ttl_seconds,
+            results_maxlen=settings.results_maxlen,
+        )
+        self._reclaim_cursor = "0-0"
+
+    async def open(self) -> None:
+        created = await ensure_group(self.client, self.stream, self.group, self.settings.start_id)
+        if created:
+            self.log.info("consumer group created", stream=self.stream, start_id=self.settings.start_id)
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        try:
+            reply = await self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._recreate_group()
+            return []
+        if not reply:
+            return []
+        return [Delivery(_text(entry_id), fields) for entry_id, fields in reply[0][1] if fields is not None]
+
+    async def _recreate_group(self) -> None:
+        """Recreate a group that vanished because the server restarted empty."""
+        self.log.error(
+            "consumer group missing: the Redis server lost its data (restarted without "
+            "persistence?). Recreating the group; entries that were in the stream are lost.",
+            stream=self.stream,
+        )
+        await ensure_group(self.client, self.stream, self.group, "0")
+
+    async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
+                     acknowledge: list[str]) -> SettleCounts:
+        return await self.settler.settle(results, dead_letters, acknowledge_only=acknowledge)
+
+    async def give_back(self, entry_ids: list[str]) -> None:
+        """Lower each entry's delivery count again and make it claimable by anyone now."""
+        counts = await self._delivery_counts(entry_ids)
+        for entry_id in entry_ids:
+            await self.client.xclaim(
+                self.stream, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id],
+                idle=self.settings.visibility_timeout_ms,
+                retrycount=max(0, counts.get(entry_id, 1) - 1), justid=True,
+            )
+
+    async def reclaim(self) -> Reclaimed:
+        found = Reclaimed()
+        for _ in range(MAX_RECLAIM_ROUNDS):
+            try:
+                reply = await self.client.xautoclaim(
+                    self.stream, self.group, self.consumer,
+                    min_idle_time=self.settings.visibility_timeout_ms,
+                    start_id=self._reclaim_cursor, count=self.settings.batch_size,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    return found
+                raise
+            self._reclaim_cursor = _text(reply[0])
+            claimed = [Delivery(_text(entry_id), fields) for entry_id, fields in reply[1] if fields is not None]
+            found.lost += [_text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else [])]
+
+            if claimed:
+                counts = await self._delivery_counts([delivery.entry_id for delivery in claimed])
+                for delivery in claimed:
+                    delivered = counts.get(delivery.entry_id, 1)
+                    if delivered > self.settings.max_deliveries:
+                        found.poison.append((delivery, delivered))
+                    else:
+                        found.deliveries.append(delivery)
+            if self._reclaim_cursor == "0-0" or len(found.deliveries) >= self.settings.batch_size:
+                break
+        return found
+
+    async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
+        if not entry_ids:
+            return {}
+        ordered = sorted(entry_ids, key=_entry_key)
+        rows = await self.client.xpending_range(
+            self.stream, self.group, min=ordered[0], max=ordered[-1],
+            count=len(ordered) * 2, consumername=self.consumer,
+        )
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    async def drained(self) -> bool:
+        state = await backlog(self.client, self.stream, self.group)
+        return state.drained
+
+    async def close(self) -> None:
+        """Delete this consumer from the group when it holds no pending entries.
+
+        XGROUP DELCONSUMER drops a consumer's pending entries, so a consumer
+        that still holds some stays in the group for recovery to claim from.
+        """
+        try:
+            held = await self.client.xpending_range(
+                self.stream, self.group, min="-", max="+", count=1, consumername=self.consumer
+            )
+            if held:
+                self.log.warning("consumer left entries pending for others to claim", count_at_least=len(held))
+                return
+            await self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
+        except redis.RedisError as exc:
+            self.log.warning("could not leave the consumer group", error=str(exc))

@@ -1,0 +1,197 @@
+"""The ``rewardpilot`` command line, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+import redis
+
+from conftest import ROOT, SHARED_DATA, run_cli
+
+TABFORMER = SHARED_DATA / "tabformer-user0" / "User0_credit_card_transactions.2002-2016.csv"
+
+
+def write_csv(path, rows):
+    columns = ["transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc", "timestamp"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+def summary_of(completed) -> dict:
+    assert completed.returncode in (0, 1), completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_run_example_file(cli_env, keys, tmp_path):
+    source = tmp_path / "head.csv"
+    lines = (ROOT / "examples" / "transactions.csv").read_text().splitlines()[:501]
+    source.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "results.csv"
+
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--output", str(output)], cli_env)
+    summary = summary_of(completed)
+
+    assert completed.returncode == 0
+    assert summary["total_transactions"] == 500
+    assert summary["successful"] == 500
+    assert summary["failed"] == 0
+    assert float(summary["total_rewards"]) > 0
+    with output.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 500
+    assert {row["transaction_id"] for row in rows} == {line.split(",")[0] for line in lines[1:]}
+
+
+def test_run_twice_gives_two_jobs(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "two.csv", [
+        ["a1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+        ["a2", "u1", "Shell", "gas", "40.00", "5541", "2026-11-02T11:00:00Z"],
+    ])
+    first = summary_of(run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env))
+    second = summary_of(run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env))
+
+    assert first["job"] != second["job"]
+    assert first["successful"] == second["successful"] == 2
+
+
+def test_run_rejects_bad_rows_exit_one(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "mixed.csv", [
+        ["b1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+        ["b2", "u1", "Shell", "gas", "twelve", "5541", "2026-11-02T11:00:00Z"],
+        ["b3", "u1", "Refund", "groceries", "-5.00", "5411", "2026-11-02T12:00:00Z"],
+    ])
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env)
+    summary = summary_of(completed)
+
+    assert completed.returncode == 1
+    assert summary["successful"] == 1
+    rejects = (tmp_path / "mixed.csv.rejects.jsonl").read_text()
+    assert "twelve" in rejects
+    assert "line 3" in completed.stderr or '"line": 3' in rejects
+
+
+def test_run_run_wallet_applies(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "one.csv", [
+        ["w1", "nobody", "Whole Foods", "groceries", "100.00", "5411", "2026-11-02T10:00:00Z"],
+    ])
+    output = tmp_path / "out.jsonl"
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--wallet",
+                         "citi-double-cash", "--output", str(output)], cli_env)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+    result = json.loads(output.read_text().splitlines()[0])
+    assert result["wallet_source"] == "run"
+    assert result["recommended_card"]["card_id"] == "citi-double-cash"
+    # Citi Double Cash: 2% on every purchase (1% when bought, 1% when paid): $2.00 on $100.
+    assert result["rewards"]["cash_value_usd"] == "2.00"
+
+
+def test_unknown_wallet_card_exit_two(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "one.csv", [
+        ["w1", "nobody", "Whole Foods", "groceries", "100.00", "5411", "2026-11-02T10:00:00Z"],
+    ])
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--wallet", "amex-goldd"], cli_env)
+
+    assert completed.returncode == 2
+    assert "amex-goldd" in completed.stderr
+
+
+def test_missing_file_exit_two(cli_env, keys, tmp_path):
+    completed = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "nope.csv")], cli_env)
+
+    assert completed.returncode == 2
+    assert "nope.csv" in completed.stderr
+
+
+def test_wallet_set_and_show(cli_env, keys):
+    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-gold", "citi-double-cash"],
+                   cli_env).returncode == 0
+    shown = run_cli(["--prefix", keys.prefix, "wallet", "show", "alice", "--json"], cli_env)
+
+    assert json.loads(shown.stdout) == {"alice": ["amex-gold", "citi-double-cash"]}
+
+
+def test_wallet_set_unknown_card(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-goldd"], cli_env)
+
+    assert completed.returncode == 2
+    assert "amex-goldd" in completed.stderr
+
+
+def test_status_json_lists_group(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "s.csv", [
+        ["s1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+    ])
+    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+
+    snapshot = json.loads(run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env).stdout)
+
+    assert snapshot["transactions"]["length"] == 1
+    assert snapshot["transactions"]["groups"][0]["pending"] == 0
+    assert snapshot["transactions"]["groups"][0]["lag"] == 0
+    assert snapshot["results"]["live"] == 1
+
+
+def test_subscribe_from_start(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "s.csv", [
+        ["s1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+        ["s2", "u2", "Shell", "gas", "30.00", "5541", "2026-11-02T10:00:00Z"],
+    ])
+    run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+    run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
+
+    completed = run_cli(["--prefix", keys.prefix, "subscribe", "--from-start", "--user", "u2",
+                         "--idle-timeout", "1"], cli_env)
+
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [line["transaction_id"] for line in lines] == ["s2"]
+
+
+@pytest.mark.skipif(not TABFORMER.exists(), reason="shared TabFormer sample not present")
+def test_tabformer_one_result_per_purchase(cli_env, keys, tmp_path):
+    # Counted independently: 16,247 rows = 15,251 purchases + 524 refunds + 472 declined.
+    completed = run_cli(["--prefix", keys.prefix, "run", str(TABFORMER), "--json",
+                         "--rejects", str(tmp_path / "rejects.jsonl")], cli_env, timeout=300)
+    summary = summary_of(completed)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert summary["total_transactions"] == 15_251
+    assert summary["successful"] == 15_251
+    assert summary["failed"] == 0
+
+    client = redis.Redis.from_url(cli_env["REDIS_URL"], decode_responses=True)
+    job_keys = keys.__class__(prefix=keys.prefix, job=summary["job"])
+    assert client.xpending(job_keys.transactions, job_keys.group())["pending"] == 0
+    assert client.xlen(job_keys.results()) == 15_251
+    client.close()
+
+
+def test_embedded_server_shared_and_stopped(tmp_path):
+    env = dict(os.environ)
+    env.pop("REDIS_URL", None)
+    env["RP_HOME"] = str(tmp_path / "home")
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        assert run_cli(["wallet", "set", "bob", "amex-gold"], env).returncode == 0
+        first = json.loads(run_cli(["server", "status", "--json"], env).stdout)
+        assert first["running"] is True
+
+        # A second process finds the same server and its data.
+        shown = run_cli(["wallet", "show", "bob", "--json"], env)
+        second = json.loads(run_cli(["server", "status", "--json"], env).stdout)
+        assert json.loads(shown.stdout) == {"bob": ["amex-gold"]}
+        assert second["pid"] == first["pid"]
+        assert (tmp_path / "home" / "appendonlydir").exists()
+    finally:
+        run_cli(["server", "stop"], env)
+    stopped = run_cli(["server", "status", "--json"], env)
+    assert json.loads(stopped.stdout)["running"] is False
+    assert stopped.returncode == 1

@@ -1,0 +1,243 @@
+"""The consumer pool end to end against real servers: publish, consume, settle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from consumer.pool import ConsumerPool
+from consumer.settings import ConsumerSettings
+from consumer.settle import Settler
+from consumer.transports import Delivery
+from producer import Producer
+from rewardpilot.codec import decode_result
+from rewardpilot.models import Transaction
+from rewardpilot.results import read_results, subscribe
+
+MERCHANTS = [
+    ("Whole Foods Market", "5411", "groceries"),
+    ("Starbucks", "5814", "coffee"),
+    ("Shell", "5541", "gas"),
+    ("Delta Air Lines", "3058", "airfare"),
+    ("CVS Pharmacy", "5912", "drugstore"),
+]
+
+
+def transactions(count: int, *, users: int = 7, prefix: str = "t"):
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    for index in range(count):
+        merchant, mcc, category = MERCHANTS[index % len(MERCHANTS)]
+        yield Transaction(
+            transaction_id=f"{prefix}-{index:06d}", user_id=f"user-{index % users}", merchant=merchant,
+            category=category, amount_usd=Decimal(1000 + index % 9000) / 100, mcc=mcc,
+            timestamp=start + timedelta(minutes=index),
+        )
+
+
+def publish(url: str, keys, items) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return Producer(client, keys, max_backlog=None).publish_many(items).published
+    finally:
+        client.close()
+
+
+async def drain(url: str, settings: ConsumerSettings, **pool_options):
+    settings.drain = True
+    client = aioredis.Redis.from_url(url)
+    pool = ConsumerPool(client, settings, **pool_options)
+    try:
+        return await asyncio.wait_for(pool.run(), timeout=120)
+    finally:
+        await client.aclose()
+
+
+def pending_count(client: redis.Redis, stream: str, group: str) -> int:
+    return client.xpending(stream, group)["pending"]
+
+
+async def test_ten_thousand_give_ten_thousand_results(redis_url, keys, sync_client):
+    assert publish(redis_url, keys, transactions(10_000)) == 10_000
+
+    stats = await drain(redis_url, ConsumerSettings(keys=keys, workers=4, batch_size=500))
+
+    assert stats.results == 10_000
+    assert stats.dead_letters == 0
+    assert sync_client.xlen(keys.results()) == 10_000
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+    ids = {result.transaction_id for result in read_results(sync_client, keys.results())}
+    assert len(ids) == 10_000
+
+
+async def test_result_carries_entry_and_run(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(3))
+    await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+
+    results = list(read_results(sync_client, keys.results()))
+    entry_ids = [entry_id for entry_id, _ in sync_client.xrange(keys.transactions)]
+
+    assert [result.entry_id for result in results] == entry_ids
+    assert all(result.run == "live" for result in results)
+    assert all(result.published_at <= result.completed_at for result in results)
+    assert all(result.wallet_source == "catalog" for result in results)
+
+
+async def test_settle_twice_writes_once(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(20))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    entries = sync_client.xreadgroup(keys.group(), "c1", {keys.transactions: ">"}, count=20)[0][1]
+    deliveries = [Delivery(entry_id, fields) for entry_id, fields in entries]
+
+    client = aioredis.Redis.from_url(redis_url)
+    pool = ConsumerPool(client, ConsumerSettings(keys=keys))
+    try:
+        await pool.handle(deliveries)
+        # The same entries again, as after a crash between settle and the next read.
+        await pool.handle(deliveries)
+    finally:
+        await client.aclose()
+
+    assert sync_client.xlen(keys.results()) == 20
+    assert pool.stats.results == 20
+    assert pool.stats.duplicates == 20
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+async def test_invalid_entry_dead_lettered(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(2))
+    sync_client.xadd(keys.transactions, {"data": '{"transaction_id": "bad", "amount_usd": "-3"}'})
+    sync_client.xadd(keys.transactions, {"unexpected": "field"})
+
+    stats = await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+
+    assert stats.results == 2
+    assert stats.dead_letters == 2
+    letters = [json.loads(fields["data"]) for _, fields in sync_client.xrange(keys.dead_letters)]
+    assert {letter["reason"] for letter in letters} == {"invalid entry"}
+    assert any("amount_usd" in letter["error"] for letter in letters)
+    assert any(letter["payload"] == {"unexpected": "field"} for letter in letters)
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+async def test_stale_pending_claimed_by_live_consumer(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(50))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    # A consumer reads 30 entries and dies without settling them.
+    sync_client.xreadgroup(keys.group(), "dead-consumer", {keys.transactions: ">"}, count=30)
+
+    settings = ConsumerSettings(keys=keys, workers=1, visibility_timeout_ms=1, claim_interval_seconds=0.05)
+    stats = await drain(redis_url, settings)
+
+    assert stats.claimed == 30
+    assert sync_client.xlen(keys.results()) == 50
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+async def test_poison_message_dead_lettered(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(1))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    entry_id = sync_client.xreadgroup(keys.group(), "c1", {keys.transactions: ">"}, count=1)[0][1][0][0]
+    for _ in range(5):  # six deliveries so far; the pool's XAUTOCLAIM makes seven
+        sync_client.xclaim(keys.transactions, keys.group(), "c1", 0, [entry_id])
+
+    settings = ConsumerSettings(keys=keys, workers=1, visibility_timeout_ms=1,
+                                claim_interval_seconds=0.05, max_deliveries=5)
+    stats = await drain(redis_url, settings)
+
+    assert stats.dead_letters == 1
+    assert sync_client.xlen(keys.results()) == 0
+    letter = json.loads(sync_client.xrange(keys.dead_letters)[0][1]["data"])
+    assert letter["reason"] == "poison message"
+    assert letter["transaction_id"] == "t-000000"
+    assert letter["attempts"] == 7
+
+
+async def test_trimmed_pending_entry_dead_lettered(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(3))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    read = sync_client.xreadgroup(keys.group(), "dead-consumer", {keys.transactions: ">"}, count=3)[0][1]
+    sync_client.xdel(keys.transactions, read[0][0])
+
+    settings = ConsumerSettings(keys=keys, workers=1, visibility_timeout_ms=1, claim_interval_seconds=0.05)
+    stats = await drain(redis_url, settings)
+
+    assert stats.results == 2
+    letters = [json.loads(fields["data"]) for _, fields in sync_client.xrange(keys.dead_letters)]
+    assert [letter["reason"] for letter in letters] == ["deleted while pending"]
+    assert letters[0]["entry_id"] == read[0][0]
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+async def test_user_filter_acks_other_users(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(14, users=7))
+    settings = ConsumerSettings(keys=keys, workers=1, user_filter="user-3")
+
+    stats = await drain(redis_url, settings)
+
+    users = {result.user_id for result in read_results(sync_client, keys.results())}
+    assert users == {"user-3"}
+    assert stats.results == 2
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+async def test_consumer_leaves_group_when_idle(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(5))
+    settings = ConsumerSettings(keys=keys, workers=1, consumer="leaving-consumer")
+    await drain(redis_url, settings)
+
+    consumers = sync_client.xinfo_consumers(keys.transactions, keys.group())
+    assert [c["name"] for c in consumers] == []
+
+
+async def test_subscribe_yields_new_results(redis_url, keys):
+    client = aioredis.Redis.from_url(redis_url)
+    received = []
+
+    async def follow():
+        async for result in subscribe(client, keys.results(), start="$", block_ms=100,
+                                      idle_timeout_seconds=3):
+            received.append(result)
+            if len(received) == 4:
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)
+    publish(redis_url, keys, transactions(4))
+    await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+    await asyncio.wait_for(follower, timeout=10)
+    await client.aclose()
+
+    assert sorted(result.transaction_id for result in received) == [f"t-{i:06d}" for i in range(4)]
+
+
+async def test_settler_skips_known_transaction(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(1))
+    await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+    fields = sync_client.xrange(keys.results())[0][1]
+    result = decode_result(fields)
+
+    client = aioredis.Redis.from_url(redis_url)
+    settler = Settler(client, keys, run="live", group=keys.group(), marker_ttl_seconds=60)
+    counts = await settler.settle([("0-1", result)], [])
+    await client.aclose()
+
+    assert counts.written == 0
+    assert counts.duplicates == 1
+    assert sync_client.xlen(keys.results()) == 1
+
+
+@pytest.mark.parametrize("run", ["replay-a"])
+async def test_second_run_gets_own_results(redis_url, keys, sync_client, run):
+    publish(redis_url, keys, transactions(10))
+    await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+    await drain(redis_url, ConsumerSettings(keys=keys, workers=1, run=run))
+
+    assert sync_client.xlen(keys.results()) == 10
+    assert sync_client.xlen(keys.results(run)) == 10
+    assert {r.run for r in read_results(sync_client, keys.results(run))} == {run}
