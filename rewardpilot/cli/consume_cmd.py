@@ -7,12 +7,30 @@ import json
 
 import typer
 
-from consumer.pool import ConsumerPool
+from consumer.build import CallOptions, build_pool
+from consumer.errors import InvalidRateLimitError
 from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers
-from rewardpilot.cli.context import app_context, check_redis
+from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.streams import LIVE_RUN
+
+
+def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold, breaker_cooldown,
+                 timeout) -> CallOptions:
+    return CallOptions.from_env(
+        orchestrator_url=orchestrator, rate=rate, burst=burst, counting=counting, max_attempts=max_attempts,
+        breaker_threshold=breaker_threshold, breaker_cooldown=breaker_cooldown, timeout=timeout,
+    )
+
+
+def make_pool(client, settings, options):
+    """Build the pool; exit 2 with the reason when an option is invalid."""
+    try:
+        return build_pool(client, settings, options)
+    except (InvalidRateLimitError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def consume(
@@ -26,6 +44,16 @@ def consume(
     job: str = typer.Option(None, "--job", help="Work on the streams of this `rewardpilot run` job."),
     name: str = typer.Option(None, "--name", help="Consumer name (default: host-pid-random, unique per process)."),
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to finish the batch in hand after SIGTERM."),
+    visibility_timeout: float = typer.Option(60.0, "--visibility-timeout", min=0.01, help="Seconds an entry may stay unsettled before another consumer claims it."),
+    max_deliveries: int = typer.Option(5, "--max-deliveries", min=1, help="Deliveries after which an entry is a poison message and is dead-lettered."),
+    orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL: http(s)://host:port for REST, .../mcp for MCP (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),
+    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min or 50/s. Unset: no limit.", show_default=False),
+    burst: int = typer.Option(10, "--burst", min=1, help="Token bucket size: calls allowed at once above the rate."),
+    counting: str = typer.Option("requests", "--count", help="What a token pays for: requests (a batch call is one) or transactions."),
+    max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Tries per batch on transient failures before it is given back to the group."),
+    breaker_threshold: int = typer.Option(5, "--breaker-threshold", min=1, help="Consecutive transient failures that open the circuit breaker."),
+    breaker_cooldown: float = typer.Option(30.0, "--breaker-cooldown", min=0.01, help="Seconds the breaker stays open before one probe call."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.01, help="Seconds per orchestrator request."),
 ) -> None:
     """Consume transactions in micro-batches and publish a recommendation for each."""
     context = app_context(ctx)
@@ -33,12 +61,15 @@ def consume(
     settings = ConsumerSettings(
         keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,
         block_ms=block_ms, drain=drain, wallet=check_cards(split_cards(wallet)),
-        shutdown_grace_seconds=grace,
+        shutdown_grace_seconds=grace, visibility_timeout_ms=int(visibility_timeout * 1000),
+        max_deliveries=max_deliveries,
     )
+    options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
+                           breaker_cooldown, timeout)
 
     async def main():
         client = context.async_client(block_ms=block_ms)
-        pool = ConsumerPool(client, settings)
+        pool = make_pool(client, settings, options)
         install_signal_handlers(pool)
         try:
             return await pool.run()

@@ -8,7 +8,9 @@ import sys
 import typer
 
 from rewardpilot import logs
-from rewardpilot.cli import consume_cmd, job_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd
+from rewardpilot.cli import (
+    consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
+)
 from rewardpilot.cli.context import AppContext
 from rewardpilot.streams import DEFAULT_PREFIX
 
@@ -47,8 +49,10 @@ app.command("consume")(consume_cmd.consume)
 app.command("subscribe")(subscribe_cmd.subscribe)
 app.command("status")(status_cmd.status)
 app.command("cards")(wallet_cmd.cards)
+app.command("orchestrator")(orchestrator_cmd.orchestrator)
 app.add_typer(wallet_cmd.app, name="wallet")
 app.add_typer(server_cmd.app, name="server")
+app.add_typer(dlq_cmd.app, name="dlq")
 
 
 def main() -> None:

@@ -1,0 +1,76 @@
+"""Assemble a consumer pool from settings: recommender, rate limiter, retries, breaker."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from consumer.breaker import CircuitBreaker
+from consumer.pool import ConsumerPool
+from consumer.ratelimit.base import RateLimitConfig
+from consumer.ratelimit.redis_bucket import RedisTokenBucket
+from consumer.recommenders.factory import make_recommender
+from consumer.retry import RetryPolicy
+from consumer.settings import ConsumerSettings
+from consumer.transports import Transport
+
+
+@dataclass
+class CallOptions:
+    """How the pool calls its recommender.
+
+    ``orchestrator_url`` None keeps the in-process engine. ``rate`` (such as
+    ``100/min``) turns on the shared token bucket; without it calls are not
+    rate limited. The API key is read from ``ORCHESTRATOR_API_KEY``.
+    """
+
+    orchestrator_url: str | None = None
+    rate: str | None = None
+    burst: int = 10
+    counting: str = "requests"
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    timeout: float = 10.0
+    concurrency: int = 16
+
+    @classmethod
+    def from_env(cls, **overrides) -> CallOptions:
+        options = cls(orchestrator_url=os.environ.get("ORCHESTRATOR_URL") or None)
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(options, name, value)
+        return options
+
+
+def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: CallOptions | None = None,
+               *, transport: Transport | None = None) -> ConsumerPool:
+    """Return a pool wired with the recommender, limiter, retry policy and breaker the options name."""
+    options = options or CallOptions()
+    recommender = make_recommender(
+        options.orchestrator_url, api_key=os.environ.get("ORCHESTRATOR_API_KEY") or None,
+        timeout=options.timeout, concurrency=options.concurrency,
+    )
+
+    limiter = None
+    if options.rate:
+        config = RateLimitConfig.from_options(options.rate, options.burst, options.counting)
+        if config.counting == "transactions" and settings.batch_size > config.burst:
+            raise ValueError(
+                f"batch size {settings.batch_size} is larger than the burst {config.burst}, so a batch "
+                "could never get its tokens when counting transactions; lower --batch-size or raise --burst"
+            )
+        limiter = RedisTokenBucket(client, config, keys=settings.keys)
+
+    breaker = None
+    if options.orchestrator_url:
+        breaker = CircuitBreaker(options.breaker_threshold, options.breaker_cooldown)
+
+    retry = RetryPolicy(max_attempts=options.max_attempts, base_delay=options.base_delay,
+                        max_delay=max(options.max_delay, options.base_delay))
+    return ConsumerPool(client, settings, recommender, limiter=limiter, breaker=breaker, retry=retry,
+                        transport=transport)

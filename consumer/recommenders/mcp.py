@@ -1,0 +1,189 @@
+"""A recommender that calls an MCP server's ``recommend_card`` tool over streamable HTTP.
+
+One MCP client session serves the whole process. It is opened on first use
+and lives in a task of its own, because the SDK's session is an anyio
+context that must be entered and left by the same task. Items are sent one
+tool call each, at most ``concurrency`` at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from decimal import Decimal
+from typing import Any, Sequence
+
+import httpx2
+from pydantic import ValidationError
+
+from consumer.errors import TransientError
+from consumer.recommenders.base import ItemError, WorkItem
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+from rewardpilot.connection import redact
+from rewardpilot.logs import get_logger
+from rewardpilot.models import Recommendation
+from rewardpilot.orchestrator.contract import RecommendResponse
+
+API_KEY_ENV = "ORCHESTRATOR_API_KEY"
+TOOL_NAME = "recommend_card"
+
+log = get_logger("consumer.recommenders.mcp")
+
+# Failures of the connection rather than of the call: the session is
+# dropped and the batch retried. httpx2 is the HTTP client the mcp 2.x SDK
+# uses for streamable HTTP.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (httpx2.TransportError, OSError, TimeoutError)
+
+
+class McpRecommender:
+    """Calls ``recommend_card`` on the MCP server at ``url`` (for example ``http://host:8080/mcp``).
+
+    ``api_key`` defaults to ``ORCHESTRATOR_API_KEY`` and is sent as a bearer
+    token. ``timeout`` in seconds bounds each tool call.
+    """
+
+    name = "mcp"
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 10.0, concurrency: int = 16):
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+
+        self.url = url
+        self.timeout = timeout
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._client: Client | None = None
+        self._runner: asyncio.Task | None = None
+        self._closing: asyncio.Event | None = None
+        self._connect_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"McpRecommender({redact(self.url)!r})"
+
+    async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
+        """Return one outcome per item, in order; raise ``TransientError`` to have the batch retried."""
+        if not items:
+            return []
+        client = await self._session()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._recommend_one(client, item)) for item in items]
+        except* TransientError as failures:
+            await self._drop_session()
+            raise failures.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    async def aclose(self) -> None:
+        await self._drop_session()
+
+    async def _recommend_one(self, client: Client, item: WorkItem) -> Recommendation | ItemError:
+        async with self._semaphore:
+            try:
+                result = await client.call_tool(TOOL_NAME, tool_arguments(item), read_timeout_seconds=self.timeout)
+            except _CONNECTION_ERRORS as exc:
+                raise TransientError(f"MCP call {TOOL_NAME} failed: {type(exc).__name__}: {exc}") from exc
+            except MCPError as exc:
+                return ItemError("mcp_error", f"MCP call {TOOL_NAME} failed: {exc}")
+
+        if result.is_error:
+            return ItemError("tool_error", _result_text(result) or f"{TOOL_NAME} returned an error without a message")
+
+        try:
+            answer = RecommendResponse.model_validate(_result_payload(result))
+            source = item.wallet_source if item.wallet is not None else None
+            return answer.to_recommendation(item.transaction, wallet_source=source, recommender=self.name)
+        except (ValueError, ArithmeticError, ValidationError) as exc:
+            return ItemError("contract_error", f"{TOOL_NAME} returned a result that is not a recommendation: {str(exc)[:300]}")
+
+    async def _session(self) -> Client:
+        """Return the open session, opening it first if needed."""
+        if self._client is not None and self._runner is not None and not self._runner.done():
+            return self._client
+
+        async with self._connect_lock:
+            if self._client is not None and self._runner is not None and not self._runner.done():
+                return self._client
+
+            ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+            self._closing = asyncio.Event()
+            self._runner = asyncio.create_task(self._hold_session(ready, self._closing), name="mcp-session")
+            try:
+                self._client = await ready
+            except _CONNECTION_ERRORS + (MCPError,) as exc:
+                # NOTE: mcp 2.3 reports an HTTP 401 or 403 on connect as a bare MCPError
+                # without the status, so a wrong key is retried as transient here.
+                raise TransientError(f"connecting to the MCP server {redact(self.url)} failed: {exc}") from exc
+            log.info("MCP session opened", url=redact(self.url))
+            return self._client
+
+    async def _hold_session(self, ready: asyncio.Future, closing: asyncio.Event) -> None:
+        """Own the session from enter to exit, in this one task, until ``closing`` is set."""
+        try:
+            async with httpx2.AsyncClient(headers=self._headers, timeout=httpx2.Timeout(self.timeout)) as http:
+                async with Client(streamable_http_client(self.url, http_client=http), read_timeout_seconds=self.timeout) as client:
+                    ready.set_result(client)
+                    await closing.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(_unwrap(exc))
+            elif not isinstance(exc, asyncio.CancelledError):
+                log.warning("MCP session ended with an error", url=redact(self.url), error=repr(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    async def _drop_session(self) -> None:
+        runner, closing = self._runner, self._closing
+        self._client = None
+        self._runner = None
+        if runner is None or closing is None:
+            return
+        closing.set()
+        try:
+            await asyncio.wait_for(runner, timeout=self.timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            runner.cancel()
+        except Exception as exc:  # the session already failed; it is gone either way
+            log.warning("closing the MCP session failed", url=redact(self.url), error=repr(exc))
+
+
+def tool_arguments(item: WorkItem) -> dict[str, Any]:
+    """Write a work item as ``recommend_card`` arguments; the amount goes as an exact decimal string."""
+    transaction = item.transaction
+    arguments: dict[str, Any] = {
+        "transaction_id": transaction.transaction_id,
+        "user_id": transaction.user_id,
+        "merchant": transaction.merchant,
+        "category": transaction.category,
+        "amount_usd": str(transaction.amount_usd),
+        "timestamp": transaction.timestamp.isoformat(),
+    }
+    if transaction.mcc is not None:
+        arguments["mcc"] = transaction.mcc
+    if item.wallet is not None:
+        arguments["wallet"] = list(item.wallet)
+    return arguments
+
+
+def _result_payload(result: Any) -> Any:
+    """Return the tool's structured result, or the JSON in its first text block."""
+    if result.structured_content is not None:
+        # Re-read through JSON so that amounts become Decimal, not float.
+        return json.loads(json.dumps(result.structured_content), parse_float=Decimal)
+    return json.loads(_result_text(result), parse_float=Decimal)
+
+
+def _result_text(result: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """Return the first leaf of an exception group, which anyio task groups raise."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,80 @@
+"""``rewardpilot dlq list|redrive|purge``: the dead-letter stream."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from consumer import dlq
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.streams import LIVE_RUN
+
+app = typer.Typer(help="Inspect, redrive or purge dead letters.", no_args_is_help=True)
+
+
+def _client_and_keys(ctx: typer.Context, job: str | None):
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    return client, context.keys(job)
+
+
+@app.command("list")
+def list_letters(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", min=1, help="Show at most this many, oldest first."),
+    job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """List dead letters with their reason, error and attempts."""
+    client, keys = _client_and_keys(ctx, job)
+    letters = list(dlq.list_dead_letters(client, keys, limit=limit))
+    if as_json:
+        for letter_id, letter in letters:
+            typer.echo(json.dumps({"id": letter_id, "letter": letter.model_dump(mode="json")}))
+        return
+    table = Table(title=f"{keys.dead_letters}: {client.xlen(keys.dead_letters)} dead letters")
+    for column in ("id", "transaction", "reason", "error", "status", "attempts", "last failure"):
+        table.add_column(column)
+    for letter_id, letter in letters:
+        table.add_row(letter_id, letter.transaction_id or "-", letter.reason,
+                      f"{letter.error_type}: {letter.error[:120]}", str(letter.http_status or "-"),
+                      str(letter.attempts), letter.last_failure_at.isoformat(timespec="seconds"))
+    stdout_console().print(table)
+
+
+@app.command("redrive")
+def redrive(
+    ctx: typer.Context,
+    ids: list[str] = typer.Argument(None, help="Dead-letter ids from `dlq list`."),
+    all_letters: bool = typer.Option(False, "--all", help="Redrive every dead letter that has a payload."),
+    job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
+    run: str = typer.Option(LIVE_RUN, "--run", help="The run whose outcome markers are cleared."),
+) -> None:
+    """Put dead letters back onto the transactions stream, keeping each transaction_id."""
+    if bool(ids) == all_letters:
+        console.print("[red]error:[/red] name dead-letter ids or pass --all (not both)")
+        raise typer.Exit(2)
+    client, keys = _client_and_keys(ctx, job)
+    try:
+        new_ids = dlq.redrive(client, keys, None if all_letters else ids, run=run)
+    except dlq.RedriveError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"redrove {len(new_ids)} dead letters onto {keys.transactions}")
+
+
+@app.command("purge")
+def purge(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
+) -> None:
+    """Delete every dead letter, after confirmation."""
+    client, keys = _client_and_keys(ctx, job)
+    count = client.xlen(keys.dead_letters)
+    if not yes and not typer.confirm(f"Delete {count} dead letters from {keys.dead_letters}?"):
+        raise typer.Exit(1)
+    console.print(f"purged {dlq.purge(client, keys)} dead letters")

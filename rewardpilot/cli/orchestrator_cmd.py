@@ -1,0 +1,33 @@
+"""``rewardpilot orchestrator``: serve the rules engine over HTTP (REST and MCP)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from rewardpilot.orchestrator.app import DEFAULT_MAX_BODY_BYTES
+
+
+def orchestrator(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 listens on every interface."),
+    port: int = typer.Option(8080, "--port", min=1, max=65_535, help="TCP port to listen on."),
+    max_body_bytes: int = typer.Option(
+        DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Largest request body in bytes; larger ones get 413."
+    ),
+    log_level: str = typer.Option("info", "--uvicorn-log-level", help="uvicorn's log level: debug, info, warning or error."),
+) -> None:
+    """Serve POST /recommend, POST /recommend/batch, GET /health, GET /cards and MCP tools at /mcp.
+
+    Set ORCHESTRATOR_API_KEY to require 'Authorization: Bearer <key>' on every
+    call but /health. The key is read from the environment only, so it never
+    shows in a process list. With REDIS_URL (or --redis-url) set, a request
+    without a wallet uses the user's stored wallet.
+    """
+    from rewardpilot.orchestrator.server import serve
+
+    context = ctx.obj
+    redis_url = getattr(context, "redis_url", None) or os.environ.get("REDIS_URL") or None
+    prefix = getattr(context, "prefix", None)
+    serve(host, port, redis_url=redis_url, prefix=prefix, max_body_bytes=max_body_bytes, log_level=log_level)

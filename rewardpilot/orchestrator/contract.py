@@ -1,0 +1,304 @@
+"""The orchestrator's REST contract: request and response bodies of ``/recommend``.
+
+The documented RewardPilot orchestrator contract is: a request with
+``user_id, merchant, category, amount_usd, mcc`` (``transaction_id`` and
+``timestamp`` optional), and a response with ``recommended_card {card_id,
+card_name}``, ``rewards {points, cash_value}``, ``confidence``, ``reasoning``
+and ``alternatives``. Everything else here is an extension: ``wallet`` in the
+request, and ``issuer``, ``unit``, ``program``, ``effective_rate`` and the
+version fields in the response. Clients parse the extensions as optional, so
+an orchestrator that sends only the documented fields still parses.
+
+Amounts travel as JSON numbers. The server writes whole-cent Decimals, and
+clients read them back with ``json.loads(..., parse_float=Decimal)`` so no
+binary float rounding enters the money path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from rewardpilot.models import (
+    MAX_ID_LENGTH,
+    Alternative,
+    CardRef,
+    Recommendation,
+    Rewards,
+    Transaction,
+    WalletSource,
+)
+
+MAX_WALLET_CARDS = 64
+MAX_BATCH_ITEMS = 1000
+
+# Decimal in Python, a JSON number on the wire (pydantic would write a string).
+Amount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+CardId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+class RecommendRequest(Transaction):
+    """One transaction to recommend a card for: the body of ``POST /recommend``.
+
+    It validates exactly like a stream ``Transaction`` (the same messages for
+    a bad amount, MCC or timestamp), except that ``transaction_id`` is
+    optional. ``wallet`` lists the card ids to judge against. Without it the
+    server uses the user's wallet stored in Redis, or the whole catalog.
+    """
+
+    transaction_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
+    wallet: Annotated[list[CardId], Field(min_length=1, max_length=MAX_WALLET_CARDS)] | None = None
+
+    def to_transaction(self) -> Transaction:
+        """Build the engine's Transaction, giving one without an id a fresh ``orch-`` id."""
+        fields = self.model_dump(exclude={"wallet"})
+        fields["transaction_id"] = self.transaction_id or f"orch-{uuid.uuid4().hex}"
+        return Transaction.model_validate(fields)
+
+
+class CardOut(BaseModel):
+    """A card as the contract names it."""
+
+    card_id: str
+    card_name: str
+    issuer: str = ""
+
+
+class RewardsOut(BaseModel):
+    """What a card earns on the purchase: ``points`` in ``unit``, ``cash_value`` in USD."""
+
+    points: Amount
+    cash_value: Amount
+    unit: str = "points"
+    program: str = ""
+    effective_rate: Amount | None = None
+
+
+class AlternativeOut(BaseModel):
+    """A runner-up card with what it would have earned."""
+
+    card_id: str
+    card_name: str
+    issuer: str = ""
+    rewards: RewardsOut
+    note: str = ""
+
+
+class RecommendResponse(BaseModel):
+    """The body of a ``POST /recommend`` answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    transaction_id: str | None = None
+    user_id: str | None = None
+    recommended_card: CardOut
+    rewards: RewardsOut
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    reasoning: str
+    alternatives: list[AlternativeOut] = []
+    category: str | None = None
+    wallet_source: WalletSource | None = None
+    amount_usd: Amount | None = None
+    catalog_version: str | None = None
+    engine_version: str | None = None
+    processing_time_ms: float | None = None
+
+    @classmethod
+    def from_recommendation(cls, recommendation: Recommendation) -> RecommendResponse:
+        """Write an engine Recommendation in the contract's terms."""
+        return cls(
+            transaction_id=recommendation.transaction_id,
+            user_id=recommendation.user_id,
+            recommended_card=_card_out(recommendation.recommended_card),
+            rewards=_rewards_out(recommendation.rewards),
+            confidence=recommendation.confidence,
+            reasoning=recommendation.reasoning,
+            alternatives=[
+                AlternativeOut(
+                    card_id=alternative.card.card_id,
+                    card_name=alternative.card.name,
+                    issuer=alternative.card.issuer,
+                    rewards=_rewards_out(alternative.rewards),
+                    note=alternative.note,
+                )
+                for alternative in recommendation.alternatives
+            ],
+            category=recommendation.category,
+            wallet_source=recommendation.wallet_source,
+            amount_usd=recommendation.amount_usd,
+            catalog_version=recommendation.catalog_version,
+            engine_version=recommendation.engine_version,
+            processing_time_ms=recommendation.processing_time_ms,
+        )
+
+    def to_recommendation(
+        self,
+        transaction: Transaction,
+        *,
+        wallet_source: WalletSource | None,
+        recommender: str,
+    ) -> Recommendation:
+        """Build the pipeline's Recommendation for ``transaction`` from this answer.
+
+        The transaction's own id, user and amount win over the echoed ones.
+        ``wallet_source`` set by the caller wins over the answer's. A field
+        the contract does not carry gets a stated default: ``unknown`` for
+        the versions, the request's category, and an effective rate of cash
+        value over amount.
+        """
+        amount = transaction.amount_usd
+        alternatives = [
+            Alternative(
+                card=CardRef(card_id=alternative.card_id, name=alternative.card_name, issuer=alternative.issuer or "unknown"),
+                rewards=_rewards_in(alternative.rewards, amount),
+                note=alternative.note,
+            )
+            for alternative in self.alternatives[:3]  # Recommendation keeps at most 3 runners-up
+        ]
+        return Recommendation(
+            transaction_id=transaction.transaction_id,
+            user_id=transaction.user_id,
+            recommended_card=CardRef(
+                card_id=self.recommended_card.card_id,
+                name=self.recommended_card.card_name,
+                issuer=self.recommended_card.issuer or "unknown",
+            ),
+            rewards=_rewards_in(self.rewards, amount),
+            alternatives=alternatives,
+            reasoning=self.reasoning,
+            confidence=self.confidence,
+            category=self.category or transaction.category,
+            wallet_source=wallet_source or self.wallet_source or "catalog",
+            amount_usd=amount,
+            processing_time_ms=self.processing_time_ms or 0.0,
+            engine_version=self.engine_version or "unknown",
+            catalog_version=self.catalog_version or "unknown",
+            recommender=recommender,
+        )
+
+
+def _card_out(card: CardRef) -> CardOut:
+    return CardOut(card_id=card.card_id, card_name=card.name, issuer=card.issuer)
+
+
+def _rewards_out(rewards: Rewards) -> RewardsOut:
+    return RewardsOut(
+        points=rewards.amount,
+        cash_value=rewards.cash_value_usd,
+        unit=rewards.unit,
+        program=rewards.program,
+        effective_rate=rewards.effective_rate,
+    )
+
+
+def _rewards_in(rewards: RewardsOut, amount_usd: Decimal) -> Rewards:
+    effective_rate = rewards.effective_rate
+    if effective_rate is None:
+        effective_rate = rewards.cash_value / amount_usd
+    return Rewards(
+        amount=rewards.points,
+        unit=rewards.unit,
+        program=rewards.program or "unknown",
+        cash_value_usd=rewards.cash_value,
+        effective_rate=effective_rate,
+    )
+
+
+class FieldError(BaseModel):
+    """One invalid field: its dotted name and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Why a request or a batch item failed."""
+
+    type: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class BatchRequest(BaseModel):
+    """The body of ``POST /recommend/batch``; a bare JSON list is accepted too.
+
+    Items stay unvalidated here, so that one invalid item fails alone.
+    """
+
+    transactions: Annotated[list[Any], Field(max_length=MAX_BATCH_ITEMS)]
+
+
+class BatchItemResult(BaseModel):
+    """The outcome of one batch item, at its ``index`` in the request."""
+
+    index: int
+    ok: bool
+    recommendation: RecommendResponse | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResponse(BaseModel):
+    """The outcomes of ``POST /recommend/batch``, one per item and in request order."""
+
+    results: list[BatchItemResult]
+
+
+class HealthResponse(BaseModel):
+    """The body of ``GET /health``; ``endpoints`` lists the paths this server offers."""
+
+    status: Literal["ok"] = "ok"
+    endpoints: list[str]
+    catalog_version: str
+    engine_version: str
+
+
+class CardSummary(BaseModel):
+    """A catalog card as ``GET /cards`` and the ``list_cards`` tool list it."""
+
+    card_id: str
+    card_name: str
+    issuer: str
+    network: str
+    annual_fee_usd: Amount
+    program: str
+    unit: str
+    source: str
+    terms_as_of: str
+
+
+class CardsResponse(BaseModel):
+    """The body of ``GET /cards``."""
+
+    catalog_version: str
+    cards: list[CardSummary]
+
+
+def field_errors(details: Iterable[Mapping[str, Any]], *, skip_prefix: tuple[str, ...] = ()) -> list[FieldError]:
+    """Turn pydantic error details (``ValidationError.errors()``) into one FieldError each.
+
+    ``skip_prefix`` drops leading location parts such as FastAPI's ``body``.
+    """
+    return [
+        FieldError(field=_field_name(tuple(detail.get("loc", ())), skip_prefix), message=str(detail.get("msg", "")))
+        for detail in details
+    ]
+
+
+def _field_name(loc: tuple[Any, ...], skip_prefix: tuple[str, ...]) -> str:
+    parts = list(loc)
+    for prefix in skip_prefix:
+        if parts and parts[0] == prefix:
+            parts.pop(0)
+    return ".".join(str(part) for part in parts) or "body"
+
+
+def describe_field_errors(fields: list[FieldError]) -> str:
+    """Join field errors into one readable sentence for an error message."""
+    listed = "; ".join(f"{field.field}: {field.message}" for field in fields)
+    return f"invalid request: {listed}. Fix the named fields and send the request again."
+

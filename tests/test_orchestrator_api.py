@@ -1,0 +1,331 @@
+"""The orchestrator's REST contract, auth and limits, through HTTP against a real uvicorn server.
+
+Expected rewards are worked by hand from the catalog's card terms:
+Amex Gold earns 4x Membership Rewards at U.S. supermarkets and restaurants,
+valued at 2.0 cents a point; Citi Double Cash earns 2x ThankYou points on
+everything, valued at 1.0 cent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import redis
+
+from rewardpilot.engine import RulesEngine
+from rewardpilot.orchestrator import create_app
+from rewardpilot.orchestrator.contract import MAX_BATCH_ITEMS
+from rewardpilot.wallets import set_wallet
+from orchestrator_servers import UvicornThread
+
+API_KEY = "test-key-3f9c2a"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+SUPERMARKET = {
+    "transaction_id": "t-1",
+    "user_id": "u-1",
+    "merchant": "Whole Foods Market",
+    "category": "groceries",
+    "amount_usd": 100,
+    "mcc": "5411",
+    "wallet": ["amex-gold", "citi-double-cash"],
+}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return RulesEngine.default()
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    with UvicornThread(create_app(engine, api_key=API_KEY, max_body_bytes=20_000)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        yield http
+
+
+def test_recommend_supermarket_amex_gold(client):
+    response = client.post("/recommend", json=SUPERMARKET, headers=AUTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["transaction_id"] == "t-1"
+    assert body["user_id"] == "u-1"
+    assert body["recommended_card"]["card_id"] == "amex-gold"
+    assert body["recommended_card"]["card_name"] == "American Express Gold Card"
+    assert body["recommended_card"]["issuer"] == "American Express"
+    assert body["rewards"]["points"] == 400  # $100 x 4
+    assert body["rewards"]["cash_value"] == 8.0  # 400 x 2.0 cents
+    assert body["rewards"]["effective_rate"] == 0.08
+    assert body["wallet_source"] == "run"
+    assert 0 <= body["confidence"] <= 1
+    assert "4x" in body["reasoning"]
+    assert [alt["card_id"] for alt in body["alternatives"]] == ["citi-double-cash"]
+    assert body["alternatives"][0]["rewards"]["points"] == 200  # $100 x 2
+    assert body["alternatives"][0]["rewards"]["cash_value"] == 2.0  # 200 x 1.0 cent
+    assert body["catalog_version"]
+    assert body["engine_version"]
+
+
+def test_recommend_without_transaction_id(client):
+    request = {key: value for key, value in SUPERMARKET.items() if key != "transaction_id"}
+    request["amount_usd"] = "12.50"
+
+    response = client.post("/recommend", json=request, headers=AUTH)
+
+    assert response.status_code == 200
+    assert response.json()["transaction_id"].startswith("orch-")
+    assert response.json()["rewards"]["points"] == 50  # $12.50 x 4
+    assert response.json()["rewards"]["cash_value"] == 1.0
+
+
+def test_recommend_without_wallet_uses_catalog(client):
+    request = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
+
+    response = client.post("/recommend", json=request, headers=AUTH)
+
+    assert response.status_code == 200
+    assert response.json()["wallet_source"] == "catalog"
+
+
+def test_recommend_reads_stored_wallet(engine, redis_url, keys):
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        set_wallet(plain, keys, "u-stored", ["citi-double-cash"], engine.catalog)
+    finally:
+        plain.close()
+    request = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
+    request["user_id"] = "u-stored"
+
+    with UvicornThread(create_app(engine, redis_url=redis_url, prefix=keys.prefix)) as running:
+        response = httpx.post(f"{running.url}/recommend", json=request, timeout=10)
+
+    assert response.status_code == 200
+    assert response.json()["wallet_source"] == "user"
+    assert response.json()["recommended_card"]["card_id"] == "citi-double-cash"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "named_value"),
+    [
+        ({"amount_usd": "abc"}, "amount_usd", "'abc'"),
+        ({"amount_usd": -5}, "amount_usd", "-5"),
+        ({"mcc": "54x1"}, "mcc", "'54x1'"),
+        ({"merchant": None}, "merchant", ""),
+        ({"wallet": []}, "wallet", ""),
+    ],
+)
+def test_recommend_invalid_field_gets_422(client, change, field, named_value):
+    request = {**SUPERMARKET, **change}
+
+    response = client.post("/recommend", json=request, headers=AUTH)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert [entry["field"] for entry in error["fields"]] == [field]
+    assert error["message"].startswith(f"invalid request: {field}:")
+    assert named_value in error["message"]
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_recommend_missing_field_gets_422(client):
+    request = {key: value for key, value in SUPERMARKET.items() if key != "user_id"}
+
+    response = client.post("/recommend", json=request, headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "user_id"
+
+
+def test_recommend_unknown_card_gets_422(client):
+    response = client.post("/recommend", json={**SUPERMARKET, "wallet": ["amex-gould"]}, headers=AUTH)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "unknown_card"
+    assert error["fields"][0]["field"] == "wallet"
+    assert "amex-gould" in error["message"]
+
+
+def test_batch_keeps_order_and_item_errors(client):
+    items = [
+        SUPERMARKET,
+        {**SUPERMARKET, "transaction_id": "t-2", "amount_usd": "not money"},
+        {**SUPERMARKET, "transaction_id": "t-3", "merchant": "Nobu", "category": "dining", "mcc": "5812", "amount_usd": 5},
+    ]
+
+    response = client.post("/recommend/batch", json={"transactions": items}, headers=AUTH)
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [result["index"] for result in results] == [0, 1, 2]
+    assert [result["ok"] for result in results] == [True, False, True]
+    assert results[0]["recommendation"]["transaction_id"] == "t-1"
+    assert results[0]["recommendation"]["rewards"]["cash_value"] == 8.0
+    assert results[1]["error"]["type"] == "validation_error"
+    assert results[1]["error"]["fields"][0]["field"] == "amount_usd"
+    assert "'not money'" in results[1]["error"]["message"]
+    assert results[2]["recommendation"]["transaction_id"] == "t-3"
+    assert results[2]["recommendation"]["rewards"]["points"] == 20  # $5 x 4 at a restaurant
+    assert results[2]["recommendation"]["rewards"]["cash_value"] == 0.4
+
+
+def test_batch_accepts_bare_list(client):
+    response = client.post("/recommend/batch", json=[SUPERMARKET, {"user_id": "u-1"}], headers=AUTH)
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [result["ok"] for result in results] == [True, False]
+    missing = {entry["field"] for entry in results[1]["error"]["fields"]}
+    assert missing == {"merchant", "amount_usd"}
+
+
+def test_batch_unknown_card_fails_alone(client):
+    items = [{**SUPERMARKET, "wallet": ["no-such-card"]}, SUPERMARKET]
+
+    response = client.post("/recommend/batch", json=items, headers=AUTH)
+
+    results = response.json()["results"]
+    assert results[0]["ok"] is False
+    assert results[0]["error"]["type"] == "unknown_card"
+    assert results[1]["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"transactions": 5}', "transactions"),
+        (b'{"items": []}', "body"),
+        (b"[1, 2", "body"),
+    ],
+)
+def test_batch_invalid_body_gets_422(client, body, field):
+    response = client.post("/recommend/batch", content=body, headers={**AUTH, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == field
+
+
+def test_batch_over_item_limit_gets_422(engine):
+    items = [{"user_id": "u", "merchant": "m", "amount_usd": 1}] * (MAX_BATCH_ITEMS + 1)
+
+    with UvicornThread(create_app(engine)) as running:
+        response = httpx.post(f"{running.url}/recommend/batch", json=items, timeout=30)
+
+    assert response.status_code == 422
+    assert str(MAX_BATCH_ITEMS) in response.json()["error"]["message"]
+
+
+def test_health_needs_no_key(client):
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert "/recommend" in body["endpoints"]
+    assert "/recommend/batch" in body["endpoints"]
+    assert "/mcp" in body["endpoints"]
+    assert body["catalog_version"]
+
+
+@pytest.mark.parametrize("path", ["/cards", "/openapi.json", "/docs"])
+def test_get_routes_need_key(client, path):
+    assert client.get(path).status_code == 401
+    assert client.get(path, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-key", f"Basic {API_KEY}", f"Bearer {API_KEY}x", "Bearer", f"Bearer{API_KEY}"],
+)
+def test_recommend_rejects_bad_key(client, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+
+    response = client.post("/recommend", json=SUPERMARKET, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert API_KEY not in response.text
+
+
+def test_bearer_scheme_is_case_insensitive(client):
+    response = client.post("/recommend", json=SUPERMARKET, headers={"Authorization": f"bearer {API_KEY}"})
+
+    assert response.status_code == 200
+
+
+def test_mcp_endpoint_needs_key(client):
+    response = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+
+    assert response.status_code == 401
+
+
+def test_no_key_configured_means_open(engine):
+    with UvicornThread(create_app(engine)) as running:
+        response = httpx.get(f"{running.url}/cards", timeout=10)
+
+    assert response.status_code == 200
+
+
+def test_large_body_with_content_length_gets_413(client):
+    items = [SUPERMARKET] * 200
+    body = json.dumps(items).encode()
+    assert len(body) > 20_000
+
+    response = client.post("/recommend/batch", content=body, headers={**AUTH, "Content-Type": "application/json"})
+
+    assert response.status_code == 413
+    assert "20000" in response.json()["error"]["message"]
+
+
+def test_large_chunked_body_gets_413(client):
+    chunk = b" " * 8_000
+
+    def chunks():
+        yield b"["
+        for _ in range(4):
+            yield chunk
+        yield b"]"
+
+    response = client.post("/recommend/batch", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 413
+
+
+def test_small_chunked_body_goes_through(client):
+    def chunks():
+        yield json.dumps([SUPERMARKET]).encode()
+
+    response = client.post("/recommend/batch", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["ok"] is True
+
+
+def test_cards_lists_catalog(client, engine):
+    response = client.get("/cards", headers=AUTH)
+
+    assert response.status_code == 200
+    cards = {card["card_id"]: card for card in response.json()["cards"]}
+    assert set(cards) == {card.card_id for card in engine.catalog.cards}
+    assert cards["amex-gold"]["issuer"] == "American Express"
+    assert cards["amex-gold"]["card_name"] == "American Express Gold Card"
+
+
+def test_openapi_documents_contract(client):
+    document = client.get("/openapi.json", headers=AUTH).json()
+
+    assert {"/recommend", "/recommend/batch", "/health", "/cards"} <= set(document["paths"])
+    schemas = document["components"]["schemas"]
+    assert {"user_id", "merchant", "amount_usd", "mcc", "wallet"} <= set(schemas["RecommendRequest"]["properties"])
+    assert "recommended_card" in schemas["RecommendResponse"]["properties"]
+    batch_body = document["paths"]["/recommend/batch"]["post"]["requestBody"]
+    assert "oneOf" in batch_body["content"]["application/json"]["schema"]
