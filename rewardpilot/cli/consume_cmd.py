@@ -54,6 +54,8 @@ def consume(
     breaker_threshold: int = typer.Option(5, "--breaker-threshold", min=1, help="Consecutive transient failures that open the circuit breaker."),
     breaker_cooldown: float = typer.Option(30.0, "--breaker-cooldown", min=0.01, help="Seconds the breaker stays open before one probe call."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.01, help="Seconds per orchestrator request."),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.", show_default=False),
+    metrics_address: str = typer.Option("127.0.0.1", "--metrics-address", help="Address the metrics endpoint listens on."),
 ) -> None:
     """Consume transactions in micro-batches and publish a recommendation for each."""
     context = app_context(ctx)
@@ -70,6 +72,10 @@ def consume(
     async def main():
         client = context.async_client(block_ms=block_ms)
         pool = make_pool(client, settings, options)
+        if metrics_port:
+            from consumer.metrics import serve_metrics
+
+            serve_metrics(pool, metrics_port, redis_url=context.url(), address=metrics_address)
         install_signal_handlers(pool)
         try:
             return await pool.run()
