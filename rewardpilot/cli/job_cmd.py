@@ -26,7 +26,7 @@ from rewardpilot.results import read_results
 
 def run(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="Transactions: CSV (documented layout, TabFormer or a bank export) or JSON lines; - for stdin."),
+    file: Path = typer.Argument(..., help="Transactions: CSV (documented layout, TabFormer, or a layout given with --layout) or JSON lines; - for stdin."),
     job: str = typer.Option(None, "--job", help="Job id (default: a new one per run, from the time)."),
     live: bool = typer.Option(False, "--live", help="Use the live streams instead of the job's own."),
     workers: int = typer.Option(4, "--workers", min=1, max=256, help="asyncio workers consuming."),

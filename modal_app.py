@@ -1,0 +1,393 @@
+"""Run RewardPilot Stream on Modal: consumers, autoscaling by lag, the batch endpoint.
+
+Deploy with ``modal deploy modal_app.py`` (see docs/deploy.md). The Modal
+secret ``rewardpilot`` supplies ``REDIS_URL``, ``ORCHESTRATOR_API_KEY`` and,
+optionally, ``ORCHESTRATOR_URL``; without an orchestrator URL the consumers
+use the in-process rules engine.
+
+Every Modal function is a thin wrapper around a plain function of this module
+(``run_consume``, ``run_autoscale``, ``create_batch_app``,
+``run_nightly_replay``), so the same code runs locally against any Redis
+server. Importing this module needs neither a Modal token nor the network.
+
+Settings (environment variables, all optional):
+
+* ``RP_PREFIX``: prefix of every Redis key (default ``rp:``).
+* ``RP_CONSUME_SECONDS``: how long one ``consume`` call reads (default 240,
+  below the function timeout of 300 seconds minus the shutdown grace).
+* ``RP_CONSUME_WORKERS``: asyncio workers per consumer (default 4).
+* ``RP_CONSUMER_BACKLOG``: entries one consumer is expected to work off
+  within one ``consume`` call (default 5000).
+* ``RP_MAX_CONSUMERS``: most consumers running at once (default 10).
+* ``RP_RATE``: shared orchestrator rate limit, such as ``100/s`` (default none).
+* ``RP_BATCH_TIMEOUT_SECONDS``: how long the batch endpoint waits (default 60).
+* ``RP_NIGHTLY_REPLAY``: ``1`` turns the nightly replay on (default off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from datetime import datetime, time as clock_time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import modal
+from pydantic import BaseModel, Field
+
+APP_NAME = "rewardpilot-stream"
+SECRET_NAME = "rewardpilot"
+ROOT = Path(__file__).resolve().parent
+
+CONSUME_TIMEOUT_SECONDS = 300
+SHUTDOWN_GRACE_SECONDS = 20.0
+DEFAULT_CONSUME_SECONDS = 240
+DEFAULT_WORKERS = 4
+DEFAULT_CONSUMER_BACKLOG = 5000
+DEFAULT_MAX_CONSUMERS = 10
+DEFAULT_BATCH_TIMEOUT_SECONDS = 60.0
+MAX_BATCH_TRANSACTIONS = 10_000
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number such as {default}") from None
+
+
+# Plain functions: what each Modal function does, runnable anywhere.
+
+
+def consumers_key(prefix: str) -> str:
+    """Sorted set of running Modal consumers, scored by the time (ms) each one stops."""
+    return f"{prefix}modal:consumers"
+
+
+def plan_consumers(lag: int, pending: int, running: int, *, per_consumer: int, maximum: int) -> int:
+    """Return how many consumers to start for a backlog.
+
+    The rule: ``wanted = min(maximum, ceil((lag + pending) / per_consumer))``
+    and the function returns ``wanted - running``, never below 0. Pending entries
+    count because a consumer must be running to reclaim them. A drained group
+    (lag and pending 0) starts none.
+    """
+    if per_consumer < 1:
+        raise ValueError(f"per_consumer {per_consumer} must be at least 1 entry")
+    if maximum < 0:
+        raise ValueError(f"maximum {maximum} must be 0 or more consumers")
+    if lag < 0 or pending < 0 or running < 0:
+        raise ValueError(f"lag {lag}, pending {pending} and running {running} must not be negative")
+
+    backlog = lag + pending
+    wanted = min(maximum, math.ceil(backlog / per_consumer))
+    return max(0, wanted - running)
+
+
+def run_consume(url: str, *, prefix: str = "rp:", seconds: float = DEFAULT_CONSUME_SECONDS,
+                workers: int = DEFAULT_WORKERS, job: str | None = None, rate: str | None = None,
+                grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
+                timeout_seconds: float = CONSUME_TIMEOUT_SECONDS) -> dict:
+    """Run the consumer pool for ``seconds``, then stop it gracefully and return its stats.
+
+    The pool stops reading after ``seconds`` and finishes the batch in hand
+    within ``grace_seconds``, so the call ends before ``timeout_seconds``
+    and no container is stopped with unsettled entries.
+    """
+    if seconds <= 0:
+        raise ValueError(f"seconds {seconds} must be more than 0")
+    if seconds + grace_seconds >= timeout_seconds:
+        raise ValueError(
+            f"seconds {seconds} plus the shutdown grace of {grace_seconds} s must stay below the "
+            f"function timeout of {timeout_seconds} s; lower seconds"
+        )
+    if workers < 1:
+        raise ValueError(f"workers {workers} must be at least 1")
+    return asyncio.run(_consume(url, prefix, seconds, workers, job, rate, grace_seconds))
+
+
+async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> dict:
+    from consumer.build import CallOptions, build_pool
+    from consumer.names import consumer_name
+    from consumer.settings import ConsumerSettings
+    from rewardpilot.connection import connect_async
+    from rewardpilot.streams import StreamKeys
+
+    settings = ConsumerSettings(
+        keys=StreamKeys(prefix=prefix, job=job), consumer=f"modal-{consumer_name()}",
+        workers=workers, shutdown_grace_seconds=grace_seconds,
+    )
+    client = connect_async(url, block_ms=settings.block_ms)
+    pool = build_pool(client, settings, CallOptions.from_env(rate=rate))
+    registry = consumers_key(prefix)
+    stops_at_ms = int((time.time() + seconds + grace_seconds) * 1000)
+    await client.zadd(registry, {pool.name: stops_at_ms})
+
+    async def stop_later() -> None:
+        await asyncio.sleep(seconds)
+        pool.stop()
+
+    timer = asyncio.create_task(stop_later())
+    try:
+        stats = await pool.run()
+    finally:
+        timer.cancel()
+        await client.zrem(registry, pool.name)
+        await pool.recommender.aclose()
+        await client.aclose()
+    return {"consumer": pool.name, **stats.as_dict()}
+
+
+def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_CONSUMER_BACKLOG,
+                  maximum: int = DEFAULT_MAX_CONSUMERS, spawn: Callable[[], object]) -> dict:
+    """Read the live group's backlog, count running consumers and ``spawn`` the missing ones."""
+    from consumer.group import backlog
+    from rewardpilot.connection import connect_async
+    from rewardpilot.streams import StreamKeys
+
+    keys = StreamKeys(prefix=prefix)
+
+    async def measure():
+        client = connect_async(url)
+        try:
+            registry = consumers_key(prefix)
+            await client.zremrangebyscore(registry, "-inf", int(time.time() * 1000))
+            running = await client.zcard(registry)
+            state = await backlog(client, keys.transactions, keys.group())
+            return state, running
+        finally:
+            await client.aclose()
+
+    state, running = asyncio.run(measure())
+    starting = plan_consumers(state.lag, state.pending, running, per_consumer=per_consumer, maximum=maximum)
+    for _ in range(starting):
+        spawn()
+    return {"lag": state.lag, "pending": state.pending, "running": running, "started": starting}
+
+
+def run_nightly_replay(url: str, *, prefix: str = "rp:", enabled: bool, now: datetime | None = None) -> dict:
+    """Replay the previous UTC day's transactions as run ``nightly-YYYY-MM-DD``; off unless ``enabled``."""
+    now = now or datetime.now(timezone.utc)
+    day = (now.astimezone(timezone.utc) - timedelta(days=1)).date()
+    start = datetime.combine(day, clock_time(0), tzinfo=timezone.utc)
+    end = start + timedelta(days=1)
+    if not enabled:
+        return {"skipped": "nightly replay is off; set RP_NIGHTLY_REPLAY=1 to turn it on"}
+
+    # NOTE: rewardpilot.replay is written separately; this calls its
+    # replay_range(url, prefix=, start=, end=, run=) and fails with a clear
+    # error until that function exists.
+    from rewardpilot import replay
+
+    replay_range = getattr(replay, "replay_range", None)
+    if replay_range is None:
+        raise RuntimeError("rewardpilot.replay has no replay_range(); the nightly replay cannot run")
+    return replay_range(url, prefix=prefix, start=start, end=end, run=f"nightly-{day.isoformat()}")
+
+
+# The batch endpoint.
+
+
+class BatchRequest(BaseModel):
+    """The batch API's request body: one user's transactions."""
+
+    transactions: list[dict] = Field(min_length=1, max_length=MAX_BATCH_TRANSACTIONS)
+    user_id: str = Field(min_length=1)
+
+
+def create_batch_app(url: str, *, prefix: str = "rp:", timeout_seconds: float = DEFAULT_BATCH_TIMEOUT_SECONDS,
+                     poll_ms: int = 200):
+    """Return a FastAPI app whose ``POST /`` publishes a batch and waits for its results.
+
+    The body is ``{"transactions": [...], "user_id": "..."}``; a transaction
+    without ``user_id`` takes the batch's. The batch goes onto the live
+    transactions stream, so the live consumers process it, and the endpoint
+    reads the results and dead-letter streams until every transaction has an
+    outcome or ``timeout_seconds`` pass. Invalid transactions are reported in
+    ``errors`` and the valid ones still go through.
+    """
+    from fastapi import FastAPI, HTTPException
+
+    from rewardpilot.connection import connect
+    from rewardpilot.streams import StreamKeys
+
+    keys = StreamKeys(prefix=prefix)
+    app = FastAPI(title="RewardPilot Stream batch endpoint")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/")
+    def process_batch(request: BatchRequest) -> dict:
+        client = connect(url, block_ms=poll_ms)
+        try:
+            return _process_batch(client, keys, request.transactions, request.user_id,
+                                  timeout_seconds=timeout_seconds, poll_ms=poll_ms)
+        except OSError as exc:
+            raise HTTPException(503, f"Redis is unreachable: {exc}; retry the batch later") from None
+        finally:
+            client.close()
+
+    return app
+
+
+def _validate_batch(rows: list[dict], user_id: str):
+    """Split request rows into valid transactions and errors naming each bad row."""
+    from pydantic import ValidationError
+
+    from rewardpilot.models import Transaction
+
+    transactions, errors, seen = [], [], set()
+    for index, row in enumerate(rows):
+        row = {**row}
+        row.setdefault("user_id", user_id)
+        transaction_id = row.get("transaction_id")
+        if row["user_id"] != user_id:
+            errors.append({"index": index, "transaction_id": transaction_id,
+                           "error": f"user_id {row['user_id']!r} differs from the batch's user_id {user_id!r}; "
+                                    "send one user's transactions per batch"})
+            continue
+        try:
+            transaction = Transaction.model_validate(row)
+        except ValidationError as exc:
+            errors.append({"index": index, "transaction_id": transaction_id,
+                           "error": f"invalid transaction: {exc.errors(include_url=False)}"})
+            continue
+        if transaction.transaction_id in seen:
+            errors.append({"index": index, "transaction_id": transaction.transaction_id,
+                           "error": "duplicate transaction_id within this batch; the first one was kept"})
+            continue
+        seen.add(transaction.transaction_id)
+        transactions.append(transaction)
+    return transactions, errors
+
+
+def _last_id(client, stream: str) -> str:
+    newest = client.xrevrange(stream, count=1)
+    return newest[0][0] if newest else "0-0"
+
+
+def _process_batch(client, keys, rows: list[dict], user_id: str, *, timeout_seconds: float, poll_ms: int) -> dict:
+    from producer.publisher import Producer
+    from rewardpilot.codec import decode_result
+    from rewardpilot.models import DeadLetter
+    from rewardpilot.money import round_cash
+
+    started = time.perf_counter()
+    transactions, errors = _validate_batch(rows, user_id)
+
+    cursors = {keys.results(): _last_id(client, keys.results()), keys.dead_letters: _last_id(client, keys.dead_letters)}
+    producer = Producer(client, keys, max_backlog=None)
+    entry_ids = producer.publish_chunk(transactions) if transactions else []
+    waiting = set()
+    for transaction, entry_id in zip(transactions, entry_ids):
+        if entry_id is None:
+            errors.append({"transaction_id": transaction.transaction_id,
+                           "error": "already published within the de-duplication window; "
+                                    "its result is on the results stream"})
+        else:
+            waiting.add(transaction.transaction_id)
+
+    results, total = [], Decimal("0")
+    deadline = time.monotonic() + timeout_seconds
+    while waiting and time.monotonic() < deadline:
+        reply = client.xread(cursors, block=poll_ms, count=1000)
+        for stream, entries in reply or []:
+            stream = stream.decode() if isinstance(stream, bytes) else stream
+            for entry_id, fields in entries:
+                cursors[stream] = entry_id
+                fields = {_text(name): _text(value) for name, value in fields.items()}
+                transaction_id = fields.get("transaction_id")
+                if transaction_id not in waiting:
+                    continue
+                waiting.discard(transaction_id)
+                if stream == keys.dead_letters:
+                    letter = DeadLetter.model_validate_json(fields["data"])
+                    errors.append({"transaction_id": transaction_id, "error": f"{letter.reason}: {letter.error}"})
+                    continue
+                recommendation = decode_result(fields)
+                total += recommendation.rewards.cash_value_usd
+                results.append(recommendation.model_dump(mode="json"))
+
+    for transaction_id in sorted(waiting):
+        errors.append({"transaction_id": transaction_id,
+                       "error": f"timed out after {timeout_seconds} s waiting for a result; "
+                                "it may still arrive on the results stream"})
+
+    elapsed = time.perf_counter() - started
+    return {
+        "total_transactions": len(rows),
+        "successful": len(results),
+        "failed": len(errors),
+        "total_rewards": str(round_cash(total)),
+        "processing_time_seconds": round(elapsed, 3),
+        "throughput_tps": round(len(rows) / elapsed, 1) if elapsed > 0 else 0.0,
+        "timed_out": bool(waiting),
+        "results": results,
+        "errors": errors,
+    }
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# The Modal app: thin wrappers around the functions above.
+
+app = modal.App(APP_NAME)
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .pip_install_from_pyproject(str(ROOT / "pyproject.toml"))
+    .add_local_python_source("consumer", "producer", "rewardpilot")
+)
+secrets = [modal.Secret.from_name(SECRET_NAME)]
+
+
+def _prefix() -> str:
+    return os.environ.get("RP_PREFIX", "rp:")
+
+
+@app.function(image=image, secrets=secrets, timeout=CONSUME_TIMEOUT_SECONDS)
+def consume(seconds: int | None = None, workers: int | None = None, job: str | None = None) -> dict:
+    """Run one consumer for a bounded time, like ``rewardpilot consume``."""
+    return run_consume(
+        os.environ["REDIS_URL"], prefix=_prefix(),
+        seconds=seconds or _env_int("RP_CONSUME_SECONDS", DEFAULT_CONSUME_SECONDS),
+        workers=workers or _env_int("RP_CONSUME_WORKERS", DEFAULT_WORKERS),
+        job=job, rate=os.environ.get("RP_RATE") or None,
+    )
+
+
+@app.function(image=image, secrets=secrets, schedule=modal.Period(minutes=1), timeout=60)
+def autoscale() -> dict:
+    """Start consumers in proportion to the live group's backlog."""
+    return run_autoscale(
+        os.environ["REDIS_URL"], prefix=_prefix(),
+        per_consumer=_env_int("RP_CONSUMER_BACKLOG", DEFAULT_CONSUMER_BACKLOG),
+        maximum=_env_int("RP_MAX_CONSUMERS", DEFAULT_MAX_CONSUMERS),
+        spawn=consume.spawn,
+    )
+
+
+@app.function(image=image, secrets=secrets, timeout=900)
+@modal.asgi_app()
+def batch_endpoint():
+    """Serve the batch API: POST {transactions, user_id}, receive the batch summary and results."""
+    return create_batch_app(
+        os.environ["REDIS_URL"], prefix=_prefix(),
+        timeout_seconds=float(os.environ.get("RP_BATCH_TIMEOUT_SECONDS", DEFAULT_BATCH_TIMEOUT_SECONDS)),
+    )
+
+
+@app.function(image=image, secrets=secrets, schedule=modal.Cron("0 3 * * *"), timeout=3600)
+def nightly_replay() -> dict:
+    """Replay the previous UTC day at 03:00 UTC, when ``RP_NIGHTLY_REPLAY=1``."""
+    return run_nightly_replay(os.environ["REDIS_URL"], prefix=_prefix(),
+                              enabled=os.environ.get("RP_NIGHTLY_REPLAY") == "1")
