@@ -53,9 +53,7 @@ class GuardedRecommender:
         attempt = 0
         while True:
             if self.breaker is not None:
-                openings = self.breaker.stats.openings
                 await self.breaker.wait_until_closed()
-                self.stats.breaker_openings += self.breaker.stats.openings - openings
 
             try:
                 outcomes = await self._call_once(items)
@@ -97,7 +95,12 @@ class GuardedRecommender:
 
     async def _record_failure(self, exc: TransientError) -> None:
         if self.breaker is not None:
+            # Count openings here, where they happen: the pool's workers share
+            # one breaker, so counting around each worker's wait would miss the
+            # first opening and count a reopening once per waiting worker.
+            openings = self.breaker.stats.openings
             self.breaker.record_failure()
+            self.stats.breaker_openings += self.breaker.stats.openings - openings
         if self.limiter is not None and exc.status == 429:
             if await self.limiter.penalize():
                 self.log.warning("orchestrator returned 429; shared rate cut",

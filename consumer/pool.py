@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import redis
@@ -38,12 +38,18 @@ from consumer.wallet_cache import WalletCache
 from rewardpilot.codec import decode_transaction, entry_time
 from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.models import DeadLetter, Recommendation, Transaction
+from rewardpilot.retention import trim_loop
 
 REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 class ConsumerPool:
@@ -115,6 +121,11 @@ class ConsumerPool:
 
         self._tasks = [asyncio.create_task(self._worker(index)) for index in range(self.settings.workers)]
         self._tasks.append(asyncio.create_task(recovery_loop(self)))
+        if self.settings.trim_older_than_seconds:
+            age = timedelta(seconds=self.settings.trim_older_than_seconds)
+            self._tasks.append(asyncio.create_task(trim_loop(
+                self.client, self.stream, age, self.settings.trim_interval_seconds, self._stopping,
+            )))
         try:
             await asyncio.gather(*self._tasks)
         except asyncio.CancelledError:
@@ -140,7 +151,10 @@ class ConsumerPool:
                 deliveries = await self.transport.read(self.settings.batch_size, self.settings.block_ms)
                 if deliveries:
                     await self.handle(deliveries)
-                elif self.settings.drain and await self.transport.drained():
+                # A replay with an end id can stop while the stream still grows past it,
+                # so its drain check cannot wait for an empty read.
+                bounded = self.settings.end_id is not None
+                if (bounded or not deliveries) and self.settings.drain and await self.transport.drained():
                     self.log.info("drained", worker=index)
                     self._stopping.set()
                 failures = 0
@@ -179,7 +193,13 @@ class ConsumerPool:
         transactions, dead_letters, skipped = self._decode(deliveries)
         outcomes: list[Recommendation | ItemError] = []
         if transactions:
-            outcomes = await self._recommend(transactions)
+            entry_ids = [entry_id for entry_id, _ in transactions]
+            keeper = asyncio.create_task(self._keep_claimed(entry_ids))
+            try:
+                outcomes = await self._recommend(transactions)
+            finally:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
             if outcomes is None:
                 await self._with_redis_retry(
                     lambda: self.transport.give_back([entry_id for entry_id, _ in transactions])
@@ -190,15 +210,43 @@ class ConsumerPool:
         results, rewards = self._collect(transactions, outcomes, dead_letters, started)
         await self._settle(results, dead_letters, skipped, rewards)
 
+    async def _keep_claimed(self, entry_ids: list[str]) -> None:
+        """Touch the entries in hand every third of the visibility timeout until cancelled.
+
+        Retries, Retry-After waits, an open breaker and the rate limiter can
+        hold a batch longer than the visibility timeout. Without this,
+        recovery would claim the batch again while it is in hand, and every
+        claim raises the delivery count towards ``max_deliveries``.
+        """
+        touch = getattr(self.transport, "touch", None)
+        if touch is None:
+            return
+        interval = self.settings.visibility_timeout_ms / 1000 / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await touch(entry_ids)
+            except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
+                self._log_repeated("touch-failed", "could not refresh entries in hand; recovery may claim them",
+                                   error=str(exc), first_entry_id=entry_ids[0])
+
     def _decode(self, deliveries: list[Delivery]):
-        """Split a batch into transactions, dead letters (undecodable) and skipped entry ids."""
+        """Split a batch into transactions, dead letters (undecodable) and skipped entry ids.
+
+        Entries after ``end_id`` and entries of users other than ``user_filter``
+        are skipped: acknowledged without a result.
+        """
         transactions: list[tuple[str, Transaction]] = []
         dead_letters: list[DeadLetter] = []
         skipped: list[str] = []
         user_filter = self.settings.user_filter
+        end_key = _entry_key(self.settings.end_id) if self.settings.end_id else None
 
         for delivery in deliveries:
             entry_id, fields = delivery.entry_id, delivery.fields
+            if end_key is not None and _entry_key(entry_id) > end_key:
+                skipped.append(entry_id)
+                continue
             try:
                 transaction = decode_transaction(fields)
             except (ValidationError, KeyError, ValueError) as exc:

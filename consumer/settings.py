@@ -15,6 +15,9 @@ class ConsumerSettings:
     ``result_ttl_seconds`` is how long the per-transaction de-duplication
     marker lives; keep it at least as long as the transactions stream's
     retention so that a redelivered entry is still recognised.
+    ``trim_older_than_seconds`` turns on trimming as it goes: every
+    ``trim_interval_seconds`` the transactions stream loses entries older
+    than that age which every consumer group has read and acknowledged.
     """
 
     keys: StreamKeys = field(default_factory=StreamKeys)
@@ -36,6 +39,8 @@ class ConsumerSettings:
     start_id: str = "0"
     end_id: str | None = None
     user_filter: str | None = None
+    trim_older_than_seconds: float | None = None
+    trim_interval_seconds: float = 60.0
 
     @property
     def group_name(self) -> str:

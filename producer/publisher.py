@@ -33,6 +33,7 @@ DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_DEDUP_WINDOW_SECONDS = 24 * 60 * 60
 DEFAULT_MAX_BACKLOG = 100_000
 DEFAULT_POLL_SECONDS = 0.5
+RECONNECT_DELAYS_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0)  # about 19 s in all
 
 # KEYS[1] is the stream, KEYS[2..n+1] the published markers. ARGV[1] is the
 # marker TTL in seconds, ARGV[2] the approximate MAXLEN (0 for none) and
@@ -197,11 +198,36 @@ class Producer:
         return summary
 
     def publish_chunk(self, chunk: list[Transaction]) -> list[str | None]:
-        """Publish one chunk in one round trip; return entry ids, ``None`` for duplicates."""
+        """Publish one chunk in one round trip; return entry ids, ``None`` for duplicates.
+
+        With a deduplication window, a lost connection or a timeout is retried
+        with backoff (``RECONNECT_DELAYS_SECONDS``), because the publish-once
+        script cannot add a transaction twice. Without a window the error is
+        raised, since a retry could add the chunk twice.
+
+        NOTE: when a reply is lost after the script ran, the retry reports the
+        transactions it had added as duplicates (``None``), although they were
+        published once by this call.
+        """
         if not chunk:
             return []
-        self._apply_backpressure(len(chunk))
+        if not self.dedup_window_seconds:
+            self._apply_backpressure(len(chunk))
+            return self._send(chunk)
 
+        for attempt, delay in enumerate(RECONNECT_DELAYS_SECONDS, start=1):
+            try:
+                self._apply_backpressure(len(chunk))
+                return self._send(chunk)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("Redis unreachable while publishing; retrying", error=str(exc),
+                            attempt=attempt, retry_in_seconds=delay, chunk_size=len(chunk))
+                time.sleep(delay)
+
+        self._apply_backpressure(len(chunk))
+        return self._send(chunk)
+
+    def _send(self, chunk: list[Transaction]) -> list[str | None]:
         payloads = [codec.encode_transaction(transaction)[codec.DATA] for transaction in chunk]
         if self.dedup_window_seconds:
             markers = [self.keys.published_marker(transaction.transaction_id) for transaction in chunk]

@@ -6,6 +6,7 @@ import time
 
 import redis
 
+from consumer.ratelimit.redis_bucket import read_bucket_state
 from rewardpilot.streams import StreamKeys
 
 
@@ -52,11 +53,30 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
 
 
 def collect_status(client: redis.Redis, keys: StreamKeys, runs: list[str] | None = None) -> dict:
-    """Return the status of the transactions, results and dead-letter streams."""
+    """Return the status of the transactions, results and dead-letter streams and the rate limit."""
     runs = runs or ["live"]
     return {
         "time": time.time(),
         "transactions": stream_status(client, keys.transactions),
         "results": {run: client.xlen(keys.results(run)) for run in runs},
         "dead_letters": client.xlen(keys.dead_letters),
+        "rate_limit": rate_limit_status(client, keys),
+    }
+
+
+def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
+    """Return the shared orchestrator rate limit in tokens per second, or None when no consumer used it.
+
+    ``tokens`` is as of the last call; the bucket expires a while after its
+    last use, and then the next consumer starts at the configured rate.
+    """
+    state = read_bucket_state(client, keys.rate_limit())
+    if state is None:
+        return None
+    return {
+        "configured_rate": state.configured_rate,
+        "effective_rate": state.effective_rate,
+        "tokens": state.tokens,
+        "burst": state.burst,
+        "idle_seconds": state.idle_seconds,
     }

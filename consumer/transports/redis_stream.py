@@ -96,6 +96,22 @@ class RedisStreamTransport:
                 retrycount=max(0, counts.get(entry_id, 1) - 1), justid=True,
             )
 
+    async def touch(self, entry_ids: list[str]) -> None:
+        """Reset the idle time of entries this consumer is still working on.
+
+        XCLAIM with JUSTID resets the idle time without raising the delivery
+        count, so recovery (in this process or another) does not take a batch
+        that is only waiting for a retry, the breaker or the rate limiter.
+
+        NOTE: XCLAIM with a minimum idle time of 0 also takes back an entry
+        that another consumer has claimed in the meantime. Settlement skips
+        transactions that already have an outcome, so that costs a duplicate
+        call, not a duplicate result.
+        """
+        if entry_ids:
+            await self.client.xclaim(self.stream, self.group, self.consumer, min_idle_time=0,
+                                     message_ids=entry_ids, justid=True)
+
     async def reclaim(self) -> Reclaimed:
         found = Reclaimed()
         for _ in range(MAX_RECLAIM_ROUNDS):
@@ -136,8 +152,21 @@ class RedisStreamTransport:
         return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
     async def drained(self) -> bool:
+        """Return True when nothing is pending and nothing unread is left in range.
+
+        With ``settings.end_id`` (a replay), entries after the end do not count,
+        so the group is drained once it has read past the end.
+        """
         state = await backlog(self.client, self.stream, self.group)
-        return state.drained
+        if state.drained or state.pending or self.settings.end_id is None:
+            return state.drained
+        return _entry_key(await self._last_delivered_id()) >= _entry_key(self.settings.end_id)
+
+    async def _last_delivered_id(self) -> str:
+        for info in await self.client.xinfo_groups(self.stream):
+            if _text(info["name"]) == self.group:
+                return _text(info["last-delivered-id"])
+        return "0-0"
 
     async def close(self) -> None:
         """Delete this consumer from the group when it holds no pending entries.

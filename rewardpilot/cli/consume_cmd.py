@@ -13,6 +13,7 @@ from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.retention import InvalidAgeError, parse_age
 from rewardpilot.streams import LIVE_RUN
 
 
@@ -22,6 +23,17 @@ def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_thre
         orchestrator_url=orchestrator, rate=rate, burst=burst, counting=counting, max_attempts=max_attempts,
         breaker_threshold=breaker_threshold, breaker_cooldown=breaker_cooldown, timeout=timeout,
     )
+
+
+def trim_age_seconds(text: str | None) -> float | None:
+    """Parse ``--trim-older-than``; exit 2 with the reason when it is invalid."""
+    if text is None:
+        return None
+    try:
+        return parse_age(text).total_seconds()
+    except InvalidAgeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def make_pool(client, settings, options):
@@ -54,6 +66,7 @@ def consume(
     breaker_threshold: int = typer.Option(5, "--breaker-threshold", min=1, help="Consecutive transient failures that open the circuit breaker."),
     breaker_cooldown: float = typer.Option(30.0, "--breaker-cooldown", min=0.01, help="Seconds the breaker stays open before one probe call."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.01, help="Seconds per orchestrator request."),
+    trim_older_than: str = typer.Option(None, "--trim-older-than", help="Trim as it goes: every minute, remove transactions older than this age (such as 30d) that every consumer group has read and acknowledged.", show_default=False),
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.", show_default=False),
     metrics_address: str = typer.Option("127.0.0.1", "--metrics-address", help="Address the metrics endpoint listens on."),
 ) -> None:
@@ -64,7 +77,7 @@ def consume(
         keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,
         block_ms=block_ms, drain=drain, wallet=check_cards(split_cards(wallet)),
         shutdown_grace_seconds=grace, visibility_timeout_ms=int(visibility_timeout * 1000),
-        max_deliveries=max_deliveries,
+        max_deliveries=max_deliveries, trim_older_than_seconds=trim_age_seconds(trim_older_than),
     )
     options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
                            breaker_cooldown, timeout)

@@ -11,6 +11,7 @@ from rewardpilot import logs
 from rewardpilot.cli import (
     consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
 )
+from rewardpilot.cli import replay_cmd, trim_cmd
 from rewardpilot.cli.context import AppContext
 from rewardpilot.streams import DEFAULT_PREFIX
 
@@ -50,6 +51,8 @@ app.command("subscribe")(subscribe_cmd.subscribe)
 app.command("status")(status_cmd.status)
 app.command("cards")(wallet_cmd.cards)
 app.command("orchestrator")(orchestrator_cmd.orchestrator)
+app.command("replay")(replay_cmd.replay)
+app.command("trim")(trim_cmd.trim)
 app.add_typer(wallet_cmd.app, name="wallet")
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(dlq_cmd.app, name="dlq")

@@ -31,8 +31,17 @@ def _render(snapshot: dict) -> Table:
                 f"{idle / 1000:.1f}" if idle is not None else "-",
             )
     results = ", ".join(f"{run}: {count}" for run, count in snapshot["results"].items())
-    table.caption = f"results {results}; dead letters: {snapshot['dead_letters']}"
+    table.caption = f"results {results}; dead letters: {snapshot['dead_letters']}; {_rate_text(snapshot.get('rate_limit'))}"
     return table
+
+
+def _rate_text(rate_limit: dict | None) -> str:
+    if rate_limit is None:
+        return "orchestrator rate limit: not in use"
+    return (
+        f"orchestrator rate: {rate_limit['effective_rate']:.3g}/s effective of "
+        f"{rate_limit['configured_rate']:.3g}/s configured, {rate_limit['tokens']:.1f} tokens"
+    )
 
 
 def status(
@@ -40,7 +49,7 @@ def status(
     job: str = typer.Option(None, "--job", help="Show the streams of this `rewardpilot run` job."),
     as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
 ) -> None:
-    """Show stream lengths, group lag and pending entries, consumers and dead letters."""
+    """Show stream lengths, group lag and pending entries, consumers, dead letters and the orchestrator rate."""
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)

@@ -1,0 +1,87 @@
+"""``rewardpilot replay``: process a range of transactions again as a named run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import typer
+from rich.table import Table
+
+from consumer.errors import InvalidRateLimitError
+from rewardpilot.cli.consume_cmd import call_options
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.replay import Comparison, InvalidReplayError, ReplaySummary, replay_async
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    table = Table(title=f"Replay vs live: {len(comparison.differences)} of {comparison.compared} differ")
+    table.add_column("transaction")
+    table.add_column("user")
+    table.add_column("live card")
+    table.add_column("replay card")
+    table.add_column("live (USD)", justify="right")
+    table.add_column("replay (USD)", justify="right")
+    table.add_column("change (USD)", justify="right")
+    for row in comparison.differences:
+        table.add_row(row.transaction_id, row.user_id, row.live_card, row.replay_card,
+                      f"{row.live_value_usd:,.2f}", f"{row.replay_value_usd:,.2f}", f"{row.change_usd:+,.2f}")
+    table.caption = (f"rewards: live {comparison.live_total_usd:,.2f}, replay {comparison.replay_total_usd:,.2f}, "
+                     f"change {comparison.total_change_usd:+,.2f} USD")
+    return table
+
+
+def print_summary(summary: ReplaySummary) -> None:
+    out = stdout_console()
+    out.print(f"run {summary.run}: {summary.results} new results, {summary.duplicates} already present, "
+              f"{summary.dead_letters} dead letters; results stream follows with "
+              f"`rewardpilot subscribe --run {summary.run} --from-start`")
+    if summary.comparison is None:
+        return
+    out.print(comparison_table(summary.comparison))
+    if summary.comparison.missing_live:
+        out.print(f"{len(summary.comparison.missing_live)} replayed transactions have no live result to compare with")
+
+
+def replay(
+    ctx: typer.Context,
+    start: str = typer.Option(..., "--start", help="First entry: a stream id (1700000000000-0) or ISO 8601 time (UTC when no offset)."),
+    end: str = typer.Option(None, "--end", help="Last entry, inclusive, in the same forms. Unset: the end of the stream.", show_default=False),
+    user: str = typer.Option(None, "--user", help="Only this user's transactions.", show_default=False),
+    run: str = typer.Option(..., "--run", help="Run name; results go to this run's own results stream."),
+    compare: bool = typer.Option(False, "--compare", help="Report where the replay differs from the live results."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    job: str = typer.Option(None, "--job", help="Replay the streams of this `rewardpilot run` job."),
+    workers: int = typer.Option(2, "--workers", min=1, max=256, help="asyncio workers."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="XREADGROUP COUNT: entries per micro-batch."),
+    wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
+    orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),
+    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min.", show_default=False),
+) -> None:
+    """Process a range of the transactions stream again, through the run's own consumer group."""
+    context = app_context(ctx)
+    check_redis(context.client(), context)
+    options = call_options(orchestrator, rate, None, None, None, None, None, None)
+    cards = check_cards(split_cards(wallet))
+
+    async def main() -> ReplaySummary:
+        client = context.async_client(block_ms=200)
+        try:
+            return await replay_async(
+                client, context.keys(job), start=start, end=end, user=user, run=run, workers=workers,
+                batch_size=batch_size, wallet=cards, options=options, compare=compare,
+            )
+        finally:
+            await client.aclose()
+
+    try:
+        summary = asyncio.run(main())
+    except (InvalidReplayError, InvalidRateLimitError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        print_summary(summary)

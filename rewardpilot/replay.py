@@ -1,0 +1,316 @@
+"""Replay: process a range of the transactions stream again as a named run.
+
+A replay reads through its own consumer group (``replay:{run}``), so the
+live group's last-delivered id and pending entries are never touched. Its
+results go to the run's own results stream, and the run's de-duplication
+markers make a second replay of the same range under the same run name add
+no results.
+
+Each replay deletes and recreates its run's group at the entry just before
+``start``. A group left by an earlier replay of the same run, including any
+entries it still held pending, is therefore replaced rather than resumed.
+
+NOTE: two replays with the same run name at the same time would reset each
+other's group. Results stay unique because of the markers, but one of them
+may stop before reaching its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import redis
+import redis.asyncio as aioredis
+
+from consumer.build import CallOptions, build_pool
+from consumer.settings import ConsumerSettings
+from rewardpilot.codec import decode_result
+from rewardpilot.streams import LIVE_RUN, StreamKeys
+
+MAX_SEQUENCE = 2**64 - 1
+READ_CHUNK = 1000
+
+_ENTRY_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class InvalidReplayError(ValueError):
+    """A replay option (start, end or run name) is invalid."""
+
+
+@dataclass(frozen=True)
+class ReplayRange:
+    """The entries a replay covers, both ends inclusive, as stream ids."""
+
+    start_id: str
+    end_id: str | None = None
+
+    @property
+    def group_start_id(self) -> str:
+        """Return the id just before ``start_id``, where the replay group starts reading."""
+        milliseconds, sequence = entry_key(self.start_id)
+        if sequence > 0:
+            return f"{milliseconds}-{sequence - 1}"
+        if milliseconds > 0:
+            return f"{milliseconds - 1}-{MAX_SEQUENCE}"
+        return "0-0"
+
+    def contains(self, entry_id: str) -> bool:
+        key = entry_key(entry_id)
+        if key < entry_key(self.start_id):
+            return False
+        return self.end_id is None or key <= entry_key(self.end_id)
+
+
+@dataclass
+class Difference:
+    """One transaction whose replayed recommendation differs from the live one."""
+
+    transaction_id: str
+    user_id: str
+    live_card: str
+    replay_card: str
+    live_value_usd: Decimal
+    replay_value_usd: Decimal
+
+    @property
+    def change_usd(self) -> Decimal:
+        return self.replay_value_usd - self.live_value_usd
+
+
+@dataclass
+class Comparison:
+    """The replay's recommendations beside the live run's, for the same transactions."""
+
+    compared: int = 0
+    missing_live: list[str] = field(default_factory=list)
+    live_total_usd: Decimal = Decimal("0")
+    replay_total_usd: Decimal = Decimal("0")
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def total_change_usd(self) -> Decimal:
+        return self.replay_total_usd - self.live_total_usd
+
+    def as_dict(self) -> dict:
+        return {
+            "compared": self.compared,
+            "differing": len(self.differences),
+            "missing_live": self.missing_live,
+            "live_total_usd": str(self.live_total_usd),
+            "replay_total_usd": str(self.replay_total_usd),
+            "total_change_usd": str(self.total_change_usd),
+            "differences": [
+                {**asdict(row), "live_value_usd": str(row.live_value_usd),
+                 "replay_value_usd": str(row.replay_value_usd), "change_usd": str(row.change_usd)}
+                for row in self.differences
+            ],
+        }
+
+
+@dataclass
+class ReplaySummary:
+    """Counts of one replay: entries delivered, results written now, duplicates skipped, dead letters."""
+
+    run: str
+    group: str
+    start_id: str
+    end_id: str | None
+    user: str | None
+    delivered: int = 0
+    results: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    comparison: Comparison | None = None
+
+    def as_dict(self) -> dict:
+        summary = {name: value for name, value in asdict(self).items() if name != "comparison"}
+        if self.comparison is not None:
+            summary["comparison"] = self.comparison.as_dict()
+        return summary
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def parse_position(text: str, *, end: bool = False) -> str:
+    """Return the stream id for a replay bound given as a stream id or an ISO 8601 time.
+
+    ``1700000000000-3`` is taken as is. A bare millisecond time
+    (``1700000000000``) or an ISO time (naive times are UTC) means the start
+    of that millisecond for ``start`` and its last possible entry for ``end``,
+    so both bounds include the whole millisecond.
+    """
+    value = text.strip()
+    match = _ENTRY_ID.match(value)
+    if match:
+        milliseconds, sequence = match.groups()
+        if sequence is not None:
+            return f"{int(milliseconds)}-{int(sequence)}"
+        return _millisecond_bound(int(milliseconds), end)
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidReplayError(
+            f"{'end' if end else 'start'} {text!r} is neither a stream id (like 1700000000000-0) "
+            "nor an ISO 8601 time (like 2026-11-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    milliseconds = int(moment.timestamp() * 1000)
+    if milliseconds < 0:
+        raise InvalidReplayError(f"{'end' if end else 'start'} {text!r} is before 1970, where no stream id exists")
+    return _millisecond_bound(milliseconds, end)
+
+
+def _millisecond_bound(milliseconds: int, end: bool) -> str:
+    return f"{milliseconds}-{MAX_SEQUENCE}" if end else f"{milliseconds}-0"
+
+
+def parse_range(start: str, end: str | None = None) -> ReplayRange:
+    """Parse both bounds; raise InvalidReplayError when the end is before the start."""
+    replay_range = ReplayRange(parse_position(start), parse_position(end, end=True) if end else None)
+    if replay_range.end_id and entry_key(replay_range.end_id) < entry_key(replay_range.start_id):
+        raise InvalidReplayError(f"end {end!r} is before start {start!r}; swap them")
+    return replay_range
+
+
+def check_run_name(run: str) -> str:
+    if run == LIVE_RUN:
+        raise InvalidReplayError(f"run name {run!r} is the live run; choose another name, such as catalog-2026-12")
+    if not _RUN_NAME.match(run):
+        raise InvalidReplayError(
+            f"run name {run!r} is invalid; use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return run
+
+
+async def reset_group(client: aioredis.Redis, stream: str, group: str, start_id: str) -> None:
+    """Delete the run's group if it exists and create it again at ``start_id``."""
+    try:
+        await client.xgroup_destroy(stream, group)
+    except redis.ResponseError as exc:
+        if "no such key" not in str(exc).lower():
+            raise
+    await client.xgroup_create(stream, group, id=start_id, mkstream=True)
+
+
+async def replay_async(
+    client: aioredis.Redis,
+    keys: StreamKeys,
+    *,
+    start: str,
+    end: str | None = None,
+    user: str | None = None,
+    run: str,
+    workers: int = 2,
+    batch_size: int = 500,
+    block_ms: int = 200,
+    wallet: list[str] | None = None,
+    options: CallOptions | None = None,
+    compare: bool = False,
+) -> ReplaySummary:
+    """Process the transactions from ``start`` to ``end`` again as run ``run``.
+
+    Raises InvalidReplayError for a bad bound or run name before touching Redis.
+    """
+    run = check_run_name(run)
+    replay_range = parse_range(start, end)
+    settings = ConsumerSettings(
+        keys=keys, run=run, workers=workers, batch_size=batch_size, block_ms=block_ms, drain=True,
+        wallet=wallet, start_id=replay_range.group_start_id, end_id=replay_range.end_id,
+        user_filter=user,
+    )
+    await reset_group(client, keys.transactions, settings.group_name, replay_range.group_start_id)
+
+    pool = build_pool(client, settings, options)
+    try:
+        stats = await pool.run()
+    finally:
+        await pool.recommender.aclose()
+
+    summary = ReplaySummary(
+        run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
+        user=user, delivered=stats.delivered, results=stats.results, duplicates=stats.duplicates,
+        dead_letters=stats.dead_letters,
+    )
+    if compare:
+        summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
+    return summary
+
+
+def replay(url: str, keys: StreamKeys, **options) -> ReplaySummary:
+    """Run ``replay_async`` on a new client for ``url``; see it for the options."""
+    from rewardpilot.connection import connect_async
+
+    async def main() -> ReplaySummary:
+        client = connect_async(url, block_ms=options.get("block_ms", 200))
+        try:
+            return await replay_async(client, keys, **options)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+async def _results_in_range(client: aioredis.Redis, stream: str, replay_range: ReplayRange,
+                            user: str | None) -> dict:
+    """Return the results whose transaction entry lies in the range, by transaction_id.
+
+    A result is written after its transaction, so results from ``start_id``
+    onward hold every transaction of the range.
+    """
+    found = {}
+    cursor = replay_range.start_id
+    while True:
+        entries = await client.xrange(stream, min=cursor, max="+", count=READ_CHUNK)
+        for _entry_id, fields in entries:
+            result = decode_result(fields)
+            if result.entry_id is None or not replay_range.contains(result.entry_id):
+                continue
+            if user is None or result.user_id == user:
+                found[result.transaction_id] = result
+        if len(entries) < READ_CHUNK:
+            return found
+        last = entries[-1][0]
+        cursor = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+
+async def compare_runs(client: aioredis.Redis, keys: StreamKeys, run: str, replay_range: ReplayRange, *,
+                       user: str | None = None) -> Comparison:
+    """Compare the run's results with the live run's for the same transactions.
+
+    A transaction differs when the recommended card or its cash value changed.
+
+    NOTE: this reads the live results stream from the range's start to its
+    end of stream, which is slow for an old range on a busy stream.
+    """
+    replayed = await _results_in_range(client, keys.results(run), replay_range, user)
+    live = await _results_in_range(client, keys.results(LIVE_RUN), replay_range, user)
+
+    comparison = Comparison()
+    for transaction_id in sorted(replayed):
+        new = replayed[transaction_id]
+        old = live.get(transaction_id)
+        if old is None:
+            comparison.missing_live.append(transaction_id)
+            continue
+
+        comparison.compared += 1
+        comparison.live_total_usd += old.rewards.cash_value_usd
+        comparison.replay_total_usd += new.rewards.cash_value_usd
+        card_changed = old.recommended_card.card_id != new.recommended_card.card_id
+        if card_changed or old.rewards.cash_value_usd != new.rewards.cash_value_usd:
+            comparison.differences.append(Difference(
+                transaction_id=transaction_id, user_id=new.user_id,
+                live_card=old.recommended_card.card_id, replay_card=new.recommended_card.card_id,
+                live_value_usd=old.rewards.cash_value_usd, replay_value_usd=new.rewards.cash_value_usd,
+            ))
+    return comparison

@@ -1,0 +1,149 @@
+"""Retention: trim old transactions by MINID without losing unprocessed entries.
+
+``XTRIM MAXLEN`` deletes the oldest entries whether or not a consumer group
+has read or acknowledged them. An entry trimmed while pending comes back from
+XAUTOCLAIM as deleted and can only be dead-lettered, and an unread entry is
+never seen at all. ``trim`` instead computes a MINID no later than:
+
+* the cutoff (server time minus the requested age);
+* for every consumer group, the first id after its last-delivered id (the
+  oldest entry it may not have read yet);
+* for every consumer group, its oldest pending entry.
+
+``XTRIM MINID`` (exact) then removes only entries older than that id.
+
+NOTE: the plan and the XTRIM are two steps. A replay group created in between at an
+older id can find its first entries trimmed. Live groups only move forward,
+so they are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import redis
+import redis.asyncio as aioredis
+
+from rewardpilot.logs import get_logger
+
+COUNT_CHUNK = 10_000
+_AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+log = get_logger("retention")
+
+
+class InvalidAgeError(ValueError):
+    """A retention age such as ``30d`` could not be parsed."""
+
+
+@dataclass
+class TrimReport:
+    """The outcome of one trim, or in a dry run the entries it would remove."""
+
+    stream: str
+    cutoff_id: str
+    min_id: str
+    removed: int
+    dry_run: bool = False
+    held_back_by: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_age(text: str) -> timedelta:
+    """Parse an age such as ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
+    match = _AGE.match(text or "")
+    if not match or int(match.group(1)) == 0:
+        raise InvalidAgeError(
+            f"age {text!r} is invalid; write a positive whole number and a unit: s, m, h, d or w (such as 30d)"
+        )
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    milliseconds, sequence = _key(entry_id)
+    return f"{milliseconds}-{sequence + 1}"
+
+
+async def _server_ms(client: aioredis.Redis) -> int:
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta) -> tuple[str, str, str | None]:
+    """Return (cutoff id, safe MINID, the group that held the MINID back or None)."""
+    cutoff_ms = await _server_ms(client) - int(older_than.total_seconds() * 1000)
+    cutoff_id = f"{max(0, cutoff_ms)}-0"
+    min_id, held_back_by = cutoff_id, None
+
+    try:
+        groups = await client.xinfo_groups(stream)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return cutoff_id, cutoff_id, None
+        raise
+
+    for info in groups:
+        group = _text(info["name"])
+        limits = [_next_id(_text(info["last-delivered-id"]))]
+        if int(info.get("pending", 0)):
+            summary = await client.xpending(stream, group)
+            limits.append(_text(summary["min"]))
+        for limit in limits:
+            if _key(limit) < _key(min_id):
+                min_id, held_back_by = limit, group
+    return cutoff_id, min_id, held_back_by
+
+
+async def _count_before(client: aioredis.Redis, stream: str, min_id: str) -> int:
+    """Count entries older than ``min_id`` by walking XRANGE in chunks."""
+    count, cursor = 0, "-"
+    while True:
+        entries = await client.xrange(stream, min=cursor, max=f"({min_id}", count=COUNT_CHUNK)
+        count += len(entries)
+        if len(entries) < COUNT_CHUNK:
+            return count
+        cursor = "(" + _text(entries[-1][0])
+
+
+async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dry_run: bool = False) -> TrimReport:
+    """Remove entries older than ``older_than`` that every consumer group has read and acknowledged."""
+    cutoff_id, min_id, held_back_by = await plan_min_id(client, stream, older_than)
+    if dry_run:
+        removed = await _count_before(client, stream, min_id)
+    else:
+        removed = int(await client.xtrim(stream, minid=min_id, approximate=False))
+
+    report = TrimReport(stream=stream, cutoff_id=cutoff_id, min_id=min_id, removed=removed,
+                        dry_run=dry_run, held_back_by=held_back_by)
+    if removed or held_back_by:
+        log.info("stream trimmed" if not dry_run else "stream trim planned", **report.as_dict())
+    return report
+
+
+async def trim_loop(client: aioredis.Redis, stream: str, older_than: timedelta, interval_seconds: float,
+                    stopping: asyncio.Event) -> None:
+    """Run ``trim`` every ``interval_seconds`` until ``stopping`` is set; log and carry on after errors."""
+    while not stopping.is_set():
+        try:
+            await trim(client, stream, older_than)
+        except redis.RedisError as exc:
+            log.warning("trim failed; trying again next interval", stream=stream, error=str(exc))
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=interval_seconds)
+        except asyncio.TimeoutError:
+            pass

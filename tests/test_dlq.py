@@ -1,0 +1,191 @@
+"""``rewardpilot dlq``, ``status`` and ``consume`` through the CLI, with dead letters
+made by a real orchestrator behind a proxy that rejects calls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from consumer.dlq import list_dead_letters
+from fault_proxy import Fault, FaultProxy, first
+from orchestrator_servers import UvicornThread
+from rewardpilot.orchestrator import create_app
+from rewardpilot.results import read_results
+from test_orchestrator_failures import drain, fast_options, fast_settings, make_transactions, publish
+
+
+@pytest.fixture(scope="module")
+def orchestrator():
+    with UvicornThread(create_app()) as running:
+        yield running
+
+
+async def dead_letter_all(redis_url, keys, orchestrator, count: int = 4) -> list[str]:
+    """Publish ``count`` transactions and have the orchestrator proxy reject every call with 422."""
+    published = publish(redis_url, keys, make_transactions(count, prefix="d"))
+    with FaultProxy(orchestrator.url, lambda index: Fault(422)) as proxy:
+        await drain(redis_url, fast_settings(keys), fast_options(proxy.url))
+    return published
+
+
+def letters_by_cli(keys, cli_env) -> list[dict]:
+    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--limit", "100"], cli_env)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+
+
+async def test_dlq_list_shows_letters(redis_url, keys, cli_env, orchestrator):
+    published = await dead_letter_all(redis_url, keys, orchestrator)
+
+    listed = letters_by_cli(keys, cli_env)
+
+    assert sorted(row["letter"]["transaction_id"] for row in listed) == published
+    assert {row["letter"]["http_status"] for row in listed} == {422}
+    assert {row["letter"]["attempts"] for row in listed} == {1}
+
+
+async def test_dlq_list_limit(redis_url, keys, cli_env, orchestrator):
+    await dead_letter_all(redis_url, keys, orchestrator)
+
+    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--limit", "2"], cli_env)
+
+    assert completed.returncode == 0
+    assert len(completed.stdout.splitlines()) == 2
+
+
+async def test_redrive_keeps_transaction_id(redis_url, keys, sync_client, cli_env, orchestrator):
+    await dead_letter_all(redis_url, keys, orchestrator)
+    chosen = letters_by_cli(keys, cli_env)[0]
+    transaction_id = chosen["letter"]["transaction_id"]
+
+    redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", chosen["id"]], cli_env)
+    assert redriven.returncode == 0, redriven.stderr[-2000:]
+
+    last_id, fields = sync_client.xrevrange(keys.transactions, count=1)[0]
+    assert json.loads(fields["data"])["transaction_id"] == transaction_id
+    assert sync_client.xlen(keys.dead_letters) == 3
+
+    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1"], cli_env)
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+
+    results = list(read_results(sync_client, keys.results()))
+    assert [result.transaction_id for result in results] == [transaction_id]
+    assert results[0].entry_id == last_id
+    assert sync_client.xpending(keys.transactions, keys.group())["pending"] == 0
+
+
+async def test_redrive_all(redis_url, keys, sync_client, cli_env, orchestrator):
+    published = await dead_letter_all(redis_url, keys, orchestrator)
+
+    redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
+    assert redriven.returncode == 0, redriven.stderr[-2000:]
+    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100"], cli_env)
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+
+    results = list(read_results(sync_client, keys.results()))
+    assert sorted(result.transaction_id for result in results) == published
+    assert sync_client.xlen(keys.dead_letters) == 0
+
+
+async def test_redrive_unknown_id_exits_1(redis_url, keys, sync_client, cli_env, orchestrator):
+    await dead_letter_all(redis_url, keys, orchestrator)
+
+    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "1-1"], cli_env)
+
+    assert completed.returncode == 1
+    assert "dead letter 1-1 not found" in completed.stdout + completed.stderr
+    assert sync_client.xlen(keys.dead_letters) == 4
+
+
+def test_redrive_needs_ids_or_all(keys, cli_env):
+    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive"], cli_env)
+
+    assert completed.returncode == 2
+    assert "--all" in completed.stdout + completed.stderr
+
+
+async def test_purge_asks_first(redis_url, keys, sync_client, cli_env, orchestrator):
+    await dead_letter_all(redis_url, keys, orchestrator)
+
+    declined = run_cli(["--prefix", keys.prefix, "dlq", "purge"], cli_env, input="n\n")
+    assert declined.returncode == 1
+    assert "Delete 4 dead letters" in declined.stdout + declined.stderr
+    assert sync_client.xlen(keys.dead_letters) == 4
+
+    confirmed = run_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
+    assert confirmed.returncode == 0, confirmed.stderr[-2000:]
+    assert "purged 4 dead letters" in confirmed.stdout + confirmed.stderr
+    assert sync_client.xlen(keys.dead_letters) == 0
+
+
+async def test_status_shows_rate_limit(redis_url, keys, sync_client, cli_env, orchestrator):
+    publish(redis_url, keys, make_transactions(6, prefix="s"))
+    with FaultProxy(orchestrator.url, first(1, Fault(429))) as proxy:
+        await drain(redis_url, fast_settings(keys, workers=1), fast_options(proxy.url, rate="40/s", burst=4))
+
+    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    rate_limit = json.loads(as_json.stdout)["rate_limit"]
+    assert rate_limit["configured_rate"] == 40.0
+    # One 429 halved the rate to 20/s; the few successes after it climb at 2/s per second.
+    assert 20.0 <= rate_limit["effective_rate"] < 40.0
+    assert 0 <= rate_limit["tokens"] <= 4
+
+    table = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    assert table.returncode == 0
+    assert "of 40/s configured" in table.stdout
+
+
+def test_status_without_rate_limit(keys, cli_env):
+    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    assert json.loads(as_json.stdout)["rate_limit"] is None
+
+    table = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    assert "orchestrator rate limit: not in use" in table.stdout
+
+
+def test_consume_output_counts(redis_url, keys, cli_env, orchestrator):
+    publish(redis_url, keys, make_transactions(10, prefix="c"))
+
+    with FaultProxy(orchestrator.url, first(3, Fault(503))) as proxy:
+        completed = run_cli([
+            "--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1",
+            "--batch-size", "5", "--orchestrator", proxy.url, "--rate", "100/s", "--burst", "5",
+            "--max-attempts", "10", "--breaker-threshold", "2", "--breaker-cooldown", "0.2",
+        ], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    stats = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert stats["results"] == 10
+    assert stats["dead_letters"] == 0
+    # Two batches of 5; the first needs three failed tries, so 2 + 3 calls.
+    assert stats["recommender_calls"] == 5
+    assert stats["retries"] == 3
+    assert stats["breaker_openings"] >= 1
+    assert stats["rate_limit_wait_seconds"] >= 0
+    assert "rate_limit_waits" in stats
+    assert "retrying recommender call" in completed.stderr
+    assert "circuit breaker opened" in completed.stderr
+
+
+def test_run_summary_counts(keys, cli_env, tmp_path):
+    source = tmp_path / "two.csv"
+    source.write_text(
+        "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+        "r1,u1,Whole Foods,groceries,20.00,5411,2026-11-02T10:00:00Z\n"
+        "r2,u1,Shell,gas,40.00,5541,2026-11-02T11:00:00Z\n"
+    )
+
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    consumer = json.loads(completed.stdout.strip().splitlines()[-1])["consumer"]
+    assert consumer["results"] == 2
+    assert consumer["dead_letters"] == 0
+    assert consumer["recommender_calls"] >= 1
+    assert consumer["retries"] == 0
+    assert consumer["breaker_openings"] == 0
+    assert consumer["rate_limit_wait_seconds"] == 0

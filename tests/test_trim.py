@@ -1,0 +1,239 @@
+"""Retention: trimming by MINID never removes entries a consumer group still needs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from conftest import run_cli
+from rewardpilot.retention import InvalidAgeError, parse_age, trim, trim_loop
+
+# 2020-09-13T12:26:40Z: entries this old are past any age the tests ask for.
+OLD_MS = 1_600_000_000_000
+GROUP = "g"
+
+
+def old_id(index: int) -> str:
+    return f"{OLD_MS + index * 1000}-0"
+
+
+def add_entries(client, stream: str, old: int = 10, recent: int = 3) -> None:
+    for index in range(old):
+        client.xadd(stream, {"data": f"old-{index}"}, id=old_id(index))
+    for index in range(recent):
+        client.xadd(stream, {"data": f"recent-{index}"})
+
+
+def read_and_ack(client, stream: str, count: int, keep_pending: set[int] = frozenset()) -> None:
+    client.xgroup_create(stream, GROUP, id="0")
+    read = client.xreadgroup(GROUP, "c1", {stream: ">"}, count=count)[0][1]
+    acked = [entry for index, (entry, _) in enumerate(read) if index not in keep_pending]
+    client.xack(stream, GROUP, *acked)
+
+
+def run_trim(url: str, stream: str, age: str = "1d", dry_run: bool = False):
+    async def main():
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await trim(client, stream, parse_age(age), dry_run=dry_run)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def data_of(client, stream: str) -> list[str]:
+    return [fields["data"] for _, fields in client.xrange(stream)]
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("12h", 43_200), ("30d", 2_592_000),
+                                           ("2w", 1_209_600), (" 7 d ", 604_800)])
+def test_parse_age_units(text, seconds):
+    assert parse_age(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["30", "d", "0d", "-1d", "1.5d", "30 days", "1y", ""])
+def test_parse_age_invalid(text):
+    with pytest.raises(InvalidAgeError) as raised:
+        parse_age(text)
+    assert repr(text) in str(raised.value)
+
+
+def test_trim_without_groups_removes_old(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 10
+    assert report.held_back_by is None
+    assert data_of(sync_client, keys.transactions) == ["recent-0", "recent-1", "recent-2"]
+
+
+def test_trim_keeps_unread_entries(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=4)
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 4
+    assert report.held_back_by == GROUP
+    assert report.min_id == f"{OLD_MS + 3000}-1"
+    assert data_of(sync_client, keys.transactions)[:2] == ["old-4", "old-5"]
+    assert sync_client.xlen(keys.transactions) == 9
+
+
+def test_trim_keeps_pending_entries(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=6, keep_pending={2})
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 2
+    assert report.held_back_by == GROUP
+    assert data_of(sync_client, keys.transactions)[0] == "old-2"
+    claimed = sync_client.xautoclaim(keys.transactions, GROUP, "c2", min_idle_time=0, start_id="0-0")
+    assert [entry for entry, _ in claimed[1]] == [old_id(2)]
+    assert claimed[2] == []  # no pending entry was deleted
+
+
+def test_trim_unread_group_blocks_all(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    sync_client.xgroup_create(keys.transactions, GROUP, id="0")
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 0
+    assert report.held_back_by == GROUP
+    assert sync_client.xlen(keys.transactions) == 13
+
+
+def test_trim_slowest_group_wins(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=8)
+    sync_client.xgroup_create(keys.transactions, "slow", id=old_id(2))
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 3
+    assert report.held_back_by == "slow"
+
+
+def test_trim_spares_entries_younger_than_age(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions, old=0, recent=5)
+
+    report = run_trim(redis_url, keys.transactions, age="1h")
+
+    assert report.removed == 0
+    assert sync_client.xlen(keys.transactions) == 5
+
+
+def test_trim_dry_run_removes_nothing(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=4)
+
+    report = run_trim(redis_url, keys.transactions, dry_run=True)
+
+    assert report.dry_run is True
+    assert report.removed == 4
+    assert sync_client.xlen(keys.transactions) == 13
+
+
+def test_trim_missing_stream(redis_url, keys):
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 0
+    assert report.held_back_by is None
+
+
+async def test_trim_loop_trims_as_acked(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions, old=5, recent=1)
+    read_and_ack(sync_client, keys.transactions, count=5, keep_pending={2, 3, 4})
+    client = aioredis.Redis.from_url(redis_url)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(trim_loop(client, keys.transactions, timedelta(days=1), 0.05, stopping))
+    try:
+        # Bounded waits: 200 polls of 0.05 s each.
+        for _ in range(200):
+            if sync_client.xlen(keys.transactions) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert data_of(sync_client, keys.transactions) == ["old-2", "old-3", "old-4", "recent-0"]
+
+        sync_client.xack(keys.transactions, GROUP, old_id(2), old_id(3), old_id(4))
+        for _ in range(200):
+            if sync_client.xlen(keys.transactions) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, timeout=5)
+        await client.aclose()
+
+    assert data_of(sync_client, keys.transactions) == ["recent-0"]
+
+
+def test_cli_trim_json(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=4)
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["removed"] == 4
+    assert report["held_back_by"] == GROUP
+
+
+def test_cli_trim_dry_run_text(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=4)
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--dry-run"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "would remove 4 entries" in completed.stdout
+    assert "'g' held the trim back" in completed.stdout
+    assert sync_client.xlen(keys.transactions) == 13
+
+
+def test_cli_trim_bad_age(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "a month"], cli_env)
+
+    assert completed.returncode == 2
+    assert "'a month'" in completed.stderr
+
+
+async def test_consumer_trims_as_it_goes(redis_url, keys, sync_client):
+    from consumer.pool import ConsumerPool
+    from consumer.settings import ConsumerSettings
+    from test_replay import add_transactions
+
+    add_transactions(sync_client, keys, 6)  # at ids in November 2026, older than a day
+    settings = ConsumerSettings(keys=keys, workers=1, block_ms=50, trim_older_than_seconds=86_400,
+                                trim_interval_seconds=0.05)
+    client = aioredis.Redis.from_url(redis_url)
+    pool = ConsumerPool(client, settings)
+    task = asyncio.create_task(pool.run())
+    try:
+        for _ in range(200):  # bounded: 200 polls of 0.05 s
+            if sync_client.xlen(keys.transactions) == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        pool.stop()
+        await asyncio.wait_for(task, timeout=15)
+        await client.aclose()
+
+    assert sync_client.xlen(keys.transactions) == 0
+    assert sync_client.xlen(keys.results()) == 6
+
+
+def test_cli_consume_bad_trim_age(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "consume", "--trim-older-than", "forever"], cli_env)
+
+    assert completed.returncode == 2
+    assert "'forever'" in completed.stderr
