@@ -180,15 +180,14 @@ def run_nightly_replay(url: str, *, prefix: str = "rp:", enabled: bool, now: dat
     if not enabled:
         return {"skipped": "nightly replay is off; set RP_NIGHTLY_REPLAY=1 to turn it on"}
 
-    # NOTE: rewardpilot.replay is written separately; this calls its
-    # replay_range(url, prefix=, start=, end=, run=) and fails with a clear
-    # error until that function exists.
-    from rewardpilot import replay
+    from rewardpilot.replay import replay
+    from rewardpilot.streams import StreamKeys
 
-    replay_range = getattr(replay, "replay_range", None)
-    if replay_range is None:
-        raise RuntimeError("rewardpilot.replay has no replay_range(); the nightly replay cannot run")
-    return replay_range(url, prefix=prefix, start=start, end=end, run=f"nightly-{day.isoformat()}")
+    # Replay bounds are inclusive, so the window ends one millisecond before midnight.
+    last = end - timedelta(milliseconds=1)
+    summary = replay(url, StreamKeys(prefix=prefix), start=start.isoformat(), end=last.isoformat(),
+                     run=f"nightly-{day.isoformat()}")
+    return summary.as_dict()
 
 
 # The batch endpoint.

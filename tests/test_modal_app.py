@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -234,3 +234,15 @@ def test_batch_endpoint_rejects_bad_body(redis_url, keys, body):
 def test_nightly_replay_off_by_default(redis_url, keys):
     outcome = modal_app.run_nightly_replay(redis_url, prefix=keys.prefix, enabled=False)
     assert "RP_NIGHTLY_REPLAY=1" in outcome["skipped"]
+
+
+def test_nightly_replay_replays_previous_day(redis_url, keys, sync_client):
+    Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(6))
+    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+
+    outcome = modal_app.run_nightly_replay(redis_url, prefix=keys.prefix, enabled=True, now=tomorrow)
+
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert outcome["run"] == f"nightly-{today}"
+    assert outcome["results"] == 6
+    assert sync_client.xlen(keys.results(f"nightly-{today}")) == 6
