@@ -17,6 +17,8 @@ stream.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Sequence
 
 from consumer.breaker import CircuitBreaker
@@ -28,6 +30,13 @@ from consumer.stats import PoolStats
 from rewardpilot.models import Recommendation
 
 Outcomes = list[Recommendation | ItemError]
+
+
+def _with_history(outcome, attempts: int, first_failure: datetime | None):
+    """Record on an item error the transient failures that came before it."""
+    if isinstance(outcome, ItemError):
+        return replace(outcome, attempts=attempts, first_failure_at=first_failure)
+    return outcome
 
 
 class GuardedRecommender:
@@ -51,6 +60,7 @@ class GuardedRecommender:
     async def call(self, items: Sequence[WorkItem], entry_ids: Sequence[str]) -> Outcomes | None:
         """Return one outcome per item, or None when transient failures used up the attempts."""
         attempt = 0
+        first_failure: datetime | None = None
         while True:
             if self.breaker is not None:
                 await self.breaker.wait_until_closed()
@@ -63,6 +73,7 @@ class GuardedRecommender:
                 raise
             except TransientError as exc:
                 attempt += 1
+                first_failure = first_failure or datetime.now(timezone.utc)
                 await self._record_failure(exc)
                 if not self.retry.should_retry(attempt) or self.stopping.is_set():
                     self.log.warning(
@@ -78,6 +89,8 @@ class GuardedRecommender:
                 continue
 
             await self._record_success()
+            if attempt:
+                outcomes = [_with_history(outcome, attempt + 1, first_failure) for outcome in outcomes]
             return outcomes
 
     async def _call_once(self, items: Sequence[WorkItem]) -> Outcomes:

@@ -327,3 +327,16 @@ async def test_mcp_recommender_refused_is_transient():
             await recommender.recommend([item("t-1")])
     finally:
         await recommender.aclose()
+
+
+async def test_mcp_recommender_wrong_key_permanent(orchestrator):
+    recommender = McpRecommender(f"{orchestrator.url}/mcp", api_key="wrong-key", timeout=2.0)
+    try:
+        outcomes = await recommender.recommend([item("t-1"), item("t-2")])
+    finally:
+        await recommender.aclose()
+
+    assert [type(outcome) for outcome in outcomes] == [ItemError, ItemError]
+    assert outcomes[0].http_status == 401
+    assert "wrong-key" not in outcomes[0].message
+    assert "ORCHESTRATOR_API_KEY" in outcomes[0].message

@@ -167,6 +167,24 @@ async def test_http_500_dead_letters(redis_url, keys, sync_client, orchestrator)
     assert proxy.posts == 2  # one batch call per batch of 5, never retried
 
 
+async def test_dead_letter_counts_earlier_attempts(redis_url, keys, sync_client, orchestrator):
+    published = publish(redis_url, keys, make_transactions(5))
+
+    def plan(index: int) -> Fault:
+        return Fault(503) if index < 2 else Fault(400)  # two transient failures, then a permanent one
+
+    with FaultProxy(orchestrator.url, plan) as proxy:
+        pool = await drain(redis_url, fast_settings(keys), fast_options(proxy.url, breaker_threshold=10))
+
+    results, letters = assert_each_once(sync_client, keys, published)
+    assert results == []
+    assert len(letters) == 5
+    assert pool.stats.retries == 2
+    assert {letter.http_status for letter in letters} == {400}
+    assert {letter.attempts for letter in letters} == {3}
+    assert all(letter.first_failure_at < letter.last_failure_at for letter in letters)
+
+
 async def test_503_then_ok_all_results(redis_url, keys, sync_client, orchestrator):
     published = publish(redis_url, keys, make_transactions(20))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, Sequence
 
 from rewardpilot.models import Recommendation, Transaction, WalletSource
@@ -22,11 +23,18 @@ class WorkItem:
 
 @dataclass(frozen=True, slots=True)
 class ItemError:
-    """A permanent failure of one item: it goes to the dead-letter stream."""
+    """A permanent failure of one item: it goes to the dead-letter stream.
+
+    ``attempts`` counts the calls made for the item, including transient
+    failures before this answer; ``first_failure_at`` is when the first of
+    them failed (None: this call was the first failure).
+    """
 
     error_type: str
     message: str
     http_status: int | None = None
+    attempts: int = 1
+    first_failure_at: datetime | None = None
 
 
 class Recommender(Protocol):

@@ -37,6 +37,12 @@ log = get_logger("consumer.recommenders.mcp")
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (httpx2.TransportError, OSError, TimeoutError)
 
 
+class _AuthRejected(Exception):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class McpRecommender:
     """Calls ``recommend_card`` on the MCP server at ``url`` (for example ``http://host:8080/mcp``).
 
@@ -69,7 +75,11 @@ class McpRecommender:
         """Return one outcome per item, in order; raise ``TransientError`` to have the batch retried."""
         if not items:
             return []
-        client = await self._session()
+        try:
+            client = await self._session()
+        except _AuthRejected as exc:
+            error = ItemError("auth_error", str(exc), http_status=exc.status)
+            return [error] * len(items)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -116,11 +126,27 @@ class McpRecommender:
             try:
                 self._client = await ready
             except _CONNECTION_ERRORS + (MCPError,) as exc:
-                # NOTE: mcp 2.3 reports an HTTP 401 or 403 on connect as a bare MCPError
-                # without the status, so a wrong key is retried as transient here.
+                # mcp 2.3 reports an HTTP 401 or 403 on connect as a bare MCPError without
+                # the status, so one plain request finds out whether the key was rejected.
+                status = await self._probe_status()
+                if status in (401, 403):
+                    raise _AuthRejected(
+                        f"the MCP server {redact(self.url)} rejected the API key (HTTP {status}); "
+                        f"check {API_KEY_ENV}", status,
+                    ) from None
                 raise TransientError(f"connecting to the MCP server {redact(self.url)} failed: {exc}") from exc
             log.info("MCP session opened", url=redact(self.url))
             return self._client
+
+    async def _probe_status(self) -> int | None:
+        """Return the HTTP status of one JSON-RPC ping to the server, or None when it does not respond."""
+        try:
+            async with httpx2.AsyncClient(headers=self._headers, timeout=httpx2.Timeout(self.timeout)) as http:
+                response = await http.post(self.url, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+                                           headers={"Accept": "application/json, text/event-stream"})
+                return response.status_code
+        except Exception:  # any failure to get an answer means: not known to be an auth problem
+            return None
 
     async def _hold_session(self, ready: asyncio.Future, closing: asyncio.Event) -> None:
         """Own the session from enter to exit, in this one task, until ``closing`` is set."""
