@@ -105,7 +105,10 @@ def test_chaos_kills_lose_nothing(one_redis_url, one_keys, tmp_path):
     client = redis.Redis.from_url(one_redis_url)
     # A batch taken by a consumer that is killed comes back after the 2 s visibility
     # timeout; --max-deliveries 50 keeps such a batch from being taken for a poison message.
-    options = ("--batch-size", "200", "--workers", "2", "--max-deliveries", "50")
+    # The shared token bucket holds the three consumers to 1,500 transactions a second
+    # together, so the run lasts long enough for several kills on any machine.
+    options = ("--batch-size", "200", "--workers", "2", "--max-deliveries", "50",
+               "--rate", "1500/s", "--burst", "200", "--count", "transactions")
     processes = [start_consumer(one_redis_url, one_keys, tmp_path, f"c{i}", *options) for i in range(3)]
     kills = 0
     rng = random.Random(7)
