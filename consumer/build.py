@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 
 from consumer.breaker import CircuitBreaker
+from consumer.names import consumer_name
 from consumer.pool import ConsumerPool
 from consumer.ratelimit.base import RateLimitConfig
 from consumer.ratelimit.redis_bucket import RedisTokenBucket
@@ -15,6 +16,7 @@ from consumer.recommenders.factory import make_recommender
 from consumer.retry import RetryPolicy
 from consumer.settings import ConsumerSettings
 from consumer.transports import Transport
+from consumer.transports.partitioned import PartitionedStreamTransport
 
 
 @dataclass
@@ -72,5 +74,18 @@ def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: Call
 
     retry = RetryPolicy(max_attempts=options.max_attempts, base_delay=options.base_delay,
                         max_delay=max(options.max_delay, options.base_delay))
+    if transport is None and settings.partitions > 1:
+        settings, transport = partitioned(client, settings)
     return ConsumerPool(client, settings, recommender, limiter=limiter, breaker=breaker, retry=retry,
                         transport=transport)
+
+
+def partitioned(client: aioredis.Redis, settings: ConsumerSettings,
+                ) -> tuple[ConsumerSettings, PartitionedStreamTransport]:
+    """Return settings with a fixed consumer name and the partitioned transport for that name.
+
+    The pool and the transport must use the same consumer name, because
+    leases and pending entries are recorded under it.
+    """
+    settings = replace(settings, consumer=settings.consumer or consumer_name())
+    return settings, PartitionedStreamTransport(client, settings, settings.consumer)

@@ -1,23 +1,27 @@
 """Prometheus metrics of one consumer process (``rewardpilot consume --metrics-port``).
 
 A custom collector reads the pool's counters when Prometheus scrapes, so the
-hot path only increments plain integers. Group lag and pending count are read
-from Redis at scrape time with a blocking client.
+hot path only increments plain integers and bucket counts (``PoolStats``).
+Group lag and pending count are read from Redis at scrape time with a
+blocking client. Orchestrator responses are counted by HTTP status through an
+httpx response hook (``count_http_statuses``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import httpx
 import redis
 from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from consumer.group import _find_group, _lag_of
 
 if TYPE_CHECKING:
     from consumer.pool import ConsumerPool
+    from consumer.stats import Buckets, PoolStats
 
 PREFIX = "rewardpilot_consumer"
 
@@ -51,6 +55,14 @@ class PoolCollector(Collector):
             family.add_metric(values, value)
             yield family
 
+        yield from _histograms(stats, labels, values)
+
+        calls = CounterMetricFamily(f"{PREFIX}_orchestrator_calls", "Orchestrator HTTP responses by status code.",
+                                    labels=[*labels, "status"])
+        for status, count in sorted(stats.http_statuses.items()):
+            calls.add_metric([*values, str(status)], count)
+        yield calls
+
         limiter = self.pool.recommender.limiter
         if limiter is not None:
             rate = GaugeMetricFamily(f"{PREFIX}_effective_rate", "Effective shared rate, tokens per second.",
@@ -79,10 +91,48 @@ class PoolCollector(Collector):
         yield pending
 
 
+def _histograms(stats: PoolStats, labels: list[str], values: list[str]):
+    histograms = [
+        ("batch_size", "Entries per micro-batch read.", stats.batch_sizes),
+        ("batch_seconds", "Seconds from reading a micro-batch to settling it.", stats.batch_seconds),
+        ("publish_to_result_seconds", "Seconds from an entry's stream id time to its result's completed_at.",
+         stats.latency_seconds),
+    ]
+    for name, documentation, buckets in histograms:
+        yield _histogram(f"{PREFIX}_{name}", documentation, buckets, labels, values)
+
+
+def _histogram(name: str, documentation: str, buckets: Buckets, labels: list[str], values: list[str]):
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    family.add_metric(values, buckets.cumulative(), sum_value=buckets.total)
+    return family
+
+
+def count_http_statuses(recommender, stats: PoolStats) -> bool:
+    """Count each orchestrator response by HTTP status into ``stats.http_statuses``.
+
+    Finds the httpx client of an ``HttpRecommender``, directly or inside the
+    pool's guard, and adds a response hook to it. Returns whether it found one.
+    NOTE: a call that fails before any response (refused connection, timeout)
+    has no status, so it is not counted here; the retries counter shows it.
+    """
+    inner = getattr(recommender, "recommender", recommender)
+    client = getattr(inner, "_client", None)
+    if not isinstance(client, httpx.AsyncClient):
+        return False
+
+    async def count(response: httpx.Response) -> None:
+        stats.http_statuses[response.status_code] += 1
+
+    client.event_hooks["response"].append(count)
+    return True
+
+
 def serve_metrics(pool: ConsumerPool, port: int, *, redis_url: str | None = None,
                   address: str = "127.0.0.1") -> PoolCollector:
     """Register the pool's collector and serve /metrics on ``address:port``."""
     collector = PoolCollector(pool, redis_url)
+    count_http_statuses(pool.recommender, pool.stats)
     REGISTRY.register(collector)
     start_http_server(port, addr=address)
     return collector

@@ -209,6 +209,8 @@ class ConsumerPool:
 
         results, rewards = self._collect(transactions, outcomes, dead_letters, started)
         await self._settle(results, dead_letters, skipped, rewards)
+        self.stats.batch_sizes.observe(len(deliveries))
+        self.stats.batch_seconds.observe(time.perf_counter() - started)
 
     async def _keep_claimed(self, entry_ids: list[str]) -> None:
         """Touch the entries in hand every third of the visibility timeout until cancelled.
@@ -273,6 +275,8 @@ class ConsumerPool:
     def _collect(self, transactions, outcomes, dead_letters, started):
         """Stamp each recommendation with its entry and run; turn item errors into dead letters."""
         completed = datetime.now(timezone.utc)
+        completed_ms = completed.timestamp() * 1000
+        latency = self.stats.latency_seconds
         elapsed_ms = (time.perf_counter() - started) * 1000 / max(1, len(outcomes))
         results: list[tuple[str, Recommendation]] = []
         total = Decimal("0")
@@ -287,6 +291,7 @@ class ConsumerPool:
             outcome.run = self.settings.run
             outcome.recommender = self.recommender.name
             outcome.published_at = entry_time(entry_id)
+            latency.observe(max(0.0, completed_ms - _entry_key(entry_id)[0]) / 1000)
             outcome.completed_at = completed
             if not outcome.processing_time_ms:
                 outcome.processing_time_ms = round(elapsed_ms, 3)

@@ -18,6 +18,9 @@ class ConsumerSettings:
     ``trim_older_than_seconds`` turns on trimming as it goes: every
     ``trim_interval_seconds`` the transactions stream loses entries older
     than that age which every consumer group has read and acknowledged.
+    ``partitions`` above 1 reads the partition streams
+    ``{base}transactions:p{N}`` under leases of ``lease_ms`` milliseconds
+    (``rewardpilot.partitions``); 1 reads the single transactions stream.
     """
 
     keys: StreamKeys = field(default_factory=StreamKeys)
@@ -41,6 +44,8 @@ class ConsumerSettings:
     user_filter: str | None = None
     trim_older_than_seconds: float | None = None
     trim_interval_seconds: float = 60.0
+    partitions: int = 1
+    lease_ms: int = 10_000
 
     @property
     def group_name(self) -> str:

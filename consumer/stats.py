@@ -1,10 +1,44 @@
-"""Counters of one consumer process, read by the run summary and the logs."""
+"""Counters of one consumer process, read by the run summary, the logs and the metrics."""
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Buckets:
+    """Observations counted into histogram buckets, as Prometheus histograms count them.
+
+    ``counts[i]`` is the number of observations at most ``bounds[i]`` and
+    above the bound before it; the last count is for values above every
+    bound. ``observe`` costs one binary search, so the hot path can afford it.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Return (upper bound, observations at or below it) pairs ending with "+Inf"."""
+        pairs = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+            running += count
+            pairs.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return pairs
 
 
 @dataclass
@@ -26,6 +60,10 @@ class PoolStats:
     total_rewards_usd: Decimal = Decimal("0")
     first_result_at: float | None = None
     last_result_at: float | None = None
+    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
+    batch_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
+    latency_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
+    http_statuses: Counter[int] = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
         elapsed = time.monotonic() - self.started

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import dataclasses
 from dataclasses import dataclass
 from datetime import tzinfo
 from decimal import Decimal
@@ -68,7 +69,10 @@ class Layout(BaseModel):
     ``debit_column`` and ``credit_column``; ``purchases`` says whether a
     purchase is written as a positive or a negative amount.
     ``skip_when_present`` maps a column to the reason for skipping the rows
-    in which it is not empty. Times without a zone are read in ``timezone``.
+    in which it is not empty. ``skip_values`` maps a column to the values
+    (compared without case) that mark a row as no purchase, each with the
+    reason, such as a "Type" column that says "Payment". Times without a
+    zone are read in ``timezone``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,6 +88,7 @@ class Layout(BaseModel):
     timezone: str = "UTC"
     transforms: dict[str, Literal["us_state_or_country"]] = {}
     skip_when_present: dict[str, str] = {}
+    skip_values: dict[str, dict[str, str]] = {}
     expected_header: list[str] = []
 
     @model_validator(mode="after")
@@ -117,7 +122,12 @@ class Layout(BaseModel):
             names += _columns_in(source)
         names += [name for name in (self.debit_column, self.credit_column) if name]
         names += list(self.skip_when_present)
+        names += list(self.skip_values)
         return list(dict.fromkeys(names))
+
+    def with_user(self, user_id: str) -> Layout:
+        """Return this layout with ``user_id`` as the constant user, for exports that name no user."""
+        return self.model_copy(update={"constants": {**self.constants, "user_id": user_id}})
 
     def bind(self, header: list[str]) -> BoundLayout:
         """Resolve column positions against a header; raise ``InputError`` if columns are missing."""
@@ -180,9 +190,23 @@ class BoundLayout:
     optional: dict[str, str]
     extra_columns: list[str]
     zone: tzinfo
+    _indexes: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)  # column name -> position, filled on use
+    _field_sources: list[tuple[str, int | None, str]] | None = dataclasses.field(default=None, repr=False)
+
+    def _sources(self) -> list[tuple[str, int | None, str]]:
+        """Return (field, column position or None for a template, source) for every mapped field."""
+        if self._field_sources is None:
+            self._field_sources = [
+                (field, None if "{" in source else self.positions[normalize_column(source)], source)
+                for field, source in (*self.layout.columns.items(), *self.optional.items())
+            ]
+        return self._field_sources
 
     def _value(self, fields: list[str], column: str) -> str:
-        return fields[self.positions[normalize_column(column)]]
+        index = self._indexes.get(column)
+        if index is None:
+            index = self._indexes[column] = self.positions[normalize_column(column)]
+        return fields[index]
 
     def _render(self, source: str, fields: list[str], line: int, raw: str) -> str:
         """Return the text a mapping value gives for one row."""
@@ -221,13 +245,19 @@ class BoundLayout:
             )
 
         values: dict[str, str] = dict(self.layout.constants)
-        for field, source in (*self.layout.columns.items(), *self.optional.items()):
-            values[field] = self._render(source, fields, line, raw)
+        for field, index, source in self._sources():
+            values[field] = fields[index].strip() if index is not None else self._render(source, fields, line, raw)
         transaction_id = values.get("transaction_id") or None
 
         for column, reason in self.layout.skip_when_present.items():
             flag = self._value(fields, column).strip()
             if flag:
+                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id), True
+
+        for column, reasons in self.layout.skip_values.items():
+            flag = self._value(fields, column).strip()
+            reason = _casefolded(reasons).get(flag.casefold())
+            if reason is not None:
                 return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id), True
 
         amount = self._amount(fields, values, line)
@@ -271,17 +301,20 @@ class BoundLayout:
     def _debit_credit(self, fields: list[str], line: int) -> Decimal:
         """Return debit minus credit for layouts with two amount columns.
 
-        Both columns hold positive numbers, so a purchase is a positive debit.
+        A purchase is a positive debit. The credit column counts as a credit
+        whatever its sign, because some issuers (Citi) write credits negative
+        and others (Capital One) positive.
         """
         total = Decimal(0)
-        for column, sign in ((self.layout.debit_column, 1), (self.layout.credit_column, -1)):
+        for column, is_credit in ((self.layout.debit_column, False), (self.layout.credit_column, True)):
             text = self._value(fields, column).strip()
             if not text:
                 continue
             try:
-                total += sign * parse_amount(text)
+                amount = parse_amount(text)
             except ValueError as error:
                 raise RowError(str(error), line=line, column=column, value=text) from None
+            total += -abs(amount) if is_credit else amount
         if total == 0 and not any(self._value(fields, c).strip() for c in (self.layout.debit_column, self.layout.credit_column)):
             raise RowError(
                 "both amount columns are empty", line=line,
@@ -289,6 +322,10 @@ class BoundLayout:
                 fix="put the amount in one of them",
             )
         return total
+
+
+def _casefolded(reasons: dict[str, str]) -> dict[str, str]:
+    return {value.casefold(): reason for value, reason in reasons.items()}
 
 
 def us_state_or_country(text: str) -> str:
@@ -367,19 +404,27 @@ TABFORMER = Layout(
     ).split(","),
 )
 
-PRESETS = (TABFORMER, DOCUMENTED)
+# The bank presets build on ``Layout``, so they are imported once it exists.
+from producer.bank_layouts import BANK_LAYOUTS  # noqa: E402
+
+PRESETS = (TABFORMER, DOCUMENTED, *BANK_LAYOUTS)
 
 
 def detect_layout(header: list[str]) -> Layout:
     """Return the preset whose required columns are all in ``header``.
 
-    Raises ``InputError`` listing what the nearest preset misses and each
-    preset's expected header.
+    When several presets match, the one that requires the most columns wins,
+    so a Chase header (which also holds every column of the generic card
+    layout) is read as Chase. Raises ``InputError`` listing what the nearest
+    preset misses and each preset's expected header.
     """
     present = {normalize_column(name) for name in header}
-    for layout in PRESETS:
-        if all(normalize_column(name) in present for name in layout.required_columns):
-            return layout
+    matches = [
+        layout for layout in PRESETS
+        if all(normalize_column(name) in present for name in layout.required_columns)
+    ]
+    if matches:
+        return max(matches, key=lambda layout: len(layout.required_columns))
 
     def overlap(layout: Layout) -> int:
         return sum(normalize_column(name) in present for name in layout.required_columns)

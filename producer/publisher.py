@@ -25,6 +25,7 @@ import structlog
 from producer.errors import BacklogTimeout
 from rewardpilot import codec
 from rewardpilot.models import Transaction
+from rewardpilot.partitions import agree_count, partition_of, partition_stream
 from rewardpilot.streams import StreamKeys
 
 log = structlog.get_logger(__name__)
@@ -141,7 +142,11 @@ class Producer:
     remembered; 0 turns deduplication off. ``max_backlog`` is the number of
     unread entries (for ``group``, the live consumer group by default) above
     which publishing waits; ``None`` turns backpressure off. ``maxlen`` trims
-    the stream approximately (XADD MAXLEN ~).
+    the stream approximately (XADD MAXLEN ~). ``partitions`` above 1 routes
+    each transaction to its user's partition stream (``rewardpilot.partitions``);
+    ``None`` uses the count stored for the prefix, or 1 when none is stored,
+    and a count that differs from the stored one raises ``PartitionCountError``
+    on the first publish.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Producer:
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         max_wait_seconds: float | None = None,
         on_wait: Callable[[str], None] | None = None,
+        partitions: int | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size {chunk_size} must be at least 1")
@@ -175,6 +181,8 @@ class Producer:
         self.waits = 0
         self._script = client.register_script(_PUBLISH_ONCE)
         self._unchecked = 0  # transactions published since the last backlog check
+        self.requested_partitions = partitions
+        self._partitions: int | None = None  # agreed with Redis on the first publish
 
     def publish(self, transaction: Transaction) -> str | None:
         """Publish one transaction; return its entry id, or ``None`` if it is a duplicate."""
@@ -227,20 +235,41 @@ class Producer:
         self._apply_backpressure(len(chunk))
         return self._send(chunk)
 
+    @property
+    def partitions(self) -> int:
+        """The partition count, stored or checked in Redis on first use."""
+        if self._partitions is None:
+            self._partitions = agree_count(self.client, self.keys, self.requested_partitions)
+        return self._partitions
+
     def _send(self, chunk: list[Transaction]) -> list[str | None]:
+        """Publish a chunk, one script call or pipeline per partition stream; keep the chunk's order in the reply."""
+        if self.partitions == 1:
+            return [_text(reply) if reply else None for reply in self._send_to(self.keys.transactions, chunk)]
+
+        groups: dict[str, list[int]] = {}
+        for index, transaction in enumerate(chunk):
+            stream = partition_stream(self.keys, self.partitions, partition_of(transaction.user_id, self.partitions))
+            groups.setdefault(stream, []).append(index)
+
+        replies: list = [None] * len(chunk)
+        for stream, indexes in groups.items():
+            for index, reply in zip(indexes, self._send_to(stream, [chunk[i] for i in indexes])):
+                replies[index] = reply
+        return [_text(reply) if reply else None for reply in replies]
+
+    def _send_to(self, stream: str, chunk: list[Transaction]) -> list:
         payloads = [codec.encode_transaction(transaction)[codec.DATA] for transaction in chunk]
         if self.dedup_window_seconds:
             markers = [self.keys.published_marker(transaction.transaction_id) for transaction in chunk]
-            replies = self._script(
-                keys=[self.keys.transactions, *markers],
+            return self._script(
+                keys=[stream, *markers],
                 args=[self.dedup_window_seconds, self.maxlen or 0, *payloads],
             )
-        else:
-            pipeline = self.client.pipeline(transaction=False)
-            for payload in payloads:
-                pipeline.xadd(self.keys.transactions, {codec.DATA: payload}, maxlen=self.maxlen, approximate=True)
-            replies = pipeline.execute()
-        return [_text(reply) if reply else None for reply in replies]
+        pipeline = self.client.pipeline(transaction=False)
+        for payload in payloads:
+            pipeline.xadd(stream, {codec.DATA: payload}, maxlen=self.maxlen, approximate=True)
+        return pipeline.execute()
 
     def _apply_backpressure(self, size: int) -> None:
         """Check the backlog once per ``chunk_size`` transactions and wait while it is too large."""
@@ -250,10 +279,15 @@ class Producer:
             self._unchecked += size
             return
         self._unchecked = size
-        waited = wait_for_backlog(
-            self.client, self.keys.transactions, self.group, self.max_backlog,
-            poll_seconds=self.poll_seconds, max_wait_seconds=self.max_wait_seconds, on_wait=self.on_wait,
-        )
+        # NOTE: with partitions, each partition stream may hold its share of
+        # max_backlog, so one busy user's partition waits before the total is reached.
+        share = -(-self.max_backlog // self.partitions)
+        waited = False
+        for partition in range(self.partitions):
+            waited |= wait_for_backlog(
+                self.client, partition_stream(self.keys, self.partitions, partition), self.group, share,
+                poll_seconds=self.poll_seconds, max_wait_seconds=self.max_wait_seconds, on_wait=self.on_wait,
+            )
         if waited:
             self.waits += 1
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import structlog
 
@@ -140,16 +140,20 @@ class CsvReader:
     file. Empty lines are counted and not reported as rejects.
     """
 
+    format = "csv"
+
     def __init__(
         self,
         stream: BinaryIO,
         *,
         layout: Layout | None = None,
+        user: str | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
         duplicates: DuplicateIndex | None = None,
     ) -> None:
         self.lines = stream if isinstance(stream, LineSplitter) else LineSplitter(stream, max_line_bytes=max_record_bytes)
         self.layout = layout
+        self.user = user
         self.max_record_bytes = max_record_bytes
         self.duplicates = duplicates or DuplicateIndex()
         self.warnings: list[str] = []
@@ -222,6 +226,16 @@ class CsvReader:
                 "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp"
             )
 
+    def _apply_user(self) -> None:
+        """Make ``user`` the user_id of a layout that names no user; warn when the file has its own."""
+        if "user_id" in self.layout.columns:
+            self.warn(
+                f"--user {self.user!r} is ignored because the {self.layout.name} layout "
+                f"reads user_id from the column {self.layout.columns['user_id']!r}"
+            )
+            return
+        self.layout = self.layout.with_user(self.user)
+
     def _bind_header(self, fields: list[str], line: int, raw: str):
         bad = _not_utf8_error(raw, line, None)
         if bad is not None:
@@ -229,6 +243,8 @@ class CsvReader:
         header = [field.strip() for field in fields]
         if self.layout is None:
             self.layout = detect_layout(header)
+        if self.user is not None:
+            self._apply_user()
         bound = self.layout.bind(header)
         if bound.extra_columns:
             self.warn(
@@ -238,9 +254,8 @@ class CsvReader:
         return bound
 
     def _convert(self, bound, fields: list[str], line: int, raw: str) -> Outcome:
-        for index, field in enumerate(fields):
-            column = next((name for name, position in bound.positions.items() if position == index), str(index + 1))
-            bad = _not_utf8_error(field, line, column) if not field.isascii() else None
+        if not raw.isascii():  # escaped bytes that were not UTF-8 are never ASCII
+            bad = _first_not_utf8(bound, fields, line)
             if bad is not None:
                 return Rejected(bad, _printable(raw))
 
@@ -254,17 +269,36 @@ class CsvReader:
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}")
-        return _check_duplicate(self.duplicates, result, line, raw, column=bound._source_name("transaction_id"))
+        return _check_duplicate(self.duplicates, result, line, raw, column=lambda: bound._source_name("transaction_id"))
 
 
-def _check_duplicate(index: DuplicateIndex, transaction: Transaction, line: int, raw: str, *, column: str) -> Outcome:
+def _first_not_utf8(bound, fields: list[str], line: int) -> RowError | None:
+    """Return an error for the first field holding a byte that was not UTF-8, naming its column."""
+    columns = {position: name for name, position in reversed(bound.positions.items())}
+    for index, field in enumerate(fields):
+        if field.isascii():
+            continue
+        bad = _not_utf8_error(field, line, columns.get(index, str(index + 1)))
+        if bad is not None:
+            return bad
+    return None
+
+
+def _check_duplicate(
+    index: DuplicateIndex, transaction: Transaction, line: int, raw: str, *, column: Callable[[], str],
+) -> Outcome:
+    """Return a ``Row``, or a ``Rejected`` when the transaction_id was used before.
+
+    ``column`` returns the name of the column behind transaction_id and is
+    called only for a duplicate, because naming it costs more than the check.
+    """
     earlier = index.add(transaction.transaction_id, line)
     if earlier is None:
         return Row(line, transaction)
     return Rejected(
         RowError(
             f"transaction_id {transaction.transaction_id!r} was already used on line {earlier}",
-            line=line, column=column, value=transaction.transaction_id,
+            line=line, column=column(), value=transaction.transaction_id,
             fix="give each transaction its own transaction_id",
         ),
         raw,
@@ -282,6 +316,8 @@ class JsonLinesReader:
     warning. ``amount_usd`` may be a number or a string as in CSV, and numbers
     are read as ``Decimal`` so no float rounding happens.
     """
+
+    format = "jsonl"
 
     def __init__(
         self,
@@ -397,7 +433,7 @@ class JsonLinesReader:
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as UTC")
 
         transaction = validate_transaction(values, line, lambda field: field)
-        return _check_duplicate(self.duplicates, transaction, line, raw, column="transaction_id")
+        return _check_duplicate(self.duplicates, transaction, line, raw, column=lambda: "transaction_id")
 
 
 def _encodable(text: str) -> bool:
@@ -426,27 +462,44 @@ def _json_amount(value: object, line: int) -> Decimal:
 
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+FORMATS = ("csv", "jsonl", "ofx", "plaid")
 
 
 def _detect_format(head: bytes, name: str) -> str:
-    """Return "jsonl" or "csv" from the file name, else from the first line of the input.
+    """Return "ofx", "plaid", "jsonl" or "csv" from the file name and the first bytes.
 
-    The input is JSON lines when its first line is a complete JSON value on
-    its own (JSON lines may start with a bad line). A ``[`` that does not
-    close on the first line starts a JSON array, which is an ``InputError``.
+    OFX is known by its suffix (.ofx, .qfx, .qbo), an ``OFXHEADER`` line or an
+    ``<OFX>`` element. A Plaid response is a JSON object whose first bytes
+    name an ``added`` or ``transactions`` array and whose first line is not a
+    whole object on its own (JSON lines). Otherwise the input is JSON lines
+    when its first line is a complete JSON value on its own (JSON lines may
+    start with a bad line). A ``[`` that does not close on the first line
+    starts a JSON array, which is an ``InputError``.
     """
-    if Path(name).suffix.lower() in JSON_SUFFIXES:
-        return "jsonl"
+    from producer.ofx import OFX_SUFFIXES, looks_like_ofx
+    from producer.plaid import looks_like_plaid
+
+    suffix = Path(name).suffix.lower()
+    if suffix in OFX_SUFFIXES or looks_like_ofx(head):
+        return "ofx"
+
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
     first_line = text.split(b"\n", 1)[0].strip()
     try:
-        json.loads(first_line)
+        first = json.loads(first_line)
     except (ValueError, RecursionError):
+        first = None
+        if looks_like_plaid(head):
+            return "plaid"
+        if suffix in JSON_SUFFIXES:
+            return "jsonl"
         if text.startswith(b"["):
             raise InputError(
                 f"{name or 'the input'} is a JSON array; write one transaction object per line (JSON lines)"
             ) from None
         return "csv"
+    if isinstance(first, dict) and any(key in first for key in ("added", "transactions")):
+        return "plaid"
     return "jsonl"
 
 
@@ -456,14 +509,19 @@ def open_reader(
     name: str = "",
     layout: Layout | None = None,
     format: str | None = None,
+    user: str | None = None,
     max_record_bytes: int = MAX_RECORD_BYTES,
-) -> CsvReader | JsonLinesReader:
-    """Return the reader for a binary stream: CSV or JSON lines.
+):
+    """Return the reader for a binary stream: CSV, JSON lines, OFX or a Plaid response.
 
-    ``format`` is ``"csv"``, ``"jsonl"`` or ``None`` to decide from the name's
-    suffix and then from the first character: ``{`` starts JSON lines. Raises
-    ``InputError`` for a UTF-16 file and for a JSON array.
+    ``format`` is one of ``FORMATS`` or ``None`` to decide from the name's
+    suffix and the first bytes (``_detect_format``). ``user`` is the user_id
+    for exports that name no user. Raises ``InputError`` for a UTF-16 file,
+    a JSON array, and a layout given for a format that has no columns.
     """
+    from producer.ofx import OfxReader
+    from producer.plaid import PlaidReader
+
     lines = LineSplitter(source, max_line_bytes=max_record_bytes)
     head = lines.first_bytes(4096)
     if head.startswith(UTF16_BOMS):
@@ -471,14 +529,21 @@ def open_reader(
 
     if format is None:
         format = _detect_format(head, name)
+    if format not in FORMATS:
+        raise InputError(f"format {format!r} is not supported; use {', '.join(FORMATS)}")
+    if layout is not None and format != "csv":
+        raise InputError(
+            f"a column layout applies to CSV only, and {name or 'the input'} is {format}; "
+            "leave out --layout for this file"
+        )
 
     if format == "jsonl":
-        if layout is not None:
-            raise InputError("a column layout applies to CSV only; JSON lines use the transaction field names")
         return JsonLinesReader(lines, max_record_bytes=max_record_bytes)
-    if format == "csv":
-        return CsvReader(lines, layout=layout, max_record_bytes=max_record_bytes)
-    raise InputError(f"format {format!r} is not supported; use csv or jsonl")
+    if format == "ofx":
+        return OfxReader(source, head, name=name, user=user)
+    if format == "plaid":
+        return PlaidReader(source, head, name=name, user=user)
+    return CsvReader(lines, layout=layout, user=user, max_record_bytes=max_record_bytes)
 
 
 def read_transactions(
@@ -486,17 +551,19 @@ def read_transactions(
     *,
     layout: Layout | None = None,
     format: str | None = None,
+    user: str | None = None,
 ) -> Iterator[Outcome]:
     """Yield an ``Outcome`` for every row of a file, ``"-"`` (standard input) or a binary stream."""
+    options = {"layout": layout, "format": format, "user": user}
     if isinstance(source, (str, Path)):
         if str(source) == "-":
-            yield from open_reader(sys.stdin.buffer, name="-", layout=layout, format=format)
+            yield from open_reader(sys.stdin.buffer, name="-", **options)
             return
         try:
             stream = open(source, "rb")
         except OSError as error:
             raise InputError(f"cannot open {str(source)!r}: {error.strerror}") from None
         with stream:
-            yield from open_reader(stream, name=str(source), layout=layout, format=format)
+            yield from open_reader(stream, name=str(source), **options)
         return
-    yield from open_reader(source, name=getattr(source, "name", "") or "", layout=layout, format=format)
+    yield from open_reader(source, name=getattr(source, "name", "") or "", **options)

@@ -153,7 +153,13 @@ class Alternative(BaseModel):
 
 
 class Recommendation(BaseModel):
-    """The best card for one transaction, with the reason and the runners-up."""
+    """The best card for one transaction, with the reason and the runners-up.
+
+    ``passed_over`` names the cards left out or held back at this merchant
+    and why. ``spend_updates`` is the (cap-state hash field, cents) pairs the
+    purchase adds, filled only when the engine ran with a spend state.
+    ``timestamp`` and ``card_used`` are copied from the transaction.
+    """
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -176,6 +182,9 @@ class Recommendation(BaseModel):
     published_at: datetime | None = None
     completed_at: datetime | None = None
     passed_over: list[str] = []
+    spend_updates: list[tuple[str, int]] = []
+    timestamp: datetime | None = None
+    card_used: str | None = None
 
 
 class DeadLetter(BaseModel):

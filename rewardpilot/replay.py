@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 
 from consumer.build import CallOptions, build_pool
+from rewardpilot.partitions import agree_count_async, partition_streams
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import decode_result
 from rewardpilot.streams import LIVE_RUN, StreamKeys
@@ -197,7 +198,10 @@ async def reset_group(client: aioredis.Redis, stream: str, group: str, start_id:
     try:
         await client.xgroup_destroy(stream, group)
     except redis.ResponseError as exc:
-        if "no such key" not in str(exc).lower():
+        # Valkey 9.1 replies "requires the key to exist" for a missing stream,
+        # such as a partition no user was routed to yet.
+        message = str(exc).lower()
+        if "no such key" not in message and "requires the key to exist" not in message:
             raise
     await client.xgroup_create(stream, group, id=start_id, mkstream=True)
 
@@ -228,7 +232,9 @@ async def replay_async(
         wallet=wallet, start_id=replay_range.group_start_id, end_id=replay_range.end_id,
         user_filter=user,
     )
-    await reset_group(client, keys.transactions, settings.group_name, replay_range.group_start_id)
+    settings.partitions = await agree_count_async(client, keys)
+    for stream in partition_streams(keys, settings.partitions):
+        await reset_group(client, stream, settings.group_name, replay_range.group_start_id)
 
     pool = build_pool(client, settings, options)
     try:

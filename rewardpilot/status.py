@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import redis
 
 from consumer.ratelimit.redis_bucket import read_bucket_state
+from rewardpilot.partitions import count_key, lease_key, partition_streams
 from rewardpilot.streams import StreamKeys
 
 
@@ -53,15 +55,36 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
 
 
 def collect_status(client: redis.Redis, keys: StreamKeys, runs: list[str] | None = None) -> dict:
-    """Return the status of the transactions, results and dead-letter streams and the rate limit."""
+    """Return the status of the transactions, results and dead-letter streams and the rate limit.
+
+    ``partitions`` lists each partition stream with its lease holder per
+    group; it is empty when the prefix uses the single transactions stream.
+    """
     runs = runs or ["live"]
     return {
         "time": time.time(),
         "transactions": stream_status(client, keys.transactions),
+        "partitions": partitions_status(client, keys),
         "results": {run: client.xlen(keys.results(run)) for run in runs},
         "dead_letters": client.xlen(keys.dead_letters),
         "rate_limit": rate_limit_status(client, keys),
     }
+
+
+def partitions_status(client: redis.Redis, keys: StreamKeys) -> list[dict]:
+    """Return every partition stream's status, each group with its lease holder (None when free)."""
+    stored = client.get(count_key(keys))
+    count = int(stored) if stored is not None else 1
+    if count == 1:
+        return []
+    described = []
+    for partition, stream in enumerate(partition_streams(keys, count)):
+        status = stream_status(client, stream)
+        for group in status["groups"]:
+            holder = client.get(lease_key(keys, group["name"], partition))
+            group["lease_holder"] = _text(holder) if holder is not None else None
+        described.append({"partition": partition, **status})
+    return described
 
 
 def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
@@ -80,3 +103,45 @@ def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
         "burst": state.burst,
         "idle_seconds": state.idle_seconds,
     }
+
+
+RATE_WINDOW_SECONDS = 60.0
+
+
+def entries_added(client: redis.Redis, stream: str) -> int:
+    """Return how many entries were ever added to ``stream`` (XINFO STREAM entries-added, Redis 7.0+).
+
+    Unlike XLEN this count does not drop when the stream is trimmed, so two
+    readings give a rate. A stream that does not exist yet counts 0.
+    """
+    try:
+        info = client.xinfo_stream(stream)
+    except redis.ResponseError:
+        return 0
+    return int(info.get("entries-added", info.get(b"entries-added", 0)))
+
+
+class ResultRate:
+    """Results per second over the last minute, from readings of a results stream's entries-added.
+
+    ``sample`` takes a reading and returns the rate between the oldest
+    reading still inside the window and this one, or ``None`` after the
+    first reading, since one reading gives no rate.
+    """
+
+    def __init__(self, window_seconds: float = RATE_WINDOW_SECONDS) -> None:
+        self.window_seconds = window_seconds
+        self._readings: deque[tuple[float, int]] = deque()
+
+    def add(self, at: float, added: int) -> float | None:
+        """Record that ``added`` entries existed at monotonic time ``at``; return the rate, if known."""
+        self._readings.append((at, added))
+        while len(self._readings) > 2 and at - self._readings[1][0] >= self.window_seconds:
+            self._readings.popleft()
+        first_at, first_added = self._readings[0]
+        if at <= first_at:
+            return None
+        return max(0, added - first_added) / (at - first_at)
+
+    def sample(self, client: redis.Redis, stream: str) -> float | None:
+        return self.add(time.monotonic(), entries_added(client, stream))

@@ -3,10 +3,14 @@
 A wallet is one string key per user, ``keys.wallet(user_id)``, holding a
 small JSON object::
 
-    {"cards": ["amex-gold", "citi-double-cash"], "updated_at": "2026-12-04T20:00:00Z", "v": 1}
+    {"cards": ["amex-gold", "chase-freedom-flex"], "updated_at": "2026-12-04T20:00:00Z", "v": 1,
+     "cycle_day": 15, "activations": {"chase-freedom-flex": ["2025Q3"]}, "mode": "cash"}
 
-An object rather than a bare list, so that a later version can add a
-statement-cycle day or rotating-category activations without a migration.
+Three settings are optional. ``cycle_day`` (1-28) is the day each statement
+cycle starts. ``activations`` lists the quarters in which each
+rotating-category card's 5% categories were activated. ``mode`` sets how the
+engine ranks cards: "cash", "cashback" or "program:<name>". A wallet without
+them reads as calendar-month cycles, nothing activated and mode "cash".
 The set ``keys.wallet_index`` holds every user id with a wallet, so wallets
 can be listed without SCAN.
 
@@ -18,6 +22,8 @@ single server.)
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
@@ -27,6 +33,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from rewardpilot.engine.catalog import Catalog
+from rewardpilot.engine.state import check_cycle_day
 from rewardpilot.models import MAX_ID_LENGTH
 from rewardpilot.streams import StreamKeys
 
@@ -34,12 +41,34 @@ log = structlog.get_logger(__name__)
 
 WALLET_FORMAT_VERSION = 1
 
+# Each demo wallet contains a Visa card, so it can pay at Costco U.S. (Visa only; merchant_rules in cards.json).
 DEMO_WALLETS: dict[str, tuple[str, ...]] = {
-    "demo-foodie": ("amex-gold", "capital-one-savor", "citi-double-cash"),
+    "demo-foodie": ("amex-gold", "capital-one-savor", "citi-double-cash", "chase-freedom-unlimited"),
     "demo-traveler": ("chase-sapphire-reserve", "amex-platinum", "capital-one-venture-x", "chase-freedom-unlimited"),
     "demo-cashback": ("wells-fargo-active-cash", "amex-blue-cash-preferred", "citi-custom-cash", "discover-it-cash-back"),
     "demo-trifecta": ("chase-sapphire-preferred", "chase-freedom-unlimited", "chase-freedom-flex"),
 }
+
+
+_QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
+
+
+@dataclass
+class WalletRecord:
+    """A stored wallet: the cards and the settings that change what they earn."""
+
+    cards: list[str]
+    cycle_day: int | None = None
+    activations: dict[str, list[str]] = field(default_factory=dict)
+    mode: str | None = None
+
+
+def check_quarter(value: str) -> str:
+    """Parse a quarter into ``2026Q4`` form ("2026-Q4" and "2026q4" are read too); raise ValueError otherwise."""
+    match = _QUARTER.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"quarter {value!r} is not a quarter; write it like 2026Q4")
+    return f"{match.group(1)}Q{match.group(2)}"
 
 
 def demo_marker(keys: StreamKeys) -> str:
@@ -72,13 +101,31 @@ def resolve_cards(card_ids: Iterable[str], catalog: Catalog) -> list[str]:
     return resolved
 
 
-def encode_wallet(cards: Sequence[str]) -> bytes:
+def encode_wallet(cards: Sequence[str], *, cycle_day: int | None = None,
+                  activations: dict[str, list[str]] | None = None, mode: str | None = None) -> bytes:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return orjson.dumps({"cards": list(cards), "updated_at": now, "v": WALLET_FORMAT_VERSION})
+    data: dict[str, object] = {"cards": list(cards), "updated_at": now, "v": WALLET_FORMAT_VERSION}
+    if cycle_day is not None:
+        data["cycle_day"] = cycle_day
+    if activations:
+        data["activations"] = activations
+    if mode:
+        data["mode"] = mode
+    return orjson.dumps(data)
 
 
 def decode_wallet(raw: bytes | str | None) -> list[str] | None:
     """The card ids in a stored wallet; None when there is none or it cannot be read."""
+    record = decode_wallet_record(raw)
+    return record.cards if record else None
+
+
+def decode_wallet_record(raw: bytes | str | None) -> WalletRecord | None:
+    """Decode a stored wallet with its settings; None when there is none or its cards cannot be read.
+
+    Unreadable settings are logged and dropped, so a bad ``cycle_day`` never
+    hides the cards.
+    """
     if raw is None:
         return None
     try:
@@ -90,20 +137,87 @@ def decode_wallet(raw: bytes | str | None) -> list[str] | None:
     if not isinstance(cards, list) or not all(isinstance(card, str) for card in cards):
         log.warning("wallet_unreadable", reason="no list of card ids")
         return None
-    return cards or None
+    if not cards:
+        return None
+    record = WalletRecord(cards=cards)
+    if not isinstance(data, dict):
+        return record
+
+    if data.get("cycle_day") is not None:
+        try:
+            record.cycle_day = check_cycle_day(data["cycle_day"])
+        except ValueError as exc:
+            log.warning("wallet_setting_unreadable", setting="cycle_day", error=str(exc))
+    activations = data.get("activations")
+    if isinstance(activations, dict):
+        record.activations = {
+            str(card): [str(quarter) for quarter in quarters]
+            for card, quarters in activations.items() if isinstance(quarters, list)
+        }
+    elif activations is not None:
+        log.warning("wallet_setting_unreadable", setting="activations", error="not an object")
+    if isinstance(data.get("mode"), str):
+        record.mode = data["mode"]
+    return record
 
 
 def set_wallet(
-    client: redis.Redis, keys: StreamKeys, user_id: str, card_ids: Iterable[str], catalog: Catalog
+    client: redis.Redis, keys: StreamKeys, user_id: str, card_ids: Iterable[str], catalog: Catalog, *,
+    cycle_day: int | None = None, mode: str | None = None,
 ) -> list[str]:
-    """Store a user's wallet, replacing any earlier one; return the catalog ids stored."""
+    """Store a user's wallet cards, replacing the earlier ones; return the catalog ids stored.
+
+    The earlier wallet's activations are kept, and so are its cycle day and
+    mode unless new ones are given. Raises ValueError for a bad cycle day.
+    NOTE: read and write are two round trips, so two concurrent changes to
+    one wallet can lose one of them.
+    """
     user = check_user_id(user_id)
     cards = resolve_cards(card_ids, catalog)
+    if cycle_day is not None:
+        cycle_day = check_cycle_day(cycle_day)
+    earlier = decode_wallet_record(client.get(keys.wallet(user)))
+    activations = earlier.activations if earlier else {}
+    if earlier is not None:
+        cycle_day = cycle_day if cycle_day is not None else earlier.cycle_day
+        mode = mode or earlier.mode
     pipe = client.pipeline(transaction=True)
-    pipe.set(keys.wallet(user), encode_wallet(cards))
+    pipe.set(keys.wallet(user), encode_wallet(cards, cycle_day=cycle_day, activations=activations, mode=mode))
     pipe.sadd(keys.wallet_index, user)
     pipe.execute()
     return cards
+
+
+def get_wallet_record(client: redis.Redis, keys: StreamKeys, user_id: str) -> WalletRecord | None:
+    """Read a user's wallet with its settings, or None when the user has no wallet."""
+    return decode_wallet_record(client.get(keys.wallet(check_user_id(user_id))))
+
+
+def activate_quarter(
+    client: redis.Redis, keys: StreamKeys, user_id: str, card_id: str, quarter: str, catalog: Catalog
+) -> str:
+    """Record that a wallet's rotating-category card was activated for ``quarter``; return it as ``2026Q4``.
+
+    Raises UnknownCardError for an unknown card, and ValueError when the user
+    has no wallet, the wallet does not hold the card, the card has no
+    rotating categories or the quarter is malformed.
+    """
+    user = check_user_id(user_id)
+    card = catalog.get(card_id)
+    key = check_quarter(quarter)
+    if not any(rule.kind == "rotating" for rule in card.earn):
+        raise ValueError(f"{card.card_id} has no rotating quarterly categories to activate")
+    record = get_wallet_record(client, keys, user)
+    if record is None:
+        raise ValueError(f"no wallet for user {user!r}; set one with `rewardpilot wallet set {user} CARD...`")
+    if card.card_id not in record.cards:
+        raise ValueError(f"the wallet of {user!r} does not hold {card.card_id}; add it with `rewardpilot wallet set`")
+    quarters = record.activations.setdefault(card.card_id, [])
+    if key not in quarters:
+        quarters.append(key)
+    client.set(keys.wallet(user), encode_wallet(record.cards, cycle_day=record.cycle_day,
+                                                activations=record.activations, mode=record.mode))
+    return key
 
 
 def get_wallet(client: redis.Redis, keys: StreamKeys, user_id: str) -> list[str] | None:
@@ -170,6 +284,17 @@ async def fetch_wallets(
         return {}
     raws = await aclient.mget([keys.wallet(user) for user in users])
     return {user: decode_wallet(raw) for user, raw in zip(users, raws)}
+
+
+async def fetch_wallet_records(
+    aclient: aioredis.Redis, keys: StreamKeys, user_ids: Iterable[str]
+) -> dict[str, WalletRecord | None]:
+    """Wallets with their settings for a batch of users in one MGET; None for a user without one."""
+    users = list(dict.fromkeys(user_ids))
+    if not users:
+        return {}
+    raws = await aclient.mget([keys.wallet(user) for user in users])
+    return {user: decode_wallet_record(raw) for user, raw in zip(users, raws)}
 
 
 def _text(value: bytes | str) -> str:

@@ -220,8 +220,8 @@ def test_superstores_and_warehouse_clubs_are_not_supermarkets():
     assert cash(rec) == Decimal("1.00")
     assert alternatives(rec) == [("capital-one-savor", Decimal("0.50"))]
     assert "on other eligible purchases" in rec.reasoning
-    costco = tx("5411", "50.00", merchant="COSTCO WHSE #0042")
-    assert cash(ENGINE.recommend(costco, ["amex-gold"])) == Decimal("1.00")
+    sams = tx("5411", "50.00", merchant="SAM'S CLUB #4821")
+    assert cash(ENGINE.recommend(sams, ["amex-gold"])) == Decimal("1.00")
     # A real supermarket earns the bonus: Savor "3% at grocery stores" = $1.50; Gold 4x = $4.00.
     kroger = tx("5411", "50.00", merchant="KROGER #512")
     assert cash(ENGINE.recommend(kroger, ["capital-one-savor"])) == Decimal("1.50")
@@ -441,3 +441,19 @@ def test_alternatives_are_at_most_three_and_never_better(mcc, cents, wallet, abr
     if wallet is not None:
         assert set(ids) <= set(wallet)
         assert len(ids) == min(4, len(set(wallet)))
+
+
+def test_no_accepted_card_falls_back_to_catalog():
+    engine = RulesEngine.default()
+    costco = Transaction(transaction_id="c1", user_id="u", merchant="Costco Wholesale",
+                         category="warehouse club", amount_usd="218.40", mcc="5300")
+
+    answer = engine.recommend_or_fallback(costco, ["amex-gold", "capital-one-savor"], wallet_source="user")
+
+    assert answer.wallet_source == "catalog"
+    assert engine.catalog.get(answer.recommended_card.card_id).network == "visa"
+    assert "No card in this wallet is accepted at Costco Wholesale" in answer.reasoning
+    assert answer.passed_over == [
+        "amex-gold: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
+        "capital-one-savor: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -10,6 +11,10 @@ import time
 import httpx
 
 from conftest import ROOT, free_port, run_cli
+from consumer.metrics import count_http_statuses
+from consumer.recommenders.http import HttpRecommender
+from consumer.recommenders.in_process import InProcessRecommender
+from consumer.stats import Buckets, PoolStats
 
 
 def scrape(port: int) -> str:
@@ -52,9 +57,54 @@ def test_metrics_endpoint_counts_results(cli_env, keys, tmp_path):
         assert metric_value(text, "rewardpilot_consumer_transactions_failed_total") == 0
         assert metric_value(text, "rewardpilot_consumer_group_lag") == 0
         assert metric_value(text, "rewardpilot_consumer_group_pending") == 0
+        assert metric_value(text, "rewardpilot_consumer_batch_size_count") >= 1
+        assert metric_value(text, "rewardpilot_consumer_batch_size_sum") == 25
+        assert metric_value(text, "rewardpilot_consumer_publish_to_result_seconds_count") == 25
+        assert any(
+            line.startswith("rewardpilot_consumer_publish_to_result_seconds_bucket{") and 'le="+Inf"' in line
+            and line.endswith(" 25.0")
+            for line in text.splitlines()
+        )
+        assert metric_value(text, "rewardpilot_consumer_batch_seconds_count") >= 1
     finally:
         consumer.send_signal(signal.SIGTERM)
         out, err = consumer.communicate(timeout=30)
 
     assert consumer.returncode == 0, err[-2000:]
     assert '"results": 25' in out
+
+
+def test_buckets_count_like_prometheus():
+    buckets = Buckets((1, 10, 100))
+    for value in (0.5, 1, 2, 10, 11, 500):
+        buckets.observe(value)
+
+    # le=1 holds 0.5 and 1 (bounds are inclusive), le=10 adds 2 and 10, le=100 adds 11, +Inf adds 500.
+    assert buckets.cumulative() == [("1.0", 2), ("10.0", 4), ("100.0", 5), ("+Inf", 6)]
+    assert buckets.count == 6
+    assert buckets.total == 524.5
+
+
+def test_http_statuses_counted_per_response():
+    statuses = iter([200, 200, 429, 503])
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(statuses), json={})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(respond))
+    recommender = HttpRecommender("http://127.0.0.1:9", client=client)
+    stats = PoolStats()
+    assert count_http_statuses(recommender, stats)
+
+    async def call_four_times() -> None:
+        for _ in range(4):
+            await client.get("http://127.0.0.1:9/health")
+        await client.aclose()
+
+    asyncio.run(call_four_times())
+
+    assert stats.http_statuses == {200: 2, 429: 1, 503: 1}
+
+
+def test_http_statuses_skip_in_process():
+    assert not count_http_statuses(InProcessRecommender(), PoolStats())

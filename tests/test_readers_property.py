@@ -61,3 +61,30 @@ def test_arbitrary_json_lines(values):
     text = "\n".join(json.dumps(value) for value in values)
 
     consume(text.encode("utf-8", "surrogatepass"), format="jsonl")
+
+
+@FAST
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_as_ofx(data):
+    consume(data, format="ofx")
+    consume(b"OFXHEADER:100\nCHARSET:1252\n\n<OFX><CCSTMTRS><STMTTRN>" + data)
+
+
+@FAST
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_as_plaid(data):
+    consume(data, format="plaid")
+    consume(b'{"transactions": [' + data)
+
+
+@FAST
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["transaction_id", "amount", "date", "name", "pending", "account_id", "location",
+                         "personal_finance_category", "iso_currency_code", "category"]),
+        children, max_size=8),
+    max_leaves=20,
+))
+def test_arbitrary_plaid_entries(entry):
+    consume(json.dumps({"added": [entry], "removed": [entry]}).encode(), format="plaid")

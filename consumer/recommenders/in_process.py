@@ -10,7 +10,7 @@ from rewardpilot.models import Recommendation
 
 
 class InProcessRecommender:
-    """Runs ``RulesEngine.recommend`` for each item; nothing here is transient."""
+    """Runs ``RulesEngine.recommend_or_fallback`` for each item; nothing here is transient."""
 
     name = "in-process"
 
@@ -22,7 +22,7 @@ class InProcessRecommender:
         for item in items:
             try:
                 outcomes.append(
-                    self.engine.recommend(
+                    self.engine.recommend_or_fallback(
                         item.transaction, item.wallet, wallet_source=item.wallet_source
                     )
                 )

@@ -22,10 +22,15 @@ class TransportError(Exception):
 
 @dataclass(slots=True)
 class Delivery:
-    """One handed-out entry: its id (``<milliseconds>-<sequence>``) and raw fields."""
+    """One handed-out entry: its id (``<milliseconds>-<sequence>``), raw fields and stream.
+
+    ``stream`` is set by transports that read several streams (partitions);
+    entry ids are unique only within one stream.
+    """
 
     entry_id: str
     fields: dict
+    stream: str | None = None
 
 
 @dataclass(slots=True)

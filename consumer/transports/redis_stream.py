@@ -21,6 +21,7 @@ from consumer.settle import SettleCounts, Settler
 from consumer.transports.base import Delivery, Reclaimed
 from rewardpilot.logs import get_logger
 from rewardpilot.models import DeadLetter, Recommendation
+from rewardpilot.partitions import agree_count_async
 
 MAX_RECLAIM_ROUNDS = 20  # bounds one recovery pass over a very long pending entries list
 
@@ -55,6 +56,8 @@ class RedisStreamTransport:
         self._reclaim_cursor = "0-0"
 
     async def open(self) -> None:
+        """Create the group, after checking that the prefix uses the single stream (one partition)."""
+        await agree_count_async(self.client, self.settings.keys, 1)
         created = await ensure_group(self.client, self.stream, self.group, self.settings.start_id)
         if created:
             self.log.info("consumer group created", stream=self.stream, start_id=self.settings.start_id)

@@ -13,6 +13,7 @@ from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.retention import InvalidAgeError, parse_age
 from rewardpilot.streams import LIVE_RUN
 
@@ -69,15 +70,19 @@ def consume(
     trim_older_than: str = typer.Option(None, "--trim-older-than", help="Trim as it goes: every minute, remove transactions older than this age (such as 30d) that every consumer group has read and acknowledged.", show_default=False),
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.", show_default=False),
     metrics_address: str = typer.Option("127.0.0.1", "--metrics-address", help="Address the metrics endpoint listens on."),
+    partitions: int = partitions_option(),
+    lease: float = typer.Option(10.0, "--lease", min=0.1, help="Seconds a partition lease lasts unless renewed; another consumer takes a dead holder's partitions after this."),
 ) -> None:
     """Consume transactions in micro-batches and publish a recommendation for each."""
     context = app_context(ctx)
     check_redis(context.client(), context)
+    partitions = agreed_partitions(context.client(), context.keys(job), partitions)
     settings = ConsumerSettings(
         keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,
         block_ms=block_ms, drain=drain, wallet=check_cards(split_cards(wallet)),
         shutdown_grace_seconds=grace, visibility_timeout_ms=int(visibility_timeout * 1000),
         max_deliveries=max_deliveries, trim_older_than_seconds=trim_age_seconds(trim_older_than),
+        partitions=partitions, lease_ms=int(lease * 1000),
     )
     options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
                            breaker_cooldown, timeout)

@@ -12,14 +12,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from consumer.build import partitioned
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers
 from rewardpilot import wallets
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
-from rewardpilot.cli.publish_cmd import load_layout_option, print_publish_summary, publish_source
+from rewardpilot.cli.publish_cmd import USER_HELP, load_layout_option, print_publish_summary, publish_source
 from rewardpilot.job import job_keys, new_job_id, summarise
 from rewardpilot.results import read_results
 
@@ -35,8 +37,10 @@ def run(
     output: Path = typer.Option(None, "--output", "-o", help="Write every result to FILE.csv or FILE.jsonl."),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
+    user: str = typer.Option(None, "--user", help=USER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     sample: int = typer.Option(10, "--sample", min=0, help="Recommendations to show in the sample table."),
+    partitions: int = partitions_option(),
 ) -> None:
     """Publish FILE, consume until drained, and print the summary."""
     context = app_context(ctx)
@@ -48,10 +52,11 @@ def run(
     run_wallet = check_cards(split_cards(wallet))
     wallets.ensure_demo_wallets(client, keys, _catalog())
     console.print(f"job {job} on {context.describe_server()}")
-    settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet)
+    settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
+                                partitions=agreed_partitions(client, keys, partitions))
     published, publish_seconds, stats, consume_seconds = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
-                             rejects=rejects)
+                             rejects=rejects, user=user)
     )
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds)
 
@@ -70,15 +75,19 @@ def run(
         raise typer.Exit(1)
 
 
-async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects):
+async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, user=None):
     """Consume while the file is published, so backpressure never stalls the job; then drain."""
     started = time.perf_counter()
-    pool = ConsumerPool(context.async_client(block_ms=settings.block_ms), settings)
+    async_client = context.async_client(block_ms=settings.block_ms)
+    transport = None
+    if settings.partitions > 1:
+        settings, transport = partitioned(async_client, settings)
+    pool = ConsumerPool(async_client, settings, transport=transport)
     install_signal_handlers(pool)
     consuming = asyncio.create_task(pool.run())
     try:
         published, publish_seconds = await asyncio.to_thread(
-            publish_source, client, keys, file, layout=layout, rejects=rejects
+            publish_source, client, keys, file, layout=layout, rejects=rejects, user=user
         )
         print_publish_summary(published)
     except BaseException:

@@ -11,7 +11,7 @@ from rewardpilot import logs
 from rewardpilot.cli import (
     consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
 )
-from rewardpilot.cli import replay_cmd, trim_cmd
+from rewardpilot.cli import replay_cmd, report_cmd, trim_cmd, valuations_cmd
 from rewardpilot.cli.context import AppContext
 from rewardpilot.streams import DEFAULT_PREFIX
 
@@ -53,9 +53,11 @@ app.command("cards")(wallet_cmd.cards)
 app.command("orchestrator")(orchestrator_cmd.orchestrator)
 app.command("replay")(replay_cmd.replay)
 app.command("trim")(trim_cmd.trim)
+app.command("report")(report_cmd.report)
 app.add_typer(wallet_cmd.app, name="wallet")
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(valuations_cmd.app, name="valuations")
 
 
 def main() -> None:

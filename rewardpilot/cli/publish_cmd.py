@@ -13,6 +13,10 @@ from rich.console import Console
 
 from producer import InputError, exit_status, format_summary, load_layout, publish_file
 from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
+
+
+USER_HELP = "user_id for bank exports, OFX and Plaid files, which name no user (default: me)."
 
 
 def load_layout_option(path: Path | None):
@@ -25,13 +29,13 @@ def load_layout_option(path: Path | None):
         raise typer.Exit(2) from None
 
 
-def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True):
+def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None):
     """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
     target = sys.stdin.buffer if str(source) == "-" else source
     started = time.perf_counter()
     try:
         summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
-                               progress=progress, console=console)
+                               progress=progress, console=console, user=user)
     except (InputError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -52,7 +56,9 @@ def publish(
     job: str = typer.Option(None, "--job", help="Publish onto this job's streams instead of the live ones."),
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
+    user: str = typer.Option(None, "--user", help=USER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    partitions: int = partitions_option(),
 ) -> None:
     """Validate every row and publish the transactions with pipelined XADD.
 
@@ -62,9 +68,10 @@ def publish(
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
+    agreed_partitions(client, context.keys(job), partitions)
 
     summary, seconds = publish_source(client, context.keys(job), file,
-                                      layout=load_layout_option(layout), rejects=rejects)
+                                      layout=load_layout_option(layout), rejects=rejects, user=user)
     if as_json:
         typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3)}, default=str))
     else:

@@ -1,14 +1,16 @@
-"""``rewardpilot status``: streams, consumer groups, consumers and dead letters."""
+"""``rewardpilot status [--watch]``: streams, consumer groups, consumers and dead letters."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_redis, stdout_console
-from rewardpilot.status import collect_status
+from rewardpilot.status import ResultRate, collect_status
 
 
 def _render(snapshot: dict) -> Table:
@@ -31,8 +33,17 @@ def _render(snapshot: dict) -> Table:
                 f"{idle / 1000:.1f}" if idle is not None else "-",
             )
     results = ", ".join(f"{run}: {count}" for run, count in snapshot["results"].items())
-    table.caption = f"results {results}; dead letters: {snapshot['dead_letters']}; {_rate_text(snapshot.get('rate_limit'))}"
+    table.caption = (
+        f"results {results}; {_results_rate_text(snapshot.get('results_per_second'))}; "
+        f"dead letters: {snapshot['dead_letters']}; {_rate_text(snapshot.get('rate_limit'))}"
+    )
     return table
+
+
+def _results_rate_text(rate: float | None) -> str:
+    if rate is None:
+        return "results/s over the last minute: - (needs two refreshes)"
+    return f"results/s over the last minute: {rate:,.1f}"
 
 
 def _rate_text(rate_limit: dict | None) -> str:
@@ -48,13 +59,41 @@ def status(
     ctx: typer.Context,
     job: str = typer.Option(None, "--job", help="Show the streams of this `rewardpilot run` job."),
     as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh the view until interrupted (Ctrl-C)."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
+    count: int = typer.Option(0, "--count", help="With --watch, stop after this many refreshes; 0 runs until interrupted."),
 ) -> None:
     """Show stream lengths, group lag and pending entries, consumers, dead letters and the orchestrator rate."""
+    if interval <= 0:
+        raise typer.BadParameter(f"--interval {interval} must be a positive number of seconds")
+    if count < 0:
+        raise typer.BadParameter(f"--count {count} must be 0 (no limit) or more")
+    if watch and as_json:
+        raise typer.BadParameter("--watch and --json cannot be combined; run --json repeatedly instead")
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
-    snapshot = collect_status(client, context.keys(job))
-    if as_json:
-        typer.echo(json.dumps(snapshot))
+    keys = context.keys(job)
+    if not watch:
+        snapshot = collect_status(client, keys)
+        if as_json:
+            typer.echo(json.dumps(snapshot))
+            return
+        stdout_console().print(_render(snapshot))
         return
-    stdout_console().print(_render(snapshot))
+
+    rate = ResultRate()
+    refreshes = 0
+    try:
+        with Live(console=stdout_console(), auto_refresh=False) as live:
+            while True:
+                snapshot = collect_status(client, keys)
+                snapshot["results_per_second"] = rate.sample(client, keys.results("live"))
+                live.update(_render(snapshot), refresh=True)
+                refreshes += 1
+                if count and refreshes >= count:
+                    return
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return

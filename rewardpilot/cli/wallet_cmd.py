@@ -1,4 +1,4 @@
-"""``rewardpilot wallet set|show|list|delete`` and ``rewardpilot cards``."""
+"""``rewardpilot wallet set|show|delete|activate`` and ``rewardpilot cards``."""
 
 from __future__ import annotations
 
@@ -25,14 +25,25 @@ def set_wallet(
     ctx: typer.Context,
     user: str = typer.Argument(..., help="The user_id the wallet belongs to."),
     cards: list[str] = typer.Argument(..., help="Card ids from `rewardpilot cards`."),
+    cycle_day: int = typer.Option(
+        None, "--cycle-day", help="Day of the month (1-28) on which the user's statement cycles start; "
+        "unset means calendar months.", show_default=False,
+    ),
+    mode: str = typer.Option(
+        None, "--mode", help="How cards are ranked: cash (highest cash value, the default), cashback, "
+        "or program:NAME to prefer one reward program.", show_default=False,
+    ),
 ) -> None:
-    """Replace a user's wallet with the given cards."""
+    """Replace a user's wallet with the given cards; activations, cycle day and mode are kept unless given."""
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     card_ids = split_cards(cards) or []
     try:
-        wallets.set_wallet(client, context.keys(), user, card_ids, _engine().catalog)
+        if mode is not None:
+            mode = _engine().check_mode(mode)
+        wallets.set_wallet(client, context.keys(), user, card_ids, _engine().catalog,
+                           cycle_day=cycle_day, mode=mode)
     except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         raise typer.Exit(2) from None
@@ -82,6 +93,25 @@ def delete_wallet(ctx: typer.Context, user: str = typer.Argument(..., help="The 
         console.print(f"no wallet for user {user!r}")
         raise typer.Exit(1)
     console.print(f"wallet of {user} deleted")
+
+
+@app.command("activate")
+def activate(
+    ctx: typer.Context,
+    user: str = typer.Argument(..., help="The user_id the wallet belongs to."),
+    card: str = typer.Argument(..., help="A rotating-category card in the wallet, e.g. chase-freedom-flex."),
+    quarter: str = typer.Argument(..., help="The quarter activated, e.g. 2026Q4."),
+) -> None:
+    """Record that a card's 5% quarterly categories were activated for a quarter."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    try:
+        key = wallets.activate_quarter(client, context.keys(), user, card, quarter, _engine().catalog)
+    except (KeyError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
+        raise typer.Exit(2) from None
+    console.print(f"{card}: {key} activated for {user}")
 
 
 def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

@@ -56,8 +56,16 @@ class RotatingQuarter(_Frozen):
     starts: date
     ends: date
     categories: list[str] = []
+    mcc: list[str] = []
     merchants: list[str] = []
     activation_deadline: date | None = None
+    source: str = ""
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        """The quarter as period keys and activations spell it: ``2025Q3``."""
+        return self.quarter.replace("-", "")
 
 
 class EarnRule(_Frozen):
@@ -112,6 +120,7 @@ class Card(_Frozen):
     aliases: list[str] = []
     source: Annotated[str, Field(pattern=r"^https://")]
     terms_as_of: date
+    time_zone: str = "America/New_York"
     notes: str = ""
 
     @property
@@ -145,6 +154,26 @@ class ExclusionGroup(_Frozen):
     source: str = ""
 
 
+class MerchantRule(_Frozen):
+    """Card networks a merchant accepts, matched by merchant name and, optionally, MCC and country.
+
+    A purchase matches when the merchant name contains one of ``merchants``
+    and none of ``unless_merchants``, its MCC (when it has one) is in ``mcc``
+    (when ``mcc`` is set), and its merchant country (when known) is in
+    ``countries``.
+    """
+
+    label: str
+    merchants: list[str]
+    unless_merchants: list[str] = []
+    mcc: list[str] = []
+    countries: list[str] = []
+    accepts: list[Network]
+    note: str = ""
+    source: str = ""
+    checked_on: date | None = None
+
+
 class Ineligible(_Frozen):
     categories: list[str]
     note: str = ""
@@ -159,6 +188,7 @@ class Catalog(BaseModel):
     about: str = ""
     ineligible: Ineligible
     exclusion_groups: dict[str, ExclusionGroup] = {}
+    merchant_rules: dict[str, MerchantRule] = {}
     cards: list[Card]
 
     _by_id: dict[str, Card] = PrivateAttr(default_factory=dict)

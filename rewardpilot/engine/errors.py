@@ -27,3 +27,20 @@ class UnknownCardError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.message
+
+
+class NoUsableCardError(ValueError):
+    """No card in the wallet can be used at the merchant (for example, Costco U.S. takes Visa only)."""
+
+    def __init__(self, merchant: str, rule_label: str, cards: Sequence[str]):
+        self.merchant = merchant
+        self.rule_label = rule_label
+        self.cards = list(cards)
+        super().__init__(
+            f"no card in the wallet can be used at {merchant!r}: {rule_label}; wallet: {', '.join(cards)}. "
+            "Add a card on an accepted network to the wallet."
+        )
+
+
+class InvalidModeError(ValueError):
+    """An optimization mode other than "cash", "cashback" or "program:<name>"."""

@@ -3,14 +3,27 @@
 How a card's value on a purchase is worked out:
 
 * The purchase is placed in a category (``categories.py``).
-* Each card's best applicable rule for that category gives its rate: a
+* Each card's best applicable rule for that category gives its rate. A
   ``category`` rule applies unless it is U.S.-only and the purchase is
-  abroad, or the merchant is in one of its exclusion groups; a
-  ``top_category`` rule (Citi Custom Cash) is applied on the assumption that
-  the category is the card's top one this cycle; ``rotating`` and
-  booking-channel rules are skipped (this version keeps no quarter calendar
-  or spend history, and a card transaction does not say how it was booked).
-  No rule means the base rate; cash-like transactions and wagers earn nothing.
+  abroad, or the merchant is in one of its exclusion groups. A ``rotating``
+  rule (Chase Freedom Flex, Discover it) applies when the purchase date, in
+  the card's time zone, falls in a quarter of its calendar whose categories,
+  MCCs or merchant names match. A ``top_category`` rule (Citi Custom Cash)
+  applies when the category leads the card's spend this billing cycle.
+  Booking-channel rules are skipped (a card transaction does not say how it
+  was booked). No rule means the base rate; cash-like transactions and
+  wagers earn nothing.
+* A card whose network the merchant does not accept (``merchant_rules``,
+  e.g. Costco U.S. takes Visa only) is left out and listed in
+  ``passed_over`` with the reason.
+* With a ``SpendState`` (``state.py``), capped rules use the spend already
+  recorded this period: the part of a purchase under the cap earns the bonus
+  rate and the rest the cap's ``then_rate`` (or the base rate). Rotating
+  rules need the quarter's activation; the top category is the one with the
+  most spend this cycle including this purchase. Without a state, no spend
+  is assumed: a single purchase above a cap is still split, rotating
+  categories are assumed activated and the category is assumed to be the
+  top one, and each assumption lowers the confidence.
 * Earned = amount x rate (points or miles), or amount x rate% for cash back.
 * Cash value = amount x (rate x cents per point - foreign fee %) / 100,
   rounded to cents half-even (``money.round_cash``). The foreign fee applies
@@ -19,38 +32,48 @@ How a card's value on a purchase is worked out:
   are valued at the partner program's rate (Freedom + Sapphire).
 * Effective rate = cash value / amount, as a fraction (0.08 = 8%) with four
   decimal places, half-even.
-* Cards are ranked by exact cash value per dollar, then lower annual fee,
-  then card_id; the first is recommended and the next three are the
-  alternatives.
+* Cards are ranked by exact cash value, then lower annual fee, then
+  card_id; the first is recommended and the next three are the
+  alternatives. Mode ``cashback`` values every program at its fixed cash
+  redemption floor (``floor_cents`` in valuations.json) instead of the
+  transfer-partner estimate; mode ``program:<name>`` ranks the cards earning
+  that program first.
 
 Confidence starts from how the category was found (0.95 by MCC, 0.75 by
 category text, 0.60 by MCC range, 0.50 for "other" by default), then drops
 0.10 when the top two cards are within a cent of each other and 0.10 when
-the winning rule rests on an assumption (a top-category bonus), never
-below 0.05.
+the winning rule rests on an assumption (a top category or an activation
+taken for granted), never below 0.05.
 
-Rankings do not depend on the amount, so they are cached per (wallet,
-category, abroad, exclusion tags, valuations); a recommendation then costs a
-few Decimal multiplications and building the result.
+Rates do not depend on the amount, so rankings are cached per (wallet,
+category, abroad, exclusion tags, valuations, mode, rotating matches,
+merchant rule); a recommendation then costs a few Decimal multiplications
+and building the result, plus a re-ranking of the wallet when a cap or the
+top category can change the order.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache, lru_cache
 from typing import Mapping, Sequence
 
 from rewardpilot import ENGINE_VERSION
 from rewardpilot.engine._construct import builder
-from rewardpilot.engine.catalog import Card, Catalog, EarnRule, default_catalog
+from rewardpilot.engine.catalog import Card, Cap, Catalog, EarnRule, RotatingQuarter, default_catalog
 from rewardpilot.engine.categories import CategoryMap, Placement, default_categories, normalize_text
+from rewardpilot.engine.errors import InvalidModeError, NoUsableCardError
+from rewardpilot.engine.merchants import AcceptanceRules
+from rewardpilot.engine.state import SpendState, UserSpend, field_name, local_date, period_key
 from rewardpilot.engine.valuations import ValuationTable, default_valuations, parse_cents
 from rewardpilot.models import Alternative, CardRef, Recommendation, Rewards, Transaction, WalletSource
-from rewardpilot.money import ZERO, round_cash
+from rewardpilot.money import ZERO, cents as to_int_cents, round_cash
 
 HUNDRED = Decimal(100)
+CATALOG_NOTE = "No wallet on file for this user, so this is the best card in the catalog for this purchase"
 RATE_PLACES = Decimal("0.0001")
 ONE_CENT = Decimal("0.01")
 MAX_ALTERNATIVES = 3
@@ -60,6 +83,8 @@ MIN_CONFIDENCE = 0.05
 _CACHE_SIZE = 65536
 
 _SOURCES = ("user", "run", "catalog")
+DEFAULT_MODE = "cash"
+PROGRAM_MODE_PREFIX = "program:"
 
 _build_recommendation = builder(Recommendation)
 _build_rewards = builder(Rewards)
@@ -74,7 +99,8 @@ class _Option:
     rate: Decimal
     us_only: bool
     excludes: frozenset[str]
-    assumed: bool
+    cap: Cap | None
+    top: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +113,9 @@ class _Plan:
     fee_percent: Decimal
     base_rate: Decimal
     options: dict[str, tuple[_Option, ...]]
+    rotating: _Option | None
+    calendar: tuple[RotatingQuarter, ...]
+    top: _Option | None
     values_as: str
     pool_program: str | None
     pool_with: frozenset[str]
@@ -95,14 +124,61 @@ class _Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Ranked:
-    """One card's standing for a (category, abroad, tags, valuations) situation."""
+    """One card's standing for a (category, abroad, tags, valuations, mode, ...) situation."""
 
     plan: _Plan
+    option: _Option | None
     per_dollar: Decimal        # cash value per dollar spent, USD
     earn_per_dollar: Decimal   # earned units per dollar (points, miles or USD)
     phrase: str                # "4x Membership Rewards points at U.S. supermarkets, valued at 2.0 cents each"
+    then_per_dollar: Decimal   # the same above the option's cap
+    then_earn_per_dollar: Decimal
+    then_phrase: str
     fee_applied: Decimal       # foreign fee percent charged, 0 at home
-    assumed: bool
+    assumed: bool              # the rate rests on an assumption (top category, activation)
+    preferred: bool            # earns the program named by a program:<name> mode
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranking:
+    entries: tuple[_Ranked, ...]
+    passed_over: tuple[str, ...]
+    smallest_cap: Decimal | None   # the smallest cap among the entries' options, None when none is capped
+    has_top: bool
+
+
+@dataclass(slots=True)
+class _Valued:
+    """One card's rewards on one purchase, after caps and the top category."""
+
+    entry: _Ranked
+    cash: Decimal          # exact, before rounding
+    earned: Decimal
+    bonus_amount: Decimal  # the part of the purchase at the bonus rate
+    note: str              # why the bonus covers less than the whole purchase, "" when it covers it all
+
+    @property
+    def phrase(self) -> str:
+        return self.entry.phrase if self.bonus_amount else self.entry.then_phrase
+
+
+@dataclass(slots=True)
+class _Context:
+    """The facts of one purchase that rules test: category, place, merchant rule and rotating matches."""
+
+    placement: Placement
+    category: str
+    abroad: bool
+    tags: frozenset[str]
+    merchant_rule: str | None
+    rotating: frozenset[str]          # card ids whose rotating bonus matches (and, with a state, is activated)
+    quarters: tuple[tuple[str, str], ...]  # (card_id, quarter key) of every rotating card considered
+    inactive: tuple[str, ...]         # card ids whose rotating bonus matches but is not activated
+    moment: datetime
+
+    def day(self, plan: _Plan) -> date:
+        """Return the purchase date in the card's time zone, where its periods end at midnight."""
+        return local_date(self.moment, plan.card.time_zone)
 
 
 class RulesEngine:
@@ -123,8 +199,22 @@ class RulesEngine:
             name: (frozenset(group.mcc), tuple(f" {normalize_text(m)} " for m in group.merchants))
             for name, group in catalog.exclusion_groups.items()
         }
+        self._acceptance = AcceptanceRules(catalog.merchant_rules)
         self._plans: dict[str, _Plan] = {card.card_id: self._plan(card) for card in catalog.cards}
         self._all_ids: tuple[str, ...] = tuple(sorted(self._plans))
+        self._rotating_ids = frozenset(card_id for card_id, plan in self._plans.items() if plan.rotating)
+        self._rotating_reach = {
+            card_id: (
+                frozenset(c for quarter in self._plans[card_id].calendar for c in quarter.categories),
+                frozenset(code for quarter in self._plans[card_id].calendar for code in quarter.mcc),
+            )
+            for card_id in self._rotating_ids
+        }
+        self._rotating_names = {
+            card_id: tuple(f" {normalize_text(name)} " for quarter in self._plans[card_id].calendar
+                           for name in quarter.merchants)
+            for card_id in self._rotating_ids
+        }
         self._exclusion_categories = frozenset(
             category
             for plan in self._plans.values()
@@ -132,10 +222,19 @@ class RulesEngine:
             if any(option.excludes for option in options)
         )
         self._default_values = valuations.defaults()
+        self._cash_values = {
+            name: program.floor_cents if program.basis == "estimate" and program.floor_cents is not None
+            else program.cents_per_point
+            for name, program in valuations.programs.items()
+        }
         self._values_cache: dict[tuple, dict[str, Decimal]] = {(): self._default_values}
         self._wallets: dict[tuple, tuple[str, ...]] = {}
+        self._wallet_rotating: dict[tuple | None, tuple[str, ...]] = {}
         self._rank = lru_cache(maxsize=_CACHE_SIZE)(self._rank_uncached)
         self._merchant_tags = lru_cache(maxsize=_CACHE_SIZE)(self._merchant_tags_uncached)
+        self._merchant_rule = lru_cache(maxsize=_CACHE_SIZE)(self._merchant_rule_uncached)
+        self._rotating_match = lru_cache(maxsize=_CACHE_SIZE)(self._rotating_match_uncached)
+        self._rotating_by_name = lru_cache(maxsize=_CACHE_SIZE)(self._rotating_by_name_uncached)
 
     @classmethod
     def default(cls) -> "RulesEngine":
@@ -153,6 +252,8 @@ class RulesEngine:
         for card in self.catalog.cards:
             for rule in card.earn:
                 unknown = [c for c in rule.categories if c not in known_categories]
+                for quarter in rule.calendar:
+                    unknown += [c for c in quarter.categories if c not in known_categories]
                 if unknown:
                     raise ValueError(f"{card.card_id}: rule {rule.rule_id} names unknown categories {unknown}")
             wanted = [card.program, card.values_as]
@@ -163,18 +264,27 @@ class RulesEngine:
                 raise ValueError(f"{card.card_id}: no valuation for program(s) {missing}")
 
     def _plan(self, card: Card) -> _Plan:
+        caps = {cap.cap_id: cap for cap in card.caps}
         options: dict[str, list[_Option]] = {}
+        rotating: _Option | None = None
+        calendar: tuple[RotatingQuarter, ...] = ()
+        top: _Option | None = None
         for rule in card.earn:
-            if rule.channel is not None or rule.kind == "rotating":
-                continue  # not knowable from a card transaction in this version
+            if rule.channel is not None:
+                continue  # a card transaction does not say how it was booked
             option = _Option(
-                rule=rule, rate=rule.rate, us_only=rule.us_only,
-                excludes=frozenset(rule.excludes), assumed=rule.kind == "top_category",
+                rule=rule, rate=rule.rate, us_only=rule.us_only, excludes=frozenset(rule.excludes),
+                cap=caps.get(rule.cap_id) if rule.cap_id else None, top=rule.kind == "top_category",
             )
+            if rule.kind == "rotating":
+                rotating, calendar = option, tuple(rule.calendar)
+                continue
+            if option.top:
+                top = option
             for category in rule.categories:
                 options.setdefault(category, []).append(option)
         ordered = {
-            category: tuple(sorted(found, key=lambda o: (-o.rate, o.assumed, o.rule.rule_id)))
+            category: tuple(sorted(found, key=lambda o: (-o.rate, o.top, o.rule.rule_id)))
             for category, found in options.items()
         }
         pooled = card.pooled_valuation
@@ -185,6 +295,9 @@ class RulesEngine:
             fee_percent=card.foreign_transaction_fee_percent,
             base_rate=card.base_rate,
             options=ordered,
+            rotating=rotating,
+            calendar=calendar,
+            top=top,
             values_as=card.values_as,
             pool_program=pooled.program if pooled else None,
             pool_with=frozenset(pooled.with_cards) if pooled else frozenset(),
@@ -219,6 +332,18 @@ class RulesEngine:
             self._values_cache[key] = merged
         return key
 
+    def check_mode(self, mode: str | None) -> str:
+        """Validate a mode: "cash" (default), "cashback" or "program:<name>" with a known program; raise InvalidModeError."""
+        if mode is None or mode == DEFAULT_MODE or mode == "cashback":
+            return mode or DEFAULT_MODE
+        if isinstance(mode, str) and mode.startswith(PROGRAM_MODE_PREFIX):
+            program = mode[len(PROGRAM_MODE_PREFIX):].strip()
+            if program in self.valuations.programs:
+                return PROGRAM_MODE_PREFIX + program
+            known = ", ".join(sorted({card.program for card in self.catalog.cards}))
+            raise InvalidModeError(f"mode {mode!r} names no known program; known programs: {known}")
+        raise InvalidModeError(f"mode {mode!r} is not one of cash, cashback or program:<program name>")
+
     def _merchant_tags_uncached(self, merchant: str) -> frozenset[str]:
         padded = f" {normalize_text(merchant)} "
         return frozenset(
@@ -235,49 +360,171 @@ class RulesEngine:
                 tags = tags | frozenset(by_mcc)
         return tags
 
+    def _merchant_rule_uncached(self, merchant: str, mcc: str | None, country: str | None) -> str | None:
+        found = self._acceptance.match(merchant, mcc, country)
+        return found[0] if found else None
+
+    def _rotating_by_name_uncached(self, merchant: str) -> frozenset[str]:
+        """Find the rotating cards with a calendar merchant name (in any quarter) in ``merchant``."""
+        padded = f" {normalize_text(merchant)} "
+        return frozenset(
+            card_id for card_id, needles in self._rotating_names.items() if any(n in padded for n in needles)
+        )
+
+    def _rotating_match_uncached(
+        self, card_id: str, day: date, category: str, mcc: str | None, merchant: str
+    ) -> str | None:
+        """Return the quarter key when ``card_id``'s rotating bonus covers the purchase on ``day``, else None."""
+        for quarter in self._plans[card_id].calendar:
+            if not quarter.starts <= day <= quarter.ends:
+                continue
+            padded = f" {normalize_text(merchant)} "
+            if (
+                category in quarter.categories
+                or (mcc is not None and mcc in quarter.mcc)
+                or any(f" {normalize_text(name)} " in padded for name in quarter.merchants)
+            ):
+                return quarter.key
+            return None
+        return None
+
+    def _context(
+        self, transaction: Transaction, wallet_key: tuple[str, ...] | None, user: UserSpend | None
+    ) -> _Context:
+        placement = self.categories.place(transaction.mcc, transaction.category)
+        category = placement.category
+        country = transaction.merchant_country
+        abroad = transaction.currency != "USD" or (country is not None and country != "US")
+
+        rotating: list[str] = []
+        inactive: list[str] = []
+        quarters: list[tuple[str, str]] = []
+        candidates = self._rotating_in(wallet_key)
+        if candidates and category not in self._ineligible:
+            named = self._rotating_by_name(transaction.merchant)
+            for card_id in candidates:
+                categories, codes = self._rotating_reach[card_id]
+                if category not in categories and transaction.mcc not in codes and card_id not in named:
+                    continue  # no quarter of its calendar could match: skip the date arithmetic
+                day = local_date(transaction.timestamp, self._plans[card_id].card.time_zone)
+                quarter = self._rotating_match(card_id, day, category, transaction.mcc, transaction.merchant)
+                if quarter is None:
+                    continue
+                quarters.append((card_id, quarter))
+                if user is not None and not user.activated(card_id, quarter):
+                    inactive.append(card_id)
+                else:
+                    rotating.append(card_id)
+
+        return _Context(
+            placement=placement,
+            category=category,
+            abroad=abroad,
+            tags=self._tags(transaction, category),
+            merchant_rule=self._merchant_rule(transaction.merchant, transaction.mcc, country),
+            rotating=frozenset(rotating),
+            quarters=tuple(quarters),
+            inactive=tuple(inactive),
+            moment=transaction.timestamp,
+        )
+
+    def _rotating_in(self, wallet_key: tuple[str, ...] | None) -> tuple[str, ...]:
+        """Return the rotating-category cards of a wallet, sorted (cached per wallet)."""
+        found = self._wallet_rotating.get(wallet_key)
+        if found is None:
+            ids = self._rotating_ids if wallet_key is None else self._rotating_ids.intersection(wallet_key)
+            found = tuple(sorted(ids))
+            if len(self._wallet_rotating) < _CACHE_SIZE:
+                self._wallet_rotating[wallet_key] = found
+        return found
+
+    def _choose(
+        self, plan: _Plan, category: str, abroad: bool, tags: frozenset[str], rotating: frozenset[str]
+    ) -> tuple[_Option | None, str]:
+        """Pick a card's best applicable bonus rule, and the label of an exclusion that removed a better one."""
+        if category in self._ineligible:
+            return None, ""
+        excluded = ""
+        candidates = plan.options.get(category, ())
+        if plan.rotating is not None and plan.card.card_id in rotating:
+            candidates = tuple(sorted((plan.rotating, *candidates), key=lambda o: -o.rate))
+        for candidate in candidates:
+            if candidate.us_only and abroad:
+                continue
+            if candidate.excludes and not candidate.excludes.isdisjoint(tags):
+                if not excluded:
+                    group = sorted(candidate.excludes & tags)[0]
+                    excluded = f"{self.catalog.exclusion_groups[group].label} are excluded from its " \
+                               f"{_number(candidate.rate)}{'%' if plan.cash_back else 'x'} {candidate.rule.label}"
+                continue
+            return candidate, excluded
+        return None, excluded
+
     # -- ranking ------------------------------------------------------------
+
+    def _values(self, values_key: tuple, mode: str) -> dict[str, Decimal]:
+        if mode == "cashback":
+            return self._cash_values
+        return self._values_cache.get(values_key) or self.valuations.merged(dict(values_key))
 
     def _rank_uncached(
         self, wallet_key: tuple[str, ...] | None, category: str, abroad: bool,
-        tags: frozenset[str], values_key: tuple,
-    ) -> tuple[_Ranked, ...]:
-        values = self._values_cache.get(values_key) or self.valuations.merged(dict(values_key))
+        tags: frozenset[str], values_key: tuple, mode: str, rotating: frozenset[str], merchant_rule: str | None,
+    ) -> _Ranking:
+        values = self._values(values_key, mode)
         ids = self._all_ids if wallet_key is None else wallet_key
         held = frozenset(wallet_key) if wallet_key is not None else frozenset()
         ineligible = category in self._ineligible
+        preferred_program = mode[len(PROGRAM_MODE_PREFIX):] if mode.startswith(PROGRAM_MODE_PREFIX) else None
+        rule = self.catalog.merchant_rules.get(merchant_rule) if merchant_rule else None
+
         ranked: list[_Ranked] = []
+        passed_over: list[str] = []
+        smallest_cap: Decimal | None = None
+        has_top = False
         for card_id in ids:
             plan = self._plans[card_id]
-            option: _Option | None = None
-            if not ineligible:
-                for candidate in plan.options.get(category, ()):
-                    if candidate.us_only and abroad:
-                        continue
-                    if candidate.excludes and not candidate.excludes.isdisjoint(tags):
-                        continue
-                    option = candidate
-                    break
+            if rule is not None and plan.card.network not in rule.accepts:
+                passed_over.append(f"{plan.card.short_name}: {rule.label}")
+                continue
+            option, excluded = self._choose(plan, category, abroad, tags, rotating)
+            if excluded and wallet_key is not None:
+                passed_over.append(f"{plan.card.short_name}: {excluded}")
+
+            program = plan.values_as
+            if plan.pool_program is not None and not plan.pool_with.isdisjoint(held):
+                program = plan.pool_program
+            cents = values[program]
+            fee = plan.fee_percent if abroad else ZERO
+
             if ineligible:
                 rate, label = ZERO, "(none: this purchase is not eligible for rewards)"
             elif option is not None:
                 rate, label = option.rate, option.rule.label
             else:
                 rate, label = plan.base_rate, plan.card.base_label
-            program = plan.values_as
-            if plan.pool_program is not None and not plan.pool_with.isdisjoint(held):
-                program = plan.pool_program
-            cents = values[program]
-            fee = plan.fee_percent if abroad else ZERO
+            then_rate = rate
+            if option is not None and option.cap is not None:
+                then_rate = option.cap.then_rate if option.cap.then_rate is not None else plan.base_rate
+                if smallest_cap is None or option.cap.amount_usd < smallest_cap:
+                    smallest_cap = option.cap.amount_usd
+            has_top = has_top or (option is not None and option.top)
+
             ranked.append(_Ranked(
                 plan=plan,
+                option=option,
                 per_dollar=(rate * cents - fee) / HUNDRED,
                 earn_per_dollar=rate / HUNDRED if plan.cash_back else rate,
                 phrase=self._phrase(plan, rate, label, program, cents),
+                then_per_dollar=(then_rate * cents - fee) / HUNDRED,
+                then_earn_per_dollar=then_rate / HUNDRED if plan.cash_back else then_rate,
+                then_phrase=self._phrase(plan, then_rate, "without the bonus", program, cents),
                 fee_applied=fee,
-                assumed=option is not None and option.assumed,
+                assumed=option is not None and (option.top or option is plan.rotating),
+                preferred=preferred_program is not None and program_of(plan) == preferred_program,
             ))
-        ranked.sort(key=lambda r: (-r.per_dollar, r.plan.annual_fee, r.plan.card.card_id))
-        return tuple(ranked)
+        ranked.sort(key=_order)
+        return _Ranking(tuple(ranked), tuple(passed_over), smallest_cap, has_top)
 
     def _phrase(self, plan: _Plan, rate: Decimal, label: str, program: str, cents: Decimal) -> str:
         if plan.cash_back:
@@ -286,7 +533,139 @@ class RulesEngine:
         unit = "cent" if cents == 1 else "cents"
         return f"{_number(rate)}x {display} {label}, valued at {_cents(cents)} {unit} each"
 
+    # -- caps and the top category -------------------------------------------
+
+    def _value(
+        self, entry: _Ranked, amount: Decimal, context: _Context, user: UserSpend | None, assume: bool
+    ) -> _Valued:
+        """Value one card's exact rewards on ``amount``, with the bonus cut at the cap's remaining room."""
+        option = entry.option
+        if option is None or option.cap is None:
+            return _Valued(entry, amount * entry.per_dollar, amount * entry.earn_per_dollar, amount, "")
+
+        cap = option.cap
+        card_id = entry.plan.card.card_id
+        cycle_day = user.cycle_day if user is not None else None
+        period = period_key(cap.period, context.day(entry.plan), cycle_day)
+        note = ""
+        if option.top:
+            spent = self._spent(user, field_name(card_id, f"top:{context.category}", period))
+            leader, leader_spent = self._top_leader(entry.plan, user, context.category, period)
+            if not assume and spent + amount < leader_spent:
+                return _Valued(
+                    entry, amount * entry.then_per_dollar, amount * entry.then_earn_per_dollar, ZERO,
+                    f"{context.category} is not its top category this billing cycle "
+                    f"({_money(spent + amount)} against {_money(leader_spent)} on {leader})",
+                )
+        else:
+            spent = self._spent(user, field_name(card_id, cap.cap_id, period))
+
+        room = max(ZERO, cap.amount_usd - spent)
+        bonus = min(amount, room)
+        rest = amount - bonus
+        if rest:
+            note = (f"{_money(bonus)} of the purchase was under the {_money(cap.amount_usd)} "
+                    f"{_PERIOD_WORDS[cap.period]} cap ({_money(spent)} already spent), "
+                    f"so the other {_money(rest)} earns {entry.then_phrase}")
+        cash = bonus * entry.per_dollar + rest * entry.then_per_dollar
+        earned = bonus * entry.earn_per_dollar + rest * entry.then_earn_per_dollar
+        return _Valued(entry, cash, earned, bonus, note)
+
+    @staticmethod
+    def _spent(user: UserSpend | None, name: str) -> Decimal:
+        if user is None:
+            return ZERO
+        return Decimal(user.spend.get(name, 0)) / HUNDRED
+
+    def _top_leader(self, plan: _Plan, user: UserSpend | None, category: str, period: str) -> tuple[str, Decimal]:
+        """Find the other eligible category with the max spend this cycle, and that spend."""
+        leader, leader_spend = "", ZERO
+        if user is None or plan.top is None:
+            return leader, leader_spend
+        for other in plan.top.rule.categories:
+            if other == category:
+                continue
+            spent = self._spent(user, field_name(plan.card.card_id, f"top:{other}", period))
+            if spent > leader_spend:
+                leader, leader_spend = other, spent
+        return leader, leader_spend
+
+    def spend_fields(self, transaction: Transaction, wallet: Sequence[str] | None, *,
+                     cycle_day: int | None = None) -> list[str]:
+        """List the spend-state hash fields a recommendation of ``transaction`` may read.
+
+        The consumer collects these for a batch and loads them in one HMGET
+        per user (``rewardpilot.caps.load_spend``).
+        """
+        card_ids = list(self._all_ids if wallet is None else self._wallet_key(wallet))
+        used = self._used_card(transaction)
+        if used is not None and used not in card_ids:
+            card_ids.append(used)
+        fields: list[str] = []
+        for card_id in card_ids:
+            plan = self._plans[card_id]
+            day = local_date(transaction.timestamp, plan.card.time_zone)
+            for cap in plan.card.caps:
+                period = period_key(cap.period, day, cycle_day)
+                if plan.top is not None and plan.top.cap is cap:
+                    fields.extend(field_name(card_id, f"top:{c}", period) for c in plan.top.rule.categories)
+                else:
+                    fields.append(field_name(card_id, cap.cap_id, period))
+        return fields
+
+    def _used_card(self, transaction: Transaction) -> str | None:
+        """Resolve ``transaction.card_used`` to a catalog id, or None when it names no catalog card."""
+        if transaction.card_used and transaction.card_used in self.catalog:
+            return self.catalog.get(transaction.card_used).card_id
+        return None
+
+    def _spend_updates(
+        self, plan: _Plan, context: _Context, amount: Decimal, user: UserSpend | None
+    ) -> list[tuple[str, int]]:
+        """List the tallies a purchase on ``plan``'s card adds to: its capped rule's cap and its top-category tally."""
+        option, _ = self._choose(plan, context.category, context.abroad, context.tags, context.rotating)
+        cycle_day = user.cycle_day if user is not None else None
+        amount_cents = to_int_cents(amount)
+        updates: list[tuple[str, int]] = []
+        if option is not None and option.cap is not None and not option.top:
+            period = period_key(option.cap.period, context.day(plan), cycle_day)
+            updates.append((field_name(plan.card.card_id, option.cap.cap_id, period), amount_cents))
+        top = plan.top
+        if (top is not None and top.cap is not None and context.category in top.rule.categories
+                and not (top.us_only and context.abroad)):
+            period = period_key(top.cap.period, context.day(plan), cycle_day)
+            updates.append((field_name(plan.card.card_id, f"top:{context.category}", period), amount_cents))
+        return updates
+
     # -- the call -----------------------------------------------------------
+
+    def recommend_or_fallback(
+        self,
+        transaction: Transaction,
+        wallet: Sequence[str] | None = None,
+        **options,
+    ) -> Recommendation:
+        """Recommend like ``recommend``, but answer against the catalog when the merchant takes no wallet card.
+
+        A purchase at a merchant that accepts none of the wallet's cards (a
+        Costco U.S. warehouse with no Visa in the wallet) still gets an
+        answer: the best card in the catalog for it, with the reasoning
+        naming the acceptance rule and ``passed_over`` listing the wallet's
+        cards. That answer does not touch the spend state, because the user
+        does not hold the card.
+        """
+        try:
+            return self.recommend(transaction, wallet, **options)
+        except NoUsableCardError as exc:
+            answer = self.recommend(transaction, None, valuations=options.get("valuations"),
+                                    mode=options.get("mode"))
+            answer.reasoning = answer.reasoning.replace(
+                CATALOG_NOTE,
+                f"No card in this wallet is accepted at {exc.merchant} ({exc.rule_label}), "
+                "so this is the best card in the catalog for this purchase",
+            )
+            answer.passed_over = [f"{card}: not accepted here ({exc.rule_label})" for card in exc.cards]
+            return answer
 
     def recommend(
         self,
@@ -295,6 +674,8 @@ class RulesEngine:
         *,
         wallet_source: WalletSource | None = None,
         valuations: Mapping[str, object] | None = None,
+        mode: str | None = None,
+        state: SpendState | None = None,
     ) -> Recommendation:
         """The best card for ``transaction``.
 
@@ -303,8 +684,17 @@ class RulesEngine:
         says where the wallet came from: "user" (the user's own, the default
         when a wallet is given), "run" (named for the run), or "catalog"
         (required when wallet is None). ``valuations`` overrides cents per
-        point by program name. Raises UnknownCardError for a card id not in
-        the catalog and ValueError for other bad arguments.
+        point by program name. ``mode`` is "cash" (default), "cashback" or
+        "program:<name>". ``state`` is the spend already recorded this period;
+        when given, caps, activations and the top category use it, the
+        purchase is added to it, and the result's ``spend_updates`` lists the
+        increments. The spend counts on ``transaction.card_used`` when it
+        names a catalog card, else on the recommended card.
+
+        Raises UnknownCardError for a card id not in the catalog,
+        NoUsableCardError when the merchant accepts no card in the wallet,
+        InvalidModeError for a bad mode and ValueError for other bad
+        arguments.
         """
         started = time.perf_counter()
         if wallet is None:
@@ -317,58 +707,113 @@ class RulesEngine:
             if source not in _SOURCES:
                 raise ValueError(f"wallet_source must be one of {_SOURCES}, got {source!r}")
             wallet_key = self._wallet_key(wallet)
+        mode = DEFAULT_MODE if mode is None or mode == DEFAULT_MODE else self.check_mode(mode)
+        user = state.user(transaction.user_id) if state is not None else None
 
-        placement = self.categories.place(transaction.mcc, transaction.category)
-        category = placement.category
-        country = transaction.merchant_country
-        abroad = transaction.currency != "USD" or (country is not None and country != "US")
-        tags = self._tags(transaction, category)
+        context = self._context(transaction, wallet_key, user)
         values_key = self._values_key(valuations)
-        ranked = self._rank(wallet_key, category, abroad, tags, values_key)
+        ranking = self._rank(wallet_key, context.category, context.abroad, context.tags, values_key, mode,
+                             context.rotating, context.merchant_rule)
+        if not ranking.entries:
+            rule = self.catalog.merchant_rules[context.merchant_rule]
+            raise NoUsableCardError(transaction.merchant, rule.label, list(wallet_key or self._all_ids))
 
         amount = transaction.amount_usd
-        top = ranked[: MAX_ALTERNATIVES + 1]
-        rewards = [self._rewards(entry, amount) for entry in top]
+        valued = self._valued(ranking, amount, context, user)
+        top = valued[: MAX_ALTERNATIVES + 1]
+        rewards = [self._rewards(item, amount) for item in top]
         winner, winner_rewards = top[0], rewards[0]
 
-        confidence = placement.confidence
+        confidence = context.placement.confidence
         if len(rewards) > 1 and winner_rewards.cash_value_usd - rewards[1].cash_value_usd <= ONE_CENT:
             confidence -= CLOSE_CALL_PENALTY
-        if winner.assumed:
+        assumed = winner.entry.assumed and user is None
+        if assumed:
             confidence -= ASSUMPTION_PENALTY
         confidence = round(max(MIN_CONFIDENCE, confidence), 2)
 
+        updates: list[tuple[str, int]] = []
+        if user is not None:
+            used = self._used_card(transaction)
+            plan = self._plans[used] if used is not None else winner.entry.plan
+            updates = self._spend_updates(plan, context, amount, user)
+            for name, cents in updates:
+                state.add(transaction.user_id, name, cents)
+
         alternatives = [
-            _build_alternative(card=entry.plan.ref, rewards=entry_rewards, note=entry.phrase)
-            for entry, entry_rewards in zip(top[1:], rewards[1:])
+            _build_alternative(card=item.entry.plan.ref, rewards=item_rewards, note=_describe(item))
+            for item, item_rewards in zip(top[1:], rewards[1:])
         ]
+        passed_over = list(ranking.passed_over) + self._inactive_notes(context, wallet_key)
         reasoning = self._reasoning(
-            transaction, placement, winner, winner_rewards, source, category in self._ineligible
+            transaction, context, winner, winner_rewards, source, assumed, passed_over, mode,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return _build_recommendation(
             transaction_id=transaction.transaction_id,
             user_id=transaction.user_id,
-            recommended_card=winner.plan.ref,
+            recommended_card=winner.entry.plan.ref,
             rewards=winner_rewards,
             alternatives=alternatives,
             reasoning=reasoning,
             confidence=confidence,
-            category=category,
+            category=context.category,
             wallet_source=source,
             amount_usd=amount,
             processing_time_ms=elapsed_ms,
             engine_version=self.engine_version,
             catalog_version=self.catalog.version,
+            passed_over=passed_over,
+            spend_updates=updates,
+            timestamp=transaction.timestamp,
+            card_used=transaction.card_used,
         )
 
+    def rewards_for(
+        self,
+        transaction: Transaction,
+        card_id: str,
+        *,
+        valuations: Mapping[str, object] | None = None,
+        mode: str | None = None,
+        state: SpendState | None = None,
+        held: Sequence[str] | None = None,
+    ) -> Rewards:
+        """Compute what ``card_id`` earns on ``transaction``, whether or not the merchant accepts its network.
+
+        ``held`` is the rest of the wallet (for pooled valuations such as
+        Freedom with a Sapphire card). The state is read, not updated.
+        Raises UnknownCardError for an unknown card id.
+        """
+        card = self.catalog.get(card_id).card_id
+        wallet_key = self._wallet_key([card, *(held or ())])
+        mode = DEFAULT_MODE if mode is None else self.check_mode(mode)
+        user = state.user(transaction.user_id) if state is not None else None
+        context = self._context(transaction, wallet_key, user)
+        ranking = self._rank(wallet_key, context.category, context.abroad, context.tags,
+                             self._values_key(valuations), mode, context.rotating, None)
+        entry = next(item for item in ranking.entries if item.plan.card.card_id == card)
+        return self._rewards(self._value(entry, transaction.amount_usd, context, user, user is None),
+                             transaction.amount_usd)
+
+    def _valued(self, ranking: _Ranking, amount: Decimal, context: _Context,
+                user: UserSpend | None) -> list[_Valued]:
+        """Value every entry on ``amount``, best first. Re-rank only when a cap or the top category can change the order."""
+        entries = ranking.entries
+        if user is None and (ranking.smallest_cap is None or amount <= ranking.smallest_cap):
+            return [_Valued(e, amount * e.per_dollar, amount * e.earn_per_dollar, amount, "")
+                    for e in entries[: MAX_ALTERNATIVES + 1]]
+        valued = [self._value(entry, amount, context, user, user is None) for entry in entries]
+        valued.sort(key=lambda v: (not v.entry.preferred, -v.cash, v.entry.plan.annual_fee, v.entry.plan.card.card_id))
+        return valued
+
     @staticmethod
-    def _rewards(entry: _Ranked, amount: Decimal) -> Rewards:
-        plan = entry.plan
-        earned = amount * entry.earn_per_dollar
+    def _rewards(item: _Valued, amount: Decimal) -> Rewards:
+        plan = item.entry.plan
+        earned = item.earned
         if plan.cash_back:
             earned = round_cash(earned)
-        cash = round_cash(amount * entry.per_dollar)
+        cash = round_cash(item.cash)
         return _build_rewards(
             amount=earned,
             unit=plan.card.unit,
@@ -377,25 +822,45 @@ class RulesEngine:
             effective_rate=(cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN),
         )
 
+    def _inactive_notes(self, context: _Context, wallet_key: tuple[str, ...] | None) -> list[str]:
+        if not context.inactive:
+            return []
+        notes = []
+        quarters = dict(context.quarters)
+        for card_id in context.inactive:
+            card = self._plans[card_id].card
+            notes.append(f"{card.short_name}: its {quarters[card_id]} 5% categories are not activated in this wallet")
+        return notes
+
     def _reasoning(
-        self, transaction: Transaction, placement: Placement, winner: _Ranked,
-        rewards: Rewards, source: str, ineligible: bool,
+        self, transaction: Transaction, context: _Context, winner: _Valued, rewards: Rewards,
+        source: str, assumed: bool, passed_over: list[str], mode: str,
     ) -> str:
-        card = winner.plan.card
+        entry = winner.entry
+        card = entry.plan.card
+        placement = context.placement
         amount = transaction.amount_usd
-        if ineligible:
+        if context.category in self._ineligible:
             first = (
                 f"Card terms exclude cash-like transactions and wagers ({placement.category}) from rewards, "
                 f"so no card earns anything here; {card.short_name} is listed first for its lower annual fee."
             )
         else:
             first = f"{card.short_name} earns {winner.phrase}: {_money(rewards.cash_value_usd)} on {_money(amount)}"
-            if winner.fee_applied:
-                first += f" after its {_number(winner.fee_applied)}% foreign transaction fee"
+            if entry.fee_applied:
+                first += f" after its {_number(entry.fee_applied)}% foreign transaction fee"
             first += "."
+
         notes: list[str] = []
+        if winner.note:
+            notes.append(winner.note)
+        if mode == "cashback":
+            notes.append("points are valued at their cash redemption value (cash back mode)")
+        elif mode.startswith(PROGRAM_MODE_PREFIX) and not entry.preferred:
+            notes.append(f"no card in the wallet earns {mode[len(PROGRAM_MODE_PREFIX):]}, so the highest cash value wins")
+
         if source == "catalog":
-            notes.append("No wallet on file for this user, so this is the best card in the catalog for this purchase")
+            notes.append(CATALOG_NOTE)
         elif source == "run":
             notes.append("No wallet on file for this user, so this is the best card in the wallet named for this run")
         if placement.source == "text":
@@ -407,12 +872,44 @@ class RulesEngine:
                          f"{placement.category}")
         elif placement.source == "fallback":
             notes.append("neither the MCC nor the category text identified the purchase, so it counts as other spending")
-        if winner.assumed:
+
+        if assumed and entry.option is not None and entry.option.top:
             notes.append(f"this assumes {placement.category} is the card's top eligible category this billing cycle")
+        elif assumed:
+            notes.append("this assumes the quarter's 5% categories are activated")
+        if passed_over and len(passed_over) <= 3:
+            notes.append("passed over: " + "; ".join(passed_over))
+        elif passed_over:
+            # The full list stays in the result's passed_over field; the sentence stays short.
+            notes.append(f"{len(passed_over)} cards were passed over, for example {passed_over[0]}")
+
         if not notes:
             return first
         second = "; ".join(notes)
         return f"{first} {second[0].upper()}{second[1:]}."
+
+
+_PERIOD_WORDS = {
+    "calendar_year": "calendar-year",
+    "cardmember_year": "cardmember-year",
+    "calendar_quarter": "quarterly",
+    "calendar_month": "monthly",
+    "statement_cycle": "billing-cycle",
+}
+
+
+def program_of(plan: _Plan) -> str:
+    return plan.card.program
+
+
+def _order(entry: _Ranked) -> tuple:
+    return (not entry.preferred, -entry.per_dollar, entry.plan.annual_fee, entry.plan.card.card_id)
+
+
+def _describe(item: _Valued) -> str:
+    if item.note:
+        return f"{item.phrase}; {item.note}"
+    return item.phrase
 
 
 def _number(value: Decimal) -> str:

@@ -47,7 +47,7 @@ class RecommendService:
 
         # NOTE: the engine runs on the event loop. It is pure CPU work of well
         # under a millisecond per transaction, so a thread hop would cost more.
-        return self.engine.recommend(request.to_transaction(), wallet, wallet_source=source)
+        return self.engine.recommend_or_fallback(request.to_transaction(), wallet, wallet_source=source)
 
     async def _wallet_for(self, request: RecommendRequest) -> tuple[list[str] | None, WalletSource]:
         if request.wallet is not None:

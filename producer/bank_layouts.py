@@ -1,0 +1,249 @@
+"""Presets for the CSV exports of US card issuers, banks and aggregators.
+
+Each preset is a ``Layout``, the same column mapping a user can write in a
+file. Bank exports name no user, so ``user_id`` is the constant
+``DEFAULT_USER`` until ``--user`` replaces it (``Layout.with_user``). They
+rarely carry an id either, so ``transaction_id`` joins the preset name, the
+line and a hash of the raw row: reading the same file twice gives the same
+ids, and two identical purchases on one day stay apart.
+
+Sign conventions and columns come from these sources:
+
+* Chase, Capital One, Mint, Mercury, Schwab, BeanHub's Plaid CSV and the
+  generic card layout: real exports published as test fixtures by
+  LaunchPlatform/beanhub-extract, reubano/csv2ofx and cantino/reckon.
+* American Express, Discover, Citi and Apple Card: the column names that
+  open-source importers expect (no published sample was found), and for
+  Citi the Firefly III import configuration ``us/citi/default.json``.
+
+None of these exports carries an MCC, so ``mcc`` stays empty and the
+engine places the purchase by the issuer's category text, with the lower
+confidence it gives to a category found from text.
+"""
+
+from __future__ import annotations
+
+from producer.layouts import Layout
+from producer.values import US_DATE_FORMATS
+
+DEFAULT_USER = "me"
+
+PAYMENT = "payment to the card"
+REFUND = "return or refund"
+PENDING = "pending, not final until it posts"
+
+
+def _row_id(prefix: str) -> str:
+    return prefix + "-{#line}-{#row_hash}"
+
+
+CHASE = Layout(
+    name="chase",
+    columns={
+        "transaction_id": _row_id("chase"),
+        "merchant": "Description",
+        "category": "Category",
+        "amount_usd": "Amount",
+        "timestamp": "Transaction Date",
+    },
+    constants={"user_id": DEFAULT_USER, "card_used": "chase"},
+    purchases="negative",
+    timestamp_formats=US_DATE_FORMATS,
+    skip_values={"Type": {"Payment": PAYMENT, "Return": REFUND, "Adjustment": "adjustment", "Fee": "card fee"}},
+    expected_header="Transaction Date,Post Date,Description,Category,Type,Amount,Memo".split(","),
+)
+
+AMEX = Layout(
+    name="amex",
+    columns={
+        "transaction_id": _row_id("amex"),
+        "merchant": "Description",
+        "amount_usd": "Amount",
+        "timestamp": "Date",
+        "card_used": "amex {Account #} {Card Member}",
+    },
+    optional={"category": "Category"},
+    constants={"user_id": DEFAULT_USER},
+    purchases="positive",
+    timestamp_formats=US_DATE_FORMATS,
+    expected_header="Date,Description,Card Member,Account #,Amount".split(","),
+)
+
+DISCOVER = Layout(
+    name="discover",
+    columns={
+        "transaction_id": _row_id("discover"),
+        "merchant": "Description",
+        "category": "Category",
+        "amount_usd": "Amount",
+        "timestamp": "Trans. Date",
+    },
+    constants={"user_id": DEFAULT_USER, "card_used": "discover"},
+    purchases="positive",
+    timestamp_formats=US_DATE_FORMATS,
+    expected_header="Trans. Date,Post Date,Description,Amount,Category".split(","),
+)
+
+CITI = Layout(
+    name="citi",
+    columns={
+        "transaction_id": _row_id("citi"),
+        "merchant": "Description",
+        "timestamp": "Date",
+    },
+    optional={"card_used": "citi {Member Name}"},
+    constants={"user_id": DEFAULT_USER, "card_used": "citi"},
+    debit_column="Debit",
+    credit_column="Credit",
+    timestamp_formats=US_DATE_FORMATS,
+    skip_values={"Status": {"Pending": PENDING}},
+    expected_header="Status,Date,Description,Debit,Credit".split(","),
+)
+
+APPLE_CARD = Layout(
+    name="apple-card",
+    columns={
+        "transaction_id": _row_id("apple-card"),
+        "merchant": "Merchant",
+        "category": "Category",
+        "amount_usd": "Amount (USD)",
+        "timestamp": "Transaction Date",
+    },
+    optional={"card_used": "apple card {Purchased By}"},
+    constants={"user_id": DEFAULT_USER, "card_used": "apple card"},
+    purchases="positive",
+    timestamp_formats=US_DATE_FORMATS,
+    skip_values={"Type": {"Payment": PAYMENT, "Credit": REFUND, "Interest": "interest charge"}},
+    expected_header=(
+        "Transaction Date,Clearing Date,Description,Merchant,Category,Type,Amount (USD)"
+    ).split(","),
+)
+
+CAPITAL_ONE = Layout(
+    name="capital-one",
+    columns={
+        "transaction_id": _row_id("capital-one"),
+        "merchant": "Description",
+        "category": "Category",
+        "timestamp": "Transaction Date",
+        "card_used": "capital one ...{Card No.}",
+    },
+    constants={"user_id": DEFAULT_USER},
+    debit_column="Debit",
+    credit_column="Credit",
+    expected_header="Transaction Date,Posted Date,Card No.,Description,Category,Debit,Credit".split(","),
+)
+
+# Mint writes every amount positive and the direction in "Transaction Type".
+MINT = Layout(
+    name="mint",
+    columns={
+        "transaction_id": _row_id("mint"),
+        "merchant": "Description",
+        "category": "Category",
+        "amount_usd": "Amount",
+        "timestamp": "Date",
+        "card_used": "Account Name",
+    },
+    constants={"user_id": DEFAULT_USER},
+    purchases="positive",
+    timestamp_formats=("%m/%d/%Y", "%m/%d/%y", "iso"),
+    skip_values={
+        "Transaction Type": {"credit": "credit to the account"},
+        "Category": {"Transfer": "transfer between accounts", "Credit Card Payment": PAYMENT},
+    },
+    expected_header=(
+        "Date,Description,Original Description,Amount,Transaction Type,Category,Account Name,Labels,Notes"
+    ).split(","),
+)
+
+# Mercury writes money out negative and the time in UTC ("Date (UTC)").
+MERCURY = Layout(
+    name="mercury",
+    columns={
+        "transaction_id": _row_id("mercury"),
+        "merchant": "Description",
+        "category": "Category",
+        "amount_usd": "Amount",
+        "timestamp": "Timestamp",
+        "card_used": "{Source Account} {Last Four Digits}",
+    },
+    optional={"currency": "Original Currency"},
+    constants={"user_id": DEFAULT_USER},
+    purchases="negative",
+    timestamp_formats=("%m-%d-%Y %H:%M:%S", "%m-%d-%Y"),
+    skip_values={"Status": {"Failed": "failed transaction", "Pending": PENDING}},
+    expected_header=(
+        "Date (UTC),Description,Amount,Status,Source Account,Bank Description,Reference,Note,"
+        "Last Four Digits,Name On Card,Category,GL Code,Timestamp,Original Currency"
+    ).split(","),
+)
+
+# A checking account: cash, checks, deposits and transfers are not card purchases.
+SCHWAB_CHECKING = Layout(
+    name="schwab-checking",
+    columns={
+        "transaction_id": _row_id("schwab"),
+        "merchant": "Description",
+        "timestamp": "Date",
+    },
+    constants={"user_id": DEFAULT_USER, "card_used": "schwab checking"},
+    debit_column="Withdrawal",
+    credit_column="Deposit",
+    timestamp_formats=US_DATE_FORMATS,
+    skip_values={
+        "Type": {
+            "ATM": "cash withdrawal at an ATM",
+            "CHECK": "check",
+            "DEPOSIT": "deposit",
+            "ACH": "bank transfer (ACH)",
+            "TRANSFER": "transfer between accounts",
+        },
+        "Status": {"Pending": PENDING},
+    },
+    expected_header="Date,Status,Type,CheckNumber,Description,Withdrawal,Deposit,RunningBalance".split(","),
+)
+
+# Plaid transactions as BeanHub flattens them to CSV: nested keys joined with "__".
+# Plaid writes money out as a positive amount.
+PLAID_CSV = Layout(
+    name="plaid-csv",
+    columns={
+        "transaction_id": "transaction_id",
+        "merchant": "name",
+        "amount_usd": "amount",
+        "timestamp": "date",
+        "card_used": "plaid account {account_id}",
+    },
+    optional={
+        "category": "personal_finance_category__detailed",
+        "currency": "iso_currency_code",
+    },
+    constants={"user_id": DEFAULT_USER},
+    purchases="positive",
+    skip_values={"pending": {"True": PENDING}},
+    expected_header="date,name,amount,pending,account_id,transaction_id,iso_currency_code".split(","),
+)
+
+# A card export from an unnamed US issuer: charges positive, like Amex and Discover.
+# NOTE: the sign convention is assumed from one sample; a file that writes
+# purchases negative needs a layout file with purchases: negative.
+GENERIC_CARD = Layout(
+    name="generic-card",
+    columns={
+        "transaction_id": _row_id("card"),
+        "merchant": "Description",
+        "category": "Category",
+        "amount_usd": "Amount",
+        "timestamp": "Transaction Date",
+    },
+    constants={"user_id": DEFAULT_USER},
+    purchases="positive",
+    timestamp_formats=US_DATE_FORMATS,
+    expected_header="Transaction Date,Description,Amount,Category".split(","),
+)
+
+BANK_LAYOUTS = (
+    CHASE, AMEX, DISCOVER, CITI, APPLE_CARD, CAPITAL_ONE, MINT, MERCURY,
+    SCHWAB_CHECKING, PLAID_CSV, GENERIC_CARD,
+)

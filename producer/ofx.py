@@ -1,0 +1,301 @@
+"""A tolerant reader of OFX and QFX statements, SGML 1.x and XML 2.x.
+
+OFX 1.x starts with ``KEY:VALUE`` header lines (``OFXHEADER:100``,
+``ENCODING``, ``CHARSET``) and its body is SGML, where leaf elements such as
+``<TRNAMT>-5.50`` are never closed. OFX 2.x starts with an XML declaration
+and ``<?OFX OFXHEADER="200" ...?>``, though some banks still write an SGML
+body after it. The reader honours the declared encoding (USASCII with
+CHARSET 1252, ISO-8859-1 or NONE, and UTF-8), then scans tags, so closed and
+unclosed leaves both work.
+
+Every ``<STMTTRN>`` of a bank (``STMTRS``) or credit-card (``CCSTMTRS``)
+statement becomes one outcome. Per the OFX 2.1.1 specification (section
+11.4.4.1), ``TRNAMT`` is negative for money out, so a negative amount is a
+purchase and a positive one a credit. ``FITID`` is the bank's id for the
+transaction and makes the transaction_id. ``SIC`` is a Standard Industrial
+Classification code, not an ISO 18245 MCC, so it is not used as an MCC.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import html
+import re
+from bisect import bisect_right
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Iterator
+
+import pydantic
+
+from producer.bank_layouts import DEFAULT_USER
+from producer.documents import DocumentReader
+from producer.errors import InputError, RowError
+from producer.readers import Outcome, Rejected, Skipped
+from producer.values import parse_amount
+from rewardpilot.models import Transaction
+
+OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
+
+# TRNTYPE values (OFX 2.1.1 section 11.4.4.3) that are never card purchases.
+NOT_PURCHASES = {
+    "INT": "interest",
+    "DIV": "dividend",
+    "FEE": "fee",
+    "SRVCHG": "service charge",
+    "DEP": "deposit",
+    "DIRECTDEP": "direct deposit",
+    "ATM": "cash withdrawal at an ATM",
+    "CASH": "cash withdrawal",
+    "XFER": "transfer between accounts",
+    "CHECK": "check",
+}
+
+# CHARSET values of OFX 1.x headers and the Python codecs that decode them.
+CHARSETS = {
+    "1252": "cp1252",
+    "WINDOWS-1252": "cp1252",
+    "ISO-8859-1": "latin-1",
+    "8859-1": "latin-1",
+    "LATIN1": "latin-1",
+    # NONE means plain ASCII; cp1252 decodes ASCII and every stray byte too.
+    "NONE": "cp1252",
+}
+
+_TAG = re.compile(r"<(/?)([A-Za-z0-9_.]+)\s*>([^<]*)")
+_XML_ENCODING = re.compile(rb"""<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_OFX_TIME = re.compile(
+    r"^(\d{8})(\d{6})?(?:[.:]\d{1,3})?(?:\[\s*([+-]?\d{1,2}(?:\.\d+)?)(?::[^\]]*)?\])?$"
+)
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d{1,2}$")
+
+
+def looks_like_ofx(head: bytes) -> bool:
+    """Return whether the first bytes of a file are an OFX header or an ``<OFX>`` element."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return text.startswith(b"OFXHEADER") or b"<OFX>" in head.upper() or b"<?OFX" in head.upper()
+
+
+def detect_encoding(data: bytes) -> str:
+    """Return the Python codec that the OFX header declares; raise ``InputError`` for an unknown one."""
+    text = data.lstrip()
+    if text.startswith(b"<?xml"):
+        match = _XML_ENCODING.match(text)
+        name = match.group(1).decode("ascii") if match else "UTF-8"
+        return _codec(name, "the XML declaration's encoding")
+
+    header = _v1_header(data)
+    encoding = header.get("ENCODING", "USASCII").upper()
+    if encoding in ("UTF-8", "UTF8", "UNICODE"):
+        return "utf-8"
+    charset = header.get("CHARSET", "NONE").upper()
+    if charset in CHARSETS:
+        return CHARSETS[charset]
+    return _codec(charset, "the CHARSET header")
+
+
+def _codec(name: str, where: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise InputError(
+            f"{where} {name!r} is not an encoding Python knows; "
+            "re-download the statement, or save it as UTF-8 with ENCODING:UTF-8"
+        ) from None
+
+
+def _v1_header(data: bytes) -> dict[str, str]:
+    """Return the ``KEY:VALUE`` lines before the first ``<`` of an OFX 1.x file."""
+    start = data.find(b"<")
+    preamble = data if start < 0 else data[:start]
+    header = {}
+    for line in preamble.decode("ascii", "replace").splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            header[key.strip().upper()] = value.strip()
+    return header
+
+
+def _closes_next(text: str, position: int, name: str) -> bool:
+    """Return whether ``</name>`` follows at ``position``: an empty leaf such as ``<MEMO></MEMO>``."""
+    return text.startswith(f"</{name}>", position) or text[position:position + len(name) + 3].upper() == f"</{name}>"
+
+
+def parse_ofx_time(text: str) -> datetime:
+    """Parse an OFX date-time such as ``20140920170000[0:GMT]`` or ``20170508`` into UTC.
+
+    The format is YYYYMMDD, optional HHMMSS, optional milliseconds and an
+    optional ``[offset:zone]``; without an offset the time is UTC (OFX 2.1.1
+    section 3.2.8.2). Raises ``ValueError`` naming the accepted form.
+    """
+    match = _OFX_TIME.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not an OFX date; write it as YYYYMMDD or YYYYMMDDHHMMSS, "
+            "optionally with an offset such as [-5:EST]"
+        )
+    day, clock, offset = match.groups()
+    parsed = datetime.strptime(day + (clock or "000000"), "%Y%m%d%H%M%S")
+    hours = Decimal(offset) if offset else Decimal(0)
+    if abs(hours) > 14:
+        raise ValueError(f"{text!r} has an offset of {hours} hours, outside -14..14")
+    zone = timezone(timedelta(hours=float(hours)))
+    return parsed.replace(tzinfo=zone).astimezone(timezone.utc)
+
+
+def parse_ofx_amount(text: str) -> Decimal:
+    """Parse ``TRNAMT``; OFX allows a decimal comma as well as a point ("-5,50")."""
+    value = text.strip()
+    if _DECIMAL_COMMA.match(value):
+        value = value.replace(",", ".")
+    return parse_amount(value)
+
+
+class OfxReader(DocumentReader):
+    """Read one OFX or QFX document and yield an ``Outcome`` per ``STMTTRN``.
+
+    ``Row.line`` is the line on which the ``<STMTTRN>`` starts. Raises
+    ``InputError`` when the document has no ``<OFX>`` element or declares an
+    unknown encoding.
+    """
+
+    format = "ofx"
+
+    def __iter__(self) -> Iterator[Outcome]:
+        try:
+            yield from self._read()
+        finally:
+            self.duplicates.close()
+
+    def _read(self) -> Iterator[Outcome]:
+        data = self.read_all().removeprefix(b"\xef\xbb\xbf")
+        self.encoding = detect_encoding(data)
+        text = data.decode(self.encoding, "replace")
+
+        start = text.upper().find("<OFX>")
+        if start < 0:
+            raise InputError(f"{self.name or 'the input'} has no <OFX> element, so it is not an OFX statement")
+
+        statement: dict[str, str] = {}
+        organization = ""
+        transaction: dict[str, str] | None = None
+        transaction_start = 0
+        count = 0
+
+        for match in _TAG.finditer(text, start):
+            closing, name, content = match.group(1), match.group(2).upper(), match.group(3)
+            value = html.unescape(content.strip())
+
+            if closing:
+                if name == "STMTTRN" and transaction is not None:
+                    yield self._outcome(transaction, statement, organization, transaction_start, text, match.end())
+                    transaction = None
+                    count += 1
+                continue
+
+            if name in ("STMTRS", "CCSTMTRS"):
+                statement = {"kind": name}
+            elif name == "STMTTRN":
+                if transaction is not None:
+                    # An unclosed STMTTRN ends where the next one begins.
+                    yield self._outcome(transaction, statement, organization, transaction_start, text, match.start())
+                    count += 1
+                transaction = {}
+                transaction_start = match.start()
+            elif value or _closes_next(text, match.end(), name):
+                if transaction is not None:
+                    transaction.setdefault(name, value)
+                elif name in ("CURDEF", "ACCTID"):
+                    statement[name] = value
+                elif name == "ORG":
+                    organization = value
+
+        if transaction is not None:
+            yield self._outcome(transaction, statement, organization, transaction_start, text, len(text))
+            count += 1
+        if count == 0:
+            self.warn(f"{self.name or 'the input'} holds no <STMTTRN> transactions")
+
+    def _outcome(self, fields: dict[str, str], statement: dict[str, str], organization: str,
+                 offset: int, text: str, end: int) -> Outcome:
+        line = bisect_right(self._line_starts(text), offset)
+        raw = text[offset:end].strip()
+        try:
+            return self._convert(fields, statement, organization, line, raw)
+        except RowError as error:
+            return Rejected(error, raw)
+
+    def _line_starts(self, text: str) -> list[int]:
+        cached = getattr(self, "_starts", None)
+        if cached is None:
+            cached = self._starts = [0] + [match.end() for match in _LINE_END.finditer(text)]
+        return cached
+
+    def _convert(self, fields: dict[str, str], statement: dict[str, str], organization: str,
+                 line: int, raw: str) -> Outcome:
+        for name, value in fields.items():
+            if "\ufffd" in value:
+                raise RowError(
+                    f"<{name}> contains bytes that are invalid in {self.encoding}",
+                    line=line, column=name, value=value,
+                    fix="fix the CHARSET or ENCODING header to match the file, or save it as UTF-8",
+                )
+
+        account = statement.get("ACCTID", "")
+        fitid = fields.get("FITID", "")
+        if fitid:
+            transaction_id = f"ofx-{account[-4:] or 'account'}-{fitid}"
+        else:
+            digest = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+            transaction_id = f"ofx-{account[-4:] or 'account'}-{line}-{digest}"
+
+        kind = fields.get("TRNTYPE", "").upper()
+        if fields.get("CORRECTACTION", "").upper() == "DELETE":
+            return Skipped(line, f"correction that deletes transaction {fields.get('CORRECTFITID', '')!r}, "
+                                 "not a purchase", raw, transaction_id)
+        if kind in NOT_PURCHASES:
+            return Skipped(line, f"{NOT_PURCHASES[kind]} (TRNTYPE: {kind}), not a purchase", raw, transaction_id)
+
+        amount_text = fields.get("TRNAMT", "")
+        try:
+            amount = -parse_ofx_amount(amount_text)
+        except ValueError as error:
+            raise RowError(str(error), line=line, column="TRNAMT", value=amount_text) from None
+        if amount <= 0:
+            what = "zero amount" if amount == 0 else f"credit of {-amount}"
+            return Skipped(line, f"{what}, not a purchase; recorded, not recommended", raw, transaction_id)
+
+        stamp_field = "DTUSER" if fields.get("DTUSER") else "DTPOSTED"
+        try:
+            timestamp = parse_ofx_time(fields.get(stamp_field, ""))
+        except ValueError as error:
+            raise RowError(str(error), line=line, column=stamp_field, value=fields.get(stamp_field, "")) from None
+
+        merchant = fields.get("NAME") or fields.get("MEMO") or ""
+        if not merchant:
+            raise RowError("the transaction has neither <NAME> nor <MEMO>", line=line, column="NAME",
+                           value="", fix="fill in the payee's name")
+
+        values: dict = {
+            "transaction_id": transaction_id,
+            "user_id": self.user or DEFAULT_USER,
+            "merchant": merchant,
+            "amount_usd": amount,
+            "timestamp": timestamp,
+            # NOTE: amounts stay in the statement's currency (CURDEF); nothing converts them to USD.
+            "currency": statement.get("CURDEF") or "USD",
+        }
+        if account:
+            holder = organization or ("card" if statement.get("kind") == "CCSTMTRS" else "account")
+            values["card_used"] = f"{holder} ...{account[-4:]}"
+
+        try:
+            transaction = Transaction.model_validate(values)
+        except pydantic.ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            field = str(first["loc"][0]) if first["loc"] else "STMTTRN"
+            raise RowError(first["msg"].removeprefix("Value error, "), line=line, column=field,
+                           value=first.get("input"), fix="correct the value in the statement") from None
+        return self.check_duplicate(transaction, line, raw, "FITID")

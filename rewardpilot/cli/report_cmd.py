@@ -1,0 +1,80 @@
+"""``rewardpilot report --user USER --month YYYY-MM | --year YYYY``: the missed-rewards report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.report import Report, Totals, build_report
+from rewardpilot.report_charts import render_html, render_png
+from rewardpilot.streams import LIVE_RUN
+
+
+def report(
+    ctx: typer.Context,
+    user: str = typer.Option(..., "--user", help="The user_id to report on."),
+    month: str = typer.Option(None, "--month", help="A month, YYYY-MM (by transaction date, Eastern Time)."),
+    year: str = typer.Option(None, "--year", help="A year, YYYY."),
+    job: str = typer.Option(None, "--job", help="Read the results of this `rewardpilot run` job instead of live."),
+    run: str = typer.Option(LIVE_RUN, "--run", help="The run whose results to read (a replay's name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    html_file: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page with a chart."),
+    png_file: Path = typer.Option(None, "--png", help="Also write the chart as a PNG (needs matplotlib)."),
+) -> None:
+    """Show what a user earned with the cards used, what the recommended cards would have earned, and the caps."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    try:
+        result = build_report(client, context.keys(job), user, month=month, year=year, run=run)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    if html_file is not None:
+        html_file.write_text(render_html(result), encoding="utf-8")
+        console.print(f"wrote {html_file}")
+    if png_file is not None:
+        try:
+            render_png(result, png_file)
+        except RuntimeError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        console.print(f"wrote {png_file}")
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    print_report(result)
+
+
+def _table(title: str, first: str, rows: dict[str, Totals]) -> Table:
+    table = Table(title=title)
+    for column in (first, "purchases", "spend", "earned", "best", "missed"):
+        table.add_column(column, justify="left" if column == first else "right")
+    for name, totals in sorted(rows.items(), key=lambda item: (-item[1].missed, item[0])):
+        table.add_row(name, str(totals.purchases), f"${totals.spend:,.2f}", f"${totals.earned:,.2f}",
+                      f"${totals.best:,.2f}", f"${totals.missed:,.2f}")
+    return table
+
+
+def print_report(result: Report) -> None:
+    out = stdout_console()
+    total = result.total
+    out.print(f"[bold]{result.user_id}, {result.period}[/bold]: {result.purchases} purchases, "
+              f"${total.spend:,.2f} spent; earned ${total.earned:,.2f}, the recommended cards would have "
+              f"earned ${total.best:,.2f}: [bold red]${total.missed:,.2f} missed[/bold red]")
+    if result.unknown_card_used:
+        out.print(f"{result.unknown_card_used} purchases named no known card and count as earning the best amount.")
+    out.print(_table("By category", "category", result.by_category))
+    out.print(_table("By card used", "card used", result.by_card_used))
+    caps = Table(title="Caps this period")
+    for column in ("card", "cap", "period", "spent", "cap amount", "left", "runs out at this pace"):
+        caps.add_column(column)
+    for cap in result.caps:
+        caps.add_row(cap.card_id, cap.tally, cap.period, f"${cap.spent_usd:,.2f}", f"${cap.cap_usd:,.2f}",
+                     f"${cap.remaining_usd:,.2f}", cap.runs_out_on.isoformat() if cap.runs_out_on else "not this period")
+    out.print(caps)

@@ -1,0 +1,66 @@
+"""``rewardpilot valuations set|show``: a user's cents per point for each reward program."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from rewardpilot import caps
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+
+app = typer.Typer(help="Set what each reward program's points are worth to a user.", no_args_is_help=True)
+
+
+def _table():
+    from rewardpilot.engine import RulesEngine
+
+    return RulesEngine.default().valuations
+
+
+@app.command("set")
+def set_valuation(
+    ctx: typer.Context,
+    user: str = typer.Argument(..., help="The user_id."),
+    program: str = typer.Argument(..., help='A program name, e.g. "Amex Membership Rewards".'),
+    cents: str = typer.Argument(..., help="Cents per point, from 0 to 100, e.g. 1.5."),
+) -> None:
+    """Store a user's valuation of one program, used instead of the default."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    try:
+        stored = caps.set_valuation(client, context.keys(), user, program, cents, _table())
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"{user}: {program} valued at {stored} cents per point")
+
+
+@app.command("show")
+def show_valuations(
+    ctx: typer.Context,
+    user: str = typer.Argument(..., help="The user_id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show every program's cents per point for a user: the user's own value or the default."""
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    overrides = caps.get_valuations(client, context.keys(), user)
+    table = _table()
+    rows = {
+        name: {"cents_per_point": overrides.get(name, format(program.cents_per_point, "f")),
+               "source": "user" if name in overrides else "default"}
+        for name, program in sorted(table.programs.items())
+    }
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    view = Table(title=f"Valuations for {user}")
+    for column in ("program", "cents per point", "from"):
+        view.add_column(column)
+    for name, row in rows.items():
+        view.add_row(name, row["cents_per_point"], row["source"])
+    stdout_console().print(view)

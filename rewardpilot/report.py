@@ -1,0 +1,264 @@
+"""Missed rewards: what a user earned with the cards used against what the recommended cards would have.
+
+``build_report`` reads a run's results stream for one user and one month or
+year (by transaction time, Eastern Time). It fetches each result's
+transaction from the transactions stream by its entry id. Then it replays
+the period in time order through the engine with a fresh ``SpendState``,
+computing for each purchase what the card used earned
+(``RulesEngine.rewards_for``) and what the best card in the wallet would
+have earned. NOTE: the replay starts the period with
+no spend, so a yearly cap already partly used before a monthly report's month
+is treated as untouched.
+
+A purchase whose ``card_used`` names no catalog card counts in the totals
+of the recommended card only and is counted in ``unknown_card_used``.
+
+Cap status comes from the user's live spend hash (``keys.cap_spend``): the
+spend in the current period of each cap, what is left, and the date the cap
+runs out at the pace so far in that period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+import redis
+
+from rewardpilot import caps, wallets
+from rewardpilot.codec import decode_transaction
+from rewardpilot.engine import RulesEngine
+from rewardpilot.engine.state import SpendState, local_date, period_key
+from rewardpilot.models import Recommendation, Transaction
+from rewardpilot.results import read_results
+from rewardpilot.streams import LIVE_RUN, StreamKeys
+
+ZERO = Decimal("0")
+
+
+@dataclass
+class Totals:
+    spend: Decimal = ZERO
+    earned: Decimal = ZERO        # with the cards used
+    best: Decimal = ZERO          # with the recommended cards
+    purchases: int = 0
+
+    @property
+    def missed(self) -> Decimal:
+        return self.best - self.earned
+
+
+@dataclass
+class CapStatus:
+    card_id: str
+    tally: str                    # the cap id, or "top:<category>" for a top-category tally
+    period: str
+    cap_usd: Decimal
+    spent_usd: Decimal
+    remaining_usd: Decimal
+    period_ends: date
+    runs_out_on: date | None      # at the pace so far; None when it will not run out this period
+
+
+@dataclass
+class Report:
+    user_id: str
+    period: str                   # "2026-11" or "2026"
+    purchases: int
+    unknown_card_used: int
+    total: Totals
+    by_category: dict[str, Totals] = field(default_factory=dict)
+    by_card_used: dict[str, Totals] = field(default_factory=dict)
+    by_card_recommended: dict[str, Totals] = field(default_factory=dict)
+    caps: list[CapStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """Convert the report to JSON-ready data: money as strings, dates as ISO 8601."""
+        def totals(item: Totals) -> dict:
+            return {"spend": str(item.spend), "earned": str(item.earned), "best": str(item.best),
+                    "missed": str(item.missed), "purchases": item.purchases}
+
+        return {
+            "user_id": self.user_id,
+            "period": self.period,
+            "purchases": self.purchases,
+            "unknown_card_used": self.unknown_card_used,
+            "total": totals(self.total),
+            "by_category": {name: totals(item) for name, item in self.by_category.items()},
+            "by_card_used": {name: totals(item) for name, item in self.by_card_used.items()},
+            "by_card_recommended": {name: totals(item) for name, item in self.by_card_recommended.items()},
+            "caps": [_cap_json(cap) for cap in self.caps],
+        }
+
+
+def _cap_json(cap: CapStatus) -> dict:
+    data = asdict(cap)
+    for name in ("cap_usd", "spent_usd", "remaining_usd"):
+        data[name] = str(data[name])
+    data["period_ends"] = cap.period_ends.isoformat()
+    data["runs_out_on"] = cap.runs_out_on.isoformat() if cap.runs_out_on else None
+    return data
+
+
+def parse_period(month: str | None, year: str | None) -> tuple[str, date, date]:
+    """Parse exactly one of ``month`` (YYYY-MM) or ``year`` (YYYY) into a label and its first and last day."""
+    if (month is None) == (year is None):
+        raise ValueError("give exactly one of --month YYYY-MM or --year YYYY")
+    if month is not None:
+        try:
+            first = datetime.strptime(month.strip(), "%Y-%m").date()
+        except ValueError:
+            raise ValueError(f"month {month!r} is not a month; write it like 2026-11") from None
+        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        return first.strftime("%Y-%m"), first, last
+    text = year.strip()
+    if not (len(text) == 4 and text.isdigit()):
+        raise ValueError(f"year {year!r} is not a year; write it like 2026")
+    return text, date(int(text), 1, 1), date(int(text), 12, 31)
+
+
+def build_report(
+    client: redis.Redis, keys: StreamKeys, user_id: str, *, month: str | None = None, year: str | None = None,
+    run: str = LIVE_RUN, engine: RulesEngine | None = None, today: date | None = None,
+) -> Report:
+    """Build the missed-rewards report of one user for a month or a year. Raises ValueError for a bad period or user."""
+    engine = engine or RulesEngine.default()
+    user = wallets.check_user_id(user_id)
+    label, first, last = parse_period(month, year)
+
+    results = [
+        rec for rec in read_results(client, keys.results(run), user=user)
+        if first <= local_date(_moment(rec)) <= last
+    ]
+    results.sort(key=_moment)
+    transactions = _transactions(client, keys, results)
+
+    record = wallets.get_wallet_record(client, keys, user)
+    wallet = record.cards if record else None
+    state = SpendState()
+    if record is not None:
+        state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
+    valuations = caps.get_valuations(client, keys, user) or None
+    mode = record.mode if record else None
+
+    report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals())
+    for rec, transaction in zip(results, transactions):
+        _add(report, engine, rec, transaction, wallet, state, valuations, mode)
+
+    report.caps = cap_status(client, keys, user, engine, today=today or datetime.now(timezone.utc).date(),
+                             cycle_day=record.cycle_day if record else None)
+    return report
+
+
+def _moment(rec: Recommendation) -> datetime:
+    return rec.timestamp or rec.published_at or rec.completed_at or datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _transactions(client: redis.Redis, keys: StreamKeys, results: list[Recommendation]) -> list[Transaction]:
+    """Fetch each result's transaction in one pipeline, rebuilding it from the result when it was trimmed."""
+    pipe = client.pipeline(transaction=False)
+    for rec in results:
+        pipe.xrange(keys.transactions, min=rec.entry_id or "-", max=rec.entry_id or "-", count=1)
+    replies = pipe.execute() if results else []
+    found: list[Transaction] = []
+    for rec, reply in zip(results, replies):
+        transaction = None
+        if rec.entry_id and reply:
+            transaction = decode_transaction(reply[0][1])
+            if transaction.transaction_id != rec.transaction_id:
+                transaction = None
+        if transaction is None:
+            # NOTE: the entry was trimmed, so the category name replaces the MCC and merchant rules cannot match.
+            transaction = Transaction(
+                transaction_id=rec.transaction_id, user_id=rec.user_id, merchant="(unknown merchant)",
+                category=rec.category, amount_usd=rec.amount_usd, timestamp=_moment(rec), card_used=rec.card_used,
+            )
+        found.append(transaction)
+    return found
+
+
+def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: Transaction,
+         wallet: list[str] | None, state: SpendState, valuations, mode) -> None:
+    used = None
+    if transaction.card_used and transaction.card_used in engine.catalog:
+        used = engine.catalog.get(transaction.card_used).card_id
+    earned = None
+    if used is not None:
+        earned = engine.rewards_for(transaction, used, valuations=valuations, mode=mode, state=state,
+                                    held=wallet).cash_value_usd
+    best = engine.recommend(transaction, wallet, wallet_source=None if wallet is None else "user",
+                            valuations=valuations, mode=mode, state=state)
+    best_cash = best.rewards.cash_value_usd
+
+    report.purchases += 1
+    if earned is None:
+        report.unknown_card_used += 1
+        earned_for_totals = best_cash  # no card known: nothing counts as missed
+    else:
+        earned_for_totals = earned
+    for bucket in (
+        report.total,
+        report.by_category.setdefault(best.category, Totals()),
+        report.by_card_used.setdefault(used or "(unknown)", Totals()),
+        report.by_card_recommended.setdefault(best.recommended_card.card_id, Totals()),
+    ):
+        bucket.spend += transaction.amount_usd
+        bucket.earned += earned_for_totals
+        bucket.best += best_cash
+        bucket.purchases += 1
+
+
+def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: RulesEngine, *, today: date,
+               cycle_day: int | None = None) -> list[CapStatus]:
+    """List every cap with spend in its current period, with the forecast run-out date at the pace so far."""
+    spend = caps.read_spend(client, keys, user_id)
+    statuses: list[CapStatus] = []
+    for name, cents in sorted(spend.items()):
+        parts = name.split("|")
+        if len(parts) != 3 or parts[0] not in engine.catalog:
+            continue
+        card_id, tally, period = parts
+        card = engine.catalog.get(card_id)
+        cap_id = next((r.cap_id for r in card.earn if r.kind == "top_category"), None) if tally.startswith("top:") else tally
+        cap = next((c for c in card.caps if c.cap_id == cap_id), None)
+        if cap is None:
+            continue
+        if period != period_key(cap.period, today, cycle_day):
+            continue  # a past period
+        start, end = period_bounds(period)
+        spent = Decimal(cents) / 100
+        remaining = max(ZERO, cap.amount_usd - spent)
+        statuses.append(CapStatus(
+            card_id=card_id, tally=tally, period=period, cap_usd=cap.amount_usd, spent_usd=spent,
+            remaining_usd=remaining, period_ends=end, runs_out_on=_run_out(spent, remaining, start, end, today),
+        ))
+    return statuses
+
+
+def period_bounds(period: str) -> tuple[date, date]:
+    """First and last day of a period key: "2026", "2026Q4", "2026-11" or "cycle:2026-11-15"."""
+    if period.startswith("cycle:"):
+        start = date.fromisoformat(period[len("cycle:"):])
+        month_later = (start.replace(day=1) + timedelta(days=32)).replace(day=start.day)
+        return start, month_later - timedelta(days=1)
+    if "Q" in period:
+        year, quarter = int(period[:4]), int(period[-1])
+        start = date(year, 3 * quarter - 2, 1)
+        end = date(year, 12, 31) if quarter == 4 else date(year, 3 * quarter + 1, 1) - timedelta(days=1)
+        return start, end
+    if "-" in period:
+        start = datetime.strptime(period, "%Y-%m").date()
+        return start, (start + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    return date(int(period), 1, 1), date(int(period), 12, 31)
+
+
+def _run_out(spent: Decimal, remaining: Decimal, start: date, end: date, today: date) -> date | None:
+    """Forecast the day the cap runs out at the average daily spend since the period began; None if not this period."""
+    if remaining <= 0:
+        return today
+    days = (min(today, end) - start).days + 1
+    if spent <= 0 or days <= 0:
+        return None
+    per_day = spent / days
+    day = today + timedelta(days=int(remaining / per_day))
+    return day if day <= end else None

@@ -1,0 +1,88 @@
+"""``rewardpilot status --watch`` and the results-per-second reading behind it."""
+
+from __future__ import annotations
+
+from conftest import run_cli
+from rewardpilot.cli.status_cmd import _render
+from rewardpilot.status import ResultRate, entries_added
+
+
+def test_result_rate_needs_two_readings():
+    rate = ResultRate(window_seconds=60)
+
+    assert rate.add(0.0, 100) is None
+    assert rate.add(0.0, 150) is None  # no time has passed, so still no rate
+
+
+def test_result_rate_over_window():
+    rate = ResultRate(window_seconds=60)
+    rate.add(0.0, 100)
+
+    # (400 - 100) results in 10 s.
+    assert rate.add(10.0, 400) == 30.0
+    # At 70 s the reading at 0 s is older than the window once the one at 10 s
+    # is also a full window old, so the rate is (1000 - 400) / (70 - 10).
+    assert rate.add(70.0, 1000) == 10.0
+
+
+def test_entries_added_survives_trim(sync_client, keys):
+    stream = keys.results("live")
+    for index in range(3):
+        sync_client.xadd(stream, {"data": str(index)})
+    sync_client.xtrim(stream, maxlen=1, approximate=False)
+
+    assert sync_client.xlen(stream) == 1
+    assert entries_added(sync_client, stream) == 3
+
+
+def test_entries_added_missing_stream(sync_client, keys):
+    assert entries_added(sync_client, keys.results("never-written")) == 0
+
+
+def test_render_shows_results_rate():
+    snapshot = {
+        "transactions": {"stream": "rp:tx", "length": 5, "groups": [{
+            "name": "rp-consumers", "lag": 2, "pending": 1, "oldest_pending_age_ms": 1500,
+            "consumers": [{"name": "c1", "pending": 1, "idle_ms": 250}],
+        }]},
+        "results": {"live": 3},
+        "dead_letters": 4,
+        "rate_limit": None,
+        "results_per_second": 12.5,
+    }
+    caption = str(_render(snapshot).caption)
+
+    assert "results/s over the last minute: 12.5" in caption
+    assert "dead letters: 4" in caption
+    assert "not in use" in caption
+
+
+def test_render_without_rate_yet():
+    snapshot = {
+        "transactions": {"stream": "rp:tx", "length": 0, "groups": []},
+        "results": {"live": 0}, "dead_letters": 0, "rate_limit": None,
+    }
+
+    assert "needs two refreshes" in str(_render(snapshot).caption)
+
+
+def test_watch_stops_after_count(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0.1", "--count", "2"], cli_env,
+                        timeout=60)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "results/s over the last minute" in completed.stdout
+
+
+def test_watch_rejects_zero_interval(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0"], cli_env, timeout=60)
+
+    assert completed.returncode == 2
+    assert "--interval 0.0" in completed.stderr
+
+
+def test_watch_rejects_json(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--json"], cli_env, timeout=60)
+
+    assert completed.returncode == 2
+    assert "cannot be combined" in completed.stderr
