@@ -51,13 +51,21 @@ class FileSummary:
     empty_lines: int = 0
     warnings: list[str] = field(default_factory=list)
     rejects_path: str | None = None
+    first_rejects: list[str] = field(default_factory=list)
+
+
+SHOWN_REJECTS = 10  # rejected rows listed in the summary; the rejects file has them all
 
 
 def default_rejects_path(source: str) -> Path:
-    """Return ``<input>.rejects.jsonl`` next to the input, or ``stdin.rejects.jsonl`` for ``-``."""
-    if source == "-":
+    """Return ``<input file name>.rejects.jsonl`` in the current directory, ``stdin.rejects.jsonl`` for stdin.
+
+    The current directory, not the input's, because input often sits in a
+    read-only or shared data folder.
+    """
+    if source in ("-", "<stdin>"):
         return Path("stdin.rejects.jsonl")
-    return Path(f"{source}.rejects.jsonl")
+    return Path(f"{Path(source).name}.rejects.jsonl")
 
 
 def publish_file(
@@ -105,6 +113,8 @@ def publish_file(
                     elif isinstance(outcome, Rejected):
                         summary.rejected += 1
                         rejects.rejected(outcome)
+                        if len(summary.first_rejects) < SHOWN_REJECTS:
+                            summary.first_rejects.append(outcome.error.message)
                     elif isinstance(outcome, Skipped):
                         summary.skipped += 1
                         rejects.skipped(outcome)

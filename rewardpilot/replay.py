@@ -242,6 +242,11 @@ async def replay_async(
     finally:
         await pool.recommender.aclose()
 
+    if await _all_settled(client, settings):
+        # A finished replay's group would otherwise hold back `rewardpilot trim` forever.
+        for stream in partition_streams(keys, settings.partitions):
+            await client.xgroup_destroy(stream, settings.group_name)
+
     summary = ReplaySummary(
         run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
         user=user, delivered=stats.delivered, results=stats.results, duplicates=stats.duplicates,
@@ -250,6 +255,18 @@ async def replay_async(
     if compare:
         summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
     return summary
+
+
+async def _all_settled(client: aioredis.Redis, settings: ConsumerSettings) -> bool:
+    """Return True when the replay's group holds no pending entry on any partition stream."""
+    for stream in partition_streams(settings.keys, settings.partitions):
+        try:
+            summary = await client.xpending(stream, settings.group_name)
+        except redis.ResponseError:
+            continue  # no such group or stream: nothing pending there
+        if summary["pending"]:
+            return False
+    return True
 
 
 def replay(url: str, keys: StreamKeys, **options) -> ReplaySummary:

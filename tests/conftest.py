@@ -156,8 +156,14 @@ def cli_env(redis_url, tmp_path) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], *, timeout: float = 120, input: str | None = None):
-    """Run ``python -m rewardpilot.cli`` with args; return the CompletedProcess."""
+    """Run ``python -m rewardpilot.cli`` with args; return the CompletedProcess.
+
+    The working directory is the test's temporary directory (the parent of
+    ``RP_HOME``), so files the CLI writes there, such as a rejects file,
+    never land in the repository.
+    """
+    cwd = Path(env["RP_HOME"]).parent if "RP_HOME" in env else ROOT
     return subprocess.run(
         [sys.executable, "-m", "rewardpilot.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, input=input, cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=timeout, input=input, cwd=cwd,
     )

@@ -140,7 +140,8 @@ def test_backpressure_waits_then_resumes(sync_client, keys, redis_url):
     assert sync_client.xlen(keys.transactions) == 100
 
 
-def test_publish_file_records_every_row(sync_client, keys, tmp_path):
+def test_publish_file_records_every_row(sync_client, keys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the rejects file goes to the current directory
     source = tmp_path / "in.csv"
     source.write_bytes(
         b"transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"

@@ -66,9 +66,9 @@ def run(
         console.print(f"wrote {written} results to {output}")
 
     if as_json:
-        typer.echo(json.dumps(summary.as_dict()))
+        typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published)}))
     else:
-        _print_summary(summary, client, results_stream, sample)
+        _print_summary(summary, client, results_stream, sample, _input_counts(published))
     console.print(f"follow this job's results with: rewardpilot subscribe --job {job} --from-start")
 
     if published.rejected:
@@ -116,12 +116,22 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     return published, publish_seconds, stats, time.perf_counter() - started
 
 
-def _print_summary(summary, client, results_stream: str, sample: int) -> None:
+def _input_counts(published) -> dict:
+    """The rows of the input that were not published, so the summary accounts for every row."""
+    return {
+        "rows_read": published.rows,
+        "rejected": published.rejected,
+        "skipped": published.skipped,
+        "duplicates": published.duplicates,
+    }
+
+
+def _print_summary(summary, client, results_stream: str, sample: int, input_counts: dict) -> None:
     out = stdout_console()
     table = Table(title=f"Job {summary.job}", show_header=False)
     table.add_column("field")
     table.add_column("value", justify="right")
-    for field, value in summary.as_dict().items():
+    for field, value in {**input_counts, **summary.as_dict()}.items():
         if field != "consumer":
             table.add_row(field, str(value))
     out.print(table)

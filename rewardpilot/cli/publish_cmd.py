@@ -46,8 +46,14 @@ def print_publish_summary(summary) -> None:
     console.print(format_summary(summary))
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
+    for message in summary.first_rejects:
+        console.print(f"[red]rejected:[/red] {message}", highlight=False)
+    if summary.rejected > len(summary.first_rejects):
+        console.print(f"... and {summary.rejected - len(summary.first_rejects)} more")
     if summary.rejected:
-        console.print(f"[yellow]{summary.rejected} rows rejected; see {summary.rejects_path}[/yellow]")
+        noun = "row" if summary.rejected == 1 else "rows"
+        console.print(f"[yellow]{summary.rejected} {noun} rejected; every one is in {summary.rejects_path}[/yellow]",
+                      soft_wrap=True)
 
 
 def publish(
