@@ -340,3 +340,15 @@ async def test_mcp_recommender_wrong_key_permanent(orchestrator):
     assert outcomes[0].http_status == 401
     assert "wrong-key" not in outcomes[0].message
     assert "ORCHESTRATOR_API_KEY" in outcomes[0].message
+
+
+async def test_user_wallet_reasoning_over_http(orchestrator):
+    recommender = HttpRecommender(orchestrator.url, api_key=API_KEY)
+    try:
+        [outcome] = await recommender.recommend([item("t-user")])
+    finally:
+        await recommender.aclose()
+
+    assert outcome.wallet_source == "user"
+    assert "named for this run" not in outcome.reasoning
+    assert "No wallet on file" not in outcome.reasoning

@@ -225,6 +225,7 @@ def request_body(item: WorkItem) -> dict[str, Any]:
     }
     if item.wallet is not None:
         body["wallet"] = list(item.wallet)
+        body["wallet_source"] = item.wallet_source
     return body
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from rewardpilot.orchestrator.app import DEFAULT_MAX_BODY_BYTES
@@ -17,17 +15,20 @@ def orchestrator(
         DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Largest request body in bytes; larger ones get 413."
     ),
     log_level: str = typer.Option("info", "--uvicorn-log-level", help="uvicorn's log level: debug, info, warning or error."),
+    no_wallets: bool = typer.Option(False, "--no-wallets", help="Run without Redis: requests without a wallet are judged against the whole catalog."),
 ) -> None:
     """Serve POST /recommend, POST /recommend/batch, GET /health, GET /cards and MCP tools at /mcp.
 
     Set ORCHESTRATOR_API_KEY to require 'Authorization: Bearer <key>' on every
     call but /health. The key is read from the environment only, so it never
-    shows in a process list. With REDIS_URL (or --redis-url) set, a request
-    without a wallet uses the user's stored wallet.
+    shows in a process list. A request without a wallet uses the user's
+    wallet stored in Redis (REDIS_URL, or the embedded server like every
+    other command), unless --no-wallets is given.
     """
+    from rewardpilot.cli.context import app_context
     from rewardpilot.orchestrator.server import serve
 
-    context = ctx.obj
-    redis_url = getattr(context, "redis_url", None) or os.environ.get("REDIS_URL") or None
-    prefix = getattr(context, "prefix", None)
+    context = app_context(ctx)
+    redis_url = None if no_wallets else context.url()
+    prefix = context.prefix
     serve(host, port, redis_url=redis_url, prefix=prefix, max_body_bytes=max_body_bytes, log_level=log_level)

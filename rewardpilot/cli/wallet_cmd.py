@@ -125,7 +125,8 @@ def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         ]))
         return
     table = Table(title=f"Card catalog {catalog.version}")
-    for column in ("card id", "name", "issuer", "annual fee", "program"):
+    table.add_column("card id", no_wrap=True)  # the id is copied into commands, so it is never cut
+    for column in ("name", "issuer", "annual fee", "program"):
         table.add_column(column)
     for card in catalog.cards:
         table.add_row(card.card_id, card.name, card.issuer, f"${card.annual_fee_usd}", card.program)

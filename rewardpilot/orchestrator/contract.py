@@ -49,14 +49,18 @@ class RecommendRequest(Transaction):
     a bad amount, MCC or timestamp), except that ``transaction_id`` is
     optional. ``wallet`` lists the card ids to judge against. Without it the
     server uses the user's wallet stored in Redis, or the whole catalog.
+    ``wallet_source`` says where a given ``wallet`` came from: "user" (the
+    caller read the user's own wallet) or "run" (the default: a wallet named
+    for the run), so the reasoning describes it correctly.
     """
 
     transaction_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
     wallet: Annotated[list[CardId], Field(min_length=1, max_length=MAX_WALLET_CARDS)] | None = None
+    wallet_source: Literal["user", "run"] | None = None
 
     def to_transaction(self) -> Transaction:
         """Build the engine's Transaction, giving one without an id a fresh ``orch-`` id."""
-        fields = self.model_dump(exclude={"wallet"})
+        fields = self.model_dump(exclude={"wallet", "wallet_source"})
         fields["transaction_id"] = self.transaction_id or f"orch-{uuid.uuid4().hex}"
         return Transaction.model_validate(fields)
 

@@ -51,7 +51,7 @@ class RecommendService:
 
     async def _wallet_for(self, request: RecommendRequest) -> tuple[list[str] | None, WalletSource]:
         if request.wallet is not None:
-            return list(request.wallet), "run"
+            return list(request.wallet), request.wallet_source or "run"
         if self.redis is None:
             return None, "catalog"
 
