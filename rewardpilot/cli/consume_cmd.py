@@ -11,7 +11,7 @@ from consumer.build import CallOptions, build_pool
 from consumer.errors import InvalidRateLimitError
 from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers
-from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.context import app_context, console, wait_for_redis
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.retention import InvalidAgeError, parse_age
@@ -68,6 +68,7 @@ def consume(
     breaker_cooldown: float = typer.Option(30.0, "--breaker-cooldown", min=0.01, help="Seconds the breaker stays open before one probe call."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.01, help="Seconds per orchestrator request."),
     trim_older_than: str = typer.Option(None, "--trim-older-than", help="Trim as it goes: every minute, remove transactions older than this age (such as 30d) that every consumer group has read and acknowledged.", show_default=False),
+    startup_timeout: float = typer.Option(60.0, "--startup-timeout", min=0, help="Seconds to wait for Redis to answer at start before giving up."),
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.", show_default=False),
     metrics_address: str = typer.Option("127.0.0.1", "--metrics-address", help="Address the metrics endpoint listens on."),
     partitions: int = partitions_option(),
@@ -75,7 +76,7 @@ def consume(
 ) -> None:
     """Consume transactions in micro-batches and publish a recommendation for each."""
     context = app_context(ctx)
-    check_redis(context.client(), context)
+    wait_for_redis(context.client(), context, startup_timeout)
     partitions = agreed_partitions(context.client(), context.keys(job), partitions)
     settings = ConsumerSettings(
         keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,

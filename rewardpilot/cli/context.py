@@ -63,6 +63,33 @@ def app_context(ctx: typer.Context) -> AppContext:
     return obj
 
 
+def wait_for_redis(client: redis.Redis, context: AppContext, timeout_seconds: float) -> None:
+    """Wait up to ``timeout_seconds`` for Redis to answer, for long-running commands.
+
+    A consumer started alongside its server (docker-compose, a restart) should
+    wait for it rather than exit. A rejected password still exits at once.
+    """
+    import time
+
+    from rewardpilot.logs import get_logger
+
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.1
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.AuthenticationError:
+            check_redis(client, context)
+        except redis.RedisError as exc:
+            if time.monotonic() + delay > deadline:
+                check_redis(client, context)
+            get_logger("cli").warning("Redis not reachable yet; waiting", error=str(exc),
+                                      retry_in_seconds=delay, url=redact(context.url()))
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def check_redis(client: redis.Redis, context: AppContext) -> None:
     """Exit with a clear message when Redis does not answer."""
     try:
