@@ -457,3 +457,33 @@ def test_no_accepted_card_falls_back_to_catalog():
         "amex-gold: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
         "capital-one-savor: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("merchant", "category"),
+    [
+        ("05354 SUBWAY", "dining"),
+        ("WENDY'S #6338", "dining"),
+        ("STARBUCKS STORE 1234 SEATTLE WA", "dining"),
+        ("UBER EATS", "dining"),
+        ("UBER *TRIP", "transit"),
+        ("SHELL OIL 57444", "gas"),
+        ("WHOLE FOODS MARKET #10", "groceries"),
+    ],
+)
+def test_merchant_name_places_category(merchant, category):
+    engine = RulesEngine.default()
+    purchase = Transaction(transaction_id="m1", user_id="u", merchant=merchant, amount_usd="10.00")
+
+    answer = engine.recommend(purchase, ["citi-double-cash", "amex-gold"], wallet_source="user")
+
+    assert answer.category == category
+    assert answer.confidence < 0.95
+    assert "merchant name" in answer.reasoning
+
+
+def test_merchant_name_not_used_over_mcc():
+    engine = RulesEngine.default()
+    purchase = Transaction(transaction_id="m2", user_id="u", merchant="STARBUCKS", amount_usd="10.00", mcc="5411")
+
+    assert engine.recommend(purchase).category == "groceries"

@@ -1,4 +1,4 @@
-"""From a transaction's MCC and category text to a reward category.
+"""From a transaction's MCC, category text and merchant name to a reward category.
 
 The table in ``rewardpilot/data/mcc_categories.json`` gives every MCC the
 iso18245 package knows a category. A transaction is placed by the first of:
@@ -7,7 +7,9 @@ iso18245 package knows a category. A transaction is placed by the first of:
 2. its category text, e.g. "grocery_pos", "Food & Drink"  (0.75)
 3. its MCC's range, for an unlisted code such as 3399 in the
    airline range 3000-3350                           (0.60)
-4. nothing matched: "other"                          (0.50)
+4. its merchant name, for a well-known chain such as "STARBUCKS #1234"
+   in an export without MCC or category              (0.65)
+5. nothing matched: "other"                          (0.50)
 
 Results are cached per (mcc, text) pair, so repeated merchants cost a dict
 look-up.
@@ -28,6 +30,7 @@ OTHER = "other"
 CONFIDENCE_MCC = 0.95
 CONFIDENCE_TEXT = 0.75
 CONFIDENCE_MCC_RANGE = 0.60
+CONFIDENCE_MERCHANT = 0.65
 CONFIDENCE_FALLBACK = 0.50
 
 
@@ -35,7 +38,7 @@ class Placement(NamedTuple):
     """Where a transaction landed, and how sure the engine is of it."""
 
     category: str
-    source: str  # "mcc" | "text" | "mcc_range" | "fallback"
+    source: str  # "mcc" | "text" | "mcc_range" | "merchant" | "fallback"
     confidence: float
 
 
@@ -107,8 +110,16 @@ class CategoryMap:
             needle = " " + normalize_text(keyword) + (" " if whole_word else "")
             self._keywords.append((needle, category))
 
+        self._merchant_keywords: list[tuple[str, str]] = []
+        for keyword, category in data.get("merchants", {}).get("keywords", []):
+            self._check(category)
+            whole_word = keyword.endswith(" ")
+            needle = " " + normalize_text(keyword) + (" " if whole_word else "")
+            self._merchant_keywords.append((needle, category))
+
         self._placements: dict[tuple[str | None, str], Placement] = {}
         self.for_text = lru_cache(maxsize=8192)(self._for_text)
+        self.for_merchant = lru_cache(maxsize=8192)(self._for_merchant)
 
     def _check(self, category: str) -> None:
         if category not in self.categories:
@@ -142,14 +153,29 @@ class CategoryMap:
                 return category
         return None
 
-    def place(self, mcc: str | None, text: str = "") -> Placement:
-        """Place a transaction in a category; see the module docstring for the order."""
+    def _for_merchant(self, merchant: str) -> str | None:
+        padded = f" {normalize_text(merchant)} "
+        for needle, category in self._merchant_keywords:
+            if needle in padded:
+                return category
+        return None
+
+    def place(self, mcc: str | None, text: str = "", merchant: str = "") -> Placement:
+        """Place a transaction in a category; see the module docstring for the order.
+
+        The merchant name is the last resort, tried only when neither the MCC
+        nor the category text placed the purchase.
+        """
         key = (mcc, text)
         placement = self._placements.get(key)
         if placement is None:
             placement = self._place(mcc, text)
             if len(self._placements) < 65536:
                 self._placements[key] = placement
+        if placement.source == "fallback" and merchant:
+            category = self.for_merchant(merchant)
+            if category is not None:
+                return Placement(category, "merchant", CONFIDENCE_MERCHANT)
         return placement
 
     def _place(self, mcc: str | None, text: str) -> Placement:

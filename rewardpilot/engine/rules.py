@@ -391,7 +391,7 @@ class RulesEngine:
     def _context(
         self, transaction: Transaction, wallet_key: tuple[str, ...] | None, user: UserSpend | None
     ) -> _Context:
-        placement = self.categories.place(transaction.mcc, transaction.category)
+        placement = self.categories.place(transaction.mcc, transaction.category, transaction.merchant)
         category = placement.category
         country = transaction.merchant_country
         abroad = transaction.currency != "USD" or (country is not None and country != "US")
@@ -870,6 +870,9 @@ class RulesEngine:
         elif placement.source == "mcc_range":
             notes.append(f"MCC {transaction.mcc} is not in the ISO 18245 list, so its range was taken to mean "
                          f"{placement.category}")
+        elif placement.source == "merchant":
+            notes.append(f"the category ({placement.category}) was inferred from the merchant name "
+                         f"\"{transaction.merchant}\" because neither an MCC nor a category text placed it")
         elif placement.source == "fallback":
             notes.append("neither the MCC nor the category text identified the purchase, so it counts as other spending")
 
