@@ -6,6 +6,13 @@ and the circuit breaker), and settle the batch: results, dead letters and
 XACK in one atomic round trip. A recovery task claims entries that other
 consumers left pending past the visibility timeout.
 
+With the in-process engine, each batch also loads the spend its users have
+recorded under caps (``consumer.cap_state``). The settle script applies a
+result's spend only if no other consumer changed it since it was loaded.
+When one did, the pool loads the spend again and recommends the
+conflicting transactions once more, up to ``MAX_CONFLICT_ROUNDS`` times,
+then gives them back to the group; a conflict never makes a dead letter.
+
 Delivery is at least once: an entry stays in the group's pending entries list
 until its batch is settled, so a crash between read and settle leaves it for
 recovery. Results are effectively once, because settlement skips transactions
@@ -25,6 +32,7 @@ from pydantic import ValidationError
 
 from consumer import deadletters
 from consumer.breaker import CircuitBreaker
+from consumer.cap_state import build_items
 from consumer.guarded import GuardedRecommender
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
@@ -36,11 +44,14 @@ from consumer.settings import ConsumerSettings
 from consumer.stats import PoolStats
 from consumer.wallet_cache import WalletCache
 from rewardpilot.codec import decode_transaction, entry_time
+from rewardpilot.engine import RulesEngine
 from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.models import DeadLetter, Recommendation, Transaction
+from rewardpilot.partitions import partition_streams
 from rewardpilot.retention import trim_loop
 
 REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+MAX_CONFLICT_ROUNDS = 10  # recommend-and-settle rounds for cap conflicts before giving entries back
 
 
 def _text(value) -> str:
@@ -72,8 +83,12 @@ class ConsumerPool:
         self._grace_timer: asyncio.TimerHandle | None = None
         self._repeats = RepeatFilter()
 
+        recommender = recommender or InProcessRecommender()
+        # Cap state is kept for a recommender that exposes the rules engine it runs.
+        engine = getattr(recommender, "engine", None)
+        self.engine: RulesEngine | None = engine if isinstance(engine, RulesEngine) else None
         self.recommender = GuardedRecommender(
-            recommender or InProcessRecommender(), stats=self.stats, log=self.log,
+            recommender, stats=self.stats, log=self.log,
             limiter=limiter, breaker=breaker, retry=retry, stopping=self._stopping,
         )
         self.wallets = WalletCache(client, self.keys, run_wallet=settings.wallet,
@@ -124,7 +139,8 @@ class ConsumerPool:
         if self.settings.trim_older_than_seconds:
             age = timedelta(seconds=self.settings.trim_older_than_seconds)
             self._tasks.append(asyncio.create_task(trim_loop(
-                self.client, self.stream, age, self.settings.trim_interval_seconds, self._stopping,
+                self.client, partition_streams(self.keys, self.settings.partitions), age,
+                self.settings.trim_interval_seconds, self._stopping,
             )))
         try:
             await asyncio.gather(*self._tasks)
@@ -192,23 +208,26 @@ class ConsumerPool:
 
         transactions, dead_letters, skipped = self._decode(deliveries)
         outcomes: list[Recommendation | ItemError] = []
+        checks: dict[str, dict[str, int]] = {}
         if transactions:
             entry_ids = [entry_id for entry_id, _ in transactions]
             keeper = asyncio.create_task(self._keep_claimed(entry_ids))
             try:
-                outcomes = await self._recommend(transactions)
+                outcomes, checks = await self._recommend(transactions)
             finally:
                 keeper.cancel()
                 await asyncio.gather(keeper, return_exceptions=True)
             if outcomes is None:
-                await self._with_redis_retry(
-                    lambda: self.transport.give_back([entry_id for entry_id, _ in transactions])
-                )
+                await self._give_back(entry_ids)
                 transactions = []
                 outcomes = []
 
-        results, rewards = self._collect(transactions, outcomes, dead_letters, started)
-        await self._settle(results, dead_letters, skipped, rewards)
+        # A batch comes from one stream (one partition, for the partitioned transport).
+        batch_stream = deliveries[0].stream or self.stream
+        results, rewards = self._collect(transactions, outcomes, dead_letters, started, stream=batch_stream)
+        conflicts = await self._settle(results, dead_letters, skipped, rewards, checks)
+        if conflicts:
+            await self._settle_conflicts(transactions, conflicts, started, batch_stream)
         self.stats.batch_sizes.observe(len(deliveries))
         self.stats.batch_seconds.observe(time.perf_counter() - started)
 
@@ -253,7 +272,7 @@ class ConsumerPool:
                 transaction = decode_transaction(fields)
             except (ValidationError, KeyError, ValueError) as exc:
                 dead_letters.append(deadletters.from_entry(
-                    entry_id, self.stream, fields, reason="invalid entry",
+                    entry_id, delivery.stream or self.stream, fields, reason="invalid entry",
                     error_type=type(exc).__name__, error=str(exc), consumer=self.name,
                 ))
                 continue
@@ -265,14 +284,49 @@ class ConsumerPool:
         return transactions, dead_letters, skipped
 
     async def _recommend(self, transactions: list[tuple[str, Transaction]]):
-        choices = await self.wallets.resolve(tx.user_id for _, tx in transactions)
-        items = []
-        for _entry_id, transaction in transactions:
-            wallet, source = choices[transaction.user_id]
-            items.append(WorkItem(transaction, wallet, source))
-        return await self.recommender.call(items, [entry_id for entry_id, _ in transactions])
+        """Return one outcome per transaction (None after transient failures) and the spend each read."""
+        if self.engine is not None:
+            items = await build_items(self.wallets, transactions, engine=self.engine,
+                                      run=self.settings.run, warn=self._log_repeated)
+        else:
+            choices = await self.wallets.resolve(tx.user_id for _, tx in transactions)
+            items = [WorkItem(tx, *choices[tx.user_id]) for _, tx in transactions]
 
-    def _collect(self, transactions, outcomes, dead_letters, started):
+        outcomes = await self.recommender.call(items, [entry_id for entry_id, _ in transactions])
+        checks = {
+            entry_id: item.loaded
+            for (entry_id, _), item in zip(transactions, items) if item.state is not None
+        }
+        return outcomes, checks
+
+    async def _settle_conflicts(self, transactions, conflicts: list[str], started: float,
+                                stream: str | None) -> None:
+        """Recommend and settle conflicting entries again on freshly loaded spend; give back what still conflicts.
+
+        Each round keeps the entries in stream order, so a user's results
+        still come out in order.
+        """
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            self.stats.cap_conflicts += len(conflicts)
+            again = set(conflicts)
+            batch = [(entry_id, transaction) for entry_id, transaction in transactions if entry_id in again]
+            outcomes, checks = await self._recommend(batch)
+            if outcomes is None:
+                break
+            dead_letters: list[DeadLetter] = []
+            results, rewards = self._collect(batch, outcomes, dead_letters, started, stream=stream)
+            conflicts = await self._settle(results, dead_letters, [], rewards, checks)
+            if not conflicts:
+                return
+
+        self._log_repeated("cap-conflicts", "entries still in conflict over cap state; given back to the group",
+                           rounds=MAX_CONFLICT_ROUNDS, count=len(conflicts), entry_ids=conflicts[:5])
+        await self._give_back(conflicts)
+
+    async def _give_back(self, entry_ids: list[str]) -> None:
+        await self._with_redis_retry(lambda: self.transport.give_back(entry_ids))
+
+    def _collect(self, transactions, outcomes, dead_letters, started, stream: str | None = None):
         """Stamp each recommendation with its entry and run; turn item errors into dead letters."""
         completed = datetime.now(timezone.utc)
         completed_ms = completed.timestamp() * 1000
@@ -284,7 +338,7 @@ class ConsumerPool:
         for (entry_id, transaction), outcome in zip(transactions, outcomes):
             if isinstance(outcome, ItemError):
                 dead_letters.append(deadletters.from_item_error(
-                    entry_id, self.stream, transaction, outcome, consumer=self.name,
+                    entry_id, stream or self.stream, transaction, outcome, consumer=self.name,
                 ))
                 continue
             outcome.entry_id = entry_id
@@ -300,15 +354,23 @@ class ConsumerPool:
 
         return results, total
 
-    async def _settle(self, results, dead_letters, skipped, rewards: Decimal = Decimal("0")) -> None:
-        """Settle with retries: the script is idempotent, so a retry after a lost reply is safe."""
+    async def _settle(self, results, dead_letters, skipped, rewards: Decimal = Decimal("0"),
+                      checks: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """Settle with retries and return the entry ids in conflict over cap state.
+
+        The script is idempotent, so a retry after a lost reply is safe.
+        """
         counts = await self._with_redis_retry(
-            lambda: self.transport.settle(results, dead_letters, skipped),
+            lambda: self.transport.settle(results, dead_letters, skipped, checks=checks),
             attempts=20,
         )
         self.stats.results += counts.written
         self.stats.duplicates += counts.duplicates
         self.stats.dead_letters += counts.dead_letters
+        if counts.conflicts:
+            conflicting = set(counts.conflicts)
+            rewards -= sum((recommendation.rewards.cash_value_usd for entry_id, recommendation in results
+                            if entry_id in conflicting), Decimal("0"))
         if counts.written:
             # NOTE: when part of a batch was already settled elsewhere (a redelivery),
             # this process still counts the whole batch's rewards in its own stats.
@@ -322,14 +384,15 @@ class ConsumerPool:
                 entry_ids=[letter.entry_id for letter in dead_letters][:20],
                 reasons=sorted({letter.reason for letter in dead_letters}),
             )
+        return counts.conflicts
 
     # Dead letters found by recovery
 
-    async def dead_letter_lost(self, entry_ids: list[str]) -> None:
-        """Record entries deleted from the stream (trimmed) while they were pending."""
+    async def dead_letter_lost(self, entry_ids: list[str], stream: str | None = None) -> None:
+        """Record entries deleted from ``stream`` (trimmed) while they were pending; None is the pool's stream."""
         letters = [
             deadletters.from_entry(
-                entry_id, self.stream, {}, reason="deleted while pending",
+                entry_id, stream or self.stream, {}, reason="deleted while pending",
                 error_type="EntryDeleted",
                 error="the entry was trimmed or deleted from the stream before it was acknowledged",
                 consumer=self.name,
@@ -343,7 +406,7 @@ class ConsumerPool:
         letters = []
         for delivery, delivered in poison:
             letter = deadletters.from_entry(
-                delivery.entry_id, self.stream, delivery.fields, reason="poison message",
+                delivery.entry_id, delivery.stream or self.stream, delivery.fields, reason="poison message",
                 error_type="TooManyDeliveries",
                 error=f"delivered {delivered} times, more than the maximum of {self.settings.max_deliveries}",
                 consumer=self.name, attempts=delivered,

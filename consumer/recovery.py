@@ -24,7 +24,7 @@ async def recover_once(pool: ConsumerPool) -> int:
     """Run one recovery pass; return how many entries were reclaimed."""
     found = await pool.transport.reclaim()
     if found.lost:
-        await pool.dead_letter_lost(found.lost)
+        await pool.dead_letter_lost(found.lost, found.stream)
     if found.poison:
         await pool.dead_letter_poison(found.poison)
     if found.deliveries:

@@ -1,9 +1,14 @@
-"""Atomic settlement of a micro-batch: results, dead letters and XACK together.
+"""Atomic settlement of a micro-batch: spend under caps, results, dead letters and XACK together.
 
 Everything a batch produces is written by one Lua script (``settle.lua``) in
 one round trip. The script skips any transaction the run already has an
 outcome for (a marker key per run and transaction_id, kept for the marker
 TTL), which makes results effectively once under at-least-once delivery.
+
+A result recommended with cap state comes with the cents it read per hash
+field (``checks``). The script applies its ``spend_updates`` only while
+those fields still hold the same cents; otherwise it returns the entry as a
+conflict, unacknowledged, for the consumer to recommend again.
 
 NOTE: marker keys are passed as arguments, not KEYS, so the script is not
 Redis Cluster safe; on a cluster every key of a prefix must share a hash slot.
@@ -11,22 +16,29 @@ Redis Cluster safe; on a cluster every key of a prefix must share a hash slot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Mapping
 
 import redis.asyncio as aioredis
 
 from rewardpilot.models import DeadLetter, Recommendation
-from rewardpilot.streams import StreamKeys
+from rewardpilot.streams import LIVE_RUN, StreamKeys
 
 _SCRIPT = resources.files("consumer").joinpath("settle.lua").read_text()
 
 
+SpendChecks = Mapping[str, Mapping[str, int]]
+
+
 @dataclass(slots=True)
 class SettleCounts:
+    """What one settle did; ``conflicts`` lists the entry ids left unsettled and pending."""
+
     written: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    conflicts: list[str] = field(default_factory=list)
 
 
 class Settler:
@@ -43,6 +55,8 @@ class Settler:
         self.results = results_stream or keys.results(run)
         self.ttl = marker_ttl_seconds
         self.maxlen = results_maxlen or 0
+        # A replay's cap state lives as long as its markers; the live state has no expiry.
+        self.cap_ttl = 0 if run == LIVE_RUN else marker_ttl_seconds
         self._script = client.register_script(_SCRIPT)
 
     def marker(self, transaction_id: str) -> str:
@@ -53,27 +67,46 @@ class Settler:
         results: list[tuple[str, Recommendation]],
         dead_letters: list[DeadLetter],
         acknowledge_only: list[str] = (),
+        checks: SpendChecks | None = None,
     ) -> SettleCounts:
-        """Publish results and dead letters, then XACK them and ``acknowledge_only``."""
-        args: list = [self.group, self.ttl, self.maxlen]
+        """Apply spend, publish results and dead letters, then XACK them and ``acknowledge_only``.
+
+        ``checks`` maps an entry id to the cents its recommendation read per
+        cap hash field. Results of one user must come in stream order. A
+        result whose fields changed since, and every later result of that
+        user, comes back in ``SettleCounts.conflicts`` with nothing written.
+        """
+        checks = checks or {}
+        args: list = [self.group, self.ttl, self.maxlen, self.cap_ttl]
         for entry_id, recommendation in results:
+            loaded = checks.get(entry_id, {})
+            updates = recommendation.spend_updates
             args += [
                 "r", entry_id, self.marker(recommendation.transaction_id),
                 recommendation.model_dump_json(), recommendation.user_id,
-                recommendation.transaction_id,
+                recommendation.transaction_id, self.keys.cap_spend(recommendation.user_id, self.run),
+                len(loaded), len(updates),
             ]
+            for name, cents in loaded.items():
+                args += [name, int(cents)]
+            for name, cents in updates:
+                args += [name, int(cents)]
         for letter in dead_letters:
             transaction_id = letter.transaction_id or f"entry:{letter.entry_id}"
             args += [
                 "d", letter.entry_id, self.marker(transaction_id),
-                letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id,
+                letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id, "", 0, 0,
             ]
         for entry_id in acknowledge_only:
-            args += ["a", entry_id, "", "", "", ""]
+            args += ["a", entry_id, "", "", "", "", "", 0, 0]
 
-        if len(args) == 3:
+        if len(args) == 4:
             return SettleCounts()
-        written, duplicates, dead = await self._script(
+        written, duplicates, dead, conflicts = await self._script(
             keys=[self.results, self.keys.dead_letters, self.transactions], args=args
         )
-        return SettleCounts(int(written), int(duplicates), int(dead))
+        return SettleCounts(int(written), int(duplicates), int(dead), [_text(entry) for entry in conflicts])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

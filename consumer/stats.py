@@ -57,6 +57,7 @@ class PoolStats:
     rate_limit_waits: int = 0
     rate_limit_wait_seconds: float = 0.0
     breaker_openings: int = 0
+    cap_conflicts: int = 0
     total_rewards_usd: Decimal = Decimal("0")
     first_result_at: float | None = None
     last_result_at: float | None = None
@@ -79,6 +80,7 @@ class PoolStats:
             "rate_limit_waits": self.rate_limit_waits,
             "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
             "breaker_openings": self.breaker_openings,
+            "cap_conflicts": self.cap_conflicts,
             "total_rewards_usd": str(self.total_rewards_usd),
             "elapsed_seconds": round(elapsed, 3),
         }

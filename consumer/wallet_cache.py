@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import redis.asyncio as aioredis
 
 from rewardpilot.models import WalletSource
 from rewardpilot.streams import StreamKeys
-from rewardpilot.wallets import fetch_wallets
+from rewardpilot.wallets import WalletRecord, decode_wallet_record
 
 WalletChoice = tuple[tuple[str, ...] | None, WalletSource]
 
 
+@dataclass(frozen=True, slots=True)
+class UserTerms:
+    """A user's wallet, the settings stored with it and the user's valuation overrides.
+
+    ``record`` is None for a user without a wallet of their own; then the
+    cycle day, activations and mode take their defaults.
+    """
+
+    wallet: tuple[str, ...] | None
+    source: WalletSource
+    record: WalletRecord | None = None
+    valuations: dict[str, str] = field(default_factory=dict)
+
+
 class WalletCache:
-    """Resolves the wallet each user's transaction is judged against.
+    """Resolves the wallet, wallet settings and valuation overrides of each user.
 
     A user's own wallet wins; without one, the run's ``--wallet``; without
-    that, the whole catalog. NOTE: a changed wallet takes effect after at most
-    ``ttl_seconds``, because entries are cached per process.
+    that, the whole catalog. NOTE: a changed wallet, activation, mode or
+    valuation override takes effect after at most ``ttl_seconds``, because
+    entries are cached per process.
     """
 
     def __init__(self, client: aioredis.Redis, keys: StreamKeys, *,
@@ -28,7 +44,7 @@ class WalletCache:
         self.keys = keys
         self.run_wallet = tuple(run_wallet) if run_wallet else None
         self.ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, tuple[str, ...] | None]] = {}
+        self._cache: dict[str, tuple[float, WalletRecord | None, dict[str, str]]] = {}
 
     def _fallback(self) -> WalletChoice:
         if self.run_wallet:
@@ -36,22 +52,47 @@ class WalletCache:
         return None, "catalog"
 
     async def resolve(self, user_ids: Iterable[str]) -> dict[str, WalletChoice]:
+        """Return each user's (wallet, source)."""
+        terms = await self.resolve_terms(user_ids)
+        return {user: (found.wallet, found.source) for user, found in terms.items()}
+
+    async def resolve_terms(self, user_ids: Iterable[str]) -> dict[str, UserTerms]:
+        """Return each user's wallet, wallet settings and valuation overrides.
+
+        Users not cached are fetched together in one round trip: one MGET of
+        the wallets and one HGETALL of valuations per user, pipelined.
+        """
         now = time.monotonic()
         wanted = set(user_ids)
         missing = [user for user in wanted if self._expired(user, now)]
-
         if missing:
-            fetched = await fetch_wallets(self.client, self.keys, missing)
-            for user in missing:
-                cards = fetched.get(user)
-                self._cache[user] = (now, tuple(cards) if cards else None)
+            await self._fetch(missing, now)
 
-        choices: dict[str, WalletChoice] = {}
+        terms: dict[str, UserTerms] = {}
         for user in wanted:
-            cards = self._cache[user][1]
-            choices[user] = (cards, "user") if cards else self._fallback()
-        return choices
+            _, record, valuations = self._cache[user]
+            if record is not None and record.cards:
+                terms[user] = UserTerms(tuple(record.cards), "user", record, valuations)
+            else:
+                wallet, source = self._fallback()
+                terms[user] = UserTerms(wallet, source, None, valuations)
+        return terms
+
+    async def _fetch(self, users: list[str], now: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([self.keys.wallet(user) for user in users])
+        for user in users:
+            pipe.hgetall(self.keys.valuations(user))
+        raws, *valuations = await pipe.execute()
+
+        for user, raw, overrides in zip(users, raws, valuations):
+            record = decode_wallet_record(raw)
+            self._cache[user] = (now, record, {_text(name): _text(value) for name, value in overrides.items()})
 
     def _expired(self, user: str, now: float) -> bool:
         cached = self._cache.get(user)
         return cached is None or now - cached[0] > self.ttl
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,7 +1,7 @@
 """Cap state and valuation overrides in Redis, read once per micro-batch.
 
-Spend under caps lives in one hash per user, ``keys.cap_spend(user)``, with
-a field per (card, tally, period), for example
+Spend under caps lives in one hash per user and run, ``keys.cap_spend(user,
+run)``, with a field per (card, tally, period), for example
 ``amex-gold|us-supermarkets|2026`` or ``citi-custom-cash|top:gas|2026-11``,
 holding whole cents. ``load_spend`` reads a batch's fields with one HMGET per
 user, all in one pipeline (one round trip). The engine then adds each
@@ -18,8 +18,9 @@ Those increments must reach Redis in the same atomic step as the result:
   it applies nothing and returns a conflict, and the consumer reloads and
   recommends that transaction again.
 
-``SETTLE_SPEND_LUA`` does both for one transaction (``settle_spend``); the
-consumer's settle script is meant to run the same steps before its XADD.
+``SETTLE_SPEND_LUA`` does both for one transaction (``settle_spend``). The
+consumer's settle script (``consumer/settle.lua``) runs the same steps for
+every result of a micro-batch before its XADD.
 ``apply_spend_updates`` is the plain pipeline of HINCRBY, without either
 guard. NOTE: fields of past periods are never deleted; a user adds a few
 fields a month.
@@ -38,7 +39,7 @@ import redis.asyncio as aioredis
 
 from rewardpilot.engine.state import SpendState
 from rewardpilot.engine.valuations import ValuationTable, parse_cents
-from rewardpilot.streams import StreamKeys
+from rewardpilot.streams import LIVE_RUN, StreamKeys
 from rewardpilot.wallets import check_user_id
 
 SpendUpdates = Sequence[tuple[str, int]]
@@ -82,7 +83,8 @@ class SettleOutcome(Enum):
 
 
 async def load_spend(
-    aclient: aioredis.Redis, keys: StreamKeys, fields_by_user: Mapping[str, Iterable[str]]
+    aclient: aioredis.Redis, keys: StreamKeys, fields_by_user: Mapping[str, Iterable[str]], *,
+    run: str = LIVE_RUN,
 ) -> SpendState:
     """Load the named spend fields of every user in one round trip; missing fields count as 0."""
     state = SpendState()
@@ -92,7 +94,7 @@ async def load_spend(
         return state
     pipe = aclient.pipeline(transaction=False)
     for user, fields in wanted.items():
-        pipe.hmget(keys.cap_spend(user), fields)
+        pipe.hmget(keys.cap_spend(user, run), fields)
     replies = await pipe.execute()
     for (user, fields), values in zip(wanted.items(), replies):
         spend = state.user(user).spend
@@ -139,9 +141,9 @@ async def settle_spend(
     return SettleOutcome(int(reply))
 
 
-def read_spend(client: redis.Redis, keys: StreamKeys, user_id: str) -> dict[str, int]:
-    """Read every spend field of one user, in cents."""
-    raw = client.hgetall(keys.cap_spend(check_user_id(user_id)))
+def read_spend(client: redis.Redis, keys: StreamKeys, user_id: str, run: str = LIVE_RUN) -> dict[str, int]:
+    """Read every spend field of one user in one run, in cents."""
+    raw = client.hgetall(keys.cap_spend(check_user_id(user_id), run))
     return {_text(name): int(value) for name, value in raw.items()}
 
 

@@ -78,6 +78,16 @@ def check_count(partitions: int) -> int:
     return partitions
 
 
+def stored_count(client: redis.Redis, keys: StreamKeys) -> int:
+    """Return the partition count stored for a prefix, or 1 when none is stored, without storing one.
+
+    Tools that only read or move existing entries (status, trim, dead-letter
+    redrive) use this, so running them on a fresh prefix does not fix its count.
+    """
+    stored = client.get(count_key(keys))
+    return int(stored) if stored is not None else 1
+
+
 def _mismatch(keys: StreamKeys, requested: int, stored: int) -> PartitionCountError:
     return PartitionCountError(
         f"partition count {requested} does not match the {stored} partitions stored in "

@@ -23,6 +23,7 @@ import asyncio
 import re
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from typing import Sequence
 
 import redis
 import redis.asyncio as aioredis
@@ -135,14 +136,21 @@ async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dr
     return report
 
 
-async def trim_loop(client: aioredis.Redis, stream: str, older_than: timedelta, interval_seconds: float,
-                    stopping: asyncio.Event) -> None:
-    """Run ``trim`` every ``interval_seconds`` until ``stopping`` is set; log and carry on after errors."""
+async def trim_loop(client: aioredis.Redis, streams: str | Sequence[str], older_than: timedelta,
+                    interval_seconds: float, stopping: asyncio.Event) -> None:
+    """Run ``trim`` on each stream every ``interval_seconds`` until ``stopping`` is set.
+
+    ``streams`` is one stream name or several, such as every partition
+    stream. Each stream gets its own safe MINID from its own consumer groups.
+    An error on one stream is logged and the others are still trimmed.
+    """
+    streams = [streams] if isinstance(streams, str) else list(streams)
     while not stopping.is_set():
-        try:
-            await trim(client, stream, older_than)
-        except redis.RedisError as exc:
-            log.warning("trim failed; trying again next interval", stream=stream, error=str(exc))
+        for stream in streams:
+            try:
+                await trim(client, stream, older_than)
+            except redis.RedisError as exc:
+                log.warning("trim failed; trying again next interval", stream=stream, error=str(exc))
         try:
             await asyncio.wait_for(stopping.wait(), timeout=interval_seconds)
         except asyncio.TimeoutError:

@@ -2,8 +2,9 @@
 
 A *job* (``rewardpilot run FILE``) gets its own transactions, results and
 dead-letter streams under ``{prefix}job:{job}:`` so that a batch job neither
-mixes with nor is processed by the live pipeline. Wallets, valuations and the
-rate limiter are shared by every job and run.
+mixes with nor is processed by the live pipeline. It also keeps its own cap
+state. Wallets, valuations and the rate limiter are shared by every job and
+run.
 
 A *run* names one pass of processing over a transactions stream: the live
 consumers are run ``live``; ``rewardpilot replay --run NAME`` is another run
@@ -70,5 +71,17 @@ class StreamKeys:
     def rate_limit(self, name: str = "orchestrator") -> str:
         return f"{self.prefix}ratelimit:{name}"
 
-    def cap_spend(self, user_id: str) -> str:
-        return f"{self.prefix}caps:{user_id}"
+    # Scoped to the job and the run.
+
+    def cap_spend(self, user_id: str, run: str = LIVE_RUN) -> str:
+        """Key of the hash holding a user's spend under caps, in cents per (card, tally, period) field.
+
+        The live run keeps the user's real cap state. Any other run (a
+        replay) rebuilds its own from the entries it processes, so a replay
+        never adds to the live state. A job keeps its own as well. Run names
+        contain no ":" (``rewardpilot.replay.check_run_name``), so the two
+        key forms never collide.
+        """
+        if run == LIVE_RUN:
+            return f"{self.base}caps:{user_id}"
+        return f"{self.base}run-caps:{run}:{user_id}"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
+from rewardpilot.engine.state import SpendState
 from rewardpilot.models import Recommendation, Transaction, WalletSource
 
 
@@ -13,12 +14,21 @@ from rewardpilot.models import Recommendation, Transaction, WalletSource
 class WorkItem:
     """One transaction to recommend for, with the wallet it is judged against.
 
-    ``wallet`` is None when the answer is against the whole catalog.
+    ``wallet`` is None when the answer is against the whole catalog. The
+    rest is filled for the in-process engine only: the wallet's ``mode``,
+    the user's valuation overrides, the batch's shared ``state`` and the
+    hash fields this transaction may read from it. The recommender stores
+    the cents it read per field in ``loaded``, for the settle script's check.
     """
 
     transaction: Transaction
     wallet: tuple[str, ...] | None
     wallet_source: WalletSource
+    mode: str | None = None
+    valuations: Mapping[str, str] | None = None
+    state: SpendState | None = None
+    spend_fields: tuple[str, ...] = ()
+    loaded: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,11 @@ from rewardpilot.models import Recommendation
 
 
 class InProcessRecommender:
-    """Runs ``RulesEngine.recommend_or_fallback`` for each item; nothing here is transient."""
+    """Runs ``RulesEngine.recommend_or_fallback`` for each item, in order; nothing here is transient.
+
+    Items that share a ``SpendState`` see each other's spend, so they must
+    come in stream order per user.
+    """
 
     name = "in-process"
 
@@ -20,10 +24,15 @@ class InProcessRecommender:
     async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
         outcomes: list[Recommendation | ItemError] = []
         for item in items:
+            if item.state is not None:
+                user = item.transaction.user_id
+                item.loaded.clear()
+                item.loaded.update({name: item.state.spent(user, name) for name in item.spend_fields})
             try:
                 outcomes.append(
                     self.engine.recommend_or_fallback(
-                        item.transaction, item.wallet, wallet_source=item.wallet_source
+                        item.transaction, item.wallet, wallet_source=item.wallet_source,
+                        valuations=item.valuations, mode=item.mode, state=item.state,
                     )
                 )
             except (KeyError, ValueError) as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consumer.settle import SettleCounts
+from consumer.settle import SettleCounts, SpendChecks
 from rewardpilot.models import DeadLetter, Recommendation
 
 
@@ -35,11 +35,16 @@ class Delivery:
 
 @dataclass(slots=True)
 class Reclaimed:
-    """What one recovery pass found among entries whose consumer went quiet."""
+    """What one recovery pass found among entries whose consumer went quiet.
+
+    ``stream`` names the stream of the ``lost`` entry ids for transports that
+    read several streams; None means the pool's transactions stream.
+    """
 
     deliveries: list[Delivery] = field(default_factory=list)
     poison: list[tuple[Delivery, int]] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    stream: str | None = None
 
 
 class Transport(Protocol):
@@ -52,8 +57,12 @@ class Transport(Protocol):
         """Return up to ``count`` new entries, waiting up to ``block_ms`` for the first."""
 
     async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
-                     acknowledge: list[str]) -> SettleCounts:
-        """Publish results and dead letters and acknowledge their entries, atomically."""
+                     acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
+        """Publish results and dead letters and acknowledge their entries, atomically.
+
+        Entries in ``SettleCounts.conflicts`` stay in hand, unsettled, for the
+        caller to settle again or give back (``consumer.settle``).
+        """
 
     async def give_back(self, entry_ids: list[str]) -> None:
         """Return unsettled entries for any consumer to take now, without counting a delivery."""

@@ -41,7 +41,7 @@ from typing import Any, Iterable
 import redis.asyncio as aioredis
 
 from consumer.settings import ConsumerSettings
-from consumer.settle import SettleCounts, Settler
+from consumer.settle import SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from rewardpilot.codec import encode_transaction
 from rewardpilot.logs import get_logger
@@ -220,15 +220,17 @@ class ModalQueueTransport:
             self._lease_of[delivery.entry_id] = (lease_id, partition)
 
     async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
-                     acknowledge: list[str]) -> SettleCounts:
+                     acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
         """Write outcomes with the settle script, then drop the entries from their leases.
 
         A crash between the two leaves the lease to expire; the redelivered
         entries then find their markers and are counted as duplicates.
+        Entries returned as conflicts keep their lease.
         """
-        counts = await self.settler.settle(results, dead_letters, acknowledge_only=acknowledge)
+        counts = await self.settler.settle(results, dead_letters, acknowledge_only=acknowledge, checks=checks)
+        conflicts = set(counts.conflicts)
         entry_ids = [entry_id for entry_id, _ in results] + [letter.entry_id for letter in dead_letters] + list(acknowledge)
-        await self._release_entries(entry_ids)
+        await self._release_entries([entry_id for entry_id in entry_ids if entry_id not in conflicts])
         return counts
 
     async def _release_entries(self, entry_ids: list[str]) -> dict[str, list[str]]:

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from consumer.group import backlog, ensure_group
 from consumer.settings import ConsumerSettings
-from consumer.settle import SettleCounts, Settler
+from consumer.settle import SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from consumer.transports.leases import Leases
 from rewardpilot.logs import get_logger
@@ -191,6 +191,10 @@ class PartitionedStreamTransport:
         redis-py returns only the claimed ids for JUSTID, without the cursor
         (redis-py 8.2 ``parse_xautoclaim``), so each round starts just after
         the last id claimed.
+
+        NOTE: for that reason the ids of pending entries already deleted from
+        the stream, which XAUTOCLAIM removes from the pending entries list and
+        lists separately (Redis 7.0+), are dropped here without a dead letter.
         """
         stream, start = self.streams[partition], "0-0"
         for _ in range(MAX_CLAIM_ROUNDS):
@@ -330,7 +334,7 @@ class PartitionedStreamTransport:
         finally:
             self._reading.discard(partition)
 
-        batch, found = [], Reclaimed()
+        batch, found = [], Reclaimed(stream=stream)
         for entry_id, fields in entries:
             delivery = Delivery(_text(entry_id), fields, stream)
             delivered = counts.get(delivery.entry_id, 1)
@@ -365,8 +369,11 @@ class PartitionedStreamTransport:
     # Settling
 
     async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
-                     acknowledge: list[str]) -> SettleCounts:
+                     acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
         """Settle entries of one batch on its partition stream; the partition then comes free.
+
+        Entries returned as conflicts stay in hand, so the partition comes
+        free only once they are settled again or given back.
 
         NOTE: the lease is not checked inside the settle script. A holder that
         stalled past its lease can still settle a batch after the next holder
@@ -379,8 +386,10 @@ class PartitionedStreamTransport:
             return SettleCounts()
         users = {recommendation.user_id for _, recommendation in results}
         partition = self._partition_of_batch(entry_ids, users)
-        counts = await self.settlers[partition].settle(results, dead_letters, acknowledge_only=acknowledge)
-        await self._finish(partition, entry_ids)
+        counts = await self.settlers[partition].settle(results, dead_letters, acknowledge_only=acknowledge,
+                                                       checks=checks)
+        conflicts = set(counts.conflicts)
+        await self._finish(partition, [entry_id for entry_id in entry_ids if entry_id not in conflicts])
         return counts
 
     async def give_back(self, entry_ids: list[str]) -> None:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from consumer.group import backlog, ensure_group
 from consumer.settings import ConsumerSettings
-from consumer.settle import SettleCounts, Settler
+from consumer.settle import SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from rewardpilot.logs import get_logger
 from rewardpilot.models import DeadLetter, Recommendation
@@ -86,8 +86,8 @@ class RedisStreamTransport:
         await ensure_group(self.client, self.stream, self.group, "0")
 
     async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
-                     acknowledge: list[str]) -> SettleCounts:
-        return await self.settler.settle(results, dead_letters, acknowledge_only=acknowledge)
+                     acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
+        return await self.settler.settle(results, dead_letters, acknowledge_only=acknowledge, checks=checks)
 
     async def give_back(self, entry_ids: list[str]) -> None:
         """Lower each entry's delivery count again and make it claimable by anyone now."""

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from consumer import dlq
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.partitions import stored_count
 from rewardpilot.streams import LIVE_RUN
 
 app = typer.Typer(help="Inspect, redrive or purge dead letters.", no_args_is_help=True)
@@ -63,7 +64,13 @@ def redrive(
     except dlq.RedriveError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print(f"redrove {len(new_ids)} dead letters onto {keys.transactions}")
+    partitions = stored_count(client, keys)
+    target = keys.transactions if partitions == 1 else f"the {partitions} partition streams {keys.transactions}:p*"
+    console.print(f"redrove {len(new_ids)} dead letters onto {target}")
+    remaining = client.xlen(keys.dead_letters)
+    if all_letters and remaining:
+        console.print(f"{remaining} dead letters remain: those that cannot be redriven (no payload, or no "
+                      "partition to route them to) and any added since; see `rewardpilot dlq list`")
 
 
 @app.command("purge")

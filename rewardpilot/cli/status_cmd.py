@@ -1,4 +1,4 @@
-"""``rewardpilot status [--watch]``: streams, consumer groups, consumers and dead letters."""
+"""``rewardpilot status [--watch]``: streams or partitions, consumer groups, consumers and dead letters."""
 
 from __future__ import annotations
 
@@ -14,30 +14,66 @@ from rewardpilot.status import ResultRate, collect_status
 
 
 def _render(snapshot: dict) -> Table:
-    transactions = snapshot["transactions"]
-    table = Table(title=f"{transactions['stream']}: {transactions['length']} entries")
-    for column in ("group", "lag", "pending", "oldest pending (s)", "consumer", "consumer pending", "idle (s)"):
-        table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
-    for group in transactions["groups"]:
-        oldest = group["oldest_pending_age_ms"]
-        oldest_text = f"{oldest / 1000:.1f}" if oldest is not None else "-"
-        consumers = group["consumers"] or [{"name": "-", "pending": "-", "idle_ms": None}]
-        for index, consumer in enumerate(consumers):
-            idle = consumer["idle_ms"]
-            table.add_row(
-                group["name"] if index == 0 else "",
-                str(group["lag"]) if index == 0 else "",
-                str(group["pending"]) if index == 0 else "",
-                oldest_text if index == 0 else "",
-                consumer["name"], str(consumer["pending"]),
-                f"{idle / 1000:.1f}" if idle is not None else "-",
-            )
+    """Render a status snapshot: one row per partition and group when partitioned, else per group and consumer."""
+    if snapshot.get("partitions"):
+        table = _partitions_table(snapshot["transactions"]["stream"], snapshot["partitions"])
+    else:
+        table = _stream_table(snapshot["transactions"])
     results = ", ".join(f"{run}: {count}" for run, count in snapshot["results"].items())
     table.caption = (
         f"results {results}; {_results_rate_text(snapshot.get('results_per_second'))}; "
         f"dead letters: {snapshot['dead_letters']}; {_rate_text(snapshot.get('rate_limit'))}"
     )
     return table
+
+
+def _stream_table(transactions: dict) -> Table:
+    table = Table(title=f"{transactions['stream']}: {transactions['length']} entries")
+    for column in ("group", "lag", "pending", "oldest pending (s)", "consumer", "consumer pending", "idle (s)"):
+        table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
+    for group in transactions["groups"]:
+        consumers = group["consumers"] or [{"name": "-", "pending": "-", "idle_ms": None}]
+        for index, consumer in enumerate(consumers):
+            idle = consumer["idle_ms"]
+            table.add_row(
+                group["name"] if index == 0 else "",
+                _count_text(group["lag"]) if index == 0 else "",
+                str(group["pending"]) if index == 0 else "",
+                _seconds_text(group["oldest_pending_age_ms"]) if index == 0 else "",
+                consumer["name"], str(consumer["pending"]), _seconds_text(idle),
+            )
+    return table
+
+
+def _partitions_table(base_stream: str, partitions: list[dict]) -> Table:
+    """Render one row per partition and consumer group, with the group's lease holder on that partition."""
+    total = sum(partition["length"] for partition in partitions)
+    table = Table(title=f"{base_stream}:p0 to p{len(partitions) - 1}: {total} entries in {len(partitions)} partitions")
+    for column in ("partition", "entries", "group", "lag", "pending", "oldest pending (s)", "lease holder",
+                   "pending by consumer"):
+        table.add_column(column, justify="left" if column in ("group", "lease holder", "pending by consumer") else "right")
+    for partition in partitions:
+        groups = partition["groups"] or [None]
+        for index, group in enumerate(groups):
+            first = index == 0
+            cells = [str(partition["partition"]) if first else "", str(partition["length"]) if first else ""]
+            if group is None:
+                cells += ["-", "-", "-", "-", "-", "-"]
+            else:
+                holder = group.get("lease_holder")
+                by_consumer = ", ".join(f"{c['name']}: {c['pending']}" for c in group["consumers"]) or "-"
+                cells += [group["name"], _count_text(group["lag"]), str(group["pending"]),
+                          _seconds_text(group["oldest_pending_age_ms"]), holder or "free", by_consumer]
+            table.add_row(*cells)
+    return table
+
+
+def _count_text(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _seconds_text(milliseconds: int | None) -> str:
+    return "-" if milliseconds is None else f"{milliseconds / 1000:.1f}"
 
 
 def _results_rate_text(rate: float | None) -> str:
@@ -63,7 +99,7 @@ def status(
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     count: int = typer.Option(0, "--count", help="With --watch, stop after this many refreshes; 0 runs until interrupted."),
 ) -> None:
-    """Show stream lengths, group lag and pending entries, consumers, dead letters and the orchestrator rate."""
+    """Show stream lengths (per partition, with lease holders, when partitioned), group lag and pending entries, consumers, dead letters and the orchestrator rate."""
     if interval <= 0:
         raise typer.BadParameter(f"--interval {interval} must be a positive number of seconds")
     if count < 0:

@@ -8,6 +8,7 @@ import json
 import typer
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.partitions import partition_streams, stored_count
 from rewardpilot.retention import InvalidAgeError, TrimReport, parse_age
 from rewardpilot.retention import trim as trim_stream
 
@@ -15,11 +16,14 @@ from rewardpilot.retention import trim as trim_stream
 def trim(
     ctx: typer.Context,
     older_than: str = typer.Option(..., "--older-than", help="Remove entries older than this age: 90s, 15m, 12h, 30d or 2w."),
-    job: str = typer.Option(None, "--job", help="Trim the transactions stream of this `rewardpilot run` job."),
+    job: str = typer.Option(None, "--job", help="Trim the transactions streams of this `rewardpilot run` job."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be removed and remove nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per stream, one per line."),
 ) -> None:
-    """Trim the transactions stream by MINID, never past an entry a consumer group has not read or acknowledged."""
+    """Trim the transactions streams by MINID, never past an entry a consumer group has not read or acknowledged.
+
+    With partitions, every partition stream is trimmed, each to the MINID its own consumer groups allow.
+    """
     try:
         age = parse_age(older_than)
     except InvalidAgeError as exc:
@@ -27,24 +31,29 @@ def trim(
         raise typer.Exit(2) from None
 
     context = app_context(ctx)
-    check_redis(context.client(), context)
-    stream = context.keys(job).transactions
+    client = context.client()
+    check_redis(client, context)
+    keys = context.keys(job)
+    streams = partition_streams(keys, stored_count(client, keys))
 
-    async def main() -> TrimReport:
-        client = context.async_client()
+    async def main() -> list[TrimReport]:
+        async_client = context.async_client()
         try:
-            return await trim_stream(client, stream, age, dry_run=dry_run)
+            return [await trim_stream(async_client, stream, age, dry_run=dry_run) for stream in streams]
         finally:
-            await client.aclose()
+            await async_client.aclose()
 
-    report = asyncio.run(main())
+    reports = asyncio.run(main())
     if as_json:
-        typer.echo(json.dumps(report.as_dict()))
+        for report in reports:
+            typer.echo(json.dumps(report.as_dict()))
         return
 
     verb = "would remove" if dry_run else "removed"
     out = stdout_console()
-    out.print(f"{stream}: {verb} {report.removed} entries older than {report.min_id}")
-    if report.held_back_by:
-        out.print(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
-                  f"(cutoff was {report.cutoff_id}): it has entries there it has not read or acknowledged")
+    for report in reports:
+        out.print(f"{report.stream}: {verb} {report.removed} entries older than {report.min_id}")
+        if report.held_back_by:
+            out.print(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
+                      f"(cutoff was {report.cutoff_id}): it has entries in {report.stream} it has not "
+                      "read or acknowledged")
