@@ -120,9 +120,6 @@ def test_invalid_entry_letter_names_partition(redis_url, sync_client, keys):
     assert letter.payload == {"data": "not json"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on takeover, XAUTOCLAIM JUSTID removes deleted entries from the pending entries list and redis-py "
-    "returns only the claimed ids, so the transport never sees them to dead-letter"))
 def test_lost_entry_letter_names_partition(redis_url, sync_client, keys):
     Producer(sync_client, keys, max_backlog=None, partitions=2).publish_many(make_transactions(10, ["alice"]))
     settings = settings_for(keys, 2, lease_ms=500)

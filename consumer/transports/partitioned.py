@@ -38,6 +38,8 @@ from rewardpilot.partitions import agree_count_async, partition_of, partition_st
 
 MAX_CLAIM_ROUNDS = 100  # bounds one takeover pass over a very long pending entries list
 CLAIM_COUNT = 1000
+# XAUTOCLAIM with JUSTID, returning Redis's raw reply: cursor, claimed ids, deleted ids.
+_CLAIM_SCRIPT = "return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')"
 
 # The partition of the batch last handed to the current asyncio task. Entry ids
 # are unique only within one stream, so when two partitions have a batch with
@@ -68,6 +70,7 @@ class PartitionedStreamTransport:
     def __init__(self, client: aioredis.Redis, settings: ConsumerSettings, consumer: str,
                  partitions: int | None = None):
         self.client = client
+        self._claim = client.register_script(_CLAIM_SCRIPT)
         self.settings = settings
         self.consumer = consumer
         self.partitions = partitions or settings.partitions
@@ -188,29 +191,33 @@ class PartitionedStreamTransport:
         """Claim every entry the group has pending on a partition, so they are read again first.
 
         JUSTID leaves the delivery count as it is; reading the entries again raises it.
-        redis-py returns only the claimed ids for JUSTID, without the cursor
-        (redis-py 8.2 ``parse_xautoclaim``), so each round starts just after
-        the last id claimed.
-
-        NOTE: for that reason the ids of pending entries already deleted from
-        the stream, which XAUTOCLAIM removes from the pending entries list and
-        lists separately (Redis 7.0+), are dropped here without a dead letter.
+        XAUTOCLAIM runs inside a one-line script because redis-py's reply
+        parser drops the cursor and the deleted ids for JUSTID; the deleted
+        ids (pending entries trimmed from the stream, which Redis 7.0+ removes
+        from the pending entries list) are set aside to be dead-lettered.
         """
         stream, start = self.streams[partition], "0-0"
         for _ in range(MAX_CLAIM_ROUNDS):
             try:
-                claimed = await self.client.xautoclaim(stream, self.group, self.consumer, min_idle_time=0,
-                                                       start_id=start, count=CLAIM_COUNT, justid=True)
+                reply = await self._claim(keys=[stream], args=[self.group, self.consumer, start, CLAIM_COUNT])
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await ensure_group(self.client, stream, self.group, "0")
                 break
-            if not claimed:
+            start = _text(reply[0])
+            deleted = [_text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else [])]
+            if deleted:
+                self._set_aside_lost(partition, deleted)
+            if start == "0-0":
                 break
-            milliseconds, sequence = _entry_key(_text(claimed[-1]))
-            start = f"{milliseconds}-{sequence + 1}"
         self._read_pending_again(partition)
+
+    def _set_aside_lost(self, partition: int, entry_ids: list[str]) -> None:
+        found = self._set_aside.setdefault(partition, Reclaimed(stream=self.streams[partition]))
+        found.lost.extend(entry_ids)
+        self.log.warning("pending entries were deleted from the stream; setting them aside",
+                         partition=partition, count=len(entry_ids))
 
     def _read_pending_again(self, partition: int) -> None:
         """Make the next read of a partition start from its pending entries.
@@ -345,6 +352,10 @@ class PartitionedStreamTransport:
             else:
                 batch.append(delivery)
         if found.lost or found.poison:
+            earlier = self._set_aside.get(partition)
+            if earlier is not None:
+                found.lost[:0] = earlier.lost
+                found.poison[:0] = earlier.poison
             self._set_aside[partition] = found
             self.log.warning("entries set aside for the dead-letter stream", partition=partition,
                              lost=len(found.lost), poison=len(found.poison))
