@@ -592,3 +592,17 @@ def test_no_alternative_beats_recommended(wallet, mcc, cents, merchant, country,
         assert ENGINE.catalog.get(card(rec)).network in rule[1].accepts
         for alternative in rec.alternatives:
             assert ENGINE.catalog.get(alternative.card.card_id).network in rule[1].accepts
+
+
+def test_freedom_flex_q1_2026_dining():
+    # Chase, Q1 2026 (announced 2025-12-15): 5% on dining, American Heart Association donations and
+    # Norwegian Cruise Line, up to $1,500. $100.00 at a restaurant (MCC 5812) on 2026-02-10:
+    # 5x = 500 Ultimate Rewards points at the fixed 1.0 cent (no Sapphire in the wallet) = 500 cents.
+    engine = RulesEngine.default()
+    dinner = Transaction(transaction_id="q1-2026", user_id="u", merchant="Olive Garden", amount_usd="100.00",
+                         mcc="5812", timestamp="2026-02-10T18:00:00Z")
+
+    answer = engine.recommend(dinner, ["chase-freedom-flex", "citi-double-cash"], wallet_source="user")
+
+    assert answer.recommended_card.card_id == "chase-freedom-flex"
+    assert answer.rewards.cash_value_usd == Decimal("5.00")
