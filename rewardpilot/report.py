@@ -120,9 +120,16 @@ def parse_period(month: str | None, year: str | None) -> tuple[str, date, date]:
 def build_report(
     client: redis.Redis, keys: StreamKeys, user_id: str, *, month: str | None = None, year: str | None = None,
     run: str = LIVE_RUN, engine: RulesEngine | None = None, today: date | None = None,
+    card_used: str | None = None,
 ) -> Report:
-    """Build the missed-rewards report of one user for a month or a year. Raises ValueError for a bad period or user."""
+    """Build the missed-rewards report of one user for a month or a year.
+
+    ``card_used`` is the catalog card the purchases were made with when
+    their export names none (a Chase statement says only "chase"). Raises
+    ValueError for a bad period or user, UnknownCardError for ``card_used``.
+    """
     engine = engine or RulesEngine.default()
+    assumed = engine.catalog.get(card_used).card_id if card_used else None
     user = wallets.check_user_id(user_id)
     label, first, last = parse_period(month, year)
 
@@ -143,7 +150,7 @@ def build_report(
 
     report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals())
     for rec, transaction in zip(results, transactions):
-        _add(report, engine, rec, transaction, wallet, state, valuations, mode)
+        _add(report, engine, rec, transaction, wallet, state, valuations, mode, assumed)
 
     report.caps = cap_status(client, keys, user, engine, today=today or datetime.now(timezone.utc).date(),
                              cycle_day=record.cycle_day if record else None)
@@ -178,16 +185,16 @@ def _transactions(client: redis.Redis, keys: StreamKeys, results: list[Recommend
 
 
 def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: Transaction,
-         wallet: list[str] | None, state: SpendState, valuations, mode) -> None:
-    used = None
+         wallet: list[str] | None, state: SpendState, valuations, mode, assumed: str | None = None) -> None:
+    used = assumed
     if transaction.card_used and transaction.card_used in engine.catalog:
         used = engine.catalog.get(transaction.card_used).card_id
     earned = None
     if used is not None:
         earned = engine.rewards_for(transaction, used, valuations=valuations, mode=mode, state=state,
                                     held=wallet).cash_value_usd
-    best = engine.recommend(transaction, wallet, wallet_source=None if wallet is None else "user",
-                            valuations=valuations, mode=mode, state=state)
+    best = engine.recommend_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user",
+                                        valuations=valuations, mode=mode, state=state)
     best_cash = best.rewards.cash_value_usd
 
     report.purchases += 1

@@ -77,6 +77,24 @@ def test_month_totals(sync_client, keys):
     assert report.by_card_used["(unknown)"].purchases == 1
 
 
+def test_card_used_fills_unknown_card(sync_client, keys):
+    # t4 names no card; with --card-used citi-double-cash it earned 50 x 1.0 = $0.50 against
+    # Gold's $2.00, so $1.50 more is missed than in test_month_totals ($6.00 + $1.50).
+    publish_run(sync_client, keys)
+    report = build_report(sync_client, keys, "u1", month="2026-11", today=date(2026, 11, 30),
+                          card_used="citi-double-cash")
+
+    assert report.unknown_card_used == 0
+    assert report.total.missed == Decimal("7.50")
+    assert "(unknown)" not in report.by_card_used
+
+
+def test_card_used_unknown_id_rejected(sync_client, keys):
+    publish_run(sync_client, keys)
+    with pytest.raises(KeyError, match="citi-double-cassh"):
+        build_report(sync_client, keys, "u1", month="2026-11", card_used="citi-double-cassh")
+
+
 def test_year_includes_october(sync_client, keys):
     # Adding t5: Double Cash 2,000 x 1.0 = $20.00 against Gold 4,000 x 2.0 = $80.00: $60.00 more missed.
     publish_run(sync_client, keys)

@@ -24,14 +24,16 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     html_file: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page with a chart."),
     png_file: Path = typer.Option(None, "--png", help="Also write the chart as a PNG (needs matplotlib)."),
+    card_used: str = typer.Option(None, "--card-used", help="Card id the purchases were made with when the export names none (see `rewardpilot cards`).", show_default=False),
 ) -> None:
     """Show what a user earned with the cards used, what the recommended cards would have earned, and the caps."""
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     try:
-        result = build_report(client, context.keys(job), user, month=month, year=year, run=run)
-    except ValueError as exc:
+        result = build_report(client, context.keys(job), user, month=month, year=year, run=run,
+                              card_used=card_used)
+    except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
