@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from rewardpilot.engine.categories import normalize_text
 from rewardpilot.engine.errors import UnknownCardError
 
 Network = Literal["visa", "mastercard", "amex", "discover"]
@@ -269,17 +270,7 @@ class Catalog(BaseModel):
 
 def _normal(text: str) -> str:
     """Lower-case, with every run of non-alphanumerics turned into one hyphen."""
-    out: list[str] = []
-    gap = False
-    for char in text.strip().lower():
-        if char.isalnum():
-            if gap and out:
-                out.append("-")
-            out.append(char)
-            gap = False
-        else:
-            gap = True
-    return "".join(out)
+    return normalize_text(text).replace(" ", "-")
 
 
 @cache
