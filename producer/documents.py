@@ -6,7 +6,7 @@ the document is read into memory up to ``MAX_DOCUMENT_BYTES``.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import structlog
 
@@ -53,6 +53,15 @@ class DocumentReader:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning("input warning", warning=message)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        try:
+            yield from self._read()
+        finally:
+            self.duplicates.close()
+
+    def _read(self) -> Iterator[Outcome]:
+        raise NotImplementedError
 
     def read_all(self) -> bytes:
         data = read_document(self.stream, self.head, self.name)

@@ -163,12 +163,6 @@ class OfxReader(DocumentReader):
 
     format = "ofx"
 
-    def __iter__(self) -> Iterator[Outcome]:
-        try:
-            yield from self._read()
-        finally:
-            self.duplicates.close()
-
     def _read(self) -> Iterator[Outcome]:
         data = self.read_all().removeprefix(b"\xef\xbb\xbf")
         self.encoding = detect_encoding(data)

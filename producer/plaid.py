@@ -63,12 +63,6 @@ class PlaidReader(DocumentReader):
     format = "plaid"
     position_name = "entry"
 
-    def __iter__(self) -> Iterator[Outcome]:
-        try:
-            yield from self._read()
-        finally:
-            self.duplicates.close()
-
     def _read(self) -> Iterator[Outcome]:
         document = self._load()
         accounts = self._accounts(document.get("accounts"))

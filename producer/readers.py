@@ -131,7 +131,28 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-class CsvReader:
+class _LineReader:
+    """Shared state of the line-based readers: the lines, duplicates, warnings and counts."""
+
+    def __init__(self, stream: BinaryIO, *, max_record_bytes: int, duplicates: DuplicateIndex | None) -> None:
+        self.lines = stream if isinstance(stream, LineSplitter) else LineSplitter(stream, max_line_bytes=max_record_bytes)
+        self.max_record_bytes = max_record_bytes
+        self.duplicates = duplicates or DuplicateIndex()
+        self.layout: Layout | None = None
+        self.warnings: list[str] = []
+        self.empty_lines = 0
+        self._warned_zone = False
+
+    @property
+    def bytes_read(self) -> int:
+        return self.lines.bytes_read
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("input warning", warning=message)
+
+
+class CsvReader(_LineReader):
     """Read a CSV file of transactions and yield an ``Outcome`` per row.
 
     The first non-empty line is the header. ``layout`` is used when given,
@@ -151,22 +172,9 @@ class CsvReader:
         max_record_bytes: int = MAX_RECORD_BYTES,
         duplicates: DuplicateIndex | None = None,
     ) -> None:
-        self.lines = stream if isinstance(stream, LineSplitter) else LineSplitter(stream, max_line_bytes=max_record_bytes)
+        super().__init__(stream, max_record_bytes=max_record_bytes, duplicates=duplicates)
         self.layout = layout
         self.user = user
-        self.max_record_bytes = max_record_bytes
-        self.duplicates = duplicates or DuplicateIndex()
-        self.warnings: list[str] = []
-        self.empty_lines = 0
-        self._warned_zone = False
-
-    @property
-    def bytes_read(self) -> int:
-        return self.lines.bytes_read
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        log.warning("input warning", warning=message)
 
     def __iter__(self) -> Iterator[Outcome]:
         try:
@@ -309,7 +317,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-class JsonLinesReader:
+class JsonLinesReader(_LineReader):
     """Read JSON lines (one transaction object per line) and yield an ``Outcome`` per line.
 
     Keys are the ``Transaction`` field names; unknown keys are ignored with one
@@ -326,22 +334,8 @@ class JsonLinesReader:
         max_record_bytes: int = MAX_RECORD_BYTES,
         duplicates: DuplicateIndex | None = None,
     ) -> None:
-        self.lines = stream if isinstance(stream, LineSplitter) else LineSplitter(stream, max_line_bytes=max_record_bytes)
-        self.max_record_bytes = max_record_bytes
-        self.duplicates = duplicates or DuplicateIndex()
-        self.layout = None
-        self.warnings: list[str] = []
-        self.empty_lines = 0
+        super().__init__(stream, max_record_bytes=max_record_bytes, duplicates=duplicates)
         self._unknown_keys: set[str] = set()
-        self._warned_zone = False
-
-    @property
-    def bytes_read(self) -> int:
-        return self.lines.bytes_read
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        log.warning("input warning", warning=message)
 
     def __iter__(self) -> Iterator[Outcome]:
         try:

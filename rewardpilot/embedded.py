@@ -39,7 +39,7 @@ class EmbeddedServerError(RuntimeError):
 
 @dataclass
 class ServerState:
-    """What ``server.json`` records about a running embedded server."""
+    """The record in ``server.json`` of a running embedded server."""
 
     pid: int
     port: int
@@ -66,7 +66,7 @@ def read_state(home: Path | None = None) -> ServerState | None:
 
 
 def is_alive(state: ServerState) -> bool:
-    """Return True when the recorded server answers PING with its password."""
+    """Return True when the recorded server replies to PING with its password."""
     try:
         client = redis.Redis(
             host="127.0.0.1", port=state.port, password=state.password,

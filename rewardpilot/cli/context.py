@@ -1,4 +1,4 @@
-"""What every command shares: the stream keys, Redis clients and the console."""
+"""The state every command shares: the stream keys, Redis clients and the console."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ console = Console(stderr=True)
 
 
 def stdout_console() -> Console:
-    """A console for tables on stdout, 120 columns wide when stdout is not a terminal."""
+    """Return a console for tables on stdout, 120 columns wide when stdout is not a terminal."""
     probe = Console()
     return probe if probe.is_terminal else Console(width=120)
 
@@ -64,7 +64,7 @@ def app_context(ctx: typer.Context) -> AppContext:
 
 
 def wait_for_redis(client: redis.Redis, context: AppContext, timeout_seconds: float) -> None:
-    """Wait up to ``timeout_seconds`` for Redis to answer, for long-running commands.
+    """Wait up to ``timeout_seconds`` for Redis to reply to PING, for long-running commands.
 
     A consumer started alongside its server (docker-compose, a restart) should
     wait for it rather than exit. A rejected password still exits at once.
@@ -91,7 +91,7 @@ def wait_for_redis(client: redis.Redis, context: AppContext, timeout_seconds: fl
 
 
 def check_redis(client: redis.Redis, context: AppContext) -> None:
-    """Exit with a clear message when Redis does not answer."""
+    """Exit with a clear message when Redis does not reply to PING."""
     try:
         client.ping()
     except redis.AuthenticationError:

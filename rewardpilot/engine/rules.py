@@ -645,13 +645,13 @@ class RulesEngine:
         wallet: Sequence[str] | None = None,
         **options,
     ) -> Recommendation:
-        """Recommend like ``recommend``, but answer against the catalog when the merchant takes no wallet card.
+        """Recommend like ``recommend``, but fall back to the catalog when the merchant takes no wallet card.
 
         A purchase at a merchant that accepts none of the wallet's cards (a
-        Costco U.S. warehouse with no Visa in the wallet) still gets an
-        answer: the best card in the catalog for it, with the reasoning
+        Costco U.S. warehouse with no Visa in the wallet) still gets a
+        recommendation: the best card in the catalog for it, with the reasoning
         naming the acceptance rule and ``passed_over`` listing the wallet's
-        cards. That answer does not touch the spend state, because the user
+        cards. That recommendation does not touch the spend state, because the user
         does not hold the card.
         """
         try:

@@ -49,7 +49,7 @@ class RecommendRequest(Transaction):
     a bad amount, MCC or timestamp), except that ``transaction_id`` is
     optional. ``wallet`` lists the card ids to judge against. Without it the
     server uses the user's wallet stored in Redis, or the whole catalog.
-    ``wallet_source`` says where a given ``wallet`` came from: "user" (the
+    ``wallet_source`` names where a given ``wallet`` came from: "user" (the
     caller read the user's own wallet) or "run" (the default: a wallet named
     for the run), so the reasoning describes it correctly.
     """
