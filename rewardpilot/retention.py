@@ -103,7 +103,9 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
         limits = [_next_id(_text(info["last-delivered-id"]))]
         if int(info.get("pending", 0)):
             summary = await client.xpending(stream, group)
-            limits.append(_text(summary["min"]))
+            # The entries may have been acknowledged since XINFO GROUPS; then min is nil.
+            if summary["min"] is not None:
+                limits.append(_text(summary["min"]))
         for limit in limits:
             if _key(limit) < _key(min_id):
                 min_id, held_back_by = limit, group

@@ -237,3 +237,32 @@ def test_cli_consume_bad_trim_age(cli_env, keys):
 
     assert completed.returncode == 2
     assert "'forever'" in completed.stderr
+
+
+async def test_plan_min_id_pending_acked_meanwhile(redis_url, keys, sync_client, monkeypatch):
+    import redis.asyncio as aioredis
+    from datetime import timedelta
+
+    from rewardpilot.retention import plan_min_id
+
+    sync_client.xadd(keys.transactions, {"data": "x"})
+    sync_client.xgroup_create(keys.transactions, "g", id="0")
+    client = aioredis.Redis.from_url(redis_url)
+    real_xinfo = client.xinfo_groups
+
+    async def xinfo_with_stale_pending(stream):
+        # XINFO GROUPS still reports one pending entry that XPENDING no longer has.
+        groups = await real_xinfo(stream)
+        for group in groups:
+            group["pending"] = 1
+        return groups
+
+    monkeypatch.setattr(client, "xinfo_groups", xinfo_with_stale_pending)
+    try:
+        cutoff_id, min_id, held_back_by = await plan_min_id(client, keys.transactions, timedelta(seconds=1))
+    finally:
+        await client.aclose()
+
+    # The group has read nothing (last-delivered-id 0-0), so trimming stops at 0-1.
+    assert held_back_by == "g"
+    assert min_id == "0-1"
