@@ -27,14 +27,15 @@ from bench.server import BenchServer
 # (stage, function name as py-spy prints it); a sample counts once per stage.
 STAGES = [
     ("decode entries (pydantic)", "ConsumerPool._decode"),
-    ("engine: RulesEngine.recommend", "RulesEngine.recommend"),
-    ("  building result models", "builder.<locals>.build"),
-    ("  rewards arithmetic", "RulesEngine._rewards"),
+    ("engine: RulesEngine.evaluate", "RulesEngine.evaluate"),
+    ("  rounding rewards (_listed)", "RulesEngine._listed"),
+    ("  valuing cards (_valued)", "RulesEngine._valued"),
+    ("  purchase context (_context)", "RulesEngine._context"),
     ("  reasoning text", "RulesEngine._reasoning"),
     ("wallet look-up", "WalletCache.resolve"),
     ("stamp results (_collect)", "ConsumerPool._collect"),
     ("settle: Settler.settle", "Settler.settle"),
-    ("  result JSON (model_dump_json)", "BaseModel.model_dump_json"),
+    ("  result JSON (Evaluation.to_json)", "Evaluation.to_json"),
     ("  command encoding (redis-py)", "HiredisRespSerializer.pack"),
 ]
 HANDLE = "ConsumerPool.handle"

@@ -27,9 +27,9 @@ from consumer.ratelimit.base import RateLimiter
 from consumer.recommenders import ItemError, Recommender, WorkItem
 from consumer.retry import RetryPolicy
 from consumer.stats import PoolStats
-from rewardpilot.models import Recommendation
+from consumer.settle import Result
 
-Outcomes = list[Recommendation | ItemError]
+Outcomes = list[Result | ItemError]
 
 
 def _with_history(outcome, attempts: int, first_failure: datetime | None):

@@ -41,12 +41,13 @@ from consumer.recovery import recovery_loop
 from consumer.transports import Delivery, RedisStreamTransport, Transport, TransportError
 from consumer.retry import RetryPolicy
 from consumer.settings import ConsumerSettings
+from consumer.settle import Result
 from consumer.stats import PoolStats
 from consumer.wallet_cache import WalletCache
 from rewardpilot.codec import decode_transaction, entry_time
 from rewardpilot.engine import RulesEngine
 from rewardpilot.logs import RepeatFilter, get_logger
-from rewardpilot.models import DeadLetter, Recommendation, Transaction
+from rewardpilot.models import DeadLetter, Transaction
 from rewardpilot.partitions import partition_streams
 from rewardpilot.retention import trim_loop
 
@@ -207,7 +208,7 @@ class ConsumerPool:
         self.stats.delivered += len(deliveries)
 
         transactions, dead_letters, skipped = self._decode(deliveries)
-        outcomes: list[Recommendation | ItemError] = []
+        outcomes: list[Result | ItemError] = []
         checks: dict[str, dict[str, int]] = {}
         if transactions:
             entry_ids = [entry_id for entry_id, _ in transactions]
@@ -332,7 +333,7 @@ class ConsumerPool:
         completed_ms = completed.timestamp() * 1000
         latency = self.stats.latency_seconds
         elapsed_ms = (time.perf_counter() - started) * 1000 / max(1, len(outcomes))
-        results: list[tuple[str, Recommendation]] = []
+        results: list[tuple[str, Result]] = []
         total = Decimal("0")
 
         for (entry_id, transaction), outcome in zip(transactions, outcomes):
@@ -349,7 +350,7 @@ class ConsumerPool:
             outcome.completed_at = completed
             if not outcome.processing_time_ms:
                 outcome.processing_time_ms = round(elapsed_ms, 3)
-            total += outcome.rewards.cash_value_usd
+            total += outcome.cash_value_usd
             results.append((entry_id, outcome))
 
         return results, total
@@ -369,7 +370,7 @@ class ConsumerPool:
         self.stats.dead_letters += counts.dead_letters
         if counts.conflicts:
             conflicting = set(counts.conflicts)
-            rewards -= sum((recommendation.rewards.cash_value_usd for entry_id, recommendation in results
+            rewards -= sum((result.cash_value_usd for entry_id, result in results
                             if entry_id in conflicting), Decimal("0"))
         if counts.written:
             # NOTE: when part of a batch was already settled elsewhere (a redelivery),

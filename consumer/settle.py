@@ -22,6 +22,7 @@ from typing import Mapping
 
 import redis.asyncio as aioredis
 
+from rewardpilot.engine.evaluation import Evaluation
 from rewardpilot.models import DeadLetter, Recommendation
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 
@@ -29,6 +30,17 @@ _SCRIPT = resources.files("consumer").joinpath("settle.lua").read_text()
 
 
 SpendChecks = Mapping[str, Mapping[str, int]]
+Result = Recommendation | Evaluation  # the in-process engine's results are Evaluations
+
+
+def result_json(result: Result) -> bytes | str:
+    """Serialize a result for the results stream; both kinds give the same JSON document."""
+    if isinstance(result, Evaluation):
+        return result.to_json()
+    return result.model_dump_json()
+
+
+_NOTHING: Mapping[str, int] = {}
 
 
 @dataclass(slots=True)
@@ -64,7 +76,7 @@ class Settler:
 
     async def settle(
         self,
-        results: list[tuple[str, Recommendation]],
+        results: list[tuple[str, Result]],
         dead_letters: list[DeadLetter],
         acknowledge_only: list[str] = (),
         checks: SpendChecks | None = None,
@@ -78,14 +90,15 @@ class Settler:
         """
         checks = checks or {}
         args: list = [self.group, self.ttl, self.maxlen, self.cap_ttl]
-        for entry_id, recommendation in results:
-            loaded = checks.get(entry_id, {})
-            updates = recommendation.spend_updates
+        for entry_id, result in results:
+            loaded = checks.get(entry_id, _NOTHING)
+            updates = result.spend_updates
+            user_id, transaction_id = result.user_id, result.transaction_id
+            # Only a result that reads or adds spend needs its user's cap hash.
+            caps = self.keys.cap_spend(user_id, self.run) if loaded or updates else ""
             args += [
-                "r", entry_id, self.marker(recommendation.transaction_id),
-                recommendation.model_dump_json(), recommendation.user_id,
-                recommendation.transaction_id, self.keys.cap_spend(recommendation.user_id, self.run),
-                len(loaded), len(updates),
+                "r", entry_id, self.marker(transaction_id), result_json(result), user_id, transaction_id,
+                caps, len(loaded), len(updates),
             ]
             for name, cents in loaded.items():
                 args += [name, int(cents)]

@@ -186,6 +186,11 @@ class Recommendation(BaseModel):
     timestamp: datetime | None = None
     card_used: str | None = None
 
+    @property
+    def cash_value_usd(self) -> Decimal:
+        """The recommended card's cash value on this purchase (``rewards.cash_value_usd``)."""
+        return self.rewards.cash_value_usd
+
 
 class DeadLetter(BaseModel):
     """An entry set aside because it can never succeed, with what is known of why."""

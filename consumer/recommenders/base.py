@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping, Protocol, Sequence
 
+from rewardpilot.engine.evaluation import Evaluation
 from rewardpilot.engine.state import SpendState
 from rewardpilot.models import Recommendation, Transaction, WalletSource
 
@@ -50,8 +51,9 @@ class ItemError:
 class Recommender(Protocol):
     """Recommends cards for a micro-batch.
 
-    ``recommend`` returns one outcome per item, in order: a Recommendation,
-    or an ItemError for an item that can never succeed. A failure of the
+    ``recommend`` returns one outcome per item, in order: a Recommendation
+    (or the engine's ``Evaluation``, which settles to the same JSON), or an
+    ItemError for an item that can never succeed. A failure of the
     whole call that may succeed later (the service is down, overloaded or
     slow) is raised as ``consumer.errors.TransientError`` instead, and the
     pool retries the batch; such a batch is never dead-lettered.
@@ -59,6 +61,6 @@ class Recommender(Protocol):
 
     name: str
 
-    async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]: ...
+    async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | Evaluation | ItemError]: ...
 
     async def aclose(self) -> None: ...

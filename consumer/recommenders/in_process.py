@@ -6,14 +6,16 @@ from typing import Sequence
 
 from consumer.recommenders.base import ItemError, WorkItem
 from rewardpilot.engine import RulesEngine
-from rewardpilot.models import Recommendation
+from rewardpilot.engine.evaluation import Evaluation
 
 
 class InProcessRecommender:
-    """Runs ``RulesEngine.recommend_or_fallback`` for each item, in order; nothing here is transient.
+    """Runs ``RulesEngine.evaluate_or_fallback`` for each item, in order; nothing here is transient.
 
-    Items that share a ``SpendState`` see each other's spend, so they must
-    come in stream order per user.
+    Its results are ``Evaluation`` objects, which the settle script writes
+    as JSON without building ``Recommendation`` models. Items that share a
+    ``SpendState`` see each other's spend, so they must come in stream
+    order per user.
     """
 
     name = "in-process"
@@ -21,8 +23,8 @@ class InProcessRecommender:
     def __init__(self, engine: RulesEngine | None = None):
         self.engine = engine or RulesEngine.default()
 
-    async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
-        outcomes: list[Recommendation | ItemError] = []
+    async def recommend(self, items: Sequence[WorkItem]) -> list[Evaluation | ItemError]:
+        outcomes: list[Evaluation | ItemError] = []
         for item in items:
             if item.state is not None:
                 user = item.transaction.user_id
@@ -30,7 +32,7 @@ class InProcessRecommender:
                 item.loaded.update({name: item.state.spent(user, name) for name in item.spend_fields})
             try:
                 outcomes.append(
-                    self.engine.recommend_or_fallback(
+                    self.engine.evaluate_or_fallback(
                         item.transaction, item.wallet, wallet_source=item.wallet_source,
                         valuations=item.valuations, mode=item.mode, state=item.state,
                     )

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consumer.settle import SettleCounts, SpendChecks
-from rewardpilot.models import DeadLetter, Recommendation
+from consumer.settle import Result, SettleCounts, SpendChecks
+from rewardpilot.models import DeadLetter
 
 
 class TransportError(Exception):
@@ -56,7 +56,7 @@ class Transport(Protocol):
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Return up to ``count`` new entries, waiting up to ``block_ms`` for the first."""
 
-    async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
+    async def settle(self, results: list[tuple[str, Result]], dead_letters: list[DeadLetter],
                      acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
         """Publish results and dead letters and acknowledge their entries, atomically.
 

@@ -41,11 +41,11 @@ from typing import Any, Iterable
 import redis.asyncio as aioredis
 
 from consumer.settings import ConsumerSettings
-from consumer.settle import SettleCounts, Settler, SpendChecks
+from consumer.settle import Result, SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from rewardpilot.codec import encode_transaction
 from rewardpilot.logs import get_logger
-from rewardpilot.models import DeadLetter, Recommendation, Transaction
+from rewardpilot.models import DeadLetter, Transaction
 
 DEFAULT_PARTITIONS = 16
 MAX_PARTITIONS = 100_000  # Modal's limit of partitions per queue (modal 1.x docs)
@@ -219,7 +219,7 @@ class ModalQueueTransport:
         for delivery in entries:
             self._lease_of[delivery.entry_id] = (lease_id, partition)
 
-    async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
+    async def settle(self, results: list[tuple[str, Result]], dead_letters: list[DeadLetter],
                      acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
         """Write outcomes with the settle script, then drop the entries from their leases.
 

@@ -29,11 +29,11 @@ import redis.asyncio as aioredis
 
 from consumer.group import backlog, ensure_group
 from consumer.settings import ConsumerSettings
-from consumer.settle import SettleCounts, Settler, SpendChecks
+from consumer.settle import Result, SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from consumer.transports.leases import Leases
 from rewardpilot.logs import get_logger
-from rewardpilot.models import DeadLetter, Recommendation
+from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async, partition_of, partition_streams
 
 MAX_CLAIM_ROUNDS = 100  # bounds one takeover pass over a very long pending entries list
@@ -379,7 +379,7 @@ class PartitionedStreamTransport:
 
     # Settling
 
-    async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
+    async def settle(self, results: list[tuple[str, Result]], dead_letters: list[DeadLetter],
                      acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
         """Settle entries of one batch on its partition stream; the partition then comes free.
 

@@ -17,10 +17,10 @@ import redis.asyncio as aioredis
 
 from consumer.group import backlog, ensure_group
 from consumer.settings import ConsumerSettings
-from consumer.settle import SettleCounts, Settler, SpendChecks
+from consumer.settle import Result, SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from rewardpilot.logs import get_logger
-from rewardpilot.models import DeadLetter, Recommendation
+from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async
 
 MAX_RECLAIM_ROUNDS = 20  # bounds one recovery pass over a very long pending entries list
@@ -85,7 +85,7 @@ class RedisStreamTransport:
         )
         await ensure_group(self.client, self.stream, self.group, "0")
 
-    async def settle(self, results: list[tuple[str, Recommendation]], dead_letters: list[DeadLetter],
+    async def settle(self, results: list[tuple[str, Result]], dead_letters: list[DeadLetter],
                      acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:
         return await self.settler.settle(results, dead_letters, acknowledge_only=acknowledge, checks=checks)
 

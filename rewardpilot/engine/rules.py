@@ -61,15 +61,17 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache, lru_cache
 from typing import Mapping, Sequence
 
+import orjson
+
 from rewardpilot import ENGINE_VERSION
-from rewardpilot.engine._construct import builder
+from rewardpilot.engine.evaluation import Evaluation, Listed, card_json
 from rewardpilot.engine.catalog import Card, Cap, Catalog, EarnRule, RotatingQuarter, default_catalog
 from rewardpilot.engine.categories import CategoryMap, Placement, default_categories, normalize_text
 from rewardpilot.engine.errors import InvalidModeError, NoUsableCardError
 from rewardpilot.engine.merchants import AcceptanceRules
 from rewardpilot.engine.state import SpendState, UserSpend, field_name, local_date, period_key
 from rewardpilot.engine.valuations import ValuationTable, default_valuations, parse_cents
-from rewardpilot.models import Alternative, CardRef, Recommendation, Rewards, Transaction, WalletSource
+from rewardpilot.models import CardRef, Recommendation, Rewards, Transaction, WalletSource
 from rewardpilot.money import ZERO, cents as to_int_cents, round_cash
 
 HUNDRED = Decimal(100)
@@ -86,9 +88,6 @@ _SOURCES = ("user", "run", "catalog")
 DEFAULT_MODE = "cash"
 PROGRAM_MODE_PREFIX = "program:"
 
-_build_recommendation = builder(Recommendation)
-_build_rewards = builder(Rewards)
-_build_alternative = builder(Alternative)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +108,7 @@ class _Plan:
 
     card: Card
     ref: CardRef
+    ref_json: orjson.Fragment
     annual_fee: Decimal
     fee_percent: Decimal
     base_rate: Decimal
@@ -288,9 +288,11 @@ class RulesEngine:
             for category, found in options.items()
         }
         pooled = card.pooled_valuation
+        ref = CardRef(card_id=card.card_id, name=card.name, issuer=card.issuer)
         return _Plan(
             card=card,
-            ref=CardRef(card_id=card.card_id, name=card.name, issuer=card.issuer),
+            ref=ref,
+            ref_json=card_json(ref),
             annual_fee=card.annual_fee_usd,
             fee_percent=card.foreign_transaction_fee_percent,
             base_rate=card.base_rate,
@@ -654,11 +656,20 @@ class RulesEngine:
         cards. That recommendation does not touch the spend state, because the user
         does not hold the card.
         """
+        return self.evaluate_or_fallback(transaction, wallet, **options).to_model()
+
+    def evaluate_or_fallback(
+        self,
+        transaction: Transaction,
+        wallet: Sequence[str] | None = None,
+        **options,
+    ) -> Evaluation:
+        """Evaluate like ``evaluate``, with the catalog fallback of ``recommend_or_fallback``."""
         try:
-            return self.recommend(transaction, wallet, **options)
+            return self.evaluate(transaction, wallet, **options)
         except NoUsableCardError as exc:
-            answer = self.recommend(transaction, None, valuations=options.get("valuations"),
-                                    mode=options.get("mode"))
+            answer = self.evaluate(transaction, None, valuations=options.get("valuations"),
+                                   mode=options.get("mode"))
             answer.reasoning = answer.reasoning.replace(
                 CATALOG_NOTE,
                 f"No card in this wallet is accepted at {exc.merchant} ({exc.rule_label}), "
@@ -696,6 +707,24 @@ class RulesEngine:
         InvalidModeError for a bad mode and ValueError for other bad
         arguments.
         """
+        return self.evaluate(transaction, wallet, wallet_source=wallet_source, valuations=valuations,
+                             mode=mode, state=state).to_model()
+
+    def evaluate(
+        self,
+        transaction: Transaction,
+        wallet: Sequence[str] | None = None,
+        *,
+        wallet_source: WalletSource | None = None,
+        valuations: Mapping[str, object] | None = None,
+        mode: str | None = None,
+        state: SpendState | None = None,
+    ) -> Evaluation:
+        """Work out what ``recommend`` returns, as an ``Evaluation`` that has not built its models yet.
+
+        Takes the same arguments and raises the same errors as ``recommend``.
+        The consumer uses it to write results without building pydantic models.
+        """
         started = time.perf_counter()
         if wallet is None:
             if wallet_source not in (None, "catalog"):
@@ -721,11 +750,13 @@ class RulesEngine:
         amount = transaction.amount_usd
         valued = self._valued(ranking, amount, context, user)
         top = valued[: MAX_ALTERNATIVES + 1]
-        rewards = [self._rewards(item, amount) for item in top]
-        winner, winner_rewards = top[0], rewards[0]
+        cards = [self._listed(item, amount) for item in top]
+        for listed, item in zip(cards[1:], top[1:]):
+            listed.note = _describe(item)
+        winner, winner_cash = top[0], cards[0].cash
 
         confidence = context.placement.confidence
-        if len(rewards) > 1 and winner_rewards.cash_value_usd - rewards[1].cash_value_usd <= ONE_CENT:
+        if len(cards) > 1 and winner_cash - cards[1].cash <= ONE_CENT:
             confidence -= CLOSE_CALL_PENALTY
         assumed = winner.entry.assumed and user is None
         if assumed:
@@ -740,33 +771,23 @@ class RulesEngine:
             for name, cents in updates:
                 state.add(transaction.user_id, name, cents)
 
-        alternatives = [
-            _build_alternative(card=item.entry.plan.ref, rewards=item_rewards, note=_describe(item))
-            for item, item_rewards in zip(top[1:], rewards[1:])
-        ]
         passed_over = list(ranking.passed_over) + self._inactive_notes(context, wallet_key)
         reasoning = self._reasoning(
-            transaction, context, winner, winner_rewards, source, assumed, passed_over, mode,
+            transaction, context, winner, winner_cash, source, assumed, passed_over, mode,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return _build_recommendation(
-            transaction_id=transaction.transaction_id,
-            user_id=transaction.user_id,
-            recommended_card=winner.entry.plan.ref,
-            rewards=winner_rewards,
-            alternatives=alternatives,
+        return Evaluation(
+            transaction=transaction,
+            cards=cards,
             reasoning=reasoning,
             confidence=confidence,
             category=context.category,
             wallet_source=source,
-            amount_usd=amount,
             processing_time_ms=elapsed_ms,
             engine_version=self.engine_version,
             catalog_version=self.catalog.version,
             passed_over=passed_over,
             spend_updates=updates,
-            timestamp=transaction.timestamp,
-            card_used=transaction.card_used,
         )
 
     def rewards_for(
@@ -793,8 +814,8 @@ class RulesEngine:
         ranking = self._rank(wallet_key, context.category, context.abroad, context.tags,
                              self._values_key(valuations), mode, context.rotating, None)
         entry = next(item for item in ranking.entries if item.plan.card.card_id == card)
-        return self._rewards(self._value(entry, transaction.amount_usd, context, user, user is None),
-                             transaction.amount_usd)
+        valued = self._value(entry, transaction.amount_usd, context, user, user is None)
+        return self._listed(valued, transaction.amount_usd).rewards()
 
     def _valued(self, ranking: _Ranking, amount: Decimal, context: _Context,
                 user: UserSpend | None) -> list[_Valued]:
@@ -808,18 +829,22 @@ class RulesEngine:
         return valued
 
     @staticmethod
-    def _rewards(item: _Valued, amount: Decimal) -> Rewards:
+    def _listed(item: _Valued, amount: Decimal) -> Listed:
+        """Round one card's exact rewards: cash value (and cash back earned) to cents, the effective rate to 4 places."""
         plan = item.entry.plan
         earned = item.earned
         if plan.cash_back:
             earned = round_cash(earned)
         cash = round_cash(item.cash)
-        return _build_rewards(
-            amount=earned,
+        return Listed(
+            ref=plan.ref,
+            ref_json=plan.ref_json,
             unit=plan.card.unit,
             program=plan.card.program,
-            cash_value_usd=cash,
-            effective_rate=(cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN),
+            earned=earned,
+            cash=cash,
+            rate=(cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN),
+            note="",
         )
 
     def _inactive_notes(self, context: _Context, wallet_key: tuple[str, ...] | None) -> list[str]:
@@ -833,7 +858,7 @@ class RulesEngine:
         return notes
 
     def _reasoning(
-        self, transaction: Transaction, context: _Context, winner: _Valued, rewards: Rewards,
+        self, transaction: Transaction, context: _Context, winner: _Valued, cash: Decimal,
         source: str, assumed: bool, passed_over: list[str], mode: str,
     ) -> str:
         entry = winner.entry
@@ -846,7 +871,7 @@ class RulesEngine:
                 f"so no card earns anything here; {card.short_name} is listed first for its lower annual fee."
             )
         else:
-            first = f"{card.short_name} earns {winner.phrase}: {_money(rewards.cash_value_usd)} on {_money(amount)}"
+            first = f"{card.short_name} earns {winner.phrase}: {_money(cash)} on {_money(amount)}"
             if entry.fee_applied:
                 first += f" after its {_number(entry.fee_applied)}% foreign transaction fee"
             first += "."
