@@ -70,9 +70,11 @@ class Settler:
         # A replay's cap state lives as long as its markers; the live state has no expiry.
         self.cap_ttl = 0 if run == LIVE_RUN else marker_ttl_seconds
         self._script = client.register_script(_SCRIPT)
+        self._marker_prefix = keys.result_marker(run, "")
 
     def marker(self, transaction_id: str) -> str:
-        return self.keys.result_marker(self.run, transaction_id)
+        """Return ``keys.result_marker(run, transaction_id)``, without rebuilding its prefix each time."""
+        return self._marker_prefix + transaction_id
 
     async def settle(
         self,

@@ -69,6 +69,30 @@ AMEX = Layout(
     expected_header="Date,Description,Card Member,Account #,Amount".split(","),
 )
 
+# The short Amex download: the CSV saved with "include additional transaction
+# details" unticked. Charges are positive and payments and credits negative,
+# and the date may carry the weekday ("06/01/2019  Sat"). Sources: the README
+# and convert-amex-to-ynab.py of dmuth/export-amex-to-ynab read a header, then
+# date, description and amount, and flip the sign because charges are positive.
+# The README of jmcameron/amex2qif lists Date, Description, Amount as the first
+# columns of the 2022 download. No published sample file was found.
+# A three-column header is common (Wells Fargo writes Date,Amount,Description),
+# so this preset is detected only from this exact header in this order.
+AMEX_SHORT = Layout(
+    name="amex-short",
+    columns={
+        "transaction_id": _row_id("amex"),
+        "merchant": "Description",
+        "amount_usd": "Amount",
+        "timestamp": "Date",
+    },
+    constants={"user_id": DEFAULT_USER, "card_used": "amex"},
+    purchases="positive",
+    timestamp_formats=(*US_DATE_FORMATS, "%m/%d/%Y %a"),
+    expected_header=["Date", "Description", "Amount"],
+    exact_header=True,
+)
+
 DISCOVER = Layout(
     name="discover",
     columns={
@@ -158,6 +182,9 @@ MINT = Layout(
 )
 
 # Mercury writes money out negative and the time in UTC ("Date (UTC)").
+# NOTE: "Original Currency" sets currency, so a non-USD row is converted with
+# --fx-rates or rejected. Whether Mercury's Amount is already in USD for such a
+# row is not verified against a real export; if it is, the conversion is wrong.
 MERCURY = Layout(
     name="mercury",
     columns={
@@ -244,6 +271,6 @@ GENERIC_CARD = Layout(
 )
 
 BANK_LAYOUTS = (
-    CHASE, AMEX, DISCOVER, CITI, APPLE_CARD, CAPITAL_ONE, MINT, MERCURY,
+    CHASE, AMEX, AMEX_SHORT, DISCOVER, CITI, APPLE_CARD, CAPITAL_ONE, MINT, MERCURY,
     SCHWAB_CHECKING, PLAID_CSV, GENERIC_CARD,
 )

@@ -21,11 +21,12 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from producer.errors import InputError
+from producer.errors import InputError, RowError
 from producer.layouts import Layout
 from producer.publisher import Producer
 from producer.readers import Rejected, Row, Skipped, open_reader
 from producer.rejects import RejectsWriter
+from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
 from rewardpilot.streams import StreamKeys
 
 EXIT_OK = 0
@@ -48,6 +49,8 @@ class FileSummary:
     duplicates: int = 0
     rejected: int = 0
     skipped: int = 0
+    converted: int = 0
+    unconverted: dict[str, int] = field(default_factory=dict)  # currency -> rows kept unconverted
     empty_lines: int = 0
     warnings: list[str] = field(default_factory=list)
     rejects_path: str | None = None
@@ -80,19 +83,22 @@ def publish_file(
     progress: bool = True,
     producer: Producer | None = None,
     console: Console | None = None,
+    converter: CurrencyConverter | None = None,
 ) -> FileSummary:
     """Read ``source`` (a path, ``"-"`` for standard input, or a binary stream) and publish its purchases.
 
     Rejected rows, skipped non-purchases and transactions already published
     within the deduplication window go to the rejects file. ``user`` is the
-    user_id given to bank exports, which name no user. Raises
-    ``InputError`` when the file cannot be read at all.
+    user_id given to bank exports, which name no user. ``converter``
+    converts non-USD amounts to USD; without one, a non-USD row is rejected.
+    Raises ``InputError`` when the file cannot be read at all.
     """
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
     producer = producer or Producer(client, keys)
     console = console or Console(stderr=True)
     summary = FileSummary(source=name)
     rejects = RejectsWriter(rejects_path or default_rejects_path(name))
+    converter = converter or CurrencyConverter()
 
     stream, total = _open(source)
     try:
@@ -105,6 +111,8 @@ def publish_file(
             try:
                 for outcome in reader:
                     summary.rows += 1
+                    if isinstance(outcome, Row):
+                        outcome = _to_usd(converter, outcome, summary)
                     if isinstance(outcome, Row):
                         chunk.append(outcome)
                         if len(chunk) >= producer.chunk_size:
@@ -132,8 +140,37 @@ def publish_file(
     summary.layout = reader.layout.name if reader.layout else reader.format
     summary.empty_lines = reader.empty_lines
     summary.warnings = list(reader.warnings)
+    for currency, count in sorted(summary.unconverted.items()):
+        summary.warnings.append(
+            f"{count} {currency} row(s) were published unconverted, with the {currency} amount taken as USD "
+            "(--unconverted-currency keep)"
+        )
     summary.rejects_path = str(rejects.path) if rejects.count else None
     return summary
+
+
+def _to_usd(converter: CurrencyConverter, row: Row, summary: FileSummary) -> Row | Rejected:
+    """Return the row with its amount in USD, or a ``Rejected`` naming the currency, the line and the fix.
+
+    The raw text of the row is not kept this far, so the rejects file gets
+    the transaction as read, in JSON, in place of the raw row.
+    """
+    transaction = row.transaction
+    if transaction.currency == "USD":
+        return row
+    try:
+        converted, changed = converter.convert(transaction)
+    except ConversionError as error:
+        return Rejected(
+            RowError(error.reason, line=row.line, value=error.value, fix=error.fix,
+                     column="currency" if isinstance(error, MissingRateError) else "amount_usd"),
+            transaction.model_dump_json(exclude_none=True),
+        )
+    if changed:
+        summary.converted += 1
+        return Row(row.line, converted)
+    summary.unconverted[transaction.currency] = summary.unconverted.get(transaction.currency, 0) + 1
+    return row
 
 
 def _open(source: str | Path | BinaryIO) -> tuple[BinaryIO, int | None]:
@@ -234,6 +271,8 @@ def format_summary(summary: FileSummary) -> Table:
     table.add_row("already published (duplicates)", str(summary.duplicates))
     table.add_row("skipped (refunds, credits, declined)", str(summary.skipped))
     table.add_row("rejected", str(summary.rejected))
+    if summary.converted:
+        table.add_row("converted to USD (--fx-rates)", str(summary.converted))
     table.add_row("empty lines", str(summary.empty_lines))
     if summary.rejects_path:
         table.add_row("rejects file", summary.rejects_path)

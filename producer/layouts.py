@@ -72,7 +72,9 @@ class Layout(BaseModel):
     in which it is not empty. ``skip_values`` maps a column to the values
     (compared without case) that mark a row as no purchase, each with the
     reason, such as a "Type" column that says "Payment". Times without a
-    zone are read in ``timezone``.
+    zone are read in ``timezone``. With ``exact_header``, ``detect_layout``
+    picks this layout only for a header that is ``expected_header`` exactly,
+    in order; that keeps a short preset from claiming longer headers.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,6 +92,7 @@ class Layout(BaseModel):
     skip_when_present: dict[str, str] = {}
     skip_values: dict[str, dict[str, str]] = {}
     expected_header: list[str] = []
+    exact_header: bool = False
 
     @model_validator(mode="after")
     def _check_fields(self) -> Layout:
@@ -107,6 +110,9 @@ class Layout(BaseModel):
         has_pair = self.debit_column is not None and self.credit_column is not None
         if has_amount == has_pair:
             raise ValueError("give either columns.amount_usd or both debit_column and credit_column")
+
+        if self.exact_header and not self.expected_header:
+            raise ValueError("exact_header needs expected_header, the header to match")
 
         try:
             ZoneInfo(self.timezone)
@@ -419,9 +425,12 @@ def detect_layout(header: list[str]) -> Layout:
     preset misses and each preset's expected header.
     """
     present = {normalize_column(name) for name in header}
+    normalized_header = [normalize_column(name) for name in header]
     matches = [
         layout for layout in PRESETS
         if all(normalize_column(name) in present for name in layout.required_columns)
+        and (not layout.exact_header
+             or normalized_header == [normalize_column(name) for name in layout.expected_header])
     ]
     if matches:
         return max(matches, key=lambda layout: len(layout.required_columns))
@@ -429,15 +438,23 @@ def detect_layout(header: list[str]) -> Layout:
     def overlap(layout: Layout) -> int:
         return sum(normalize_column(name) in present for name in layout.required_columns)
 
-    nearest = max(PRESETS, key=overlap)
+    # An exact-header preset whose columns are all present but in another
+    # order or with extras has nothing missing, so it cannot be the nearest.
+    incomplete = [layout for layout in PRESETS if overlap(layout) < len(layout.required_columns)]
+    nearest = max(incomplete, key=overlap)
     missing = [name for name in nearest.required_columns if normalize_column(name) not in present]
     others = "; ".join(
         f"{layout.name}: {','.join(layout.expected_header or layout.required_columns)}"
         for layout in PRESETS if layout is not nearest
     )
+    exact = "".join(
+        f"The {layout.name} layout needs exactly the header {','.join(layout.expected_header)}, "
+        "in that order and with no other columns. "
+        for layout in PRESETS if layout not in incomplete
+    )
     raise InputError(
         f"the header {','.join(header)[:300]!r} matches no known layout. "
-        f"{missing_columns_message(nearest, header, missing)}. Other layouts: {others}. "
+        f"{missing_columns_message(nearest, header, missing)}. {exact}Other layouts: {others}. "
         "For another layout, describe its columns in a file and pass it with --layout"
     )
 

@@ -278,7 +278,7 @@ class OfxReader(DocumentReader):
             "merchant": merchant,
             "amount_usd": amount,
             "timestamp": timestamp,
-            # NOTE: amounts stay in the statement's currency (CURDEF); nothing converts them to USD.
+            # The amount is in CURDEF; publish_file converts a non-USD amount with --fx-rates.
             "currency": statement.get("CURDEF") or "USD",
         }
         if account:

@@ -38,7 +38,12 @@ class Transaction(BaseModel):
     The documented layout is
     ``transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp``.
     ``currency``, ``merchant_country`` and ``card_used`` are filled by readers
-    of bank exports that carry them.
+    of bank exports that carry them. ``currency`` is the currency the
+    purchase was made in. When the amount was converted to USD
+    (``rewardpilot.fx``), ``original_amount`` and ``original_currency`` are
+    the amount as read, ``usd_per_unit`` is the rate applied and
+    ``rate_date`` the date of that rate (None for an undated rate). All four
+    are None for an amount that was never converted.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
@@ -53,6 +58,10 @@ class Transaction(BaseModel):
     currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
     merchant_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
     card_used: Annotated[str, Field(max_length=MAX_CATEGORY_LENGTH)] | None = None
+    original_amount: Decimal | None = None
+    original_currency: Annotated[str, Field(min_length=3, max_length=3)] | None = None
+    usd_per_unit: Decimal | None = None
+    rate_date: date | None = None
 
     @field_validator("amount_usd", mode="before")
     @classmethod

@@ -8,6 +8,8 @@ Rounding is decided here and nowhere else:
 * Rewards are computed exactly (points = dollars x multiplier) and their cash
   value is rounded to whole cents, half even, when a recommendation is built
   (``round_cash``). Half even keeps sums over many transactions unbiased.
+* An amount converted from another currency (``fx``) is rounded to whole
+  cents with ``round_cash`` too, once, when it is converted.
 """
 
 from __future__ import annotations

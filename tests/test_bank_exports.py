@@ -13,6 +13,7 @@ import pytest
 from conftest import SHARED_DATA, run_cli
 from producer.bank_layouts import AMEX as AMEX_LAYOUT
 from producer import InputError, Rejected, Row, Skipped, load_layout, read_transactions
+from producer.layouts import detect_layout
 from producer.ofx import parse_ofx_time
 from rewardpilot.engine import RulesEngine
 
@@ -201,6 +202,82 @@ def test_issuer_layouts_synthetic(text, merchant, amount, card_used, skip_word):
     assert row.amount_usd == Decimal(amount)
     assert row.card_used == card_used
     assert skip_word in of_kind(outcomes, Skipped)[0].reason
+
+
+AMEX_SHORT = (
+    "Date,Description,Amount\n"
+    "05/01/2024,BLUE BOTTLE COFFEE,4.75\n"
+    "05/02/2024,AUTOPAY PAYMENT - THANK YOU,-250.00\n"
+    "05/03/2024,AMAZON.COM RETURN,-19.99\n"
+)
+
+
+def test_amex_short_detected_from_exact_header():
+    assert detect_layout(["Date", "Description", "Amount"]).name == "amex-short"
+    assert detect_layout([" date ", "DESCRIPTION", "amount"]).name == "amex-short"
+    assert detect_layout(["Date", "Description", "Card Member", "Account #", "Amount"]).name == "amex"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ["Date", "Amount", "Description"],                   # Wells Fargo order, another sign convention
+        ["Date", "Description", "Amount", "Running Bal."],  # a checking account with a balance
+        ["Date", "Description", "Amount", "Category"],
+    ],
+)
+def test_amex_short_does_not_claim_other_headers(header):
+    with pytest.raises(InputError) as raised:
+        detect_layout(header)
+
+    assert "needs exactly the header Date,Description,Amount" in str(raised.value)
+    assert "--layout" in str(raised.value)
+
+
+def test_amex_short_charge_is_purchase():
+    outcomes = read(AMEX_SHORT.encode())
+
+    assert of_kind(outcomes, Rejected) == []
+    row = of_kind(outcomes, Row)[0]
+    assert row.line == 2
+    assert row.transaction.merchant == "BLUE BOTTLE COFFEE"
+    assert row.transaction.amount_usd == Decimal("4.75")
+    assert row.transaction.card_used == "amex"
+    assert row.transaction.user_id == "me"
+    assert row.transaction.timestamp == datetime(2024, 5, 1, tzinfo=timezone.utc)
+    assert row.transaction.transaction_id.startswith("amex-2-")
+
+
+def test_amex_short_payment_and_refund_skipped():
+    skipped = of_kind(read(AMEX_SHORT.encode()), Skipped)
+
+    assert [outcome.line for outcome in skipped] == [3, 4]
+    assert "refund or credit of 250.00" in skipped[0].reason
+    assert "refund or credit of 19.99" in skipped[1].reason
+    assert skipped[1].transaction_id.startswith("amex-4-")
+
+
+def test_amex_short_weekday_date_accepted():
+    text = "Date,Description,Amount\n06/01/2019  Sat,NETFLIX.COM,10.99\n"
+
+    row = of_kind(read(text.encode()), Row)[0]
+
+    assert row.transaction.timestamp == datetime(2019, 6, 1, tzinfo=timezone.utc)
+    assert row.transaction.amount_usd == Decimal("10.99")
+
+
+def test_amex_short_bad_amount_rejected_rest_kept():
+    text = AMEX_SHORT + "05/04/2024,CORNER STORE,4.7.5\n05/05/2024,SHELL OIL,30.00\n"
+
+    outcomes = read(text.encode())
+
+    rejected = of_kind(outcomes, Rejected)
+    assert len(rejected) == 1
+    assert rejected[0].error.line == 5
+    assert rejected[0].error.column == "Amount"
+    assert rejected[0].error.value == "4.7.5"
+    assert "write it like" in rejected[0].error.reason
+    assert [row.transaction.merchant for row in of_kind(outcomes, Row)] == ["BLUE BOTTLE COFFEE", "SHELL OIL"]
 
 
 def test_citi_pending_skipped():

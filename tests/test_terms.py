@@ -256,6 +256,23 @@ def test_discover_whole_foods_not_amazon():
     assert cash(rec) == Decimal("0.50")
 
 
+DISCOVER_2026_Q1 = "https://www.cardsandpoints.com/discover-cash-back-categories"
+
+
+def test_discover_q1_2026_worked_case():
+    # DISCOVER_2026_Q1: grocery stores and wholesale clubs, January to March 2026.
+    # $100.00 at a grocery store (MCC 5411) x 5% = $5.00.
+    # $60.00 at a wholesale club (MCC 5300) x 5% = $3.00.
+    # 04:30 UTC on April 1 is April 1 in New York, after the quarter: 1% = $1.00.
+    grocery = ENGINE.recommend(tx("5411", "100.00", when="2026-02-10T16:00:00Z"), ["discover-it-cash-back"])
+    club = ENGINE.recommend(tx("5300", "60.00", when="2026-03-31T20:00:00Z"), ["discover-it-cash-back"])
+    april = ENGINE.recommend(tx("5411", "100.00", when="2026-04-01T04:30:00Z"), ["discover-it-cash-back"])
+
+    assert cash(grocery) == Decimal("5.00")
+    assert cash(club) == Decimal("3.00")
+    assert cash(april) == Decimal("1.00")
+
+
 def test_flex_q1_2025_hair_salon_by_mcc():
     # CHASE_FLEX_CALENDAR, Q1 2025: hair, nails and spa services. $80.00 at MCC 7230 (beauty
     # shops): 400 points x 1.0 cent = $4.00.

@@ -21,7 +21,10 @@ from rewardpilot.cli.context import app_context, check_redis, console, stdout_co
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
-from rewardpilot.cli.publish_cmd import USER_HELP, load_layout_option, print_publish_summary, publish_source
+from rewardpilot.cli.publish_cmd import (
+    USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_source,
+    unconverted_option,
+)
 from rewardpilot.job import job_keys, new_job_id, summarise
 from rewardpilot.results import read_results
 
@@ -38,11 +41,14 @@ def run(
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
     user: str = typer.Option(None, "--user", help=USER_HELP),
+    fx_rates: Path = fx_rates_option(),
+    unconverted_currency: str = unconverted_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     sample: int = typer.Option(10, "--sample", min=0, help="Recommendations to show in the sample table."),
     partitions: int = partitions_option(),
 ) -> None:
     """Publish FILE, consume until drained, and print the summary."""
+    converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -56,7 +62,7 @@ def run(
                                 partitions=agreed_partitions(client, keys, partitions))
     published, publish_seconds, stats, consume_seconds = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
-                             rejects=rejects, user=user)
+                             rejects=rejects, user=user, converter=converter)
     )
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds)
 
@@ -75,7 +81,7 @@ def run(
         raise typer.Exit(1)
 
 
-async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, user=None):
+async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, user=None, converter=None):
     """Consume while the file is published, so backpressure never stalls the job; then drain."""
     started = time.perf_counter()
     async_client = context.async_client(block_ms=settings.block_ms)
@@ -87,7 +93,7 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     consuming = asyncio.create_task(pool.run())
     try:
         published, publish_seconds = await asyncio.to_thread(
-            publish_source, client, keys, file, layout=layout, rejects=rejects, user=user
+            publish_source, client, keys, file, layout=layout, rejects=rejects, user=user, converter=converter
         )
         print_publish_summary(published)
     except BaseException:
@@ -123,6 +129,7 @@ def _input_counts(published) -> dict:
         "rejected": published.rejected,
         "skipped": published.skipped,
         "duplicates": published.duplicates,
+        "converted_to_usd": published.converted,
     }
 
 

@@ -14,9 +14,43 @@ from rich.console import Console
 from producer import InputError, exit_status, format_summary, load_layout, publish_file
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
+from rewardpilot.fx import UNCONVERTED_POLICIES, CurrencyConverter, RatesFileError, load_rates
 
 
 USER_HELP = "user_id for bank exports, OFX and Plaid files, which name no user (default: me)."
+FX_RATES_HELP = (
+    "CSV of exchange rates, header currency,usd_per_unit[,date]: the US dollars one unit buys. "
+    "Non-USD amounts are converted with the latest rate on or before the transaction's date."
+)
+UNCONVERTED_HELP = (
+    "What happens to a non-USD row with no rate: reject (default) sends it to the rejects file; "
+    "keep publishes its amount unconverted, as if it were USD."
+)
+
+
+def fx_rates_option():
+    return typer.Option(None, "--fx-rates", help=FX_RATES_HELP, dir_okay=False)
+
+
+def unconverted_option():
+    return typer.Option("reject", "--unconverted-currency", help=UNCONVERTED_HELP)
+
+
+def load_converter(rates_path: Path | None, unconverted: str) -> CurrencyConverter:
+    """Build the currency converter from the command-line options; exit 2 on a bad rates file or policy."""
+    policy = unconverted.lower()
+    if policy not in UNCONVERTED_POLICIES:
+        console.print(f"[red]error:[/red] --unconverted-currency {unconverted!r} is invalid; "
+                      f"use {' or '.join(UNCONVERTED_POLICIES)}")
+        raise typer.Exit(2)
+    rates = None
+    if rates_path is not None:
+        try:
+            rates = load_rates(rates_path)
+        except RatesFileError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+    return CurrencyConverter(rates, policy)
 
 
 def load_layout_option(path: Path | None):
@@ -29,13 +63,14 @@ def load_layout_option(path: Path | None):
         raise typer.Exit(2) from None
 
 
-def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None):
+def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None,
+                   converter: CurrencyConverter | None = None):
     """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
     target = sys.stdin.buffer if str(source) == "-" else source
     started = time.perf_counter()
     try:
         summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
-                               progress=progress, console=console, user=user)
+                               progress=progress, console=console, user=user, converter=converter)
     except (InputError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -63,6 +98,8 @@ def publish(
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
     user: str = typer.Option(None, "--user", help=USER_HELP),
+    fx_rates: Path = fx_rates_option(),
+    unconverted_currency: str = unconverted_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     partitions: int = partitions_option(),
 ) -> None:
@@ -71,13 +108,14 @@ def publish(
     Exit status: 0 when every row was published or skipped with a reason, 1
     when any row was rejected, 2 when the file could not be read at all.
     """
+    converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     agreed_partitions(client, context.keys(job), partitions)
 
-    summary, seconds = publish_source(client, context.keys(job), file,
-                                      layout=load_layout_option(layout), rejects=rejects, user=user)
+    summary, seconds = publish_source(client, context.keys(job), file, layout=load_layout_option(layout),
+                                      rejects=rejects, user=user, converter=converter)
     if as_json:
         typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3)}, default=str))
     else:

@@ -911,6 +911,8 @@ class RulesEngine:
             # The full list stays in the result's passed_over field; the sentence stays short.
             notes.append(f"{len(passed_over)} cards were passed over, for example {passed_over[0]}")
 
+        if transaction.original_amount is not None:
+            notes.append(_conversion_note(transaction))
         if not notes:
             return first
         second = "; ".join(notes)
@@ -954,6 +956,16 @@ def _cents(value: Decimal) -> str:
 
 def _money(value: Decimal) -> str:
     return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def _conversion_note(transaction: Transaction) -> str:
+    """Describe a conversion: "the amount is 5.50 AUD converted to $4.12 at 0.75 USD per AUD (rate of 2017-05-01)"."""
+    currency = transaction.original_currency
+    note = (f"the amount is {transaction.original_amount} {currency} converted to {_money(transaction.amount_usd)} "
+            f"at {_number(transaction.usd_per_unit)} USD per {currency}")
+    if transaction.rate_date is not None:
+        note += f" (rate of {transaction.rate_date.isoformat()})"
+    return note
 
 
 @cache
