@@ -13,14 +13,20 @@ November 2, 2025).
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from importlib import resources
 
 import iso18245
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from rewardpilot.engine import RulesEngine
+from rewardpilot.engine.catalog import Catalog
+from rewardpilot.engine.categories import default_categories
+from rewardpilot.engine.valuations import default_valuations
 from rewardpilot.engine.errors import InvalidModeError, NoUsableCardError
 from rewardpilot.engine.state import SpendState, cycle_start, field_name, period_key
 from rewardpilot.models import Recommendation, Transaction
@@ -585,7 +591,7 @@ MERCHANTS = ["Some Merchant", "COSTCO WHSE #0042", "COSTCO.COM", "WALMART #1", "
     merchant=st.sampled_from(MERCHANTS),
     country=st.sampled_from([None, "US", "GB"]),
     currency=st.sampled_from(["USD", "EUR"]),
-    when=st.sampled_from(["2025-08-10T16:00:00Z", "2025-11-10T16:00:00Z", MAY_2026]),
+    when=st.sampled_from(["2025-08-10T16:00:00Z", "2025-11-10T16:00:00Z", "2026-02-10T18:00:00Z", MAY_2026]),
     spent=st.integers(min_value=0, max_value=3_000_000),
     with_state=st.booleans(),
 )
@@ -595,7 +601,7 @@ def test_no_alternative_beats_recommended(wallet, mcc, cents, merchant, country,
     state = None
     if with_state:
         state = state_with({name: spent for name in ENGINE.spend_fields(transaction, wallet)},
-                           activations={"chase-freedom-flex": ["2025Q3"]})
+                           activations={"chase-freedom-flex": ["2025Q3", "2026Q1"]})
     rule = ENGINE._acceptance.match(merchant, transaction.mcc, country)
     try:
         rec = ENGINE.recommend(transaction, wallet, state=state)
@@ -611,15 +617,192 @@ def test_no_alternative_beats_recommended(wallet, mcc, cents, merchant, country,
             assert ENGINE.catalog.get(alternative.card.card_id).network in rule[1].accepts
 
 
-def test_freedom_flex_q1_2026_dining():
-    # Chase, Q1 2026 (announced 2025-12-15): 5% on dining, American Heart Association donations and
-    # Norwegian Cruise Line, up to $1,500. $100.00 at a restaurant (MCC 5812) on 2026-02-10:
-    # 5x = 500 Ultimate Rewards points at the fixed 1.0 cent (no Sapphire in the wallet) = 500 cents.
-    engine = RulesEngine.default()
-    dinner = Transaction(transaction_id="q1-2026", user_id="u", merchant="Olive Garden", amount_usd="100.00",
-                         mcc="5812", timestamp="2026-02-10T18:00:00Z")
+# --- Freedom Flex Q1 2026: the quarter's 5% stacks with the everyday 3% on dining ---------
 
-    answer = engine.recommend(dinner, ["chase-freedom-flex", "citi-double-cash"], wallet_source="user")
+# The Points Guy, "Activate Chase Freedom Q1 categories now" (Dec. 15, 2025): a Chase
+# representative confirmed that the Q1 2026 5% on dining stacks with the Freedom Flex's
+# everyday dining bonus, 7% in all, on up to $1,500 of combined Q1 purchases. The everyday 3%
+# on dining (CHASE_FLEX) has no cap, so dining above the $1,500 earns 3%. Freedom Flex points
+# are worth 1.0 cent each without a Sapphire card in the wallet.
+FLEX_Q1_2026_STACKING = "https://thepointsguy.com/credit-cards/activate-chase-freedom-5x-earnings/"
+FLEX_Q1 = "chase-freedom-flex|rotating|2026Q1"
+FEBRUARY_2026 = "2026-02-10T18:00:00Z"
 
-    assert answer.recommended_card.card_id == "chase-freedom-flex"
-    assert answer.rewards.cash_value_usd == Decimal("5.00")
+
+def flex_q1_state(spent_cents: int = 0) -> SpendState:
+    return state_with({FLEX_Q1: spent_cents} if spent_cents else None,
+                      activations={"chase-freedom-flex": ["2026Q1"]})
+
+
+def test_flex_q1_2026_dining_stacks_to_7_percent():
+    # FLEX_Q1_2026_STACKING: $100.00 at a restaurant (MCC 5812), Q1 2026 activated:
+    # 1% base + 4% quarterly bonus + 2% dining bonus = 7x = 700 points x 1.0 cent = $7.00,
+    # ahead of Double Cash's 200 points = $2.00. The purchase counts against the quarterly cap.
+    state = flex_q1_state()
+    rec = ENGINE.recommend(tx("5812", "100.00", when=FEBRUARY_2026, merchant="Olive Garden"),
+                           ["chase-freedom-flex", "citi-double-cash"], state=state)
+    assert card(rec) == "chase-freedom-flex"
+    assert rec.rewards.amount == Decimal("700")
+    assert cash(rec) == Decimal("7.00")
+    assert rec.rewards.effective_rate == Decimal("0.0700")
+    assert alternatives(rec) == [("citi-double-cash", Decimal("2.00"))]
+    assert "7x Ultimate Rewards points" in rec.reasoning
+    assert "(5x quarterly category stacked with 3x on dining)" in rec.reasoning
+    assert rec.spend_updates == [(FLEX_Q1, 10_000)]
+    assert state.spent("u1", FLEX_Q1) == 10_000
+
+
+def test_flex_q1_2026_dining_without_state():
+    # FLEX_Q1_2026_STACKING: without spend state activation is assumed: $100.00 x 7% = $7.00,
+    # confidence 0.95 by MCC - 0.10 for the assumption = 0.85. rewards_for gives the same value.
+    dinner = tx("5812", "100.00", when=FEBRUARY_2026, merchant="Olive Garden")
+    rec = ENGINE.recommend(dinner, ["chase-freedom-flex", "citi-double-cash"])
+    assert card(rec) == "chase-freedom-flex"
+    assert cash(rec) == Decimal("7.00")
+    assert rec.confidence == 0.85
+    assert "assumes the quarter's 5% categories are activated" in rec.reasoning
+    assert rec.spend_updates == []
+    assert ENGINE.rewards_for(dinner, "chase-freedom-flex").cash_value_usd == Decimal("7.00")
+
+
+def test_flex_q1_2026_dining_crosses_cap():
+    # FLEX_Q1_2026_STACKING: $1,400.00 of Q1 purchases are already counted. A $300.00 dinner
+    # earns $100.00 x 7 = 700 points + $200.00 x 3 (the everyday dining rate, not the 1% base)
+    # = 600 points, so 1,300 points x 1.0 cent = $13.00.
+    state = flex_q1_state(140_000)
+    rec = ENGINE.recommend(tx("5812", "300.00", when=FEBRUARY_2026, merchant="Olive Garden"),
+                           ["chase-freedom-flex"], state=state)
+    assert rec.rewards.amount == Decimal("1300")
+    assert cash(rec) == Decimal("13.00")
+    assert "$100.00 of the purchase was under the $1,500.00 quarterly cap ($1,400.00 already spent)" \
+        in rec.reasoning
+    assert "the other $200.00 earns 3x Ultimate Rewards points on dining" in rec.reasoning
+    assert rec.spend_updates == [(FLEX_Q1, 30_000)]
+    assert state.spent("u1", FLEX_Q1) == 170_000
+
+
+def test_flex_q1_2026_dining_after_cap_used():
+    # FLEX_Q1_2026_STACKING: the $1,500 is used up, so a $45.67 dinner earns the everyday 3x:
+    # 137.01 points x 1.0 cent = $1.37 (half-even), still ahead of Double Cash's $0.91.
+    state = flex_q1_state(150_000)
+    rec = ENGINE.recommend(tx("5812", "45.67", when=FEBRUARY_2026, merchant="Olive Garden"),
+                           ["chase-freedom-flex", "citi-double-cash"], state=state)
+    assert card(rec) == "chase-freedom-flex"
+    assert rec.rewards.amount == Decimal("137.01")
+    assert cash(rec) == Decimal("1.37")
+    assert alternatives(rec) == [("citi-double-cash", Decimal("0.91"))]
+    assert rec.spend_updates == [(FLEX_Q1, 4_567)]
+
+
+def test_flex_q1_2026_dining_not_activated():
+    # FLEX_Q1_2026_STACKING: the wallet has not activated 2026Q1, so dining earns the everyday
+    # 3x: $100.00 = 300 points = $3.00, and no quarterly cap spend is added.
+    rec = ENGINE.recommend(tx("5812", "100.00", when=FEBRUARY_2026, merchant="Olive Garden"),
+                           ["chase-freedom-flex"], state=state_with())
+    assert cash(rec) == Decimal("3.00")
+    assert rec.passed_over == ["Freedom Flex: its 2026Q1 5% categories are not activated in this wallet"]
+    assert "stacked" not in rec.reasoning
+    assert rec.spend_updates == []
+
+
+def test_flex_q2_2026_dining_has_no_quarter():
+    # CHASE_FLEX: no April to June 2026 quarter is transcribed, so $100.00 of dining on
+    # 2026-04-01 00:30 EDT (04:30 UTC) earns the everyday 3x = $3.00. At 23:30 EDT on March 31
+    # (03:30 UTC April 1) it is still Q1: 7x = $7.00.
+    activations = {"chase-freedom-flex": ["2026Q1", "2026Q2"]}
+    march = ENGINE.recommend(tx("5812", "100.00", when="2026-04-01T03:30:00Z"), ["chase-freedom-flex"],
+                             state=state_with(activations=activations))
+    april = ENGINE.recommend(tx("5812", "100.00", when="2026-04-01T04:30:00Z"), ["chase-freedom-flex"],
+                             state=state_with(activations=activations))
+    assert cash(march) == Decimal("7.00")
+    assert march.spend_updates == [(FLEX_Q1, 10_000)]
+    assert cash(april) == Decimal("3.00")
+    assert april.spend_updates == []
+
+
+def test_flex_q1_2026_cruise_not_stacked():
+    # FLEX_Q1_2026_STACKING: Norwegian Cruise Line is a Q1 2026 category with no everyday rule
+    # behind it (cruise lines, MCC 4411). $1,000.00 earns 5x = 5,000 points = $50.00.
+    state = flex_q1_state()
+    rec = ENGINE.recommend(tx("4411", "1000.00", when=FEBRUARY_2026, merchant="NORWEGIAN CRUISE LINE"),
+                           ["chase-freedom-flex"], state=state)
+    assert rec.rewards.amount == Decimal("5000")
+    assert cash(rec) == Decimal("50.00")
+    assert "stacked" not in rec.reasoning
+    assert rec.spend_updates == [(FLEX_Q1, 100_000)]
+
+
+def test_flex_q1_2026_drugstore_not_stacked():
+    # CHASE_FLEX: drugstores earn 3x every day but are not a Q1 2026 category, so $50.00 at a
+    # drugstore (MCC 5912) earns 150 points = $1.50 and adds nothing to the quarterly cap.
+    rec = ENGINE.recommend(tx("5912", "50.00", when=FEBRUARY_2026, merchant="CVS Pharmacy"),
+                           ["chase-freedom-flex"], state=flex_q1_state())
+    assert cash(rec) == Decimal("1.50")
+    assert rec.spend_updates == []
+
+
+def test_flex_q1_2026_dining_with_sapphire():
+    # FLEX_Q1_2026_STACKING, with a Sapphire Preferred in the wallet the Freedom Flex points are
+    # Ultimate Rewards points at 2.05 cents: 700 points x 2.05 = $14.35, ahead of the Sapphire
+    # Preferred's 3x on dining = 300 x 2.05 = $6.15.
+    rec = ENGINE.recommend(tx("5812", "100.00", when=FEBRUARY_2026, merchant="Olive Garden"),
+                           ["chase-freedom-flex", "chase-sapphire-preferred"], state=flex_q1_state())
+    assert card(rec) == "chase-freedom-flex"
+    assert cash(rec) == Decimal("14.35")
+    assert alternatives(rec) == [("chase-sapphire-preferred", Decimal("6.15"))]
+
+
+def bundled_catalog_data() -> dict:
+    return json.loads(resources.files("rewardpilot").joinpath("data", "cards.json").read_text(encoding="utf-8"))
+
+
+def flex_rule(data: dict, rule_id: str) -> dict:
+    flex = next(entry for entry in data["cards"] if entry["card_id"] == "chase-freedom-flex")
+    return next(rule for rule in flex["earn"] if rule["rule_id"] == rule_id)
+
+
+def flex_quarter(data: dict, quarter: str) -> dict:
+    return next(entry for entry in flex_rule(data, "rotating")["calendar"] if entry["quarter"] == quarter)
+
+
+def test_stacking_flag_is_in_ranking_cache_key():
+    # Two Freedom Flex quarters with dining, and only Q1 2026 stacks. Both rank with the same
+    # wallet, category and rotating match, so only the stacking set distinguishes the cached
+    # rankings. May 2025 dining: the 5% beats the everyday 3% = $5.00. February 2026: $7.00.
+    data = bundled_catalog_data()
+    flex_quarter(data, "2025-Q2")["categories"] = ["dining"]
+    engine = RulesEngine(Catalog.model_validate(data), default_valuations(), default_categories())
+
+    may = tx("5812", "100.00", when="2025-05-10T16:00:00Z")
+    february = tx("5812", "100.00", when=FEBRUARY_2026)
+    assert cash(engine.recommend(may, ["chase-freedom-flex"])) == Decimal("5.00")
+    assert cash(engine.recommend(february, ["chase-freedom-flex"])) == Decimal("7.00")
+    assert cash(engine.recommend(may, ["chase-freedom-flex"])) == Decimal("5.00")
+
+
+def test_stacking_flag_needs_source():
+    data = bundled_catalog_data()
+    flex_quarter(data, "2026-Q1")["stacking_source"] = "  "
+    with pytest.raises(ValidationError) as raised:
+        Catalog.model_validate(data)
+    message = str(raised.value)
+    assert "quarter 2026-Q1 sets stacks_with_category_rules but has no stacking_source" in message
+    position = [entry["card_id"] for entry in data["cards"]].index("chase-freedom-flex")
+    assert f"cards.{position}.earn.0.calendar.4" in message
+
+
+def test_stacking_flag_must_be_boolean():
+    data = bundled_catalog_data()
+    flex_quarter(data, "2026-Q1")["stacks_with_category_rules"] = "yes"
+    with pytest.raises(ValidationError) as raised:
+        Catalog.model_validate(data)
+    assert "stacks_with_category_rules" in str(raised.value)
+    assert "Input should be a valid boolean" in str(raised.value)
+
+
+def test_calendar_only_on_rotating_rules():
+    data = bundled_catalog_data()
+    flex_rule(data, "dining")["calendar"] = [flex_quarter(data, "2026-Q1")]
+    with pytest.raises(ValidationError) as raised:
+        Catalog.model_validate(data)
+    assert "chase-freedom-flex: rule dining has a calendar but kind 'category'" in str(raised.value)

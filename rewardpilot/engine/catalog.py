@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator, model_validator
 
 from rewardpilot.engine.categories import normalize_text
 from rewardpilot.engine.errors import UnknownCardError
@@ -51,7 +51,17 @@ class Cap(_Frozen):
 
 
 class RotatingQuarter(_Frozen):
-    """One quarter of a rotating-category calendar."""
+    """One quarter of a rotating-category calendar.
+
+    ``stacks_with_category_rules`` marks a quarter whose bonus adds to the
+    card's everyday ``category`` rules instead of replacing them. A purchase
+    that matches both the quarter and an uncapped everyday rule then earns
+    quarterly rate + everyday rate - base rate on the part under the
+    quarterly cap, and the everyday rate (not the base rate) above it. Chase
+    Freedom Flex's Q1 2026 dining is the case: 5% + 3% - 1% = 7% on up to
+    $1,500, then 3%. The flag needs ``stacking_source``, the page that states
+    the stacking and the date it was checked.
+    """
 
     quarter: Annotated[str, Field(pattern=r"^\d{4}-Q[1-4]$")]
     starts: date
@@ -60,8 +70,19 @@ class RotatingQuarter(_Frozen):
     mcc: list[str] = []
     merchants: list[str] = []
     activation_deadline: date | None = None
+    stacks_with_category_rules: StrictBool = False
+    stacking_source: str = ""
     source: str = ""
     note: str = ""
+
+    @model_validator(mode="after")
+    def _check_stacking_source(self) -> "RotatingQuarter":
+        if self.stacks_with_category_rules and not self.stacking_source.strip():
+            raise ValueError(
+                f"quarter {self.quarter} sets stacks_with_category_rules but has no stacking_source. "
+                "Add the address of the page that states the stacking and the date it was checked."
+            )
+        return self
 
     @property
     def key(self) -> str:
@@ -140,6 +161,9 @@ class Card(_Frozen):
         for rule in self.earn:
             if rule.cap_id and rule.cap_id not in cap_ids:
                 raise ValueError(f"{self.card_id}: rule {rule.rule_id} names unknown cap {rule.cap_id!r}")
+            if rule.calendar and rule.kind != "rotating":
+                raise ValueError(f"{self.card_id}: rule {rule.rule_id} has a calendar but kind {rule.kind!r}. "
+                                 "Only kind 'rotating' uses a calendar, so move it or change the kind.")
         if self.unit == "USD" and self.program != "cash back":
             raise ValueError(f"{self.card_id}: unit USD is for program 'cash back'")
         return self

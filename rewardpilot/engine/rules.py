@@ -8,7 +8,11 @@ How a card's value on a purchase is worked out:
   abroad, or the merchant is in one of its exclusion groups. A ``rotating``
   rule (Chase Freedom Flex, Discover it) applies when the purchase date, in
   the card's time zone, falls in a quarter of its calendar whose categories,
-  MCCs or merchant names match. A ``top_category`` rule (Citi Custom Cash)
+  MCCs or merchant names match. In a quarter marked
+  ``stacks_with_category_rules``, a purchase that also matches an everyday
+  ``category`` rule earns quarterly rate + everyday rate - base rate under
+  the quarterly cap and the everyday rate above it (Freedom Flex dining in
+  Q1 2026: 7%, then 3%). A ``top_category`` rule (Citi Custom Cash)
   applies when the category leads the card's spend this billing cycle.
   Booking-channel rules are skipped (a card transaction does not say how it
   was booked). No rule means the base rate; cash-like transactions and
@@ -47,9 +51,9 @@ taken for granted), never below 0.05.
 
 Rates do not depend on the amount, so rankings are cached per (wallet,
 category, abroad, exclusion tags, valuations, mode, rotating matches,
-merchant rule); a recommendation then costs a few Decimal multiplications
-and building the result, plus a re-ranking of the wallet when a cap or the
-top category can change the order.
+stacking quarters, merchant rule); a recommendation then costs a few
+Decimal multiplications and building the result, plus a re-ranking of the
+wallet when a cap or the top category can change the order.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ MIN_CONFIDENCE = 0.05
 _CACHE_SIZE = 65536
 
 _SOURCES = ("user", "run", "catalog")
+_NO_CARDS: frozenset[str] = frozenset()
 DEFAULT_MODE = "cash"
 PROGRAM_MODE_PREFIX = "program:"
 
@@ -100,6 +105,9 @@ class _Option:
     excludes: frozenset[str]
     cap: Cap | None
     top: bool
+    # The everyday rule that a stacked rotating bonus adds to. Its rate also applies
+    # above the quarterly cap. None on every other option.
+    stacked_with: _Option | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,7 @@ class _Plan:
     options: dict[str, tuple[_Option, ...]]
     rotating: _Option | None
     calendar: tuple[RotatingQuarter, ...]
+    stacked: dict[str, _Option]   # everyday rule_id -> the rotating bonus stacked on it
     top: _Option | None
     values_as: str
     pool_program: str | None
@@ -172,6 +181,7 @@ class _Context:
     tags: frozenset[str]
     merchant_rule: str | None
     rotating: frozenset[str]          # card ids whose rotating bonus matches (and, with a state, is activated)
+    stacked: frozenset[str]           # those of them whose quarter stacks with everyday category rules
     quarters: tuple[tuple[str, str], ...]  # (card_id, quarter key) of every rotating card considered
     inactive: tuple[str, ...]         # card ids whose rotating bonus matches but is not activated
     moment: datetime
@@ -210,6 +220,10 @@ class RulesEngine:
             )
             for card_id in self._rotating_ids
         }
+        self._stacking_quarters = frozenset(
+            (card_id, quarter.key) for card_id in self._rotating_ids
+            for quarter in self._plans[card_id].calendar if quarter.stacks_with_category_rules
+        )
         self._rotating_names = {
             card_id: tuple(f" {normalize_text(name)} " for quarter in self._plans[card_id].calendar
                            for name in quarter.merchants)
@@ -287,6 +301,7 @@ class RulesEngine:
             category: tuple(sorted(found, key=lambda o: (-o.rate, o.top, o.rule.rule_id)))
             for category, found in options.items()
         }
+        stacked = self._stacked_options(card, rotating, calendar, ordered)
         pooled = card.pooled_valuation
         ref = CardRef(card_id=card.card_id, name=card.name, issuer=card.issuer)
         return _Plan(
@@ -299,12 +314,42 @@ class RulesEngine:
             options=ordered,
             rotating=rotating,
             calendar=calendar,
+            stacked=stacked,
             top=top,
             values_as=card.values_as,
             pool_program=pooled.program if pooled else None,
             pool_with=frozenset(pooled.with_cards) if pooled else frozenset(),
             cash_back=card.unit == "USD",
         )
+
+    @staticmethod
+    def _stacked_options(
+        card: Card, rotating: _Option | None, calendar: tuple[RotatingQuarter, ...],
+        options: dict[str, tuple[_Option, ...]],
+    ) -> dict[str, _Option]:
+        """Build the rotating bonus stacked on each uncapped everyday ``category`` rule, keyed by that rule's id.
+
+        Empty unless a quarter of the calendar sets ``stacks_with_category_rules``.
+        The stacked rate is quarterly rate + everyday rate - base rate, under the
+        rotating rule's cap. Above the cap the everyday rate applies.
+        """
+        if rotating is None or not any(quarter.stacks_with_category_rules for quarter in calendar):
+            return {}
+        stacked: dict[str, _Option] = {}
+        for found in options.values():
+            for everyday in found:
+                if everyday.top or everyday.cap is not None or everyday.rule.rule_id in stacked:
+                    continue
+                stacked[everyday.rule.rule_id] = _Option(
+                    rule=rotating.rule,
+                    rate=rotating.rate + everyday.rate - card.base_rate,
+                    us_only=rotating.us_only or everyday.us_only,
+                    excludes=rotating.excludes | everyday.excludes,
+                    cap=rotating.cap,
+                    top=False,
+                    stacked_with=everyday,
+                )
+        return stacked
 
     # -- look-ups -----------------------------------------------------------
 
@@ -399,6 +444,7 @@ class RulesEngine:
         abroad = transaction.currency != "USD" or (country is not None and country != "US")
 
         rotating: list[str] = []
+        stacked = _NO_CARDS
         inactive: list[str] = []
         quarters: list[tuple[str, str]] = []
         candidates = self._rotating_in(wallet_key)
@@ -417,6 +463,8 @@ class RulesEngine:
                     inactive.append(card_id)
                 else:
                     rotating.append(card_id)
+                    if (card_id, quarter) in self._stacking_quarters:
+                        stacked = stacked.union((card_id,))
 
         return _Context(
             placement=placement,
@@ -425,6 +473,7 @@ class RulesEngine:
             tags=self._tags(transaction, category),
             merchant_rule=self._merchant_rule(transaction.merchant, transaction.mcc, country),
             rotating=frozenset(rotating),
+            stacked=stacked,
             quarters=tuple(quarters),
             inactive=tuple(inactive),
             moment=transaction.timestamp,
@@ -441,20 +490,33 @@ class RulesEngine:
         return found
 
     def _choose(
-        self, plan: _Plan, category: str, abroad: bool, tags: frozenset[str], rotating: frozenset[str]
+        self, plan: _Plan, category: str, abroad: bool, tags: frozenset[str], rotating: frozenset[str],
+        stacked: frozenset[str],
     ) -> tuple[_Option | None, str]:
-        """Pick a card's best applicable bonus rule, and the label of an exclusion that removed a better one."""
+        """Pick a card's best applicable bonus rule, and the label of an exclusion that removed a better one.
+
+        ``stacked`` lists the cards whose current quarter stacks with their
+        everyday rules. For those cards the stacked options of this category's
+        everyday rules come first, and the plain rotating option covers
+        purchases that match no everyday rule.
+        """
         if category in self._ineligible:
             return None, ""
         excluded = ""
         candidates = plan.options.get(category, ())
-        if plan.rotating is not None and plan.card.card_id in rotating:
-            candidates = tuple(sorted((plan.rotating, *candidates), key=lambda o: -o.rate))
+        card_id = plan.card.card_id
+        if plan.rotating is not None and card_id in rotating:
+            bonuses: tuple[_Option, ...] = (plan.rotating,)
+            if card_id in stacked:
+                bonuses = tuple(plan.stacked[option.rule.rule_id] for option in candidates
+                                if option.rule.rule_id in plan.stacked) + bonuses
+            candidates = tuple(sorted((*bonuses, *candidates), key=lambda o: -o.rate))
         for candidate in candidates:
             if candidate.us_only and abroad:
                 continue
             if candidate.excludes and not candidate.excludes.isdisjoint(tags):
-                if not excluded:
+                # A stacked option's exclusion is reported by its own rotating or everyday rule.
+                if not excluded and candidate.stacked_with is None:
                     group = sorted(candidate.excludes & tags)[0]
                     excluded = f"{self.catalog.exclusion_groups[group].label} are excluded from its " \
                                f"{_number(candidate.rate)}{'%' if plan.cash_back else 'x'} {candidate.rule.label}"
@@ -471,7 +533,8 @@ class RulesEngine:
 
     def _rank_uncached(
         self, wallet_key: tuple[str, ...] | None, category: str, abroad: bool,
-        tags: frozenset[str], values_key: tuple, mode: str, rotating: frozenset[str], merchant_rule: str | None,
+        tags: frozenset[str], values_key: tuple, mode: str, rotating: frozenset[str], stacked: frozenset[str],
+        merchant_rule: str | None,
     ) -> _Ranking:
         values = self._values(values_key, mode)
         ids = self._all_ids if wallet_key is None else wallet_key
@@ -489,7 +552,7 @@ class RulesEngine:
             if rule is not None and plan.card.network not in rule.accepts:
                 passed_over.append(f"{plan.card.short_name}: {rule.label}")
                 continue
-            option, excluded = self._choose(plan, category, abroad, tags, rotating)
+            option, excluded = self._choose(plan, category, abroad, tags, rotating, stacked)
             if excluded and wallet_key is not None:
                 passed_over.append(f"{plan.card.short_name}: {excluded}")
 
@@ -501,13 +564,19 @@ class RulesEngine:
 
             if ineligible:
                 rate, label = ZERO, "(none: this purchase is not eligible for rewards)"
+            elif option is not None and option.stacked_with is not None:
+                rate, label = option.rate, self._stacked_label(plan, option)
             elif option is not None:
                 rate, label = option.rate, option.rule.label
             else:
                 rate, label = plan.base_rate, plan.card.base_label
-            then_rate = rate
-            if option is not None and option.cap is not None:
+            then_rate, then_label = rate, "without the bonus"
+            if option is not None and option.stacked_with is not None:
+                # Above the quarterly cap the everyday rule still applies, not the base rate.
+                then_rate, then_label = option.stacked_with.rate, option.stacked_with.rule.label
+            elif option is not None and option.cap is not None:
                 then_rate = option.cap.then_rate if option.cap.then_rate is not None else plan.base_rate
+            if option is not None and option.cap is not None:
                 if smallest_cap is None or option.cap.amount_usd < smallest_cap:
                     smallest_cap = option.cap.amount_usd
             has_top = has_top or (option is not None and option.top)
@@ -520,13 +589,21 @@ class RulesEngine:
                 phrase=self._phrase(plan, rate, label, program, cents),
                 then_per_dollar=(then_rate * cents - fee) / HUNDRED,
                 then_earn_per_dollar=then_rate / HUNDRED if plan.cash_back else then_rate,
-                then_phrase=self._phrase(plan, then_rate, "without the bonus", program, cents),
+                then_phrase=self._phrase(plan, then_rate, then_label, program, cents),
                 fee_applied=fee,
-                assumed=option is not None and (option.top or option is plan.rotating),
+                assumed=option is not None and (option.top or option.rule.kind == "rotating"),
                 preferred=preferred_program is not None and program_of(plan) == preferred_program,
             ))
         ranked.sort(key=_order)
         return _Ranking(tuple(ranked), tuple(passed_over), smallest_cap, has_top)
+
+    @staticmethod
+    def _stacked_label(plan: _Plan, option: _Option) -> str:
+        """Label a stacked rate: "in this quarter's 5% categories (5% quarterly category stacked with 3% on dining)"."""
+        unit = "%" if plan.cash_back else "x"
+        everyday = option.stacked_with
+        return (f"{option.rule.label} ({_number(plan.rotating.rate)}{unit} quarterly category stacked with "
+                f"{_number(everyday.rate)}{unit} {everyday.rule.label})")
 
     def _phrase(self, plan: _Plan, rate: Decimal, label: str, program: str, cents: Decimal) -> str:
         if plan.cash_back:
@@ -625,7 +702,8 @@ class RulesEngine:
         self, plan: _Plan, context: _Context, amount: Decimal, user: UserSpend | None
     ) -> list[tuple[str, int]]:
         """List the tallies a purchase on ``plan``'s card adds to: its capped rule's cap and its top-category tally."""
-        option, _ = self._choose(plan, context.category, context.abroad, context.tags, context.rotating)
+        option, _ = self._choose(plan, context.category, context.abroad, context.tags, context.rotating,
+                                 context.stacked)
         cycle_day = user.cycle_day if user is not None else None
         amount_cents = to_int_cents(amount)
         updates: list[tuple[str, int]] = []
@@ -742,7 +820,7 @@ class RulesEngine:
         context = self._context(transaction, wallet_key, user)
         values_key = self._values_key(valuations)
         ranking = self._rank(wallet_key, context.category, context.abroad, context.tags, values_key, mode,
-                             context.rotating, context.merchant_rule)
+                             context.rotating, context.stacked, context.merchant_rule)
         if not ranking.entries:
             rule = self.catalog.merchant_rules[context.merchant_rule]
             raise NoUsableCardError(transaction.merchant, rule.label, list(wallet_key or self._all_ids))
@@ -812,7 +890,7 @@ class RulesEngine:
         user = state.user(transaction.user_id) if state is not None else None
         context = self._context(transaction, wallet_key, user)
         ranking = self._rank(wallet_key, context.category, context.abroad, context.tags,
-                             self._values_key(valuations), mode, context.rotating, None)
+                             self._values_key(valuations), mode, context.rotating, context.stacked, None)
         entry = next(item for item in ranking.entries if item.plan.card.card_id == card)
         valued = self._value(entry, transaction.amount_usd, context, user, user is None)
         return self._listed(valued, transaction.amount_usd).rewards()
