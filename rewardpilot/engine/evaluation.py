@@ -31,33 +31,40 @@ _build_rewards = builder(Rewards)
 _build_alternative = builder(Alternative)
 
 
-def card_json(ref: CardRef) -> orjson.Fragment:
-    """Return a card reference already serialized, for embedding in many results."""
-    return orjson.Fragment(orjson.dumps({"card_id": ref.card_id, "name": ref.name, "issuer": ref.issuer}))
+@dataclass(frozen=True, slots=True)
+class CardFacts:
+    """The parts of a result that depend only on the card: its reference (also serialized), unit and program."""
+
+    ref: CardRef
+    ref_json: orjson.Fragment
+    unit: str
+    program: str
+
+    @classmethod
+    def of(cls, ref: CardRef, unit: str, program: str) -> CardFacts:
+        document = {"card_id": ref.card_id, "name": ref.name, "issuer": ref.issuer}
+        return cls(ref, orjson.Fragment(orjson.dumps(document)), unit, program)
 
 
 @dataclass(slots=True)
 class Listed:
     """One card of a result, the recommended one or an alternative, with its rewards on the purchase."""
 
-    ref: CardRef
-    ref_json: orjson.Fragment
-    unit: str
-    program: str
-    earned: Decimal      # in ``unit``: points, miles, or USD for cash back
+    card: CardFacts
+    earned: Decimal      # in the card's unit: points, miles, or USD for cash back
     cash: Decimal        # cash value in USD, rounded to cents
     rate: Decimal        # effective rate: cash / amount, four places
-    note: str            # why it ranked where it did; empty for the recommended card
+    note: str = ""       # why it ranked where it did; empty for the recommended card
 
     def rewards(self) -> Rewards:
-        return _build_rewards(amount=self.earned, unit=self.unit, program=self.program,
+        return _build_rewards(amount=self.earned, unit=self.card.unit, program=self.card.program,
                               cash_value_usd=self.cash, effective_rate=self.rate)
 
     def rewards_document(self) -> dict:
         return {
             "amount": str(self.earned),
-            "unit": self.unit,
-            "program": self.program,
+            "unit": self.card.unit,
+            "program": self.card.program,
             "cash_value_usd": str(self.cash),
             "effective_rate": str(self.rate),
         }
@@ -108,10 +115,10 @@ class Evaluation:
         return _build_recommendation(
             transaction_id=transaction.transaction_id,
             user_id=transaction.user_id,
-            recommended_card=winner.ref,
+            recommended_card=winner.card.ref,
             rewards=winner.rewards(),
             alternatives=[
-                _build_alternative(card=listed.ref, rewards=listed.rewards(), note=listed.note)
+                _build_alternative(card=listed.card.ref, rewards=listed.rewards(), note=listed.note)
                 for listed in self.cards[1:]
             ],
             reasoning=self.reasoning,
@@ -134,16 +141,16 @@ class Evaluation:
         )
 
     def to_json(self) -> bytes:
-        """Serialize as ``Recommendation.model_dump_json`` would, in a fraction of its time."""
+        """Serialize to the document ``to_model().model_dump_json()`` gives, without building the models."""
         transaction = self.transaction
         winner = self.cards[0]
         return orjson.dumps({
             "transaction_id": transaction.transaction_id,
             "user_id": transaction.user_id,
-            "recommended_card": winner.ref_json,
+            "recommended_card": winner.card.ref_json,
             "rewards": winner.rewards_document(),
             "alternatives": [
-                {"card": listed.ref_json, "rewards": listed.rewards_document(), "note": listed.note}
+                {"card": listed.card.ref_json, "rewards": listed.rewards_document(), "note": listed.note}
                 for listed in self.cards[1:]
             ],
             "reasoning": self.reasoning,

@@ -65,13 +65,11 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache, lru_cache
 from typing import Mapping, Sequence
 
-import orjson
-
 from rewardpilot import ENGINE_VERSION
-from rewardpilot.engine.evaluation import Evaluation, Listed, card_json
 from rewardpilot.engine.catalog import Card, Cap, Catalog, EarnRule, RotatingQuarter, default_catalog
 from rewardpilot.engine.categories import CategoryMap, Placement, default_categories, normalize_text
 from rewardpilot.engine.errors import InvalidModeError, NoUsableCardError
+from rewardpilot.engine.evaluation import CardFacts, Evaluation, Listed
 from rewardpilot.engine.merchants import AcceptanceRules
 from rewardpilot.engine.state import SpendState, UserSpend, field_name, local_date, period_key
 from rewardpilot.engine.valuations import ValuationTable, default_valuations, parse_cents
@@ -116,7 +114,7 @@ class _Plan:
 
     card: Card
     ref: CardRef
-    ref_json: orjson.Fragment
+    facts: CardFacts
     annual_fee: Decimal
     fee_percent: Decimal
     base_rate: Decimal
@@ -307,7 +305,7 @@ class RulesEngine:
         return _Plan(
             card=card,
             ref=ref,
-            ref_json=card_json(ref),
+            facts=CardFacts.of(ref, card.unit, card.program),
             annual_fee=card.annual_fee_usd,
             fee_percent=card.foreign_transaction_fee_percent,
             base_rate=card.base_rate,
@@ -914,16 +912,7 @@ class RulesEngine:
         if plan.cash_back:
             earned = round_cash(earned)
         cash = round_cash(item.cash)
-        return Listed(
-            ref=plan.ref,
-            ref_json=plan.ref_json,
-            unit=plan.card.unit,
-            program=plan.card.program,
-            earned=earned,
-            cash=cash,
-            rate=(cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN),
-            note="",
-        )
+        return Listed(plan.facts, earned, cash, (cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN))
 
     def _inactive_notes(self, context: _Context, wallet_key: tuple[str, ...] | None) -> list[str]:
         if not context.inactive:
