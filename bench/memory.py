@@ -1,10 +1,12 @@
 """Row 7, memory: peak RSS of ``publish`` reading a large CSV, and a consumer's RSS over many transactions.
 
 ``publish`` runs ``publish_file`` in a child and reports its own peak RSS
-(``ru_maxrss``). The consumer is one ``ConsumerPool`` process draining that
-same stream. The benchmark reads its VmRSS from /proc/<pid>/status every
-0.2 s, next to the group's progress (entries read minus entries pending),
-and keeps the sample at a tenth of the transactions and the last one.
+(VmHWM, because ``ru_maxrss`` can report the parent's peak; see
+``bench.product_publisher``). The consumer is one ``ConsumerPool`` process
+draining that same stream. The benchmark reads its VmRSS from
+/proc/<pid>/status every 0.2 s, next to the group's progress (entries read
+minus entries pending), and keeps the sample at a tenth of the transactions
+and the last one.
 The results stream is trimmed to about 10,000 entries so the server's
 memory stays bounded. This row runs once, whatever the ``--repeat`` value.
 """

@@ -225,12 +225,14 @@ class _ChunkSender:
         chunk, future = self._in_flight
         self._in_flight = None
         ids = future.result()
+        duplicates = ids.count(None)
+        self.summary.published += len(ids) - duplicates
+        if not duplicates:
+            return
         for row, entry_id in zip(chunk, ids):
             if entry_id is None:
                 self.summary.duplicates += 1
                 self.rejects.duplicate(row.line, row.transaction.transaction_id, self.producer.dedup_window_seconds)
-            else:
-                self.summary.published += 1
 
 
 class RowRateColumn(ProgressColumn):

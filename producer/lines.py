@@ -9,8 +9,7 @@ is dropped, so one broken line cannot exhaust memory.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 BLOCK_BYTES = 64 * 1024
 MAX_LINE_BYTES = 64 * 1024
@@ -20,9 +19,12 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-@dataclass(frozen=True)
-class PhysicalLine:
-    """One line of input: its 1-based number, its bytes and the line end that followed."""
+class PhysicalLine(NamedTuple):
+    """One line of input: its 1-based number, its bytes and the line end that followed.
+
+    A named tuple, not a dataclass, because one is built per line and a
+    frozen dataclass takes about twice as long to build.
+    """
 
     number: int
     content: bytes
@@ -86,18 +88,29 @@ class LineSplitter:
                     buffer = buffer[len(UTF8_BOM):]
                     self.had_bom = True
 
-            start = 0
-            for match in _LINE_END.finditer(buffer):
-                # A CR at the very end of the buffer may be the first half of CRLF.
-                if match.group() == b"\r" and match.end() == len(buffer) and not at_end:
-                    break
-                if dropping:
-                    dropping = False
-                else:
-                    yield PhysicalLine(number, buffer[start:match.start()], match.group())
-                number += 1
-                start = match.end()
-            buffer = buffer[start:]
+            if b"\r" not in buffer:
+                # Only LF line ends: bytes.split finds them faster than the pattern.
+                pieces = buffer.split(b"\n")
+                buffer = pieces.pop()
+                for content in pieces:
+                    if dropping:
+                        dropping = False
+                    else:
+                        yield PhysicalLine(number, content, b"\n")
+                    number += 1
+            else:
+                start = 0
+                for match in _LINE_END.finditer(buffer):
+                    # A CR at the very end of the buffer may be the first half of CRLF.
+                    if match.group() == b"\r" and match.end() == len(buffer) and not at_end:
+                        break
+                    if dropping:
+                        dropping = False
+                    else:
+                        yield PhysicalLine(number, buffer[start:match.start()], match.group())
+                    number += 1
+                    start = match.end()
+                buffer = buffer[start:]
 
             if len(buffer) > self.max_line_bytes:
                 if not dropping:

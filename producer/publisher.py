@@ -261,7 +261,8 @@ class Producer:
     def _send_to(self, stream: str, chunk: list[Transaction]) -> list:
         payloads = [codec.encode_transaction(transaction)[codec.DATA] for transaction in chunk]
         if self.dedup_window_seconds:
-            markers = [self.keys.published_marker(transaction.transaction_id) for transaction in chunk]
+            marker_prefix = self.keys.published_marker("")  # a marker is this prefix and the transaction_id
+            markers = [marker_prefix + transaction.transaction_id for transaction in chunk]
             return self._script(
                 keys=[stream, *markers],
                 args=[self.dedup_window_seconds, self.maxlen or 0, *payloads],

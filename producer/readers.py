@@ -99,13 +99,14 @@ class _CsvLineSource:
         return self
 
     def __next__(self) -> str:
-        line: PhysicalLine = next(self.lines)
+        number, content, ending, too_long = next(self.lines)
         if not self.record_start:
-            self.record_start = line.number
-        self.record_bytes += len(line.content) + len(line.ending)
-        text = (line.content + line.ending).decode("utf-8", "surrogateescape")
+            self.record_start = number
+        data = content + ending
+        self.record_bytes += len(data)
+        text = data.decode("utf-8", "surrogateescape")
         self.record_parts.append(text)
-        if line.too_long or self.record_bytes > self.max_record_bytes:
+        if too_long or self.record_bytes > self.max_record_bytes:
             raise _RecordTooLarge
         return text
 
@@ -215,7 +216,7 @@ class CsvReader(_LineReader):
         bound = None
 
         for line, fields, raw, error in records:
-            if error is None and not any(field.strip() for field in fields):
+            if error is None and not "".join(fields).strip():  # every field empty or whitespace
                 self.empty_lines += 1
                 continue
             if error is not None and bound is None:

@@ -24,6 +24,10 @@ _AMOUNT = re.compile(
     re.VERBOSE | re.ASCII,
 )
 
+# The common case, unsigned digits with an optional decimal part, which
+# ``Decimal`` reads exactly as the full pattern would.
+_PLAIN_AMOUNT = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
+
 AMOUNT_EXAMPLES = "write it like 12.50, 1,234.56, $12.50, -12.50 or (12.50)"
 
 # Layouts of dates and times that ``parse_timestamp`` accepts besides ISO 8601,
@@ -49,6 +53,9 @@ def parse_amount(text: str) -> Decimal:
     including exponents, NaN and a decimal comma such as "12,50".
     """
     value = text.strip()
+    if _PLAIN_AMOUNT.fullmatch(value):
+        return Decimal(value)
+
     negative = False
     if value.startswith("(") and value.endswith(")"):
         negative = True
