@@ -12,7 +12,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from rewardpilot.money import to_cents
 
@@ -55,8 +55,8 @@ class Transaction(BaseModel):
     amount_usd: Decimal
     mcc: str | None = None
     timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
-    merchant_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3, to_upper=True)] = "USD"
+    merchant_country: Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)] | None = None
     card_used: Annotated[str, Field(max_length=MAX_CATEGORY_LENGTH)] | None = None
     original_amount: Decimal | None = None
     original_currency: Annotated[str, Field(min_length=3, max_length=3)] | None = None
@@ -86,6 +86,8 @@ class Transaction(BaseModel):
     @field_validator("mcc", mode="before")
     @classmethod
     def _parse_mcc(cls, value: object) -> str | None:
+        if type(value) is str and len(value) == 4 and value.isascii() and value.isdigit():
+            return value  # already a 4-digit code, as every published entry has it
         if value is None:
             return None
         if isinstance(value, bool):
@@ -118,16 +120,6 @@ class Transaction(BaseModel):
     @classmethod
     def _timestamp_in_utc(cls, value: datetime) -> datetime:
         return _utc(value)
-
-    @field_validator("currency", mode="after")
-    @classmethod
-    def _currency_upper(cls, value: str) -> str:
-        return value.upper()
-
-    @field_validator("merchant_country", mode="after")
-    @classmethod
-    def _country_upper(cls, value: str | None) -> str | None:
-        return value.upper() if value else value
 
 
 class CardRef(BaseModel):
