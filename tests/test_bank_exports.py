@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, one_server, run_cli
 from producer.bank_layouts import AMEX as AMEX_LAYOUT
 from producer import InputError, Rejected, Row, Skipped, load_layout, read_transactions
 from producer.layouts import detect_layout
@@ -519,6 +519,7 @@ def test_inferred_category_lower_confidence():
     ("relative", "purchases"),
     [("beanhub-extract/chase_credit_card.csv", 4), ("ofxparse/checking.ofx", 1)],
 )
+@one_server
 def test_cli_run_on_sample(cli_env, keys, tmp_path, relative, purchases):
     output = tmp_path / "results.jsonl"
 

@@ -100,13 +100,14 @@ def stop(process: subprocess.Popen) -> None:
 # Chaos: SIGKILL a random consumer every 2 seconds.
 
 def test_chaos_kills_lose_nothing(one_redis_url, one_keys, tmp_path):
-    total = 20_000
+    total = 15_000
     publish(one_redis_url, one_keys, total)
     client = redis.Redis.from_url(one_redis_url)
     # A batch taken by a consumer that is killed comes back after the 2 s visibility
     # timeout; --max-deliveries 50 keeps such a batch from being taken for a poison message.
     # The shared token bucket holds the three consumers to 1,500 transactions a second
-    # together, so the run lasts long enough for several kills on any machine.
+    # together, so in the first 9.8 s at most 200 + 9.8 x 1,500 = 14,900 of the 15,000 get
+    # results. Three rounds of a 2 s sleep, a kill and a restart take about 6 s, well inside that.
     options = ("--batch-size", "200", "--workers", "2", "--max-deliveries", "50",
                "--rate", "1500/s", "--burst", "200", "--count", "transactions")
     processes = [start_consumer(one_redis_url, one_keys, tmp_path, f"c{i}", *options) for i in range(3)]
@@ -248,7 +249,7 @@ def big_batch_consumer(url: str, keys, log_dir: Path, name: str, grace: str = "3
 
 
 def test_sigterm_mid_batch_loses_nothing(one_redis_url, one_keys, tmp_path):
-    total = 12_000
+    total = 15_000
     publish(one_redis_url, one_keys, total)
     client = redis.Redis.from_url(one_redis_url)
     try:

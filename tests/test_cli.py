@@ -9,7 +9,7 @@ import os
 import pytest
 import redis
 
-from conftest import ROOT, SHARED_DATA, run_cli
+from conftest import ROOT, SHARED_DATA, one_server, run_cli
 
 TABFORMER = SHARED_DATA / "tabformer-user0" / "User0_credit_card_transactions.2002-2016.csv"
 
@@ -28,6 +28,7 @@ def summary_of(completed) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+@one_server
 def test_run_example_file(cli_env, keys, tmp_path):
     source = tmp_path / "head.csv"
     lines = (ROOT / "examples" / "transactions.csv").read_text().splitlines()[:501]
@@ -48,6 +49,7 @@ def test_run_example_file(cli_env, keys, tmp_path):
     assert {row["transaction_id"] for row in rows} == {line.split(",")[0] for line in lines[1:]}
 
 
+@one_server
 def test_run_twice_gives_two_jobs(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "two.csv", [
         ["a1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
@@ -60,6 +62,7 @@ def test_run_twice_gives_two_jobs(cli_env, keys, tmp_path):
     assert first["successful"] == second["successful"] == 2
 
 
+@one_server
 def test_run_rejects_bad_rows_exit_one(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "mixed.csv", [
         ["b1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
@@ -76,6 +79,7 @@ def test_run_rejects_bad_rows_exit_one(cli_env, keys, tmp_path):
     assert "line 3" in completed.stderr or '"line": 3' in rejects
 
 
+@one_server
 def test_run_run_wallet_applies(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "one.csv", [
         ["w1", "nobody", "Whole Foods", "groceries", "100.00", "5411", "2026-11-02T10:00:00Z"],
@@ -92,6 +96,7 @@ def test_run_run_wallet_applies(cli_env, keys, tmp_path):
     assert result["rewards"]["cash_value_usd"] == "2.00"
 
 
+@one_server
 def test_unknown_wallet_card_exit_two(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "one.csv", [
         ["w1", "nobody", "Whole Foods", "groceries", "100.00", "5411", "2026-11-02T10:00:00Z"],
@@ -102,6 +107,7 @@ def test_unknown_wallet_card_exit_two(cli_env, keys, tmp_path):
     assert "amex-goldd" in completed.stderr
 
 
+@one_server
 def test_missing_file_exit_two(cli_env, keys, tmp_path):
     completed = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "nope.csv")], cli_env)
 
@@ -109,6 +115,7 @@ def test_missing_file_exit_two(cli_env, keys, tmp_path):
     assert "nope.csv" in completed.stderr
 
 
+@one_server
 def test_wallet_set_and_show(cli_env, keys):
     assert run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-gold", "citi-double-cash"],
                    cli_env).returncode == 0
@@ -117,6 +124,7 @@ def test_wallet_set_and_show(cli_env, keys):
     assert json.loads(shown.stdout) == {"alice": ["amex-gold", "citi-double-cash"]}
 
 
+@one_server
 def test_wallet_set_unknown_card(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-goldd"], cli_env)
 
@@ -124,6 +132,7 @@ def test_wallet_set_unknown_card(cli_env, keys):
     assert "amex-goldd" in completed.stderr
 
 
+@one_server
 def test_status_json_lists_group(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "s.csv", [
         ["s1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
@@ -140,6 +149,7 @@ def test_status_json_lists_group(cli_env, keys, tmp_path):
     assert snapshot["results"]["live"] == 1
 
 
+@one_server
 def test_subscribe_from_start(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "s.csv", [
         ["s1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
@@ -155,6 +165,7 @@ def test_subscribe_from_start(cli_env, keys, tmp_path):
     assert [line["transaction_id"] for line in lines] == ["s2"]
 
 
+@one_server
 @pytest.mark.skipif(not TABFORMER.exists(), reason="shared TabFormer sample not present")
 def test_tabformer_one_result_per_purchase(cli_env, keys, tmp_path):
     # Counted independently: 16,247 rows = 15,251 purchases + 524 refunds + 472 declined.

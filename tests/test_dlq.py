@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import one_server, run_cli
 from consumer.dlq import list_dead_letters
 from fault_proxy import Fault, FaultProxy, first
 from orchestrator_servers import UvicornThread
@@ -36,6 +36,7 @@ def letters_by_cli(keys, cli_env) -> list[dict]:
     return [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
 
 
+@one_server
 async def test_dlq_list_shows_letters(redis_url, keys, cli_env, orchestrator):
     published = await dead_letter_all(redis_url, keys, orchestrator)
 
@@ -46,6 +47,7 @@ async def test_dlq_list_shows_letters(redis_url, keys, cli_env, orchestrator):
     assert {row["letter"]["attempts"] for row in listed} == {1}
 
 
+@one_server
 async def test_dlq_list_limit(redis_url, keys, cli_env, orchestrator):
     await dead_letter_all(redis_url, keys, orchestrator)
 
@@ -55,6 +57,7 @@ async def test_dlq_list_limit(redis_url, keys, cli_env, orchestrator):
     assert len(completed.stdout.splitlines()) == 2
 
 
+@one_server
 async def test_redrive_keeps_transaction_id(redis_url, keys, sync_client, cli_env, orchestrator):
     await dead_letter_all(redis_url, keys, orchestrator)
     chosen = letters_by_cli(keys, cli_env)[0]
@@ -76,6 +79,7 @@ async def test_redrive_keeps_transaction_id(redis_url, keys, sync_client, cli_en
     assert sync_client.xpending(keys.transactions, keys.group())["pending"] == 0
 
 
+@one_server
 async def test_redrive_all(redis_url, keys, sync_client, cli_env, orchestrator):
     published = await dead_letter_all(redis_url, keys, orchestrator)
 
@@ -89,6 +93,7 @@ async def test_redrive_all(redis_url, keys, sync_client, cli_env, orchestrator):
     assert sync_client.xlen(keys.dead_letters) == 0
 
 
+@one_server
 async def test_redrive_unknown_id_exits_1(redis_url, keys, sync_client, cli_env, orchestrator):
     await dead_letter_all(redis_url, keys, orchestrator)
 
@@ -99,6 +104,7 @@ async def test_redrive_unknown_id_exits_1(redis_url, keys, sync_client, cli_env,
     assert sync_client.xlen(keys.dead_letters) == 4
 
 
+@one_server
 def test_redrive_needs_ids_or_all(keys, cli_env):
     completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive"], cli_env)
 
@@ -106,6 +112,7 @@ def test_redrive_needs_ids_or_all(keys, cli_env):
     assert "--all" in completed.stdout + completed.stderr
 
 
+@one_server
 async def test_purge_asks_first(redis_url, keys, sync_client, cli_env, orchestrator):
     await dead_letter_all(redis_url, keys, orchestrator)
 
@@ -120,6 +127,7 @@ async def test_purge_asks_first(redis_url, keys, sync_client, cli_env, orchestra
     assert sync_client.xlen(keys.dead_letters) == 0
 
 
+@one_server
 async def test_status_shows_rate_limit(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(6, prefix="s"))
     with FaultProxy(orchestrator.url, first(1, Fault(429))) as proxy:
@@ -138,6 +146,7 @@ async def test_status_shows_rate_limit(redis_url, keys, sync_client, cli_env, or
     assert "of 40/s configured" in table.stdout
 
 
+@one_server
 def test_status_without_rate_limit(keys, cli_env):
     as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
     assert as_json.returncode == 0, as_json.stderr[-2000:]
@@ -147,6 +156,7 @@ def test_status_without_rate_limit(keys, cli_env):
     assert "orchestrator rate limit: not in use" in table.stdout
 
 
+@one_server
 def test_consume_output_counts(redis_url, keys, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(10, prefix="c"))
 
@@ -171,6 +181,7 @@ def test_consume_output_counts(redis_url, keys, cli_env, orchestrator):
     assert "circuit breaker opened" in completed.stderr
 
 
+@one_server
 def test_run_summary_counts(keys, cli_env, tmp_path):
     source = tmp_path / "two.csv"
     source.write_text(

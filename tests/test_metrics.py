@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, free_port, one_server, run_cli
 from consumer.metrics import count_http_statuses
 from consumer.recommenders.http import HttpRecommender
 from consumer.recommenders.in_process import InProcessRecommender
@@ -28,6 +28,7 @@ def metric_value(text: str, name: str) -> float | None:
     return None
 
 
+@one_server
 def test_metrics_endpoint_counts_results(cli_env, keys, tmp_path):
     source = tmp_path / "m.csv"
     source.write_text(

@@ -16,7 +16,7 @@ import modal_app
 from producer.publisher import Producer
 from rewardpilot.models import Transaction
 
-from conftest import ROOT
+from conftest import ROOT, one_server
 
 
 def make_transactions(count: int, user_id: str = "user-1") -> list[Transaction]:
@@ -115,6 +115,7 @@ def test_autoscale_drained_spawns_none(redis_url, keys):
     assert spawned == []
 
 
+@one_server
 def test_consume_runs_bounded_and_drains(redis_url, keys, sync_client):
     Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(30))
 
@@ -141,6 +142,7 @@ def test_consume_rejects_bad_bounds(arguments, message):
         modal_app.run_consume("redis://127.0.0.1:9/0", **arguments)
 
 
+@one_server
 def test_consume_local_call_through_modal(redis_url, keys, sync_client, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("RP_PREFIX", keys.prefix)
@@ -166,6 +168,7 @@ def consume_in_background(url: str, prefix: str, seconds: float) -> threading.Th
     return thread
 
 
+@one_server
 def test_batch_endpoint_returns_results(redis_url, keys):
     consumer = consume_in_background(redis_url, keys.prefix, seconds=4)
     app = modal_app.create_batch_app(redis_url, prefix=keys.prefix, timeout_seconds=30)
@@ -201,6 +204,7 @@ def test_batch_endpoint_returns_results(redis_url, keys):
         assert field in answer
 
 
+@one_server
 def test_batch_endpoint_times_out_without_consumer(redis_url, keys):
     app = modal_app.create_batch_app(redis_url, prefix=keys.prefix, timeout_seconds=0.5, poll_ms=100)
     body = {"user_id": "user-7", "transactions": [{"transaction_id": "w-1", "merchant": "Shell", "amount_usd": "5"}]}

@@ -13,7 +13,7 @@ import json
 import pytest
 from rich.console import Console
 
-from conftest import run_cli
+from conftest import one_server, run_cli
 from consumer import dlq
 from consumer.pool import ConsumerPool
 from consumer.recommenders import InProcessRecommender, ItemError
@@ -201,6 +201,7 @@ def add_unroutable_letter(client, keys) -> str:
     return client.xadd(keys.dead_letters, {"data": letter.model_dump_json()})
 
 
+@one_server
 def test_redrive_unroutable_named_rejected(sync_client, keys, cli_env):
     agree_count(sync_client, keys, 3)
     letter_id = add_unroutable_letter(sync_client, keys)
@@ -280,6 +281,7 @@ def test_cli_trim_every_partition(sync_client, keys, cli_env):
     assert [sync_client.xlen(stream) for stream in streams] == [6, 10, 0]
 
 
+@one_server
 def test_cli_trim_partitions_dry_run(sync_client, keys, cli_env):
     agree_count(sync_client, keys, 2)
     streams = [partition_stream(keys, 2, partition) for partition in range(2)]
@@ -381,6 +383,7 @@ def test_render_single_stream_without_partitions():
     assert "lease holder" not in text
 
 
+@one_server
 def test_cli_status_shows_lease_holder(redis_url, sync_client, keys, cli_env):
     Producer(sync_client, keys, max_backlog=None, partitions=2).publish_many(
         make_transactions(6, ["alice", "bob", "carol"]))
@@ -409,6 +412,7 @@ def test_cli_status_shows_lease_holder(redis_url, sync_client, keys, cli_env):
     assert "6 entries in 2 partitions" in completed.stdout
 
 
+@one_server
 def test_cli_status_watch_partitions(sync_client, keys, cli_env):
     agree_count(sync_client, keys, 2)
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, one_server, run_cli
 from consumer.pool import ConsumerPool
 from consumer.recommenders import InProcessRecommender
 from consumer.settings import ConsumerSettings
@@ -210,6 +210,7 @@ def test_consumer_with_other_count_rejected(redis_url, sync_client, keys):
     assert sync_client.exists(lease_key(keys, keys.group(), 0)) == 0
 
 
+@one_server
 def test_cli_rejects_other_count(cli_env, sync_client, keys):
     agree_count(sync_client, keys, 4)
     completed = run_cli(["--prefix", keys.prefix, "consume", "--partitions", "2", "--drain"], cli_env)
@@ -439,6 +440,7 @@ def write_csv(path, transactions: list[Transaction]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@one_server
 def test_cli_consume_adopts_stored_count(cli_env, sync_client, keys, tmp_path):
     transactions = make_transactions(30, ["alice", "bob", "carol", "dave"])
     write_csv(tmp_path / "tx.csv", transactions)
@@ -455,6 +457,7 @@ def test_cli_consume_adopts_stored_count(cli_env, sync_client, keys, tmp_path):
     assert results_by_user(sync_client, keys.results()) == published_by_user(transactions)
 
 
+@one_server
 def test_cli_run_with_partitions(cli_env, sync_client, keys, tmp_path):
     transactions = make_transactions(20, ["alice", "bob"])
     write_csv(tmp_path / "tx.csv", transactions)

@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from conftest import run_cli
+from conftest import one_server, run_cli
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import encode_transaction
@@ -215,6 +215,7 @@ def test_compare_counts_missing_live(redis_url, keys, sync_client):
 
 # The command line
 
+@one_server
 def test_cli_replay_json(cli_env, keys, sync_client):
     add_transactions(sync_client, keys, 12)
     run_live(cli_env["REDIS_URL"], keys)
@@ -231,6 +232,7 @@ def test_cli_replay_json(cli_env, keys, sync_client):
     assert summary["comparison"]["total_change_usd"] == "0.00"
 
 
+@one_server
 def test_cli_replay_table(cli_env, keys, sync_client):
     add_transactions(sync_client, keys, 3)
     run_live(cli_env["REDIS_URL"], keys)
@@ -243,6 +245,7 @@ def test_cli_replay_table(cli_env, keys, sync_client):
     assert "0 of 3 differ" in completed.stdout
 
 
+@one_server
 def test_cli_replay_bad_start(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "last-tuesday", "--run", "x"], cli_env)
 

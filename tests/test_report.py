@@ -23,7 +23,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import run_cli
+from conftest import one_server, run_cli
 from rewardpilot import codec, wallets
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -171,6 +171,7 @@ def test_svg_chart_is_self_contained(sync_client, keys):
     assert "https://" not in page
 
 
+@one_server
 def test_cli_run_then_report(cli_env, tmp_path):
     source = tmp_path / "november.jsonl"
     source.write_text("".join(json.dumps({"user_id": "u1", **row}) + "\n" for row in ROWS[:5]), encoding="utf-8")
@@ -197,6 +198,7 @@ def test_cli_run_then_report(cli_env, tmp_path):
     assert "write it like 2026-11" in bad.stderr + bad.stdout
 
 
+@one_server
 def test_cli_wallet_activate_and_valuations(cli_env, tmp_path):
     prefix = f"rpcli{tmp_path.name[-8:]}:"
     assert run_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",

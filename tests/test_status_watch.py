@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import run_cli
+from conftest import one_server, run_cli
 from rewardpilot.cli.status_cmd import _render
 from rewardpilot.status import ResultRate, entries_added
 
@@ -66,6 +66,7 @@ def test_render_without_rate_yet():
     assert "needs two refreshes" in str(_render(snapshot).caption)
 
 
+@one_server
 def test_watch_stops_after_count(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0.1", "--count", "2"], cli_env,
                         timeout=60)
@@ -74,6 +75,7 @@ def test_watch_stops_after_count(cli_env, keys):
     assert "results/s over the last minute" in completed.stdout
 
 
+@one_server
 def test_watch_rejects_zero_interval(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0"], cli_env, timeout=60)
 
@@ -81,6 +83,7 @@ def test_watch_rejects_zero_interval(cli_env, keys):
     assert "--interval 0.0" in completed.stderr
 
 
+@one_server
 def test_watch_rejects_json(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--json"], cli_env, timeout=60)
 

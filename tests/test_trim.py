@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import run_cli
+from conftest import one_server, run_cli
 from rewardpilot.retention import InvalidAgeError, parse_age, trim, trim_loop
 
 # 2020-09-13T12:26:40Z: entries this old are past any age the tests ask for.
@@ -176,6 +176,7 @@ async def test_trim_loop_trims_as_acked(redis_url, keys, sync_client):
     assert data_of(sync_client, keys.transactions) == ["recent-0"]
 
 
+@one_server
 def test_cli_trim_json(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=4)
@@ -188,6 +189,7 @@ def test_cli_trim_json(cli_env, keys, sync_client):
     assert report["held_back_by"] == GROUP
 
 
+@one_server
 def test_cli_trim_dry_run_text(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=4)
@@ -200,6 +202,7 @@ def test_cli_trim_dry_run_text(cli_env, keys, sync_client):
     assert sync_client.xlen(keys.transactions) == 13
 
 
+@one_server
 def test_cli_trim_bad_age(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "a month"], cli_env)
 
@@ -232,6 +235,7 @@ async def test_consumer_trims_as_it_goes(redis_url, keys, sync_client):
     assert sync_client.xlen(keys.results()) == 6
 
 
+@one_server
 def test_cli_consume_bad_trim_age(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "consume", "--trim-older-than", "forever"], cli_env)
 
