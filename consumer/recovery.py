@@ -31,7 +31,11 @@ async def recover_once(pool: ConsumerPool) -> int:
         pool.stats.claimed += len(found.deliveries)
         pool.log.info("reclaimed stale entries", count=len(found.deliveries),
                       first_entry_id=found.deliveries[0].entry_id)
-        await pool.handle(found.deliveries)
+        # A pass can claim more than one micro-batch; a bigger batch could
+        # cost more rate-limit tokens than the bucket's burst ever holds.
+        size = pool.settings.batch_size
+        for start in range(0, len(found.deliveries), size):
+            await pool.handle(found.deliveries[start:start + size])
     return len(found.deliveries) + len(found.poison) + len(found.lost)
 
 

@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from consumer.settle import Settler
-from consumer.transports import Delivery
+from consumer.transports import Delivery, RedisStreamTransport
+from consumer.transports.base import Reclaimed
 from producer import Producer
 from rewardpilot.codec import decode_result
 from rewardpilot.models import Transaction
@@ -139,6 +140,51 @@ async def test_stale_pending_claimed_by_live_consumer(redis_url, keys, sync_clie
 
     assert stats.claimed == 30
     assert sync_client.xlen(keys.results()) == 50
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+class GreedyReclaim(RedisStreamTransport):
+    """Claims everything stale in one recovery pass, as a long pending entries list can."""
+
+    async def reclaim(self):
+        found = Reclaimed()
+        while True:
+            more = await super().reclaim()
+            found.deliveries += more.deliveries
+            if not more.deliveries:
+                return found
+
+
+async def test_recovery_handles_micro_batch_sizes(redis_url, keys, sync_client):
+    """A recovery pass that claims more than batch_size entries handles them in batches of batch_size."""
+    publish(redis_url, keys, transactions(7))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    read = sync_client.xreadgroup(keys.group(), "dead-consumer", {keys.transactions: ">"}, count=7)[0][1]
+    # Idle for two minutes: stale now, and fresh again once the pool claims them.
+    sync_client.xclaim(keys.transactions, keys.group(), "dead-consumer", 0,
+                       [entry_id for entry_id, _ in read], idle=120_000)
+
+    settings = ConsumerSettings(keys=keys, workers=1, batch_size=2, visibility_timeout_ms=60_000,
+                                claim_interval_seconds=0.05, drain=True, block_ms=100)
+    client = aioredis.Redis.from_url(redis_url)
+    pool = ConsumerPool(client, settings, transport=GreedyReclaim(client, settings, "greedy"))
+    sizes: list[int] = []
+    handle = pool.handle
+
+    async def recording_handle(deliveries):
+        sizes.append(len(deliveries))
+        await handle(deliveries)
+
+    pool.handle = recording_handle
+    try:
+        stats = await asyncio.wait_for(pool.run(), timeout=60)
+    finally:
+        await client.aclose()
+
+    assert stats.claimed == 7
+    assert sizes and max(sizes) <= 2
+    assert sum(sizes) == 7
+    assert sync_client.xlen(keys.results()) == 7
     assert pending_count(sync_client, keys.transactions, keys.group()) == 0
 
 
