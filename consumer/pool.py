@@ -53,6 +53,7 @@ from rewardpilot.retention import trim_loop
 
 REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 MAX_CONFLICT_ROUNDS = 10  # recommend-and-settle rounds for cap conflicts before giving entries back
+LONG_HELD_TIMEOUTS = 5  # a batch in hand longer than this many visibility timeouts is logged
 
 
 def _text(value) -> str:
@@ -244,6 +245,7 @@ class ConsumerPool:
         if touch is None:
             return
         interval = self.settings.visibility_timeout_ms / 1000 / 3
+        started = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
@@ -251,6 +253,14 @@ class ConsumerPool:
             except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
                 self._log_repeated("touch-failed", "could not refresh entries in hand; recovery may claim them",
                                    error=str(exc), first_entry_id=entry_ids[0])
+
+            # An operator should see a batch that stays in hand long past the
+            # visibility timeout: its entries are pending and nobody else can take them.
+            held = time.monotonic() - started
+            if held > LONG_HELD_TIMEOUTS * self.settings.visibility_timeout_ms / 1000:
+                self._log_repeated("batch-held", "batch still in hand, waiting on the recommender",
+                                   held_seconds=round(held, 1), count=len(entry_ids), first_entry_id=entry_ids[0],
+                                   breaker=self.recommender.breaker.state.value if self.recommender.breaker else None)
 
     def _decode(self, deliveries: list[Delivery]):
         """Split a batch into transactions, dead letters (undecodable) and skipped entry ids.

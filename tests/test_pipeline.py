@@ -10,8 +10,10 @@ from decimal import Decimal
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog.testing
 
 from consumer.pool import ConsumerPool
+from consumer.recommenders import InProcessRecommender
 from consumer.settings import ConsumerSettings
 from consumer.settle import Settler
 from consumer.transports import Delivery, RedisStreamTransport
@@ -186,6 +188,39 @@ async def test_recovery_handles_micro_batch_sizes(redis_url, keys, sync_client):
     assert sum(sizes) == 7
     assert sync_client.xlen(keys.results()) == 7
     assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
+class SlowRecommender:
+    """The in-process engine behind a fixed delay, like a recommender stuck in retries."""
+
+    name = "slow"
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.inner = InProcessRecommender()
+
+    async def recommend(self, items):
+        await asyncio.sleep(self.delay)
+        return await self.inner.recommend(items)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_long_held_batch_is_logged(redis_url, keys, sync_client):
+    """A batch in hand past five visibility timeouts is logged with its first entry id."""
+    publish(redis_url, keys, transactions(3))
+    settings = ConsumerSettings(keys=keys, workers=1, batch_size=10, visibility_timeout_ms=300)
+
+    with structlog.testing.capture_logs() as logs:
+        stats = await drain(redis_url, settings, recommender=SlowRecommender(2.0))
+
+    held = [event for event in logs if event["event"] == "batch still in hand, waiting on the recommender"]
+    assert stats.results == 3
+    assert held
+    assert held[0]["count"] == 3
+    assert held[0]["held_seconds"] >= 1.5
+    assert held[0]["first_entry_id"] == sync_client.xrange(keys.transactions, count=1)[0][0]
 
 
 async def test_poison_message_dead_lettered(redis_url, keys, sync_client):
