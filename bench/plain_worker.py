@@ -97,12 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdin.readline()
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if args.mode == "publish":
         count = publish(client, args.stream, prepared)
     else:
         count = consume(client, args, prepared)
     seconds = time.perf_counter() - started
-    print(json.dumps({"count": count, "seconds": seconds}), flush=True)
+    cpu_seconds = time.process_time() - cpu_started
+    print(json.dumps({"count": count, "seconds": seconds, "cpu_seconds": cpu_seconds}), flush=True)
 
 
 if __name__ == "__main__":

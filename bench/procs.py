@@ -27,6 +27,7 @@ class GatedChild:
     def __init__(self, module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.module = module
         self.log_path = log_path
+        self.report: dict | None = None  # the JSON report, once ``result`` has read it
         self._log = log_path.open("ab")
         environment = dict(os.environ)
         environment["PYTHONPATH"] = str(ROOT)
@@ -82,7 +83,8 @@ class GatedChild:
         lines = [line for line in output.splitlines() if line.strip()]
         if not lines:
             raise BenchError(f"{self.module} printed no report; {self.tail()}")
-        return json.loads(lines[-1])
+        self.report = json.loads(lines[-1])
+        return self.report
 
     def kill(self) -> None:
         if self.process.poll() is None:

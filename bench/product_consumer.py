@@ -15,6 +15,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
@@ -54,12 +55,13 @@ async def consume(settings: ConsumerSettings, url: str, orchestrator: str | None
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
+    cpu_started = time.process_time()
     try:
         stats = await pool.run()
     finally:
         await pool.recommender.aclose()
         await client.aclose()
-    return stats.as_dict()
+    return {"stats": stats.as_dict(), "cpu_seconds": time.process_time() - cpu_started}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         keys=StreamKeys(prefix=args.prefix, job=args.job), drain=args.drain,
         workers=args.workers, batch_size=args.batch_size, results_maxlen=args.results_maxlen,
     )
-    stats = asyncio.run(consume(settings, args.url, args.orchestrator))
-    print(json.dumps({"stats": stats}, default=str), flush=True)
+    report = asyncio.run(consume(settings, args.url, args.orchestrator))
+    print(json.dumps(report, default=str), flush=True)
 
 
 if __name__ == "__main__":

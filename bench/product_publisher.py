@@ -55,13 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdin.readline()
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     summary = publish_file(client, keys, args.file, producer=producer, progress=False, rejects_path=args.rejects)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
 
     _, peak_kib = peak_rss_kib(os.getpid())
     report = {
         "published": summary.published, "rejected": summary.rejected, "duplicates": summary.duplicates,
-        "rows": summary.rows, "seconds": seconds, "peak_rss_kib": peak_kib,
+        "rows": summary.rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_kib": peak_kib,
     }
     print(json.dumps(report), flush=True)
 
