@@ -15,11 +15,15 @@ it would route users to streams that the others do not read.
 from __future__ import annotations
 
 import zlib
-
-import redis
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from rewardpilot.streams import StreamKeys
+
+# redis-py is used only in annotations here. Importing it at run time would add it
+# to every CLI start, because the --partitions help text reads MAX_PARTITIONS.
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
 
 PARTITIONS_ENV = "RP_PARTITIONS"
 MAX_PARTITIONS = 1024

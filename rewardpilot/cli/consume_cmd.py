@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import typer
 
-from consumer.build import CallOptions, build_pool
-from consumer.errors import InvalidRateLimitError
-from consumer.settings import ConsumerSettings
-from consumer.shutdown import install_signal_handlers
 from rewardpilot.cli.context import app_context, console, wait_for_redis
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
-from rewardpilot.retention import InvalidAgeError, parse_age
 from rewardpilot.streams import LIVE_RUN
+
+if TYPE_CHECKING:
+    from consumer.build import CallOptions
 
 
 def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold, breaker_cooldown,
                  timeout) -> CallOptions:
+    from consumer.build import CallOptions
+
     return CallOptions.from_env(
         orchestrator_url=orchestrator, rate=rate, burst=burst, counting=counting, max_attempts=max_attempts,
         breaker_threshold=breaker_threshold, breaker_cooldown=breaker_cooldown, timeout=timeout,
@@ -30,6 +31,8 @@ def trim_age_seconds(text: str | None) -> float | None:
     """Parse ``--trim-older-than``; exit 2 with the reason when it is invalid."""
     if text is None:
         return None
+    from rewardpilot.retention import InvalidAgeError, parse_age
+
     try:
         return parse_age(text).total_seconds()
     except InvalidAgeError as exc:
@@ -39,6 +42,9 @@ def trim_age_seconds(text: str | None) -> float | None:
 
 def make_pool(client, settings, options):
     """Build the pool; exit 2 with the reason when an option is invalid."""
+    from consumer.build import build_pool
+    from consumer.errors import InvalidRateLimitError
+
     try:
         return build_pool(client, settings, options)
     except (InvalidRateLimitError, ValueError) as exc:
@@ -75,6 +81,9 @@ def consume(
     lease: float = typer.Option(10.0, "--lease", min=0.1, help="Seconds a partition lease lasts unless renewed; another consumer takes a dead holder's partitions after this."),
 ) -> None:
     """Consume transactions in micro-batches and publish a recommendation for each."""
+    from consumer.settings import ConsumerSettings
+    from consumer.shutdown import install_signal_handlers
+
     context = app_context(ctx)
     wait_for_redis(context.client(), context, startup_timeout)
     partitions = agreed_partitions(context.client(), context.keys(job), partitions)

@@ -1,18 +1,24 @@
-"""The state every command shares: the stream keys, Redis clients and the console."""
+"""The state every command shares: the stream keys, Redis clients and the console.
+
+redis-py and the connection helpers are imported inside the methods that use
+them, so commands that never talk to Redis (``--help``, ``cards``) start
+without them.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis
-import redis.asyncio as aioredis
 import typer
 from rich.console import Console
 
-from rewardpilot.connection import connect, connect_async, redact, resolve_url
-from rewardpilot.embedded import EmbeddedServerError
 from rewardpilot.streams import DEFAULT_PREFIX, StreamKeys
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
 
 console = Console(stderr=True)
 
@@ -33,6 +39,9 @@ class AppContext:
 
     def url(self) -> str:
         if self._resolved is None:
+            from rewardpilot.connection import resolve_url
+            from rewardpilot.embedded import EmbeddedServerError
+
             try:
                 self._resolved = resolve_url(self.redis_url)
             except EmbeddedServerError as exc:
@@ -44,12 +53,18 @@ class AppContext:
         return StreamKeys(prefix=self.prefix, job=job)
 
     def client(self, *, block_ms: int = 0) -> redis.Redis:
+        from rewardpilot.connection import connect
+
         return connect(self.url(), block_ms=block_ms)
 
     def async_client(self, *, block_ms: int = 0) -> aioredis.Redis:
+        from rewardpilot.connection import connect_async
+
         return connect_async(self.url(), block_ms=block_ms)
 
     def describe_server(self) -> str:
+        from rewardpilot.connection import redact
+
         if self.redis_url or os.environ.get("REDIS_URL"):
             return redact(self.url())
         return f"embedded Valkey ({redact(self.url())})"
@@ -71,6 +86,9 @@ def wait_for_redis(client: redis.Redis, context: AppContext, timeout_seconds: fl
     """
     import time
 
+    import redis
+
+    from rewardpilot.connection import redact
     from rewardpilot.logs import get_logger
 
     deadline = time.monotonic() + timeout_seconds
@@ -92,6 +110,10 @@ def wait_for_redis(client: redis.Redis, context: AppContext, timeout_seconds: fl
 
 def check_redis(client: redis.Redis, context: AppContext) -> None:
     """Exit with a clear message when Redis does not reply to PING."""
+    import redis
+
+    from rewardpilot.connection import redact
+
     try:
         client.ping()
     except redis.AuthenticationError:

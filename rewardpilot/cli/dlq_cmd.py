@@ -7,9 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from consumer import dlq
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
-from rewardpilot.partitions import stored_count
 from rewardpilot.streams import LIVE_RUN
 
 app = typer.Typer(help="Inspect, redrive or purge dead letters.", no_args_is_help=True)
@@ -30,6 +28,8 @@ def list_letters(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
     """List dead letters with their reason, error and attempts."""
+    from consumer import dlq
+
     client, keys = _client_and_keys(ctx, job)
     letters = list(dlq.list_dead_letters(client, keys, limit=limit))
     if as_json:
@@ -55,6 +55,9 @@ def redrive(
     run: str = typer.Option(LIVE_RUN, "--run", help="The run whose outcome markers are cleared."),
 ) -> None:
     """Put dead letters back onto the transactions stream, keeping each transaction_id."""
+    from consumer import dlq
+    from rewardpilot.partitions import stored_count
+
     if bool(ids) == all_letters:
         console.print("[red]error:[/red] name dead-letter ids or pass --all (not both)")
         raise typer.Exit(2)
@@ -80,6 +83,8 @@ def purge(
     job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
 ) -> None:
     """Delete every dead letter, after confirmation."""
+    from consumer import dlq
+
     client, keys = _client_and_keys(ctx, job)
     count = client.xlen(keys.dead_letters)
     if not yes and not typer.confirm(f"Delete {count} dead letters from {keys.dead_letters}?"):

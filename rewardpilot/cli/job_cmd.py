@@ -9,14 +9,8 @@ from itertools import islice
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from consumer.build import partitioned
-from consumer.pool import ConsumerPool
-from consumer.settings import ConsumerSettings
-from consumer.shutdown import install_signal_handlers
-from rewardpilot import wallets
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
@@ -25,8 +19,6 @@ from rewardpilot.cli.publish_cmd import (
     USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_source,
     unconverted_option,
 )
-from rewardpilot.job import job_keys, new_job_id, summarise
-from rewardpilot.results import read_results
 
 
 def run(
@@ -48,6 +40,11 @@ def run(
     partitions: int = partitions_option(),
 ) -> None:
     """Publish FILE, consume until drained, and print the summary."""
+    from consumer.settings import ConsumerSettings
+    from rewardpilot import wallets
+    from rewardpilot.job import job_keys, new_job_id, summarise
+    from rewardpilot.results import read_results
+
     converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()
@@ -83,6 +80,14 @@ def run(
 
 async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, user=None, converter=None):
     """Consume while the file is published, so backpressure never stalls the job; then drain."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    from consumer.build import partitioned
+    from consumer.pool import ConsumerPool
+    from consumer.shutdown import install_signal_handlers
+
     started = time.perf_counter()
     async_client = context.async_client(block_ms=settings.block_ms)
     transport = None
@@ -134,6 +139,8 @@ def _input_counts(published) -> dict:
 
 
 def _print_summary(summary, client, results_stream: str, sample: int, input_counts: dict) -> None:
+    from rewardpilot.results import read_results
+
     out = stdout_console()
     table = Table(title=f"Job {summary.job}", show_header=False)
     table.add_column("field")

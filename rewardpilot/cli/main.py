@@ -1,4 +1,9 @@
-"""``rewardpilot``: publish transactions, run consumers, read recommendations."""
+"""``rewardpilot``: publish transactions, run consumers, read recommendations.
+
+Every call imports all ``*_cmd`` modules to register their commands, so those
+modules import what only their command needs (FastAPI, the consumer pool, the
+producer) inside the command function. tests/test_cli_imports.py checks this.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import sys
 
 import typer
 
-from rewardpilot import logs
 from rewardpilot.cli import (
     consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
 )
@@ -39,6 +43,8 @@ def root(
         help="DEBUG, INFO, WARNING or ERROR (env RP_LOG_LEVEL). Default: WARNING for `run`, INFO otherwise.",
     ),
 ) -> None:
+    from rewardpilot import logs
+
     quiet_by_default = ctx.invoked_subcommand == "run"
     logs.configure(log_level or ("WARNING" if quiet_by_default else "INFO"))
     ctx.obj = AppContext(prefix=prefix, redis_url=redis_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rewardpilot.orchestrator.app import DEFAULT_MAX_BODY_BYTES
+from rewardpilot.orchestrator import DEFAULT_MAX_BODY_BYTES
 
 
 def orchestrator(

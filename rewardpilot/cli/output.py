@@ -6,11 +6,12 @@ import csv
 from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from rich.table import Table
 
-from rewardpilot.models import Recommendation
+if TYPE_CHECKING:
+    from rewardpilot.models import Recommendation
 
 CSV_COLUMNS = [
     "transaction_id", "user_id", "amount_usd", "category", "card_id", "card_name", "issuer",

@@ -7,14 +7,16 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from producer import InputError, exit_status, format_summary, load_layout, publish_file
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
-from rewardpilot.fx import UNCONVERTED_POLICIES, CurrencyConverter, RatesFileError, load_rates
+
+if TYPE_CHECKING:
+    from rewardpilot.fx import CurrencyConverter
 
 
 USER_HELP = "user_id for bank exports, OFX and Plaid files, which name no user (default: me)."
@@ -38,6 +40,8 @@ def unconverted_option():
 
 def load_converter(rates_path: Path | None, unconverted: str) -> CurrencyConverter:
     """Build the currency converter from the command-line options; exit 2 on a bad rates file or policy."""
+    from rewardpilot.fx import UNCONVERTED_POLICIES, CurrencyConverter, RatesFileError, load_rates
+
     policy = unconverted.lower()
     if policy not in UNCONVERTED_POLICIES:
         console.print(f"[red]error:[/red] --unconverted-currency {unconverted!r} is invalid; "
@@ -56,6 +60,8 @@ def load_converter(rates_path: Path | None, unconverted: str) -> CurrencyConvert
 def load_layout_option(path: Path | None):
     if path is None:
         return None
+    from producer import InputError, load_layout
+
     try:
         return load_layout(path)
     except (InputError, OSError) as exc:
@@ -66,6 +72,8 @@ def load_layout_option(path: Path | None):
 def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None,
                    converter: CurrencyConverter | None = None):
     """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
+    from producer import InputError, publish_file
+
     target = sys.stdin.buffer if str(source) == "-" else source
     started = time.perf_counter()
     try:
@@ -78,6 +86,8 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
 
 
 def print_publish_summary(summary) -> None:
+    from producer import format_summary
+
     console.print(format_summary(summary))
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -108,6 +118,8 @@ def publish(
     Exit status: 0 when every row was published or skipped with a reason, 1
     when any row was rejected, 2 when the file could not be read at all.
     """
+    from producer import exit_status
+
     converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from consumer.errors import InvalidRateLimitError
 from rewardpilot.cli.consume_cmd import call_options
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
-from rewardpilot.replay import Comparison, InvalidReplayError, ReplaySummary, replay_async
+
+if TYPE_CHECKING:
+    from rewardpilot.replay import Comparison, ReplaySummary
 
 
 def comparison_table(comparison: Comparison) -> Table:
@@ -60,6 +62,9 @@ def replay(
     rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min.", show_default=False),
 ) -> None:
     """Process a range of the transactions stream again, through the run's own consumer group."""
+    from consumer.errors import InvalidRateLimitError
+    from rewardpilot.replay import InvalidReplayError, replay_async
+
     context = app_context(ctx)
     check_redis(context.client(), context)
     options = call_options(orchestrator, rate, None, None, None, None, None, None)

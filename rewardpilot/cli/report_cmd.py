@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
-from rewardpilot.report import Report, Totals, build_report
-from rewardpilot.report_charts import render_html, render_png
 from rewardpilot.streams import LIVE_RUN
+
+if TYPE_CHECKING:
+    from rewardpilot.report import Report, Totals
 
 
 def report(
@@ -27,6 +29,9 @@ def report(
     card_used: str = typer.Option(None, "--card-used", help="Card id the purchases were made with when the export names none (see `rewardpilot cards`).", show_default=False),
 ) -> None:
     """Show what a user earned with the cards used, what the recommended cards would have earned, and the caps."""
+    from rewardpilot.report import build_report
+    from rewardpilot.report_charts import render_html, render_png
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)

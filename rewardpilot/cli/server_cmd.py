@@ -7,7 +7,6 @@ import json
 import typer
 
 from rewardpilot.cli.context import console
-from rewardpilot.embedded import home_dir, is_alive, read_state, stop_server
 
 app = typer.Typer(help="Manage the embedded Valkey server (used when REDIS_URL is unset).", no_args_is_help=True)
 
@@ -15,6 +14,8 @@ app = typer.Typer(help="Manage the embedded Valkey server (used when REDIS_URL i
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print the status as JSON.")) -> None:
     """Show whether the embedded server runs, its pid, port and data directory."""
+    from rewardpilot.embedded import home_dir, is_alive, read_state
+
     home = home_dir()
     state = read_state(home)
     running = state is not None and is_alive(state)
@@ -37,6 +38,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
 @app.command("stop")
 def stop() -> None:
     """Stop the embedded server; its data stays in the data directory."""
+    from rewardpilot.embedded import stop_server
+
     if stop_server():
         console.print("embedded Valkey stopped")
     else:

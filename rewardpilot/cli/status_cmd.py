@@ -6,11 +6,9 @@ import json
 import time
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_redis, stdout_console
-from rewardpilot.status import ResultRate, collect_status
 
 
 def _render(snapshot: dict) -> Table:
@@ -107,6 +105,8 @@ def status(
     if watch and as_json:
         raise typer.BadParameter("--watch and --json cannot be combined; run --json repeatedly instead")
 
+    from rewardpilot.status import ResultRate, collect_status
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -118,6 +118,8 @@ def status(
             return
         stdout_console().print(_render(snapshot))
         return
+
+    from rich.live import Live
 
     rate = ResultRate()
     refreshes = 0

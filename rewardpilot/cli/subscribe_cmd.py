@@ -8,7 +8,6 @@ import sys
 import typer
 
 from rewardpilot.cli.context import app_context, check_redis
-from rewardpilot.results import subscribe as follow
 from rewardpilot.streams import LIVE_RUN
 
 
@@ -24,6 +23,8 @@ def subscribe(
     ),
 ) -> None:
     """Print results as JSON lines on stdout until interrupted."""
+    from rewardpilot.results import subscribe as follow
+
     context = app_context(ctx)
     check_redis(context.client(), context)
     stream = context.keys(job).results(run)

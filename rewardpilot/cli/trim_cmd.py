@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import typer
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
-from rewardpilot.partitions import partition_streams, stored_count
-from rewardpilot.retention import InvalidAgeError, TrimReport, parse_age
-from rewardpilot.retention import trim as trim_stream
+
+if TYPE_CHECKING:
+    from rewardpilot.retention import TrimReport
 
 
 def trim(
@@ -24,6 +25,10 @@ def trim(
 
     With partitions, every partition stream is trimmed, each to the MINID its own consumer groups allow.
     """
+    from rewardpilot.partitions import partition_streams, stored_count
+    from rewardpilot.retention import InvalidAgeError, parse_age
+    from rewardpilot.retention import trim as trim_stream
+
     try:
         age = parse_age(older_than)
     except InvalidAgeError as exc:

@@ -7,7 +7,6 @@ import json
 import typer
 from rich.table import Table
 
-from rewardpilot import caps
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 
 app = typer.Typer(help="Set what each reward program's points are worth to a user.", no_args_is_help=True)
@@ -27,6 +26,8 @@ def set_valuation(
     cents: str = typer.Argument(..., help="Cents per point, from 0 to 100, e.g. 1.5."),
 ) -> None:
     """Store a user's valuation of one program, used instead of the default."""
+    from rewardpilot import caps
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -45,6 +46,8 @@ def show_valuations(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show every program's cents per point for a user: the user's own value or the default."""
+    from rewardpilot import caps
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)

@@ -7,7 +7,6 @@ import json
 import typer
 from rich.table import Table
 
-from rewardpilot import wallets
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import split_cards
 
@@ -35,6 +34,8 @@ def set_wallet(
     ),
 ) -> None:
     """Replace a user's wallet with the given cards; activations, cycle day and mode are kept unless given."""
+    from rewardpilot import wallets
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -57,6 +58,8 @@ def show_wallet(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show one wallet, or every wallet."""
+    from rewardpilot import wallets
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -86,6 +89,8 @@ def show_wallet(
 @app.command("delete")
 def delete_wallet(ctx: typer.Context, user: str = typer.Argument(..., help="The user_id.")) -> None:
     """Delete a user's wallet; their transactions are then judged against the run's wallet or the catalog."""
+    from rewardpilot import wallets
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -103,6 +108,8 @@ def activate(
     quarter: str = typer.Argument(..., help="The quarter activated, e.g. 2026Q4."),
 ) -> None:
     """Record that a card's 5% quarterly categories were activated for a quarter."""
+    from rewardpilot import wallets
+
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)

@@ -22,6 +22,7 @@ from rewardpilot import __version__
 from rewardpilot.connection import connect_async, redact
 from rewardpilot.engine import RulesEngine, UnknownCardError
 from rewardpilot.logs import get_logger
+from rewardpilot.orchestrator import DEFAULT_MAX_BODY_BYTES
 from rewardpilot.orchestrator.contract import (
     MAX_BATCH_ITEMS,
     BatchItemResult,
@@ -40,7 +41,6 @@ from rewardpilot.orchestrator.middleware import BearerAuthMiddleware, BodyLimitM
 from rewardpilot.orchestrator.service import RecommendService, WalletLookupError
 from rewardpilot.streams import StreamKeys
 
-DEFAULT_MAX_BODY_BYTES = 1_000_000
 WALLET_RETRY_AFTER_SECONDS = 1
 
 ENDPOINTS = ["/health", "/cards", "/recommend", "/recommend/batch", MCP_PATH, "/openapi.json"]
