@@ -195,10 +195,10 @@ class ConsumerPool:
                                    error=str(exc), retry_in_seconds=delay)
                 await asyncio.sleep(delay)
 
-    def _log_repeated(self, key: str, message: str, **fields) -> None:
+    def _log_repeated(self, key: str, message: str, *, level: str = "warning", **fields) -> None:
         allowed, suppressed = self._repeats.allow(key)
         if allowed:
-            self.log.warning(message, suppressed_repeats=suppressed, **fields)
+            getattr(self.log, level)(message, suppressed_repeats=suppressed, **fields)
 
     # One micro-batch
 
@@ -395,6 +395,11 @@ class ConsumerPool:
                 entry_ids=[letter.entry_id for letter in dead_letters][:20],
                 reasons=sorted({letter.reason for letter in dead_letters}),
             )
+            if any(letter.http_status in (401, 403) for letter in dead_letters):
+                # One bad key turns every call into a dead letter; say how to recover.
+                self._log_repeated("auth-rejected", "the recommender rejected this consumer's credentials; check "
+                                   "ORCHESTRATOR_API_KEY, then put the entries back with `rewardpilot dlq redrive --all`",
+                                   level="error")
         return counts.conflicts
 
     # Dead letters found by recovery

@@ -34,7 +34,7 @@ from producer.documents import DocumentReader
 from producer.errors import InputError, RowError
 from producer.readers import Outcome, Rejected, Skipped
 from producer.values import parse_amount
-from rewardpilot.models import Transaction
+from rewardpilot.models import DATE_ONLY_TIME, Transaction
 
 OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
 
@@ -128,7 +128,9 @@ def parse_ofx_time(text: str) -> datetime:
 
     The format is YYYYMMDD, optional HHMMSS, optional milliseconds and an
     optional ``[offset:zone]``; without an offset the time is UTC (OFX 2.1.1
-    section 3.2.8.2). Raises ``ValueError`` naming the accepted form.
+    section 3.2.8.2). A date without a time is taken as noon
+    (``DATE_ONLY_TIME``), so it keeps its calendar date in U.S. zones.
+    Raises ``ValueError`` naming the accepted form.
     """
     match = _OFX_TIME.match(text.strip())
     if match is None:
@@ -137,7 +139,7 @@ def parse_ofx_time(text: str) -> datetime:
             "optionally with an offset such as [-5:EST]"
         )
     day, clock, offset = match.groups()
-    parsed = datetime.strptime(day + (clock or "000000"), "%Y%m%d%H%M%S")
+    parsed = datetime.strptime(day + (clock or DATE_ONLY_TIME.strftime("%H%M%S")), "%Y%m%d%H%M%S")
     hours = Decimal(offset) if offset else Decimal(0)
     if abs(hours) > 14:
         raise ValueError(f"{text!r} has an offset of {hours} hours, outside -14..14")

@@ -10,6 +10,8 @@ import re
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 
+from rewardpilot.models import DATE_ONLY_TIME
+
 # An amount as banks write it: an optional sign, an optional "$", digits with
 # or without thousands separators, and an optional decimal part. Parentheses
 # mark a negative amount in accounting exports: "(45.00)" is -45.00.
@@ -43,6 +45,8 @@ TIMESTAMP_EXAMPLES = (
     "ISO 8601 such as 2024-05-01T12:30:00Z, 2024-05-01 12:30:00 or 2024-05-01, "
     "or a US date such as 05/01/2024 or 05/01/2024 12:30"
 )
+
+_TIME_CODES = ("%H", "%I", "%M", "%S", "%p", "%X", "%c", "%T", "%R")
 
 
 def parse_amount(text: str) -> Decimal:
@@ -85,8 +89,12 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
 
     ``formats`` are strptime formats tried in order; the name ``"iso"`` means
     ISO 8601 as ``datetime.fromisoformat`` reads it (Python 3.11 accepts "Z").
-    A value without a zone is read in ``zone``. Returns the time and whether it
-    carried a zone of its own. Raises ``ValueError`` naming the accepted layouts.
+    A value without a zone is read in ``zone``. A date without a time of day
+    is taken as noon (``DATE_ONLY_TIME``), which stays on the same calendar
+    date in every zone within 11 hours of ``zone``, so cap periods, quarters
+    and monthly reports see the date the bank printed. Returns the time and
+    whether it carried a zone of its own. Raises ``ValueError`` naming the
+    accepted layouts.
     """
     value = text.strip()
     for layout in formats:
@@ -97,6 +105,8 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
                 parsed = datetime.strptime(value, layout)
         except ValueError:
             continue
+        if not _has_time_of_day(layout, value):
+            parsed = parsed.replace(hour=DATE_ONLY_TIME.hour)
         had_zone = parsed.tzinfo is not None
         if not had_zone:
             parsed = parsed.replace(tzinfo=zone)
@@ -105,6 +115,12 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
         except OverflowError:  # year 1 or 9999 moved across the date line
             raise ValueError(f"{text!r} is out of the supported date range") from None
     raise ValueError(f"{text!r} is not a date in an accepted layout; write it as {describe_formats(formats)}")
+
+
+def _has_time_of_day(layout: str, value: str) -> bool:
+    if layout == "iso":
+        return any(mark in value for mark in ("T", " ", ":"))
+    return any(code in layout for code in _TIME_CODES)
 
 
 def describe_formats(formats: tuple[str, ...]) -> str:

@@ -22,12 +22,41 @@ SOCKET_TIMEOUT_MARGIN_SECONDS = 5.0
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 10.0
 
 
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+
 def resolve_url(url: str | None = None) -> str:
-    """Return the Redis URL to use: the argument, ``REDIS_URL``, or the embedded server."""
+    """Return the Redis URL to use: the argument, ``REDIS_URL``, or the embedded server.
+
+    Raises ValueError for a URL that is not redis://, rediss:// or unix://.
+    """
     url = url or os.environ.get("REDIS_URL")
     if url:
+        check_url(url)
         return url
     return ensure_server().url
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError, with the URL redacted, unless ``url`` has a scheme redis-py can connect with."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid ({exc}); "
+                         "write it like redis://127.0.0.1:6379/0") from None
+    if scheme not in URL_SCHEMES:
+        raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid: it must start with redis://, rediss:// "
+                         "or unix://, like redis://127.0.0.1:6379/0")
+
+
+def redact_safely(url: str) -> str:
+    """Redact like ``redact``, and hide the whole URL when it cannot even be parsed."""
+    try:
+        return redact(url)
+    except ValueError:
+        return "<unparsable URL>"
 
 
 def redact(url: str) -> str:

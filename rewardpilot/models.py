@@ -8,7 +8,7 @@ UTC inside the product; amounts follow the rounding rules in ``money``.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
@@ -20,6 +20,11 @@ MAX_ID_LENGTH = 128
 MAX_MERCHANT_LENGTH = 256
 MAX_CATEGORY_LENGTH = 128
 MAX_AMOUNT_USD = Decimal("10000000")  # $10 million: above any card's credit line
+
+# The time of day given to a date without one, in UTC unless a reader knows
+# the zone. Noon stays on the same calendar date from UTC-11 to UTC+11, so cap
+# periods, quarters and monthly reports see the date the bank printed.
+DATE_ONLY_TIME = time(12)
 
 _MCC_PATTERN = re.compile(r"^\d{1,4}$")
 
@@ -111,7 +116,7 @@ class Transaction(BaseModel):
     def _parse_timestamp(cls, value: object) -> object:
         if isinstance(value, str) and len(value.strip()) == 10:
             try:
-                return datetime.combine(date.fromisoformat(value.strip()), datetime.min.time())
+                return datetime.combine(date.fromisoformat(value.strip()), DATE_ONLY_TIME)
             except ValueError:
                 return value
         return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -72,7 +72,7 @@ def test_chase_first_purchase():
     assert first.merchant == "APPLE.COM/BILL"
     assert first.amount_usd == Decimal("1.23")
     assert first.category == "Shopping"
-    assert first.timestamp == datetime(2024, 4, 3, tzinfo=timezone.utc)
+    assert first.timestamp == datetime(2024, 4, 3, 12, tzinfo=timezone.utc)
     assert first.user_id == "me"
     assert first.card_used == "chase"
     assert first.mcc is None
@@ -95,7 +95,7 @@ def test_mint_cr_only_lines():
     assert [outcome.line for outcome in outcomes] == [2, 3, 4, 5]
     first = of_kind(outcomes, Row)[0].transaction
     assert first.amount_usd == Decimal("1000.00")
-    assert first.timestamp == datetime(2015, 6, 12, tzinfo=timezone.utc)
+    assert first.timestamp == datetime(2015, 6, 12, 12, tzinfo=timezone.utc)
     assert "credit" in of_kind(outcomes, Skipped)[0].reason
 
 
@@ -129,7 +129,7 @@ def test_plaid_sync_sample_counts():
     assert first.merchant == "Uber"
     assert first.amount_usd == Decimal("5.40")
     assert first.category == "TRANSPORTATION_TAXIS_AND_RIDE_SHARES"
-    assert first.timestamp == datetime(2024, 6, 22, tzinfo=timezone.utc)
+    assert first.timestamp == datetime(2024, 6, 22, 12, tzinfo=timezone.utc)
     assert first.card_used == "Plaid Checking ...0000"
 
 
@@ -244,7 +244,7 @@ def test_amex_short_charge_is_purchase():
     assert row.transaction.amount_usd == Decimal("4.75")
     assert row.transaction.card_used == "amex"
     assert row.transaction.user_id == "me"
-    assert row.transaction.timestamp == datetime(2024, 5, 1, tzinfo=timezone.utc)
+    assert row.transaction.timestamp == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
     assert row.transaction.transaction_id.startswith("amex-2-")
 
 
@@ -262,7 +262,7 @@ def test_amex_short_weekday_date_accepted():
 
     row = of_kind(read(text.encode()), Row)[0]
 
-    assert row.transaction.timestamp == datetime(2019, 6, 1, tzinfo=timezone.utc)
+    assert row.transaction.timestamp == datetime(2019, 6, 1, 12, tzinfo=timezone.utc)
     assert row.transaction.amount_usd == Decimal("10.99")
 
 
@@ -419,7 +419,7 @@ def test_ofx_unknown_charset_rejected():
     ("text", "expected"),
     [
         ("20140920170000[0:GMT]", datetime(2014, 9, 20, 17, 0, tzinfo=timezone.utc)),
-        ("20170508", datetime(2017, 5, 8, tzinfo=timezone.utc)),
+        ("20170508", datetime(2017, 5, 8, 12, tzinfo=timezone.utc)),  # a date alone is noon
         ("20130525225731.258", datetime(2013, 5, 25, 22, 57, 31, tzinfo=timezone.utc)),
         ("20240101000000[-8:PST]", datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc)),
     ],
@@ -467,7 +467,7 @@ def test_plaid_get_fields():
     first = outcomes[0].transaction
     assert first.merchant == "Blue Bottle Coffee"
     assert first.amount_usd == Decimal("25.50")
-    assert first.timestamp == datetime(2024, 7, 1, tzinfo=timezone.utc)
+    assert first.timestamp == datetime(2024, 7, 1, 12, tzinfo=timezone.utc)
     assert first.card_used == "Sapphire ...4242"
     assert "pending" in outcomes[1].reason
     assert "refund or credit of 4" in outcomes[2].reason
@@ -533,3 +533,16 @@ def test_cli_run_on_sample(cli_env, keys, tmp_path, relative, purchases):
     results = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(results) == purchases
     assert {result["user_id"] for result in results} == {"cli-user"}
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "America/Los_Angeles", "Pacific/Honolulu", "Asia/Tokyo"])
+def test_date_only_keeps_printed_date(zone):
+    """A bank's date alone lands on that date wherever cap periods, quarters and reports cut the day."""
+    from zoneinfo import ZoneInfo
+
+    from producer.values import US_DATE_FORMATS, parse_timestamp
+
+    moment, had_zone = parse_timestamp("04/01/2024", formats=US_DATE_FORMATS, zone=timezone.utc)
+
+    assert not had_zone
+    assert moment.astimezone(ZoneInfo(zone)).date() == date(2024, 4, 1)

@@ -63,6 +63,18 @@ def test_run_twice_gives_two_jobs(cli_env, keys, tmp_path):
 
 
 @one_server
+def test_run_same_file_same_totals(cli_env, keys):
+    """A run keeps each user's purchases in file order, so caps give the same totals every time."""
+    example = str(ROOT / "examples" / "transactions.csv")
+    first = summary_of(run_cli(["--prefix", keys.prefix, "run", example, "--json"], cli_env))
+    second = summary_of(run_cli(["--prefix", keys.prefix, "run", example, "--json"], cli_env))
+
+    assert first["successful"] == second["successful"] == 3000
+    assert first["consumer"]["cap_conflicts"] == 0
+    assert first["total_rewards"] == second["total_rewards"]
+
+
+@one_server
 def test_run_rejects_bad_rows_exit_one(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "mixed.csv", [
         ["b1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],

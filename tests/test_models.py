@@ -53,8 +53,13 @@ def test_aware_timestamp_converted_to_utc():
     assert stamp.utcoffset().total_seconds() == 0
 
 
-def test_date_only_timestamp_is_midnight_utc():
-    assert make(timestamp="2024-03-01").timestamp == datetime(2024, 3, 1, tzinfo=timezone.utc)
+def test_date_only_timestamp_is_noon_utc():
+    """Noon keeps the printed date in every U.S. zone, where cap periods and quarters end."""
+    assert make(timestamp="2024-03-01").timestamp == datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
+
+
+def test_midnight_given_explicitly_stays_midnight():
+    assert make(timestamp="2024-03-01T00:00:00Z").timestamp == datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 
 def test_json_round_trip():

@@ -40,13 +40,19 @@ class AppContext:
     def url(self) -> str:
         if self._resolved is None:
             from rewardpilot.connection import resolve_url
-            from rewardpilot.embedded import EmbeddedServerError
+            from rewardpilot.embedded import STATE_FILE, EmbeddedServerError, home_dir
 
+            embedded = not (self.redis_url or os.environ.get("REDIS_URL"))
+            home = home_dir()
+            first_start = embedded and not (home / STATE_FILE).exists()
             try:
                 self._resolved = resolve_url(self.redis_url)
-            except EmbeddedServerError as exc:
+            except (EmbeddedServerError, ValueError) as exc:
                 console.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(2) from None
+            if first_start:
+                console.print(f"started a new embedded Valkey server with its data in {home}; run rewardpilot "
+                              "from this directory (or set RP_HOME) to reach the same data again, or set REDIS_URL.")
         return self._resolved
 
     def keys(self, job: str | None = None) -> StreamKeys:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import typer
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.streams import LIVE_RUN
+
+_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 app = typer.Typer(help="Inspect, redrive or purge dead letters.", no_args_is_help=True)
 
@@ -60,6 +63,11 @@ def redrive(
 
     if bool(ids) == all_letters:
         console.print("[red]error:[/red] name dead-letter ids or pass --all (not both)")
+        raise typer.Exit(2)
+    bad = [entry_id for entry_id in ids or () if not _STREAM_ID.match(entry_id)]
+    if bad:
+        console.print(f"[red]error:[/red] {', '.join(map(repr, bad))}: not a stream entry id; dead-letter ids look "
+                      "like 1764806400000-0 (see `rewardpilot dlq list`)")
         raise typer.Exit(2)
     client, keys = _client_and_keys(ctx, job)
     try:

@@ -26,7 +26,11 @@ def run(
     file: Path = typer.Argument(..., help="Transactions: CSV (documented layout, TabFormer, or a layout given with --layout) or JSON lines; - for stdin."),
     job: str = typer.Option(None, "--job", help="Job id (default: a new one per run, from the time)."),
     live: bool = typer.Option(False, "--live", help="Use the live streams instead of the job's own."),
-    workers: int = typer.Option(4, "--workers", min=1, max=256, help="asyncio workers consuming."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=256,
+        help="asyncio workers consuming. One keeps each user's purchases in file order, so a file always gives "
+        "the same results; more can settle a user's purchases out of order where caps apply.",
+    ),
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="Entries per micro-batch."),
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     output: Path = typer.Option(None, "--output", "-o", help="Write every result to FILE.csv or FILE.jsonl."),

@@ -56,6 +56,9 @@ def report(
         typer.echo(json.dumps(result.to_json()))
         return
     print_report(result)
+    if not result.purchases and job is None:
+        console.print("No results for this user on the live streams. The results of `rewardpilot run` "
+                      "stay in that run's job: pass --job ID, with the id the run printed.")
 
 
 def _table(title: str, first: str, rows: dict[str, Totals]) -> Table:
@@ -71,11 +74,13 @@ def _table(title: str, first: str, rows: dict[str, Totals]) -> Table:
 def print_report(result: Report) -> None:
     out = stdout_console()
     total = result.total
-    out.print(f"[bold]{result.user_id}, {result.period}[/bold]: {result.purchases} purchases, "
+    out.print(f"[bold]{result.user_id}, {result.period}[/bold]: {result.purchases} purchase(s), "
               f"${total.spend:,.2f} spent; earned ${total.earned:,.2f}, the recommended cards would have "
               f"earned ${total.best:,.2f}: [bold red]${total.missed:,.2f} missed[/bold red]")
     if result.unknown_card_used:
-        out.print(f"{result.unknown_card_used} purchases named no known card and count as earning the best amount.")
+        out.print(f"{result.unknown_card_used} purchase(s) named no known card and count as earning the best "
+                  "amount. If the export comes from one card, name it with --card-used CARD "
+                  "(ids: `rewardpilot cards`).")
     out.print(_table("By category", "category", result.by_category))
     out.print(_table("By card used", "card used", result.by_card_used))
     caps = Table(title="Caps this period")
