@@ -18,6 +18,7 @@ from rewardpilot.engine import RulesEngine
 from rewardpilot.orchestrator import create_app
 from rewardpilot.orchestrator.contract import MAX_BATCH_ITEMS
 from rewardpilot.wallets import set_wallet
+from conftest import free_port
 from orchestrator_servers import UvicornThread
 
 API_KEY = "test-key-3f9c2a"
@@ -110,6 +111,47 @@ def test_recommend_reads_stored_wallet(engine, redis_url, keys):
     assert response.status_code == 200
     assert response.json()["wallet_source"] == "user"
     assert response.json()["recommended_card"]["card_id"] == "citi-double-cash"
+
+
+def test_batch_reads_stored_wallets_at_once(engine, redis_url, keys):
+    """Items without a wallet get their user's stored one; items with a wallet keep it."""
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        set_wallet(plain, keys, "u-stored", ["citi-double-cash"], engine.catalog)
+    finally:
+        plain.close()
+    stored = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
+    items = [
+        {**stored, "transaction_id": "b-1", "user_id": "u-stored"},
+        {**stored, "transaction_id": "b-2", "user_id": "u-nobody"},
+        {**SUPERMARKET, "transaction_id": "b-3", "user_id": "u-stored"},
+        {**stored, "transaction_id": "b-4", "amount_usd": "abc"},
+    ]
+
+    with UvicornThread(create_app(engine, redis_url=redis_url, prefix=keys.prefix)) as running:
+        response = httpx.post(f"{running.url}/recommend/batch", json={"transactions": items}, timeout=10)
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [result["ok"] for result in results] == [True, True, True, False]
+    assert results[0]["recommendation"]["wallet_source"] == "user"
+    assert results[0]["recommendation"]["recommended_card"]["card_id"] == "citi-double-cash"
+    assert results[1]["recommendation"]["wallet_source"] == "catalog"
+    assert results[2]["recommendation"]["recommended_card"]["card_id"] == "amex-gold"
+    assert results[3]["error"]["type"] == "validation_error"
+
+
+def test_batch_with_redis_down_is_503(engine):
+    """A batch whose wallets cannot be read is retried whole, never answered without them."""
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    item = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
+
+    with UvicornThread(create_app(engine, redis_url=url)) as running:
+        response = httpx.post(f"{running.url}/recommend/batch", json=[item], timeout=30)
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert response.json()["error"]["type"] == "wallet_lookup_failed"
 
 
 @pytest.mark.parametrize(
@@ -329,3 +371,27 @@ def test_openapi_documents_contract(client):
     assert "recommended_card" in schemas["RecommendResponse"]["properties"]
     batch_body = document["paths"]["/recommend/batch"]["post"]["requestBody"]
     assert "oneOf" in batch_body["content"]["application/json"]["schema"]
+
+
+def test_response_from_evaluation_matches_model_path():
+    """The fast response path writes the same JSON as building the Recommendation model first."""
+    import csv
+    from pathlib import Path
+
+    from rewardpilot.models import Transaction
+    from rewardpilot.orchestrator.contract import RecommendResponse
+
+    engine = RulesEngine.default()
+    example = Path(__file__).resolve().parent.parent / "examples" / "transactions.csv"
+    with example.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[:300]
+    wallets = [None, ["amex-gold", "citi-double-cash"], ["amex-gold", "capital-one-savor"]]
+
+    for index, row in enumerate(rows):
+        transaction = Transaction(**{name: value or None for name, value in row.items()})
+        wallet = wallets[index % len(wallets)]
+        evaluation = engine.evaluate_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user")
+        fast = RecommendResponse.from_evaluation(evaluation).model_dump_json()
+        slow = RecommendResponse.from_recommendation(evaluation.to_model()).model_dump_json()
+
+        assert json.loads(fast) == json.loads(slow)

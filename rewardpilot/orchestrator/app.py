@@ -148,36 +148,56 @@ def _add_routes(app: FastAPI, service: RecommendService) -> None:
         openapi_extra={"requestBody": _batch_request_schema()},
     )
     async def recommend_batch(request: Request) -> BatchResponse:
-        items = _batch_items(await request.body())
-        results = [await _batch_result(service, index, item) for index, item in enumerate(items)]
+        parsed = [_parse_item(index, item) for index, item in enumerate(_batch_items(await request.body()))]
+
+        # One MGET for the stored wallets of the whole batch, not one round trip per item.
+        requests = [item for item in parsed if isinstance(item, RecommendRequest)]
+        try:
+            wallets = await service.fetch_wallets(requests)
+        except WalletLookupError as exc:
+            raise _wallet_failure(exc, requests[0].user_id if requests else "") from None
+
+        results = [
+            item if isinstance(item, BatchItemResult) else await _batch_result(service, index, item, wallets)
+            for index, item in enumerate(parsed)
+        ]
         return BatchResponse(results=results)
 
 
-async def _recommend_one(service: RecommendService, request: RecommendRequest) -> RecommendResponse:
+def _wallet_failure(exc: WalletLookupError, user_id: str) -> RecommendFailed:
+    log.error("wallet lookup failed", user_id=user_id, error=str(exc))
+    error = ErrorBody(type="wallet_lookup_failed", message=f"{exc}; try again later")
+    return RecommendFailed(503, error, retry_after=WALLET_RETRY_AFTER_SECONDS)
+
+
+async def _recommend_one(service: RecommendService, request: RecommendRequest,
+                         wallets: dict[str, list[str] | None] | None = None) -> RecommendResponse:
     try:
-        recommendation = await service.recommend(request)
+        evaluation = await service.evaluate(request, wallets)
     except UnknownCardError as exc:
         raise RecommendFailed(422, _unknown_card(exc)) from None
     except WalletLookupError as exc:
-        log.error("wallet lookup failed", user_id=request.user_id, error=str(exc))
-        error = ErrorBody(type="wallet_lookup_failed", message=f"{exc}; try again later")
-        raise RecommendFailed(503, error, retry_after=WALLET_RETRY_AFTER_SECONDS) from None
+        raise _wallet_failure(exc, request.user_id) from None
     except ValueError as exc:
         raise RecommendFailed(422, ErrorBody(type="invalid_transaction", message=str(exc))) from None
-    return RecommendResponse.from_recommendation(recommendation)
+    return RecommendResponse.from_evaluation(evaluation)
 
 
-async def _batch_result(service: RecommendService, index: int, item: Any) -> BatchItemResult:
-    """Validate and recommend one batch item; a failure stays inside its result."""
+def _parse_item(index: int, item: Any) -> RecommendRequest | BatchItemResult:
+    """Validate one batch item; an invalid item becomes its failed result."""
     try:
-        request = RecommendRequest.model_validate(item)
+        return RecommendRequest.model_validate(item)
     except ValidationError as exc:
         fields = field_errors(exc.errors(include_url=False))
         error = ErrorBody(type="validation_error", message=describe_field_errors(fields), fields=fields)
         return BatchItemResult(index=index, ok=False, error=error)
 
+
+async def _batch_result(service: RecommendService, index: int, request: RecommendRequest,
+                        wallets: dict[str, list[str] | None] | None) -> BatchItemResult:
+    """Recommend one valid batch item; a failure stays inside its result."""
     try:
-        recommendation = await _recommend_one(service, request)
+        recommendation = await _recommend_one(service, request, wallets)
     except RecommendFailed as exc:
         if exc.status == 503:
             raise  # Redis is down: the whole batch is worth retrying, not this one item

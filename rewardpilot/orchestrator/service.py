@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rewardpilot import ENGINE_VERSION
 from rewardpilot.engine import RulesEngine
+from rewardpilot.engine.evaluation import Evaluation
 from rewardpilot.models import Recommendation, WalletSource
 from rewardpilot.orchestrator.contract import CardsResponse, CardSummary, RecommendRequest
 from rewardpilot.streams import StreamKeys
@@ -43,11 +46,40 @@ class RecommendService:
         ``ValueError`` for a transaction the engine rejects, and
         ``WalletLookupError`` when Redis fails.
         """
-        wallet, source = await self._wallet_for(request)
+        return (await self.evaluate(request)).to_model()
+
+    async def evaluate(self, request: RecommendRequest, wallets: Mapping[str, list[str] | None] | None = None
+                       ) -> Evaluation:
+        """Work out the recommendation like ``recommend``, without building its models; raises the same errors.
+
+        ``wallets`` contains stored wallets fetched ahead for a batch (``fetch_wallets``);
+        a user missing from it is looked up on its own.
+        """
+        if wallets is not None and request.wallet is None and request.user_id in wallets:
+            stored = wallets[request.user_id]
+            wallet, source = (list(stored), "user") if stored else (None, "catalog")
+        else:
+            wallet, source = await self._wallet_for(request)
 
         # NOTE: the engine runs on the event loop. It is pure CPU work of well
         # under a millisecond per transaction, so a thread hop would cost more.
-        return self.engine.recommend_or_fallback(request.to_transaction(), wallet, wallet_source=source)
+        return self.engine.evaluate_or_fallback(request.to_transaction(), wallet, wallet_source=source)
+
+    async def fetch_wallets(self, requests: Iterable[RecommendRequest]) -> dict[str, list[str] | None] | None:
+        """Read the stored wallets of every request without its own, in one round trip; None without Redis.
+
+        Raises ``WalletLookupError`` when Redis fails.
+        """
+        if self.redis is None:
+            return None
+
+        from rewardpilot.wallets import fetch_wallets
+
+        users = [request.user_id for request in requests if request.wallet is None]
+        try:
+            return await fetch_wallets(self.redis, self.keys, users)
+        except RedisError as exc:
+            raise WalletLookupError(f"reading the wallets of {len(users)} users failed: {exc}") from exc
 
     async def _wallet_for(self, request: RecommendRequest) -> tuple[list[str] | None, WalletSource]:
         if request.wallet is not None:
