@@ -31,6 +31,11 @@ _MCC_PATTERN = re.compile(r"^\d{1,4}$")
 WalletSource = Literal["user", "run", "catalog"]
 
 
+def _shown(value: object) -> str:
+    """Show an input value in a message: text quoted, numbers as written (not ``Decimal('1.5')``)."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
@@ -76,16 +81,17 @@ class Transaction(BaseModel):
         try:
             amount = Decimal(str(value).strip())
         except (InvalidOperation, ValueError):
-            raise ValueError(f"amount_usd {value!r} is not a number; write it like 12.50") from None
+            raise ValueError(f"amount_usd {_shown(value)} is not a number; write it like 12.50") from None
         if not amount.is_finite():
-            raise ValueError(f"amount_usd {value!r} is not a finite number")
+            raise ValueError(f"amount_usd {_shown(value)} is not a finite number; write it like 12.50")
         if amount <= 0:
             raise ValueError(
-                f"amount_usd {value!r} is not a purchase; refunds and credits "
+                f"amount_usd {_shown(value)} is not a purchase; refunds and credits "
                 "are recorded and skipped, not recommended"
             )
         if amount > MAX_AMOUNT_USD:
-            raise ValueError(f"amount_usd {value!r} is above the limit of {MAX_AMOUNT_USD}")
+            raise ValueError(f"amount_usd {_shown(value)} is above the limit of ${MAX_AMOUNT_USD:,} per purchase; "
+                             "check the amount column and its decimal point")
         return to_cents(amount)
 
     @field_validator("mcc", mode="before")

@@ -75,6 +75,14 @@ def test_run_same_file_same_totals(cli_env, keys):
 
 
 @one_server
+def test_subscribe_unknown_job_exits(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "subscribe", "--job", "no-such-job"], cli_env, timeout=60)
+
+    assert completed.returncode == 2
+    assert "no job 'no-such-job'" in completed.stderr
+
+
+@one_server
 def test_run_rejects_bad_rows_exit_one(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "mixed.csv", [
         ["b1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],

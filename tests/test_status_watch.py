@@ -76,6 +76,17 @@ def test_watch_stops_after_count(cli_env, keys):
 
 
 @one_server
+def test_watch_into_pipe_prints_every_view(cli_env, keys):
+    """Without a terminal each refresh is printed in turn, the first one included."""
+    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0.1", "--count", "2"], cli_env,
+                        timeout=60)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "needs two refreshes" in completed.stdout
+    assert completed.stdout.count("results/s over the last minute") == 2
+
+
+@one_server
 def test_watch_rejects_zero_interval(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0"], cli_env, timeout=60)
 

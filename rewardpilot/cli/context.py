@@ -126,7 +126,11 @@ def check_redis(client: redis.Redis, context: AppContext) -> None:
         console.print(f"[red]error:[/red] Redis at {redact(context.url())} rejected the password; "
                       "check REDIS_URL or REDIS_PASSWORD")
         raise typer.Exit(2) from None
-    except redis.RedisError as exc:
-        console.print(f"[red]error:[/red] cannot reach Redis at {redact(context.url())}: {exc}. "
+    except redis.ConnectionError as exc:
+        console.print(f"[red]error:[/red] cannot reach Redis at {redact(context.url())}: {str(exc).rstrip('.')}. "
                       "Start it, fix REDIS_URL, or unset REDIS_URL to use the embedded server.")
+        raise typer.Exit(2) from None
+    except redis.RedisError as exc:
+        console.print(f"[red]error:[/red] Redis at {redact(context.url())} answered with an error: "
+                      f"{str(exc).rstrip('.')}. Check the URL, for example its database number.")
         raise typer.Exit(2) from None

@@ -61,13 +61,18 @@ def report(
                       "stay in that run's job: pass --job ID, with the id the run printed.")
 
 
+def _usd(value) -> str:
+    """Format dollars with the sign before the symbol: -$15.86, not $-15.86."""
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
 def _table(title: str, first: str, rows: dict[str, Totals]) -> Table:
     table = Table(title=title)
     for column in (first, "purchases", "spend", "earned", "best", "missed"):
         table.add_column(column, justify="left" if column == first else "right")
     for name, totals in sorted(rows.items(), key=lambda item: (-item[1].missed, item[0])):
-        table.add_row(name, str(totals.purchases), f"${totals.spend:,.2f}", f"${totals.earned:,.2f}",
-                      f"${totals.best:,.2f}", f"${totals.missed:,.2f}")
+        table.add_row(name, str(totals.purchases), _usd(totals.spend), _usd(totals.earned),
+                      _usd(totals.best), _usd(totals.missed))
     return table
 
 
@@ -75,8 +80,8 @@ def print_report(result: Report) -> None:
     out = stdout_console()
     total = result.total
     out.print(f"[bold]{result.user_id}, {result.period}[/bold]: {result.purchases} purchase(s), "
-              f"${total.spend:,.2f} spent; earned ${total.earned:,.2f}, the recommended cards would have "
-              f"earned ${total.best:,.2f}: [bold red]${total.missed:,.2f} missed[/bold red]")
+              f"{_usd(total.spend)} spent; earned {_usd(total.earned)}, the recommended cards would have "
+              f"earned {_usd(total.best)}: [bold red]{_usd(total.missed)} missed[/bold red]")
     if result.unknown_card_used:
         out.print(f"{result.unknown_card_used} purchase(s) named no known card and count as earning the best "
                   "amount. If the export comes from one card, name it with --card-used CARD "
@@ -87,6 +92,6 @@ def print_report(result: Report) -> None:
     for column in ("card", "cap", "period", "spent", "cap amount", "left", "runs out at this pace"):
         caps.add_column(column)
     for cap in result.caps:
-        caps.add_row(cap.card_id, cap.tally, cap.period, f"${cap.spent_usd:,.2f}", f"${cap.cap_usd:,.2f}",
-                     f"${cap.remaining_usd:,.2f}", cap.runs_out_on.isoformat() if cap.runs_out_on else "not this period")
+        caps.add_row(cap.card_id, cap.tally, cap.period, _usd(cap.spent_usd), _usd(cap.cap_usd),
+                     _usd(cap.remaining_usd), cap.runs_out_on.isoformat() if cap.runs_out_on else "not this period")
     out.print(caps)

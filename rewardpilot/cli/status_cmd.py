@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import typer
@@ -122,16 +123,30 @@ def status(
     from rich.live import Live
 
     rate = ResultRate()
-    refreshes = 0
+
+    def views():
+        refreshes = 0
+        while True:
+            snapshot = collect_status(client, keys)
+            snapshot["results_per_second"] = rate.sample(client, keys.results("live"))
+            yield _render(snapshot)
+            refreshes += 1
+            if count and refreshes >= count:
+                return
+            time.sleep(interval)
+
+    out = stdout_console()
     try:
-        with Live(console=stdout_console(), auto_refresh=False) as live:
-            while True:
-                snapshot = collect_status(client, keys)
-                snapshot["results_per_second"] = rate.sample(client, keys.results("live"))
-                live.update(_render(snapshot), refresh=True)
-                refreshes += 1
-                if count and refreshes >= count:
-                    return
-                time.sleep(interval)
+        if not out.is_terminal:
+            # Redrawing in place needs a terminal. A pipe or a file gets one view per
+            # refresh, flushed, so a reader or a kill by `timeout` loses none of them.
+            for view in views():
+                out.print(view)
+                sys.stdout.flush()
+            return
+
+        with Live(console=out, auto_refresh=False) as live:
+            for view in views():
+                live.update(view, refresh=True)
     except KeyboardInterrupt:
         return
