@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 
 import pytest
 import redis
@@ -226,3 +227,25 @@ def test_embedded_server_shared_and_stopped(tmp_path):
     stopped = run_cli(["server", "status", "--json"], env)
     assert json.loads(stopped.stdout)["running"] is False
     assert stopped.returncode == 1
+
+
+def test_program_name_in_hints(monkeypatch, tmp_path):
+    """A hint names the CLI as it can be typed: the venv path until rewardpilot is on PATH."""
+    import shutil
+
+    from rewardpilot.cli.context import program_name
+
+    script = tmp_path / ".venv" / "bin" / "rewardpilot"
+    script.parent.mkdir(parents=True)
+    script.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert program_name() == ".venv/bin/rewardpilot"
+
+    monkeypatch.setattr(shutil, "which", lambda name: str(script))
+    assert program_name() == "rewardpilot"
+
+    monkeypatch.setattr(sys, "argv", ["/somewhere/rewardpilot/cli/__main__.py"])
+    assert program_name() == "rewardpilot"

@@ -31,6 +31,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 TEST_ENVIRONMENT = {"ORCHESTRATOR_API_KEY": "test-key"}
+# The schema names draft 2019-09 by an http:// URI that jsonschema does not
+# recognise, so the validator class is given rather than looked up.
+SCHEMA_DRAFT = jsonschema.Draft201909Validator
 
 
 def interpolate(text: str, environment: dict[str, str]) -> str:
@@ -88,7 +91,7 @@ def project_services(compose: dict) -> dict[str, dict]:
 
 def test_compose_matches_schema():
     schema = json.loads(SCHEMA.read_text())
-    jsonschema.validate(load_compose(), schema)
+    jsonschema.validate(load_compose(), schema, cls=SCHEMA_DRAFT)
 
 
 def test_schema_rejects_bad_compose():
@@ -96,7 +99,7 @@ def test_schema_rejects_bad_compose():
     compose = load_compose()
     compose["services"]["consumer"]["deploy"]["replicas"] = "three"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(compose, schema)
+        jsonschema.validate(compose, schema, cls=SCHEMA_DRAFT)
 
 
 def test_compose_requires_api_key():

@@ -8,7 +8,10 @@ without them.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -131,6 +134,22 @@ def check_redis(client: redis.Redis, context: AppContext) -> None:
                       "Start it, fix REDIS_URL, or unset REDIS_URL to use the embedded server.")
         raise typer.Exit(2) from None
     except redis.RedisError as exc:
-        console.print(f"[red]error:[/red] Redis at {redact(context.url())} answered with an error: "
+        console.print(f"[red]error:[/red] Redis at {redact(context.url())} returned an error: "
                       f"{str(exc).rstrip('.')}. Check the URL, for example its database number.")
         raise typer.Exit(2) from None
+
+
+def program_name() -> str:
+    """Return how to type this CLI in a hint: ``rewardpilot`` when that is on PATH, else the path it was run by.
+
+    After ``make run`` the command is ``.venv/bin/rewardpilot``, which is not
+    on PATH until the virtual environment is activated.
+    """
+    invoked = Path(sys.argv[0])
+    found = shutil.which("rewardpilot")
+    if invoked.name != "rewardpilot" or (found is not None and Path(found).resolve() == invoked.resolve()):
+        return "rewardpilot"
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(invoked)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
@@ -76,7 +76,7 @@ def run(
         typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published)}))
     else:
         _print_summary(summary, client, results_stream, sample, _input_counts(published))
-    console.print(f"follow this job's results with: rewardpilot subscribe --job {job} --from-start")
+    console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start")
 
     if published.rejected:
         raise typer.Exit(1)
