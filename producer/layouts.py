@@ -32,6 +32,7 @@ from producer.countries import COUNTRY_CODES, US_STATE_CODES
 from producer.errors import InputError, RowError
 from producer.values import US_DATE_FORMATS, parse_amount, parse_timestamp
 from rewardpilot.models import Transaction
+from rewardpilot.money import to_cents
 
 FIELDS = (
     "transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc",
@@ -198,6 +199,7 @@ class BoundLayout:
     zone: tzinfo
     _indexes: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)  # column name -> position, filled on use
     _field_sources: list[tuple[str, int | None, str]] | None = dataclasses.field(default=None, repr=False)
+    row_sub_cent: tuple[int, Decimal] | None = None  # (line, amount) when the last row's amount was finer than a cent
 
     def _sources(self) -> list[tuple[str, int | None, str]]:
         """Return (field, column position or None for a template, source) for every mapped field."""
@@ -303,6 +305,7 @@ class BoundLayout:
 
         if self.layout.purchases == "negative":
             amount = -amount
+        self.row_sub_cent = (line, amount) if amount != to_cents(amount) else None
         return amount
 
     def _debit_credit(self, fields: list[str], line: int) -> Decimal:

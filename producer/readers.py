@@ -32,6 +32,7 @@ from producer.layouts import (
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
 from rewardpilot.models import Transaction
+from rewardpilot.money import to_cents
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +144,7 @@ class _LineReader:
         self.warnings: list[str] = []
         self.empty_lines = 0
         self._warned_zone = False
+        self._warned_sub_cent = False
 
     @property
     def bytes_read(self) -> int:
@@ -151,6 +153,14 @@ class _LineReader:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning("input warning", warning=message)
+
+    def note_sub_cent(self, line: int, amount: Decimal) -> None:
+        """Warn once per file that amounts finer than a cent are rounded, naming the first."""
+        if self._warned_sub_cent:
+            return
+        self._warned_sub_cent = True
+        self.warn(f"amounts with more than two decimal places are rounded half up to whole cents "
+                  f"(first on line {line}: {amount} becomes {to_cents(amount)})")
 
 
 class CsvReader(_LineReader):
@@ -275,6 +285,8 @@ class CsvReader(_LineReader):
 
         if isinstance(result, Skip):
             return Skipped(line, result.reason, raw, result.transaction_id)
+        if bound.row_sub_cent is not None:
+            self.note_sub_cent(*bound.row_sub_cent)
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}")
@@ -411,6 +423,8 @@ class JsonLinesReader(_LineReader):
         if amount <= 0:
             kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
+        if amount != to_cents(amount):
+            self.note_sub_cent(line, amount)
         values["amount_usd"] = amount
 
         stamp = values.get("timestamp")

@@ -450,3 +450,35 @@ def test_large_file_read_in_bounded_memory(tmp_path):
     # keeps one row plus the transaction_ids (a dict up to 50,000, then SQLite,
     # whose own memory tracemalloc does not see).
     assert peak < held_bytes * (rows / 2_000) / 4, (peak, held_bytes)
+
+
+def test_sub_cent_amounts_warned_once(tmp_path):
+    """Rounding 10.005 to 10.01 is recorded as a warning naming the first line, not done silently."""
+    source = tmp_path / "sub.csv"
+    source.write_text(
+        "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+        "s1,u1,Shop,groceries,-3.333,5411,2026-11-02T10:00:00Z\n"
+        "s2,u1,Shop,groceries,10.005,5411,2026-11-02T10:00:00Z\n"
+        "s3,u1,Shop,groceries,7.129,5411,2026-11-02T10:00:00Z\n"
+        "s4,u1,Shop,groceries,12.50,5411,2026-11-02T10:00:00Z\n"
+    )
+    with source.open("rb") as stream:
+        reader = open_reader(stream, name=str(source))
+        outcomes = list(reader)
+
+    amounts = [outcome.transaction.amount_usd for outcome in outcomes if hasattr(outcome, "transaction")]
+    rounded = [warning for warning in reader.warnings if "rounded half up" in warning]
+    assert [str(amount) for amount in amounts] == ["10.01", "7.13", "12.50"]
+    assert rounded == ["amounts with more than two decimal places are rounded half up to whole cents "
+                       "(first on line 3: 10.005 becomes 10.01)"]
+
+
+def test_whole_cents_not_warned(tmp_path):
+    source = tmp_path / "cents.jsonl"
+    source.write_text('{"transaction_id":"j1","user_id":"u1","merchant":"Shop","amount_usd":"7.10",'
+                      '"mcc":"5411","timestamp":"2026-11-02T10:00:00Z"}\n')
+    with source.open("rb") as stream:
+        reader = open_reader(stream, name=str(source))
+        list(reader)
+
+    assert not [warning for warning in reader.warnings if "rounded" in warning]
