@@ -254,12 +254,12 @@ class ConsumerPool:
                 self._log_repeated("touch-failed", "could not refresh entries in hand; recovery may claim them",
                                    error=str(exc), first_entry_id=entry_ids[0])
 
-            # An operator should see a batch that stays in hand long past the
-            # visibility timeout: its entries are pending and nobody else can take them.
-            held = time.monotonic() - started
-            if held > LONG_HELD_TIMEOUTS * self.settings.visibility_timeout_ms / 1000:
+            # A batch in hand long past the visibility timeout keeps its entries pending,
+            # and no other consumer can claim them, so an operator should see it.
+            seconds_in_hand = time.monotonic() - started
+            if seconds_in_hand > LONG_HELD_TIMEOUTS * self.settings.visibility_timeout_ms / 1000:
                 self._log_repeated("batch-held", "batch still in hand, waiting on the recommender",
-                                   held_seconds=round(held, 1), count=len(entry_ids), first_entry_id=entry_ids[0],
+                                   held_seconds=round(seconds_in_hand, 1), count=len(entry_ids), first_entry_id=entry_ids[0],
                                    breaker=self.recommender.breaker.state.value if self.recommender.breaker else None)
 
     def _decode(self, deliveries: list[Delivery]):
@@ -396,7 +396,7 @@ class ConsumerPool:
                 reasons=sorted({letter.reason for letter in dead_letters}),
             )
             if any(letter.http_status in (401, 403) for letter in dead_letters):
-                # One bad key turns every call into a dead letter; say how to recover.
+                # A bad key turns every call into a dead letter, so the log gives the recovery steps.
                 self._log_repeated("auth-rejected", "the recommender rejected this consumer's credentials; check "
                                    "ORCHESTRATOR_API_KEY, then put the entries back with `rewardpilot dlq redrive --all`",
                                    level="error")

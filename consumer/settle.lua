@@ -8,13 +8,14 @@
 -- ARGV[1] consumer group, ARGV[2] marker TTL in seconds, ARGV[3] results MAXLEN
 -- (0 = none), ARGV[4] cap hash TTL in seconds (0 = none, for the live run),
 -- ARGV[5] marker key prefix, ARGV[6] cap hash key prefix, ARGV[7] result
--- count R, ARGV[8] dead-letter count D. Then come:
---   R results: entry id, payload JSON, user_id, transaction_id, check count c,
---     update count u, then c pairs (hash field, cents the recommendation
---     read) and u pairs (hash field, cents to add);
---   D dead letters: entry id, payload JSON, user_id, transaction_id (or
---     "entry:<entry id>" when the transaction could not be read);
---   the rest: entry ids to XACK only (entries skipped without an outcome).
+-- count R, ARGV[8] dead-letter count D. Three sections follow.
+--   R results. Each is an entry id, payload JSON, user_id, transaction_id,
+--     check count c and update count u. Then come c pairs (hash field, cents
+--     the recommendation read) and u pairs (hash field, cents to add).
+--   D dead letters. Each is an entry id, payload JSON, user_id and
+--     transaction_id, or "entry:<entry id>" when the transaction could not
+--     be read.
+--   The rest: entry ids to XACK only (entries skipped without an outcome).
 -- A marker key is the marker prefix followed by the transaction_id, and a
 -- user's cap hash is the cap prefix followed by the user_id.
 -- Returns {results written, duplicates skipped, dead letters written,

@@ -327,8 +327,8 @@ def test_cli_bad_fx_options_exit_two(cli_env, keys, tmp_path, args, needle):
     rates.write_text("currency,usd_per_unit\nAUD,abc\n")
     source = tmp_path / "in.csv"
     source.write_text(MIXED)
-    args = [str(rates) if arg == "RATES" else str(tmp_path / "missing.csv") if arg == "MISSING" else arg
-            for arg in args]
+    paths = {"RATES": str(rates), "MISSING": str(tmp_path / "missing.csv")}
+    args = [paths.get(arg, arg) for arg in args]
 
     completed = run_cli(["--prefix", keys.prefix, "publish", str(source), *args], cli_env)
 

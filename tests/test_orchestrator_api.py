@@ -142,7 +142,7 @@ def test_batch_reads_stored_wallets_at_once(engine, redis_url, keys):
 
 
 def test_batch_with_redis_down_is_503(engine):
-    """A batch whose wallets cannot be read is retried whole, never answered without them."""
+    """A batch whose wallets cannot be read gets a 503 for the whole batch, not results without wallets."""
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     item = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
 

@@ -215,12 +215,12 @@ async def test_long_held_batch_is_logged(redis_url, keys, sync_client):
     with structlog.testing.capture_logs() as logs:
         stats = await drain(redis_url, settings, recommender=SlowRecommender(2.0))
 
-    held = [event for event in logs if event["event"] == "batch still in hand, waiting on the recommender"]
+    warnings = [event for event in logs if event["event"] == "batch still in hand, waiting on the recommender"]
     assert stats.results == 3
-    assert held
-    assert held[0]["count"] == 3
-    assert held[0]["held_seconds"] >= 1.5
-    assert held[0]["first_entry_id"] == sync_client.xrange(keys.transactions, count=1)[0][0]
+    assert warnings
+    assert warnings[0]["count"] == 3
+    assert warnings[0]["held_seconds"] >= 1.5
+    assert warnings[0]["first_entry_id"] == sync_client.xrange(keys.transactions, count=1)[0][0]
 
 
 async def test_poison_message_dead_lettered(redis_url, keys, sync_client):

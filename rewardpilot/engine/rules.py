@@ -51,9 +51,9 @@ taken for granted), never below 0.05.
 
 Rates do not depend on the amount, so rankings are cached per (wallet,
 category, abroad, exclusion tags, valuations, mode, rotating matches,
-stacking quarters, merchant rule); a recommendation then costs a few
-Decimal multiplications and building the result, plus a re-ranking of the
-wallet when a cap or the top category can change the order.
+stacking quarters, merchant rule). A recommendation then costs a few
+Decimal multiplications and building the result. The wallet is ranked again
+only when a cap or the top category can change the order.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def build_mcp_server(service: RecommendService) -> MCPServer:
             raise ToolError(describe_field_errors(field_errors(exc.errors(include_url=False)))) from None
 
         try:
-            recommendation = await service.recommend(request)
+            evaluation = await service.evaluate(request)
         except UnknownCardError as exc:
             raise ToolError(f"invalid wallet: {exc}") from None
         except WalletLookupError as exc:
@@ -78,7 +78,7 @@ def build_mcp_server(service: RecommendService) -> MCPServer:
         except ValueError as exc:
             raise ToolError(f"invalid transaction: {exc}") from None
 
-        return RecommendResponse.from_recommendation(recommendation)
+        return RecommendResponse.from_evaluation(evaluation)
 
     @server.tool(description="List the cards of the catalog with issuer, network, annual fee and rewards program.")
     async def list_cards() -> CardsResponse:
