@@ -52,7 +52,7 @@ class DocumentReader:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        log.warning("input warning", warning=message)
+        log.info("input warning", warning=message)  # the file summary reports it to the user
 
     def __iter__(self) -> Iterator[Outcome]:
         try:

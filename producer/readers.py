@@ -152,7 +152,7 @@ class _LineReader:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        log.warning("input warning", warning=message)
+        log.info("input warning", warning=message)  # the file summary reports it to the user
 
     def note_sub_cent(self, line: int, amount: Decimal) -> None:
         """Warn once per file that amounts finer than a cent are rounded, naming the first."""

@@ -88,9 +88,7 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
 def print_publish_summary(summary) -> None:
     from producer import format_summary
 
-    console.print(format_summary(summary))
-    for warning in summary.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(format_summary(summary))  # its "warning" rows list the input warnings
     for message in summary.first_rejects:
         console.print(f"[red]rejected:[/red] {message}", highlight=False)
     if summary.rejected > len(summary.first_rejects):
