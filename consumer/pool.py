@@ -22,6 +22,7 @@ the run already has an outcome for.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -54,10 +55,32 @@ from rewardpilot.retention import trim_loop
 REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 MAX_CONFLICT_ROUNDS = 10  # recommend-and-settle rounds for cap conflicts before giving entries back
 LONG_HELD_TIMEOUTS = 5  # a batch in hand longer than this many visibility timeouts is logged
+# Allocations between young-generation garbage collections while a pool runs
+# (Python's default is 700). See ``_collect_garbage_less_often``.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _collect_garbage_less_often() -> None:
+    """Raise the young generation's threshold to ``GC_YOUNG_THRESHOLD`` allocations, if it is lower.
+
+    A batch of 500 transactions allocates tens of thousands of short-lived
+    containers, which reference counting frees. At Python's default of 700
+    allocations the cyclic collector still runs dozens of times per batch
+    and, every tenth and hundredth time, walks the older generations too.
+    ``python -m bench.cpu_budget`` measured the consumer at about 53 us of
+    CPU per transaction before and 47 us after, on 2 CPUs.
+
+    NOTE: the threshold is process-wide. It stays raised after the pool
+    stops, and it delays the collection of reference cycles, not of other
+    garbage.
+    """
+    young, middle, old = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _entry_key(entry_id: str) -> tuple[int, int]:
@@ -129,6 +152,7 @@ class ConsumerPool:
 
     async def run(self) -> PoolStats:
         """Run the workers until stopped or, with ``drain``, until the group is drained."""
+        _collect_garbage_less_often()
         await self._with_redis_retry(self.transport.open)
         self.log.info(
             "consumer started", transport=self.transport.name, stream=self.stream,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -12,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 import structlog.testing
 
-from consumer.pool import ConsumerPool
+from consumer.pool import GC_YOUNG_THRESHOLD, ConsumerPool
 from consumer.recommenders import InProcessRecommender
 from consumer.settings import ConsumerSettings
 from consumer.settle import Settler
@@ -92,6 +93,20 @@ async def test_result_carries_entry_and_run(redis_url, keys, sync_client):
     assert all(result.run == "live" for result in results)
     assert all(result.published_at <= result.completed_at for result in results)
     assert all(result.wallet_source == "catalog" for result in results)
+
+
+async def test_pool_run_raises_gc_threshold(redis_url, keys):
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    try:
+        publish(redis_url, keys, transactions(1))
+        await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+        young, *older = gc.get_threshold()
+    finally:
+        gc.set_threshold(*before)
+
+    assert young == GC_YOUNG_THRESHOLD
+    assert older == list(before[1:])
 
 
 async def test_settle_twice_writes_once(redis_url, keys, sync_client):
