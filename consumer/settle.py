@@ -16,17 +16,21 @@ Redis Cluster safe; on a cluster every key of a prefix must share a hash slot.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Mapping
 
+import redis
 import redis.asyncio as aioredis
 
 from rewardpilot.engine.evaluation import Evaluation
+from rewardpilot import resp
 from rewardpilot.models import DeadLetter, Recommendation
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 
 _SCRIPT = resources.files("consumer").joinpath("settle.lua").read_text()
+_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 
 
 SpendChecks = Mapping[str, Mapping[str, int]]
@@ -69,7 +73,6 @@ class Settler:
         self.maxlen = results_maxlen or 0
         # A replay's cap state lives as long as its markers; the live state has no expiry.
         self.cap_ttl = 0 if run == LIVE_RUN else marker_ttl_seconds
-        self._script = client.register_script(_SCRIPT)
         # The script appends the transaction_id or user_id to these prefixes.
         self._marker_prefix = keys.result_marker(run, "")
         self._cap_prefix = keys.cap_spend("", run)
@@ -88,8 +91,12 @@ class Settler:
         result whose fields changed since, and every later result of that
         user, comes back in ``SettleCounts.conflicts`` with nothing written.
         """
+        if not results and not dead_letters and not acknowledge_only:
+            return SettleCounts()
+
         checks = checks or {}
         args: list = [
+            "EVALSHA", _SCRIPT_SHA, 3, self.results, self.keys.dead_letters, self.transactions,
             self.group, self.ttl, self.maxlen, self.cap_ttl, self._marker_prefix, self._cap_prefix,
             len(results), len(dead_letters),
         ]
@@ -106,12 +113,16 @@ class Settler:
             args += [letter.entry_id, letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id]
         args += acknowledge_only
 
-        if not results and not dead_letters and not acknowledge_only:
-            return SettleCounts()
-        written, duplicates, dead, conflicts = await self._script(
-            keys=[self.results, self.keys.dead_letters, self.transactions], args=args
-        )
+        written, duplicates, dead, conflicts = await self._evaluate(resp.pack(args))
         return SettleCounts(int(written), int(duplicates), int(dead), [_text(entry) for entry in conflicts])
+
+    async def _evaluate(self, packed: bytes):
+        """Run the packed EVALSHA, and load the script first if the server has not cached it."""
+        try:
+            return await resp.execute_async(self.client, packed)
+        except redis.exceptions.NoScriptError:
+            await self.client.script_load(_SCRIPT)
+            return await resp.execute_async(self.client, packed)
 
 
 def _text(value: bytes | str) -> str:
