@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
+import redis.asyncio as aioredis
 from modal.exception import InvalidError
 
 from consumer.pool import ConsumerPool
@@ -294,3 +295,35 @@ def test_settle_releases_lease_at_once(redis_url, keys, sync_client):
     assert held_before == 1
     assert sync_client.zcard(f"{keys.base}queue:lease-expiry") == 0
     assert sync_client.keys(f"{keys.base}queue:lease:*") == []
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_stream_read_either_protocol(redis_url, keys, sync_client, protocol):
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0", mkstream=True)
+    first = sync_client.xadd(keys.transactions, {"data": "one", "extra": "x"})
+    second = sync_client.xadd(keys.transactions, {"data": "two"})
+    client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+    try:
+        transport = RedisStreamTransport(client, ConsumerSettings(keys=keys), "c-1")
+        read = await transport.read(10, 100)
+        empty = await transport.read(10, 100)
+    finally:
+        await client.aclose()
+
+    assert [delivery.entry_id for delivery in read] == [first, second]
+    assert read[0].fields == {b"data": b"one", b"extra": b"x"}
+    assert read[1].fields == {b"data": b"two"}
+    assert empty == []
+
+
+def test_deliveries_skip_deleted_entries():
+    from consumer.transports.redis_stream import deliveries_of
+
+    entries = [[b"1-0", [b"data", b"a"]], [b"2-0", None], [b"3-0", [b"data", b"c", b"k", b"v"]]]
+
+    for reply in ([[b"stream", entries]], {b"stream": entries}):
+        deliveries = deliveries_of(reply)
+        assert [delivery.entry_id for delivery in deliveries] == ["1-0", "3-0"]
+        assert deliveries[1].fields == {b"data": b"c", b"k": b"v"}
+    assert deliveries_of(None) == []
+    assert deliveries_of([]) == []

@@ -19,6 +19,7 @@ from consumer.group import backlog, ensure_group
 from consumer.settings import ConsumerSettings
 from consumer.settle import Result, SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
+from rewardpilot import resp
 from rewardpilot.logs import get_logger
 from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async
@@ -33,6 +34,25 @@ def _text(value) -> str:
 def _entry_key(entry_id: str) -> tuple[int, int]:
     milliseconds, _, sequence = entry_id.partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+def deliveries_of(reply) -> list[Delivery]:
+    """Turn an XREADGROUP reply of one stream into deliveries, leaving out deleted entries.
+
+    Takes the RESP2 shape (a list of [stream, entries] pairs) and the RESP3
+    shape (a map of stream to entries). An entry is [id, [field, value, ...]],
+    with nil in place of the fields when it was deleted while pending.
+    """
+    if not reply:
+        return []
+    entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    deliveries = []
+    for entry_id, flat in entries:
+        if flat is None:
+            continue
+        values = iter(flat)
+        deliveries.append(Delivery(_text(entry_id), dict(zip(values, values))))
+    return deliveries
 
 
 class RedisStreamTransport:
@@ -62,19 +82,20 @@ class RedisStreamTransport:
         if created:
             self.log.info("consumer group created", stream=self.stream, start_id=self.settings.start_id)
 
-    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+    async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
+        # Packed and parsed here rather than by redis-py, whose reply parsing runs in Python per entry.
+        command = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
+        if block_ms is not None:
+            command += ["BLOCK", block_ms]
+        command += ["STREAMS", self.stream, ">"]
         try:
-            reply = await self.client.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-            )
+            reply = await resp.execute_async(self.client, resp.pack(command))
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self._recreate_group()
             return []
-        if not reply:
-            return []
-        return [Delivery(_text(entry_id), fields) for entry_id, fields in reply[0][1] if fields is not None]
+        return deliveries_of(reply)
 
     async def _recreate_group(self) -> None:
         """Recreate a group that vanished because the server restarted empty."""
