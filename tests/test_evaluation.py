@@ -116,3 +116,30 @@ def test_recommend_is_evaluate_as_a_model():
         evaluation.to_model().model_dump(exclude={"processing_time_ms"})
     assert recommendation.cash_value_usd == evaluation.cash_value_usd
     assert isinstance(evaluation.cash_value_usd, Decimal)
+
+
+@pytest.mark.parametrize("wallet_index", range(len(WALLETS)))
+def test_uncapped_path_matches_general(wallet_index, monkeypatch):
+    """Listing straight from the ranking gives what valuing every card under its caps gives."""
+    wallet = WALLETS[wallet_index]
+    source = None if wallet is None else "user"
+    transactions = example_transactions()
+    # Amounts that are tiny, odd and large enough to pass some caps.
+    transactions += [tx.model_copy(update={"amount_usd": amount}) for tx, amount in
+                     zip(transactions[:60], [Decimal("0.01"), Decimal("0.05"), Decimal("1234.57"), Decimal("9999.99")] * 15)]
+
+    def documents():
+        found = []
+        for transaction in transactions:
+            document = json.loads(ENGINE.evaluate_or_fallback(transaction, wallet, wallet_source=source).to_json())
+            document.pop("processing_time_ms")
+            found.append(document)
+        return found
+
+    fast = documents()
+    monkeypatch.setattr("rewardpilot.engine.rules._uncapped", lambda ranking, amount, user: False)
+    general = documents()
+
+    assert len(fast) == len(transactions)
+    for index, (one, other) in enumerate(zip(fast, general)):
+        assert one == other, transactions[index]

@@ -824,12 +824,19 @@ class RulesEngine:
             raise NoUsableCardError(transaction.merchant, rule.label, list(wallet_key or self._all_ids))
 
         amount = transaction.amount_usd
-        valued = self._valued(ranking, amount, context, user)
-        top = valued[: MAX_ALTERNATIVES + 1]
-        cards = [self._listed(item, amount) for item in top]
-        for listed, item in zip(cards[1:], top[1:]):
-            listed.note = _describe(item)
-        winner, winner_cash = top[0], cards[0].cash
+        if _uncapped(ranking, amount, user):
+            # Every listed card earns its full rate, so the ranking's order is the final order.
+            entries = ranking.entries[: MAX_ALTERNATIVES + 1]
+            cards = [_listed_uncapped(entry, amount) for entry in entries]
+            cards[0].note = ""
+            winner = _Valued(entries[0], ZERO, ZERO, amount, "")  # only its entry, phrase and note are read
+        else:
+            top = self._valued(ranking, amount, context, user)[: MAX_ALTERNATIVES + 1]
+            cards = [self._listed(item, amount) for item in top]
+            for listed, item in zip(cards[1:], top[1:]):
+                listed.note = _describe(item)
+            winner = top[0]
+        winner_cash = cards[0].cash
 
         confidence = context.placement.confidence
         if len(cards) > 1 and winner_cash - cards[1].cash <= ONE_CENT:
@@ -897,7 +904,7 @@ class RulesEngine:
                 user: UserSpend | None) -> list[_Valued]:
         """Value every entry on ``amount``, best first. Re-rank only when a cap or the top category can change the order."""
         entries = ranking.entries
-        if user is None and (ranking.smallest_cap is None or amount <= ranking.smallest_cap):
+        if _uncapped(ranking, amount, user):
             return [_Valued(e, amount * e.per_dollar, amount * e.earn_per_dollar, amount, "")
                     for e in entries[: MAX_ALTERNATIVES + 1]]
         valued = [self._value(entry, amount, context, user, user is None) for entry in entries]
@@ -997,6 +1004,26 @@ _PERIOD_WORDS = {
 
 def program_of(plan: _Plan) -> str:
     return plan.card.program
+
+
+def _uncapped(ranking: _Ranking, amount: Decimal, user: UserSpend | None) -> bool:
+    """Return True when no cap or top category can cut a card's rate on ``amount``: no spend state and no cap below it."""
+    return user is None and (ranking.smallest_cap is None or amount <= ranking.smallest_cap)
+
+
+def _listed_uncapped(entry: _Ranked, amount: Decimal) -> Listed:
+    """List a card that earns its full rate on ``amount``, rounded as ``RulesEngine._listed`` rounds.
+
+    The note is the card's phrase, as ``_describe`` writes it for an
+    alternative; the caller clears it for the recommended card.
+    """
+    plan = entry.plan
+    cash = round_cash(amount * entry.per_dollar)
+    earned = amount * entry.earn_per_dollar
+    if plan.cash_back:
+        earned = round_cash(earned)
+    rate = (cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN)
+    return Listed(plan.facts, earned, cash, rate, entry.phrase if amount else entry.then_phrase)
 
 
 def _order(entry: _Ranked) -> tuple:
