@@ -11,7 +11,7 @@ from rewardpilot.engine.state import SpendState
 from rewardpilot.models import Recommendation, Transaction, WalletSource
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ sets each field through object.__setattr__
 class WorkItem:
     """One transaction to recommend for, with the wallet it is judged against.
 
