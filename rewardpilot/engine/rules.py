@@ -169,6 +169,18 @@ class _Valued:
         return self.entry.phrase if self.bonus_amount else self.entry.then_phrase
 
 
+@dataclass(frozen=True, slots=True)
+class _PurchaseFacts:
+    """The part of a purchase's context that depends only on its merchant, MCC, category text, country, currency and wallet."""
+
+    placement: Placement
+    category: str
+    abroad: bool
+    tags: frozenset[str]
+    merchant_rule: str | None
+    reachable: tuple[str, ...]   # rotating cards of the wallet that some quarter of theirs could match
+
+
 @dataclass(slots=True)
 class _Context:
     """The facts of one purchase that rules test: category, place, merchant rule and rotating matches."""
@@ -247,6 +259,7 @@ class RulesEngine:
         self._merchant_rule = lru_cache(maxsize=_CACHE_SIZE)(self._merchant_rule_uncached)
         self._rotating_match = lru_cache(maxsize=_CACHE_SIZE)(self._rotating_match_uncached)
         self._rotating_by_name = lru_cache(maxsize=_CACHE_SIZE)(self._rotating_by_name_uncached)
+        self._purchase_facts = lru_cache(maxsize=_CACHE_SIZE)(self._purchase_facts_uncached)
 
     @classmethod
     def default(cls) -> "RulesEngine":
@@ -395,12 +408,12 @@ class RulesEngine:
             name for name, (_, needles) in self._groups.items() if any(needle in padded for needle in needles)
         )
 
-    def _tags(self, transaction: Transaction, category: str) -> frozenset[str]:
+    def _tags(self, merchant: str, mcc: str | None, category: str) -> frozenset[str]:
         if category not in self._exclusion_categories:
             return frozenset()
-        tags = self._merchant_tags(transaction.merchant)
-        if transaction.mcc is not None:
-            by_mcc = [name for name, (codes, _) in self._groups.items() if transaction.mcc in codes]
+        tags = self._merchant_tags(merchant)
+        if mcc is not None:
+            by_mcc = [name for name, (codes, _) in self._groups.items() if mcc in codes]
             if by_mcc:
                 tags = tags | frozenset(by_mcc)
         return tags
@@ -436,45 +449,61 @@ class RulesEngine:
     def _context(
         self, transaction: Transaction, wallet_key: tuple[str, ...] | None, user: UserSpend | None
     ) -> _Context:
-        placement = self.categories.place(transaction.mcc, transaction.category, transaction.merchant)
-        category = placement.category
-        country = transaction.merchant_country
-        abroad = transaction.currency != "USD" or (country is not None and country != "US")
-
+        facts = self._purchase_facts(transaction.mcc, transaction.category, transaction.merchant,
+                                     transaction.merchant_country, transaction.currency, wallet_key)
         rotating: list[str] = []
         stacked = _NO_CARDS
         inactive: list[str] = []
         quarters: list[tuple[str, str]] = []
-        candidates = self._rotating_in(wallet_key)
-        if candidates and category not in self._ineligible:
-            named = self._rotating_by_name(transaction.merchant)
-            for card_id in candidates:
-                categories, codes = self._rotating_reach[card_id]
-                if category not in categories and transaction.mcc not in codes and card_id not in named:
-                    continue  # no quarter of its calendar could match: skip the date arithmetic
-                day = local_date(transaction.timestamp, self._plans[card_id].card.time_zone)
-                quarter = self._rotating_match(card_id, day, category, transaction.mcc, transaction.merchant)
-                if quarter is None:
-                    continue
-                quarters.append((card_id, quarter))
-                if user is not None and not user.activated(card_id, quarter):
-                    inactive.append(card_id)
-                else:
-                    rotating.append(card_id)
-                    if (card_id, quarter) in self._stacking_quarters:
-                        stacked = stacked.union((card_id,))
+        for card_id in facts.reachable:
+            day = local_date(transaction.timestamp, self._plans[card_id].card.time_zone)
+            quarter = self._rotating_match(card_id, day, facts.category, transaction.mcc, transaction.merchant)
+            if quarter is None:
+                continue
+            quarters.append((card_id, quarter))
+            if user is not None and not user.activated(card_id, quarter):
+                inactive.append(card_id)
+            else:
+                rotating.append(card_id)
+                if (card_id, quarter) in self._stacking_quarters:
+                    stacked = stacked.union((card_id,))
 
         return _Context(
-            placement=placement,
-            category=category,
-            abroad=abroad,
-            tags=self._tags(transaction, category),
-            merchant_rule=self._merchant_rule(transaction.merchant, transaction.mcc, country),
+            placement=facts.placement,
+            category=facts.category,
+            abroad=facts.abroad,
+            tags=facts.tags,
+            merchant_rule=facts.merchant_rule,
             rotating=frozenset(rotating),
             stacked=stacked,
             quarters=tuple(quarters),
             inactive=tuple(inactive),
             moment=transaction.timestamp,
+        )
+
+    def _purchase_facts_uncached(
+        self, mcc: str | None, category_text: str, merchant: str, country: str | None, currency: str,
+        wallet_key: tuple[str, ...] | None,
+    ) -> _PurchaseFacts:
+        """Compute the part of a purchase's context that does not depend on its date or user (cached)."""
+        placement = self.categories.place(mcc, category_text, merchant)
+        category = placement.category
+        reachable: list[str] = []
+        candidates = self._rotating_in(wallet_key)
+        if candidates and category not in self._ineligible:
+            named = self._rotating_by_name(merchant)
+            for card_id in candidates:
+                categories, codes = self._rotating_reach[card_id]
+                # Leave out a card when no quarter of its calendar could match, before any date arithmetic.
+                if category in categories or mcc in codes or card_id in named:
+                    reachable.append(card_id)
+        return _PurchaseFacts(
+            placement=placement,
+            category=category,
+            abroad=currency != "USD" or (country is not None and country != "US"),
+            tags=self._tags(merchant, mcc, category),
+            merchant_rule=self._merchant_rule(merchant, mcc, country),
+            reachable=tuple(reachable),
         )
 
     def _rotating_in(self, wallet_key: tuple[str, ...] | None) -> tuple[str, ...]:
