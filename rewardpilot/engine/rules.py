@@ -948,7 +948,7 @@ class RulesEngine:
         if plan.cash_back:
             earned = round_cash(earned)
         cash = round_cash(item.cash)
-        return Listed(plan.facts, earned, cash, (cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN))
+        return Listed(plan.facts, earned, cash, (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN))
 
     def _inactive_notes(self, context: _Context, wallet_key: tuple[str, ...] | None) -> list[str]:
         if not context.inactive:
@@ -1051,7 +1051,7 @@ def _listed_uncapped(entry: _Ranked, amount: Decimal) -> Listed:
     earned = amount * entry.earn_per_dollar
     if plan.cash_back:
         earned = round_cash(earned)
-    rate = (cash / amount).quantize(RATE_PLACES, rounding=ROUND_HALF_EVEN)
+    rate = (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN)
     return Listed(plan.facts, earned, cash, rate, entry.phrase if amount else entry.then_phrase)
 
 
