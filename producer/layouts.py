@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from producer.countries import COUNTRY_CODES, US_STATE_CODES
 from producer.errors import InputError, RowError
 from producer.values import US_DATE_FORMATS, parse_amount, parse_timestamp
+from rewardpilot.canonical import canonical_transaction
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
 
@@ -199,7 +200,9 @@ class BoundLayout:
     zone: tzinfo
     _indexes: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)  # column name -> position, filled on use
     _field_sources: list[tuple[str, int | None, str]] | None = dataclasses.field(default=None, repr=False)
-    row_sub_cent: tuple[int, Decimal] | None = None  # (line, amount) when the last row's amount was finer than a cent
+    # (line, amount) when the amount of the last row converted was finer than a cent;
+    # not updated for a row that raises RowError.
+    row_sub_cent: tuple[int, Decimal] | None = None
 
     def _sources(self) -> list[tuple[str, int | None, str]]:
         """Return (field, column position or None for a template, source) for every mapped field."""
@@ -252,36 +255,33 @@ class BoundLayout:
                 fix="quote any field that contains a comma, like \"Joe's, Inc\"",
             )
 
-        values: dict[str, str] = dict(self.layout.constants)
+        layout = self.layout
+        values: dict[str, str] = dict(layout.constants)
         for field, index, source in self._field_sources or self._sources():
             values[field] = fields[index].strip() if index is not None else self._render(source, fields, line, raw)
         transaction_id = values.get("transaction_id") or None
 
-        for column, reason in self.layout.skip_when_present.items():
-            flag = self._value(fields, column).strip()
-            if flag:
-                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id), True
-
-        for column, reasons in self.layout.skip_values.items():
-            flag = self._value(fields, column).strip()
-            reason = _casefolded(reasons).get(flag.casefold())
-            if reason is not None:
-                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id), True
+        if layout.skip_when_present or layout.skip_values:
+            skip = self._skip(fields, transaction_id)
+            if skip is not None:
+                return skip, True
 
         amount = self._amount(fields, values, line)
         if amount <= 0:
+            self.row_sub_cent = (line, amount) if amount != to_cents(amount) else None
             kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skip(f"{kind}, not a purchase; recorded, not recommended", transaction_id), True
 
         text = values.get("timestamp", "")
         try:
-            timestamp, had_zone = parse_timestamp(text, formats=self.layout.timestamp_formats, zone=self.zone)
+            timestamp, had_zone = parse_timestamp(text, formats=layout.timestamp_formats, zone=self.zone)
         except ValueError as error:
             raise RowError(str(error), line=line, column=self._source_name("timestamp"), value=text) from None
 
-        for field, transform in self.layout.transforms.items():
-            if transform == "us_state_or_country":
-                values[field] = us_state_or_country(values.get(field, ""))
+        if layout.transforms:
+            for field, transform in layout.transforms.items():
+                if transform == "us_state_or_country":
+                    values[field] = us_state_or_country(values.get(field, ""))
 
         # An empty value means the field was not given, except for category.
         # The check runs before the amount is added, because comparing a
@@ -290,7 +290,27 @@ class BoundLayout:
             values = {field: value for field, value in values.items() if value != "" or field == "category"}
         values["amount_usd"] = amount
         values["timestamp"] = timestamp
-        return validate_transaction(values, line, self._source_name), had_zone
+        transaction = canonical_transaction(values)
+        if transaction is None:  # not in canonical form: validate in full, with error messages
+            transaction = validate_transaction(values, line, self._source_name)
+        # Validation rounds the amount to whole cents, so a different amount
+        # means the row had more than two decimal places.
+        self.row_sub_cent = (line, amount) if amount != transaction.amount_usd else None
+        return transaction, had_zone
+
+    def _skip(self, fields: list[str], transaction_id: str | None) -> Skip | None:
+        """Return a ``Skip`` when a column marks the row as no purchase, else None."""
+        for column, reason in self.layout.skip_when_present.items():
+            flag = self._value(fields, column).strip()
+            if flag:
+                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id)
+
+        for column, reasons in self.layout.skip_values.items():
+            flag = self._value(fields, column).strip()
+            reason = _casefolded(reasons).get(flag.casefold())
+            if reason is not None:
+                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id)
+        return None
 
     def _amount(self, fields: list[str], values: dict, line: int) -> Decimal:
         """Return the signed amount with purchases positive."""
@@ -305,7 +325,6 @@ class BoundLayout:
 
         if self.layout.purchases == "negative":
             amount = -amount
-        self.row_sub_cent = (line, amount) if amount != to_cents(amount) else None
         return amount
 
     def _debit_credit(self, fields: list[str], line: int) -> Decimal:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Iterator
 
 import structlog
 
@@ -31,6 +31,7 @@ from producer.layouts import (
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
+from rewardpilot.canonical import canonical_transaction
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
 
@@ -90,17 +91,24 @@ class _CsvLineSource:
         self.record_start = 0
         self.record_parts: list[str] = []
         self.record_bytes = 0
+        self._first_line: PhysicalLine | None = None
 
-    def begin_record(self) -> None:
+    def begin_record(self, first_line: PhysicalLine | None = None) -> None:
+        """Start a record, with ``first_line`` as its first line when the caller has already taken it."""
         self.record_start = 0
         self.record_parts = []
         self.record_bytes = 0
+        self._first_line = first_line
 
     def __iter__(self) -> _CsvLineSource:
         return self
 
     def __next__(self) -> str:
-        number, content, ending, too_long = next(self.lines)
+        if self._first_line is not None:
+            number, content, ending, too_long = self._first_line
+            self._first_line = None
+        else:
+            number, content, ending, too_long = next(self.lines)
         if not self.record_start:
             self.record_start = number
         data = content + ending
@@ -194,11 +202,30 @@ class CsvReader(_LineReader):
             self.duplicates.close()
 
     def _records(self) -> Iterator[tuple[int, list[str] | None, str, RowError | None]]:
-        """Yield (line, fields, raw text, error) for each CSV record, empty ones included."""
+        """Yield (line, fields, raw text, error) for each CSV record, empty ones included.
+
+        A line without a quote is one record whose fields ``csv.reader``
+        would split at each comma, so such a line is split with ``str.split``,
+        which takes a fraction of the time. Lines with a quote, empty lines
+        and lines over a size limit go through ``csv.reader``, and so do the
+        further lines of a quoted field that spans lines.
+        """
         source = _CsvLineSource(self.lines, self.max_record_bytes)
         reader = csv.reader(source, strict=True)
-        while True:
-            source.begin_record()
+        # A line of at most field_size_limit bytes has no field longer than
+        # field_size_limit characters, so csv.reader would not reject it.
+        split_limit = min(self.max_record_bytes, csv.field_size_limit())
+        for line in self.lines:
+            content = line.content
+            if content and not line.too_long and len(content) + len(line.ending) <= split_limit:
+                # Decode before looking for a quote, because ``in`` on bytes
+                # first tries the operand as an integer and raises internally.
+                raw = content.decode("utf-8", "surrogateescape")
+                if '"' not in raw:
+                    yield line.number, raw.split(","), raw, None
+                    continue
+
+            source.begin_record(line)
             try:
                 fields = next(reader)
             except StopIteration:
@@ -290,7 +317,10 @@ class CsvReader(_LineReader):
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}")
-        return _check_duplicate(self.duplicates, result, line, raw, column=lambda: bound._source_name("transaction_id"))
+        earlier = self.duplicates.add(result.transaction_id, line)
+        if earlier is None:
+            return Row(line, result)
+        return _duplicate(result, line, earlier, raw, bound._source_name("transaction_id"))
 
 
 def _first_not_utf8(bound, fields: list[str], line: int) -> RowError | None:
@@ -305,21 +335,16 @@ def _first_not_utf8(bound, fields: list[str], line: int) -> RowError | None:
     return None
 
 
-def _check_duplicate(
-    index: DuplicateIndex, transaction: Transaction, line: int, raw: str, *, column: Callable[[], str],
-) -> Outcome:
-    """Return a ``Row``, or a ``Rejected`` when the transaction_id was used before.
+def _duplicate(transaction: Transaction, line: int, earlier: int, raw: str, column: str) -> Rejected:
+    """Return the ``Rejected`` for a transaction whose transaction_id was used on line ``earlier``.
 
-    ``column`` returns the name of the column behind transaction_id and is
-    called only for a duplicate, because naming it costs more than the check.
+    The callers check for a duplicate themselves, because a call per row
+    for the common case costs more than the check.
     """
-    earlier = index.add(transaction.transaction_id, line)
-    if earlier is None:
-        return Row(line, transaction)
     return Rejected(
         RowError(
             f"transaction_id {transaction.transaction_id!r} was already used on line {earlier}",
-            line=line, column=column(), value=transaction.transaction_id,
+            line=line, column=column, value=transaction.transaction_id,
             fix="give each transaction its own transaction_id",
         ),
         raw,
@@ -441,8 +466,13 @@ class JsonLinesReader(_LineReader):
             self._warned_zone = True
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as UTC")
 
-        transaction = validate_transaction(values, line, lambda field: field)
-        return _check_duplicate(self.duplicates, transaction, line, raw, column=lambda: "transaction_id")
+        transaction = canonical_transaction(values)
+        if transaction is None:  # not in canonical form: validate in full, with error messages
+            transaction = validate_transaction(values, line, lambda field: field)
+        earlier = self.duplicates.add(transaction.transaction_id, line)
+        if earlier is None:
+            return Row(line, transaction)
+        return _duplicate(transaction, line, earlier, raw, "transaction_id")
 
 
 def _encodable(text: str) -> bool:

@@ -6,6 +6,7 @@ layouts. The readers turn that into a ``RowError`` naming the line and column.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -97,6 +98,16 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
     accepted layouts.
     """
     value = text.strip()
+    if formats and formats[0] == "iso" and "T" in value:
+        # The layout the product writes, 2024-05-01T12:30:00Z: a time of day
+        # already in UTC, so the loop below would return the parsed value as is.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is timezone.utc:
+                return parsed, True
     for layout in formats:
         try:
             if layout == "iso":
@@ -119,7 +130,12 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
 
 def _has_time_of_day(layout: str, value: str) -> bool:
     if layout == "iso":
-        return any(mark in value for mark in ("T", " ", ":"))
+        return "T" in value or " " in value or ":" in value
+    return _layout_has_time(layout)
+
+
+@functools.cache
+def _layout_has_time(layout: str) -> bool:
     return any(code in layout for code in _TIME_CODES)
 
 

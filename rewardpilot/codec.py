@@ -10,25 +10,73 @@ replies small and lets pydantic validate straight from bytes.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Iterable
 
+import orjson
+
+from rewardpilot.canonical import transaction_from_json
 from rewardpilot.models import Recommendation, Transaction
 
 DATA = "data"
+_DATA_BYTES = DATA.encode()  # the field name in replies from a client that does not decode them
+_FIELD_NAMES = frozenset(Transaction.model_fields)
+_ORJSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def encode_transaction(transaction: Transaction) -> dict[str, str]:
-    # The model's serializer writes the same JSON as model_dump_json() with no
-    # options, and skipping that method's argument handling saves about a third
-    # of the time (pydantic 2.14).
-    return {DATA: transaction.__pydantic_serializer__.to_json(transaction).decode()}
+    return {DATA: transaction_json(transaction).decode()}
+
+
+def transaction_json(transaction: Transaction) -> bytes:
+    """Return the ``data`` field of a transaction entry as UTF-8 bytes, ready for XADD."""
+    return transactions_json((transaction,))[0]
+
+
+def transactions_json(transactions: Iterable[Transaction]) -> list[bytes]:
+    """Return the ``data`` field of each transaction's entry, as ``transaction_json`` does.
+
+    The bytes are those of ``model_dump_json()``. orjson writes them in
+    about two thirds of the instructions of pydantic's serializer (orjson
+    3.13, pydantic 2.14, callgrind). Both write the fields in ``__dict__``
+    order, a Decimal as the string of ``str(value)``, a UTC datetime with
+    "Z" and a date as YYYY-MM-DD. A value orjson does not write itself (a
+    subclass of str, a dataclass, any other type but Decimal) makes
+    ``_decimal_text`` raise, and pydantic writes that transaction. One
+    loop for a whole chunk saves a function call per transaction.
+    """
+    documents = []
+    for transaction in transactions:
+        fields = transaction.__dict__
+        # pydantic writes a datetime in the date field as a date, and orjson in full.
+        if fields.keys() == _FIELD_NAMES and type(fields["rate_date"]) is not datetime:
+            try:
+                documents.append(orjson.dumps(fields, default=_decimal_text, option=_ORJSON_OPTIONS))
+                continue
+            except orjson.JSONEncodeError:
+                pass
+        # The model's serializer writes the same JSON as model_dump_json() with
+        # no options, and skipping that method's argument handling saves about
+        # a third of the time (pydantic 2.14).
+        documents.append(transaction.__pydantic_serializer__.to_json(transaction))
+    return documents
+
+
+def _decimal_text(value: object) -> str:
+    if type(value) is Decimal:
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is left to pydantic")
 
 
 def decode_transaction(fields: dict) -> Transaction:
     """Validate a transaction entry; raises pydantic.ValidationError or KeyError."""
-    raw = fields.get(DATA) if DATA in fields else fields.get(DATA.encode())
+    raw = fields.get(DATA) if DATA in fields else fields.get(_DATA_BYTES)
     if raw is None:
         raise KeyError(f"entry has no {DATA!r} field")
-    return Transaction.model_validate_json(raw)
+    transaction = transaction_from_json(raw)
+    if transaction is None:  # not in the layout encode_transaction writes
+        transaction = Transaction.model_validate_json(raw)
+    return transaction
 
 
 def encode_result(recommendation: Recommendation) -> dict[str, str]:

@@ -26,7 +26,7 @@ MAX_AMOUNT_USD = Decimal("10000000")  # $10 million: above any card's credit lin
 # periods, quarters and monthly reports see the date the bank printed.
 DATE_ONLY_TIME = time(12)
 
-_MCC_PATTERN = re.compile(r"^\d{1,4}$")
+_MCC_PATTERN = re.compile(r"^[0-9]{1,4}$")  # ASCII digits only: \d would also match digits of other scripts
 
 WalletSource = Literal["user", "run", "catalog"]
 
@@ -92,7 +92,11 @@ class Transaction(BaseModel):
         if amount > MAX_AMOUNT_USD:
             raise ValueError(f"amount_usd {_shown(value)} is above the limit of ${MAX_AMOUNT_USD:,} per purchase; "
                              "check the amount column and its decimal point")
-        return to_cents(amount)
+        rounded = to_cents(amount)
+        if not rounded:
+            raise ValueError(f"amount_usd {_shown(value)} rounds to $0.00, which is not a purchase; "
+                             "check the amount column and its decimal point")
+        return rounded
 
     @field_validator("mcc", mode="before")
     @classmethod
