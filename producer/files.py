@@ -8,12 +8,14 @@ rejected; 2 when the file could not be read at all (an ``InputError``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import redis
 from rich.console import Console
@@ -37,6 +39,9 @@ EXIT_INPUT_ERROR = 2
 # The bar is redrawn at most a few times a second anyway, and updating it per
 # row cost about 3% of publishing time (cProfile, 100,000 rows).
 PROGRESS_EVERY_ROWS = 500
+# Allocations between young-generation garbage collections while a file is
+# published (Python's default is 700). See _collect_garbage_less_often.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 @dataclass
@@ -104,7 +109,7 @@ def publish_file(
     stream, total = _open(source)
     try:
         reader = open_reader(stream, name=name, layout=layout, format=format, user=user)
-        with rejects, _progress(console, enabled=progress and total is not None) as bar:
+        with rejects, _collect_garbage_less_often(), _progress(console, enabled=progress and total is not None) as bar:
             task = bar.add_task(name, total=total, rows=0)
             producer.on_wait = producer.on_wait or (lambda message: console.print(message))
             # The chunk is kept as two lists in place of its Row objects, so each
@@ -154,6 +159,31 @@ def publish_file(
         )
     summary.rejects_path = str(rejects.path) if rejects.count else None
     return summary
+
+
+@contextlib.contextmanager
+def _collect_garbage_less_often() -> Iterator[None]:
+    """Raise the young generation's garbage collection threshold to ``GC_YOUNG_THRESHOLD`` allocations, then restore it.
+
+    Each row leaves a Transaction and its field set alive until its chunk is
+    published. At Python's default of 700 allocations the cyclic collector
+    ran about 370 times on 100,000 rows, and it promoted the transactions in
+    flight to the older generations, which it then walked too. Reference
+    counting frees the rows' objects either way. On the
+    100,000-row bench file this saved about 0.6 us of CPU per row (median
+    of 6 paired runs on 2 CPUs).
+
+    NOTE: the threshold is process-wide, so other threads collect less often
+    too while a file is published, and a change another thread makes to it
+    meanwhile is undone at the end.
+    """
+    thresholds = gc.get_threshold()
+    if thresholds[0] < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def _to_usd(converter: CurrencyConverter, row: Row, summary: FileSummary) -> Row | Rejected:
