@@ -169,9 +169,9 @@ def _collect_garbage_less_often() -> Iterator[None]:
     published. At Python's default of 700 allocations the cyclic collector
     ran about 370 times on 100,000 rows, and it promoted the transactions in
     flight to the older generations, which it then walked too. Reference
-    counting frees the rows' objects either way. On the
-    100,000-row bench file this saved about 0.6 us of CPU per row (median
-    of 6 paired runs on 2 CPUs).
+    counting frees the rows' objects either way. On the 100,000-row bench
+    file this saved about 0.6 us of CPU per row (median of 6 paired runs on
+    2 CPUs).
 
     NOTE: the threshold is process-wide, so other threads collect less often
     too while a file is published, and a change another thread makes to it

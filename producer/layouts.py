@@ -200,8 +200,8 @@ class BoundLayout:
     zone: tzinfo
     _indexes: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)  # column name -> position, filled on use
     _field_sources: list[tuple[str, int | None, str]] | None = dataclasses.field(default=None, repr=False)
-    # (line, amount) when the amount of the last row converted was finer than a cent;
-    # not updated for a row that raises RowError.
+    # (line, amount) when the amount of the last row converted was finer than a
+    # cent. A row that raises RowError leaves it unchanged.
     row_sub_cent: tuple[int, Decimal] | None = None
 
     def _sources(self) -> list[tuple[str, int | None, str]]:

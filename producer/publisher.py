@@ -269,7 +269,7 @@ class Producer:
         return _entry_ids(replies)
 
     def _send_to(self, stream: str, chunk: list[Transaction]) -> list:
-        # Bytes, because redis-py would encode a str payload again before sending it.
+        # Bytes, so that neither rewardpilot.resp nor redis-py encodes them again.
         payloads = codec.transactions_json(chunk)
         if self.dedup_window_seconds:
             marker_prefix = self.keys.published_marker("").encode()  # a marker is this prefix and the transaction_id
