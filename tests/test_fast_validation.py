@@ -1,10 +1,10 @@
 """The fast paths of publishing and decoding give what the general paths give.
 
 Each test compares a fast path with the general path it replaces. The
-generated input includes the cases each fast path must decline: surrounding
-whitespace, digits of other scripts, text at and over the length limits,
-amounts that round to zero or pass the limit, times in other zones, lone
-carriage returns and quoted CSV fields.
+generated input includes the cases each fast path must decline. Among them
+are surrounding whitespace, digits of other scripts and text at and over
+the length limits. Others are amounts that round to zero or pass the limit,
+times in other zones, lone carriage returns and quoted CSV fields.
 """
 
 from __future__ import annotations
