@@ -16,7 +16,8 @@
 --     transaction_id, or "entry:<entry id>" when the transaction could not
 --     be read.
 --   The rest: entry ids to XACK only (entries skipped without an outcome).
--- A marker key is the marker prefix followed by the transaction_id, and a
+-- A marker key is the marker prefix followed by the transaction_id, and its
+-- value is the id of the transactions stream entry that was settled. A
 -- user's cap hash is the cap prefix followed by the user_id.
 -- Returns {results written, duplicates skipped, dead letters written,
 -- {entry ids in conflict}}.
@@ -50,13 +51,23 @@ local function stale(caps, first, count)
   return false
 end
 
-local function xadd(stream, trim, payload, user, transaction)
+-- Add a result or dead letter. When XADD fails (a key of the wrong type, out
+-- of memory), the marker set just before it is deleted and the script stops
+-- with XADD's error, so no marker exists without its entry.
+local function xadd(stream, trim, payload, user, transaction, marker)
+  local id
   if trim and maxlen > 0 then
-    return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+      'data', payload, 'user_id', user, 'transaction_id', transaction)
+  else
+    id = redis.pcall('XADD', stream, '*',
       'data', payload, 'user_id', user, 'transaction_id', transaction)
   end
-  return redis.call('XADD', stream, '*',
-    'data', payload, 'user_id', user, 'transaction_id', transaction)
+  if type(id) == 'table' and id.err then
+    redis.call('DEL', marker)
+    error(id)
+  end
+  return id
 end
 
 local i = 9
@@ -67,23 +78,33 @@ for _ = 1, result_count do
   local first_update = first_check + 2 * checks
   i = first_update + 2 * updates
   local marker = marker_prefix .. transaction
-  local caps = cap_prefix .. user
 
-  if redis.call('EXISTS', marker) == 1 then
+  if checks == 0 and updates == 0 and not held_back[user] then
+    -- No cap state to check or change: SET NX is the check and the marker
+    -- in one call, and the result follows only when the marker is new.
+    if redis.call('SET', marker, entry, 'NX', 'EX', ttl) then
+      xadd(KEYS[1], true, payload, user, transaction, marker)
+      written = written + 1
+    else
+      duplicates = duplicates + 1
+    end
+    ids[#ids + 1] = entry
+  elseif redis.call('EXISTS', marker) == 1 then
     duplicates = duplicates + 1
     ids[#ids + 1] = entry
-  elseif held_back[user] or (checks > 0 and stale(caps, first_check, checks)) then
+  elseif held_back[user] or (checks > 0 and stale(cap_prefix .. user, first_check, checks)) then
     held_back[user] = true
     conflicts[#conflicts + 1] = entry
   else
+    local caps = cap_prefix .. user
     for j = first_update, first_update + 2 * (updates - 1), 2 do
       redis.call('HINCRBY', caps, ARGV[j], ARGV[j + 1])
     end
     if updates > 0 and cap_ttl > 0 then
       redis.call('EXPIRE', caps, cap_ttl)
     end
-    local id = xadd(KEYS[1], true, payload, user, transaction)
-    redis.call('SET', marker, id, 'EX', ttl)
+    redis.call('SET', marker, entry, 'EX', ttl)
+    xadd(KEYS[1], true, payload, user, transaction, marker)
     written = written + 1
     ids[#ids + 1] = entry
   end
@@ -93,12 +114,11 @@ for _ = 1, dead_count do
   local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   local marker = marker_prefix .. transaction
-  if redis.call('EXISTS', marker) == 1 then
-    duplicates = duplicates + 1
-  else
-    local id = xadd(KEYS[2], false, payload, user, transaction)
-    redis.call('SET', marker, id, 'EX', ttl)
+  if redis.call('SET', marker, entry, 'NX', 'EX', ttl) then
+    xadd(KEYS[2], false, payload, user, transaction, marker)
     dead = dead + 1
+  else
+    duplicates = duplicates + 1
   end
   ids[#ids + 1] = entry
 end

@@ -42,6 +42,9 @@ PROGRESS_EVERY_ROWS = 500
 # Allocations between young-generation garbage collections while a file is
 # published (Python's default is 700). See _collect_garbage_less_often.
 GC_YOUNG_THRESHOLD = 50_000
+# Seconds a thread may hold the GIL while another waits for it, while a file
+# is published (Python's default is 0.005). See _hand_over_sooner.
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 @dataclass
@@ -109,7 +112,7 @@ def publish_file(
     stream, total = _open(source)
     try:
         reader = open_reader(stream, name=name, layout=layout, format=format, user=user)
-        with rejects, _collect_garbage_less_often(), _progress(console, enabled=progress and total is not None) as bar:
+        with rejects, _collect_garbage_less_often(), _hand_over_sooner(), _progress(console, enabled=progress and total is not None) as bar:
             task = bar.add_task(name, total=total, rows=0)
             producer.on_wait = producer.on_wait or (lambda message: console.print(message))
             # The chunk is kept as two lists in place of its Row objects, so each
@@ -184,6 +187,28 @@ def _collect_garbage_less_often() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*thresholds)
+
+
+@contextlib.contextmanager
+def _hand_over_sooner() -> Iterator[None]:
+    """Lower the interpreter's thread switch interval to ``SWITCH_INTERVAL_SECONDS``, then restore it.
+
+    The main thread reads rows while ``_ChunkSender``'s thread waits for the
+    server's reply to the chunk before. When that reply arrives, the sender
+    thread needs the GIL to take it and return, and at Python's default
+    interval the main thread kept it for up to 5 ms. The server sat idle
+    meanwhile, and the next chunk waited. On 200,000 bench rows, publishing
+    took 11.8 us of wall time per row for 9.2 us of CPU at 5 ms, and 9.7 us
+    for 9.6 us of CPU at 0.5 ms (3 paired runs on 2 CPUs).
+
+    NOTE: like the garbage collection threshold, the interval is process-wide.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_SECONDS))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def _to_usd(converter: CurrencyConverter, row: Row, summary: FileSummary) -> Row | Rejected:

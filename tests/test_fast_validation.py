@@ -15,6 +15,7 @@ import io
 import json
 import re
 import string
+import sys
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producer import Producer, publish_file
+from producer.files import SWITCH_INTERVAL_SECONDS
 from producer.layouts import DEFAULT_TIMESTAMP_FORMATS
 from producer.lines import LineSplitter
 from producer.publisher import _PUBLISH_ONCE_SHA
@@ -554,6 +556,34 @@ def test_publish_file_restores_gc_threshold(sync_client, keys, tmp_path):
 
     assert summary.published == 1
     assert gc.get_threshold() == before
+
+
+class _IntervalRecorder(Producer):
+    """A producer that records the thread switch interval each chunk is published under."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.intervals: list[float] = []
+
+    def publish_chunk(self, chunk):
+        self.intervals.append(sys.getswitchinterval())
+        return super().publish_chunk(chunk)
+
+
+def test_publish_file_switches_threads_sooner_then_restores(sync_client, keys, tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                    + "".join(f"t{n},u1,Shop,groceries,5.00,5411,2026-01-01T00:00:06Z\n" for n in range(5)))
+    producer = _IntervalRecorder(sync_client, keys, max_backlog=None, chunk_size=2)
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL_SECONDS  # Python's default, 0.005
+
+    summary = publish_file(sync_client, keys, str(path), progress=False, rejects_path=tmp_path / "rejects.jsonl",
+                           producer=producer)
+
+    assert summary.published == 5
+    assert producer.intervals == [SWITCH_INTERVAL_SECONDS] * 3
+    assert sys.getswitchinterval() == before
 
 
 def test_full_validation_error_unchanged_for_declined_rows():

@@ -130,6 +130,34 @@ async def test_settle_twice_writes_once(redis_url, keys, sync_client):
     assert pending_count(sync_client, keys.transactions, keys.group()) == 0
 
 
+async def test_no_marker_without_its_result(redis_url, keys, sync_client):
+    """A result whose XADD fails leaves no marker, so the redelivered entry still gets its result."""
+    publish(redis_url, keys, transactions(3))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    entries = sync_client.xreadgroup(keys.group(), "c1", {keys.transactions: ">"}, count=3)[0][1]
+    deliveries = [Delivery(entry_id, fields) for entry_id, fields in entries]
+    sync_client.set(keys.results(), "not a stream")  # every result's XADD now fails
+
+    client = aioredis.Redis.from_url(redis_url)
+    pool = ConsumerPool(client, ConsumerSettings(keys=keys))
+    try:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            await pool.handle(deliveries)
+        assert list(sync_client.scan_iter(match=keys.result_marker("live", "*"))) == []
+        assert pending_count(sync_client, keys.transactions, keys.group()) == 3
+
+        sync_client.delete(keys.results())
+        await pool.handle(deliveries)
+    finally:
+        await client.aclose()
+
+    results = sync_client.xrange(keys.results())
+    assert len(results) == 3
+    markers = {sync_client.get(keys.result_marker("live", fields["transaction_id"])) for _, fields in results}
+    assert markers == {entry_id for entry_id, _ in entries}
+    assert pending_count(sync_client, keys.transactions, keys.group()) == 0
+
+
 async def test_invalid_entry_dead_lettered(redis_url, keys, sync_client):
     publish(redis_url, keys, transactions(2))
     sync_client.xadd(keys.transactions, {"data": '{"transaction_id": "bad", "amount_usd": "-3"}'})
@@ -236,6 +264,41 @@ async def test_long_held_batch_is_logged(redis_url, keys, sync_client):
     assert warnings[0]["count"] == 3
     assert warnings[0]["held_seconds"] >= 1.5
     assert warnings[0]["first_entry_id"] == sync_client.xrange(keys.transactions, count=1)[0][0]
+
+
+async def test_keeper_stops_on_release_when_cancel_lost(redis_url, keys):
+    """A keeper whose touch swallows the cancellation, as redis-py's asyncio client can, still stops."""
+    touches = 0
+
+    async def touch_losing_cancellation(entry_ids):
+        nonlocal touches
+        touches += 1
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            pass  # the command "completes" and the cancellation is gone
+
+    client = aioredis.Redis.from_url(redis_url)
+    pool = ConsumerPool(client, ConsumerSettings(keys=keys, visibility_timeout_ms=150))  # touches every 50 ms
+    pool.transport.touch = touch_losing_cancellation
+    released = asyncio.Event()
+    keeper = asyncio.create_task(pool._keep_claimed(["1-1"], released))
+    try:
+        for _ in range(100):  # until the keeper is inside its first touch, at most 1 s
+            if touches:
+                break
+            await asyncio.sleep(0.01)
+        assert touches == 1
+
+        released.set()
+        keeper.cancel()
+        done, _ = await asyncio.wait([keeper], timeout=2)
+
+        assert done == {keeper}
+        assert touches == 1
+    finally:
+        keeper.cancel()
+        await client.aclose()
 
 
 async def test_poison_message_dead_lettered(redis_url, keys, sync_client):
