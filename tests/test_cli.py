@@ -249,3 +249,40 @@ def test_program_name_in_hints(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sys, "argv", ["/somewhere/rewardpilot/cli/__main__.py"])
     assert program_name() == "rewardpilot"
+
+
+@one_server
+def test_consume_marker_ttl_sets_marker_expiry(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "s.csv", [
+        ["m1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+    ])
+    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+
+    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
+                        "--marker-ttl", "2h"], cli_env)
+
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+    client = redis.Redis.from_url(cli_env["REDIS_URL"])
+    try:
+        assert 7000 < client.ttl(keys.result_marker("live", "m1")) <= 7200
+    finally:
+        client.close()
+
+
+@one_server
+def test_consume_bad_marker_ttl_named(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "consume", "--marker-ttl", "forever"], cli_env)
+
+    assert completed.returncode == 2
+    assert "--marker-ttl" in completed.stderr
+    assert "'forever'" in completed.stderr
+
+
+@one_server
+def test_consume_warns_when_retention_outlives_markers(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
+                         "--marker-ttl", "7d", "--trim-older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "second result" in completed.stderr
+    assert "--marker-ttl" in completed.stderr

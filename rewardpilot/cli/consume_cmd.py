@@ -27,8 +27,8 @@ def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_thre
     )
 
 
-def trim_age_seconds(text: str | None) -> float | None:
-    """Parse ``--trim-older-than``; exit 2 with the reason when it is invalid."""
+def age_seconds(text: str | None, option: str) -> float | None:
+    """Parse an age option such as ``--trim-older-than 30d``; exit 2 naming the option when it is invalid."""
     if text is None:
         return None
     from rewardpilot.retention import InvalidAgeError, parse_age
@@ -36,8 +36,18 @@ def trim_age_seconds(text: str | None) -> float | None:
     try:
         return parse_age(text).total_seconds()
     except InvalidAgeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {option}: {exc}")
         raise typer.Exit(2) from None
+
+
+def warn_if_markers_expire_first(marker_ttl: float, trim_age: float | None) -> None:
+    """Warn when the stream keeps entries longer than their result markers live."""
+    if trim_age is not None and trim_age > marker_ttl:
+        console.print(
+            f"[yellow]warning:[/yellow] --trim-older-than keeps entries for {trim_age / 86400:g} days, longer than "
+            f"--marker-ttl ({marker_ttl / 86400:g} days): an entry redelivered after its marker expired gets a "
+            "second result. Raise --marker-ttl to at least the retention."
+        )
 
 
 def make_pool(client, settings, options):
@@ -73,6 +83,7 @@ def consume(
     breaker_threshold: int = typer.Option(5, "--breaker-threshold", min=1, help="Consecutive transient failures that open the circuit breaker."),
     breaker_cooldown: float = typer.Option(30.0, "--breaker-cooldown", min=0.01, help="Seconds the breaker stays open before one probe call."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.01, help="Seconds per orchestrator request."),
+    marker_ttl: str = typer.Option("30d", "--marker-ttl", help="How long each result's de-duplication marker lives (such as 30d). Keep it at least as long as the stream's retention. A marker takes about 100 to 180 bytes of Redis memory."),
     trim_older_than: str = typer.Option(None, "--trim-older-than", help="Trim as it goes: every minute, remove transactions older than this age (such as 30d) that every consumer group has read and acknowledged.", show_default=False),
     startup_timeout: float = typer.Option(60.0, "--startup-timeout", min=0, help="Seconds to wait for Redis to answer at start before giving up."),
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.", show_default=False),
@@ -84,6 +95,9 @@ def consume(
     from consumer.settings import ConsumerSettings
     from consumer.shutdown import install_signal_handlers
 
+    marker_ttl_seconds = age_seconds(marker_ttl, "--marker-ttl")
+    trim_age = age_seconds(trim_older_than, "--trim-older-than")
+    warn_if_markers_expire_first(marker_ttl_seconds, trim_age)
     context = app_context(ctx)
     wait_for_redis(context.client(), context, startup_timeout)
     partitions = agreed_partitions(context.client(), context.keys(job), partitions)
@@ -91,7 +105,7 @@ def consume(
         keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,
         block_ms=block_ms, drain=drain, wallet=check_cards(split_cards(wallet)),
         shutdown_grace_seconds=grace, visibility_timeout_ms=int(visibility_timeout * 1000),
-        max_deliveries=max_deliveries, trim_older_than_seconds=trim_age_seconds(trim_older_than),
+        max_deliveries=max_deliveries, trim_older_than_seconds=trim_age, result_ttl_seconds=int(marker_ttl_seconds),
         partitions=partitions, lease_ms=int(lease * 1000),
     )
     options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
