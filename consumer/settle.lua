@@ -70,6 +70,16 @@ local function xadd(stream, trim, payload, user, transaction, marker)
   return id
 end
 
+-- Set the marker with SET NX and add the entry only when the marker is new.
+-- Returns whether the entry was added.
+local function add_once(stream, trim, entry, payload, user, transaction, marker)
+  if not redis.call('SET', marker, entry, 'NX', 'EX', ttl) then
+    return false
+  end
+  xadd(stream, trim, payload, user, transaction, marker)
+  return true
+end
+
 local i = 9
 for _ = 1, result_count do
   local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -80,10 +90,8 @@ for _ = 1, result_count do
   local marker = marker_prefix .. transaction
 
   if checks == 0 and updates == 0 and not held_back[user] then
-    -- No cap state to check or change: SET NX is the check and the marker
-    -- in one call, and the result follows only when the marker is new.
-    if redis.call('SET', marker, entry, 'NX', 'EX', ttl) then
-      xadd(KEYS[1], true, payload, user, transaction, marker)
+    -- No cap state to check or change, so SET NX checks and sets the marker in one call.
+    if add_once(KEYS[1], true, entry, payload, user, transaction, marker) then
       written = written + 1
     else
       duplicates = duplicates + 1
@@ -96,6 +104,9 @@ for _ = 1, result_count do
     held_back[user] = true
     conflicts[#conflicts + 1] = entry
   else
+    -- The result first, so a failed XADD leaves neither a marker nor any spend.
+    redis.call('SET', marker, entry, 'EX', ttl)
+    xadd(KEYS[1], true, payload, user, transaction, marker)
     local caps = cap_prefix .. user
     for j = first_update, first_update + 2 * (updates - 1), 2 do
       redis.call('HINCRBY', caps, ARGV[j], ARGV[j + 1])
@@ -103,8 +114,6 @@ for _ = 1, result_count do
     if updates > 0 and cap_ttl > 0 then
       redis.call('EXPIRE', caps, cap_ttl)
     end
-    redis.call('SET', marker, entry, 'EX', ttl)
-    xadd(KEYS[1], true, payload, user, transaction, marker)
     written = written + 1
     ids[#ids + 1] = entry
   end
@@ -113,9 +122,7 @@ end
 for _ = 1, dead_count do
   local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  local marker = marker_prefix .. transaction
-  if redis.call('SET', marker, entry, 'NX', 'EX', ttl) then
-    xadd(KEYS[2], false, payload, user, transaction, marker)
+  if add_once(KEYS[2], false, entry, payload, user, transaction, marker_prefix .. transaction) then
     dead = dead + 1
   else
     duplicates = duplicates + 1
