@@ -28,5 +28,8 @@ bench: $(STAMP)
 example-data: $(STAMP)
 	$(BIN)/python scripts/make_example_data.py --rows 3000 --seed 7 --output $(EXAMPLE)
 
+# The embedded server is stopped first: deleting its data directory under it
+# would leave it running with nothing left to find it by.
 clean:
+	if [ -x $(BIN)/rewardpilot ]; then $(BIN)/rewardpilot server stop; fi
 	rm -rf $(VENV) .rewardpilot .pytest_cache

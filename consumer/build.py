@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 from consumer.breaker import CircuitBreaker
 from consumer.names import consumer_name
 from consumer.pool import ConsumerPool
-from consumer.ratelimit.base import RateLimitConfig
+from consumer.errors import InvalidRateLimitError
+from consumer.ratelimit.base import COUNTING_MODES, RateLimitConfig
 from consumer.ratelimit.redis_bucket import RedisTokenBucket
 from consumer.recommenders.factory import make_recommender
 from consumer.retry import RetryPolicy
@@ -48,11 +49,19 @@ class CallOptions:
                 setattr(options, name, value)
         return options
 
+    def check(self) -> None:
+        """Raise InvalidRateLimitError when ``counting`` is not a counting mode, whether or not ``rate`` is set."""
+        if self.counting not in COUNTING_MODES:
+            raise InvalidRateLimitError(
+                f"invalid counting mode {self.counting!r}: expected one of {', '.join(COUNTING_MODES)}"
+            )
+
 
 def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: CallOptions | None = None,
                *, transport: Transport | None = None) -> ConsumerPool:
     """Return a pool wired with the recommender, limiter, retry policy and breaker the options name."""
     options = options or CallOptions()
+    options.check()
     recommender = make_recommender(
         options.orchestrator_url, api_key=os.environ.get("ORCHESTRATOR_API_KEY") or None,
         timeout=options.timeout, concurrency=options.concurrency,

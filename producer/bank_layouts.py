@@ -175,6 +175,7 @@ MINT = Layout(
     skip_values={
         "Transaction Type": {"credit": "credit to the account"},
         "Category": {"Transfer": "transfer between accounts", "Credit Card Payment": PAYMENT},
+        "Original Description": {"Account Transfer": "transfer between accounts"},
     },
     expected_header=(
         "Date,Description,Original Description,Amount,Transaction Type,Category,Account Name,Labels,Notes"
@@ -199,7 +200,12 @@ MERCURY = Layout(
     constants={"user_id": DEFAULT_USER},
     purchases="negative",
     timestamp_formats=("%m-%d-%Y %H:%M:%S", "%m-%d-%Y"),
-    skip_values={"Status": {"Failed": "failed transaction", "Pending": PENDING}},
+    skip_values={
+        "Status": {"Failed": "failed transaction", "Pending": PENDING},
+        # Card rows name the card's last four digits. A row without them was paid
+        # from a Mercury bank account: an ACH debit, a wire or a Send Money payment.
+        "Last Four Digits": {"": "paid from a bank account, not with a card"},
+    },
     expected_header=(
         "Date (UTC),Description,Amount,Status,Source Account,Bank Description,Reference,Note,"
         "Last Four Digits,Name On Card,Category,GL Code,Timestamp,Original Currency"

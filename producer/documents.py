@@ -76,7 +76,7 @@ class DocumentReader:
             RowError(
                 f"transaction_id {transaction.transaction_id!r} was already used by {self.position_name} {earlier}",
                 line=line, column=column, value=transaction.transaction_id,
-                fix="remove the repeated transaction from the download",
+                fix="remove the repeated transaction from the download", transaction_id=transaction.transaction_id,
             ),
             raw,
         )

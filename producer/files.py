@@ -225,7 +225,8 @@ def _to_usd(converter: CurrencyConverter, row: Row, summary: FileSummary) -> Row
     except ConversionError as error:
         return Rejected(
             RowError(error.reason, line=row.line, value=error.value, fix=error.fix,
-                     column="currency" if isinstance(error, MissingRateError) else "amount_usd"),
+                     column="currency" if isinstance(error, MissingRateError) else "amount_usd",
+                     transaction_id=transaction.transaction_id),
             transaction.model_dump_json(exclude_none=True),
         )
     if changed:

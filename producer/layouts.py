@@ -18,7 +18,7 @@ import hashlib
 import re
 import dataclasses
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -73,7 +73,8 @@ class Layout(BaseModel):
     ``skip_when_present`` maps a column to the reason for skipping the rows
     in which it is not empty. ``skip_values`` maps a column to the values
     (compared without case) that mark a row as no purchase, each with the
-    reason, such as a "Type" column that says "Payment". Times without a
+    reason, such as a "Type" column that says "Payment"; the value "" marks
+    a row whose column is empty. Times without a
     zone are read in ``timezone``. With ``exact_header``, ``detect_layout``
     picks this layout only for a header that is ``expected_header`` exactly,
     in order; that keeps a short preset from claiming longer headers.
@@ -145,7 +146,7 @@ class Layout(BaseModel):
 
         missing = [name for name in self.required_columns if normalize_column(name) not in positions]
         if missing:
-            raise InputError(missing_columns_message(self, header, missing))
+            raise InputError(headerless_message(header) or missing_columns_message(self, header, missing))
 
         used = set(self.required_columns)
         for source in self.optional.values():
@@ -158,7 +159,9 @@ class Layout(BaseModel):
             for field, source in self.optional.items()
             if all(normalize_column(name) in positions for name in _columns_in(source))
         }
-        return BoundLayout(self, positions, len(header), optional, extra, ZoneInfo(self.timezone))
+        return BoundLayout(
+            self, positions, len(header), optional, extra, ZoneInfo(self.timezone), header=list(header),
+        )
 
 
 def missing_columns_message(layout: Layout, header: list[str], missing: list[str]) -> str:
@@ -203,6 +206,7 @@ class BoundLayout:
     # (line, amount) when the amount of the last row converted was finer than a
     # cent. A row that raises RowError leaves it unchanged.
     row_sub_cent: tuple[int, Decimal] | None = None
+    header: list[str] = dataclasses.field(default_factory=list)  # the column names as the file writes them
 
     def _sources(self) -> list[tuple[str, int | None, str]]:
         """Return (field, column position or None for a template, source) for every mapped field."""
@@ -249,17 +253,40 @@ class BoundLayout:
         ``RowError`` naming the column, the value and the fix.
         """
         if len(fields) != self.width:
-            raise RowError(
+            raise self._width_error(fields, line, raw)
+
+        values: dict[str, str] = dict(self.layout.constants)
+        for field, index, source in self._field_sources or self._sources():
+            values[field] = fields[index].strip() if index is not None else self._render(source, fields, line, raw)
+        transaction_id = values.get("transaction_id") or None
+        try:
+            return self._convert_values(fields, values, transaction_id, line)
+        except RowError as error:
+            error.transaction_id = transaction_id
+            raise
+
+    def _width_error(self, fields: list[str], line: int, raw: str) -> RowError:
+        """Build the error for a row whose field count differs from the header's."""
+        if len(fields) > self.width:
+            return RowError(
                 f"the row has {len(fields)} fields but the header has {self.width}",
                 line=line, value=raw[:200],
                 fix="quote any field that contains a comma, like \"Joe's, Inc\"",
             )
+        unfilled = self.header[len(fields):]
+        names = ", ".join(repr(name) for name in unfilled) or f"{self.width - len(fields)} column(s)"
+        return RowError(
+            f"the row has {len(fields)} fields but the header has {self.width}, "
+            f"so a field is missing and the column(s) {names} got no value",
+            line=line, value=raw[:200],
+            fix=f"add the missing field, and keep the comma of an empty field, so the row has {self.width} fields",
+        )
 
+    def _convert_values(
+        self, fields: list[str], values: dict[str, str], transaction_id: str | None, line: int,
+    ) -> tuple[Transaction | Skip, bool]:
+        """Turn the mapped text of one row into a ``Transaction`` or a ``Skip``."""
         layout = self.layout
-        values: dict[str, str] = dict(layout.constants)
-        for field, index, source in self._field_sources or self._sources():
-            values[field] = fields[index].strip() if index is not None else self._render(source, fields, line, raw)
-        transaction_id = values.get("transaction_id") or None
 
         if layout.skip_when_present or layout.skip_values:
             skip = self._skip(fields, transaction_id)
@@ -276,7 +303,8 @@ class BoundLayout:
         try:
             timestamp, had_zone = parse_timestamp(text, formats=layout.timestamp_formats, zone=self.zone)
         except ValueError as error:
-            raise RowError(str(error), line=line, column=self._source_name("timestamp"), value=text) from None
+            column = self._source_name("timestamp")
+            raise RowError.from_value_error(error, line=line, column=column, value=text) from None
 
         if layout.transforms:
             for field, transform in layout.transforms.items():
@@ -309,7 +337,8 @@ class BoundLayout:
             flag = self._value(fields, column).strip()
             reason = _casefolded(reasons).get(flag.casefold())
             if reason is not None:
-                return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id)
+                shown = f"{column}: {flag}" if flag else f"{column} empty"
+                return Skip(f"{reason} ({shown}), not a purchase", transaction_id)
         return None
 
     def _amount(self, fields: list[str], values: dict, line: int) -> Decimal:
@@ -319,7 +348,8 @@ class BoundLayout:
             try:
                 amount = parse_amount(text)
             except ValueError as error:
-                raise RowError(str(error), line=line, column=self._source_name("amount_usd"), value=text) from None
+                column = self._source_name("amount_usd")
+                raise RowError.from_value_error(error, line=line, column=column, value=text) from None
         else:
             amount = self._debit_credit(fields, line)
 
@@ -342,7 +372,7 @@ class BoundLayout:
             try:
                 amount = parse_amount(text)
             except ValueError as error:
-                raise RowError(str(error), line=line, column=column, value=text) from None
+                raise RowError.from_value_error(error, line=line, column=column, value=text) from None
             total += -abs(amount) if is_credit else amount
         if total == 0 and not any(self._value(fields, c).strip() for c in (self.layout.debit_column, self.layout.credit_column)):
             raise RowError(
@@ -390,11 +420,14 @@ def validate_transaction(values: dict, line: int, source_name) -> Transaction:
                 line=line, column=column, value=str(value)[:80] + "...", fix=f"shorten it to {limit} characters",
             ) from None
         if first["type"] == "string_too_short" or first["type"] == "missing":
-            raise RowError(f"{field} is empty", line=line, column=column, value=value or "", fix="fill it in") from None
-        reason = first["msg"].removeprefix("Value error, ")
+            # The input of a "missing" error is the whole row, not the field's value.
+            raise RowError(f"{field} is empty", line=line, column=column, value="", fix="fill it in") from None
+        # The model's validators write "reason; fix", as in "mcc '55410' is not
+        # a 4-digit ... code; write it like 5411, or leave it empty".
+        reason, _, fix = first["msg"].removeprefix("Value error, ").partition("; ")
         if repr(value) not in reason and str(value) not in reason:
             reason = f"{field} {value!r} is invalid: {reason}"
-        raise RowError(reason, line=line, column=column, value=value) from None
+        raise RowError(reason, line=line, column=column, value=value, fix=fix) from None
 
 
 DOCUMENTED = Layout(
@@ -447,8 +480,10 @@ def detect_layout(header: list[str]) -> Layout:
 
     When several presets match, the one that requires the most columns wins,
     so a Chase header (which also holds every column of the generic card
-    layout) is read as Chase. Raises ``InputError`` listing what the nearest
-    preset misses and each preset's expected header.
+    layout) is read as Chase. Raises ``InputError``: for a first line that
+    looks like data, one stating that the file seems to have no header row;
+    otherwise one that leads with the columns the nearest preset misses and
+    its expected header, and ends with the names of the presets.
     """
     present = {normalize_column(name) for name in header}
     normalized_header = [normalize_column(name) for name in header]
@@ -460,6 +495,9 @@ def detect_layout(header: list[str]) -> Layout:
     ]
     if matches:
         return max(matches, key=lambda layout: len(layout.required_columns))
+    headerless = headerless_message(header)
+    if headerless is not None:
+        raise InputError(headerless)
 
     def overlap(layout: Layout) -> int:
         return sum(normalize_column(name) in present for name in layout.required_columns)
@@ -469,19 +507,60 @@ def detect_layout(header: list[str]) -> Layout:
     incomplete = [layout for layout in PRESETS if overlap(layout) < len(layout.required_columns)]
     nearest = max(incomplete, key=overlap)
     missing = [name for name in nearest.required_columns if normalize_column(name) not in present]
-    others = "; ".join(
-        f"{layout.name}: {','.join(layout.expected_header or layout.required_columns)}"
-        for layout in PRESETS if layout is not nearest
-    )
+    header_text = ",".join(header)[:300]
+    if overlap(nearest):
+        lead = (
+            f"{missing_columns_message(nearest, header, missing)}. "
+            f"The header {header_text!r} matches no known layout. "
+        )
+    else:
+        lead = (
+            f"the header {header_text!r} matches no known layout, and no preset uses any of its columns. "
+            f"For rows in the documented layout, write the header {','.join(DOCUMENTED.expected_header)}. "
+        )
     exact = "".join(
         f"The {layout.name} layout needs exactly the header {','.join(layout.expected_header)}, "
         "in that order and with no other columns. "
         for layout in PRESETS if layout not in incomplete
     )
     raise InputError(
-        f"the header {','.join(header)[:300]!r} matches no known layout. "
-        f"{missing_columns_message(nearest, header, missing)}. {exact}Other layouts: {others}. "
-        "For another layout, describe its columns in a file and pass it with --layout"
+        f"{lead}{exact}For another layout, describe its columns in a file and pass it with --layout "
+        f"(see \"A layout of your own\" in docs/input-formats.md). "
+        f"Presets, with their headers in docs/input-formats.md: {', '.join(layout.name for layout in PRESETS)}"
+    )
+
+
+def headerless_message(header: list[str]) -> str | None:
+    """Build the error for a first line that looks like data, or return None when it looks like a header.
+
+    The line counts as data when at least two of its fields read as dates
+    (in any preset's date format) or amounts, which no preset's header does.
+    """
+    formats = tuple(dict.fromkeys(fmt for layout in PRESETS for fmt in layout.timestamp_formats))
+    data_fields = []
+    for field in header:
+        text = field.strip()
+        if not text:
+            continue
+        try:
+            parse_amount(text)
+        except ValueError:
+            try:
+                parse_timestamp(text, formats=formats, zone=timezone.utc)
+            except ValueError:
+                continue
+        data_fields.append(text)
+    if len(data_fields) < 2:
+        return None
+
+    return (
+        f"the first line {','.join(header)[:300]!r} looks like data, not a header, because "
+        f"{', '.join(repr(text) for text in data_fields[:5])} read as dates or amounts, "
+        "so the file seems to have no header row. Add a header line at the top of the file that names "
+        f"the columns: the documented header {','.join(DOCUMENTED.expected_header)}, "
+        "or the header of a bank preset from docs/input-formats.md. For other column names, also pass "
+        "a layout file with --layout that maps them to transaction fields "
+        "(see \"A layout of your own\" in docs/input-formats.md)"
     )
 
 

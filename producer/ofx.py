@@ -258,7 +258,7 @@ class OfxReader(DocumentReader):
         try:
             amount = -parse_ofx_amount(amount_text)
         except ValueError as error:
-            raise RowError(str(error), line=line, column="TRNAMT", value=amount_text) from None
+            raise RowError.from_value_error(error, line=line, column="TRNAMT", value=amount_text) from None
         if amount <= 0:
             what = "zero amount" if amount == 0 else f"credit of {-amount}"
             return Skipped(line, f"{what}, not a purchase; recorded, not recommended", raw, transaction_id)
@@ -267,7 +267,7 @@ class OfxReader(DocumentReader):
         try:
             timestamp = parse_ofx_time(fields.get(stamp_field, ""))
         except ValueError as error:
-            raise RowError(str(error), line=line, column=stamp_field, value=fields.get(stamp_field, "")) from None
+            raise RowError.from_value_error(error, line=line, column=stamp_field, value=fields.get(stamp_field, "")) from None
 
         merchant = fields.get("NAME") or fields.get("MEMO") or ""
         if not merchant:

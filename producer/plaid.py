@@ -234,7 +234,7 @@ def _timestamp(entry: dict, position: int, where: str) -> datetime:
         try:
             return parse_timestamp(value, formats=("iso",), zone=timezone.utc)[0]
         except ValueError as error:
-            raise RowError(str(error), line=position, column=f"{where}.{key}", value=value) from None
+            raise RowError.from_value_error(error, line=position, column=f"{where}.{key}", value=value) from None
     raise RowError("the entry has no date", line=position, column=f"{where}.date", value=None,
                    fix="keep Plaid's response as it was")
 

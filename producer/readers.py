@@ -345,7 +345,7 @@ def _duplicate(transaction: Transaction, line: int, earlier: int, raw: str, colu
         RowError(
             f"transaction_id {transaction.transaction_id!r} was already used on line {earlier}",
             line=line, column=column, value=transaction.transaction_id,
-            fix="give each transaction its own transaction_id",
+            fix="give each transaction its own transaction_id", transaction_id=transaction.transaction_id,
         ),
         raw,
     )
@@ -416,6 +416,8 @@ class JsonLinesReader(_LineReader):
         try:
             return self._convert(data, line.number, raw)
         except RowError as error:
+            if isinstance(data.get("transaction_id"), str):
+                error.transaction_id = data["transaction_id"]
             return Rejected(error, raw)
 
     def _json_error(self, line: PhysicalLine, text: str, error: Exception) -> RowError:
@@ -461,7 +463,7 @@ class JsonLinesReader(_LineReader):
         try:
             values["timestamp"], had_zone = parse_timestamp(stamp, formats=DEFAULT_TIMESTAMP_FORMATS, zone=timezone.utc)
         except ValueError as error:
-            raise RowError(str(error), line=line, column="timestamp", value=stamp) from None
+            raise RowError.from_value_error(error, line=line, column="timestamp", value=stamp) from None
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as UTC")
@@ -493,7 +495,7 @@ def _json_amount(value: object, line: int) -> Decimal:
         try:
             return parse_amount(value)
         except ValueError as error:
-            raise RowError(str(error), line=line, column="amount_usd", value=value) from None
+            raise RowError.from_value_error(error, line=line, column="amount_usd", value=value) from None
     amount = Decimal(value)
     if not amount.is_finite():
         raise RowError("amount_usd is not a finite number", line=line, column="amount_usd", value=value)

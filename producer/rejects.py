@@ -33,7 +33,7 @@ class RejectsWriter:
         error = outcome.error
         self.write({
             "outcome": "rejected", "line": error.line, "column": error.column, "value": error.value,
-            "reason": error.reason, "fix": error.fix, "transaction_id": None, "raw": outcome.raw,
+            "reason": error.reason, "fix": error.fix, "transaction_id": error.transaction_id, "raw": outcome.raw,
         })
 
     def skipped(self, outcome: Skipped) -> None:

@@ -1,7 +1,8 @@
 """Parsers for the amount and date text found in card and bank exports.
 
-Each parser raises ``ValueError`` with a message that names the accepted
-layouts. The readers turn that into a ``RowError`` naming the line and column.
+Each parser raises ``InvalidValueError``, a ``ValueError`` whose reason and
+fix (the accepted formats) are kept apart. The readers turn that into a
+``RowError`` naming the line and column.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 
+from producer.errors import InvalidValueError
 from rewardpilot.models import DATE_ONLY_TIME
 
 # An amount as banks write it: an optional sign, an optional "$", digits with
@@ -54,7 +56,7 @@ def parse_amount(text: str) -> Decimal:
     """Parse an amount as exports write it into a signed ``Decimal``.
 
     Accepts "12.50", "1,234.56", "$1,234.56", "-$5", "$-99.00", "+ $73.01"
-    and "(45.00)" (negative). Raises ``ValueError`` for anything else,
+    and "(45.00)" (negative). Raises ``InvalidValueError`` for anything else,
     including exponents, NaN and a decimal comma such as "12,50".
     """
     value = text.strip()
@@ -68,17 +70,17 @@ def parse_amount(text: str) -> Decimal:
 
     match = _AMOUNT.match(value)
     if match is None or not (match["digits"] or match["fraction"]):
-        raise ValueError(f"{text!r} is not an amount; {AMOUNT_EXAMPLES}")
+        raise InvalidValueError(f"{text!r} is not an amount", AMOUNT_EXAMPLES)
     if match["sign"] and match["inner_sign"]:
-        raise ValueError(f"{text!r} has two signs; {AMOUNT_EXAMPLES}")
+        raise InvalidValueError(f"{text!r} has two signs", AMOUNT_EXAMPLES)
     if negative and (match["sign"] or match["inner_sign"]):
-        raise ValueError(f"{text!r} has both parentheses and a sign; {AMOUNT_EXAMPLES}")
+        raise InvalidValueError(f"{text!r} has both parentheses and a sign", AMOUNT_EXAMPLES)
 
     number = (match["digits"] or "0").replace(",", "") + (match["fraction"] or "")
     try:
         amount = Decimal(number)
     except InvalidOperation:  # NOTE: the pattern admits only digits, so this is a guard
-        raise ValueError(f"{text!r} is not an amount; {AMOUNT_EXAMPLES}") from None
+        raise InvalidValueError(f"{text!r} is not an amount", AMOUNT_EXAMPLES) from None
 
     if negative or "-" in (match["sign"], match["inner_sign"]):
         amount = -amount
@@ -94,8 +96,8 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
     is taken as noon (``DATE_ONLY_TIME``), which stays on the same calendar
     date in every zone within 11 hours of ``zone``, so cap periods, quarters
     and monthly reports see the date the bank printed. Returns the time and
-    whether it carried a zone of its own. Raises ``ValueError`` naming the
-    accepted layouts.
+    whether it carried a zone of its own. Raises ``InvalidValueError`` whose
+    fix names the accepted formats.
     """
     value = text.strip()
     if formats and formats[0] == "iso" and "T" in value:
@@ -124,8 +126,9 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
         try:
             return parsed.astimezone(timezone.utc), had_zone
         except OverflowError:  # year 1 or 9999 moved across the date line
-            raise ValueError(f"{text!r} is out of the supported date range") from None
-    raise ValueError(f"{text!r} is not a date in an accepted layout; write it as {describe_formats(formats)}")
+            raise InvalidValueError(f"{text!r} is out of the supported date range",
+                                    "write a date between the years 2 and 9998") from None
+    raise InvalidValueError(f"{text!r} is not a date in an accepted format", f"write it as {describe_formats(formats)}")
 
 
 def _has_time_of_day(layout: str, value: str) -> bool:

@@ -15,12 +15,38 @@ import structlog
 
 _configured = False
 
+LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class InvalidLogLevelError(ValueError):
+    """A log level name that is not one of ``LEVELS``."""
+
+
+def parse_level(name: str) -> int:
+    """Return the ``logging`` number of a level name in ``LEVELS``, in any case.
+
+    Raises InvalidLogLevelError naming the value and the accepted levels.
+    """
+    level_name = name.strip().upper()
+    if level_name not in LEVELS:
+        raise InvalidLogLevelError(f"invalid log level {name!r}: expected one of {', '.join(LEVELS)} (any case)")
+    return getattr(logging, level_name)
+
 
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
-    """Configure structlog once per process; later calls only change the level."""
+    """Configure structlog once per process; later calls only change the level.
+
+    Without ``level`` the level comes from RP_LOG_LEVEL, else INFO. Raises
+    InvalidLogLevelError when the level is not one of ``LEVELS``.
+    """
     global _configured
-    level_name = (level or os.environ.get("RP_LOG_LEVEL", "INFO")).upper()
-    numeric = getattr(logging, level_name, logging.INFO)
+    if level:
+        numeric = parse_level(level)
+    else:
+        try:
+            numeric = parse_level(os.environ.get("RP_LOG_LEVEL") or "INFO")
+        except InvalidLogLevelError as exc:
+            raise InvalidLogLevelError(f"RP_LOG_LEVEL: {exc}") from None
     if json is None:
         json = not sys.stderr.isatty()
 

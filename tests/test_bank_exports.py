@@ -45,8 +45,8 @@ def csv_records(relative: str) -> list[dict]:
     [
         ("beanhub-extract/chase_credit_card.csv", lambda r: r["Type"] == "Sale" and Decimal(r["Amount"]) < 0),
         ("csv2ofx/capitalone.csv", lambda r: bool(r["Debit"])),
-        ("csv2ofx/mint.csv", lambda r: r["Transaction Type"] == "debit"),
-        ("beanhub-extract/mercury.csv", lambda r: Decimal(r["Amount"]) < 0),
+        ("csv2ofx/mint.csv", lambda r: r["Transaction Type"] == "debit" and r["Original Description"] != "Account Transfer"),
+        ("beanhub-extract/mercury.csv", lambda r: Decimal(r["Amount"]) < 0 and bool(r["Last Four Digits"])),
         ("csv2ofx/schwab-checking.csv", lambda r: r["Type"] not in ("ATM", "CHECK", "DEPOSIT", "ACH")),
         ("reckon/73-sample.csv", lambda r: True),
         ("beanhub-extract/plaid.csv", lambda r: Decimal(r["amount"]) > 0 and r["pending"] == "False"),
@@ -89,21 +89,45 @@ def test_capital_one_card_number_kept():
 
 
 @needs_samples
-def test_mint_cr_only_lines():
+def test_mint_sample_transfers_skipped():
+    """The sample holds only transfers between accounts, each skipped with its reason."""
     outcomes = read_file("csv2ofx/mint.csv")
 
     assert [outcome.line for outcome in outcomes] == [2, 3, 4, 5]
-    first = of_kind(outcomes, Row)[0].transaction
-    assert first.amount_usd == Decimal("1000.00")
-    assert first.timestamp == datetime(2015, 6, 12, 12, tzinfo=timezone.utc)
-    assert "credit" in of_kind(outcomes, Skipped)[0].reason
+    assert of_kind(outcomes, Row) == []
+    reasons = [outcome.reason for outcome in of_kind(outcomes, Skipped)]
+    assert reasons.count("transfer between accounts (Original Description: Account Transfer), not a purchase") == 3
+    assert "credit to the account (Transaction Type: credit), not a purchase" in reasons
+
+
+MINT = (
+    "Date,Description,Original Description,Amount,Transaction Type,Category,Account Name,Labels,Notes\r"
+    "6/12/15,Whole Foods,WHOLEFDS MKT 10234,\"1,000.00\",debit,Groceries,Visa,,\r"
+    "6/13/15,Transfer to Savings,Account Transfer,\"2,000.00\",debit,Savings,Checking,,\r"
+)
+
+
+def test_mint_purchase_read():
+    outcomes = read(MINT.encode())
+
+    row = of_kind(outcomes, Row)[0].transaction
+    assert row.merchant == "Whole Foods"
+    assert row.amount_usd == Decimal("1000.00")
+    assert row.timestamp == datetime(2015, 6, 12, 12, tzinfo=timezone.utc)
+    assert row.card_used == "Visa"
+    assert "transfer between accounts" in of_kind(outcomes, Skipped)[0].reason
 
 
 @needs_samples
 def test_mercury_last_four_and_time():
-    rows = of_kind(read_file("beanhub-extract/mercury.csv"), Row)
+    outcomes = read_file("beanhub-extract/mercury.csv")
+    rows = of_kind(outcomes, Row)
 
-    aws = rows[1].transaction
+    assert [row.transaction.merchant for row in rows] == ["Amazon Web Services", "Adobe"]
+    skipped = of_kind(outcomes, Skipped)
+    assert [outcome.line for outcome in skipped] == [2, 5]
+    assert skipped[0].reason == "paid from a bank account, not with a card (Last Four Digits empty), not a purchase"
+    aws = rows[0].transaction
     assert aws.card_used == "Mercury Credit 5678"
     assert aws.amount_usd == Decimal("353.63")
     assert aws.timestamp == datetime(2024, 4, 16, 3, 25, 55, tzinfo=timezone.utc)
@@ -276,7 +300,7 @@ def test_amex_short_bad_amount_rejected_rest_kept():
     assert rejected[0].error.line == 5
     assert rejected[0].error.column == "Amount"
     assert rejected[0].error.value == "4.7.5"
-    assert "write it like" in rejected[0].error.reason
+    assert "write it like" in rejected[0].error.fix
     assert [row.transaction.merchant for row in of_kind(outcomes, Row)] == ["BLUE BOTTLE COFFEE", "SHELL OIL"]
 
 

@@ -285,4 +285,5 @@ def test_consume_warns_when_retention_outlives_markers(cli_env, keys):
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "second result" in completed.stderr
-    assert "--marker-ttl" in completed.stderr
+    assert "--trim-older-than 30d" in completed.stderr
+    assert "--marker-ttl 7d" in completed.stderr

@@ -19,12 +19,20 @@ if TYPE_CHECKING:
 
 def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold, breaker_cooldown,
                  timeout) -> CallOptions:
+    """Collect the recommender call options, or exit 2 naming the value when ``--count`` is invalid."""
     from consumer.build import CallOptions
+    from consumer.errors import InvalidRateLimitError
 
-    return CallOptions.from_env(
+    options = CallOptions.from_env(
         orchestrator_url=orchestrator, rate=rate, burst=burst, counting=counting, max_attempts=max_attempts,
         breaker_threshold=breaker_threshold, breaker_cooldown=breaker_cooldown, timeout=timeout,
     )
+    try:
+        options.check()
+    except InvalidRateLimitError as exc:
+        console.print(f"[red]error:[/red] --count: {exc}")
+        raise typer.Exit(2) from None
+    return options
 
 
 def age_seconds(text: str | None, option: str) -> float | None:
@@ -40,12 +48,14 @@ def age_seconds(text: str | None, option: str) -> float | None:
         raise typer.Exit(2) from None
 
 
-def warn_if_markers_expire_first(marker_ttl: float, trim_age: float | None) -> None:
-    """Warn when the stream keeps entries longer than their result markers live."""
-    if trim_age is not None and trim_age > marker_ttl:
+def warn_if_markers_expire_first(marker_ttl: str, trim_older_than: str | None) -> None:
+    """Warn when the stream keeps entries longer than their result markers live (both ages already checked)."""
+    from rewardpilot.retention import parse_age
+
+    if trim_older_than is not None and parse_age(trim_older_than) > parse_age(marker_ttl):
         console.print(
-            f"[yellow]warning:[/yellow] --trim-older-than keeps entries for {trim_age / 86400:g} days, longer than "
-            f"--marker-ttl ({marker_ttl / 86400:g} days): an entry redelivered after its marker expired gets a "
+            f"[yellow]warning:[/yellow] --trim-older-than {trim_older_than} keeps entries longer than "
+            f"--marker-ttl {marker_ttl}: an entry redelivered after its marker expired gets a "
             "second result. Raise --marker-ttl to at least the retention."
         )
 
@@ -97,7 +107,9 @@ def consume(
 
     marker_ttl_seconds = age_seconds(marker_ttl, "--marker-ttl")
     trim_age = age_seconds(trim_older_than, "--trim-older-than")
-    warn_if_markers_expire_first(marker_ttl_seconds, trim_age)
+    warn_if_markers_expire_first(marker_ttl, trim_older_than)
+    options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
+                           breaker_cooldown, timeout)
     context = app_context(ctx)
     wait_for_redis(context.client(), context, startup_timeout)
     partitions = agreed_partitions(context.client(), context.keys(job), partitions)
@@ -108,8 +120,6 @@ def consume(
         max_deliveries=max_deliveries, trim_older_than_seconds=trim_age, result_ttl_seconds=int(marker_ttl_seconds),
         partitions=partitions, lease_ms=int(lease * 1000),
     )
-    options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
-                           breaker_cooldown, timeout)
 
     async def main():
         client = context.async_client(block_ms=block_ms)

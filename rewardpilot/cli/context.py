@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from rewardpilot.streams import DEFAULT_PREFIX, StreamKeys
+from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys
 
 if TYPE_CHECKING:
     import redis
@@ -137,6 +137,22 @@ def check_redis(client: redis.Redis, context: AppContext) -> None:
         console.print(f"[red]error:[/red] Redis at {redact(context.url())} returned an error: "
                       f"{str(exc).rstrip('.')}. Check the URL, for example its database number.")
         raise typer.Exit(2) from None
+
+
+def check_job_exists(client: redis.Redis, context: AppContext, keys: StreamKeys, run: str = LIVE_RUN) -> None:
+    """Exit 2 when ``keys.job`` is set but no job with that id has streams under the prefix.
+
+    A job's streams exist once its run has published, so a mistyped id would
+    otherwise wait forever (``subscribe``) or show only zeros (``status``).
+    """
+    if keys.job is None:
+        return
+    from rewardpilot.partitions import count_key
+
+    if not client.exists(keys.results(run), keys.transactions, count_key(keys)):
+        console.print(f"[red]error:[/red] no job {keys.job!r} under prefix {context.prefix!r} on this server; "
+                      "use the job id that `rewardpilot run` printed")
+        raise typer.Exit(2)
 
 
 def program_name() -> str:

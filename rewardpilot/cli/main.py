@@ -16,7 +16,7 @@ from rewardpilot.cli import (
     consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
 )
 from rewardpilot.cli import replay_cmd, report_cmd, trim_cmd, valuations_cmd
-from rewardpilot.cli.context import AppContext
+from rewardpilot.cli.context import AppContext, console
 from rewardpilot.streams import DEFAULT_PREFIX
 
 app = typer.Typer(
@@ -39,14 +39,22 @@ def root(
         "Unset: the embedded Valkey server in ./.rewardpilot/.", show_default=False,
     ),
     log_level: str = typer.Option(
-        os.environ.get("RP_LOG_LEVEL"), "--log-level", show_default=False,
-        help="DEBUG, INFO, WARNING or ERROR (env RP_LOG_LEVEL). Default: WARNING for `run`, INFO otherwise.",
+        None, "--log-level", envvar="RP_LOG_LEVEL", show_default=False,
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case. Default: WARNING for `run`, INFO otherwise.",
     ),
 ) -> None:
     from rewardpilot import logs
 
     quiet_by_default = ctx.invoked_subcommand == "run"
-    logs.configure(log_level or ("WARNING" if quiet_by_default else "INFO"))
+    try:
+        logs.configure(log_level or ("WARNING" if quiet_by_default else "INFO"))
+    except logs.InvalidLogLevelError as exc:
+        # Compared by name: typer bundles its own copy of click, so click.core.ParameterSource is another enum.
+        if getattr(ctx.get_parameter_source("log_level"), "name", None) == "ENVIRONMENT":
+            console.print(f"[red]error:[/red] RP_LOG_LEVEL: {exc}; fix or unset RP_LOG_LEVEL")
+        else:
+            console.print(f"[red]error:[/red] --log-level: {exc}")
+        raise typer.Exit(2) from None
     ctx.obj = AppContext(prefix=prefix, redis_url=redis_url)
 
 

@@ -9,21 +9,38 @@ import time
 import typer
 from rich.table import Table
 
-from rewardpilot.cli.context import app_context, check_redis, stdout_console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, stdout_console
+from rewardpilot.streams import LIVE_RUN
 
 
-def _render(snapshot: dict) -> Table:
-    """Render a status snapshot: one row per partition and group when partitioned, else per group and consumer."""
+def _render(snapshot: dict, job: str | None = None) -> Table:
+    """Render a status snapshot: one row per partition and group when partitioned, else per group and consumer.
+
+    ``job`` is the job whose streams the snapshot describes, None for the live streams.
+    """
     if snapshot.get("partitions"):
         table = _partitions_table(snapshot["transactions"]["stream"], snapshot["partitions"])
     else:
         table = _stream_table(snapshot["transactions"])
-    results = ", ".join(f"{run}: {count}" for run, count in snapshot["results"].items())
     table.caption = (
-        f"results {results}; {_results_rate_text(snapshot.get('results_per_second'))}; "
+        f"{_results_text(snapshot['results'], job)}; {_results_rate_text(snapshot.get('results_per_second'))}; "
         f"dead letters: {snapshot['dead_letters']}; {_rate_text(snapshot.get('rate_limit'))}"
     )
     return table
+
+
+def _results_text(results: dict[str, int], job: str | None) -> str:
+    """Return the result counts per run, such as ``results live: 12`` or ``results of job J: 12``.
+
+    A job's own results stream is keyed under the live run name, so for a job that count is labelled with the job.
+    """
+    parts = []
+    for run, count in results.items():
+        if job is not None and run == LIVE_RUN:
+            parts.append(f"of job {job}: {count}")
+        else:
+            parts.append(f"{run}: {count}")
+    return "results " + ", ".join(parts)
 
 
 def _stream_table(transactions: dict) -> Table:
@@ -112,12 +129,13 @@ def status(
     client = context.client()
     check_redis(client, context)
     keys = context.keys(job)
+    check_job_exists(client, context, keys)
     if not watch:
         snapshot = collect_status(client, keys)
         if as_json:
             typer.echo(json.dumps(snapshot))
             return
-        stdout_console().print(_render(snapshot))
+        stdout_console().print(_render(snapshot, job))
         return
 
     from rich.live import Live
@@ -128,8 +146,8 @@ def status(
         refreshes = 0
         while True:
             snapshot = collect_status(client, keys)
-            snapshot["results_per_second"] = rate.sample(client, keys.results("live"))
-            yield _render(snapshot)
+            snapshot["results_per_second"] = rate.sample(client, keys.results(LIVE_RUN))
+            yield _render(snapshot, job)
             refreshes += 1
             if count and refreshes >= count:
                 return

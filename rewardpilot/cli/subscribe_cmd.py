@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from rewardpilot.cli.context import app_context, check_redis, console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis
 from rewardpilot.streams import LIVE_RUN
 
 
@@ -31,13 +31,7 @@ def subscribe(
     keys = context.keys(job)
     stream = keys.results(run)
     start = "0" if from_start else (from_id or "$")
-    from rewardpilot.partitions import count_key
-
-    if job is not None and not client.exists(stream, keys.transactions, count_key(keys)):
-        # A job's streams exist once its run has published; waiting on a mistyped id would never end.
-        console.print(f"[red]error:[/red] no job {job!r} under prefix {context.prefix!r} on this server; "
-                      "use the job id that `rewardpilot run` printed")
-        raise typer.Exit(2)
+    check_job_exists(client, context, keys, run)
 
     async def main() -> None:
         client = context.async_client(block_ms=1000)
