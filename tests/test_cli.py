@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -287,3 +288,19 @@ def test_consume_warns_when_retention_outlives_markers(cli_env, keys):
     assert "second result" in completed.stderr
     assert "--trim-older-than 30d" in completed.stderr
     assert "--marker-ttl 7d" in completed.stderr
+
+
+@one_server
+def test_run_prints_subscribe_command_unwrapped(cli_env, keys, tmp_path):
+    """The command to copy stays on one line when the output is not a terminal (80 columns)."""
+    source = write_csv(tmp_path / "s.csv", [
+        ["w1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+    ])
+
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    output = completed.stdout + completed.stderr
+    lines = [line for line in output.splitlines() if line.startswith("follow this job's results with:")]
+    assert len(lines) == 1
+    assert re.search(r"subscribe --job \S+ --from-start$", lines[0])

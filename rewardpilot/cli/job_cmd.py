@@ -76,7 +76,9 @@ def run(
         typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published)}))
     else:
         _print_summary(summary, client, results_stream, sample, _input_counts(published))
-    console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start")
+    # soft_wrap: the command is meant to be copied, so it must not be cut at the console's width.
+    console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
+                  soft_wrap=True)
 
     if published.rejected:
         raise typer.Exit(1)
