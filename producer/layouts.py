@@ -73,11 +73,11 @@ class Layout(BaseModel):
     ``skip_when_present`` maps a column to the reason for skipping the rows
     in which it is not empty. ``skip_values`` maps a column to the values
     (compared without case) that mark a row as no purchase, each with the
-    reason, such as a "Type" column that says "Payment"; the value "" marks
-    a row whose column is empty. Times without a
-    zone are read in ``timezone``. With ``exact_header``, ``detect_layout``
-    picks this layout only for a header that is ``expected_header`` exactly,
-    in order; that keeps a short preset from claiming longer headers.
+    reason, such as "Payment" in a "Type" column. The value "" marks a row
+    whose column is empty. Times without a zone are read in ``timezone``.
+    With ``exact_header``, ``detect_layout`` picks this layout only for a
+    header that is ``expected_header`` exactly, in order; that keeps a short
+    preset from claiming longer headers.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -480,10 +480,10 @@ def detect_layout(header: list[str]) -> Layout:
 
     When several presets match, the one that requires the most columns wins,
     so a Chase header (which also holds every column of the generic card
-    layout) is read as Chase. Raises ``InputError``: for a first line that
-    looks like data, one stating that the file seems to have no header row;
-    otherwise one that leads with the columns the nearest preset misses and
-    its expected header, and ends with the names of the presets.
+    layout) is read as Chase. Raises ``InputError`` when none matches. For
+    a first line that looks like data, the error says that the file seems to
+    have no header row. Otherwise it leads with the columns the nearest
+    preset misses and its expected header, and ends with the preset names.
     """
     present = {normalize_column(name) for name in header}
     normalized_header = [normalize_column(name) for name in header]

@@ -304,3 +304,17 @@ def test_run_prints_subscribe_command_unwrapped(cli_env, keys, tmp_path):
     lines = [line for line in output.splitlines() if line.startswith("follow this job's results with:")]
     assert len(lines) == 1
     assert re.search(r"subscribe --job \S+ --from-start$", lines[0])
+
+
+@one_server
+def test_run_unreadable_file_stops_quietly(cli_env, keys, tmp_path):
+    """A file that matches no layout stops the job with exit 2 and no warning about pending entries."""
+    source = tmp_path / "no-header.csv"
+    source.write_text("01/09/2015,05354 SUBWAY,8.19,,1000.00\n01/10/2015,SHELL,30.00,,970.00\n")
+
+    completed = run_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
+
+    stderr = " ".join(completed.stderr.split())  # the console wraps long lines
+    assert completed.returncode == 2
+    assert "looks like data, not a header" in stderr
+    assert "consumer aborting" not in stderr

@@ -108,7 +108,9 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
         )
         print_publish_summary(published)
     except BaseException:
-        pool.abort()
+        # Stop, not abort: the workers settle the batches in hand (none, when the
+        # file could not be read at all) within the grace period.
+        pool.stop()
         await asyncio.gather(consuming, return_exceptions=True)
         raise
 
