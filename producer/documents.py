@@ -52,7 +52,8 @@ class DocumentReader:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        log.info("input warning", warning=message)  # the file summary reports it to the user
+        # Debug only: the file summary shows each warning, and API callers read ``warnings``.
+        log.debug("input warning", warning=message)
 
     def __iter__(self) -> Iterator[Outcome]:
         try:

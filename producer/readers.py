@@ -160,7 +160,8 @@ class _LineReader:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        log.info("input warning", warning=message)  # the file summary reports it to the user
+        # Debug only: the file summary shows each warning, and API callers read ``warnings``.
+        log.debug("input warning", warning=message)
 
     def note_sub_cent(self, line: int, amount: Decimal) -> None:
         """Warn once per file that amounts finer than a cent are rounded, naming the first."""

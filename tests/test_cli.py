@@ -318,3 +318,20 @@ def test_run_unreadable_file_stops_quietly(cli_env, keys, tmp_path):
     assert completed.returncode == 2
     assert "looks like data, not a header" in stderr
     assert "consumer aborting" not in stderr
+
+
+@one_server
+def test_publish_shows_each_input_warning_once(cli_env, keys, tmp_path):
+    """An input warning appears in the summary table only, not also as a log line."""
+    source = tmp_path / "mint.csv"
+    source.write_text(
+        "Date,Description,Original Description,Amount,Transaction Type,Category,Account Name,Labels,Notes\n"
+        "6/12/15,Whole Foods,WHOLEFDS MKT,84.20,debit,Groceries,Visa,,\n"
+    )
+
+    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-2000:]
+    assert "input warning" not in output
+    assert "Labels" in output
