@@ -337,8 +337,8 @@ class BoundLayout:
             flag = self._value(fields, column).strip()
             reason = _casefolded(reasons).get(flag.casefold())
             if reason is not None:
-                shown = f"{column}: {flag}" if flag else f"{column} empty"
-                return Skip(f"{reason} ({shown}), not a purchase", transaction_id)
+                found = f"{column}: {flag}" if flag else f"{column} empty"
+                return Skip(f"{reason} ({found}), not a purchase", transaction_id)
         return None
 
     def _amount(self, fields: list[str], values: dict, line: int) -> Decimal:
@@ -481,7 +481,7 @@ def detect_layout(header: list[str]) -> Layout:
     When several presets match, the one that requires the most columns wins,
     so a Chase header (which also holds every column of the generic card
     layout) is read as Chase. Raises ``InputError`` when none matches. For
-    a first line that looks like data, the error says that the file seems to
+    a first line that looks like data, the error states that the file seems to
     have no header row. Otherwise it leads with the columns the nearest
     preset misses and its expected header, and ends with the preset names.
     """

@@ -31,7 +31,7 @@ from producer.layouts import (
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
-from rewardpilot.canonical import canonical_transaction
+from rewardpilot.canonical import canonical_transaction, is_encodable
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
 
@@ -440,7 +440,7 @@ class JsonLinesReader(_LineReader):
             self.warn(f"keys {sorted(unknown)} (first on line {line}) are not transaction fields and are ignored")
 
         for key, value in data.items():
-            if isinstance(value, str) and not _encodable(value):
+            if isinstance(value, str) and not is_encodable(value):
                 raise RowError("the text holds an unpaired surrogate escape", line=line, column=key,
                                value=_printable(value), fix="write valid Unicode text")
 
@@ -476,14 +476,6 @@ class JsonLinesReader(_LineReader):
         if earlier is None:
             return Row(line, transaction)
         return _duplicate(transaction, line, earlier, raw, "transaction_id")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _json_amount(value: object, line: int) -> Decimal:

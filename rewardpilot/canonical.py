@@ -103,7 +103,7 @@ def canonical_transaction(values: dict) -> Transaction | None:
     ):
         return None
     text = transaction_id + user_id + merchant + category
-    if not text.isascii() and not _is_encodable(text):  # joining never pairs two lone surrogates
+    if not text.isascii() and not is_encodable(text):  # joining never pairs two lone surrogates
         return None
 
     # The steps of Transaction._parse_amount for a Decimal: Decimal(str(value))
@@ -186,13 +186,13 @@ def _add_optional_fields(values: dict, fields: dict) -> bool:
     card_used = get("card_used")
     if card_used is not None:
         if not (type(card_used) is str and len(card_used) <= MAX_CATEGORY_LENGTH and card_used.strip() == card_used
-                and (card_used.isascii() or _is_encodable(card_used))):
+                and (card_used.isascii() or is_encodable(card_used))):
             return False
         fields["card_used"] = card_used
     return True
 
 
-def _is_encodable(text: str) -> bool:
+def is_encodable(text: str) -> bool:
     """Return whether ``text`` is valid Unicode; pydantic rejects a string with a lone surrogate."""
     try:
         text.encode("utf-8")

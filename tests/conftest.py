@@ -9,6 +9,7 @@ afterwards, so tests never see each other's streams.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import socket
@@ -180,3 +181,20 @@ def run_cli(args: list[str], env: dict[str, str], *, timeout: float = 120, input
         [sys.executable, "-m", "rewardpilot.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout, input=input, cwd=cwd,
     )
+
+
+class SmallReads(io.RawIOBase):
+    """A stream that returns at most ``size`` bytes per read, so lines span many reads and line ends fall between them."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data = data
+        self.size = size
+        self.offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, count: int = -1) -> bytes:
+        chunk = self.data[self.offset:self.offset + min(self.size, count if count >= 0 else self.size)]
+        self.offset += len(chunk)
+        return chunk

@@ -37,7 +37,7 @@ from rewardpilot import codec
 from rewardpilot.canonical import canonical_transaction, transaction_from_json
 from rewardpilot.models import MAX_AMOUNT_USD, MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, MAX_MERCHANT_LENGTH, Transaction
 from rewardpilot.streams import StreamKeys
-from tests.conftest import ValkeyProcess
+from tests.conftest import SmallReads, ValkeyProcess
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -409,23 +409,6 @@ def test_timestamp_fast_path_keeps_errors():
 
 
 # Lines and CSV records.
-class SmallReads(io.RawIOBase):
-    """A stream that returns at most ``size`` bytes per read, so line ends fall across reads."""
-
-    def __init__(self, data: bytes, size: int) -> None:
-        self.data = data
-        self.size = size
-        self.offset = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, count: int = -1) -> bytes:
-        chunk = self.data[self.offset:self.offset + self.size]
-        self.offset += len(chunk)
-        return chunk
-
-
 def reference_lines(data: bytes) -> list[tuple[int, bytes, bytes]]:
     data = data.removeprefix(b"\xef\xbb\xbf")  # LineSplitter drops a UTF-8 byte-order mark
     lines = []

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import SmallReads
 from producer import Layout, Rejected, Row, read_transactions
 from producer.duplicates import BloomFilter, DuplicateIndex
 from producer.lines import LineSplitter, PhysicalLine
@@ -80,23 +81,6 @@ def test_duplicate_index_usable_after_close():
 
     assert index.add("t9", 9) is None
     assert index.add("t9", 10) == 9
-
-
-class SmallReads(io.RawIOBase):
-    """A stream that returns at most ``size`` bytes per read, so lines span many reads."""
-
-    def __init__(self, data: bytes, size: int) -> None:
-        self.data = data
-        self.size = size
-        self.offset = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, count: int = -1) -> bytes:
-        chunk = self.data[self.offset:self.offset + min(self.size, count if count >= 0 else self.size)]
-        self.offset += len(chunk)
-        return chunk
 
 
 def split(data: bytes, *, read_size: int, max_line_bytes: int) -> list[PhysicalLine]:

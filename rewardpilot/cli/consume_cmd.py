@@ -48,16 +48,13 @@ def age_seconds(text: str | None, option: str) -> float | None:
         raise typer.Exit(2) from None
 
 
-def warn_if_markers_expire_first(marker_ttl: str, trim_older_than: str | None) -> None:
-    """Warn when the stream keeps entries longer than their result markers live (both ages already checked)."""
-    from rewardpilot.retention import parse_age
-
-    if trim_older_than is not None and parse_age(trim_older_than) > parse_age(marker_ttl):
-        console.print(
-            f"[yellow]warning:[/yellow] --trim-older-than {trim_older_than} keeps entries longer than "
-            f"--marker-ttl {marker_ttl}: an entry redelivered after its marker expired gets a "
-            "second result. Raise --marker-ttl to at least the retention."
-        )
+def warn_markers_expire_first(marker_ttl: str, trim_older_than: str) -> None:
+    """Warn that the stream keeps entries longer than their result markers live."""
+    console.print(
+        f"[yellow]warning:[/yellow] --trim-older-than {trim_older_than} keeps entries longer than "
+        f"--marker-ttl {marker_ttl}: an entry redelivered after its marker expired gets a "
+        "second result. Raise --marker-ttl to at least the retention."
+    )
 
 
 def make_pool(client, settings, options):
@@ -107,7 +104,8 @@ def consume(
 
     marker_ttl_seconds = age_seconds(marker_ttl, "--marker-ttl")
     trim_age = age_seconds(trim_older_than, "--trim-older-than")
-    warn_if_markers_expire_first(marker_ttl, trim_older_than)
+    if trim_age is not None and trim_age > marker_ttl_seconds:
+        warn_markers_expire_first(marker_ttl, trim_older_than)
     options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
                            breaker_cooldown, timeout)
     context = app_context(ctx)
