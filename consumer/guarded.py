@@ -11,7 +11,9 @@
 
 When the attempts run out it returns None and the pool gives the batch back
 to the consumer group: an outage never sends an entry to the dead-letter
-stream.
+stream. It returns None as well when the pool starts stopping while the call
+waits on the breaker or for tokens: the batch goes back to the group at once
+instead of waiting out a cool-down or spending the shared budget on shutdown.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
-from consumer.breaker import CircuitBreaker
+from consumer.breaker import BreakerState, CircuitBreaker
 from consumer.errors import TransientError
-from consumer.ratelimit.base import RateLimiter
+from consumer.ratelimit.base import AcquireStopped, RateLimiter
 from consumer.recommenders import ItemError, Recommender, WorkItem
 from consumer.retry import RetryPolicy
 from consumer.stats import PoolStats
@@ -62,8 +64,10 @@ class GuardedRecommender:
         attempt = 0
         first_failure: datetime | None = None
         while True:
-            if self.breaker is not None:
-                await self.breaker.wait_until_closed()
+            if self.breaker is not None and not await self._breaker_lets_through():
+                self.log.info("stopping while the circuit breaker is open; batch given back to the group",
+                              entry_ids=list(entry_ids[:5]))
+                return None
 
             try:
                 outcomes = await self._call_once(items)
@@ -71,6 +75,12 @@ class GuardedRecommender:
                 if self.breaker is not None:
                     self.breaker.abandon_probe()  # a cancelled probe must not block the others
                 raise
+            except AcquireStopped as exc:
+                if self.breaker is not None:
+                    self.breaker.abandon_probe()
+                self.log.info("stopping while waiting for rate-limit tokens; batch given back to the group",
+                              waited_seconds=round(exc.waited, 3), entry_ids=list(entry_ids[:5]))
+                return None
             except TransientError as exc:
                 attempt += 1
                 first_failure = first_failure or datetime.now(timezone.utc)
@@ -93,13 +103,30 @@ class GuardedRecommender:
                 outcomes = [_with_history(outcome, attempt + 1, first_failure) for outcome in outcomes]
             return outcomes
 
+    async def _breaker_lets_through(self) -> bool:
+        """Wait until the breaker lets a call through; return False if the pool starts stopping first."""
+        if self.breaker.state is BreakerState.CLOSED:
+            return True
+
+        opened = asyncio.ensure_future(self.breaker.wait_until_closed())
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({opened, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not opened.done():
+                opened.cancel()
+                await asyncio.gather(opened, return_exceptions=True)
+        # Once the wait has returned, this caller may be the probe, so it goes through even when stopping.
+        return opened.done() and not opened.cancelled() and opened.exception() is None
+
     async def _call_once(self, items: Sequence[WorkItem]) -> Outcomes:
         self.stats.recommender_calls += 1
         if self.limiter is None:
             return await self.recommender.recommend(items)
 
         cost = self.limiter.config.cost_for(len(items))
-        async with self.limiter.permit(cost) as permit:
+        async with self.limiter.permit(cost, stop=self.stopping) as permit:
             if permit.waited:
                 self.stats.rate_limit_waits += 1
                 self.stats.rate_limit_wait_seconds += permit.waited

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumer.errors import InvalidRateLimitError
-from consumer.ratelimit import RateLimitConfig, RedisTokenBucket, parse_rate, read_bucket_state
+from consumer.ratelimit import AcquireStopped, RateLimitConfig, RedisTokenBucket, parse_rate, read_bucket_state
 
 
 @pytest.fixture
@@ -284,6 +284,39 @@ async def test_cancelled_acquire_leaves_no_debt(clients, keys):
     # refilled since the drain: at 0.5 tokens/s, under one token and not below 0.
     state = await limiter.peek()
     assert 0.0 <= state.tokens < 1.0
+
+
+async def test_acquire_gives_up_when_stop_is_set(clients, keys):
+    limiter = bucket(clients[0], keys, rate=0.05, burst=1)
+    await drain(limiter, 1)
+    stop = asyncio.Event()
+
+    waiter = asyncio.create_task(limiter.acquire(stop=stop))
+    for _ in range(200):
+        if limiter.stats.waits:
+            break
+        await asyncio.sleep(0.01)
+    assert limiter.stats.waits == 1
+    stop.set()
+
+    # The next token is 20 s away; the stop ends the wait long before.
+    with pytest.raises(AcquireStopped) as stopped:
+        await asyncio.wait_for(waiter, timeout=5)
+    assert stopped.value.cost == 1
+    assert 0.0 < stopped.value.waited < 5
+    assert limiter.stats.seconds_waited == stopped.value.waited
+    assert 0.0 <= (await limiter.peek()).tokens < 1.0
+
+
+async def test_acquire_with_stop_set_takes_a_free_token_only(clients, keys):
+    limiter = bucket(clients[0], keys, rate=0.05, burst=1)
+    stop = asyncio.Event()
+    stop.set()
+
+    assert await limiter.acquire(stop=stop) == 0.0
+    with pytest.raises(AcquireStopped):
+        await asyncio.wait_for(limiter.acquire(stop=stop), timeout=5)
+    assert limiter.stats.waits == 1
 
 
 async def test_permit_cancelled_before_use_returns_tokens(clients, keys):

@@ -2,6 +2,7 @@
 every consumer process shares, adapting to 429s from the orchestrator."""
 
 from consumer.ratelimit.base import (
+    AcquireStopped,
     LimiterStats,
     Permit,
     RateLimitConfig,
@@ -11,6 +12,7 @@ from consumer.ratelimit.base import (
 from consumer.ratelimit.redis_bucket import BucketState, RedisTokenBucket, read_bucket_state
 
 __all__ = [
+    "AcquireStopped",
     "BucketState",
     "LimiterStats",
     "Permit",

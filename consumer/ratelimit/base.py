@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 import re
 from collections.abc import AsyncIterator
@@ -127,6 +128,29 @@ class LimiterStats:
     rewards: int = 0
 
 
+class AcquireStopped(Exception):
+    """``acquire`` gave up because its ``stop`` event was set while it waited; no tokens are held."""
+
+    def __init__(self, cost: int, waited: float):
+        super().__init__(f"stopped after waiting {waited:.3f} s for {cost} rate-limit tokens")
+        self.cost = cost
+        self.waited = waited
+
+
+async def sleep_unless(stop: asyncio.Event | None, seconds: float) -> bool:
+    """Sleep ``seconds``, or less when ``stop`` is set first; return whether the whole sleep ran."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return True
+    if stop.is_set():
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
 class Permit:
     """Tokens granted to one caller, to be marked used once the call is sent."""
 
@@ -149,8 +173,13 @@ class RateLimiter(abc.ABC):
     stats: LimiterStats
 
     @abc.abstractmethod
-    async def acquire(self, cost: int = 1) -> float:
-        """Wait until ``cost`` tokens are granted; return the seconds waited."""
+    async def acquire(self, cost: int = 1, stop: asyncio.Event | None = None) -> float:
+        """Wait until ``cost`` tokens are granted; return the seconds waited.
+
+        When ``stop`` is set while the caller waits, raise ``AcquireStopped``
+        without taking any tokens. A pool that is shutting down passes its
+        stopping event, so a worker never waits out a token it will not use.
+        """
 
     @abc.abstractmethod
     async def release(self, cost: int) -> None:
@@ -173,14 +202,15 @@ class RateLimiter(abc.ABC):
         return await self.acquire(self.config.cost_for(batch_size))
 
     @asynccontextmanager
-    async def permit(self, cost: int = 1) -> AsyncIterator[Permit]:
+    async def permit(self, cost: int = 1, stop: asyncio.Event | None = None) -> AsyncIterator[Permit]:
         """Acquire ``cost`` tokens for the block and give them back unless it marks them used.
 
         Call ``permit.mark_used()`` right before sending the request. A task
         cancelled or failing before that point returns its tokens, so a
-        shutdown does not waste the shared budget.
+        shutdown does not waste the shared budget. ``stop`` is passed to
+        ``acquire``.
         """
-        waited = await self.acquire(cost)
+        waited = await self.acquire(cost, stop)
         granted = Permit(cost, waited)
         try:
             yield granted

@@ -20,7 +20,7 @@ from importlib import resources
 import redis
 import redis.asyncio as aioredis
 
-from consumer.ratelimit.base import LimiterStats, RateLimitConfig, RateLimiter
+from consumer.ratelimit.base import AcquireStopped, LimiterStats, RateLimitConfig, RateLimiter, sleep_unless
 from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.streams import StreamKeys
 
@@ -83,11 +83,14 @@ class RedisTokenBucket(RateLimiter):
         self._effective_rate = config.rate
         self._climb_log = RepeatFilter(interval_seconds=10.0)
 
-    async def acquire(self, cost: int = 1) -> float:
+    async def acquire(self, cost: int = 1, stop: asyncio.Event | None = None) -> float:
         """Wait until ``cost`` tokens are granted; return the seconds spent waiting.
 
         Raises ValueError when ``cost`` exceeds the burst, because such a
-        request could never be granted.
+        request could never be granted, and ``AcquireStopped`` when ``stop``
+        is set while the caller waits. The loop checks ``stop`` itself: the
+        caller's cancellation alone is not enough, because redis-py 8.2's
+        asyncio client can lose one that arrives during the script call.
 
         NOTE: denied callers reserve nothing, so N callers waiting on an empty
         bucket all wake when the next token is due and one of them gets it.
@@ -105,7 +108,10 @@ class RedisTokenBucket(RateLimiter):
                 break
             denied = True
             self.stats.waits += 1
-            await asyncio.sleep(reply.wait_seconds)
+            if not await sleep_unless(stop, reply.wait_seconds):
+                waited = time.monotonic() - started
+                self.stats.seconds_waited += waited
+                raise AcquireStopped(cost, waited)
 
         if not denied:
             return 0.0

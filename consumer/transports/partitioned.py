@@ -414,9 +414,11 @@ class PartitionedStreamTransport:
         partition = self._partition_of_batch(entry_ids, set())
         stream = self.streams[partition]
         counts = await self._delivery_counts(stream, entry_ids)
-        for entry_id in entry_ids:
-            await self.client.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id],
-                                     retrycount=max(0, counts.get(entry_id, 1) - 1), justid=True)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=[entry_id],
+                            retrycount=max(0, counts.get(entry_id, 1) - 1), justid=True)
+            await pipe.execute()
         self._read_pending_again(partition)
         await self._finish(partition, entry_ids)
 
