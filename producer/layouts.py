@@ -77,7 +77,9 @@ class Layout(BaseModel):
     whose column is empty. Times without a zone are read in ``timezone``.
     With ``exact_header``, ``detect_layout`` picks this layout only for a
     header that is ``expected_header`` exactly, in order; that keeps a short
-    preset from claiming longer headers.
+    preset from claiming longer headers. ``header`` names the columns, in
+    order, of a file that has no header row, so its first line is read as
+    data (a first line that is this header is still taken as the header).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -96,6 +98,7 @@ class Layout(BaseModel):
     skip_values: dict[str, dict[str, str]] = {}
     expected_header: list[str] = []
     exact_header: bool = False
+    header: list[str] = []
 
     @model_validator(mode="after")
     def _check_fields(self) -> Layout:
@@ -117,11 +120,31 @@ class Layout(BaseModel):
         if self.exact_header and not self.expected_header:
             raise ValueError("exact_header needs expected_header, the header to match")
 
+        self._check_header()
+
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name such as UTC or America/New_York") from None
         return self
+
+    def _check_header(self) -> None:
+        """Check that ``header`` names each column once and names every column the layout reads."""
+        if not self.header:
+            return
+        normalized = [normalize_column(name) for name in self.header]
+        if "" in normalized:
+            position = normalized.index("") + 1
+            raise ValueError(f"header: column {position} has no name; name every column, such as unused{position}")
+        repeated = sorted({name for name, norm in zip(self.header, normalized) if normalized.count(norm) > 1})
+        if repeated:
+            raise ValueError(f"header names {repeated} more than once; give every column its own name")
+        unknown = [name for name in self.required_columns if normalize_column(name) not in normalized]
+        if unknown:
+            raise ValueError(
+                f"the layout reads columns {unknown} that header does not name; "
+                f"header names {self.header}"
+            )
 
     @property
     def required_columns(self) -> list[str]:
@@ -560,7 +583,8 @@ def headerless_message(header: list[str]) -> str | None:
         f"the columns: the documented header {','.join(DOCUMENTED.expected_header)}, "
         "or the header of a bank preset from docs/input-formats.md. For other column names, also pass "
         "a layout file with --layout that maps them to transaction fields "
-        "(see \"A layout of your own\" in docs/input-formats.md)"
+        "(see \"A layout of your own\" in docs/input-formats.md). To read the file as it is, "
+        "name its columns in order with header: in that layout file"
     )
 
 

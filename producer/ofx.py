@@ -246,7 +246,15 @@ class OfxReader(DocumentReader):
         else:
             digest = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
             transaction_id = f"ofx-{account[-4:] or 'account'}-{line}-{digest}"
+        try:
+            return self._classify(fields, statement, organization, line, raw, account, transaction_id)
+        except RowError as error:
+            error.transaction_id = error.transaction_id or transaction_id  # the rejects file names the entry
+            raise
 
+    def _classify(self, fields: dict[str, str], statement: dict[str, str], organization: str, line: int,
+                  raw: str, account: str, transaction_id: str) -> Outcome:
+        """Record a statement entry that is no purchase as skipped; otherwise build its transaction."""
         kind = fields.get("TRNTYPE", "").upper()
         if fields.get("CORRECTACTION", "").upper() == "DELETE":
             return Skipped(line, f"correction that deletes transaction {fields.get('CORRECTFITID', '')!r}, "

@@ -128,6 +128,15 @@ class PlaidReader(DocumentReader):
                            value=raw[:200], fix="keep Plaid's response as it was")
 
         transaction_id = _text(entry, "transaction_id", position, where, required=True)
+        try:
+            return self._classify(entry, accounts, position, where, raw, transaction_id)
+        except RowError as error:
+            error.transaction_id = error.transaction_id or transaction_id  # the rejects file names the entry
+            raise
+
+    def _classify(self, entry: dict, accounts: dict[str, str], position: int, where: str, raw: str,
+                  transaction_id: str) -> Outcome:
+        """Record an entry that is no purchase as skipped; otherwise build its transaction."""
         if entry.get("pending") is True:
             return Skipped(position, "pending, not final until it posts; not a purchase yet", raw, transaction_id)
 

@@ -27,7 +27,7 @@ import structlog
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
 from producer.layouts import (
-    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, validate_transaction,
+    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, normalize_column, validate_transaction,
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
@@ -134,6 +134,11 @@ def _not_utf8_error(text: str, line: int, column: str | None) -> RowError | None
                 line=line, column=column, value=_printable(text), fix=NOT_UTF8_FIX,
             )
     return None
+
+
+def _is_header(fields: list[str], header: list[str]) -> bool:
+    """Return whether a line's fields are ``header``, compared as column names are."""
+    return [normalize_column(field) for field in fields] == [normalize_column(name) for name in header]
 
 
 def _printable(text: str) -> str:
@@ -252,6 +257,10 @@ class CsvReader(_LineReader):
     def _read(self) -> Iterator[Outcome]:
         records = self._records()
         bound = None
+        # A layout that names the columns of a file without a header row is bound before the first line.
+        named = self.layout is not None and bool(self.layout.header)
+        if named:
+            bound = self._bind_named_columns()
 
         for line, fields, raw, error in records:
             if error is None and not "".join(fields).strip():  # every field empty or whitespace
@@ -262,6 +271,9 @@ class CsvReader(_LineReader):
             if bound is None:
                 bound = self._bind_header(fields, line, raw)
                 continue
+            if named and error is None and _is_header(fields, self.layout.header):
+                continue
+            named = False  # only the first line can be the header
             if error is not None:
                 yield Rejected(error, _printable(raw))
                 continue
@@ -282,6 +294,12 @@ class CsvReader(_LineReader):
             )
             return
         self.layout = self.layout.with_user(self.user)
+
+    def _bind_named_columns(self):
+        """Bind the layout to its own ``header``, for a file without a header row."""
+        if self.user is not None:
+            self._apply_user()
+        return self.layout.bind(self.layout.header)
 
     def _bind_header(self, fields: list[str], line: int, raw: str):
         bad = _not_utf8_error(raw, line, None)

@@ -412,6 +412,7 @@ def test_ofx_sgml_synthetic():
     assert outcomes[0].line == 8
     assert outcomes[1].error.column == "DTPOSTED"
     assert outcomes[1].error.value == "not-a-date"
+    assert outcomes[1].error.transaction_id == "ofx-9876-A2"
     assert outcomes[3].error.value == "ofx-9876-A1"
 
 
@@ -496,6 +497,7 @@ def test_plaid_get_fields():
     assert "pending" in outcomes[1].reason
     assert "refund or credit of 4" in outcomes[2].reason
     assert outcomes[3].error.column == "transactions[3].amount"
+    assert outcomes[3].error.transaction_id == "t-4"
     abroad = outcomes[4].transaction
     assert abroad.currency == "GBP"
     assert abroad.merchant_country == "GB"
