@@ -15,6 +15,9 @@ class ConsumerSettings:
     ``result_ttl_seconds`` is how long the per-transaction de-duplication
     marker lives; keep it at least as long as the transactions stream's
     retention so that a redelivered entry is still recognised.
+    ``cap_ttl_seconds`` is how long a user's spend under caps lives after its
+    last change; None keeps the live run's spend for good and a replay's as
+    long as its markers.
     ``trim_older_than_seconds`` turns on trimming as it goes: every
     ``trim_interval_seconds`` the transactions stream loses entries older
     than that age which every consumer group has read and acknowledged.
@@ -33,6 +36,7 @@ class ConsumerSettings:
     drain: bool = False
     wallet: list[str] | None = None
     result_ttl_seconds: int = 30 * 24 * 3600
+    cap_ttl_seconds: int | None = None
     visibility_timeout_ms: int = 60_000
     claim_interval_seconds: float = 5.0
     max_deliveries: int = 5

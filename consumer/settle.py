@@ -62,7 +62,7 @@ class Settler:
 
     def __init__(self, client: aioredis.Redis, keys: StreamKeys, *, run: str, group: str,
                  transactions_stream: str | None = None, results_stream: str | None = None,
-                 marker_ttl_seconds: int, results_maxlen: int | None = None):
+                 marker_ttl_seconds: int, results_maxlen: int | None = None, cap_ttl_seconds: int | None = None):
         self.client = client
         self.keys = keys
         self.run = run
@@ -71,11 +71,21 @@ class Settler:
         self.results = results_stream or keys.results(run)
         self.ttl = marker_ttl_seconds
         self.maxlen = results_maxlen or 0
-        # A replay's cap state lives as long as its markers; the live state has no expiry.
-        self.cap_ttl = 0 if run == LIVE_RUN else marker_ttl_seconds
+        # By default a replay's cap state lives as long as its markers, and the live state has no expiry.
+        if cap_ttl_seconds is None:
+            cap_ttl_seconds = 0 if run == LIVE_RUN else marker_ttl_seconds
+        self.cap_ttl = cap_ttl_seconds
         # The script appends the transaction_id or user_id to these prefixes.
         self._marker_prefix = keys.result_marker(run, "")
         self._cap_prefix = keys.cap_spend("", run)
+
+    @classmethod
+    def for_settings(cls, client: aioredis.Redis, settings, *, group: str,
+                     transactions_stream: str | None = None) -> Settler:
+        """Build the settler a transport of ``settings`` (a ``ConsumerSettings``) uses."""
+        return cls(client, settings.keys, run=settings.run, group=group, transactions_stream=transactions_stream,
+                   results_stream=settings.results_stream, marker_ttl_seconds=settings.result_ttl_seconds,
+                   results_maxlen=settings.results_maxlen, cap_ttl_seconds=settings.cap_ttl_seconds)
 
     async def settle(
         self,

@@ -22,6 +22,7 @@ from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers, remove_signal_handlers
 from consumer.stats import PoolStats
 from rewardpilot.connection import connect_async
+from rewardpilot.partitions import count_key, partition_streams
 from rewardpilot.streams import StreamKeys
 
 
@@ -114,6 +115,27 @@ def timed(function, *args, **kwargs):
     started = time.perf_counter()
     value = function(*args, **kwargs)
     return value, time.perf_counter() - started
+
+
+def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1) -> list[str]:
+    """Make a job's streams and partition count expire in ``seconds``; return the keys that exist.
+
+    The job's result and publish markers and its cap spend are written with
+    TTLs of at most ``seconds`` (``rewardpilot run --keep``), so once these
+    keys expire nothing of the job is left. The consumer groups live in the
+    transactions stream, so they expire with it.
+
+    NOTE: results of a later ``rewardpilot replay --job`` go to a stream of
+    their own, which this call does not know and which does not expire.
+    """
+    names = [keys.transactions, keys.results(), keys.dead_letters, count_key(keys)]
+    if partitions > 1:
+        names += partition_streams(keys, partitions)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.expire(name, seconds)
+        replies = pipe.execute()
+    return [name for name, expired in zip(names, replies) if expired]
 
 
 def job_keys(prefix: str, job: str | None, live: bool) -> StreamKeys:

@@ -161,11 +161,8 @@ class ModalQueueTransport:
         self.lease_prefix = f"{base}queue:lease:"
         self.log = get_logger("transport", consumer=consumer, transport=self.name)
         # XACK in the settle script goes to a stream that never exists, where it is a no-op.
-        self.settler = Settler(
-            client, settings.keys, run=settings.run, group=settings.group_name,
-            transactions_stream=f"{base}queue:no-stream", results_stream=settings.results_stream,
-            marker_ttl_seconds=settings.result_ttl_seconds, results_maxlen=settings.results_maxlen,
-        )
+        self.settler = Settler.for_settings(client, settings, group=settings.group_name,
+                                            transactions_stream=f"{base}queue:no-stream")
         self._release = client.register_script(_RELEASE)
         self._claim_expired = client.register_script(_CLAIM_EXPIRED)
         self._lease_of: dict[str, tuple[str, str]] = {}  # entry_id -> (lease_id, partition)

@@ -79,9 +79,7 @@ class PartitionedStreamTransport:
         self.leases = Leases(client, settings.keys, self.group, consumer, self.partitions, settings.lease_ms)
         self.log = get_logger("transport", consumer=consumer, group=self.group, partitions=self.partitions)
         self.settlers = [
-            Settler(client, settings.keys, run=settings.run, group=self.group, transactions_stream=stream,
-                    results_stream=settings.results_stream, marker_ttl_seconds=settings.result_ttl_seconds,
-                    results_maxlen=settings.results_maxlen)
+            Settler.for_settings(client, settings, group=self.group, transactions_stream=stream)
             for stream in self.streams
         ]
 

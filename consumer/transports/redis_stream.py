@@ -67,12 +67,7 @@ class RedisStreamTransport:
         self.stream = settings.keys.transactions
         self.group = settings.group_name
         self.log = get_logger("transport", consumer=consumer, group=self.group)
-        self.settler = Settler(
-            client, settings.keys, run=settings.run, group=self.group,
-            results_stream=settings.results_stream,
-            marker_ttl_seconds=settings.result_ttl_seconds,
-            results_maxlen=settings.results_maxlen,
-        )
+        self.settler = Settler.for_settings(client, settings, group=self.group)
         self._reclaim_cursor = "0-0"
 
     async def open(self) -> None:

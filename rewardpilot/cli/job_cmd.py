@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rewardpilot.cli.consume_cmd import age_seconds
 from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
@@ -42,13 +43,19 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     sample: int = typer.Option(10, "--sample", min=0, help="Recommendations to show in the sample table."),
     partitions: int = partitions_option(),
+    keep: str = typer.Option(
+        "30d", "--keep",
+        help="How long the job stays in Redis (such as 12h or 7d): its streams, results, markers and cap spend "
+        "then expire. With --live, only the markers and cap spend do.",
+    ),
 ) -> None:
     """Publish FILE, consume until drained, and print the summary."""
     from consumer.settings import ConsumerSettings
     from rewardpilot import wallets
-    from rewardpilot.job import job_keys, new_job_id, summarise
+    from rewardpilot.job import expire_job, job_keys, new_job_id, summarise
     from rewardpilot.results import read_results
 
+    keep_seconds = int(age_seconds(keep, "--keep"))
     converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()
@@ -60,12 +67,15 @@ def run(
     wallets.ensure_demo_wallets(client, keys, _catalog())
     console.print(f"job {job} on {context.describe_server()}")
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
-                                partitions=agreed_partitions(client, keys, partitions))
+                                partitions=agreed_partitions(client, keys, partitions),
+                                result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
     published, publish_seconds, stats, consume_seconds = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
-                             rejects=rejects, user=user, converter=converter)
+                             rejects=rejects, user=user, converter=converter, keep_seconds=keep_seconds)
     )
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds)
+    if not live:
+        expire_job(client, keys, keep_seconds, settings.partitions)
 
     results_stream = keys.results()
     if output:
@@ -73,9 +83,11 @@ def run(
         console.print(f"wrote {written} results to {output}")
 
     if as_json:
-        typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published)}))
+        typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published), "keep_seconds": keep_seconds}))
     else:
         _print_summary(summary, client, results_stream, sample, _input_counts(published))
+        if not live:
+            console.print(f"the job's keys expire in {keep} (--keep)")
     # soft_wrap: the command is meant to be copied, so it must not be cut at the console's width.
     console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
                   soft_wrap=True)
@@ -84,7 +96,8 @@ def run(
         raise typer.Exit(1)
 
 
-async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, user=None, converter=None):
+async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, keep_seconds: int,
+                               user=None, converter=None):
     """Consume while the file is published, so backpressure never stalls the job; then drain."""
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
@@ -92,6 +105,7 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
 
     from consumer.build import partitioned
     from consumer.pool import ConsumerPool
+    from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS, Producer
     from consumer.shutdown import install_signal_handlers
 
     started = time.perf_counter()
@@ -103,8 +117,11 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     install_signal_handlers(pool)
     consuming = asyncio.create_task(pool.run())
     try:
+        # A publish marker must not outlive the job, or running the same job id again would find duplicates.
+        producer = Producer(client, keys, dedup_window_seconds=min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds))
         published, publish_seconds = await asyncio.to_thread(
-            publish_source, client, keys, file, layout=layout, rejects=rejects, user=user, converter=converter
+            publish_source, client, keys, file, layout=layout, rejects=rejects, user=user, converter=converter,
+            producer=producer,
         )
         print_publish_summary(published)
     except BaseException:

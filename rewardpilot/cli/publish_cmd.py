@@ -70,7 +70,7 @@ def load_layout_option(path: Path | None):
 
 
 def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None,
-                   converter: CurrencyConverter | None = None):
+                   converter: CurrencyConverter | None = None, producer=None):
     """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
     from producer import InputError, publish_file
 
@@ -78,7 +78,8 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
     started = time.perf_counter()
     try:
         summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
-                               progress=progress, console=console, user=user, converter=converter)
+                               progress=progress, console=console, user=user, converter=converter,
+                               producer=producer)
     except (InputError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
