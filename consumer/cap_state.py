@@ -24,18 +24,16 @@ its own state, and the consumer applies no spend for their results.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Sequence
 
 from consumer.recommenders.base import WorkItem
 from consumer.wallet_cache import UserTerms, WalletCache
 from rewardpilot import caps
 from rewardpilot.engine import RulesEngine
-from rewardpilot.engine.errors import InvalidModeError
-from rewardpilot.engine.valuations import parse_cents
 from rewardpilot.models import Transaction
+from rewardpilot.user_terms import Warn, usable_mode, usable_valuations
 
 Batch = Sequence[tuple[str, Transaction]]
-Warn = Callable[..., None]  # (repeat key, message, **fields), rate-limited by the caller
 
 
 async def build_items(wallets: WalletCache, batch: Batch, *, engine: RulesEngine, run: str,
@@ -61,8 +59,9 @@ async def build_items(wallets: WalletCache, batch: Batch, *, engine: RulesEngine
         found = terms[transaction.user_id]
         items.append(WorkItem(
             transaction, found.wallet, found.source,
-            mode=_mode(engine, found, transaction.user_id, warn),
-            valuations=_valuations(engine, found.valuations, transaction.user_id, warn),
+            mode=usable_mode(engine, found.record.mode if found.record is not None else None,
+                             transaction.user_id, warn),
+            valuations=usable_valuations(engine, found.valuations, transaction.user_id, warn),
             state=state if found.source != "catalog" else None,
             spend_fields=fields,
         ))
@@ -79,33 +78,3 @@ def _spend_fields(engine: RulesEngine, transaction: Transaction, found: UserTerm
         # The recommendation raises the same error for this item, and the
         # pool dead-letters it with the message.
         return ()
-
-
-def _mode(engine: RulesEngine, found: UserTerms, user: str, warn: Warn) -> str | None:
-    """Return the wallet's mode, or None (highest cash value) with a warning when it is invalid."""
-    mode = found.record.mode if found.record is not None else None
-    if mode is None:
-        return None
-    try:
-        return engine.check_mode(mode)
-    except InvalidModeError as exc:
-        warn("wallet-mode-invalid", "wallet mode invalid; using the default mode", user_id=user, error=str(exc))
-        return None
-
-
-def _valuations(engine: RulesEngine, overrides: Mapping[str, str], user: str, warn: Warn) -> dict[str, str] | None:
-    """Return the valid valuation overrides; an invalid one is logged and left out."""
-    valid: dict[str, str] = {}
-    for program, cents in overrides.items():
-        if program not in engine.valuations.programs:
-            warn("valuation-invalid", "valuation override for an unknown program left out",
-                 user_id=user, program=program)
-            continue
-        try:
-            parse_cents(program, cents)
-        except ValueError as exc:
-            warn("valuation-invalid", "valuation override invalid; left out",
-                 user_id=user, program=program, error=str(exc))
-            continue
-        valid[program] = cents
-    return valid or None

@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 
 from rewardpilot.models import WalletSource
 from rewardpilot.streams import StreamKeys
-from rewardpilot.wallets import WalletRecord, decode_wallet_record
+from rewardpilot.user_terms import fetch_terms
+from rewardpilot.wallets import WalletRecord
 
 WalletChoice = tuple[tuple[str, ...] | None, WalletSource]
 
@@ -79,20 +80,11 @@ class WalletCache:
         return terms
 
     async def _fetch(self, users: list[str], now: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget([self.keys.wallet(user) for user in users])
-        for user in users:
-            pipe.hgetall(self.keys.valuations(user))
-        raws, *valuations = await pipe.execute()
-
-        for user, raw, overrides in zip(users, raws, valuations):
-            record = decode_wallet_record(raw)
-            self._cache[user] = (now, record, {_text(name): _text(value) for name, value in overrides.items()})
+        fetched = await fetch_terms(self.client, self.keys, users)
+        for user, stored in fetched.items():
+            self._cache[user] = (now, stored.record, stored.valuations)
 
     def _expired(self, user: str, now: float) -> bool:
         cached = self._cache.get(user)
         return cached is None or now - cached[0] > self.ttl
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

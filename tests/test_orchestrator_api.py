@@ -141,6 +141,68 @@ def test_batch_reads_stored_wallets_at_once(engine, redis_url, keys):
     assert results[3]["error"]["type"] == "validation_error"
 
 
+def store(redis_url: str, write) -> None:
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        write(plain)
+    finally:
+        plain.close()
+
+
+def answers(engine, redis_url, keys, items: list[dict]) -> list[dict]:
+    """Post each item to /recommend and all of them to /recommend/batch; check both agree and return the answers."""
+    with UvicornThread(create_app(engine, redis_url=redis_url, prefix=keys.prefix)) as running:
+        single = [httpx.post(f"{running.url}/recommend", json=item, timeout=10) for item in items]
+        batch = httpx.post(f"{running.url}/recommend/batch", json=items, timeout=10)
+
+    assert [response.status_code for response in single] == [200] * len(items)
+    from_batch = [result["recommendation"] for result in batch.json()["results"]]
+    for alone, together in zip(single, from_batch):
+        assert alone.json()["recommended_card"] == together["recommended_card"]
+        assert alone.json()["reasoning"] == together["reasoning"]
+    return [response.json() for response in single]
+
+
+def test_stored_valuations_apply_with_wallet(engine, redis_url, keys):
+    """Amex Gold's $8.00 at 2.0 cents a point drops to $1.60 at 0.4 cents, below Double Cash's $2.00."""
+    store(redis_url, lambda plain: plain.hset(keys.valuations("u-val"), "Amex Membership Rewards", "0.4"))
+
+    valued, default = answers(engine, redis_url, keys, [
+        {**SUPERMARKET, "transaction_id": "v-1", "user_id": "u-val"},
+        {**SUPERMARKET, "transaction_id": "v-2", "user_id": "u-default"},
+    ])
+
+    assert valued["recommended_card"]["card_id"] == "citi-double-cash"
+    assert valued["rewards"]["cash_value"] == 2.0
+    assert default["recommended_card"]["card_id"] == "amex-gold"
+    assert default["rewards"]["cash_value"] == 8.0
+
+
+def test_stored_mode_applies(engine, redis_url, keys):
+    store(redis_url, lambda plain: set_wallet(plain, keys, "u-mode", ["amex-gold", "citi-double-cash"],
+                                              engine.catalog, mode="cashback"))
+    request = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
+
+    (answer,) = answers(engine, redis_url, keys, [{**request, "user_id": "u-mode"}])
+
+    assert answer["wallet_source"] == "user"
+    assert "cash back mode" in answer["reasoning"]
+
+
+def test_invalid_stored_terms_ignored(engine, redis_url, keys):
+    def write(plain):
+        plain.set(keys.wallet("u-bad"), json.dumps({"cards": ["amex-gold", "citi-double-cash"], "mode": "bogus"}))
+        plain.hset(keys.valuations("u-bad"), mapping={"No Such Program": "5", "Amex Membership Rewards": "lots"})
+
+    store(redis_url, write)
+
+    (answer,) = answers(engine, redis_url, keys, [{**SUPERMARKET, "user_id": "u-bad"}])
+
+    assert answer["recommended_card"]["card_id"] == "amex-gold"
+    assert answer["rewards"]["cash_value"] == 8.0
+    assert "cash back mode" not in answer["reasoning"]
+
+
 def test_batch_with_redis_down_is_503(engine):
     """A batch whose wallets cannot be read gets a 503 for the whole batch, not results without wallets."""
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there

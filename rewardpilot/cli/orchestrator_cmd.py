@@ -15,15 +15,16 @@ def orchestrator(
         DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Largest request body in bytes; larger ones get 413."
     ),
     log_level: str = typer.Option("info", "--uvicorn-log-level", help="uvicorn's log level: debug, info, warning or error."),
-    no_wallets: bool = typer.Option(False, "--no-wallets", help="Run without Redis: requests without a wallet are judged against the whole catalog."),
+    no_wallets: bool = typer.Option(False, "--no-wallets", help="Run without Redis: requests without a wallet are judged against the whole catalog, with the default mode and valuations."),
 ) -> None:
     """Serve POST /recommend, POST /recommend/batch, GET /health, GET /cards and MCP tools at /mcp.
 
     Set ORCHESTRATOR_API_KEY to require 'Authorization: Bearer <key>' on every
     call but /health. The key is read from the environment only, so it never
-    shows in a process list. A request without a wallet uses the user's
-    wallet stored in Redis (REDIS_URL, or the embedded server like every
-    other command), unless --no-wallets is given.
+    shows in a process list. Each request is judged with the user's
+    optimization mode and valuation overrides stored in Redis, and one
+    without a wallet uses the user's stored wallet (REDIS_URL, or the
+    embedded server like every other command), unless --no-wallets is given.
     """
     from rewardpilot.cli.context import app_context
     from rewardpilot.orchestrator.server import serve

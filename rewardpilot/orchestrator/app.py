@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -40,6 +40,7 @@ from rewardpilot.orchestrator.mcp_server import MCP_PATH, build_mcp_server, mcp_
 from rewardpilot.orchestrator.middleware import BearerAuthMiddleware, BodyLimitMiddleware
 from rewardpilot.orchestrator.service import RecommendService, WalletLookupError
 from rewardpilot.streams import StreamKeys
+from rewardpilot.user_terms import StoredTerms
 
 WALLET_RETRY_AFTER_SECONDS = 1
 
@@ -69,8 +70,9 @@ def create_app(
 ) -> FastAPI:
     """Build the orchestrator app.
 
-    ``api_key`` turns on bearer auth. ``redis_url`` lets requests without a
-    ``wallet`` use the user's stored wallet, under the key ``prefix``.
+    ``api_key`` turns on bearer auth. With ``redis_url``, each request is
+    judged with the user's stored mode and valuation overrides, and one
+    without a ``wallet`` uses the user's stored wallet, under the key ``prefix``.
     ``max_body_bytes`` caps every request body (413 above it). ``host`` is the
     address the server binds, for the MCP transport's DNS-rebinding check.
     """
@@ -150,15 +152,15 @@ def _add_routes(app: FastAPI, service: RecommendService) -> None:
     async def recommend_batch(request: Request) -> BatchResponse:
         parsed = [_parse_item(index, item) for index, item in enumerate(_batch_items(await request.body()))]
 
-        # One MGET for the stored wallets of the whole batch, not one round trip per item.
+        # One round trip for the stored terms of the whole batch, not one per item.
         requests = [item for item in parsed if isinstance(item, RecommendRequest)]
         try:
-            wallets = await service.fetch_wallets(requests)
+            terms = await service.fetch_terms(requests)
         except WalletLookupError as exc:
             raise _wallet_failure(exc, requests[0].user_id if requests else "") from None
 
         results = [
-            item if isinstance(item, BatchItemResult) else await _batch_result(service, index, item, wallets)
+            item if isinstance(item, BatchItemResult) else await _batch_result(service, index, item, terms)
             for index, item in enumerate(parsed)
         ]
         return BatchResponse(results=results)
@@ -171,9 +173,9 @@ def _wallet_failure(exc: WalletLookupError, user_id: str) -> RecommendFailed:
 
 
 async def _recommend_one(service: RecommendService, request: RecommendRequest,
-                         wallets: dict[str, list[str] | None] | None = None) -> RecommendResponse:
+                         terms: Mapping[str, StoredTerms] | None = None) -> RecommendResponse:
     try:
-        evaluation = await service.evaluate(request, wallets)
+        evaluation = await service.evaluate(request, terms)
     except UnknownCardError as exc:
         raise RecommendFailed(422, _unknown_card(exc)) from None
     except WalletLookupError as exc:
@@ -194,10 +196,10 @@ def _parse_item(index: int, item: Any) -> RecommendRequest | BatchItemResult:
 
 
 async def _batch_result(service: RecommendService, index: int, request: RecommendRequest,
-                        wallets: dict[str, list[str] | None] | None) -> BatchItemResult:
+                        terms: Mapping[str, StoredTerms] | None) -> BatchItemResult:
     """Recommend one valid batch item; a failure stays inside its result."""
     try:
-        recommendation = await _recommend_one(service, request, wallets)
+        recommendation = await _recommend_one(service, request, terms)
     except RecommendFailed as exc:
         if exc.status == 503:
             raise  # Redis is down: the whole batch is worth retrying, not this one item
