@@ -10,9 +10,9 @@ Each replay deletes and recreates its run's group at the entry just before
 ``start``. A group left by an earlier replay of the same run, including any
 entries it still held pending, is therefore replaced rather than resumed.
 
-NOTE: two replays with the same run name at the same time would reset each
-other's group. Results stay unique because of the markers, but one of them
-may stop before reaching its end.
+Two replays of the same run at the same time would reset each other's
+group, so a replay holds a lease on its run name (``RunLock``) while it
+works, and a second one fails at once with ``ReplayBusyError``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from consumer.build import CallOptions, build_pool
 from rewardpilot.partitions import agree_count_async, partition_streams
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import decode_result
+from rewardpilot.run_lock import RunLock, RunLockHeld
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 
 MAX_SEQUENCE = 2**64 - 1
@@ -41,6 +42,17 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class InvalidReplayError(ValueError):
     """A replay option (start, end or run name) is invalid."""
+
+
+class ReplayBusyError(InvalidReplayError):
+    """Another replay of the same run is running; ``holder`` names its process when known."""
+
+    def __init__(self, run: str, holder: str | None, since: str | None):
+        self.run = run
+        self.holder = holder
+        owner = f"by {holder} since {since}" if holder else "by another process"
+        super().__init__(f"run {run!r} is already being replayed {owner}; wait for that replay to finish, "
+                         "or pass another --run")
 
 
 @dataclass(frozen=True)
@@ -233,7 +245,27 @@ async def replay_async(
         user_filter=user,
     )
     settings.partitions = await agree_count_async(client, keys)
-    for stream in partition_streams(keys, settings.partitions):
+    try:
+        async with RunLock(client, f"{keys.base}replay-lock:{run}"):
+            stats = await _replay_under_lock(client, settings, replay_range, options)
+    except RunLockHeld as exc:
+        raise ReplayBusyError(run, exc.holder, exc.since) from None
+
+    summary = ReplaySummary(
+        run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
+        user=user, delivered=stats.delivered, results=stats.results, duplicates=stats.duplicates,
+        dead_letters=stats.dead_letters,
+    )
+    if compare:
+        summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
+    return summary
+
+
+async def _replay_under_lock(client: aioredis.Redis, settings: ConsumerSettings, replay_range: ReplayRange,
+                             options: CallOptions | None):
+    """Reset the run's group on every partition stream, drain it, and remove it once nothing is pending."""
+    streams = partition_streams(settings.keys, settings.partitions)
+    for stream in streams:
         await reset_group(client, stream, settings.group_name, replay_range.group_start_id)
 
     pool = build_pool(client, settings, options)
@@ -244,17 +276,9 @@ async def replay_async(
 
     if await _all_settled(client, settings):
         # A finished replay's group would otherwise hold back `rewardpilot trim` forever.
-        for stream in partition_streams(keys, settings.partitions):
+        for stream in streams:
             await client.xgroup_destroy(stream, settings.group_name)
-
-    summary = ReplaySummary(
-        run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
-        user=user, delivered=stats.delivered, results=stats.results, duplicates=stats.duplicates,
-        dead_letters=stats.dead_letters,
-    )
-    if compare:
-        summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
-    return summary
+    return stats
 
 
 async def _all_settled(client: aioredis.Redis, settings: ConsumerSettings) -> bool:

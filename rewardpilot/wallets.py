@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import orjson
 import redis
@@ -161,6 +161,32 @@ def decode_wallet_record(raw: bytes | str | None) -> WalletRecord | None:
     return record
 
 
+def update_wallet_record(
+    client: redis.Redis, keys: StreamKeys, user_id: str,
+    change: Callable[[WalletRecord | None], WalletRecord],
+) -> WalletRecord:
+    """Write back what ``change`` makes of a user's wallet record (None when there is none); return it.
+
+    The read and the write are one optimistic transaction under WATCH. When
+    another client changes the wallet in between, the transaction runs again
+    with ``change`` applied to the new record, so neither change is lost.
+    ``change`` may raise to write nothing.
+    """
+    key = keys.wallet(user_id)
+    written: list[WalletRecord] = []
+
+    def attempt(pipe) -> None:
+        record = change(decode_wallet_record(pipe.get(key)))
+        pipe.multi()
+        pipe.set(key, encode_wallet(record.cards, cycle_day=record.cycle_day, activations=record.activations,
+                                    mode=record.mode))
+        pipe.sadd(keys.wallet_index, user_id)
+        written[:] = [record]
+
+    client.transaction(attempt, key)
+    return written[0]
+
+
 def set_wallet(
     client: redis.Redis, keys: StreamKeys, user_id: str, card_ids: Iterable[str], catalog: Catalog, *,
     cycle_day: int | None = None, mode: str | None = None,
@@ -169,22 +195,19 @@ def set_wallet(
 
     The earlier wallet's activations are kept, and so are its cycle day and
     mode unless new ones are given. Raises ValueError for a bad cycle day.
-    NOTE: read and write are two round trips, so two concurrent changes to
-    one wallet can lose one of them.
     """
     user = check_user_id(user_id)
     cards = resolve_cards(card_ids, catalog)
     if cycle_day is not None:
         cycle_day = check_cycle_day(cycle_day)
-    earlier = decode_wallet_record(client.get(keys.wallet(user)))
-    activations = earlier.activations if earlier else {}
-    if earlier is not None:
-        cycle_day = cycle_day if cycle_day is not None else earlier.cycle_day
-        mode = mode or earlier.mode
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.wallet(user), encode_wallet(cards, cycle_day=cycle_day, activations=activations, mode=mode))
-    pipe.sadd(keys.wallet_index, user)
-    pipe.execute()
+
+    def replace_cards(earlier: WalletRecord | None) -> WalletRecord:
+        if earlier is None:
+            return WalletRecord(cards, cycle_day=cycle_day, mode=mode)
+        return WalletRecord(cards, cycle_day=cycle_day if cycle_day is not None else earlier.cycle_day,
+                            activations=earlier.activations, mode=mode or earlier.mode)
+
+    update_wallet_record(client, keys, user, replace_cards)
     return cards
 
 
@@ -207,16 +230,18 @@ def activate_quarter(
     key = check_quarter(quarter)
     if not any(rule.kind == "rotating" for rule in card.earn):
         raise ValueError(f"{card.card_id} has no rotating quarterly categories to activate")
-    record = get_wallet_record(client, keys, user)
-    if record is None:
-        raise ValueError(f"no wallet for user {user!r}; set one with `rewardpilot wallet set {user} CARD...`")
-    if card.card_id not in record.cards:
-        raise ValueError(f"the wallet of {user!r} does not hold {card.card_id}; add it with `rewardpilot wallet set`")
-    quarters = record.activations.setdefault(card.card_id, [])
-    if key not in quarters:
-        quarters.append(key)
-    client.set(keys.wallet(user), encode_wallet(record.cards, cycle_day=record.cycle_day,
-                                                activations=record.activations, mode=record.mode))
+
+    def activate(record: WalletRecord | None) -> WalletRecord:
+        if record is None:
+            raise ValueError(f"no wallet for user {user!r}; set one with `rewardpilot wallet set {user} CARD...`")
+        if card.card_id not in record.cards:
+            raise ValueError(f"the wallet of {user!r} does not hold {card.card_id}; add it with `rewardpilot wallet set`")
+        quarters = record.activations.setdefault(card.card_id, [])
+        if key not in quarters:
+            quarters.append(key)
+        return record
+
+    update_wallet_record(client, keys, user, activate)
     return key
 
 

@@ -17,7 +17,9 @@ from consumer.settings import ConsumerSettings
 from rewardpilot.codec import encode_transaction
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
-from rewardpilot.replay import InvalidReplayError, ReplayRange, parse_position, parse_range, replay
+from rewardpilot.replay import (
+    InvalidReplayError, ReplayBusyError, ReplayRange, parse_position, parse_range, replay,
+)
 from rewardpilot.results import read_results
 from rewardpilot.wallets import set_wallet
 
@@ -106,6 +108,31 @@ def test_invalid_run_name(redis_url, keys, run):
 
 
 # Replays against a real server
+
+def test_replay_of_busy_run_refused(redis_url, keys, sync_client):
+    """While one replay of a run holds its lease, a second one fails at once and touches no group."""
+    add_transactions(sync_client, keys, 5)
+    holder = json.dumps({"holder": "host-a-123-x", "since": "2026-12-05T07:00:00Z"})
+    sync_client.set(f"{keys.base}replay-lock:busy", holder, px=60_000)
+
+    with pytest.raises(ReplayBusyError) as refused:
+        replay(redis_url, keys, start="0", run="busy")
+
+    assert refused.value.holder == "host-a-123-x"
+    assert "run 'busy' is already being replayed by host-a-123-x since 2026-12-05T07:00:00Z" in str(refused.value)
+    assert "replay:busy" not in group_names(sync_client, keys.transactions)
+    assert sync_client.xlen(keys.results("busy")) == 0
+
+
+def test_replay_releases_its_lease(redis_url, keys, sync_client):
+    add_transactions(sync_client, keys, 5)
+
+    first = replay(redis_url, keys, start="0", run="again")
+    second = replay(redis_url, keys, start="0", run="again")
+
+    assert (first.results, second.results, second.duplicates) == (5, 0, 5)
+    assert sync_client.exists(f"{keys.base}replay-lock:again") == 0
+
 
 def test_replay_range_by_id(redis_url, keys, sync_client):
     add_transactions(sync_client, keys, 30)

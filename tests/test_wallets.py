@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import orjson
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from rewardpilot.engine import UnknownCardError, default_catalog
 from rewardpilot.wallets import (
     DEMO_WALLETS,
+    activate_quarter,
     delete_wallet,
     ensure_demo_wallets,
     fetch_wallets,
     get_wallet,
+    get_wallet_record,
     list_wallets,
     set_wallet,
+    update_wallet_record,
 )
 
 CATALOG = default_catalog()
@@ -128,3 +132,36 @@ async def test_fetch_wallets_with_no_users_sends_nothing(redis_url, keys):
         assert await fetch_wallets(aclient, keys, []) == {}
     finally:
         await aclient.aclose()
+
+
+def test_concurrent_change_is_not_lost(sync_client, redis_url, keys):
+    """A change made by another client between the read and the write makes the update run again on it."""
+    set_wallet(sync_client, keys, "u-race", ["chase-freedom-flex"], CATALOG)
+    other = redis.Redis.from_url(redis_url)
+    seen = []
+
+    def add_card(record):
+        seen.append(sorted(record.activations))
+        if len(seen) == 1:
+            activate_quarter(other, keys, "u-race", "chase-freedom-flex", "2026Q4", CATALOG)
+        record.cards = [*record.cards, "amex-gold"]
+        return record
+
+    try:
+        update_wallet_record(sync_client, keys, "u-race", add_card)
+    finally:
+        other.close()
+
+    stored = get_wallet_record(sync_client, keys, "u-race")
+    assert seen == [[], ["chase-freedom-flex"]]
+    assert stored.cards == ["chase-freedom-flex", "amex-gold"]
+    assert stored.activations == {"chase-freedom-flex": ["2026Q4"]}
+
+
+def test_failed_change_writes_nothing(sync_client, keys):
+    set_wallet(sync_client, keys, "u-keep", ["amex-gold"], CATALOG)
+
+    with pytest.raises(ValueError, match="does not hold chase-freedom-flex"):
+        activate_quarter(sync_client, keys, "u-keep", "chase-freedom-flex", "2026Q4", CATALOG)
+
+    assert get_wallet_record(sync_client, keys, "u-keep").activations == {}

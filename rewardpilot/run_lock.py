@@ -1,0 +1,97 @@
+"""A lease on a name in Redis, so that only one process at a time works under it.
+
+``RunLock`` is an async context manager. Entering sets the lock key with
+``SET NX PX``, and fails with ``RunLockHeld`` when another holder has it.
+While held, a background task renews the lease every third of its length.
+Leaving deletes the key only if it still holds this holder's token. A
+holder that dies without leaving loses the lock when the lease runs out.
+
+Replays use it on their run name, because each replay deletes and recreates
+its run's consumer group: two replays of one run at the same time would
+reset each other's group.
+
+NOTE: a holder that stalls for longer than the lease (a long GC pause, a
+suspended machine) can lose the lock while it still works. The renewal logs
+a warning when it finds the key gone or taken, and the work goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+
+import redis.asyncio as aioredis
+
+from consumer.names import consumer_name
+from rewardpilot.logs import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_LEASE_MS = 30_000
+
+# KEYS[1] the lock key, ARGV[1] the holder's token; ARGV[2] the lease in ms.
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class RunLockHeld(RuntimeError):
+    """Another holder has the lock. ``holder`` and ``since`` come from its token, when readable."""
+
+    def __init__(self, key: str, holder: str | None, since: str | None):
+        self.key = key
+        self.holder = holder
+        self.since = since
+        owner = f"{holder} since {since}" if holder else "another process"
+        super().__init__(f"{key} is held by {owner}")
+
+
+class RunLock:
+    """Holds ``key`` for the duration of an ``async with`` block; see the module docstring."""
+
+    def __init__(self, client: aioredis.Redis, key: str, *, lease_ms: int = DEFAULT_LEASE_MS):
+        self.client = client
+        self.key = key
+        self.lease_ms = lease_ms
+        self.holder = consumer_name()
+        self.token = json.dumps({"holder": self.holder,
+                                 "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        self._released = asyncio.Event()
+        self._renewer: asyncio.Task | None = None
+
+    async def __aenter__(self) -> RunLock:
+        if not await self.client.set(self.key, self.token, nx=True, px=self.lease_ms):
+            raise _held(self.key, await self.client.get(self.key))
+        self._renewer = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        # The renewer stops on the event as well as on cancel: redis-py can lose a
+        # cancellation that arrives during a command.
+        self._released.set()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        await self.client.eval(_RELEASE, 1, self.key, self.token)
+
+    async def _renew(self) -> None:
+        interval = self.lease_ms / 3000
+        while not self._released.is_set():
+            try:
+                await asyncio.wait_for(self._released.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            if not await self.client.eval(_RENEW, 1, self.key, self.token, self.lease_ms):
+                log.warning("lock lost: the lease ran out before it was renewed", key=self.key, holder=self.holder)
+                return
+
+
+def _held(key: str, raw: bytes | str | None) -> RunLockHeld:
+    try:
+        token = json.loads(raw) if raw else {}
+    except ValueError:
+        token = {}
+    if not isinstance(token, dict):
+        token = {}
+    return RunLockHeld(key, token.get("holder"), token.get("since"))
