@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rewardpilot run $(EXAMPLE)
+	$(BIN)/rewardpilot run $(EXAMPLE) --demo-wallets
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -187,15 +187,44 @@ class Layout(BaseModel):
         )
 
 
-def missing_columns_message(layout: Layout, header: list[str], missing: list[str]) -> str:
-    """Build the error for a header that lacks columns: what is missing, close matches, the expected header."""
-    hints = []
+# difflib ratio at or above which a header column counts as a misspelling of a
+# missing column. It pairs 'Catagory' with 'Category' (0.875) and 'amount_usdd'
+# with 'amount_usd' (0.95), but not 'amount' with 'Month' (0.73), 'Destination'
+# with 'Description' (0.73) or 'Datetime' with 'Date' (0.67), which are other
+# columns rather than misspellings.
+MISSPELLING_RATIO = 0.85
+
+
+def misspelled_columns(layout: Layout, header: list[str], missing: list[str]) -> dict[str, str]:
+    """Map each missing column to the header column that is likely a misspelling of it.
+
+    Names are compared in ``normalize_column`` form. A header column is a
+    candidate only when it is not a column of the layout (read by it or in its
+    expected header), so 'Description' is never offered for 'Original
+    Description'. Each header column is offered for one missing column at most.
+    """
+    known = {
+        normalize_column(name)
+        for name in (*layout.required_columns, *layout.expected_header, *layout.header)
+    }
+    for source in layout.optional.values():
+        known.update(normalize_column(name) for name in _columns_in(source))
+    candidates = {normalize_column(name): name for name in header if normalize_column(name) not in known}
+
+    pairs: dict[str, str] = {}
     for name in missing:
-        close = difflib.get_close_matches(name, header, n=1, cutoff=0.6)
-        if not close:
-            close = difflib.get_close_matches(normalize_column(name), [normalize_column(h) for h in header], n=1, cutoff=0.6)
+        close = difflib.get_close_matches(normalize_column(name), list(candidates), n=1, cutoff=MISSPELLING_RATIO)
         if close:
-            hints.append(f"{close[0]!r} may be a misspelling of {name!r}")
+            pairs[name] = candidates.pop(close[0])
+    return pairs
+
+
+def missing_columns_message(layout: Layout, header: list[str], missing: list[str]) -> str:
+    """Build the error for a header that lacks columns: what is missing, likely misspellings, the expected header."""
+    hints = [
+        f"{found!r} may be a misspelling of {name!r}"
+        for name, found in misspelled_columns(layout, header, missing).items()
+    ]
     text = (
         f"the header is missing the column(s) {', '.join(repr(name) for name in missing)} "
         f"of the {layout.name} layout"
@@ -505,8 +534,10 @@ def detect_layout(header: list[str]) -> Layout:
     so a Chase header (which also holds every column of the generic card
     layout) is read as Chase. Raises ``InputError`` when none matches. For
     a first line that looks like data, the error states that the file seems to
-    have no header row. Otherwise it leads with the columns the nearest
-    preset misses and its expected header, and ends with the preset names.
+    have no header row. Otherwise, when a preset is near (``nearest_preset``),
+    the error leads with the columns that preset misses and its expected
+    header. When no preset is near, it states that, and leads with the
+    documented header. It ends with the ``--layout`` advice and the preset names.
     """
     present = {normalize_column(name) for name in header}
     normalized_header = [normalize_column(name) for name in header]
@@ -522,23 +553,28 @@ def detect_layout(header: list[str]) -> Layout:
     if headerless is not None:
         raise InputError(headerless)
 
-    def overlap(layout: Layout) -> int:
-        return sum(normalize_column(name) in present for name in layout.required_columns)
-
     # An exact-header preset whose columns are all present but in another
     # order or with extras has nothing missing, so it cannot be the nearest.
-    incomplete = [layout for layout in PRESETS if overlap(layout) < len(layout.required_columns)]
-    nearest = max(incomplete, key=overlap)
-    missing = [name for name in nearest.required_columns if normalize_column(name) not in present]
+    incomplete = [
+        layout for layout in PRESETS
+        if any(normalize_column(name) not in present for name in layout.required_columns)
+    ]
+    nearest = nearest_preset(incomplete, header)
     header_text = ",".join(header)[:300]
-    if overlap(nearest):
+    if nearest is not None:
+        missing = [name for name in nearest.required_columns if normalize_column(name) not in present]
         lead = (
             f"{missing_columns_message(nearest, header, missing)}. "
             f"The header {header_text!r} matches no known layout. "
         )
     else:
+        shared = any(normalize_column(name) in present for layout in PRESETS for name in layout.required_columns)
+        reason = (
+            "it contains no more than half of the required columns of any preset" if shared
+            else "no preset uses any of its columns"
+        )
         lead = (
-            f"the header {header_text!r} matches no known layout, and no preset uses any of its columns. "
+            f"the header {header_text!r} matches no known layout, and {reason}. "
             f"For rows in the documented layout, write the header {','.join(DOCUMENTED.expected_header)}. "
         )
     exact = "".join(
@@ -551,6 +587,31 @@ def detect_layout(header: list[str]) -> Layout:
         f"(see \"A layout of your own\" in docs/input-formats.md). "
         f"Presets, with their headers in docs/input-formats.md: {', '.join(layout.name for layout in PRESETS)}"
     )
+
+
+def nearest_preset(layouts: list[Layout], header: list[str]) -> Layout | None:
+    """Return the layout that ``header`` most likely is with a few columns renamed or missing, or None.
+
+    A required column counts as found when the header has it, or has a
+    misspelling of it (``misspelled_columns``). A layout is near when more
+    than half of its required columns are found, so 6 of the 7 documented
+    columns are near and 3 of the 6 schwab-checking columns are not. Of the
+    near layouts, the one with the largest share found wins, then the one
+    with the most columns found, then the first in ``layouts``.
+    """
+    present = {normalize_column(name) for name in header}
+    best: tuple[float, int] | None = None
+    nearest = None
+    for layout in layouts:
+        required = layout.required_columns
+        missing = [name for name in required if normalize_column(name) not in present]
+        found = len(required) - len(missing) + len(misspelled_columns(layout, header, missing))
+        if 2 * found <= len(required):
+            continue
+        score = (found / len(required), found)
+        if best is None or score > best:
+            best, nearest = score, layout
+    return nearest
 
 
 def headerless_message(header: list[str]) -> str | None:

@@ -200,3 +200,17 @@ def test_run_summary_counts(keys, cli_env, tmp_path):
     assert consumer["retries"] == 0
     assert consumer["breaker_openings"] == 0
     assert consumer["rate_limit_wait_seconds"] == 0
+
+
+@one_server
+def test_drain_with_dead_letters_exits_one(redis_url, keys, cli_env, orchestrator):
+    publish(redis_url, keys, make_transactions(4, prefix="x"))
+
+    with FaultProxy(orchestrator.url, lambda index: Fault(422)) as proxy:
+        completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+                             "--orchestrator", proxy.url, "--max-attempts", "1"], cli_env)
+
+    stats = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert stats["dead_letters"] == 4
+    assert stats["results"] == 0

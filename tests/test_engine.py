@@ -487,3 +487,25 @@ def test_merchant_name_not_used_over_mcc():
     purchase = Transaction(transaction_id="m2", user_id="u", merchant="STARBUCKS", amount_usd="10.00", mcc="5411")
 
     assert engine.recommend(purchase).category == "groceries"
+
+
+def test_merchant_name_over_generic_category_text():
+    engine = RulesEngine.default()
+    purchase = Transaction(transaction_id="m3", user_id="u", merchant="COSTCO WHSE #01234", category="Shopping",
+                           amount_usd="85.20")
+
+    answer = engine.recommend(purchase)
+
+    assert answer.category == "wholesale_clubs"
+    assert "the category text \"Shopping\" names no reward category" in answer.reasoning
+
+
+def test_specific_category_text_over_merchant_name():
+    engine = RulesEngine.default()
+    purchase = Transaction(transaction_id="m4", user_id="u", merchant="STARBUCKS", category="Groceries",
+                           amount_usd="10.00")
+
+    answer = engine.recommend(purchase)
+
+    assert answer.category == "groceries"
+    assert "merchant name" not in answer.reasoning

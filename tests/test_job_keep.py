@@ -41,7 +41,7 @@ def client(redis_url):
 
 @one_server
 def test_job_keys_expire_after_keep(cli_env, keys, tmp_path, client):
-    summary = run_json(cli_env, keys, example_head(tmp_path), "--keep", "2h")
+    summary = run_json(cli_env, keys, example_head(tmp_path), "--keep", "2h", "--demo-wallets")
     job = StreamKeys(prefix=keys.prefix, job=summary["job"])
 
     assert summary["keep_seconds"] == KEEP
@@ -92,3 +92,14 @@ def test_expire_job_partition_streams(client, keys):
 
     assert sorted(expired) == sorted([job.results(), *streams])
     assert all(0 < client.ttl(name) <= 600 for name in streams)
+
+
+@one_server
+def test_demo_wallets_only_on_request(cli_env, keys, tmp_path, client):
+    source = example_head(tmp_path, rows=20)
+
+    run_json(cli_env, keys, source)
+    assert client.exists(keys.wallet("demo-foodie")) == 0
+
+    run_json(cli_env, keys, source, "--demo-wallets")
+    assert client.exists(keys.wallet("demo-foodie")) == 1

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
 
 from consumer.build import CallOptions, build_pool
 from consumer.settings import ConsumerSettings
@@ -72,7 +73,11 @@ async def test_stop_while_waiting_for_tokens(redis_url, keys, sync_client):
     try:
         limiter = pool.recommender.limiter
         await wait_until(lambda: limiter.stats.waits >= 1)
-        await stop_and_check_given_back(pool, task, sync_client, keys, settled=5)
+        with structlog.testing.capture_logs() as logs:
+            await stop_and_check_given_back(pool, task, sync_client, keys, settled=5)
+        left = [event for event in logs if event["event"].startswith("consumer stopped with entries pending")]
+        assert len(left) == 1
+        assert left[0]["pending"] == 5
         assert limiter.stats.seconds_waited < 20
         assert 0.0 <= (await limiter.peek()).tokens < 1.0
     finally:

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import SHARED_DATA, one_server, run_cli
 from producer import InputError, Producer, Rejected, detect_layout, publish_file, read_transactions
-from producer.layouts import DOCUMENTED
+from producer.bank_layouts import SCHWAB_CHECKING
+from producer.layouts import DOCUMENTED, TABFORMER, Layout, missing_columns_message
 from producer.rejects import RejectsWriter
 
 HEADER = "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp"
@@ -18,6 +19,13 @@ HEADERLESS = (
     "01/09/2015,05354 SUBWAY,8.19,,1000.00\n"
     "02/18/2015,WENDY'S #6338,8.55,,1000.00\n"
 )
+# The documented header with every column renamed except mcc.
+RENAMED_HEADER = "tx_id,user,shop,cat,amount,mcc,time"
+NO_PRESET_NEAR = "matches no known layout, and it contains no more than half of the required columns of any preset"
+VENMO = SHARED_DATA / "ledger-autosync" / "venmo.csv"
+PAYPAL = SHARED_DATA / "ledger-autosync" / "paypal.csv"
+
+needs_samples = pytest.mark.skipif(not SHARED_DATA.exists(), reason="shared sample data is not available")
 
 
 def read(data: bytes, **options) -> list:
@@ -27,6 +35,18 @@ def read(data: bytes, **options) -> list:
 def input_error(data: bytes, **options) -> str:
     with pytest.raises(InputError) as raised:
         read(data, **options)
+    return str(raised.value)
+
+
+def file_error(path) -> str:
+    with pytest.raises(InputError) as raised:
+        list(read_transactions(path))
+    return str(raised.value)
+
+
+def header_error(header: list[str]) -> str:
+    with pytest.raises(InputError) as raised:
+        detect_layout(header)
     return str(raised.value)
 
 
@@ -100,6 +120,111 @@ def test_header_sharing_no_column():
     assert message.startswith("the header 'foo,bar' matches no known layout, and no preset uses any of its columns")
     assert f"write the header {HEADER}" in message
     assert "tabformer layout" not in message
+
+
+def test_renamed_documented_header_names_no_preset():
+    message = input_error(f"{RENAMED_HEADER}\nr-1,u1,Shell,gas,5.00,5541,2024-05-01\n".encode())
+
+    assert message.startswith(f"the header {RENAMED_HEADER!r} {NO_PRESET_NEAR}. ")
+    assert f"For rows in the documented layout, write the header {HEADER}. " in message
+    assert "missing the column" not in message
+    assert "may be a misspelling" not in message
+    assert "tabformer layout" not in message
+    assert "pass it with --layout" in message
+
+
+@needs_samples
+def test_venmo_sample_names_no_preset():
+    message = file_error(VENMO)
+
+    assert message.startswith("the header 'Username,ID,Datetime,Type,Status,")
+    assert NO_PRESET_NEAR in message
+    assert f"write the header {HEADER}" in message
+    assert "schwab-checking layout" not in message
+    assert "missing the column" not in message
+    assert "may be a misspelling" not in message
+    assert "pass it with --layout" in message
+
+
+@needs_samples
+def test_paypal_sample_names_no_preset():
+    message = file_error(PAYPAL)
+
+    assert message.startswith("the header 'Date,Time,Time Zone,Name,Type,Status,")
+    assert NO_PRESET_NEAR in message
+    assert f"write the header {HEADER}" in message
+    assert "schwab-checking layout" not in message
+    assert "missing the column" not in message
+    assert "pass it with --layout" in message
+
+
+def test_half_of_preset_columns_not_near():
+    # Date, Type and Status are 3 of the 6 columns schwab-checking requires.
+    message = header_error(["Date", "Time", "Name", "Type", "Status", "Gross"])
+
+    assert NO_PRESET_NEAR in message
+    assert "schwab-checking layout" not in message
+
+
+def test_preset_one_column_short_named():
+    header = "Date,Type,CheckNumber,Description,Withdrawal,Deposit,RunningBalance".split(",")
+
+    message = header_error(header)
+
+    assert message.startswith("the header is missing the column(s) 'Status' of the schwab-checking layout; ")
+    assert NO_PRESET_NEAR not in message
+
+
+def test_misspelled_columns_count_toward_preset():
+    # Only 3 of the 7 documented columns are spelled right, and the other 4 are misspellings.
+    message = header_error("transactionid,userid,merchnt,categroy,amount_usd,mcc,timestamp".split(","))
+
+    assert message.startswith(
+        "the header is missing the column(s) 'transaction_id', 'user_id', 'merchant', 'category' of the documented layout"
+    )
+    assert "'transactionid' may be a misspelling of 'transaction_id'" in message
+    assert "'userid' may be a misspelling of 'user_id'" in message
+    assert "'merchnt' may be a misspelling of 'merchant'" in message
+    assert "'categroy' may be a misspelling of 'category'" in message
+    assert f"the expected header is: {HEADER}." in message
+
+
+@pytest.mark.parametrize(
+    ("layout", "found", "missing"),
+    [
+        (TABFORMER, "amount", "Month"),
+        (SCHWAB_CHECKING, "Destination", "Description"),
+        (SCHWAB_CHECKING, "Datetime", "Date"),
+    ],
+)
+def test_misspelling_hint_rejects_other_column(layout, found, missing):
+    message = missing_columns_message(layout, [found], [missing])
+
+    assert "may be a misspelling" not in message
+    assert message.startswith(f"the header is missing the column(s) {missing!r} of the {layout.name} layout; ")
+
+
+def test_misspelling_hint_skips_known_column():
+    message = header_error(["Date", "Amount", "Description"])
+
+    assert "the amex layout" in message
+    assert "'Amount' may be a misspelling" not in message
+    assert "needs exactly the header Date,Description,Amount" in message
+
+
+def test_misspelling_hint_pairs_each_column_once():
+    layout = Layout(
+        name="two-shops",
+        columns={
+            "transaction_id": "id", "user_id": "user", "merchant": "{Shop name 1} {Shop name 2}",
+            "amount_usd": "total", "timestamp": "time",
+        },
+    )
+
+    message = missing_columns_message(layout, ["Shop name1"], ["Shop name 1", "Shop name 2"])
+
+    assert "('Shop name1' may be a misspelling of 'Shop name 1'); " in message
+    assert "of 'Shop name 2'" not in message
 
 
 def test_short_row_names_unfilled_column():
@@ -222,3 +347,29 @@ def test_cli_headerless_file_exit_two(cli_env, keys, tmp_path):
     assert "looks like data, not a header" in output
     assert "no header row" in output
     assert "tabformer" not in output
+
+
+@one_server
+def test_cli_renamed_header_exit_two(cli_env, keys, tmp_path):
+    source = tmp_path / "wrongheader.csv"
+    source.write_text(f"{RENAMED_HEADER}\nr-1,u1,Shell,gas,5.00,5541,2024-05-01\n")
+
+    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env, timeout=60)
+
+    output = " ".join(completed.stderr.split())
+    assert completed.returncode == 2
+    assert NO_PRESET_NEAR in output
+    assert f"write the header {HEADER}" in output
+    assert "tabformer layout" not in output
+
+
+@needs_samples
+@one_server
+def test_cli_venmo_sample_exit_two(cli_env, keys, tmp_path):
+    completed = run_cli(["--prefix", keys.prefix, "publish", str(VENMO)], cli_env, timeout=60)
+
+    output = " ".join(completed.stderr.split())
+    assert completed.returncode == 2
+    assert NO_PRESET_NEAR in output
+    assert "schwab-checking layout" not in output
+    assert "pass it with --layout" in output

@@ -197,11 +197,14 @@ class RedisStreamTransport:
         that still holds some stays in the group for recovery to claim from.
         """
         try:
-            held = await self.client.xpending_range(
-                self.stream, self.group, min="-", max="+", count=1, consumername=self.consumer
-            )
+            summary = await self.client.xpending(self.stream, self.group)
+            held = sum(int(entry["pending"]) for entry in summary["consumers"]
+                       if _text(entry["name"]) == self.consumer)
             if held:
-                self.log.warning("consumer left entries pending for others to claim", count_at_least=len(held))
+                # Given-back entries are claimable at once; the rest after the visibility timeout.
+                self.log.warning("consumer stopped with entries pending under its name; other consumers of "
+                                 "the group claim them", pending=held,
+                                 visibility_timeout_ms=self.settings.visibility_timeout_ms)
                 return
             await self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
         except redis.RedisError as exc:

@@ -74,7 +74,7 @@ def consume(
     workers: int = typer.Option(2, "--workers", min=1, max=256, help="asyncio workers in this process."),
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="XREADGROUP COUNT: entries per micro-batch."),
     block_ms: int = typer.Option(1000, "--block-ms", min=1, max=60_000, help="XREADGROUP BLOCK in milliseconds."),
-    drain: bool = typer.Option(False, "--drain", help="Exit once the stream is drained."),
+    drain: bool = typer.Option(False, "--drain", help="Exit once the stream is drained: with status 1 when any entry went to the dead-letter stream."),
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     run: str = typer.Option(LIVE_RUN, "--run", help="Run name; results go to this run's results stream."),
     job: str = typer.Option(None, "--job", help="Work on the streams of this `rewardpilot run` job."),
@@ -135,3 +135,6 @@ def consume(
 
     stats = asyncio.run(main())
     typer.echo(json.dumps(stats.as_dict()))
+    if drain and stats.dead_letters:
+        # A drained batch run with dead letters did not fully succeed; scripts see it in the status.
+        raise typer.Exit(1)

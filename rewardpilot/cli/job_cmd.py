@@ -43,6 +43,11 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     sample: int = typer.Option(10, "--sample", min=0, help="Recommendations to show in the sample table."),
     partitions: int = partitions_option(),
+    demo_wallets: bool = typer.Option(
+        False, "--demo-wallets",
+        help="Store the wallets of the bundled example's demo users (demo-foodie, demo-traveler, demo-cashback, "
+        "demo-trifecta) when no wallet is stored yet under the prefix, as `make run` does.",
+    ),
     keep: str = typer.Option(
         "30d", "--keep",
         help="How long the job stays in Redis (such as 12h or 7d): its streams, results, markers and cap spend "
@@ -64,7 +69,11 @@ def run(
     job = job or new_job_id()
     keys = job_keys(context.prefix, job, live)
     run_wallet = check_cards(split_cards(wallet))
-    wallets.ensure_demo_wallets(client, keys, _catalog())
+    if demo_wallets:
+        created = wallets.ensure_demo_wallets(client, keys, _catalog())
+        if created:
+            console.print(f"stored demo wallets for {', '.join(created)} (remove one with "
+                          f"`{program_name()} wallet delete USER`)", soft_wrap=True)
     console.print(f"job {job} on {context.describe_server()}")
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
                                 partitions=agreed_partitions(client, keys, partitions),
@@ -92,7 +101,7 @@ def run(
     console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
                   soft_wrap=True)
 
-    if published.rejected:
+    if published.rejected or summary.failed:
         raise typer.Exit(1)
 
 

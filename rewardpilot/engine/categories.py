@@ -11,6 +11,10 @@ iso18245 package knows a category. A transaction is placed by the first of:
    in an export without MCC or category              (0.65)
 5. nothing matched: "other"                          (0.50)
 
+A category text that only means "other" (an issuer's "Shopping" or
+"Merchandise") does not stop the merchant look-up: "COSTCO WHSE #0123"
+under "Shopping" is a warehouse club, placed by its merchant name.
+
 Results are cached per (mcc, text) pair, so repeated merchants cost a dict
 look-up.
 """
@@ -164,7 +168,7 @@ class CategoryMap:
         """Place a transaction in a category; see the module docstring for the order.
 
         The merchant name is the last resort, tried only when neither the MCC
-        nor the category text placed the purchase.
+        nor the category text placed the purchase in a category other than "other".
         """
         key = (mcc, text)
         placement = self._placements.get(key)
@@ -172,7 +176,8 @@ class CategoryMap:
             placement = self._place(mcc, text)
             if len(self._placements) < 65536:
                 self._placements[key] = placement
-        if placement.source == "fallback" and merchant:
+        generic = placement.source == "fallback" or (placement.source == "text" and placement.category == OTHER)
+        if generic and merchant:
             category = self.for_merchant(merchant)
             if category is not None:
                 return Placement(category, "merchant", CONFIDENCE_MERCHANT)

@@ -67,7 +67,7 @@ from typing import Mapping, Sequence
 
 from rewardpilot import ENGINE_VERSION
 from rewardpilot.engine.catalog import Card, Cap, Catalog, EarnRule, RotatingQuarter, default_catalog
-from rewardpilot.engine.categories import CategoryMap, Placement, default_categories, normalize_text
+from rewardpilot.engine.categories import OTHER, CategoryMap, Placement, default_categories, normalize_text
 from rewardpilot.engine.errors import InvalidModeError, NoUsableCardError
 from rewardpilot.engine.evaluation import CardFacts, Evaluation, Listed
 from rewardpilot.engine.merchants import AcceptanceRules
@@ -998,6 +998,10 @@ class RulesEngine:
         elif placement.source == "mcc_range":
             notes.append(f"MCC {transaction.mcc} is not in the ISO 18245 list, so its range was taken to mean "
                          f"{placement.category}")
+        elif placement.source == "merchant" and self.categories.for_text(transaction.category) == OTHER:
+            notes.append(f"the category ({placement.category}) was inferred from the merchant name "
+                         f"\"{transaction.merchant}\" because the category text \"{transaction.category}\" "
+                         "names no reward category")
         elif placement.source == "merchant":
             notes.append(f"the category ({placement.category}) was inferred from the merchant name "
                          f"\"{transaction.merchant}\" because neither an MCC nor a category text placed it")
