@@ -7,20 +7,23 @@ raise ``InputError`` for a file that cannot be read at all (no header, an
 unknown layout) and no other exception for bad input.
 
 Rows are decoded one at a time, so bytes that are not UTF-8 reject only the
-row they are in. Memory stays bounded: a row is at most ``MAX_RECORD_BYTES``
+row they are in, and a stray CSV quote rejects only the line it is on. Memory
+stays bounded: a row is at most ``MAX_RECORD_BYTES``
 and transaction_ids are remembered in a ``DuplicateIndex``.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
+from collections import deque
 from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import structlog
 
@@ -39,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 MAX_RECORD_BYTES = MAX_LINE_BYTES
 NOT_UTF8_FIX = "save the file as UTF-8"
+UNCLOSED_QUOTE_FIX = 'close the quote on this line, or write a quote that is part of the text as two quotes ("")'
 
 
 @dataclass(frozen=True)
@@ -79,25 +83,31 @@ class _RecordTooLarge(Exception):
 
 
 class _CsvLineSource:
-    """Feed decoded physical lines to ``csv.reader`` and remember what each row consumed.
+    """Feed decoded physical lines to ``csv.reader`` and remember the lines each record consumed.
 
     Invalid UTF-8 is decoded with ``surrogateescape`` so the CSV parser keeps
     going. The reader then finds the escaped bytes and rejects that row.
+    ``record_lines`` keeps the record's physical lines, so the lines after the
+    first can be read again when the record is rejected. A record is cut off
+    once it passes ``max_record_bytes``, so it keeps at most that many bytes
+    plus one line.
     """
 
-    def __init__(self, lines: LineSplitter, max_record_bytes: int) -> None:
+    def __init__(self, lines: Iterable[PhysicalLine], max_record_bytes: int) -> None:
         self.lines = lines
         self.max_record_bytes = max_record_bytes
-        self.record_start = 0
+        self.record_lines: list[PhysicalLine] = []
         self.record_parts: list[str] = []
         self.record_bytes = 0
+        self.at_end = False  # the lines ran out during this record
         self._first_line: PhysicalLine | None = None
 
-    def begin_record(self, first_line: PhysicalLine | None = None) -> None:
-        """Start a record, with ``first_line`` as its first line when the caller has already taken it."""
-        self.record_start = 0
+    def begin_record(self, first_line: PhysicalLine) -> None:
+        """Start a record whose first line, ``first_line``, the caller has already taken."""
+        self.record_lines = []
         self.record_parts = []
         self.record_bytes = 0
+        self.at_end = False
         self._first_line = first_line
 
     def __iter__(self) -> _CsvLineSource:
@@ -105,12 +115,16 @@ class _CsvLineSource:
 
     def __next__(self) -> str:
         if self._first_line is not None:
-            number, content, ending, too_long = self._first_line
+            line = self._first_line
             self._first_line = None
         else:
-            number, content, ending, too_long = next(self.lines)
-        if not self.record_start:
-            self.record_start = number
+            try:
+                line = next(self.lines)
+            except StopIteration:
+                self.at_end = True
+                raise
+        number, content, ending, too_long = line
+        self.record_lines.append(line)
         data = content + ending
         self.record_bytes += len(data)
         text = data.decode("utf-8", "surrogateescape")
@@ -120,8 +134,27 @@ class _CsvLineSource:
         return text
 
     @property
+    def record_start(self) -> int:
+        return self.record_lines[0].number
+
+    @property
+    def record_end(self) -> int:
+        return self.record_lines[-1].number
+
+    @property
     def raw(self) -> str:
         return "".join(self.record_parts).rstrip("\r\n")
+
+    @property
+    def first_raw(self) -> str:
+        """The text of the record's first line, without its line end."""
+        return self.record_parts[0].rstrip("\r\n")
+
+
+def _pop_each(lines: deque[PhysicalLine]) -> Iterator[PhysicalLine]:
+    """Remove and yield the lines of ``lines`` from the left until it is empty."""
+    while lines:
+        yield lines.popleft()
 
 
 def _not_utf8_error(text: str, line: int, column: str | None) -> RowError | None:
@@ -200,6 +233,8 @@ class CsvReader(_LineReader):
         super().__init__(stream, max_record_bytes=max_record_bytes, duplicates=duplicates)
         self.layout = layout
         self.user = user
+        # The field count of a row, once the header is bound. _records checks it on records that span lines.
+        self._row_width: int | None = None
 
     def __iter__(self) -> Iterator[Outcome]:
         try:
@@ -215,44 +250,107 @@ class CsvReader(_LineReader):
         which takes a fraction of the time. Lines with a quote, empty lines
         and lines over a size limit go through ``csv.reader``, and so do the
         further lines of a quoted field that spans lines.
+
+        A record spans lines only when its first line ends inside a quoted
+        field. When such a record fails (it grows past the size limit, is not
+        valid CSV, or has a field count other than the header's), the quote
+        on its first line is taken to be stray. Only that line is rejected,
+        and reading resumes at the record's second line, so the rows after a
+        stray quote are read as usual.
+
+        NOTE: two stray quotes can still join lines into one row that passes,
+        when the second quote closes the field in a place that keeps the
+        header's field count. That row is read whole, with a line end inside
+        a field, and the lines between the quotes are not rows of their own.
         """
         source = _CsvLineSource(self.lines, self.max_record_bytes)
         reader = csv.reader(source, strict=True)
         # A line of at most field_size_limit bytes has no field longer than
         # field_size_limit characters, so csv.reader would not reject it.
         split_limit = min(self.max_record_bytes, csv.field_size_limit())
-        for line in self.lines:
-            content = line.content
-            if content and not line.too_long and len(content) + len(line.ending) <= split_limit:
-                # Decode before looking for a quote, because ``in`` on bytes
-                # first tries the operand as an integer and raises internally.
-                raw = content.decode("utf-8", "surrogateescape")
-                if '"' not in raw:
-                    yield line.number, raw.split(","), raw, None
+        # Lines of rejected records that are read again. Clean files never
+        # fill it, so the loop below runs on the LineSplitter itself.
+        replay: deque[PhysicalLine] = deque()
+        lines: Iterable[PhysicalLine] = self.lines
+        while True:
+            for line in lines:
+                content = line.content
+                if content and not line.too_long and len(content) + len(line.ending) <= split_limit:
+                    # Decode before looking for a quote, because ``in`` on bytes
+                    # first tries the operand as an integer and raises internally.
+                    raw = content.decode("utf-8", "surrogateescape")
+                    if '"' not in raw:
+                        yield line.number, raw.split(","), raw, None
+                        continue
+
+                source.begin_record(line)
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except _RecordTooLarge:
+                    error = self._too_large_error(source)
+                    raw = source.raw[:200]  # LineSplitter has already cut a line over the limit
+                except csv.Error as csv_error:
+                    error = self._csv_error(source, csv_error)
+                    raw = source.raw
+                else:
+                    spans_lines = len(source.record_lines) > 1
+                    if not spans_lines or self._row_width is None or len(fields) == self._row_width:
+                        yield source.record_start, fields, source.raw, None
+                        continue
+                    error = self._joined_width_error(source, fields)
+
+                # A fresh csv.reader, because one whose source raised cannot go on.
+                reader = csv.reader(source, strict=True)
+                if len(source.record_lines) == 1:
+                    yield source.record_start, None, raw, error
                     continue
 
-            source.begin_record(line)
-            try:
-                fields = next(reader)
-            except StopIteration:
+                replay.extendleft(reversed(source.record_lines[1:]))
+                lines = itertools.chain(_pop_each(replay), self.lines)
+                source.lines = lines
+                yield source.record_start, None, source.first_raw, error
+                break
+            else:
                 return
-            except _RecordTooLarge:
-                yield source.record_start, None, source.raw[:200], RowError(
-                    f"the row is longer than the limit of {self.max_record_bytes} bytes",
-                    line=source.record_start, value=_printable(source.raw[:80]) + "...",
-                    fix="check for a quote that is never closed, or shorten the row",
-                )
-                reader = csv.reader(source, strict=True)
-                continue
-            except csv.Error as error:
-                yield source.record_start, None, source.raw, RowError(
-                    f"the row is not valid CSV ({error})",
-                    line=source.record_start, value=_printable(source.raw[:200]),
-                    fix='write a quote inside a quoted field as two quotes ("")',
-                )
-                reader = csv.reader(source, strict=True)
-                continue
-            yield source.record_start, fields, source.raw, None
+
+    def _too_large_error(self, source: _CsvLineSource) -> RowError:
+        if len(source.record_lines) == 1:
+            return RowError(
+                f"the row is longer than the limit of {self.max_record_bytes} bytes",
+                line=source.record_start, value=_printable(source.raw[:80]) + "...", fix="shorten the row",
+            )
+        return RowError(
+            f"the quote opened on this line is never closed, so by line {source.record_end} "
+            f"the row is longer than the limit of {self.max_record_bytes} bytes",
+            line=source.record_start, value=_printable(source.first_raw[:200]), fix=UNCLOSED_QUOTE_FIX,
+        )
+
+    def _csv_error(self, source: _CsvLineSource, error: csv.Error) -> RowError:
+        # csv.reader reads another line only inside a quoted field, so
+        # running out of lines means the quote never closed.
+        if source.at_end:
+            where = f" on line {source.record_end}" if len(source.record_lines) > 1 else ""
+            reason = f"the quote opened on this line is never closed before the file ends{where}"
+        elif len(source.record_lines) == 1:
+            return RowError(
+                f"the row is not valid CSV ({error})",
+                line=source.record_start, value=_printable(source.raw[:200]),
+                fix='write a quote inside a quoted field as two quotes ("")',
+            )
+        else:
+            reason = (f"the quoted field that opens on this line is malformed, because it runs on "
+                      f"to line {source.record_end} and the CSV is not valid there ({error})")
+        return RowError(reason, line=source.record_start, value=_printable(source.first_raw[:200]),
+                        fix=UNCLOSED_QUOTE_FIX)
+
+    def _joined_width_error(self, source: _CsvLineSource, fields: list[str]) -> RowError:
+        return RowError(
+            f"the quoted field that opens on this line runs on to line {source.record_end}, and the row "
+            f"it makes has {len(fields)} fields but the header has {self._row_width}",
+            line=source.record_start, value=_printable(source.first_raw[:200]), fix=UNCLOSED_QUOTE_FIX,
+        )
 
     def _read(self) -> Iterator[Outcome]:
         records = self._records()
@@ -299,7 +397,9 @@ class CsvReader(_LineReader):
         """Bind the layout to its own ``header``, for a file without a header row."""
         if self.user is not None:
             self._apply_user()
-        return self.layout.bind(self.layout.header)
+        bound = self.layout.bind(self.layout.header)
+        self._row_width = bound.width
+        return bound
 
     def _bind_header(self, fields: list[str], line: int, raw: str):
         bad = _not_utf8_error(raw, line, None)
@@ -311,6 +411,7 @@ class CsvReader(_LineReader):
         if self.user is not None:
             self._apply_user()
         bound = self.layout.bind(header)
+        self._row_width = bound.width
         if bound.extra_columns:
             self.warn(
                 f"columns {', '.join(repr(name) for name in bound.extra_columns)} are not used "

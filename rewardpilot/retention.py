@@ -10,7 +10,11 @@ never seen at all. ``trim`` instead computes a MINID no later than:
   oldest entry it may not have read yet);
 * for every consumer group, its oldest pending entry.
 
-``XTRIM MINID`` (exact) then removes only entries older than that id.
+``XTRIM MINID`` (exact) then removes only entries older than that id. A
+group is reported as holding the trim back only when some entry older than
+the cutoff is kept because of it. A group that has read and acknowledged
+everything has a limit just after the last entry, which removes as much as
+the cutoff does, so it is not reported.
 
 NOTE: the plan and the XTRIM are two steps. A replay group created in between at an
 older id can find its first entries trimmed. Live groups only move forward,
@@ -51,6 +55,9 @@ class TrimReport:
     removed: int
     dry_run: bool = False
     held_back_by: str | None = None
+    # Number of entries older than the cutoff that ``held_back_by`` keeps, from ``min_id`` up to
+    # the cutoff. It is 0 when no group held the trim back, and None when nothing was counted.
+    held_back_count: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +93,11 @@ async def _server_ms(client: aioredis.Redis) -> int:
 
 
 async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta) -> tuple[str, str, str | None]:
-    """Return (cutoff id, safe MINID, the group that held the MINID back or None)."""
+    """Return (cutoff id, safe MINID, the group that held the MINID back or None).
+
+    The group is None unless the stream has an entry from the MINID up to the
+    cutoff, that is an entry older than the cutoff that the trim keeps.
+    """
     cutoff_ms = await _server_ms(client) - int(older_than.total_seconds() * 1000)
     cutoff_id = f"{max(0, cutoff_ms)}-0"
     min_id, held_back_by = cutoff_id, None
@@ -109,12 +120,18 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
         for limit in limits:
             if _key(limit) < _key(min_id):
                 min_id, held_back_by = limit, group
+
+    if held_back_by is not None and not await client.xrange(stream, min=min_id, max=f"({cutoff_id}", count=1):
+        # The slowest group's limit is below the cutoff, but no entry lies between them.
+        held_back_by = None
     return cutoff_id, min_id, held_back_by
 
 
-async def _count_before(client: aioredis.Redis, stream: str, min_id: str) -> int:
-    """Count entries older than ``min_id`` by walking XRANGE in chunks."""
-    count, cursor = 0, "-"
+async def _count_before(client: aioredis.Redis, stream: str, min_id: str, *, start: str = "-") -> int:
+    """Count entries from ``start`` to just before ``min_id`` by walking XRANGE in chunks."""
+    if _key(min_id) == (0, 0):
+        return 0  # nothing is older than 0-0, and XRANGE rejects the exclusive end "(0-0"
+    count, cursor = 0, start
     while True:
         entries = await client.xrange(stream, min=cursor, max=f"({min_id}", count=COUNT_CHUNK)
         count += len(entries)
@@ -123,16 +140,25 @@ async def _count_before(client: aioredis.Redis, stream: str, min_id: str) -> int
         cursor = "(" + _text(entries[-1][0])
 
 
-async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dry_run: bool = False) -> TrimReport:
-    """Remove entries older than ``older_than`` that every consumer group has read and acknowledged."""
+async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dry_run: bool = False,
+               count_held_back: bool = True) -> TrimReport:
+    """Remove entries older than ``older_than`` that every consumer group has read and acknowledged.
+
+    With ``count_held_back``, a trim held back by a group also counts the
+    entries older than the cutoff that it keeps, walking them with XRANGE.
+    """
     cutoff_id, min_id, held_back_by = await plan_min_id(client, stream, older_than)
     if dry_run:
         removed = await _count_before(client, stream, min_id)
     else:
         removed = int(await client.xtrim(stream, minid=min_id, approximate=False))
 
+    held_back_count = None
+    if count_held_back:
+        held_back_count = await _count_before(client, stream, cutoff_id, start=min_id) if held_back_by else 0
+
     report = TrimReport(stream=stream, cutoff_id=cutoff_id, min_id=min_id, removed=removed,
-                        dry_run=dry_run, held_back_by=held_back_by)
+                        dry_run=dry_run, held_back_by=held_back_by, held_back_count=held_back_count)
     if removed or held_back_by:
         log.info("stream trimmed" if not dry_run else "stream trim planned", **report.as_dict())
     return report
@@ -144,13 +170,15 @@ async def trim_loop(client: aioredis.Redis, streams: str | Sequence[str], older_
 
     ``streams`` is one stream name or several, such as every partition
     stream. Each stream gets its own safe MINID from its own consumer groups.
-    An error on one stream is logged and the others are still trimmed.
+    An error on one stream is logged and the others are still trimmed. The
+    entries a group holds back are not counted, because a group far behind
+    would make every pass walk all of them.
     """
     streams = [streams] if isinstance(streams, str) else list(streams)
     while not stopping.is_set():
         for stream in streams:
             try:
-                await trim(client, stream, older_than)
+                await trim(client, stream, older_than, count_held_back=False)
             except redis.RedisError as exc:
                 log.warning("trim failed; trying again next interval", stream=stream, error=str(exc))
         try:

@@ -147,6 +147,63 @@ def test_wallet_set_and_show(cli_env, keys):
 
 
 @one_server
+def test_wallet_set_echoes_stored_wallet(cli_env, keys):
+    first = run_cli(["--prefix", keys.prefix, "wallet", "set", "user-1001", "csp", "amex-gold",
+                     "--cycle-day", "15", "--mode", "cash"], cli_env)
+    again = run_cli(["--prefix", keys.prefix, "wallet", "set", "user-1001", "csp"], cli_env)
+    plain = run_cli(["--prefix", keys.prefix, "wallet", "set", "bob", "amex gold"], cli_env)
+
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "wallet of user-1001: chase-sapphire-preferred, amex-gold (cycle day 15, mode cash)\n" in first.stderr
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "wallet of user-1001: chase-sapphire-preferred (cycle day 15, mode cash)\n" in again.stderr  # kept
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "wallet of bob: amex-gold\n" in plain.stderr
+
+
+@one_server
+def test_wallet_activate_echoes_card_id(cli_env, keys):
+    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff"], cli_env).returncode == 0
+
+    done = run_cli(["--prefix", keys.prefix, "wallet", "activate", "u1", "cff", "2025-q3"], cli_env)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "chase-freedom-flex: 2025Q3 activated for u1\n" in done.stderr
+
+
+@one_server
+def test_wallet_show_stored_settings(cli_env, keys):
+    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",
+                    "--mode", "cashback"], cli_env).returncode == 0
+    assert run_cli(["--prefix", keys.prefix, "wallet", "activate", "u1", "cff", "2025Q3"], cli_env).returncode == 0
+    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u2", "amex-gold"], cli_env).returncode == 0
+
+    single = run_cli(["--prefix", keys.prefix, "wallet", "show", "u1"], cli_env)
+    every = run_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
+    plain = run_cli(["--prefix", keys.prefix, "wallet", "show", "u2"], cli_env)
+    as_json = run_cli(["--prefix", keys.prefix, "wallet", "show", "--json"], cli_env)
+
+    assert single.returncode == 0, single.stderr[-2000:]
+    for text in ("cycle day", "mode", "activations", "cashback", "chase-freedom-flex: 2025Q3"):
+        assert text in single.stdout
+    assert re.search(r"│ u1 +│.*│ 15 +│ cashback +│", single.stdout)
+    assert every.returncode == 0, every.stderr[-2000:]
+    assert re.search(r"│ u1 +│.*│ 15 +│ cashback +│ chase-freedom-flex: 2025Q3 +│", every.stdout)
+    assert re.search(r"│ u2 +│.*│ calendar months +│ cash \(default\) +│ none +│", every.stdout)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "cycle day" not in plain.stdout  # u2 stores no settings, so the table has no setting columns
+    assert json.loads(as_json.stdout) == {"u1": ["chase-freedom-flex"], "u2": ["amex-gold"]}
+
+
+@one_server
+def test_wallet_show_empty_user_id(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "wallet", "show", " "], cli_env)
+
+    assert completed.returncode == 2
+    assert "user id is empty" in completed.stderr
+
+
+@one_server
 def test_wallet_set_unknown_card(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-goldd"], cli_env)
 

@@ -113,6 +113,18 @@ def test_redrive_needs_ids_or_all(keys, cli_env):
 
 
 @one_server
+@pytest.mark.parametrize("flags", [[], ["--yes"]])
+def test_purge_nothing_no_prompt(keys, cli_env, flags):
+    # With empty stdin, a prompt would read end of file and abort with exit code 1.
+    completed = run_cli(["--prefix", keys.prefix, "dlq", "purge", *flags], cli_env, input="")
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert f"no dead letters to purge in {keys.dead_letters}\n" in completed.stderr
+    assert "Delete" not in completed.stdout + completed.stderr
+    assert "Aborted" not in completed.stdout + completed.stderr
+
+
+@one_server
 async def test_purge_asks_first(redis_url, keys, sync_client, cli_env, orchestrator):
     await dead_letter_all(redis_url, keys, orchestrator)
 

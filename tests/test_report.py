@@ -199,6 +199,31 @@ def test_cli_run_then_report(cli_env, tmp_path):
 
 
 @one_server
+def test_cli_report_headline_totals(cli_env, keys, sync_client):
+    publish_run(sync_client, keys)
+
+    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.splitlines()[0] == (
+        "Report for u1, 2026-11: 4 purchase(s), $215.00 spent; earned $8.80, "
+        "the recommended cards would have earned $14.80: $6.00 missed"
+    )
+
+
+# The ids are printed as given: no change of case, and brackets are text, not Rich markup.
+@one_server
+@pytest.mark.parametrize("user", ["user-1001", "nobody", "User-1001", "[red]x[/red]", "a[/bold]b"])
+def test_cli_report_headline_user_id(cli_env, keys, user):
+    completed = run_cli(["--prefix", keys.prefix, "report", "--user", user, "--month", "2026-11"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    headline = completed.stdout.splitlines()[0]
+    assert headline.startswith(f"Report for {user}, 2026-11: 0 purchase(s), ")
+    assert headline.endswith(": $0.00 missed")  # one line, whatever the length of the id
+
+
+@one_server
 def test_cli_wallet_activate_and_valuations(cli_env, tmp_path):
     prefix = f"rpcli{tmp_path.name[-8:]}:"
     assert run_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",

@@ -111,6 +111,30 @@ def test_trim_unread_group_blocks_all(redis_url, keys, sync_client):
     assert sync_client.xlen(keys.transactions) == 13
 
 
+def test_trim_counts_held_back_entries(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=6, keep_pending={2})
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.held_back_by == GROUP
+    assert report.held_back_count == 8  # old-2 to old-9, because the recent entries are younger than the cutoff
+
+
+def test_trim_fully_read_group_holds_nothing(redis_url, keys, sync_client):
+    # Every entry is older than the cutoff and acknowledged. The group's limit is the id just
+    # after the last entry, which is below the cutoff but keeps nothing.
+    add_entries(sync_client, keys.transactions, old=10, recent=0)
+    read_and_ack(sync_client, keys.transactions, count=10)
+
+    report = run_trim(redis_url, keys.transactions, dry_run=True)
+
+    assert report.removed == 10
+    assert report.held_back_by is None
+    assert report.held_back_count == 0
+    assert report.min_id == f"{OLD_MS + 9000}-1"
+
+
 def test_trim_slowest_group_wins(redis_url, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=8)
@@ -140,6 +164,16 @@ def test_trim_dry_run_removes_nothing(redis_url, keys, sync_client):
     assert report.dry_run is True
     assert report.removed == 4
     assert sync_client.xlen(keys.transactions) == 13
+
+
+def test_trim_dry_run_age_before_epoch(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+
+    report = run_trim(redis_url, keys.transactions, age="3000w", dry_run=True)  # 57 years: cutoff 0-0
+
+    assert report.cutoff_id == "0-0"
+    assert report.removed == 0
+    assert report.held_back_by is None
 
 
 def test_trim_missing_stream(redis_url, keys):
@@ -203,6 +237,49 @@ def test_cli_trim_dry_run_text(cli_env, keys, sync_client):
 
 
 @one_server
+def test_cli_trim_names_entries_kept(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=4)
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "removed 4 entries" in completed.stdout
+    assert "consumer group 'g' held the trim back" in completed.stdout
+    assert "and kept 6 entries older than the cutoff" in completed.stdout
+    assert sync_client.xlen(keys.transactions) == 9
+
+
+@one_server
+def test_cli_trim_fully_read_not_held_back(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions, old=10, recent=0)
+    read_and_ack(sync_client, keys.transactions, count=10)
+
+    text = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--dry-run"], cli_env)
+    as_json = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--dry-run", "--json"], cli_env)
+
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert "would remove 10 entries" in text.stdout
+    assert "held the trim back" not in text.stdout
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    report = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert report["held_back_by"] is None
+    assert report["held_back_count"] == 0
+
+
+@one_server
+def test_cli_trim_one_entry_singular(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions, old=2, recent=0)
+    read_and_ack(sync_client, keys.transactions, count=1)
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1d", "--dry-run"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "would remove 1 entry older than" in completed.stdout
+    assert "would keep 1 entry older than the cutoff" in completed.stdout
+
+
+@one_server
 def test_cli_trim_bad_age(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "a month"], cli_env)
 
@@ -249,7 +326,7 @@ async def test_plan_min_id_pending_acked_meanwhile(redis_url, keys, sync_client,
 
     from rewardpilot.retention import plan_min_id
 
-    sync_client.xadd(keys.transactions, {"data": "x"})
+    sync_client.xadd(keys.transactions, {"data": "x"}, id=old_id(0))  # older than the cutoff
     sync_client.xgroup_create(keys.transactions, "g", id="0")
     client = aioredis.Redis.from_url(redis_url)
     real_xinfo = client.xinfo_groups

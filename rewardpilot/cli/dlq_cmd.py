@@ -90,11 +90,14 @@ def purge(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
 ) -> None:
-    """Delete every dead letter, after confirmation."""
+    """Delete every dead letter, after confirmation. With none, exit 0 without asking."""
     from consumer import dlq
 
     client, keys = _client_and_keys(ctx, job)
     count = client.xlen(keys.dead_letters)
+    if count == 0:
+        console.print(f"no dead letters to purge in {keys.dead_letters}", markup=False, soft_wrap=True)
+        return
     if not yes and not typer.confirm(f"Delete {count} dead letters from {keys.dead_letters}?"):
         raise typer.Exit(1)
     console.print(f"purged {dlq.purge(client, keys)} dead letters")

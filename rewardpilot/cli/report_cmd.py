@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
@@ -79,9 +80,12 @@ def _table(title: str, first: str, rows: dict[str, Totals]) -> Table:
 def print_report(result: Report) -> None:
     out = stdout_console()
     total = result.total
-    out.print(f"[bold]{result.user_id}, {result.period}[/bold]: {result.purchases} purchase(s), "
-              f"{_usd(total.spend)} spent; earned {_usd(total.earned)}, the recommended cards would have "
-              f"earned {_usd(total.best)}: [bold red]{_usd(total.missed)} missed[/bold red]")
+    # The headline starts with fixed words, so it reads the same whatever the user id, and it is one
+    # line at any width. The user id is escaped, so "[" in an id is printed, never read as markup.
+    out.print(f"Report for [bold]{escape(result.user_id)}[/bold], {result.period}: {result.purchases} "
+              f"purchase(s), {_usd(total.spend)} spent; earned {_usd(total.earned)}, the recommended cards "
+              f"would have earned {_usd(total.best)}: [bold red]{_usd(total.missed)} missed[/bold red]",
+              soft_wrap=True)
     if result.unknown_card_used:
         out.print(f"{result.unknown_card_used} purchase(s) named no known card and count as earning the best "
                   "amount. If the export comes from one card, name it with --card-used CARD "

@@ -57,8 +57,15 @@ def trim(
     verb = "would remove" if dry_run else "removed"
     out = stdout_console()
     for report in reports:
-        out.print(f"{report.stream}: {verb} {report.removed} entries older than {report.min_id}")
+        out.print(f"{report.stream}: {verb} {_entries(report.removed)} older than {report.min_id}",
+                  markup=False, soft_wrap=True)
         if report.held_back_by:
+            keep_verb = "would keep" if dry_run else "kept"
             out.print(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
-                      f"(cutoff was {report.cutoff_id}): it has entries in {report.stream} it has not "
-                      "read or acknowledged")
+                      f"(cutoff was {report.cutoff_id}) and {keep_verb} {_entries(report.held_back_count)} older "
+                      "than the cutoff, from the first entry it has not read or acknowledged",
+                      markup=False, soft_wrap=True)
+
+
+def _entries(count: int) -> str:
+    return "1 entry" if count == 1 else f"{count} entries"

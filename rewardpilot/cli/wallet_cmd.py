@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import split_cards
+
+if TYPE_CHECKING:
+    from rewardpilot.wallets import WalletRecord
 
 app = typer.Typer(help="Manage the cards in each user's wallet.", no_args_is_help=True)
 
@@ -17,6 +22,34 @@ def _engine():
     from rewardpilot.engine import RulesEngine
 
     return RulesEngine.default()
+
+
+def _cycle_day_text(record: WalletRecord) -> str:
+    return str(record.cycle_day) if record.cycle_day is not None else "calendar months"
+
+
+def _mode_text(record: WalletRecord) -> str:
+    return record.mode or "cash (default)"
+
+
+def _activation_lines(record: WalletRecord) -> list[str]:
+    return [f"{card}: {', '.join(quarters)}" for card, quarters in sorted(record.activations.items()) if quarters]
+
+
+def _activations_text(record: WalletRecord) -> str:
+    return "\n".join(_activation_lines(record)) or "none"
+
+
+def _stored_settings(record: WalletRecord) -> list[str]:
+    """List the settings a wallet stores, such as "cycle day 15", for a one-line summary."""
+    settings = []
+    if record.cycle_day is not None:
+        settings.append(f"cycle day {record.cycle_day}")
+    if record.mode:
+        settings.append(f"mode {record.mode}")
+    settings += [f"{card} activated for {', '.join(quarters)}"
+                 for card, quarters in sorted(record.activations.items()) if quarters]
+    return settings
 
 
 @app.command("set")
@@ -40,15 +73,23 @@ def set_wallet(
     client = context.client()
     check_redis(client, context)
     card_ids = split_cards(cards) or []
+    keys = context.keys()
     try:
         if mode is not None:
             mode = _engine().check_mode(mode)
-        wallets.set_wallet(client, context.keys(), user, card_ids, _engine().catalog,
-                           cycle_day=cycle_day, mode=mode)
+        stored = wallets.set_wallet(client, keys, user, card_ids, _engine().catalog,
+                                    cycle_day=cycle_day, mode=mode)
     except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         raise typer.Exit(2) from None
-    console.print(f"wallet of {user}: {', '.join(card_ids)}")
+
+    # Read the wallet back, so the output shows the catalog ids and the settings kept from an earlier wallet.
+    record = wallets.get_wallet_record(client, keys, user)
+    if record is None:  # deleted by another client since the write
+        record = wallets.WalletRecord(cards=stored)
+    settings = _stored_settings(record)
+    console.print(f"wallet of {wallets.check_user_id(user)}: {', '.join(record.cards)}"
+                  + (f" ({', '.join(settings)})" if settings else ""), markup=False, soft_wrap=True)
 
 
 @app.command("show")
@@ -65,25 +106,52 @@ def show_wallet(
     check_redis(client, context)
     keys = context.keys()
     if user:
-        found = wallets.get_wallet(client, keys, user)
+        try:
+            found = wallets.get_wallet_record(client, keys, user)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
         if found is None:
-            console.print(f"[red]error:[/red] no wallet for user {user!r}; set one with "
-                          f"`rewardpilot wallet set {user} CARD...`")
+            console.print(f"[red]error:[/red] no wallet for user {escape(repr(user))}; set one with "
+                          f"`rewardpilot wallet set {escape(user)} CARD...`")
             raise typer.Exit(1)
-        listing = {user: found}
+        records = {user: found}
     else:
         listing = wallets.list_wallets(client, keys)
+        # One more MGET for the settings, because list_wallets returns only the cards. A wallet
+        # deleted in between is shown with its cards and no settings.
+        raws = client.mget([keys.wallet(owner) for owner in listing]) if listing else []
+        records = {
+            owner: wallets.decode_wallet_record(raw) or wallets.WalletRecord(cards=card_ids)
+            for (owner, card_ids), raw in zip(listing.items(), raws)
+        }
 
     if as_json:
-        typer.echo(json.dumps(listing))
+        # NOTE: the JSON output lists only the cards of each wallet, as it did before the settings existed.
+        typer.echo(json.dumps({owner: record.cards for owner, record in records.items()}))
         return
+    stdout_console().print(_wallet_table(records))
+
+
+def _wallet_table(records: dict[str, WalletRecord]) -> Table:
+    """Build the wallets table, with a column for each setting that some wallet stores."""
     catalog = _engine().catalog
     table = Table(title="Wallets")
     table.add_column("user")
     table.add_column("cards")
-    for owner, card_ids in sorted(listing.items()):
-        table.add_row(owner, ", ".join(f"{catalog.get(c).name} ({c})" for c in card_ids))
-    stdout_console().print(table)
+    settings = [
+        ("cycle day", any(record.cycle_day is not None for record in records.values()), _cycle_day_text),
+        ("mode", any(record.mode for record in records.values()), _mode_text),
+        ("activations", any(_activation_lines(record) for record in records.values()), _activations_text),
+    ]
+    for name, stored_by_any, _ in settings:
+        if stored_by_any:
+            table.add_column(name)
+    for owner, record in sorted(records.items()):
+        cards = ", ".join(f"{catalog.get(c).name} ({c})" for c in record.cards)
+        cells = [render(record) for _, stored_by_any, render in settings if stored_by_any]
+        table.add_row(escape(owner), escape(cards), *(escape(cell) for cell in cells))
+    return table
 
 
 @app.command("delete")
@@ -113,12 +181,14 @@ def activate(
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
+    catalog = _engine().catalog
     try:
-        key = wallets.activate_quarter(client, context.keys(), user, card, quarter, _engine().catalog)
+        key = wallets.activate_quarter(client, context.keys(), user, card, quarter, catalog)
     except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         raise typer.Exit(2) from None
-    console.print(f"{card}: {key} activated for {user}")
+    console.print(f"{catalog.get(card).card_id}: {key} activated for {wallets.check_user_id(user)}",
+                  markup=False, soft_wrap=True)
 
 
 def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
