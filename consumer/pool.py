@@ -316,6 +316,7 @@ class ConsumerPool:
             entry_id, fields = delivery.entry_id, delivery.fields
             if end_key is not None and _entry_key(entry_id) > end_key:
                 skipped.append(entry_id)
+                self.stats.past_end += 1
                 continue
             try:
                 transaction = decode_transaction(fields)

@@ -48,6 +48,7 @@ class PoolStats:
     started: float = field(default_factory=time.monotonic)
     batches: int = 0
     delivered: int = 0
+    past_end: int = 0  # delivered after a replay's end id, acknowledged without an outcome
     results: int = 0
     duplicates: int = 0
     dead_letters: int = 0
@@ -71,6 +72,7 @@ class PoolStats:
         return {
             "batches": self.batches,
             "delivered": self.delivered,
+            "past_end": self.past_end,
             "results": self.results,
             "duplicates": self.duplicates,
             "dead_letters": self.dead_letters,

@@ -127,7 +127,11 @@ class Comparison:
 
 @dataclass
 class ReplaySummary:
-    """Counts of one replay: entries delivered, results written now, duplicates skipped, dead letters."""
+    """Counts of one replay: entries in the range delivered, results written now, duplicates skipped, dead letters.
+
+    ``read_past_end`` counts entries after the end id that the replay's group
+    read in the same batches and acknowledged without an outcome.
+    """
 
     run: str
     group: str
@@ -138,6 +142,7 @@ class ReplaySummary:
     results: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    read_past_end: int = 0
     comparison: Comparison | None = None
 
     def as_dict(self) -> dict:
@@ -253,8 +258,8 @@ async def replay_async(
 
     summary = ReplaySummary(
         run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
-        user=user, delivered=stats.delivered, results=stats.results, duplicates=stats.duplicates,
-        dead_letters=stats.dead_letters,
+        user=user, delivered=stats.delivered - stats.past_end, results=stats.results, duplicates=stats.duplicates,
+        dead_letters=stats.dead_letters, read_past_end=stats.past_end,
     )
     if compare:
         summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)

@@ -193,8 +193,9 @@ def set_wallet(
 ) -> list[str]:
     """Store a user's wallet cards, replacing the earlier ones; return the catalog ids stored.
 
-    The earlier wallet's activations are kept, and so are its cycle day and
-    mode unless new ones are given. Raises ValueError for a bad cycle day.
+    The earlier wallet's activations are kept for the cards that stay, and
+    so are its cycle day and mode unless new ones are given. Raises
+    ValueError for a bad cycle day.
     """
     user = check_user_id(user_id)
     cards = resolve_cards(card_ids, catalog)
@@ -204,8 +205,10 @@ def set_wallet(
     def replace_cards(earlier: WalletRecord | None) -> WalletRecord:
         if earlier is None:
             return WalletRecord(cards, cycle_day=cycle_day, mode=mode)
+        # Activations of a card that leaves the wallet go with it.
+        activations = {card: quarters for card, quarters in earlier.activations.items() if card in cards}
         return WalletRecord(cards, cycle_day=cycle_day if cycle_day is not None else earlier.cycle_day,
-                            activations=earlier.activations, mode=mode or earlier.mode)
+                            activations=activations, mode=mode or earlier.mode)
 
     update_wallet_record(client, keys, user, replace_cards)
     return cards

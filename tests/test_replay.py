@@ -140,6 +140,8 @@ def test_replay_range_by_id(redis_url, keys, sync_client):
     summary = replay(redis_url, keys, start=entry_id(5), end=str(BASE_MS + 7 * MINUTE_MS), run="by-id")
 
     assert summary.results == 3
+    assert summary.delivered == 3
+    assert summary.read_past_end == 22
     assert transaction_ids(sync_client, keys.results("by-id")) == ["r-005", "r-006", "r-007"]
     # A finished replay deletes its group, so it never holds back trimming.
     assert "replay:by-id" not in group_names(sync_client, keys.transactions)

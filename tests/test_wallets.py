@@ -165,3 +165,13 @@ def test_failed_change_writes_nothing(sync_client, keys):
         activate_quarter(sync_client, keys, "u-keep", "chase-freedom-flex", "2026Q4", CATALOG)
 
     assert get_wallet_record(sync_client, keys, "u-keep").activations == {}
+
+
+def test_replaced_card_loses_its_activations(sync_client, keys):
+    set_wallet(sync_client, keys, "u-swap", ["chase-freedom-flex", "discover-it-cash-back"], CATALOG)
+    activate_quarter(sync_client, keys, "u-swap", "chase-freedom-flex", "2026Q4", CATALOG)
+    activate_quarter(sync_client, keys, "u-swap", "discover-it-cash-back", "2026Q4", CATALOG)
+
+    set_wallet(sync_client, keys, "u-swap", ["discover-it-cash-back", "amex-gold"], CATALOG)
+
+    assert get_wallet_record(sync_client, keys, "u-swap").activations == {"discover-it-cash-back": ["2026Q4"]}
