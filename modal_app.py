@@ -117,6 +117,7 @@ async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> d
     from consumer.names import consumer_name
     from consumer.settings import ConsumerSettings
     from rewardpilot.connection import connect_async
+    from rewardpilot.partitions import agree_count_async
     from rewardpilot.streams import StreamKeys
 
     settings = ConsumerSettings(
@@ -124,6 +125,8 @@ async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> d
         workers=workers, shutdown_grace_seconds=grace_seconds,
     )
     client = connect_async(url, block_ms=settings.block_ms)
+    # Adopt the prefix's partition count, as `rewardpilot consume` does without --partitions.
+    settings.partitions = await agree_count_async(client, settings.keys)
     pool = build_pool(client, settings, CallOptions.from_env(rate=rate))
     registry = consumers_key(prefix)
     stops_at_ms = int((time.time() + seconds + grace_seconds) * 1000)
@@ -146,9 +149,13 @@ async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> d
 
 def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_CONSUMER_BACKLOG,
                   maximum: int = DEFAULT_MAX_CONSUMERS, spawn: Callable[[], object]) -> dict:
-    """Read the live group's backlog, count running consumers and ``spawn`` the missing ones."""
+    """Read the live group's backlog, count running consumers and ``spawn`` the missing ones.
+
+    On a partitioned prefix the backlog is the sum over every partition stream.
+    """
     from consumer.group import backlog
     from rewardpilot.connection import connect_async
+    from rewardpilot.partitions import count_key, partition_streams
     from rewardpilot.streams import StreamKeys
 
     keys = StreamKeys(prefix=prefix)
@@ -159,16 +166,21 @@ def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_
             registry = consumers_key(prefix)
             await client.zremrangebyscore(registry, "-inf", int(time.time() * 1000))
             running = await client.zcard(registry)
-            state = await backlog(client, keys.transactions, keys.group())
-            return state, running
+            partitions = int(await client.get(count_key(keys)) or 1)
+            lag = pending = 0
+            for stream in partition_streams(keys, partitions):
+                state = await backlog(client, stream, keys.group())
+                lag += state.lag
+                pending += state.pending
+            return lag, pending, running
         finally:
             await client.aclose()
 
-    state, running = asyncio.run(measure())
-    starting = plan_consumers(state.lag, state.pending, running, per_consumer=per_consumer, maximum=maximum)
+    lag, pending, running = asyncio.run(measure())
+    starting = plan_consumers(lag, pending, running, per_consumer=per_consumer, maximum=maximum)
     for _ in range(starting):
         spawn()
-    return {"lag": state.lag, "pending": state.pending, "running": running, "started": starting}
+    return {"lag": lag, "pending": pending, "running": running, "started": starting}
 
 
 def run_nightly_replay(url: str, *, prefix: str = "rp:", enabled: bool, now: datetime | None = None) -> dict:
@@ -256,8 +268,13 @@ def _validate_batch(rows: list[dict], user_id: str):
         try:
             transaction = Transaction.model_validate(row)
         except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in detail['loc']) or 'transaction'}: "
+                f"{detail['msg'].removeprefix('Value error, ')}"
+                for detail in exc.errors(include_url=False)
+            )
             errors.append({"index": index, "transaction_id": transaction_id,
-                           "error": f"invalid transaction: {exc.errors(include_url=False)}"})
+                           "error": f"invalid transaction: {problems}"})
             continue
         if transaction.transaction_id in seen:
             errors.append({"index": index, "transaction_id": transaction.transaction_id,

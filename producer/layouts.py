@@ -319,6 +319,14 @@ class BoundLayout:
 
     def _width_error(self, fields: list[str], line: int, raw: str) -> RowError:
         """Build the error for a row whose field count differs from the header's."""
+        if self.layout.header:
+            # The file has no header row, so the layout's own header may be what is wrong.
+            return RowError(
+                f"the row has {len(fields)} fields but the layout's header names {self.width} columns",
+                line=line, value=raw[:200],
+                fix=f"name every column of the file in the layout's header, in order; if only some rows "
+                    f"differ, quote any field that contains a comma, like \"Joe's, Inc\"",
+            )
         if len(fields) > self.width:
             return RowError(
                 f"the row has {len(fields)} fields but the header has {self.width}",

@@ -392,3 +392,33 @@ def test_publish_shows_each_input_warning_once(cli_env, keys, tmp_path):
     assert completed.returncode == 0, output[-2000:]
     assert "input warning" not in output
     assert "Labels" in output
+
+
+@one_server
+def test_publish_dedup_window_off_publishes_again(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "again.csv", [
+        ["w1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
+        ["w2", "u1", "Shell", "gas", "40.00", "5541", "2026-11-02T11:00:00Z"],
+    ])
+
+    def publish(*options) -> dict:
+        completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--json", *options], cli_env)
+        return summary_of(completed)
+
+    first = publish()
+    again = publish()
+    forced = publish("--dedup-window", "0")
+
+    assert (first["published"], first["duplicates"]) == (2, 0)
+    assert (again["published"], again["duplicates"]) == (0, 2)
+    assert (forced["published"], forced["duplicates"]) == (2, 0)
+
+
+@one_server
+def test_publish_dedup_window_invalid_exit_two(cli_env, keys, tmp_path):
+    source = write_csv(tmp_path / "one.csv", [["v1", "u1", "Shell", "gas", "40.00", "5541", "2026-11-02T11:00:00Z"]])
+
+    completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "-1h"], cli_env)
+
+    assert completed.returncode == 2
+    assert "--dedup-window: age '-1h' is invalid" in " ".join(completed.stderr.split())

@@ -122,3 +122,16 @@ def test_orchestrator_help_shows_body_limit_default(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "--max-body-bytes" in completed.stdout
     assert f"default: {DEFAULT_MAX_BODY_BYTES}" in completed.stdout
+
+
+def test_orchestrator_blank_api_key_exit_two(tmp_path):
+    env = child_env(tmp_path, columns=200)
+    env["ORCHESTRATOR_API_KEY"] = "   "
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "rewardpilot.cli", "orchestrator", "--port", "1", "--no-wallets"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+
+    assert completed.returncode == 2
+    assert "ORCHESTRATOR_API_KEY is set to blanks only" in " ".join(completed.stderr.split())

@@ -183,3 +183,14 @@ def test_cli_publishes_headerless_sample(cli_env, keys, tmp_path):
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     assert summary["published"] == 8
     assert summary["rejected"] == 0
+
+
+def test_short_layout_header_blames_the_layout(tmp_path):
+    layout = load_layout(layout_file(tmp_path, CARD_LAYOUT.replace(", Balance]", "]")))
+
+    outcomes = read(ROWS.encode(), layout)
+
+    rejected = of_kind(outcomes, Rejected)
+    assert len(rejected) == 2
+    assert rejected[0].error.reason == "the row has 5 fields but the layout's header names 4 columns"
+    assert rejected[0].error.fix.startswith("name every column of the file in the layout's header")

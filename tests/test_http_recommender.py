@@ -100,6 +100,22 @@ async def test_batch_path_against_orchestrator(orchestrator):
     assert [alt.card.card_id for alt in first.alternatives] == ["citi-double-cash"]
 
 
+async def test_http_rewards_written_as_in_process(orchestrator, engine):
+    """Money through the JSON contract keeps the in-process engine's digits: 16.40, not 16.4."""
+    items = [item("t-9", amount="205.00")]
+    recommender = HttpRecommender(orchestrator.url, api_key=API_KEY)
+    try:
+        (over_http,) = await recommender.recommend(items)
+    finally:
+        await recommender.aclose()
+    in_process = engine.recommend(items[0].transaction, list(items[0].wallet), wallet_source="user")
+
+    http_rewards = json.loads(over_http.rewards.model_dump_json())
+    local_rewards = json.loads(in_process.rewards.model_dump_json())
+    assert local_rewards["cash_value_usd"] == "16.40"
+    assert http_rewards == local_rewards
+
+
 async def test_batch_path_item_error(orchestrator):
     recommender = HttpRecommender(orchestrator.url, api_key=API_KEY)
     try:

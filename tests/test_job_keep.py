@@ -63,7 +63,12 @@ def test_job_keys_expire_after_keep(cli_env, keys, tmp_path, client):
 
 @one_server
 def test_live_streams_never_expire(cli_env, keys, tmp_path, client):
-    summary = run_json(cli_env, keys, example_head(tmp_path, rows=20), "--live", "--keep", "2h")
+    completed = run_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=20)), "--json",
+                         "--live", "--keep", "2h"], cli_env)
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert "subscribe --from-start" in " ".join(completed.stderr.split())
+    assert "--job" not in completed.stderr
 
     assert summary["successful"] == 20
     assert client.ttl(keys.transactions) == -1

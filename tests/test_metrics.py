@@ -109,3 +109,20 @@ def test_http_statuses_counted_per_response():
 
 def test_http_statuses_skip_in_process():
     assert not count_http_statuses(InProcessRecommender(), PoolStats())
+
+
+@one_server
+def test_metrics_port_in_use_exit_two(cli_env, keys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+                             "--metrics-port", str(port)], cli_env, timeout=60)
+
+    output = " ".join(completed.stderr.split())
+    assert completed.returncode == 2
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in output
+    assert "Traceback" not in completed.stderr

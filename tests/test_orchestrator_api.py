@@ -203,6 +203,28 @@ def test_invalid_stored_terms_ignored(engine, redis_url, keys):
     assert "cash back mode" not in answer["reasoning"]
 
 
+def test_health_reports_redis_and_prefix(engine, redis_url, keys):
+    with UvicornThread(create_app(engine, redis_url=redis_url, prefix=keys.prefix)) as running:
+        response = httpx.get(f"{running.url}/health", timeout=10)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["redis"] == "ok"
+    assert response.json()["prefix"] == keys.prefix
+
+
+def test_health_with_redis_down_is_503(engine):
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+    with UvicornThread(create_app(engine, redis_url=url)) as running:
+        response = httpx.get(f"{running.url}/health", timeout=30)
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["redis"] == "unreachable"
+    assert response.headers["retry-after"] == "5"
+
+
 def test_batch_with_redis_down_is_503(engine):
     """A batch whose wallets cannot be read gets a 503 for the whole batch, not results without wallets."""
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there

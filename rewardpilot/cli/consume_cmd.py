@@ -125,7 +125,14 @@ def consume(
         if metrics_port:
             from consumer.metrics import serve_metrics
 
-            serve_metrics(pool, metrics_port, redis_url=context.url(), address=metrics_address)
+            try:
+                serve_metrics(pool, metrics_port, redis_url=context.url(), address=metrics_address)
+            except OSError as exc:
+                await pool.recommender.aclose()
+                await client.aclose()
+                console.print(f"[red]error:[/red] --metrics-port {metrics_port}: cannot listen on "
+                              f"{metrics_address}:{metrics_port} ({exc.strerror or exc}); pick a free port")
+                raise typer.Exit(2) from None
         install_signal_handlers(pool)
         try:
             return await pool.run()

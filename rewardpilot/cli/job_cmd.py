@@ -51,7 +51,7 @@ def run(
     keep: str = typer.Option(
         "30d", "--keep",
         help="How long the job stays in Redis (such as 12h or 7d): its streams, results, markers and cap spend "
-        "then expire. With --live, only the markers and cap spend do.",
+        "then expire. With --live, only the markers do; the live streams and cap spend stay.",
     ),
 ) -> None:
     """Publish FILE, consume until drained, and print the summary."""
@@ -98,8 +98,11 @@ def run(
         if not live:
             console.print(f"the job's keys expire in {keep} (--keep)")
     # soft_wrap: the command is meant to be copied, so it must not be cut at the console's width.
-    console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
-                  soft_wrap=True)
+    if live:
+        console.print(f"follow the live results with: {program_name()} subscribe --from-start", soft_wrap=True)
+    else:
+        console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
+                      soft_wrap=True)
 
     if published.rejected or summary.failed:
         raise typer.Exit(1)

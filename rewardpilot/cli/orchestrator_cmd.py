@@ -26,9 +26,16 @@ def orchestrator(
     without a wallet uses the user's stored wallet (REDIS_URL, or the
     embedded server like every other command), unless --no-wallets is given.
     """
-    from rewardpilot.cli.context import app_context
-    from rewardpilot.orchestrator.server import serve
+    import os
 
+    from rewardpilot.cli.context import app_context, console
+    from rewardpilot.orchestrator.server import API_KEY_ENV, serve
+
+    key = os.environ.get(API_KEY_ENV)
+    if key and not key.strip():
+        console.print(f"[red]error:[/red] {API_KEY_ENV} is set to blanks only, a key no client can send; "
+                      "set a real key, or unset it to serve without auth")
+        raise typer.Exit(2)
     context = app_context(ctx)
     redis_url = None if no_wallets else context.url()
     prefix = context.prefix

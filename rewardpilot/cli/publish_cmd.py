@@ -111,22 +111,30 @@ def publish(
     unconverted_currency: str = unconverted_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     partitions: int = partitions_option(),
+    dedup_window: str = typer.Option(
+        "24h", "--dedup-window",
+        help="How long a published transaction_id is remembered, so the same id is not published twice "
+        "(such as 12h or 7d); 0 turns the check off.",
+    ),
 ) -> None:
     """Validate every row and publish the transactions with pipelined XADD.
 
     Exit status: 0 when every row was published or skipped with a reason, 1
     when any row was rejected, 2 when the file could not be read at all.
     """
-    from producer import exit_status
+    from producer import Producer, exit_status
+    from rewardpilot.cli.consume_cmd import age_seconds
 
+    window = 0 if dedup_window.strip() == "0" else int(age_seconds(dedup_window, "--dedup-window"))
     converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     agreed_partitions(client, context.keys(job), partitions)
 
+    producer = Producer(client, context.keys(job), dedup_window_seconds=window)
     summary, seconds = publish_source(client, context.keys(job), file, layout=load_layout_option(layout),
-                                      rejects=rejects, user=user, converter=converter)
+                                      rejects=rejects, user=user, converter=converter, producer=producer)
     if as_json:
         typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3)}, default=str))
     else:

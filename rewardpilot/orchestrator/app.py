@@ -17,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from rewardpilot import __version__
 from rewardpilot.connection import connect_async, redact
@@ -88,6 +89,7 @@ def create_app(
             "orchestrator started",
             auth="on" if api_key else "off",
             redis=redact(redis_url) if redis_url else None,
+            prefix=service.keys.prefix if redis_url else None,
             catalog_version=service.catalog_version,
             max_body_bytes=max_body_bytes,
         )
@@ -122,13 +124,23 @@ def create_app(
 
 
 def _add_routes(app: FastAPI, service: RecommendService) -> None:
-    @app.get("/health", response_model=HealthResponse, summary="Status and the endpoints offered (no key needed)")
-    async def health() -> HealthResponse:
-        return HealthResponse(
+    @app.get("/health", response_model=HealthResponse, summary="Status and the endpoints offered (no key needed)",
+             responses={503: {"model": HealthResponse, "description": "The server's Redis does not answer"}})
+    async def health():
+        redis_state = "not used"
+        if service.redis is not None:
+            redis_state = "ok" if await _redis_answers(service) else "unreachable"
+        body = HealthResponse(
+            status="unavailable" if redis_state == "unreachable" else "ok",
             endpoints=ENDPOINTS,
             catalog_version=service.catalog_version,
             engine_version=service.engine_version,
+            redis=redis_state,
+            prefix=service.keys.prefix if service.redis is not None else None,
         )
+        if redis_state == "unreachable":
+            return JSONResponse(jsonable_encoder(body), status_code=503, headers={"Retry-After": "5"})
+        return body
 
     @app.get("/cards", response_model=CardsResponse, summary="The catalog's cards")
     async def cards() -> CardsResponse:
@@ -164,6 +176,15 @@ def _add_routes(app: FastAPI, service: RecommendService) -> None:
             for index, item in enumerate(parsed)
         ]
         return BatchResponse(results=results)
+
+
+async def _redis_answers(service: RecommendService) -> bool:
+    try:
+        await service.redis.ping()
+    except RedisError as exc:
+        log.warning("health check: Redis PING failed", error=str(exc))
+        return False
+    return True
 
 
 def _wallet_failure(exc: WalletLookupError, user_id: str) -> RecommendFailed:

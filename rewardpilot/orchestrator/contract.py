@@ -247,13 +247,23 @@ def _rewards_in(rewards: RewardsOut, amount_usd: Decimal) -> Rewards:
     effective_rate = rewards.effective_rate
     if effective_rate is None:
         effective_rate = rewards.cash_value / amount_usd
+    # A JSON number loses trailing zeros (16.40 arrives as 16.4). Padding them
+    # back writes the same digits as the in-process engine; it never rounds.
     return Rewards(
-        amount=rewards.points,
+        amount=_at_least_places(rewards.points, 2),
         unit=rewards.unit,
         program=rewards.program or "unknown",
-        cash_value_usd=rewards.cash_value,
-        effective_rate=effective_rate,
+        cash_value_usd=_at_least_places(rewards.cash_value, 2),
+        effective_rate=_at_least_places(effective_rate, 4),
     )
+
+
+def _at_least_places(value: Decimal, places: int) -> Decimal:
+    """Return ``value`` with at least ``places`` decimal places, adding zeros only."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent <= -places:
+        return value
+    return value.quantize(Decimal(1).scaleb(-places))
 
 
 class FieldError(BaseModel):
@@ -296,12 +306,21 @@ class BatchResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """The body of ``GET /health``; ``endpoints`` lists the paths this server offers."""
+    """The body of ``GET /health``; ``endpoints`` lists the paths this server offers.
 
-    status: Literal["ok"] = "ok"
+    ``redis`` is "ok" when a PING to the server's Redis succeeded,
+    "unreachable" when it failed (``status`` is then "unavailable", with HTTP
+    503), and "not used" for a server started without Redis. ``prefix`` is the key
+    prefix the server reads wallets and valuations under; consumers must use
+    the same one.
+    """
+
+    status: Literal["ok", "unavailable"] = "ok"
     endpoints: list[str]
     catalog_version: str
     engine_version: str
+    redis: Literal["ok", "unreachable", "not used"] = "not used"
+    prefix: str | None = None
 
 
 class CardSummary(BaseModel):
