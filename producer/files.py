@@ -14,6 +14,7 @@ import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -64,9 +65,14 @@ class FileSummary:
     warnings: list[str] = field(default_factory=list)
     rejects_path: str | None = None
     first_rejects: list[str] = field(default_factory=list)
+    future_dated: int = 0  # purchases dated more than FUTURE_GRACE after the publish
+    first_future_line: int | None = None
 
 
 SHOWN_REJECTS = 10  # rejected rows listed in the summary; the rejects file has them all
+# A purchase dated later than this after the publish is most likely a wrong date (a 9999-12-31
+# placeholder, a two-digit year read in the wrong century). It is published, with a warning.
+FUTURE_GRACE = timedelta(days=1)
 
 
 def default_rejects_path(source: str) -> Path:
@@ -121,12 +127,16 @@ def publish_file(
             lines: list[int] = []
             transactions: list[Transaction] = []
             sender = _ChunkSender(producer, summary, rejects)
+            future_after = datetime.now(timezone.utc) + FUTURE_GRACE
             try:
                 for outcome in reader:
                     summary.rows += 1
                     if isinstance(outcome, Row) and outcome.transaction.currency != "USD":
                         outcome = _to_usd(converter, outcome, summary)
                     if isinstance(outcome, Row):
+                        if outcome.transaction.timestamp > future_after:
+                            summary.future_dated += 1
+                            summary.first_future_line = summary.first_future_line or outcome.line
                         lines.append(outcome.line)
                         transactions.append(outcome.transaction)
                         if len(transactions) >= producer.chunk_size:
@@ -155,6 +165,11 @@ def publish_file(
     summary.layout = reader.layout.name if reader.layout else reader.format
     summary.empty_lines = reader.empty_lines
     summary.warnings = list(reader.warnings)
+    if summary.future_dated:
+        summary.warnings.append(
+            f"{summary.future_dated} row(s) are dated more than a day after now (first on line "
+            f"{summary.first_future_line}) and were published as they are; check the date column and its format"
+        )
     for currency, count in sorted(summary.unconverted.items()):
         summary.warnings.append(
             f"{count} {currency} row(s) were published unconverted, with the {currency} amount taken as USD "

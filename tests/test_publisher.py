@@ -178,3 +178,33 @@ def test_publish_file_clean_input_exit_zero(sync_client, keys, tmp_path):
     assert exit_status(summary) == 0
     assert summary.rejects_path is None
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_future_dates_published_with_warning(sync_client, keys, tmp_path):
+    data = (
+        "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+        "f1,u1,Shell,gas,40.00,5541,2026-11-02T11:00:00Z\n"
+        "f2,u1,Shell,gas,41.00,5541,9999-12-31T23:59:59Z\n"
+        "f3,u1,Shell,gas,42.00,5541,2099-01-01\n"
+    )
+
+    summary = publish_file(sync_client, keys, io.BytesIO(data.encode()), rejects_path=tmp_path / "r.jsonl",
+                           progress=False, producer=Producer(sync_client, keys, max_backlog=None))
+
+    assert summary.published == 3
+    assert summary.future_dated == 2
+    assert summary.first_future_line == 3
+    assert ("2 row(s) are dated more than a day after now (first on line 3) and were published as they are; "
+            "check the date column and its format") in summary.warnings
+    assert exit_status(summary) == 0
+
+
+def test_past_dates_no_future_warning(sync_client, keys, tmp_path):
+    data = ("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+            "p1,u1,Shell,gas,40.00,5541,1999-11-02T11:00:00Z\n")
+
+    summary = publish_file(sync_client, keys, io.BytesIO(data.encode()), rejects_path=tmp_path / "r.jsonl",
+                           progress=False, producer=Producer(sync_client, keys, max_backlog=None))
+
+    assert summary.future_dated == 0
+    assert not any("dated more than a day" in warning for warning in summary.warnings)
