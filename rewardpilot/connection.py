@@ -1,8 +1,9 @@
 """Connections to Redis: from ``REDIS_URL`` or, when unset, the embedded server.
 
 ``REDIS_URL`` accepts ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs,
-with a password in the URL or in ``REDIS_PASSWORD``. URLs are redacted before
-they reach a log.
+with a password in the URL or in ``REDIS_PASSWORD``. When both are given, the
+URL's wins: redis-py applies the URL's options over the keyword arguments.
+URLs are redacted before they reach a log.
 """
 
 from __future__ import annotations

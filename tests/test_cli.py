@@ -422,3 +422,18 @@ def test_publish_dedup_window_invalid_exit_two(cli_env, keys, tmp_path):
 
     assert completed.returncode == 2
     assert "--dedup-window: age '-1h' is invalid" in " ".join(completed.stderr.split())
+
+
+@one_server
+def test_tls_url_to_plain_server_says_so(cli_env, redis_url):
+    from urllib.parse import urlsplit
+
+    address = urlsplit(redis_url)
+    env = {**cli_env, "REDIS_URL": f"rediss://:tls-secret-7@{address.hostname}:{address.port}/0"}
+
+    completed = run_cli(["status"], env, timeout=90)
+
+    output = " ".join(completed.stderr.split())
+    assert completed.returncode == 2
+    assert "The URL asks for TLS (rediss://); for a server without TLS, use redis://" in output
+    assert "tls-secret-7" not in completed.stderr + completed.stdout

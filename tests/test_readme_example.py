@@ -1,8 +1,8 @@
 """The README's Python API example runs as written and prints a result.
 
-The example is taken from README.md, given the test's key prefix in place
-of the default one, and run while a ``rewardpilot consume`` process serves
-the same prefix.
+The example is taken from README.md and run as written, with RP_PREFIX set
+to the test's key prefix, while a ``rewardpilot consume`` process serves the
+same prefix.
 """
 
 from __future__ import annotations
@@ -40,22 +40,22 @@ def wait_for_group(url: str, stream: str, seconds: float = 30) -> bool:
         client.close()
 
 
-def test_example_names_default_keys():
-    assert "keys = StreamKeys()" in python_api_example()
+def test_example_reads_prefix_like_cli():
+    assert 'keys = StreamKeys(prefix=os.environ.get("RP_PREFIX", "rp:"))' in python_api_example()
 
 
 @one_server
 def test_example_prints_a_result(cli_env, keys, tmp_path):
     script = tmp_path / "example.py"
-    script.write_text(python_api_example().replace("StreamKeys()", f"StreamKeys(prefix={keys.prefix!r})"))
+    script.write_text(python_api_example())  # as written; RP_PREFIX points it at the test's keys
     consumer = subprocess.Popen(
         [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "consume", "--block-ms", "200"],
         env=cli_env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         assert wait_for_group(cli_env["REDIS_URL"], keys.transactions)
-        completed = subprocess.run([sys.executable, str(script)], env=cli_env, cwd=tmp_path,
-                                   capture_output=True, text=True, timeout=60)
+        completed = subprocess.run([sys.executable, str(script)], env={**cli_env, "RP_PREFIX": keys.prefix},
+                                   cwd=tmp_path, capture_output=True, text=True, timeout=60)
     finally:
         consumer.terminate()
         consumer.wait(timeout=30)

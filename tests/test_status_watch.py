@@ -100,3 +100,11 @@ def test_watch_rejects_json(cli_env, keys):
 
     assert completed.returncode == 2
     assert "cannot be combined" in completed.stderr
+
+
+@one_server
+def test_count_without_watch_exit_two(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "status", "--count", "2"], cli_env, timeout=60)
+
+    assert completed.returncode == 2
+    assert "--count 2 only applies with --watch" in " ".join(completed.stderr.split())

@@ -131,12 +131,25 @@ def check_redis(client: redis.Redis, context: AppContext) -> None:
         raise typer.Exit(2) from None
     except redis.ConnectionError as exc:
         console.print(f"[red]error:[/red] cannot reach Redis at {redact(context.url())}: {str(exc).rstrip('.')}. "
+                      f"{_tls_hint(context.url())}"
                       "Start it, fix REDIS_URL, or unset REDIS_URL to use the embedded server.")
+        raise typer.Exit(2) from None
+    except redis.TimeoutError as exc:
+        console.print(f"[red]error:[/red] Redis at {redact(context.url())} timed out: "
+                      f"{str(exc).rstrip('.')}. {_tls_hint(context.url())}"
+                      "Check that the host and port belong to a Redis server that is up.")
         raise typer.Exit(2) from None
     except redis.RedisError as exc:
         console.print(f"[red]error:[/red] Redis at {redact(context.url())} returned an error: "
                       f"{str(exc).rstrip('.')}. Check the URL, for example its database number.")
         raise typer.Exit(2) from None
+
+
+def _tls_hint(url: str) -> str:
+    """Return a hint for a TLS URL, whose handshake hangs or fails against a plain server; else ""."""
+    if url.startswith("rediss://"):
+        return "The URL asks for TLS (rediss://); for a server without TLS, use redis://. "
+    return ""
 
 
 def check_job_exists(client: redis.Redis, context: AppContext, keys: StreamKeys, run: str = LIVE_RUN) -> None:

@@ -122,6 +122,8 @@ def status(
         raise typer.BadParameter(f"--count {count} must be 0 (no limit) or more")
     if watch and as_json:
         raise typer.BadParameter("--watch and --json cannot be combined; run --json repeatedly instead")
+    if count and not watch:
+        raise typer.BadParameter(f"--count {count} only applies with --watch; add --watch")
 
     from rewardpilot.status import ResultRate, collect_status
 
