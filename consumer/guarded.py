@@ -11,9 +11,10 @@
 
 When the attempts run out it returns None and the pool gives the batch back
 to the consumer group: an outage never sends an entry to the dead-letter
-stream. It returns None as well when the pool starts stopping while the call
-waits on the breaker or for tokens: the batch goes back to the group at once
-instead of waiting out a cool-down or spending the shared budget on shutdown.
+stream. It also returns None when the pool starts stopping while the call
+waits on the breaker or for tokens. The batch then goes back to the group at
+once, in place of waiting out a cool-down or spending the shared budget on
+shutdown.
 """
 
 from __future__ import annotations

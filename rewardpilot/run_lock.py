@@ -3,7 +3,7 @@
 ``RunLock`` is an async context manager. Entering sets the lock key with
 ``SET NX PX``, and fails with ``RunLockHeld`` when another holder has it.
 While held, a background task renews the lease every third of its length.
-Leaving deletes the key only if it still holds this holder's token. A
+Leaving deletes the key only if its value is still this holder's token. A
 holder that dies without leaving loses the lock when the lease runs out.
 
 Replays use it on their run name, because each replay deletes and recreates
@@ -47,7 +47,7 @@ class RunLockHeld(RuntimeError):
 
 
 class RunLock:
-    """Holds ``key`` for the duration of an ``async with`` block; see the module docstring."""
+    """A lease on ``key`` for the duration of an ``async with`` block; see the module docstring."""
 
     def __init__(self, client: aioredis.Redis, key: str, *, lease_ms: int = DEFAULT_LEASE_MS):
         self.client = client
@@ -66,7 +66,7 @@ class RunLock:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        # The renewer stops on the event as well as on cancel: redis-py can lose a
+        # The renewer stops on the event as well as on cancel, because redis-py can lose a
         # cancellation that arrives during a command.
         self._released.set()
         if self._renewer is not None:

@@ -1,8 +1,8 @@
 """A user's stored terms: the wallet record (cards, cycle day, activations, mode) and valuation overrides.
 
 The consumer's wallet cache and the bundled orchestrator both read them with
-``fetch_terms``, in one round trip for a batch of users, and both drop a
-stored mode or valuation the engine cannot use with the same warnings
+``fetch_terms``, in one round trip for a batch of users. Both drop a stored
+mode or valuation the engine cannot use, with the same warnings
 (``usable_mode``, ``usable_valuations``), so the two recommend alike.
 """
 
@@ -56,7 +56,7 @@ async def fetch_terms(client: aioredis.Redis, keys: StreamKeys, user_ids: Iterab
 
 
 def usable_mode(engine: RulesEngine, mode: str | None, user: str, warn: Warn) -> str | None:
-    """Return a stored mode, or None (highest cash value) with a warning when the engine does not know it."""
+    """Return a stored mode, or None (highest cash value) with a warning when the mode is invalid."""
     if mode is None:
         return None
     try:

@@ -57,6 +57,11 @@ def read(data: bytes, layout: Layout, **options) -> list:
     return list(read_transactions(io.BytesIO(data), layout=layout, **options))
 
 
+def read_card_export(tmp_path, data: bytes) -> list:
+    """Read ``data`` through the card-export layout, whose header names the five columns."""
+    return read(data, load_layout(layout_file(tmp_path, CARD_LAYOUT)))
+
+
 def of_kind(outcomes: list, kind: type) -> list:
     return [outcome for outcome in outcomes if isinstance(outcome, kind)]
 
@@ -68,7 +73,7 @@ def layout_error(tmp_path, text: str) -> str:
 
 
 def test_first_line_read_as_data(tmp_path):
-    outcomes = read(ROWS.encode(), load_layout(layout_file(tmp_path, CARD_LAYOUT)))
+    outcomes = read_card_export(tmp_path, ROWS.encode())
 
     rows = of_kind(outcomes, Row)
     assert len(outcomes) == 2
@@ -81,7 +86,7 @@ def test_first_line_read_as_data(tmp_path):
 def test_header_row_present_is_skipped(tmp_path):
     data = ("date,description,amount,unused,balance\n" + ROWS).encode()
 
-    outcomes = read(data, load_layout(layout_file(tmp_path, CARD_LAYOUT)))
+    outcomes = read_card_export(tmp_path, data)
 
     rows = of_kind(outcomes, Row)
     assert len(outcomes) == 2
@@ -91,7 +96,7 @@ def test_header_row_present_is_skipped(tmp_path):
 def test_header_only_on_first_line(tmp_path):
     data = (ROWS + "Date,Description,Amount,Unused,Balance\n").encode()
 
-    outcomes = read(data, load_layout(layout_file(tmp_path, CARD_LAYOUT)))
+    outcomes = read_card_export(tmp_path, data)
 
     assert len(of_kind(outcomes, Row)) == 2
     rejected = of_kind(outcomes, Rejected)
@@ -102,7 +107,7 @@ def test_header_only_on_first_line(tmp_path):
 def test_short_row_rejected_with_line(tmp_path):
     data = (ROWS + "03/09/2015,WENDY'S #6338\n").encode()
 
-    outcomes = read(data, load_layout(layout_file(tmp_path, CARD_LAYOUT)))
+    outcomes = read_card_export(tmp_path, data)
 
     assert len(of_kind(outcomes, Row)) == 2
     rejected = of_kind(outcomes, Rejected)

@@ -149,8 +149,8 @@ def store(redis_url: str, write) -> None:
         plain.close()
 
 
-def answers(engine, redis_url, keys, items: list[dict]) -> list[dict]:
-    """Post each item to /recommend and all of them to /recommend/batch; check both agree and return the answers."""
+def recommend_both_ways(engine, redis_url, keys, items: list[dict]) -> list[dict]:
+    """Post each item to /recommend and all of them to /recommend/batch; check both agree and return the single responses."""
     with UvicornThread(create_app(engine, redis_url=redis_url, prefix=keys.prefix)) as running:
         single = [httpx.post(f"{running.url}/recommend", json=item, timeout=10) for item in items]
         batch = httpx.post(f"{running.url}/recommend/batch", json=items, timeout=10)
@@ -167,7 +167,7 @@ def test_stored_valuations_apply_with_wallet(engine, redis_url, keys):
     """Amex Gold's $8.00 at 2.0 cents a point drops to $1.60 at 0.4 cents, below Double Cash's $2.00."""
     store(redis_url, lambda plain: plain.hset(keys.valuations("u-val"), "Amex Membership Rewards", "0.4"))
 
-    valued, default = answers(engine, redis_url, keys, [
+    valued, default = recommend_both_ways(engine, redis_url, keys, [
         {**SUPERMARKET, "transaction_id": "v-1", "user_id": "u-val"},
         {**SUPERMARKET, "transaction_id": "v-2", "user_id": "u-default"},
     ])
@@ -183,7 +183,7 @@ def test_stored_mode_applies(engine, redis_url, keys):
                                               engine.catalog, mode="cashback"))
     request = {key: value for key, value in SUPERMARKET.items() if key != "wallet"}
 
-    (answer,) = answers(engine, redis_url, keys, [{**request, "user_id": "u-mode"}])
+    (answer,) = recommend_both_ways(engine, redis_url, keys, [{**request, "user_id": "u-mode"}])
 
     assert answer["wallet_source"] == "user"
     assert "cash back mode" in answer["reasoning"]
@@ -196,7 +196,7 @@ def test_invalid_stored_terms_ignored(engine, redis_url, keys):
 
     store(redis_url, write)
 
-    (answer,) = answers(engine, redis_url, keys, [{**SUPERMARKET, "user_id": "u-bad"}])
+    (answer,) = recommend_both_ways(engine, redis_url, keys, [{**SUPERMARKET, "user_id": "u-bad"}])
 
     assert answer["recommended_card"]["card_id"] == "amex-gold"
     assert answer["rewards"]["cash_value"] == 8.0

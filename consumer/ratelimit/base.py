@@ -177,8 +177,8 @@ class RateLimiter(abc.ABC):
         """Wait until ``cost`` tokens are granted; return the seconds waited.
 
         When ``stop`` is set while the caller waits, raise ``AcquireStopped``
-        without taking any tokens. A pool that is shutting down passes its
-        stopping event, so a worker never waits out a token it will not use.
+        without taking any tokens. ``GuardedRecommender`` passes the pool's
+        stopping event, so a worker stops waiting once the pool stops.
         """
 
     @abc.abstractmethod

@@ -198,12 +198,12 @@ class RedisStreamTransport:
         """
         try:
             summary = await self.client.xpending(self.stream, self.group)
-            held = sum(int(entry["pending"]) for entry in summary["consumers"]
-                       if _text(entry["name"]) == self.consumer)
-            if held:
-                # Given-back entries are claimable at once; the rest after the visibility timeout.
+            pending = sum(int(entry["pending"]) for entry in summary["consumers"]
+                          if _text(entry["name"]) == self.consumer)
+            if pending:
+                # Given-back entries are claimable at once, and the rest after the visibility timeout.
                 self.log.warning("consumer stopped with entries pending under its name; other consumers of "
-                                 "the group claim them", pending=held,
+                                 "the group claim them", pending=pending,
                                  visibility_timeout_ms=self.settings.visibility_timeout_ms)
                 return
             await self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from rewardpilot.cli.context import app_context, console, wait_for_redis
-from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.cli.options import age_seconds, check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.streams import LIVE_RUN
 
@@ -33,19 +33,6 @@ def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_thre
         console.print(f"[red]error:[/red] --count: {exc}")
         raise typer.Exit(2) from None
     return options
-
-
-def age_seconds(text: str | None, option: str) -> float | None:
-    """Parse an age option such as ``--trim-older-than 30d``; exit 2 naming the option when it is invalid."""
-    if text is None:
-        return None
-    from rewardpilot.retention import InvalidAgeError, parse_age
-
-    try:
-        return parse_age(text).total_seconds()
-    except InvalidAgeError as exc:
-        console.print(f"[red]error:[/red] {option}: {exc}")
-        raise typer.Exit(2) from None
 
 
 def warn_markers_expire_first(marker_ttl: str, trim_older_than: str) -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rewardpilot.cli.consume_cmd import age_seconds
 from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
-from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.cli.options import age_seconds, check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (

@@ -29,3 +29,16 @@ def check_cards(cards: list[str] | None) -> list[str] | None:
             console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
             raise typer.Exit(2) from None
     return cards
+
+
+def age_seconds(text: str | None, option: str) -> float | None:
+    """Parse an age option such as ``--trim-older-than 30d``; exit 2 naming the option when it is invalid."""
+    if text is None:
+        return None
+    from rewardpilot.retention import InvalidAgeError, parse_age
+
+    try:
+        return parse_age(text).total_seconds()
+    except InvalidAgeError as exc:
+        console.print(f"[red]error:[/red] {option}: {exc}")
+        raise typer.Exit(2) from None

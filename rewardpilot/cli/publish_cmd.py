@@ -123,7 +123,7 @@ def publish(
     when any row was rejected, 2 when the file could not be read at all.
     """
     from producer import Producer, exit_status
-    from rewardpilot.cli.consume_cmd import age_seconds
+    from rewardpilot.cli.options import age_seconds
 
     window = 0 if dedup_window.strip() == "0" else int(age_seconds(dedup_window, "--dedup-window"))
     converter = load_converter(fx_rates, unconverted_currency)

@@ -125,11 +125,11 @@ def create_app(
 
 def _add_routes(app: FastAPI, service: RecommendService) -> None:
     @app.get("/health", response_model=HealthResponse, summary="Status and the endpoints offered (no key needed)",
-             responses={503: {"model": HealthResponse, "description": "The server's Redis does not answer"}})
+             responses={503: {"model": HealthResponse, "description": "A PING to the server's Redis failed"}})
     async def health():
         redis_state = "not used"
         if service.redis is not None:
-            redis_state = "ok" if await _redis_answers(service) else "unreachable"
+            redis_state = "ok" if await _redis_ping_ok(service) else "unreachable"
         body = HealthResponse(
             status="unavailable" if redis_state == "unreachable" else "ok",
             endpoints=ENDPOINTS,
@@ -178,7 +178,7 @@ def _add_routes(app: FastAPI, service: RecommendService) -> None:
         return BatchResponse(results=results)
 
 
-async def _redis_answers(service: RecommendService) -> bool:
+async def _redis_ping_ok(service: RecommendService) -> bool:
     try:
         await service.redis.ping()
     except RedisError as exc:
