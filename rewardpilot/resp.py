@@ -40,13 +40,41 @@ def encode(value: Argument) -> bytes:
     raise TypeError(f"a command argument must be bytes, str or int, not {type(value).__name__}: {value!r}")
 
 
+# Arguments longer than this get a header of their own, because formatting
+# copies a long argument slowly: a settle call of 500 results packed in 4.5 us
+# per result with formatting and in 2.4 us with join (timeit, 2 CPUs).
+_LONG_ARGUMENT = 256
+# Small non-negative integers (counts, flags) as packed bulk strings, made once.
+_SMALL_INTEGERS = [b"$%d\r\n%d\r\n" % (len(b"%d" % number), number) for number in range(1024)]
+
+
 def pack(arguments: Iterable[Argument]) -> bytes:
     """Pack a command, name first, as a RESP array of bulk strings."""
     parts = [b""]
+    append = parts.append
+    count = 0
     for argument in arguments:
-        data = argument if type(argument) is bytes else encode(argument)
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    parts[0] = b"*%d\r\n" % (len(parts) - 1)
+        count += 1
+        # The common types are handled here, because a call of encode() per argument costs more.
+        kind = type(argument)
+        if kind is str:
+            data = argument.encode()
+        elif kind is bytes:
+            data = argument
+        elif kind is int and 0 <= argument < len(_SMALL_INTEGERS):
+            append(_SMALL_INTEGERS[argument])
+            continue
+        else:
+            data = encode(argument)
+
+        size = len(data)
+        if size > _LONG_ARGUMENT:
+            append(b"$%d\r\n" % size)
+            append(data)
+            append(b"\r\n")
+        else:
+            append(b"$%d\r\n%b\r\n" % (size, data))
+    parts[0] = b"*%d\r\n" % count
     return b"".join(parts)
 
 

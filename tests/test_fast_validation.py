@@ -394,6 +394,10 @@ def test_iso_timestamps_match_reference(text, zone):
     ("2026-01-01T01:00:06+01:00", datetime(2026, 1, 1, 0, 0, 6, tzinfo=timezone.utc)),
     ("2026-01-01T00:00:06", datetime(2026, 1, 1, 5, 0, 6, tzinfo=timezone.utc)),
     ("2026-01-01", datetime(2026, 1, 1, 17, tzinfo=timezone.utc)),
+    # RFC 3339 lets "T" and "Z" be lower case.
+    ("2026-01-01t00:00:06z", datetime(2026, 1, 1, 0, 0, 6, tzinfo=timezone.utc)),
+    ("2026-01-01T00:00:06z", datetime(2026, 1, 1, 0, 0, 6, tzinfo=timezone.utc)),
+    ("2026-01-01t00:00:06+00:00", datetime(2026, 1, 1, 0, 0, 6, tzinfo=timezone.utc)),
 ])
 def test_timestamps_with_and_without_zone(text, expected):
     parsed, _ = parse_timestamp(text, formats=DEFAULT_TIMESTAMP_FORMATS, zone=ZoneInfo("America/New_York"))

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from consumer.errors import TransientError
+from consumer.errors import PermanentError, TransientError
 from consumer.recommenders.base import ItemError, WorkItem
 from consumer.recommenders.factory import make_recommender
 from consumer.recommenders.http import HttpRecommender
@@ -356,6 +356,45 @@ async def test_mcp_recommender_wrong_key_permanent(orchestrator):
     assert outcomes[0].http_status == 401
     assert "wrong-key" not in outcomes[0].message
     assert "ORCHESTRATOR_API_KEY" in outcomes[0].message
+
+
+async def test_connect_refused_is_transient():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    http = HttpRecommender(f"http://127.0.0.1:{closed_port}", timeout=2.0)
+    mcp = McpRecommender(f"http://127.0.0.1:{closed_port}/mcp", timeout=2.0)
+    try:
+        with pytest.raises(TransientError, match="/health"):
+            await http.connect()
+        with pytest.raises(TransientError, match="MCP server"):
+            await mcp.connect()
+    finally:
+        await http.aclose()
+        await mcp.aclose()
+
+
+async def test_connect_reaches_running_orchestrator(orchestrator):
+    http = HttpRecommender(orchestrator.url, api_key=API_KEY)
+    mcp = McpRecommender(f"{orchestrator.url}/mcp", api_key=API_KEY, timeout=2.0)
+    try:
+        await http.connect()
+        await mcp.connect()
+    finally:
+        await http.aclose()
+        await mcp.aclose()
+
+
+async def test_mcp_connect_wrong_key_permanent(orchestrator):
+    recommender = McpRecommender(f"{orchestrator.url}/mcp", api_key="wrong-key", timeout=2.0)
+    try:
+        with pytest.raises(PermanentError) as rejected:
+            await recommender.connect()
+    finally:
+        await recommender.aclose()
+
+    assert rejected.value.status == 401
+    assert "wrong-key" not in str(rejected.value)
 
 
 async def test_user_wallet_reasoning_over_http(orchestrator):

@@ -19,7 +19,9 @@ from email.utils import format_datetime
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog.testing
 
+from conftest import free_port
 from consumer.build import CallOptions, build_pool
 from consumer.dlq import list_dead_letters
 from consumer.ratelimit.redis_bucket import read_bucket_state
@@ -364,3 +366,42 @@ async def test_outage_ten_seconds_no_dead_letters(one_redis_url, one_keys, orche
     assert letters == []
     assert pool.stats.breaker_openings >= 1
     assert pool.stats.dead_letters == 0
+
+
+async def test_unreachable_orchestrator_warned_at_start(redis_url, keys, sync_client):
+    """A pool started while nothing listens logs a warning at once, naming the drain wait, and loses nothing."""
+    publish(redis_url, keys, make_transactions(3, prefix="down"))
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = aioredis.Redis.from_url(redis_url)
+    pool = build_pool(client, fast_settings(keys), fast_options(url))
+
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(pool.run())
+        try:
+            for _ in range(1000):  # at most 20 s
+                if any("not reachable at start" in event["event"] for event in logs):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            pool.stop()
+            await asyncio.wait_for(task, timeout=30)
+            await pool.recommender.aclose()
+            await client.aclose()
+
+    warning = next(event for event in logs if "not reachable at start" in event["event"])
+    assert "the drain waits for it" in warning["event"]
+    assert warning["recommender"] == "http"
+    assert "/health" in warning["error"]
+    assert sync_client.xlen(keys.results()) == 0
+    assert sync_client.xlen(keys.dead_letters) == 0
+    assert sync_client.xpending(keys.transactions, keys.group())["pending"] == 3
+
+
+async def test_reachable_orchestrator_no_start_warning(redis_url, keys):
+    publish(redis_url, keys, make_transactions(2, prefix="up"))
+    with UvicornThread(create_app()) as server:
+        with structlog.testing.capture_logs() as logs:
+            pool = await drain(redis_url, fast_settings(keys), fast_options(server.url))
+
+    assert pool.stats.results == 2
+    assert not [event for event in logs if "not reachable at start" in event["event"]]

@@ -23,6 +23,7 @@ from producer import Producer
 from rewardpilot.codec import decode_result
 from rewardpilot.models import Transaction
 from rewardpilot.results import read_results, subscribe
+from rewardpilot.streams import StreamKeys
 
 MERCHANTS = [
     ("Whole Foods Market", "5411", "groceries"),
@@ -403,3 +404,27 @@ async def test_second_run_gets_own_results(redis_url, keys, sync_client, run):
     assert sync_client.xlen(keys.results()) == 10
     assert sync_client.xlen(keys.results(run)) == 10
     assert {r.run for r in read_results(sync_client, keys.results(run))} == {run}
+
+
+async def test_job_consumer_logs_job(redis_url, keys):
+    """A job's consumer reads the job's own streams as run "live", so its log lines also name the job."""
+    job_keys = StreamKeys(prefix=keys.prefix, job="nightly-7")
+    publish(redis_url, job_keys, transactions(3))
+
+    with structlog.testing.capture_logs() as logs:
+        stats = await drain(redis_url, ConsumerSettings(keys=job_keys, workers=1))
+
+    started = [event for event in logs if event["event"] == "consumer started"]
+    assert stats.results == 3
+    assert started and started[0]["job"] == "nightly-7"
+    assert started[0]["run"] == "live"
+
+
+async def test_live_consumer_logs_no_job(redis_url, keys):
+    publish(redis_url, keys, transactions(2))
+
+    with structlog.testing.capture_logs() as logs:
+        await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+
+    started = [event for event in logs if event["event"] == "consumer started"]
+    assert started and "job" not in started[0]

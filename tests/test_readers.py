@@ -289,6 +289,11 @@ def test_jsonl_valid_line():
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 5, "timestamp": 1714521600}', "timestamp", "JSON int"),
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": NaN, "timestamp": "2024-05-01"}', None, "not valid JSON"),
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 5}', "timestamp", "missing"),
+        # Too many digits for Decimal to round to cents: rejected, not a crash of the whole file.
+        ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 1e+26, "timestamp": "2024-05-01"}',
+         "amount_usd", "above the limit of $10,000,000"),
+        ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 12345678901234567890123456.5, '
+         '"timestamp": "2024-05-01"}', "amount_usd", "above the limit"),
     ],
 )
 def test_jsonl_bad_line_rejected(line, column, needle):

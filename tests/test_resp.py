@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import hiredis
 import pytest
@@ -25,6 +26,30 @@ from rewardpilot.models import Transaction
 ])
 def test_pack_matches_hiredis(arguments):
     assert resp.pack(arguments) == hiredis.pack_command(tuple(resp.encode(value) for value in arguments))
+
+
+def test_pack_generated_commands():
+    """Every argument type and size around pack's own thresholds (small integers, long arguments)."""
+    generator = random.Random(18245)
+    for _ in range(2000):
+        arguments = []
+        for _ in range(generator.randrange(1, 16)):
+            kind = generator.randrange(5)
+            if kind == 0:
+                arguments.append(generator.randrange(-2000, 2000))
+            elif kind == 1:
+                arguments.append(generator.randrange(2**62, 2**70))
+            elif kind == 2:
+                arguments.append("\u00e9" * generator.randrange(0, 300))
+            else:
+                arguments.append(generator.randbytes(generator.randrange(0, 600)))
+        assert resp.pack(arguments) == hiredis.pack_command(tuple(resp.encode(value) for value in arguments))
+
+
+@pytest.mark.parametrize("value", [True, 1.5, None, ["list"]])
+def test_pack_rejects_other_types(value):
+    with pytest.raises(TypeError, match="bytes, str or int"):
+        resp.pack(["SET", "key", value])
 
 
 @pytest.mark.parametrize("value", [True, 1.5, None, ["list"]])

@@ -57,6 +57,11 @@ class Recommender(Protocol):
     whole call that may succeed later (the service is down, overloaded or
     slow) is raised as ``consumer.errors.TransientError`` instead, and the
     pool retries the batch; such a batch is never dead-lettered.
+
+    A recommender behind a network may also define ``async connect()``,
+    which reaches the service once. It raises ``TransientError`` when the
+    service does not answer and ``PermanentError`` when it rejects the
+    consumer. The pool calls it at start, to warn early.
     """
 
     name: str

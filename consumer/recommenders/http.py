@@ -110,6 +110,10 @@ class HttpRecommender:
         if self._owns_client:
             await self._client.aclose()
 
+    async def connect(self) -> None:
+        """Read ``/health`` now; raise ``TransientError`` when the orchestrator does not respond."""
+        await self._uses_batch()
+
     async def _uses_batch(self) -> bool:
         """Read ``/health`` once and remember whether it offers the batch endpoint.
 

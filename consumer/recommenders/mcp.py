@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import httpx2
 from pydantic import ValidationError
 
-from consumer.errors import TransientError
+from consumer.errors import PermanentError, TransientError
 from consumer.recommenders.base import ItemError, WorkItem
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
@@ -91,6 +91,16 @@ class McpRecommender:
 
     async def aclose(self) -> None:
         await self._drop_session()
+
+    async def connect(self) -> None:
+        """Open the session now; raise ``TransientError`` when the server does not respond.
+
+        Raises ``PermanentError`` when the server rejects the API key.
+        """
+        try:
+            await self._session()
+        except _AuthRejected as exc:
+            raise PermanentError(str(exc), status=exc.status) from None
 
     async def _recommend_one(self, client: Client, item: WorkItem) -> Recommendation | ItemError:
         async with self._semaphore:

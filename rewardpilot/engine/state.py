@@ -28,9 +28,36 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+# (time zone, hour since the epoch) -> the one local date of that whole hour.
+_HOUR_DATES: dict[tuple[str, float], date] = {}
+_HOUR_DATES_LIMIT = 100_000
+
+
 def local_date(moment: datetime, time_zone: str = DEFAULT_TIME_ZONE) -> date:
-    """The calendar date of ``moment`` in ``time_zone`` (periods end at local midnight)."""
-    return moment.astimezone(zone(time_zone)).date()
+    """The calendar date of ``moment`` in ``time_zone`` (periods end at local midnight).
+
+    ``moment`` must be timezone-aware. The date is remembered per time zone
+    and UTC hour, for an hour that lies within one local date at one UTC
+    offset. A time zone conversion costs several times the look-up, and the
+    engine converts each purchase time once per rotating-category card.
+    """
+    hour = moment.timestamp() // 3600
+    key = (time_zone, hour)
+    found = _HOUR_DATES.get(key)
+    if found is not None:
+        return found
+
+    tz = zone(time_zone)
+    day = moment.astimezone(tz).date()
+    start = datetime.fromtimestamp(hour * 3600, tz)
+    end = datetime.fromtimestamp(hour * 3600 + 3599.999999, tz)
+    # NOTE: equal offsets at both ends rule out a change of offset within the
+    # hour, since no time zone changes its offset twice within one hour.
+    if start.date() == end.date() == day and start.utcoffset() == end.utcoffset():
+        if len(_HOUR_DATES) >= _HOUR_DATES_LIMIT:
+            _HOUR_DATES.clear()
+        _HOUR_DATES[key] = day
+    return day
 
 
 def quarter_key(day: date) -> str:
