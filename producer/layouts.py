@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 import dataclasses
 from dataclasses import dataclass
@@ -472,6 +473,26 @@ def us_state_or_country(text: str) -> str:
     return COUNTRY_CODES.get(value.casefold(), "")
 
 
+# Examples of text fields for the fix of a JSON value of the wrong type.
+_EXAMPLES = {"transaction_id": "tx-1001", "user_id": "user-1001", "merchant": "Whole Foods Market",
+             "category": "groceries", "currency": "USD", "merchant_country": "US", "card_used": "amex-gold"}
+
+
+def _json_kind(value: object) -> str:
+    """Return the JSON name of a decoded JSON value's type: null, boolean, number, array or object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
 def validate_transaction(values: dict, line: int, source_name) -> Transaction:
     """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column."""
     try:
@@ -493,6 +514,12 @@ def validate_transaction(values: dict, line: int, source_name) -> Transaction:
         if first["type"] == "string_too_short" or first["type"] == "missing":
             # The input of a "missing" error is the whole row, not the field's value.
             raise RowError(f"{field} is empty", line=line, column=column, value="", fix="fill it in") from None
+        if first["type"] == "string_type":
+            # Only JSON input has values that are not text, so they are named as JSON names them.
+            kind = _json_kind(value)
+            json_text = "" if value is None else f" ({json.dumps(value, default=str)[:40]})"
+            raise RowError(f"{field} is a JSON {kind}{json_text}, not a string", line=line, column=column,
+                           value=value, fix=f'write it as text, like "{_EXAMPLES.get(field, "text")}"') from None
         # The model's validators write "reason; fix", as in "mcc '55410' is not
         # a 4-digit ... code; write it like 5411, or leave it empty".
         reason, _, fix = first["msg"].removeprefix("Value error, ").partition("; ")

@@ -289,6 +289,10 @@ def test_jsonl_valid_line():
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 5, "timestamp": 1714521600}', "timestamp", "JSON int"),
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": NaN, "timestamp": "2024-05-01"}', None, "not valid JSON"),
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 5}', "timestamp", "missing"),
+        ('{"transaction_id": "j", "user_id": "u1", "merchant": null, "amount_usd": 5, "timestamp": "2024-05-01"}',
+         "merchant", "merchant is a JSON null, not a string"),
+        ('{"transaction_id": "j", "user_id": ["u1"], "merchant": "S", "amount_usd": 5, "timestamp": "2024-05-01"}',
+         "user_id", 'user_id is a JSON array (["u1"]), not a string'),
         # Too many digits for Decimal to round to cents: rejected, not a crash of the whole file.
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": 1e+26, "timestamp": "2024-05-01"}',
          "amount_usd", "above the limit of $10,000,000"),
