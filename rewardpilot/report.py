@@ -3,12 +3,16 @@
 ``build_report`` reads a run's results stream for one user and one month or
 year (by transaction time, Eastern Time). It fetches each result's
 transaction from the transactions stream by its entry id. Then it replays
-the period in time order through the engine with a fresh ``SpendState``,
-computing for each purchase what the card used earned
-(``RulesEngine.rewards_for``) and what the best card in the wallet would
-have earned. NOTE: the replay starts the period with
-no spend, so a yearly cap already partly used before a monthly report's month
-is treated as untouched.
+the period in time order through the engine, computing for each purchase
+what the card used earned (``RulesEngine.rewards_for``) and what the best
+card in the wallet would have earned.
+
+The replay starts one year before the period, because a year is the longest
+cap period. The purchases of that year only add their spend to the
+``SpendState``. So a cap that began before the period (a quarterly cap in a
+quarter's second month, a yearly cap in November) starts the period with the
+spend it had. NOTE: a
+purchase whose result was trimmed from the results stream adds no spend.
 
 A purchase whose ``card_used`` names no catalog card counts in the totals
 of the recommended card only and is counted in ``unknown_card_used``.
@@ -133,9 +137,11 @@ def build_report(
     user = wallets.check_user_id(user_id)
     label, first, last = parse_period(month, year)
 
+    # Purchases of the year before the period only add spend. Those of the period are reported.
+    warm_up_from = first.replace(year=first.year - 1)
     results = [
         rec for rec in read_results(client, keys.results(run), user=user)
-        if first <= local_date(_moment(rec)) <= last
+        if warm_up_from <= local_date(_moment(rec)) <= last
     ]
     results.sort(key=_moment)
     transactions = _transactions(client, keys, results)
@@ -150,6 +156,11 @@ def build_report(
 
     report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals())
     for rec, transaction in zip(results, transactions):
+        if local_date(_moment(rec)) < first:
+            # The spend counts as in _add: on the card used when it is known, else on the recommended card.
+            engine.evaluate_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user",
+                                        valuations=valuations, mode=mode, state=state)
+            continue
         _add(report, engine, rec, transaction, wallet, state, valuations, mode, assumed)
 
     report.caps = cap_status(client, keys, user, engine, today=today or datetime.now(timezone.utc).date(),

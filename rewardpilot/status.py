@@ -34,11 +34,15 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
     for info in groups:
         name = _text(info["name"])
         pending = int(info.get("pending", 0))
+        # The oldest pending entry's age counts from when it was added to the
+        # stream, and its idle time from when it was last delivered to a consumer.
         oldest_age_ms = None
+        oldest_idle_ms = None
         if pending:
             oldest = client.xpending_range(stream, name, min="-", max="+", count=1)
             if oldest:
                 oldest_age_ms = _stream_ids_age_ms(_text(oldest[0]["message_id"]), now_ms)
+                oldest_idle_ms = int(oldest[0]["time_since_delivered"])
         consumers = [
             {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
             for c in client.xinfo_consumers(stream, name)
@@ -48,6 +52,7 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
             "lag": info.get("lag"),
             "pending": pending,
             "oldest_pending_age_ms": oldest_age_ms,
+            "oldest_pending_idle_ms": oldest_idle_ms,
             "last_delivered_id": _text(info.get("last-delivered-id")),
             "consumers": consumers,
         })

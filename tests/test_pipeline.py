@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from producer import Producer
 from rewardpilot.codec import decode_result
 from rewardpilot.models import Transaction
 from rewardpilot.results import read_results, subscribe
+from rewardpilot.status import stream_status
 from rewardpilot.streams import StreamKeys
 
 MERCHANTS = [
@@ -428,3 +430,17 @@ async def test_live_consumer_logs_no_job(redis_url, keys):
 
     started = [event for event in logs if event["event"] == "consumer started"]
     assert started and "job" not in started[0]
+
+
+def test_status_oldest_pending_age_and_idle(redis_url, keys, sync_client):
+    """The oldest pending entry's age counts from its publish, and its idle time from its last delivery."""
+    publish(redis_url, keys, transactions(2))
+    sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
+    time.sleep(0.3)
+    sync_client.xreadgroup(keys.group(), "reader-1", {keys.transactions: ">"}, count=2)
+
+    [group] = stream_status(sync_client, keys.transactions)["groups"]
+
+    assert group["pending"] == 2
+    assert group["oldest_pending_age_ms"] >= 300
+    assert 0 <= group["oldest_pending_idle_ms"] < group["oldest_pending_age_ms"]

@@ -245,3 +245,34 @@ def test_cli_wallet_activate_and_valuations(cli_env, tmp_path):
     refused = run_cli(["--prefix", prefix, "valuations", "set", "u1", "Bogus", "1"], cli_env)
     assert refused.returncode == 2
     assert "known programs" in refused.stderr + refused.stdout
+
+
+def test_month_starts_with_earlier_cap_spend(sync_client, keys):
+    """A yearly cap used up in October stays used up in a November report, as in the live results.
+
+    Blue Cash Preferred earns 6% at U.S. supermarkets on up to $6,000 a calendar year, then 1%
+    (https://www.americanexpress.com/us/credit-cards/card/blue-cash-preferred/). October's $6,000
+    fills the cap, so November's $100.00 earns 1%: $1.00, not $6.00. December of the year before
+    is a different cap year and adds nothing.
+    """
+    wallet = ["amex-blue-cash-preferred"]
+    wallets.set_wallet(sync_client, keys, "u3", wallet, ENGINE.catalog)
+    rows = [
+        ("old", "2025-12-10T15:00:00Z", "3000.00"),
+        ("fill", "2026-10-05T15:00:00Z", "6000.00"),
+        ("nov", "2026-11-05T15:00:00Z", "100.00"),
+    ]
+    for transaction_id, timestamp, amount in rows:
+        transaction = Transaction(transaction_id=transaction_id, user_id="u3", merchant="KROGER #512", mcc="5411",
+                                  amount_usd=amount, timestamp=timestamp, card_used="amex-blue-cash-preferred")
+        entry_id = sync_client.xadd(keys.transactions, codec.encode_transaction(transaction))
+        rec = ENGINE.recommend(transaction, wallet)
+        rec.entry_id = entry_id
+        sync_client.xadd(keys.results(), codec.encode_result(rec))
+
+    report = build_report(sync_client, keys, "u3", month="2026-11", today=date(2026, 11, 30))
+
+    assert report.purchases == 1
+    assert report.total.spend == Decimal("100.00")
+    assert report.total.earned == Decimal("1.00")
+    assert report.total.best == Decimal("1.00")
