@@ -128,7 +128,7 @@ def publish_then_consume(kit, keys: StreamKeys, rows: int, consumers: int) -> Ra
         start_all(readers)
         started = min(child.go() for child in readers)
         kit.finish(readers, keys, rows)
-        return Rates(publish=rows / published_seconds, consume=rows / _elapsed(ctx, keys, rows, started))
+        return Rates(publish=rows / published_seconds, consume=rows / end_to_end_seconds(ctx, keys, rows, started))
     finally:
         kill_all(children)
         ctx.clean(keys)
@@ -152,13 +152,13 @@ def end_to_end(kit, keys: StreamKeys, rows: int, consumers: int) -> Rates:
         started = publisher.go()
         kit.published_seconds(publisher.result(timeout=timeout_for(rows)))
         kit.finish(readers, keys, rows)
-        return Rates(end_to_end=rows / _elapsed(ctx, keys, rows, started))
+        return Rates(end_to_end=rows / end_to_end_seconds(ctx, keys, rows, started))
     finally:
         kill_all(children)
         ctx.clean(keys)
 
 
-def _elapsed(ctx: BenchContext, keys: StreamKeys, rows: int, started: float) -> float:
+def end_to_end_seconds(ctx: BenchContext, keys: StreamKeys, rows: int, started: float) -> float:
     """Return seconds from ``started`` to the last result, after checking every row has one."""
     client = ctx.client()
     try:

@@ -128,3 +128,25 @@ def test_ratios_use_row_three_reference():
 
     assert rows[1].figures[0].ratios["3"] == 0.25
     assert rows[1].figures[0].ratios["1"] is None
+
+
+@pytest.mark.parametrize("mode", [[], ["--end-to-end"]])
+def test_cpu_budget_prints_every_process(mode):
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.cpu_budget", "--rows", "1500", *mode],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    names = [line.split("  ")[0] for line in lines[2:-1]]
+    assert "publisher" in names
+    assert "total" in names
+    if mode:
+        assert "consumers (2)" in names
+        assert "server" in names
+        assert lines[-1].startswith("measured end to end: plain ")
+    else:
+        assert "consumer" in names
+        assert "server (consume)" in names
+        assert lines[-1].startswith("upper bound on ")
