@@ -110,6 +110,7 @@ class ConsumerPool:
         self._tasks: list[asyncio.Task] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._repeats = RepeatFilter()
+        self.drained = False  # set when a drain found the group empty, as opposed to a stop or abort
 
         recommender = recommender or InProcessRecommender()
         # Cap state is kept for a recommender that exposes the rules engine it runs.
@@ -204,6 +205,7 @@ class ConsumerPool:
                 bounded = self.settings.end_id is not None
                 if (bounded or not deliveries) and self.settings.drain and await self.transport.drained():
                     self.log.info("drained", worker=index)
+                    self.drained = True
                     self._stopping.set()
                 failures = 0
             except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:

@@ -110,7 +110,7 @@ def publish_file(
     """
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
     producer = producer or Producer(client, keys)
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     summary = FileSummary(source=name)
     rejects = RejectsWriter(rejects_path or default_rejects_path(name))
     converter = converter or CurrencyConverter()

@@ -478,12 +478,14 @@ _EXAMPLES = {"transaction_id": "tx-1001", "user_id": "user-1001", "merchant": "W
              "category": "groceries", "currency": "USD", "merchant_country": "US", "card_used": "amex-gold"}
 
 
-def _json_kind(value: object) -> str:
-    """Return the JSON name of a decoded JSON value's type: null, boolean, number, array or object."""
+def json_kind(value: object) -> str:
+    """Return the JSON name of a decoded JSON value's type: null, boolean, number, string, array or object."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "boolean"
+    if isinstance(value, str):
+        return "string"
     if isinstance(value, (int, float, Decimal)):
         return "number"
     if isinstance(value, list):
@@ -516,7 +518,7 @@ def validate_transaction(values: dict, line: int, source_name) -> Transaction:
             raise RowError(f"{field} is empty", line=line, column=column, value="", fix="fill it in") from None
         if first["type"] == "string_type":
             # Only JSON input has values that are not text, so they are named as JSON names them.
-            kind = _json_kind(value)
+            kind = json_kind(value)
             json_text = "" if value is None else f" ({json.dumps(value, default=str)[:40]})"
             raise RowError(f"{field} is a JSON {kind}{json_text}, not a string", line=line, column=column,
                            value=value, fix=f'write it as text, like "{_EXAMPLES.get(field, "text")}"') from None

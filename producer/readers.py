@@ -30,7 +30,7 @@ import structlog
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
 from producer.layouts import (
-    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, normalize_column, validate_transaction,
+    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, json_kind, normalize_column, validate_transaction,
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
@@ -537,7 +537,7 @@ class JsonLinesReader(_LineReader):
             return Rejected(self._json_error(line, text, error), raw)
         if not isinstance(data, dict):
             return Rejected(RowError(
-                f"the line is a JSON {type(data).__name__}, not an object",
+                f"the line is a JSON {json_kind(data)}, not an object",
                 line=line.number, value=raw[:200], fix='write one object per line, like {"transaction_id": "t1", ...}',
             ), raw)
 
@@ -574,7 +574,7 @@ class JsonLinesReader(_LineReader):
         values = {key: value for key, value in data.items() if key in FIELDS}
         transaction_id = values.get("transaction_id") if isinstance(values.get("transaction_id"), str) else None
 
-        amount = _json_amount(values.get("amount_usd"), line)
+        amount = _json_amount(values.get("amount_usd"), line, present="amount_usd" in values)
         if amount <= 0:
             kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
@@ -587,7 +587,7 @@ class JsonLinesReader(_LineReader):
         stamp = values.get("timestamp")
         if not isinstance(stamp, str):
             raise RowError(
-                "timestamp is missing" if stamp is None else f"timestamp is a JSON {type(stamp).__name__}, not a string",
+                "timestamp is missing" if "timestamp" not in values else f"timestamp is a JSON {json_kind(stamp)}, not a string",
                 line=line, column="timestamp", value=stamp, fix='write it as an ISO 8601 string like "2024-05-01T12:30:00Z"',
             )
         try:
@@ -607,10 +607,10 @@ class JsonLinesReader(_LineReader):
         return _duplicate(transaction, line, earlier, raw, "transaction_id")
 
 
-def _json_amount(value: object, line: int) -> Decimal:
+def _json_amount(value: object, line: int, *, present: bool = True) -> Decimal:
     """Return a JSON amount as a Decimal: a number, or a string such as "$12.50"."""
     if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
-        kind = "missing" if value is None else f"a JSON {type(value).__name__}"
+        kind = "missing" if not present else f"a JSON {json_kind(value)}"
         raise RowError(f"amount_usd is {kind}, not a number", line=line, column="amount_usd",
                        value=value, fix="write it like 12.50")
     if isinstance(value, str):

@@ -96,7 +96,12 @@ async def consume_until_drained(
 
 def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float,
               total_seconds: float) -> JobSummary:
-    """Build the summary; ``total_seconds`` runs from the start of publishing to the drained group."""
+    """Build the summary; ``total_seconds`` runs from the start of publishing to the drained group.
+
+    The throughput counts the transactions the pool processed, fewer than
+    ``published`` when a signal stopped the run early.
+    """
+    processed = stats.results + stats.dead_letters + stats.duplicates
     return JobSummary(
         job=job,
         total_transactions=published,
@@ -104,7 +109,7 @@ def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float
         failed=stats.dead_letters,
         total_rewards=stats.total_rewards_usd,
         processing_time_seconds=total_seconds,
-        throughput_tps=published / total_seconds if total_seconds > 0 else 0.0,
+        throughput_tps=processed / total_seconds if total_seconds > 0 else 0.0,
         publish_seconds=publish_seconds,
         consume_seconds=total_seconds,
         consumer=stats.as_dict(),

@@ -120,15 +120,19 @@ def consume(
                 console.print(f"[red]error:[/red] --metrics-port {metrics_port}: cannot listen on "
                               f"{metrics_address}:{metrics_port} ({exc.strerror or exc}); pick a free port")
                 raise typer.Exit(2) from None
-        install_signal_handlers(pool)
+        interruption = install_signal_handlers(pool)
         try:
-            return await pool.run()
+            return await pool.run(), pool.drained, interruption
         finally:
             await pool.recommender.aclose()
             await client.aclose()
 
-    stats = asyncio.run(main())
+    stats, drained, interruption = asyncio.run(main())
     typer.echo(json.dumps(stats.as_dict()))
+    if drain and not drained and interruption.signum is not None:
+        # A drain that a signal ended did not finish, so the group may still hold unread or pending entries.
+        console.print(f"[yellow]interrupted by {interruption.name} before the group was drained[/yellow]")
+        raise typer.Exit(interruption.exit_status)
     if drain and stats.dead_letters:
         # A drained batch run with dead letters did not fully succeed; scripts see it in the status.
         raise typer.Exit(1)

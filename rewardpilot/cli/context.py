@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys
 
@@ -23,13 +24,14 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
 
-console = Console(stderr=True)
+# emoji=False: key names and user data can contain emoji codes, such as the ":b:" of a prefix "rp:b:".
+console = Console(stderr=True, emoji=False)
 
 
 def stdout_console() -> Console:
     """Return a console for tables on stdout, 120 columns wide when stdout is not a terminal."""
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=120)
+    probe = Console(emoji=False)
+    return probe if probe.is_terminal else Console(width=120, emoji=False)
 
 
 @dataclass
@@ -163,7 +165,8 @@ def check_job_exists(client: redis.Redis, context: AppContext, keys: StreamKeys,
     from rewardpilot.partitions import count_key
 
     if not client.exists(keys.results(run), keys.transactions, count_key(keys)):
-        console.print(f"[red]error:[/red] no job {keys.job!r} under prefix {context.prefix!r} on this server; "
+        console.print(f"[red]error:[/red] no job {escape(repr(keys.job))} under prefix {escape(repr(context.prefix))} "
+                      "on this server; "
                       "use the job id that `rewardpilot run` printed")
         raise typer.Exit(2)
 

@@ -7,6 +7,7 @@ import re
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.streams import LIVE_RUN
@@ -39,12 +40,12 @@ def list_letters(
         for letter_id, letter in letters:
             typer.echo(json.dumps({"id": letter_id, "letter": letter.model_dump(mode="json")}))
         return
-    table = Table(title=f"{keys.dead_letters}: {client.xlen(keys.dead_letters)} dead letters")
+    table = Table(title=f"{escape(keys.dead_letters)}: {client.xlen(keys.dead_letters)} dead letters")
     for column in ("id", "transaction", "reason", "error", "status", "attempts", "last failure"):
         table.add_column(column)
     for letter_id, letter in letters:
-        table.add_row(letter_id, letter.transaction_id or "-", letter.reason,
-                      f"{letter.error_type}: {letter.error[:120]}", str(letter.http_status or "-"),
+        table.add_row(letter_id, escape(letter.transaction_id or "-"), escape(letter.reason),
+                      escape(f"{letter.error_type}: {letter.error[:120]}"), str(letter.http_status or "-"),
                       str(letter.attempts), letter.last_failure_at.isoformat(timespec="seconds"))
     stdout_console().print(table)
 

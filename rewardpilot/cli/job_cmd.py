@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from itertools import islice
 from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import age_seconds, check_cards, split_cards
@@ -77,7 +79,7 @@ def run(
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
                                 partitions=agreed_partitions(client, keys, partitions),
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
-    published, publish_seconds, stats, consume_seconds = asyncio.run(
+    published, publish_seconds, stats, consume_seconds, interrupted = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
                              rejects=rejects, user=user, converter=converter, keep_seconds=keep_seconds)
     )
@@ -91,7 +93,8 @@ def run(
         console.print(f"wrote {written} results to {output}")
 
     if as_json:
-        typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published), "keep_seconds": keep_seconds}))
+        typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published), "keep_seconds": keep_seconds,
+                               "interrupted": interrupted}))
     else:
         _print_summary(summary, client, results_stream, sample, _input_counts(published))
         if not live:
@@ -103,6 +106,13 @@ def run(
         console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
                       soft_wrap=True)
 
+    if interrupted:
+        processed = stats.results + stats.dead_letters + stats.duplicates
+        resume = f"{program_name()} consume --drain" + ("" if live else f" --job {job}")
+        console.print(f"[yellow]interrupted by {interrupted}:[/yellow] {processed} of {published.published} "
+                      f"transactions processed; the rest stay in the stream. Finish them with: {resume}",
+                      soft_wrap=True)
+        raise typer.Exit(128 + signal.Signals[interrupted].value)
     if published.rejected or summary.failed:
         raise typer.Exit(1)
 
@@ -125,7 +135,7 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     if settings.partitions > 1:
         settings, transport = partitioned(async_client, settings)
     pool = ConsumerPool(async_client, settings, transport=transport)
-    install_signal_handlers(pool)
+    interruption = install_signal_handlers(pool)
     consuming = asyncio.create_task(pool.run())
     try:
         # A publish marker must not outlive the job, or running the same job id again would find duplicates.
@@ -160,7 +170,9 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     stats = consuming.result()
     await pool.recommender.aclose()
     await pool.client.aclose()
-    return published, publish_seconds, stats, time.perf_counter() - started
+    # The signal's name when one stopped the pool before the job's stream was drained, else None.
+    interrupted = interruption.name if not pool.drained else None
+    return published, publish_seconds, stats, time.perf_counter() - started, interrupted
 
 
 def _input_counts(published) -> dict:
@@ -178,12 +190,12 @@ def _print_summary(summary, client, results_stream: str, sample: int, input_coun
     from rewardpilot.results import read_results
 
     out = stdout_console()
-    table = Table(title=f"Job {summary.job}", show_header=False)
+    table = Table(title=f"Job {escape(summary.job)}", show_header=False)
     table.add_column("field")
     table.add_column("value", justify="right")
     for field, value in {**input_counts, **summary.as_dict()}.items():
         if field != "consumer":
-            table.add_row(field, str(value))
+            table.add_row(field, escape(str(value)))
     out.print(table)
 
     if summary.successful:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from rich.table import Table
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from rewardpilot.models import Recommendation
@@ -80,7 +81,7 @@ def cards_table(results: Iterable[Recommendation], title: str = "Recommendations
     table.add_column("effective rate", justify="right")
     for card_id, count in counts.most_common():
         rate = value[card_id] / spend[card_id] * 100 if spend[card_id] else Decimal(0)
-        table.add_row(names[card_id], str(count), f"{spend[card_id]:,.2f}", f"{value[card_id]:,.2f}", f"{rate:.2f}%")
+        table.add_row(escape(names[card_id]), str(count), f"{spend[card_id]:,.2f}", f"{value[card_id]:,.2f}", f"{rate:.2f}%")
     return table
 
 
@@ -94,7 +95,7 @@ def sample_table(results: list[Recommendation], title: str = "Sample recommendat
     table.add_column("why")
     for result in results:
         table.add_row(
-            result.transaction_id, result.user_id, f"{result.amount_usd:,.2f}",
-            result.recommended_card.name, f"{result.rewards.cash_value_usd:,.2f}", result.reasoning,
+            escape(result.transaction_id), escape(result.user_id), f"{result.amount_usd:,.2f}",
+            escape(result.recommended_card.name), f"{result.rewards.cash_value_usd:,.2f}", escape(result.reasoning),
         )
     return table

@@ -140,5 +140,5 @@ def publish(
     else:
         print_publish_summary(summary)
         rate = summary.published / seconds if seconds > 0 else 0.0
-        Console(stderr=True).print(f"published {summary.published} in {seconds:.2f} s ({rate:,.0f}/s)")
+        Console(stderr=True, emoji=False).print(f"published {summary.published} in {seconds:.2f} s ({rate:,.0f}/s)")
     raise typer.Exit(exit_status(summary))

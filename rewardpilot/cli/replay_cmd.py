@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from rewardpilot.cli.consume_cmd import call_options
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
@@ -27,7 +28,7 @@ def comparison_table(comparison: Comparison) -> Table:
     table.add_column("replay (USD)", justify="right")
     table.add_column("change (USD)", justify="right")
     for row in comparison.differences:
-        table.add_row(row.transaction_id, row.user_id, row.live_card, row.replay_card,
+        table.add_row(escape(row.transaction_id), escape(row.user_id), escape(row.live_card), escape(row.replay_card),
                       f"{row.live_value_usd:,.2f}", f"{row.replay_value_usd:,.2f}", f"{row.change_usd:+,.2f}")
     table.caption = (f"rewards: live {comparison.live_total_usd:,.2f}, replay {comparison.replay_total_usd:,.2f}, "
                      f"change {comparison.total_change_usd:+,.2f} USD")

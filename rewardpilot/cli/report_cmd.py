@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
 from rewardpilot.streams import LIVE_RUN
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def report(
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
+    check_job_exists(client, context, context.keys(job), run)
     try:
         result = build_report(client, context.keys(job), user, month=month, year=year, run=run,
                               card_used=card_used)
@@ -72,7 +73,7 @@ def _table(title: str, first: str, rows: dict[str, Totals]) -> Table:
     for column in (first, "purchases", "spend", "earned", "best", "missed"):
         table.add_column(column, justify="left" if column == first else "right")
     for name, totals in sorted(rows.items(), key=lambda item: (-item[1].missed, item[0])):
-        table.add_row(name, str(totals.purchases), _usd(totals.spend), _usd(totals.earned),
+        table.add_row(escape(name), str(totals.purchases), _usd(totals.spend), _usd(totals.earned),
                       _usd(totals.best), _usd(totals.missed))
     return table
 

@@ -8,6 +8,7 @@ import time
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_job_exists, check_redis, stdout_console
 from rewardpilot.streams import LIVE_RUN
@@ -44,7 +45,7 @@ def _results_text(results: dict[str, int], job: str | None) -> str:
 
 
 def _stream_table(transactions: dict) -> Table:
-    table = Table(title=f"{transactions['stream']}: {transactions['length']} entries")
+    table = Table(title=f"{escape(transactions['stream'])}: {transactions['length']} entries")
     for column in ("group", "lag", "pending", "oldest pending (s)", "consumer", "consumer pending", "idle (s)"):
         table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
     for group in transactions["groups"]:
@@ -52,11 +53,11 @@ def _stream_table(transactions: dict) -> Table:
         for index, consumer in enumerate(consumers):
             idle = consumer["idle_ms"]
             table.add_row(
-                group["name"] if index == 0 else "",
+                escape(group["name"]) if index == 0 else "",
                 _count_text(group["lag"]) if index == 0 else "",
                 str(group["pending"]) if index == 0 else "",
                 _seconds_text(group["oldest_pending_age_ms"]) if index == 0 else "",
-                consumer["name"], str(consumer["pending"]), _seconds_text(idle),
+                escape(consumer["name"]), str(consumer["pending"]), _seconds_text(idle),
             )
     return table
 
@@ -64,7 +65,7 @@ def _stream_table(transactions: dict) -> Table:
 def _partitions_table(base_stream: str, partitions: list[dict]) -> Table:
     """Render one row per partition and consumer group, with the group's lease holder on that partition."""
     total = sum(partition["length"] for partition in partitions)
-    table = Table(title=f"{base_stream}:p0 to p{len(partitions) - 1}: {total} entries in {len(partitions)} partitions")
+    table = Table(title=f"{escape(base_stream)}:p0 to p{len(partitions) - 1}: {total} entries in {len(partitions)} partitions")
     for column in ("partition", "entries", "group", "lag", "pending", "oldest pending (s)", "lease holder",
                    "pending by consumer"):
         table.add_column(column, justify="left" if column in ("group", "lease holder", "pending by consumer") else "right")
@@ -78,8 +79,8 @@ def _partitions_table(base_stream: str, partitions: list[dict]) -> Table:
             else:
                 holder = group.get("lease_holder")
                 by_consumer = ", ".join(f"{c['name']}: {c['pending']}" for c in group["consumers"]) or "-"
-                cells += [group["name"], _count_text(group["lag"]), str(group["pending"]),
-                          _seconds_text(group["oldest_pending_age_ms"]), holder or "free", by_consumer]
+                cells += [escape(group["name"]), _count_text(group["lag"]), str(group["pending"]),
+                          _seconds_text(group["oldest_pending_age_ms"]), escape(holder or "free"), escape(by_consumer)]
             table.add_row(*cells)
     return table
 

@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 
@@ -61,7 +62,7 @@ def show_valuations(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    view = Table(title=f"Valuations for {user}")
+    view = Table(title=f"Valuations for {escape(user)}")
     for column in ("program", "cents per point", "from"):
         view.add_column(column)
     for name, row in rows.items():
