@@ -444,7 +444,8 @@ class CsvReader(_LineReader):
             self.note_sub_cent(*bound.row_sub_cent)
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
-            self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}")
+            self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}, "
+                      "and a date without a time of day as noon")
         earlier = self.duplicates.add(result.transaction_id, line)
         if earlier is None:
             return Row(line, result)
@@ -596,7 +597,8 @@ class JsonLinesReader(_LineReader):
             raise RowError.from_value_error(error, line=line, column="timestamp", value=stamp) from None
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
-            self.warn(f"timestamps have no time zone (first on line {line}); they are read as UTC")
+            self.warn(f"timestamps have no time zone (first on line {line}); they are read as UTC, "
+                      "and a date without a time of day as noon UTC")
 
         transaction = canonical_transaction(values)
         if transaction is None:  # not in canonical form: validate in full, with error messages

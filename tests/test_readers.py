@@ -497,3 +497,12 @@ def test_whole_cents_not_warned(tmp_path):
         list(reader)
 
     assert not [warning for warning in reader.warnings if "rounded" in warning]
+
+
+def test_zoneless_warning_names_noon_for_dates():
+    reader = open_reader(io.BytesIO(csv_rows("z1,u1,Shop,,5.00,5411,2024-05-01")))
+    outcomes = list(reader)
+
+    assert only(outcomes, Row).transaction.timestamp == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    assert len(reader.warnings) == 1
+    assert "a date without a time of day as noon" in reader.warnings[0]

@@ -281,3 +281,16 @@ def test_cli_replay_bad_start(cli_env, keys):
     assert completed.returncode == 2
     assert "'last-tuesday'" in completed.stderr
     assert "ISO 8601" in completed.stderr
+
+
+@one_server
+def test_cli_replay_empty_range_explained(cli_env, keys, sync_client):
+    add_transactions(sync_client, keys, 3)
+
+    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "2025-01-01", "--end", "2025-01-31",
+                         "--run", "empty-run"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "no entries in the range" in completed.stderr
+    assert "times of publishing, not purchase dates" in completed.stderr
+    assert "published from 2026-11-01T00:00:00Z to 2026-11-01T00:02:00Z" in completed.stderr

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 from rich.markup import escape
+from rich.table import Table
 
 from rewardpilot.cli.consume_cmd import call_options
 from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
@@ -91,3 +92,27 @@ def replay(
         typer.echo(json.dumps(summary.as_dict()))
     else:
         print_summary(summary)
+    if not summary.delivered:
+        _explain_empty_range(context.client(), context.keys(job).transactions, summary)
+
+
+def _explain_empty_range(client, stream: str, summary: ReplaySummary) -> None:
+    """Say that a replay found nothing in its range, and when the stream's entries were published.
+
+    --start and --end are times of publishing (stream ids), not purchase times,
+    and a user who reads them as purchase dates gets an empty replay.
+    """
+    first = client.xrange(stream, count=1)
+    last = client.xrevrange(stream, count=1)
+    if not first:
+        console.print(f"no entries to replay: {escape(stream)} is empty", soft_wrap=True)
+        return
+    span = f"{_publish_time(first[0][0])} to {_publish_time(last[0][0])}"
+    console.print(f"no entries in the range: --start and --end are times of publishing, not purchase dates, "
+                  f"and {escape(stream)} holds entries published from {span}", soft_wrap=True)
+
+
+def _publish_time(entry_id) -> str:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    moment = datetime.fromtimestamp(int(text.partition("-")[0]) / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
