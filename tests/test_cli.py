@@ -273,6 +273,8 @@ def test_embedded_server_shared_and_stopped(tmp_path):
         assert run_cli(["wallet", "set", "bob", "amex-gold"], env).returncode == 0
         first = json.loads(run_cli(["server", "status", "--json"], env).stdout)
         assert first["running"] is True
+        plain = run_cli(["server", "status"], env)
+        assert f"embedded Valkey running: pid {first['pid']}" in plain.stdout
 
         # A second process finds the same server and its data.
         shown = run_cli(["wallet", "show", "bob", "--json"], env)
@@ -285,6 +287,7 @@ def test_embedded_server_shared_and_stopped(tmp_path):
     stopped = run_cli(["server", "status", "--json"], env)
     assert json.loads(stopped.stdout)["running"] is False
     assert stopped.returncode == 1
+    assert "embedded Valkey not running" in run_cli(["server", "status"], env).stdout
 
 
 def test_program_name_in_hints(monkeypatch, tmp_path):

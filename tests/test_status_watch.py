@@ -60,10 +60,21 @@ def test_render_shows_results_rate():
 def test_render_without_rate_yet():
     snapshot = {
         "transactions": {"stream": "rp:tx", "length": 0, "groups": []},
-        "results": {"live": 0}, "dead_letters": 0, "rate_limit": None,
+        "results": {"live": 0}, "dead_letters": 0, "rate_limit": None, "results_per_second": None,
     }
 
     assert "needs two refreshes" in str(_render(snapshot).caption)
+
+
+def test_render_one_shot_points_to_watch():
+    snapshot = {
+        "transactions": {"stream": "rp:tx", "length": 0, "groups": []},
+        "results": {"live": 0}, "dead_letters": 0, "rate_limit": None,
+    }
+
+    caption = str(_render(snapshot).caption)
+    assert "results/s: shown with --watch" in caption
+    assert "needs two refreshes" not in caption
 
 
 @one_server

@@ -29,9 +29,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
     if as_json:
         typer.echo(json.dumps(info))
     elif running:
-        console.print(f"embedded Valkey running: pid {state.pid}, 127.0.0.1:{state.port}, data in {home}")
+        # The status is the command's output, so it goes to stdout, as with --json.
+        typer.echo(f"embedded Valkey running: pid {state.pid}, 127.0.0.1:{state.port}, data in {home}")
     else:
-        console.print(f"embedded Valkey not running (data directory {home})")
+        typer.echo(f"embedded Valkey not running (data directory {home})")
     raise typer.Exit(0 if running else 1)
 
 

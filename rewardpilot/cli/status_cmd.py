@@ -23,10 +23,16 @@ def _render(snapshot: dict, job: str | None = None) -> Table:
         table = _partitions_table(snapshot["transactions"]["stream"], snapshot["partitions"])
     else:
         table = _stream_table(snapshot["transactions"])
-    table.caption = (
-        f"{_results_text(snapshot['results'], job)}; {_results_rate_text(snapshot.get('results_per_second'))}; "
-        f"dead letters: {snapshot['dead_letters']}; {_rate_text(snapshot.get('rate_limit'))}"
-    )
+    # A one-shot snapshot has no rate at all: it takes two readings, which only --watch makes.
+    if "results_per_second" in snapshot:
+        rate_text = _results_rate_text(snapshot["results_per_second"])
+    else:
+        rate_text = "results/s: shown with --watch"
+    # One line per figure: the caption wraps at the table's width, which a narrow table makes short.
+    table.caption = "\n".join([
+        _results_text(snapshot["results"], job), rate_text,
+        f"dead letters: {snapshot['dead_letters']}", _rate_text(snapshot.get("rate_limit")),
+    ])
     return table
 
 
