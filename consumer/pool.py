@@ -216,7 +216,7 @@ class ConsumerPool:
                 await asyncio.sleep(delay)
 
     async def _check_recommender(self) -> None:
-        """Reach a networked recommender once, and warn at start when it does not answer.
+        """Reach a networked recommender once, and warn at start when it does not respond.
 
         Entries stay pending through an outage, so a pool started while the
         orchestrator is down would otherwise just wait, without end with ``drain``.

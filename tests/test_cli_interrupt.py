@@ -48,20 +48,28 @@ def wait_until(condition, child: subprocess.Popen, seconds: float = 60.0) -> Non
         time.sleep(0.02)
 
 
-def test_run_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
-    source = write_rows(tmp_path / "big.csv", 60_000)
+def interrupt_when(args: list[str], env: dict[str, str], redis_url: str, ready) -> tuple[int, str]:
+    """Start the CLI with ``args``, send SIGINT once ``ready(client)`` is true, and return its exit status and stderr."""
     client = redis.Redis.from_url(redis_url)
-    results = keys.prefix + "job:halted:results"
-    child = start_cli(["--prefix", keys.prefix, "run", str(source), "--job", "halted"], cli_env)
+    child = start_cli(args, env)
     try:
-        wait_until(lambda: client.exists(results) and client.xlen(results) > 0, child)
+        wait_until(lambda: ready(client), child)
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=120)
     finally:
         child.kill()
         client.close()
+    return child.returncode, stderr
 
-    assert child.returncode == 130, stderr[-2000:]
+
+def test_run_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
+    source = write_rows(tmp_path / "big.csv", 60_000)
+    results = keys.prefix + "job:halted:results"
+
+    status, stderr = interrupt_when(["--prefix", keys.prefix, "run", str(source), "--job", "halted"], cli_env,
+                                    redis_url, lambda client: client.exists(results) and client.xlen(results) > 0)
+
+    assert status == 130, stderr[-2000:]
     assert "interrupted by SIGINT" in stderr
     assert "of 60000 transactions processed" in stderr
     assert "consume --drain --job halted" in stderr
@@ -70,19 +78,13 @@ def test_run_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
 def test_drain_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
     source = write_rows(tmp_path / "few.csv", 5)
     assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
-    client = redis.Redis.from_url(redis_url)
     # Nothing listens on this port, so the drain can never finish.
-    child = start_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
-                       "--orchestrator", f"http://127.0.0.1:{free_port()}", "--timeout", "1"], cli_env)
-    try:
-        wait_until(lambda: bool(client.xinfo_groups(keys.transactions)), child)
-        child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=60)
-    finally:
-        child.kill()
-        client.close()
+    args = ["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+            "--orchestrator", f"http://127.0.0.1:{free_port()}", "--timeout", "1"]
 
-    assert child.returncode == 130, stderr[-2000:]
+    status, stderr = interrupt_when(args, cli_env, redis_url, lambda client: bool(client.xinfo_groups(keys.transactions)))
+
+    assert status == 130, stderr[-2000:]
     assert "interrupted by SIGINT before the group was drained" in stderr
     assert "not reachable at start" in stderr
 

@@ -60,7 +60,7 @@ class Recommender(Protocol):
 
     A recommender behind a network may also define ``async connect()``,
     which reaches the service once. It raises ``TransientError`` when the
-    service does not answer and ``PermanentError`` when it rejects the
+    service does not respond and ``PermanentError`` when it rejects the
     consumer. The pool calls it at start, to warn early.
     """
 
