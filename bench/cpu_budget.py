@@ -1,6 +1,6 @@
 """CPU time per transaction of each process (publisher, consumer, server), plain loop against product.
 
-    python -m bench.cpu_budget [--rows 100000] [--end-to-end]
+    python -m bench.cpu_budget [--rows 100000] [--end-to-end] [--canned]
 
 Runs row 3 (the plain loop) and row 4 (the product) once each as publish,
 then drain with one consumer process, against a private server. With
@@ -11,7 +11,9 @@ reports the CPU seconds it used between its go and its report
 ``used_cpu_user + used_cpu_sys`` from INFO is read before and after each
 phase. On a machine where every process competes for the same cores, the
 end-to-end rate cannot exceed cores / (sum of the three figures), which
-the last line prints as an upper bound, not a measurement.
+the last line prints as an upper bound, not a measurement. ``--canned`` adds
+a third column: the product with consumers that take results from
+``bench.canned``'s cache, so the engine's share of the product's CPU shows.
 
 NOTE: the server figure counts everything the server did in the phase,
 including the benchmark's own polling, which is a few commands per second.
@@ -38,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=100_000, help="transactions per measurement (default 100,000)")
     parser.add_argument("--end-to-end", action="store_true",
                         help="publish while 2 consumer processes run, as row 4's end-to-end figure does")
+    parser.add_argument("--canned", action="store_true",
+                        help="also run the product with canned results (bench.canned), without the engine's cost")
     return parser.parse_args(argv)
 
 
@@ -133,23 +137,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rpcpu-") as scratch, BenchServer(Path(scratch) / "valkey") as server:
         ctx = BenchContext(url=server.url, scratch=Path(scratch), rows=args.rows, repeat=1, quick=False)
         run = measure_end_to_end if args.end_to_end else measure
-        figures = {kit.name: run(kit, ctx, args.rows) for kit in (PlainKit(ctx), ProductKit(ctx))}
+        kits = {"plain loop": PlainKit(ctx), "product": ProductKit(ctx)}
+        if args.canned:
+            kits["canned"] = ProductKit(ctx, canned=True)
+        figures = {name: run(kit, ctx, args.rows) for name, kit in kits.items()}
 
     cores = os.cpu_count() or 1
-    rates = {kit: values.pop("rate (tx/s)", None) for kit, values in figures.items()}
+    rates = {name: values.pop("rate (tx/s)", None) for name, values in figures.items()}
+    totals = {name: sum(values.values()) for name, values in figures.items()}
+    others = [name for name in figures if name != "plain loop"]
     method = "end to end, all processes at once" if args.end_to_end else "publish, then drain with one consumer"
     print(f"CPU microseconds per transaction, {args.rows:,} transactions, {method}, {cores} CPUs")
-    print(f"{'process':<20}{'plain loop':>12}{'product':>12}{'ratio':>8}")
-    for name in figures["plain"]:
-        plain, product = figures["plain"][name], figures["product"][name]
-        print(f"{name:<20}{plain:>12.1f}{product:>12.1f}{product / plain:>7.1f}x")
-    totals = {kit: sum(values.values()) for kit, values in figures.items()}
-    print(f"{'total':<20}{totals['plain']:>12.1f}{totals['product']:>12.1f}{totals['product'] / totals['plain']:>7.1f}x")
-    print(f"upper bound on {cores} CPUs, end to end: plain {cores * 1e6 / totals['plain']:,.0f}/s, "
-          f"product {cores * 1e6 / totals['product']:,.0f}/s")
-    if rates["plain"] and rates["product"]:
-        print(f"measured end to end: plain {rates['plain']:,.0f}/s, product {rates['product']:,.0f}/s, "
-              f"ratio {rates['product'] / rates['plain']:.2f}x")
+    print(f"{'process':<20}{'plain loop':>12}" + "".join(f"{name:>12}{'ratio':>8}" for name in others))
+    for process in figures["plain loop"]:
+        plain = figures["plain loop"][process]
+        cells = "".join(f"{figures[name][process]:>12.1f}{figures[name][process] / plain:>7.1f}x" for name in others)
+        print(f"{process:<20}{plain:>12.1f}{cells}")
+    cells = "".join(f"{totals[name]:>12.1f}{totals[name] / totals['plain loop']:>7.1f}x" for name in others)
+    print(f"{'total':<20}{totals['plain loop']:>12.1f}{cells}")
+    bounds = ", ".join(f"{name} {cores * 1e6 / total:,.0f}/s" for name, total in totals.items())
+    print(f"upper bound on {cores} CPUs, end to end: {bounds}")
+    if all(rates.values()):
+        measured = ", ".join(f"{name} {rate:,.0f}/s" for name, rate in rates.items())
+        ratios = ", ".join(f"{name} {rates[name] / rates['plain loop']:.2f}x" for name in others)
+        print(f"measured end to end: {measured}; ratio to the plain loop: {ratios}")
     return 0
 
 

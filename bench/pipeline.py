@@ -76,9 +76,10 @@ class ProductKit:
 
     name = "product"
 
-    def __init__(self, ctx: BenchContext, orchestrator: str | None = None):
+    def __init__(self, ctx: BenchContext, orchestrator: str | None = None, canned: bool = False):
         self.ctx = ctx
         self.orchestrator = orchestrator
+        self.canned = canned  # results from bench.canned, so the engine's cost drops out
 
     def prepare(self, keys: StreamKeys) -> None:
         return None
@@ -96,6 +97,8 @@ class ProductKit:
             args.append("--drain")
         if self.orchestrator:
             args += ["--orchestrator", self.orchestrator]
+        if self.canned:
+            args.append("--canned")
         return GatedChild("bench.product_consumer", args, self.ctx.scratch / f"product-consumer-{index}.log")
 
     def published_seconds(self, report: dict) -> float:

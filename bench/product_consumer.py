@@ -35,10 +35,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=500, help="XREADGROUP COUNT")
     parser.add_argument("--results-maxlen", type=int, default=None, help="trim the results stream to about this many entries")
     parser.add_argument("--orchestrator", default=None, help="orchestrator URL; unset for the in-process engine")
+    parser.add_argument("--canned", action="store_true",
+                        help="take results from bench.canned's cache instead of running the engine for every transaction")
     return parser.parse_args(argv)
 
 
-def make_recommender(url: str | None):
+def make_recommender(url: str | None, canned: bool = False):
+    if canned:
+        from bench.canned import CannedRecommender
+
+        return CannedRecommender()
     if not url:
         return None
     from consumer.recommenders.factory import make_recommender as factory
@@ -46,9 +52,9 @@ def make_recommender(url: str | None):
     return factory(url)
 
 
-async def consume(settings: ConsumerSettings, url: str, orchestrator: str | None) -> dict:
+async def consume(settings: ConsumerSettings, url: str, orchestrator: str | None, canned: bool) -> dict:
     client = connect_async(url, block_ms=settings.block_ms)
-    pool = ConsumerPool(client, settings, make_recommender(orchestrator))
+    pool = ConsumerPool(client, settings, make_recommender(orchestrator, canned))
     install_signal_handlers(pool)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, pool.enable_drain)
 
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         keys=StreamKeys(prefix=args.prefix, job=args.job), drain=args.drain,
         workers=args.workers, batch_size=args.batch_size, results_maxlen=args.results_maxlen,
     )
-    report = asyncio.run(consume(settings, args.url, args.orchestrator))
+    report = asyncio.run(consume(settings, args.url, args.orchestrator, args.canned))
     print(json.dumps(report, default=str), flush=True)
 
 

@@ -130,7 +130,7 @@ def test_ratios_use_row_three_reference():
     assert rows[1].figures[0].ratios["1"] is None
 
 
-@pytest.mark.parametrize("mode", [[], ["--end-to-end"]])
+@pytest.mark.parametrize("mode", [[], ["--end-to-end"], ["--end-to-end", "--canned"]])
 def test_cpu_budget_prints_every_process(mode):
     completed = subprocess.run(
         [sys.executable, "-m", "bench.cpu_budget", "--rows", "1500", *mode],
@@ -150,3 +150,6 @@ def test_cpu_budget_prints_every_process(mode):
         assert "consumer" in names
         assert "server (consume)" in names
         assert lines[-1].startswith("upper bound on ")
+    if "--canned" in mode:
+        assert lines[1].split()[-2:] == ["canned", "ratio"]
+        assert "canned" in lines[-1]
