@@ -153,3 +153,18 @@ def test_cpu_budget_prints_every_process(mode):
     if "--canned" in mode:
         assert lines[1].split()[-2:] == ["canned", "ratio"]
         assert "canned" in lines[-1]
+
+
+def test_settle_cost_prints_four_ways():
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.settle_cost", "--results", "1500"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith("server CPU microseconds per result, 1,500 results")
+    names = [line[:32].strip() for line in lines[1:]]
+    assert names == ["plain", "plain with markers", "settle script", "settle script without markers"]
+    for line in lines[1:]:
+        assert len(line[32:].split()) == 2
