@@ -133,6 +133,10 @@ def publish_file(
                     summary.rows += 1
                     if isinstance(outcome, Row) and outcome.transaction.currency != "USD":
                         outcome = _to_usd(converter, outcome, summary)
+                        # The reader's rounding warning must not name a row rejected here.
+                        # OFX and Plaid readers give no such warning.
+                        if isinstance(outcome, Rejected) and hasattr(reader, "forget_sub_cent"):
+                            reader.forget_sub_cent(outcome.line)
                     if isinstance(outcome, Row):
                         if outcome.transaction.timestamp > future_after:
                             summary.future_dated += 1

@@ -13,6 +13,7 @@ are not columns: ``{#line}`` is the line on which the row starts and
 
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
 import json
@@ -333,6 +334,15 @@ class BoundLayout:
 
     def _width_error(self, fields: list[str], line: int, raw: str) -> RowError:
         """Build the error for a row whose field count differs from the header's."""
+        separated = other_separator(raw, len(fields)) if len(fields) < self.width else None
+        if separated is not None and len(separated[1]) == self.width:
+            name = OTHER_SEPARATORS[separated[0]]
+            count = "1 field" if len(fields) == 1 else f"{len(fields)} fields"
+            return RowError(
+                f"the row has {count} but the header has {self.width}, and split at the {name} "
+                f"it has {self.width}, so the file looks separated by {name}, not commas",
+                line=line, value=raw[:200], fix=SEPARATOR_FIX,
+            )
         if self.layout.header:
             # The file has no header row, so the layout's own header may be what is wrong.
             return RowError(
@@ -695,6 +705,76 @@ def headerless_message(header: list[str]) -> str | None:
         "(see \"A layout of your own\" in docs/input-formats.md). To read the file as it is, "
         "name its columns in order with header: in that layout file"
     )
+
+
+# Field separators that spreadsheet programs write in place of the comma. The
+# semicolon is common where the decimal separator is a comma, and the tab in
+# "tab delimited" exports.
+OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs"}
+
+
+def other_separator(line: str, comma_fields: int) -> tuple[str, list[str]] | None:
+    """Return the separator a line is more likely split by than by commas, and its fields.
+
+    ``comma_fields`` is the number of fields the line has when split at
+    commas. A separator counts when it splits the line, read as CSV with
+    quotes, into more fields than that, and into at least two. When both
+    count, the one with more fields wins.
+    """
+    best: tuple[str, list[str]] | None = None
+    for separator in OTHER_SEPARATORS:
+        if separator not in line:
+            continue
+        try:
+            fields = next(csv.reader([line], delimiter=separator))
+        except csv.Error:
+            continue
+        if len(fields) >= 2 and len(fields) > comma_fields and (best is None or len(fields) > len(best[1])):
+            best = (separator, fields)
+    return best
+
+
+SEPARATOR_FIX = (
+    "RewardPilot reads comma-separated files only. Export the file again as CSV with a comma as the "
+    "field separator, or open it in a spreadsheet program and save it as CSV with ',' as the field delimiter"
+)
+DECIMAL_COMMA_FIX = (
+    "If amounts are written with a decimal comma (12,50), change them to a decimal point (12.50) as well, "
+    "because a comma in an amount is read as a thousands separator, so 1,500 would be read as 1500.00"
+)
+
+
+def other_separator_message(line: str, comma_fields: int, layout: Layout | None = None) -> str | None:
+    """Build the error for a header separated by semicolons or tabs, or return None when it is not.
+
+    The message names the layout whose columns the header has once split at
+    that separator (``layout`` when given, else a preset), and how to write
+    the file with commas. Files separated by semicolons often write amounts
+    with a decimal comma, so for them it also adds how amounts must be written.
+    """
+    found = other_separator(line, comma_fields)
+    if found is None:
+        return None
+    separator, fields = found
+    name = OTHER_SEPARATORS[separator]
+    header = [field.strip() for field in fields]
+    present = {normalize_column(column) for column in header}
+    if layout is None:
+        try:
+            layout = detect_layout(header)
+        except InputError:
+            pass
+    matched = ""
+    if layout is not None and all(normalize_column(column) in present for column in layout.required_columns):
+        matched = f", and these are the columns of the {layout.name} layout"
+
+    text = (
+        f"the header {line[:300]!r} looks separated by {name}, not commas, because split at the {name} "
+        f"it has {len(fields)} columns{matched}. {SEPARATOR_FIX}"
+    )
+    if separator == ";":
+        text += f". {DECIMAL_COMMA_FIX}"
+    return text
 
 
 def load_layout(path: str | Path) -> Layout:

@@ -30,12 +30,13 @@ import structlog
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
 from producer.layouts import (
-    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, json_kind, normalize_column, validate_transaction,
+    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, json_kind, normalize_column,
+    other_separator_message, validate_transaction,
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
-from rewardpilot.models import MAX_AMOUNT_USD, Transaction
+from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
 
 log = structlog.get_logger(__name__)
@@ -198,7 +199,8 @@ class _LineReader:
         self.warnings: list[str] = []
         self.empty_lines = 0
         self._warned_zone = False
-        self._warned_sub_cent = False
+        # The line and the text of the warning about amounts rounded to cents, once given.
+        self._sub_cent_warning: tuple[int, str] | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -210,12 +212,26 @@ class _LineReader:
         log.debug("input warning", warning=message)
 
     def note_sub_cent(self, line: int, amount: Decimal) -> None:
-        """Warn once per file that amounts finer than a cent are rounded, naming the first."""
-        if self._warned_sub_cent:
+        """Warn once per file that amounts finer than a cent are rounded, naming the first.
+
+        Call it only for a row yielded as a ``Row``, so the warning never names a rejected row.
+        """
+        if self._sub_cent_warning is not None:
             return
-        self._warned_sub_cent = True
-        self.warn(f"amounts with more than two decimal places are rounded half up to whole cents "
-                  f"(first on line {line}: {amount} becomes {to_cents(amount)})")
+        message = (f"amounts with more than two decimal places are rounded half up to whole cents "
+                   f"(first on line {line}: {amount} becomes {to_cents(amount)})")
+        self._sub_cent_warning = (line, message)
+        self.warn(message)
+
+    def forget_sub_cent(self, line: int) -> None:
+        """Withdraw the rounding warning if it names ``line``, a row the caller rejected after reading it.
+
+        The next row with an amount finer than a cent is then named in its place.
+        """
+        if self._sub_cent_warning is None or self._sub_cent_warning[0] != line:
+            return
+        self.warnings.remove(self._sub_cent_warning[1])
+        self._sub_cent_warning = None
 
 
 class CsvReader(_LineReader):
@@ -414,11 +430,17 @@ class CsvReader(_LineReader):
         if bad is not None:
             raise InputError(f"the header on line {line} is not valid UTF-8; {NOT_UTF8_FIX}")
         header = [field.strip() for field in fields]
-        if self.layout is None:
-            self.layout = detect_layout(header)
-        if self.user is not None:
-            self._apply_user()
-        bound = self.layout.bind(header)
+        try:
+            if self.layout is None:
+                self.layout = detect_layout(header)
+            if self.user is not None:
+                self._apply_user()
+            bound = self.layout.bind(header)
+        except InputError:
+            separator_message = other_separator_message(raw, len(fields), self.layout)
+            if separator_message is None:
+                raise
+            raise InputError(separator_message) from None
         self._row_width = bound.width
         if bound.extra_columns:
             self.warn(
@@ -440,16 +462,16 @@ class CsvReader(_LineReader):
 
         if isinstance(result, Skip):
             return Skipped(line, result.reason, raw, result.transaction_id)
-        if bound.row_sub_cent is not None:
-            self.note_sub_cent(*bound.row_sub_cent)
         if not had_zone and not self._warned_zone:
             self._warned_zone = True
             self.warn(f"timestamps have no time zone (first on line {line}); they are read as {self.layout.timezone}, "
                       "and a date without a time of day as noon")
         earlier = self.duplicates.add(result.transaction_id, line)
-        if earlier is None:
-            return Row(line, result)
-        return _duplicate(result, line, earlier, raw, bound._source_name("transaction_id"))
+        if earlier is not None:
+            return _duplicate(result, line, earlier, raw, bound._source_name("transaction_id"))
+        if bound.row_sub_cent is not None:
+            self.note_sub_cent(*bound.row_sub_cent)
+        return Row(line, result)
 
 
 def _first_not_utf8(bound, fields: list[str], line: int) -> RowError | None:
@@ -579,10 +601,6 @@ class JsonLinesReader(_LineReader):
         if amount <= 0:
             kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
-        # An amount above the limit is rejected by validation below, with its own
-        # message. Rounding it here first could overflow Decimal's 28 digits.
-        if amount <= MAX_AMOUNT_USD and amount != to_cents(amount):
-            self.note_sub_cent(line, amount)
         values["amount_usd"] = amount
 
         stamp = values.get("timestamp")
@@ -604,9 +622,13 @@ class JsonLinesReader(_LineReader):
         if transaction is None:  # not in canonical form: validate in full, with error messages
             transaction = validate_transaction(values, line, lambda field: field)
         earlier = self.duplicates.add(transaction.transaction_id, line)
-        if earlier is None:
-            return Row(line, transaction)
-        return _duplicate(transaction, line, earlier, raw, "transaction_id")
+        if earlier is not None:
+            return _duplicate(transaction, line, earlier, raw, "transaction_id")
+        # Validation rounds the amount to whole cents, so a different amount
+        # means the line had more than two decimal places.
+        if transaction.amount_usd != amount:
+            self.note_sub_cent(line, amount)
+        return Row(line, transaction)
 
 
 def _json_amount(value: object, line: int, *, present: bool = True) -> Decimal:

@@ -7,6 +7,7 @@ fix (the accepted formats) are kept apart. The readers turn that into a
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
 from datetime import datetime, timezone, tzinfo
@@ -98,8 +99,9 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
     is taken as noon (``DATE_ONLY_TIME``), which stays on the same calendar
     date in every zone within 11 hours of ``zone``, so cap periods, quarters
     and monthly reports see the date the bank printed. Returns the time and
-    whether it carried a zone of its own. Raises ``InvalidValueError`` whose
-    fix names the accepted formats.
+    whether it carried a zone of its own. Raises ``InvalidValueError``, which
+    names the field out of range for a date or time that does not exist, and
+    otherwise lists the accepted formats in its fix.
     """
     value = text.strip()
     if value.endswith("z"):
@@ -134,7 +136,181 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
         except OverflowError:  # year 1 or 9999 moved across the date line
             raise InvalidValueError(f"{text!r} is out of the supported date range",
                                     "write a date between the years 2 and 9998") from None
+    out_of_range = _out_of_range_error(text, value, formats)
+    if out_of_range is not None:
+        raise out_of_range
     raise InvalidValueError(f"{text!r} is not a date in an accepted format", f"write it as {describe_formats(formats)}")
+
+
+# The shape of the ISO 8601 values ``datetime.fromisoformat`` reads (Python
+# 3.11), with every field a run of digits, so a value whose fields are out of
+# range still matches. Basic (20240501T123000) and extended (2024-05-01T12:30:00)
+# forms are each matched whole, through the backreferences.
+_ISO_SHAPE = re.compile(
+    r"""
+    (?P<year>\d{4})(?P<dash>-?)(?P<month>\d{2})(?P=dash)(?P<day>\d{2})
+    (?:
+        [T\ ](?P<hour>\d{2})
+        (?:(?P<colon>:?)(?P<minute>\d{2})(?:(?P=colon)(?P<second>\d{2})(?:[.,]\d+)?)?)?
+        (?P<offset>Z|[+-]\d{2}(?::?\d{2})?)?
+    )?
+    """,
+    re.VERBOSE | re.ASCII | re.IGNORECASE,
+)
+
+# The regular expression each strptime code is matched with when a value is
+# checked for fields out of range. Numbers take any value of their width.
+_SHAPE_CODES = {
+    "Y": r"(?P<year>\d{4})",
+    "y": r"(?P<short_year>\d{2})",
+    "m": r"(?P<month>\d{1,2})",
+    "d": r"(?P<day>\d{1,2})",
+    "H": r"(?P<hour>\d{1,2})",
+    "I": r"(?P<clock_hour>\d{1,2})",
+    "M": r"(?P<minute>\d{1,2})",
+    "S": r"(?P<second>\d{1,2})",
+    "f": r"\d{1,6}",
+    "p": r"(?:am|pm)",
+    "a": r"[a-z]+",
+    "A": r"[a-z]+",
+    "b": r"(?P<month_name>[a-z]+)",
+    "B": r"(?P<month_name>[a-z]+)",
+    "z": r"(?P<offset>z|[+-]\d{2}(?::?\d{2})?)",
+    "Z": r"[a-z]+",
+    "%": "%",
+}
+
+# English month names, because the messages are in English whatever the locale.
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July",
+                "August", "September", "October", "November", "December")
+
+
+@functools.cache
+def _shape_pattern(layout: str) -> re.Pattern | None:
+    """Compile the shape of a strptime format, or return None for a format it cannot express.
+
+    Formats with a code missing from ``_SHAPE_CODES``, or with the same
+    field twice, get None, and their values are not checked for range.
+    """
+    parts = []
+    for index, piece in enumerate(re.split(r"(%.)", layout)):
+        if index % 2 == 0:  # literal text between codes
+            parts.extend(r"\s+" if char.isspace() else re.escape(char) for char in piece)
+            continue
+        shape = _SHAPE_CODES.get(piece[1])
+        if shape is None:
+            return None
+        parts.append(shape)
+    try:
+        return re.compile("".join(parts), re.ASCII | re.IGNORECASE)
+    except re.error:  # a field named twice, such as two %d
+        return None
+
+
+def _shape_fields(value: str, layout: str) -> dict[str, int | str] | None:
+    """Return the date and time fields of ``value`` read in the shape of ``layout``, or None when it does not fit."""
+    pattern = _ISO_SHAPE if layout == "iso" else _shape_pattern(layout)
+    match = pattern.fullmatch(value) if pattern is not None else None
+    if match is None:
+        return None
+
+    groups = {name: text for name, text in match.groupdict().items() if text is not None}
+    numbers = ("year", "month", "day", "hour", "clock_hour", "minute", "second")
+    fields: dict[str, int | str] = {name: int(groups[name]) for name in numbers if name in groups}
+    if "short_year" in groups:
+        # strptime reads %y values 69 to 99 as 1969 to 1999 and 00 to 68 as 2000 to 2068.
+        short_year = int(groups["short_year"])
+        fields["year"] = short_year + (1900 if short_year >= 69 else 2000)
+    if "month_name" in groups:
+        names = [name.casefold() for name in _MONTH_NAMES]
+        name = groups["month_name"].casefold()
+        matches = [number for number, full in enumerate(names, start=1) if name in (full, full[:3])]
+        if not matches:
+            return None
+        fields["month"] = matches[0]
+    if "offset" in groups and groups["offset"].upper() != "Z":
+        fields["offset"] = groups["offset"]
+    return fields
+
+
+def _out_of_range_error(text: str, value: str, formats: tuple[str, ...]) -> InvalidValueError | None:
+    """Return the error for a value in an accepted format whose date or time does not exist.
+
+    Such a value, like 2026-02-30 or 2026-02-03T25:00:00Z, is written in the
+    right format, so the error names the field that is out of range in place
+    of listing the formats. Returns None when the value fits no format.
+    """
+    for layout in formats:
+        fields = _shape_fields(value, layout)
+        if fields is None:
+            continue
+        error = _date_range_error(text, fields, layout) or _time_range_error(text, fields)
+        if error is not None:
+            return error
+    return None
+
+
+def _date_range_error(text: str, fields: dict, layout: str) -> InvalidValueError | None:
+    year = fields.get("year")
+    month = fields.get("month")
+    day = fields.get("day")
+    if year == 0:
+        return InvalidValueError(f"{text!r} is not a real date (there is no year 0)",
+                                 "write a date between the years 2 and 9998")
+    if month is not None and not 1 <= month <= 12:
+        fix = "check the day and month"
+        if layout != "iso" and layout.find("%m") < layout.find("%d") and day is not None and 1 <= day <= 12:
+            day_first = layout.replace("%m", "\0").replace("%d", "%m").replace("\0", "%d")
+            fix += (f". The format {_format_pattern(layout)} puts the month first, so for a file that puts "
+                    f"the day first, pass --layout with a layout file whose timestamp_formats is "
+                    f"[\"{day_first}\"] (see \"A layout of your own\" in docs/input-formats.md)")
+        return InvalidValueError(f"{text!r} is not a real date (month {month} is out of range, "
+                                 "months run from 1 to 12)", fix)
+    if month is None or day is None:
+        return None
+
+    # Without a year, the day is checked against a leap year, so February 29 passes here.
+    days = calendar.monthrange(year if year is not None else 2000, month)[1]
+    month_name = _MONTH_NAMES[month - 1] if year is None else f"{_MONTH_NAMES[month - 1]} {year}"
+    if day == 0:
+        return InvalidValueError(f"{text!r} is not a real date (there is no day 0, days run from 1 to {days} "
+                                 f"in {month_name})", "check the day and month")
+    if day > days:
+        return InvalidValueError(f"{text!r} is not a real date ({month_name} has {days} days)",
+                                 "check the day and month")
+    return None
+
+
+def _time_range_error(text: str, fields: dict) -> InvalidValueError | None:
+    hour = fields.get("hour")
+    clock_hour = fields.get("clock_hour")
+    minute = fields.get("minute")
+    second = fields.get("second")
+    reason = None
+    fix = "check the time of day"
+    if hour is not None and hour > 23:
+        reason = f"hour {hour} is out of range, hours run from 0 to 23"
+        if hour == 24 and not minute and not second:
+            fix = "write midnight at the end of a day as 00:00 on the next day"
+    elif clock_hour is not None and not 1 <= clock_hour <= 12:
+        reason = f"hour {clock_hour} is out of range for a 12-hour clock with AM or PM, hours run from 1 to 12"
+    elif minute is not None and minute > 59:
+        reason = f"minute {minute} is out of range, minutes run from 0 to 59"
+    elif second is not None and second > 59:
+        reason = f"second {second} is out of range, seconds run from 0 to 59 and leap seconds are not accepted"
+    if reason is not None:
+        return InvalidValueError(f"{text!r} is not a real time of day ({reason})", fix)
+
+    offset = fields.get("offset")
+    if offset is not None:
+        digits = offset[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+        if hours > 23 or minutes > 59:
+            return InvalidValueError(
+                f"{text!r} has a time zone offset out of range ({offset}, offsets run from -23:59 to +23:59)",
+                "check the time zone offset",
+            )
+    return None
 
 
 def _has_time_of_day(layout: str, value: str) -> bool:
@@ -156,8 +332,13 @@ def describe_formats(formats: tuple[str, ...]) -> str:
             names.append("ISO 8601 (2024-05-01T12:30:00Z, 2024-05-01 12:30:00, 2024-05-01)")
         else:
             example = datetime(2024, 5, 1, 12, 30, 0).strftime(layout)
-            pattern = layout
-            for code, text in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "hh"), ("%M", "mm"), ("%S", "ss")):
-                pattern = pattern.replace(code, text)
-            names.append(f"{pattern} ({example})")
+            names.append(f"{_format_pattern(layout)} ({example})")
     return " or ".join(names)
+
+
+def _format_pattern(layout: str) -> str:
+    """Return a strptime format as people write date patterns, such as MM/DD/YYYY for %m/%d/%Y."""
+    pattern = layout
+    for code, text in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "hh"), ("%M", "mm"), ("%S", "ss")):
+        pattern = pattern.replace(code, text)
+    return pattern

@@ -407,9 +407,11 @@ def test_timestamps_with_and_without_zone(text, expected):
 
 
 def test_timestamp_fast_path_keeps_errors():
-    for text in ["2026-02-30T00:00:06Z", "2026-01-01T24:00:00Z", "Tuesday"]:
-        with pytest.raises(ValueError, match="is not a date in an accepted format"):
+    for text in ["2026-02-30T00:00:06Z", "2026-01-01T24:00:00Z"]:
+        with pytest.raises(ValueError, match="is not a real"):
             parse_timestamp(text, formats=DEFAULT_TIMESTAMP_FORMATS, zone=timezone.utc)
+    with pytest.raises(ValueError, match="is not a date in an accepted format"):
+        parse_timestamp("Tuesday", formats=DEFAULT_TIMESTAMP_FORMATS, zone=timezone.utc)
 
 
 # Lines and CSV records.

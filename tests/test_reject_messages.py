@@ -255,7 +255,10 @@ def test_long_row_keeps_quoting_hint():
     ("row", "column", "reason", "fix"),
     [
         ("r-3,u1,Shell,gas,4x,5541,2024-05-01", "amount_usd", "'4x' is not an amount", "write it like 12.50"),
-        ("r-5,u1,Shell,gas,4,5541,2024-13-01", "timestamp", "'2024-13-01' is not a date in an accepted format",
+        ("r-5,u1,Shell,gas,4,5541,2024-13-01", "timestamp",
+         "'2024-13-01' is not a real date (month 13 is out of range, months run from 1 to 12)",
+         "check the day and month"),
+        ("r-7,u1,Shell,gas,4,5541,Tuesday", "timestamp", "'Tuesday' is not a date in an accepted format",
          "write it as ISO 8601"),
         ("r-6,u1,Shell,gas,4,55410,2024-11-01", "mcc",
          "mcc '55410' is not a 4-digit ISO 18245 merchant category code", "write it like 5411, or leave it empty"),
@@ -299,7 +302,7 @@ def test_rejects_file_records(tmp_path):
         "r-2,u1,Shell,gas,40.00,5541\n"
         "r-3,u1,Shell,gas,4x,5541,2024-05-01\n"
         "r-4,,Shell,gas,4,5541,2024-05-01\n"
-        "r-5,u1,Shell,gas,4,5541,2024-13-01\n"
+        "r-5,u1,Shell,gas,4,5541,2024-05-01 noon\n"
         "r-6,u1,Shell,gas,4,55410,2024-11-01\n"
     ).encode()
     path = tmp_path / "in.csv.rejects.jsonl"
