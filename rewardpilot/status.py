@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 
@@ -150,3 +151,80 @@ class ResultRate:
 
     def sample(self, client: redis.Redis, stream: str) -> float | None:
         return self.add(time.monotonic(), entries_added(client, stream))
+
+
+JOB_SCAN_BATCH = 1000
+# NOTE: a guessed limit. 1,000 SCAN calls of COUNT 1,000 examine about a million
+# keys, an estimated second or two against a local server. A larger keyspace is
+# scanned only in part, and find_jobs then returns ``complete`` False.
+JOB_SCAN_MAX_CALLS = 1000
+
+# A job's streams, after ``{prefix}job:``: ``{job}:transactions`` (``:transactions:pN``
+# when partitioned), ``{job}:results`` and ``{job}:dead-letters``. A replay's
+# ``results:RUN`` stream is left out, because the job's own streams exist beside it.
+_JOB_STREAM = re.compile(r"^(?P<job>.+):(?P<stream>transactions(?::p\d+)?|results|dead-letters)$")
+# The stream read for a job's recency, best first: results get the job's last entries.
+_RECENCY_SOURCES = ("results", "transactions", "dead-letters")
+
+
+def live_streams_empty(snapshot: dict) -> bool:
+    """Return True when a snapshot's transactions (every partition), results and dead-letter streams have no entries."""
+    return (
+        snapshot["transactions"]["length"] == 0
+        and all(partition["length"] == 0 for partition in snapshot["partitions"])
+        and not any(snapshot["results"].values())
+        and snapshot["dead_letters"] == 0
+    )
+
+
+def _escape_glob(text: str) -> str:
+    """Escape the characters that SCAN MATCH reads as a pattern, so ``text`` matches only itself."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def find_jobs(client: redis.Redis, prefix: str, *, limit: int, max_scan_calls: int = JOB_SCAN_MAX_CALLS) -> dict:
+    """Find the ``rewardpilot run`` jobs under ``prefix`` by their streams, with SCAN.
+
+    Returns ``count`` (the jobs found), ``recent`` (up to ``limit`` job ids,
+    newest last stream entry first) and ``complete`` (False when the scan
+    stopped after ``max_scan_calls`` SCAN calls, so more jobs may exist).
+    """
+    job_prefix = f"{prefix}job:"
+    sources: dict[str, tuple[int, str]] = {}  # job id -> (rank in _RECENCY_SOURCES, stream)
+    cursor = 0
+    calls = 0
+    while True:
+        cursor, names = client.scan(cursor=cursor, match=_escape_glob(job_prefix) + "*", count=JOB_SCAN_BATCH,
+                                    _type="stream")
+        calls += 1
+        for raw in names:
+            name = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+            match = _JOB_STREAM.match(name[len(job_prefix):]) if name.startswith(job_prefix) else None
+            if match is None:
+                continue
+            stream = match["stream"]
+            rank = _RECENCY_SOURCES.index(stream) if stream in _RECENCY_SOURCES else len(_RECENCY_SOURCES)
+            known = sources.get(match["job"])
+            if known is None or rank < known[0]:
+                sources[match["job"]] = (rank, name)
+        if int(cursor) == 0 or calls >= max_scan_calls:
+            break
+
+    jobs = list(sources)
+    with client.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.xinfo_stream(sources[job][1])
+        infos = pipe.execute(raise_on_error=False)
+    last_entry_ms = {job: _last_generated_ms(info) for job, info in zip(jobs, infos)}
+    jobs.sort(key=lambda job: (last_entry_ms[job], job), reverse=True)
+    return {"count": len(jobs), "recent": jobs[:limit], "complete": int(cursor) == 0}
+
+
+def _last_generated_ms(info) -> int:
+    """Return the time part of a stream's last-generated-id from XINFO STREAM, or 0 when the call failed."""
+    if not isinstance(info, dict):  # the stream expired or was deleted after the scan
+        return 0
+    last_id = info.get("last-generated-id", info.get(b"last-generated-id"))
+    if last_id is None:
+        return 0
+    return int(_text(last_id).split("-", 1)[0])

@@ -29,9 +29,13 @@ def list_letters(
     ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", min=1, help="Show at most this many, oldest first."),
     job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+    as_json: bool = typer.Option(
+        False, "--json",
+        help='Print JSON lines: one object per dead letter, {"id": ..., "letter": {...}}, and nothing on stdout '
+        "when there are none.",
+    ),
 ) -> None:
-    """List dead letters with their reason, error and attempts."""
+    """List dead letters with their reason, error and attempts: a table, or with --json one JSON object per line."""
     from consumer import dlq
 
     client, keys = _client_and_keys(ctx, job)
@@ -39,6 +43,9 @@ def list_letters(
     if as_json:
         for letter_id, letter in letters:
             typer.echo(json.dumps({"id": letter_id, "letter": letter.model_dump(mode="json")}))
+        if not letters:
+            # No lines is the correct JSON-lines output, so the note goes to stderr and stdout stays empty.
+            console.print(f"no dead letters in {keys.dead_letters}", markup=False, soft_wrap=True, highlight=False)
         return
     table = Table(title=f"{escape(keys.dead_letters)}: {client.xlen(keys.dead_letters)} dead letters")
     for column in ("id", "transaction", "reason", "error", "status", "attempts", "last failure"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 
@@ -10,8 +11,11 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from rewardpilot.cli.context import app_context, check_job_exists, check_redis, stdout_console
-from rewardpilot.streams import LIVE_RUN
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, program_name, stdout_console
+from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN
+
+# Jobs named in the hint and in the `jobs` key of --json when the live streams are empty.
+RECENT_JOBS_SHOWN = 3
 
 
 def _render(snapshot: dict, job: str | None = None) -> Table:
@@ -105,6 +109,35 @@ def _results_rate_text(rate: float | None) -> str:
     return f"results/s over the last minute: {rate:,.1f}"
 
 
+def _jobs_hint(jobs: dict, prefix: str) -> str:
+    """Return the line that names recent jobs when the live streams are empty, with the command to see one."""
+    count = jobs["count"]
+    found = f"{count} job has" if count == 1 else f"{count} jobs have"
+    if not jobs["complete"]:
+        found = f"at least {found}"
+    recent = ", ".join(jobs["recent"])
+    order = "" if count == 1 else ", most recent first"
+    prefix_option = "" if prefix == DEFAULT_PREFIX else f" --prefix {shlex.quote(prefix)}"
+    command = f"{program_name()}{prefix_option} status --job {shlex.quote(jobs['recent'][0])}"
+    return (f"the live streams are empty, but {found} streams under prefix {prefix!r} "
+            f"({recent}{order}). See one with: {command}")
+
+
+def _print_jobs_hint(jobs: dict | None, prefix: str) -> None:
+    if jobs and jobs["count"]:
+        # soft_wrap and no markup: the command is copied as printed, and job ids may contain brackets.
+        console.print(_jobs_hint(jobs, prefix), soft_wrap=True, markup=False, highlight=False)
+
+
+def _jobs_if_live_empty(client, snapshot: dict, prefix: str, job: str | None) -> dict | None:
+    """Return the jobs under the prefix when the live streams are shown and empty, else None (no look-up)."""
+    from rewardpilot.status import find_jobs, live_streams_empty
+
+    if job is not None or not live_streams_empty(snapshot):
+        return None
+    return find_jobs(client, prefix, limit=RECENT_JOBS_SHOWN)
+
+
 def _rate_text(rate_limit: dict | None) -> str:
     if rate_limit is None:
         return "orchestrator rate limit: not in use"
@@ -117,7 +150,12 @@ def _rate_text(rate_limit: dict | None) -> str:
 def status(
     ctx: typer.Context,
     job: str = typer.Option(None, "--job", help="Show the streams of this `rewardpilot run` job."),
-    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json",
+        help="Print the snapshot as JSON. Its `jobs` key is null unless the live streams are shown and empty: "
+        f"then it has the jobs found under the prefix (count, up to {RECENT_JOBS_SHOWN} recent ids, and whether "
+        "the key scan finished).",
+    ),
     watch: bool = typer.Option(False, "--watch", help="Refresh the view until interrupted (Ctrl-C)."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     count: int = typer.Option(0, "--count", help="With --watch, stop after this many refreshes; 0 runs until interrupted."),
@@ -141,10 +179,12 @@ def status(
     check_job_exists(client, context, keys)
     if not watch:
         snapshot = collect_status(client, keys)
+        snapshot["jobs"] = _jobs_if_live_empty(client, snapshot, context.prefix, job)
         if as_json:
             typer.echo(json.dumps(snapshot))
             return
         stdout_console().print(_render(snapshot, job))
+        _print_jobs_hint(snapshot["jobs"], context.prefix)
         return
 
     from rich.live import Live
@@ -156,6 +196,9 @@ def status(
         while True:
             snapshot = collect_status(client, keys)
             snapshot["results_per_second"] = rate.sample(client, keys.results(LIVE_RUN))
+            if refreshes == 0:
+                # Looked up once: a key scan on every refresh would load the server for a hint.
+                _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
             yield _render(snapshot, job)
             refreshes += 1
             if count and refreshes >= count:

@@ -96,11 +96,20 @@ def set_wallet(
 def show_wallet(
     ctx: typer.Context,
     user: str = typer.Argument(None, help="Show one user's wallet; all wallets when omitted."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: an object mapping each user id to its card ids."),
+    with_settings: bool = typer.Option(
+        False, "--with-settings",
+        help="With --json, map each user id to an object of its cards and settings, as the table shows them: "
+        "cards, cycle_day (null: calendar months), mode (null: cash, the default) and activations "
+        "(card id to activated quarters).",
+    ),
 ) -> None:
     """Show one wallet, or every wallet."""
     from rewardpilot import wallets
 
+    if with_settings and not as_json:
+        raise typer.BadParameter("--with-settings only applies with --json (the table always shows the settings); "
+                                 "add --json")
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -127,10 +136,24 @@ def show_wallet(
         }
 
     if as_json:
-        # NOTE: the JSON output lists only the cards of each wallet, as it did before the settings existed.
-        typer.echo(json.dumps({owner: record.cards for owner, record in records.items()}))
+        # Without --with-settings, each value stays the bare card list that --json printed before
+        # wallets had settings, so scripts reading that shape keep working.
+        if with_settings:
+            typer.echo(json.dumps({owner: _wallet_json(record) for owner, record in records.items()}))
+        else:
+            typer.echo(json.dumps({owner: record.cards for owner, record in records.items()}))
         return
     stdout_console().print(_wallet_table(records))
+
+
+def _wallet_json(record: WalletRecord) -> dict:
+    """Return a wallet's cards and settings, with the activations the table shows (cards with quarters)."""
+    return {
+        "cards": record.cards,
+        "cycle_day": record.cycle_day,
+        "mode": record.mode,
+        "activations": {card: quarters for card, quarters in sorted(record.activations.items()) if quarters},
+    }
 
 
 def _wallet_table(records: dict[str, WalletRecord]) -> Table:
