@@ -18,14 +18,24 @@ def test_dlq_json_empty_note(cli_env, keys):
 
 
 @one_server
-def test_dlq_json_empty_job_note(cli_env, keys):
+def test_dlq_json_empty_job_note(cli_env, keys, sync_client):
     job = StreamKeys(prefix=keys.prefix, job="j1")
+    sync_client.xadd(job.transactions, {"data": "{}"})  # the job exists once its run has published
 
     completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--job", "j1"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout == ""
     assert f"no dead letters in {job.dead_letters}\n" in completed.stderr
+
+
+@one_server
+def test_dlq_unknown_job_exits(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--job", "no-such-job"], cli_env)
+
+    assert completed.returncode == 2
+    assert "no job 'no-such-job'" in completed.stderr
+    assert completed.stdout == ""
 
 
 @one_server

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
 from rewardpilot.streams import LIVE_RUN
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
@@ -21,7 +21,9 @@ def _client_and_keys(ctx: typer.Context, job: str | None):
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
-    return client, context.keys(job)
+    keys = context.keys(job)
+    check_job_exists(client, context, keys)
+    return client, keys
 
 
 @app.command("list")
