@@ -320,6 +320,21 @@ async def test_stopped_acquire_takes_free_token(clients, keys):
     assert limiter.stats.waits == 1
 
 
+async def test_batch_acquire_stops_on_stop(clients, keys):
+    limiter = bucket(clients[0], keys, rate=0.05, burst=5, counting="transactions")
+    await drain(limiter, 5)
+    stop = asyncio.Event()
+
+    waiter = asyncio.create_task(limiter.acquire_for_batch(3, stop=stop))
+    await first_wait(limiter)
+    stop.set()
+
+    # Three tokens are 60 s away; the stop ends the wait long before.
+    with pytest.raises(AcquireStopped) as stopped:
+        await asyncio.wait_for(waiter, timeout=5)
+    assert stopped.value.cost == 3
+
+
 async def test_permit_cancelled_before_use_returns_tokens(clients, keys):
     limiter = bucket(clients[0], keys, rate=0.5, burst=2)
     holding = asyncio.Event()

@@ -197,9 +197,12 @@ class RateLimiter(abc.ABC):
     def effective_rate(self) -> float:
         """Return the effective rate in tokens per second, as last seen by this limiter."""
 
-    async def acquire_for_batch(self, batch_size: int) -> float:
-        """Wait for the tokens a call for ``batch_size`` transactions costs, per ``config.counting``."""
-        return await self.acquire(self.config.cost_for(batch_size))
+    async def acquire_for_batch(self, batch_size: int, stop: asyncio.Event | None = None) -> float:
+        """Wait for the tokens a call for ``batch_size`` transactions costs, per ``config.counting``.
+
+        ``stop`` is passed to ``acquire``.
+        """
+        return await self.acquire(self.config.cost_for(batch_size), stop)
 
     @asynccontextmanager
     async def permit(self, cost: int = 1, stop: asyncio.Event | None = None) -> AsyncIterator[Permit]:
