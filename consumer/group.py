@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
+from rewardpilot.streams import entry_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +44,23 @@ def _find_group(groups: list[dict], group: str) -> dict | None:
     return None
 
 
+
 def _lag_of(info: dict, stream_info: dict | None) -> int:
     """Return the group's lag, computing it when Redis reports it as unknown.
 
     Redis reports ``lag`` as nil after entries were deleted or trimmed out of
-    order; the fallback counts the group as caught up when its last delivered
-    id is the stream's last generated id.
+    order, and for a group created at an id after the stream's last entry (a
+    replay that starts after it). The fallback counts the group as caught up
+    when its last delivered id is at or after the stream's last generated id.
     """
     lag = info.get("lag")
     if lag is not None:
         return int(lag)
     if stream_info is None:
         return 0
-    last_delivered = _text(info.get("last-delivered-id"))
-    last_generated = _text(stream_info.get("last-generated-id"))
-    return 0 if last_delivered == last_generated else 1
+    last_delivered = entry_key(_text(info.get("last-delivered-id")))
+    last_generated = entry_key(_text(stream_info.get("last-generated-id")))
+    return 0 if last_delivered >= last_generated else 1
 
 
 async def backlog(client: aioredis.Redis, stream: str, group: str) -> Backlog:

@@ -52,6 +52,7 @@ from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.models import DeadLetter, Transaction
 from rewardpilot.partitions import partition_streams
 from rewardpilot.retention import trim_loop
+from rewardpilot.streams import entry_key
 
 REDIS_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 MAX_CONFLICT_ROUNDS = 10  # recommend-and-settle rounds for cap conflicts before giving entries back
@@ -83,10 +84,6 @@ def _collect_garbage_less_often() -> None:
     if young < GC_YOUNG_THRESHOLD:
         gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
-
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 class ConsumerPool:
@@ -337,11 +334,11 @@ class ConsumerPool:
         dead_letters: list[DeadLetter] = []
         skipped: list[str] = []
         user_filter = self.settings.user_filter
-        end_key = _entry_key(self.settings.end_id) if self.settings.end_id else None
+        end_key = entry_key(self.settings.end_id) if self.settings.end_id else None
 
         for delivery in deliveries:
             entry_id, fields = delivery.entry_id, delivery.fields
-            if end_key is not None and _entry_key(entry_id) > end_key:
+            if end_key is not None and entry_key(entry_id) > end_key:
                 skipped.append(entry_id)
                 self.stats.past_end += 1
                 continue

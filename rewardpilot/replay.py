@@ -31,7 +31,7 @@ from rewardpilot.partitions import agree_count_async, partition_streams
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import decode_result
 from rewardpilot.run_lock import RunLock, RunLockHeld
-from rewardpilot.streams import LIVE_RUN, StreamKeys
+from rewardpilot.streams import LIVE_RUN, StreamKeys, entry_key
 
 MAX_SEQUENCE = 2**64 - 1
 READ_CHUNK = 1000
@@ -151,10 +151,6 @@ class ReplaySummary:
             summary["comparison"] = self.comparison.as_dict()
         return summary
 
-
-def entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 def parse_position(text: str, *, end: bool = False) -> str:

@@ -85,3 +85,9 @@ class StreamKeys:
         if run == LIVE_RUN:
             return f"{self.base}caps:{user_id}"
         return f"{self.base}run-caps:{run}:{user_id}"
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """Return a stream entry id ("1700000000000-3", or bare milliseconds) as a tuple that sorts as Redis orders ids."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

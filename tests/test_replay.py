@@ -19,6 +19,7 @@ from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
 from rewardpilot.replay import (
     InvalidReplayError, ReplayBusyError, ReplayRange, parse_position, parse_range, replay,
+    replay_async,
 )
 from rewardpilot.results import read_results
 from rewardpilot.wallets import set_wallet
@@ -145,6 +146,29 @@ def test_replay_range_by_id(redis_url, keys, sync_client):
     assert transaction_ids(sync_client, keys.results("by-id")) == ["r-005", "r-006", "r-007"]
     # A finished replay deletes its group, so it never holds back trimming.
     assert "replay:by-id" not in group_names(sync_client, keys.transactions)
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    ("2030-01-01", None),
+    ("2030-01-01", "2030-02-01"),
+    (str(BASE_MS + 2 * MINUTE_MS + 1), None),  # one millisecond after the last entry
+])
+def test_replay_after_last_entry(redis_url, keys, sync_client, start, end):
+    add_transactions(sync_client, keys, 3)
+
+    async def main():
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            # Bounded: before the fix this replay waited for new entries without end.
+            return await asyncio.wait_for(replay_async(client, keys, start=start, end=end, run="later"), timeout=30)
+        finally:
+            await client.aclose()
+
+    summary = asyncio.run(main())
+
+    assert summary.delivered == 0
+    assert summary.results == 0
+    assert "replay:later" not in group_names(sync_client, keys.transactions)
 
 
 def test_replay_range_by_iso_time(redis_url, keys, sync_client):

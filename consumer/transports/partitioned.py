@@ -35,6 +35,7 @@ from consumer.transports.leases import Leases
 from rewardpilot.logs import get_logger
 from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async, partition_of, partition_streams
+from rewardpilot.streams import entry_key
 
 MAX_CLAIM_ROUNDS = 100  # bounds one takeover pass over a very long pending entries list
 CLAIM_COUNT = 1000
@@ -56,10 +57,6 @@ class PartitionUnknownError(RuntimeError):
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
-
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 class PartitionedStreamTransport:
@@ -363,7 +360,7 @@ class PartitionedStreamTransport:
         return batch
 
     async def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
-        ordered = sorted(entry_ids, key=_entry_key)
+        ordered = sorted(entry_ids, key=entry_key)
         rows = await self.client.xpending_range(stream, self.group, min=ordered[0], max=ordered[-1],
                                                 count=len(ordered) * 2, consumername=self.consumer)
         return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
@@ -496,7 +493,7 @@ class PartitionedStreamTransport:
                 continue
             if state.pending or self.settings.end_id is None:
                 return False
-            if _entry_key(await self._last_delivered_id(stream)) < _entry_key(self.settings.end_id):
+            if entry_key(await self._last_delivered_id(stream)) < entry_key(self.settings.end_id):
                 return False
         return True
 

@@ -23,6 +23,7 @@ from rewardpilot import resp
 from rewardpilot.logs import get_logger
 from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async
+from rewardpilot.streams import entry_key
 
 MAX_RECLAIM_ROUNDS = 20  # bounds one recovery pass over a very long pending entries list
 
@@ -30,10 +31,6 @@ MAX_RECLAIM_ROUNDS = 20  # bounds one recovery pass over a very long pending ent
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
-
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 def deliveries_of(reply) -> list[Delivery]:
@@ -166,7 +163,7 @@ class RedisStreamTransport:
     async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
         if not entry_ids:
             return {}
-        ordered = sorted(entry_ids, key=_entry_key)
+        ordered = sorted(entry_ids, key=entry_key)
         rows = await self.client.xpending_range(
             self.stream, self.group, min=ordered[0], max=ordered[-1],
             count=len(ordered) * 2, consumername=self.consumer,
@@ -182,7 +179,7 @@ class RedisStreamTransport:
         state = await backlog(self.client, self.stream, self.group)
         if state.drained or state.pending or self.settings.end_id is None:
             return state.drained
-        return _entry_key(await self._last_delivered_id()) >= _entry_key(self.settings.end_id)
+        return entry_key(await self._last_delivered_id()) >= entry_key(self.settings.end_id)
 
     async def _last_delivered_id(self) -> str:
         for info in await self.client.xinfo_groups(self.stream):
