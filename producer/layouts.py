@@ -618,7 +618,7 @@ def detect_layout(header: list[str]) -> Layout:
         if any(normalize_column(name) not in present for name in layout.required_columns)
     ]
     nearest = nearest_preset(incomplete, header)
-    header_text = ",".join(header)[:300]
+    header_text = shorten_header(",".join(header))
     if nearest is not None:
         missing = [name for name in nearest.required_columns if normalize_column(name) not in present]
         lead = (
@@ -696,21 +696,40 @@ def headerless_message(header: list[str]) -> str | None:
         return None
 
     return (
-        f"the first line {','.join(header)[:300]!r} looks like data, not a header, because "
+        f"the first line {shorten_header(','.join(header))!r} looks like data, not a header, because "
         f"{', '.join(repr(text) for text in data_fields[:5])} read as dates or amounts, "
         "so the file seems to have no header row. Add a header line at the top of the file that names "
         f"the columns: the documented header {','.join(DOCUMENTED.expected_header)}, "
         "or the header of a bank preset from docs/input-formats.md. For other column names, also pass "
         "a layout file with --layout that maps them to transaction fields "
         "(see \"A layout of your own\" in docs/input-formats.md). To read the file as it is, "
-        "name its columns in order with header: in that layout file"
+        "list its columns in order under header: in that layout file."
     )
 
 
-# Field separators that spreadsheet programs write in place of the comma. The
-# semicolon is common where the decimal separator is a comma, and the tab in
-# "tab delimited" exports.
-OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs"}
+# The maximum number of characters of a header line that an error message shows.
+HEADER_SHOWN_CHARS = 300
+
+
+def shorten_header(text: str, separator: str = ",", limit: int = HEADER_SHOWN_CHARS) -> str:
+    """Return a header line for a message, cut after the last whole column within ``limit`` characters.
+
+    A cut header ends with the separator and "...", so no column name is cut
+    in the middle, unless the first column alone is longer than ``limit``.
+    """
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(separator, 0, limit)
+    if cut < 0:
+        return text[:limit] + "..."
+    return text[:cut + 1] + "..."
+
+
+# Field separators that programs write in place of the comma. The semicolon
+# is common in spreadsheets where the decimal separator is a comma, the tab in
+# "tab delimited" exports, and the pipe in database and data-generator output
+# (the Sparkov transaction generator writes pipe-delimited files).
+OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "pipes"}
 
 
 def other_separator(line: str, comma_fields: int) -> tuple[str, list[str]] | None:
@@ -745,12 +764,14 @@ DECIMAL_COMMA_FIX = (
 
 
 def other_separator_message(line: str, comma_fields: int, layout: Layout | None = None) -> str | None:
-    """Build the error for a header separated by semicolons or tabs, or return None when it is not.
+    """Build the error for a header separated by semicolons, tabs or pipes, or return None when it is not.
 
     The message names the layout whose columns the header has once split at
     that separator (``layout`` when given, else a preset), and how to write
     the file with commas. Files separated by semicolons often write amounts
     with a decimal comma, so for them it also adds how amounts must be written.
+    When the split line reads as data (``headerless_message``), the message
+    calls it the first line and adds that the file needs a header row.
     """
     found = other_separator(line, comma_fields)
     if found is None:
@@ -768,12 +789,18 @@ def other_separator_message(line: str, comma_fields: int, layout: Layout | None 
     if layout is not None and all(normalize_column(column) in present for column in layout.required_columns):
         matched = f", and these are the columns of the {layout.name} layout"
 
+    is_data = headerless_message(header) is not None
     text = (
-        f"the header {line[:300]!r} looks separated by {name}, not commas, because split at the {name} "
-        f"it has {len(fields)} columns{matched}. {SEPARATOR_FIX}"
+        f"{'the first line' if is_data else 'the header'} {shorten_header(line, separator)!r} looks separated "
+        f"by {name}, not commas, because split at the {name} it has {len(fields)} columns{matched}. {SEPARATOR_FIX}"
     )
     if separator == ";":
         text += f". {DECIMAL_COMMA_FIX}"
+    if is_data:
+        text += (
+            ". That line also reads as data, not a header, so the file seems to have no header row: "
+            "add one, or list the columns in order under header: in a layout file passed with --layout"
+        )
     return text
 
 

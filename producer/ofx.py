@@ -11,7 +11,9 @@ unclosed leaves both work.
 Every ``<STMTTRN>`` of a bank (``STMTRS``) or credit-card (``CCSTMTRS``)
 statement becomes one outcome. Per the OFX 2.1.1 specification (section
 11.4.4.1), ``TRNAMT`` is negative for money out, so a negative amount is a
-purchase and a positive one a credit. ``FITID`` is the bank's id for the
+purchase and a positive one a credit. An entry whose ``TRNTYPE`` is not
+a purchase (``NOT_PURCHASES``, and on a bank statement ``BANK_NOT_PURCHASES``)
+is skipped whatever its sign. ``FITID`` is the bank's id for the
 transaction and makes the transaction_id. ``SIC`` is a Standard Industrial
 Classification code, not an ISO 18245 MCC, so it is not used as an MCC.
 """
@@ -38,7 +40,11 @@ from rewardpilot.models import DATE_ONLY_TIME, Transaction
 
 OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
 
-# TRNTYPE values (OFX 2.1.1 section 11.4.4.3) that are never card purchases.
+# TRNTYPE values that are never card purchases, with the skip reason. The
+# quoted definitions are from the TRNTYPE table of the OFX 2.1.1
+# specification (section 11.4.4.3). CREDIT, DEBIT, POS ("point of sale debit
+# or credit") and OTHER do not say what the money paid for, so the sign of
+# TRNAMT decides them.
 NOT_PURCHASES = {
     "INT": "interest",
     "DIV": "dividend",
@@ -46,10 +52,33 @@ NOT_PURCHASES = {
     "SRVCHG": "service charge",
     "DEP": "deposit",
     "DIRECTDEP": "direct deposit",
-    "ATM": "cash withdrawal at an ATM",
+    # "ATM debit or credit": cash taken out or paid in, and on a card a cash advance, which earns no rewards.
+    "ATM": "ATM withdrawal or deposit",
     "CASH": "cash withdrawal",
     "XFER": "transfer between accounts",
     "CHECK": "check",
+    # "Electronic payment": on a bank account, money sent from the account
+    # (a bill payment, a transfer to a person), and on a credit-card account,
+    # a payment to the card. Neither is a purchase made with a card.
+    # NOTE: a converter that writes PAYMENT for a debit-card purchase gets
+    # those purchases skipped, each with this reason in the rejects file.
+    "PAYMENT": "electronic payment, such as a bill payment, a transfer to a person or a payment to the card",
+    # "Indicates the amount is under a hold", valid only in pending
+    # transactions (STMTTRNP), so the amount has not posted.
+    "HOLD": "amount on hold, not a posted transaction",
+}
+
+# TRNTYPE values that are not card purchases on a bank statement (STMTRS). There
+# a "merchant initiated debit" (DIRECTDEBIT) is drawn from the account by ACH
+# or a direct debit scheme, and a "repeating payment/standing order"
+# (REPEATPMT) is sent by the bank on a schedule, so no card is used. The
+# schwab-checking CSV preset skips ACH rows for the same reason. On a
+# credit-card statement (CCSTMTRS) these types are charges to the card, such
+# as a subscription, so they stay purchases.
+# NOTE: no credit-card statement that uses these types was available to check.
+BANK_NOT_PURCHASES = {
+    "DIRECTDEBIT": "direct debit drawn from the bank account by the payee",
+    "REPEATPMT": "standing order or repeating payment from the bank account",
 }
 
 # CHARSET values of OFX 1.x headers and the Python codecs that decode them.
@@ -259,8 +288,11 @@ class OfxReader(DocumentReader):
         if fields.get("CORRECTACTION", "").upper() == "DELETE":
             return Skipped(line, f"correction that deletes transaction {fields.get('CORRECTFITID', '')!r}, "
                                  "not a purchase", raw, transaction_id)
-        if kind in NOT_PURCHASES:
-            return Skipped(line, f"{NOT_PURCHASES[kind]} (TRNTYPE: {kind}), not a purchase", raw, transaction_id)
+        reason = NOT_PURCHASES.get(kind)
+        if reason is None and statement.get("kind") == "STMTRS":
+            reason = BANK_NOT_PURCHASES.get(kind)
+        if reason is not None:
+            return Skipped(line, f"{reason} (TRNTYPE: {kind}), not a purchase", raw, transaction_id)
 
         amount_text = fields.get("TRNAMT", "")
         try:

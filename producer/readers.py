@@ -30,7 +30,7 @@ import structlog
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
 from producer.layouts import (
-    DEFAULT_TIMESTAMP_FORMATS, FIELDS, Layout, Skip, detect_layout, json_kind, normalize_column,
+    DEFAULT_TIMESTAMP_FORMATS, DOCUMENTED, FIELDS, Layout, Skip, detect_layout, json_kind, normalize_column,
     other_separator_message, validate_transaction,
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
@@ -240,7 +240,9 @@ class CsvReader(_LineReader):
     The first non-empty line is the header. ``layout`` is used when given,
     otherwise it is detected from the header. After iteration starts,
     ``layout``, ``warnings``, ``empty_lines`` and ``bytes_read`` describe the
-    file. Empty lines are counted and not reported as rejects.
+    file. Empty lines are counted and not reported as rejects. A file whose
+    lines are all empty raises ``InputError``, and a header with no rows
+    below it gives a warning. ``name`` is the file name that messages use.
     """
 
     format = "csv"
@@ -253,10 +255,12 @@ class CsvReader(_LineReader):
         user: str | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
         duplicates: DuplicateIndex | None = None,
+        name: str = "",
     ) -> None:
         super().__init__(stream, max_record_bytes=max_record_bytes, duplicates=duplicates)
         self.layout = layout
         self.user = user
+        self.name = name
         # The field count of a row, once the header is bound. _records checks it on records that span lines.
         self._row_width: int | None = None
 
@@ -384,28 +388,59 @@ class CsvReader(_LineReader):
         if named:
             bound = self._bind_named_columns()
 
+        header_line: int | None = None
+        has_rows = False
+        only_blank = True  # every empty line so far is blank, not a line of commas
         for line, fields, raw, error in records:
             if error is None and not "".join(fields).strip():  # every field empty or whitespace
                 self.empty_lines += 1
+                if only_blank and raw.strip():
+                    only_blank = False
                 continue
             if error is not None and bound is None:
                 raise InputError(f"the header on line {line} cannot be read: {error.reason}; {error.fix}")
             if bound is None:
                 bound = self._bind_header(fields, line, raw)
+                header_line = line
                 continue
             if named and error is None and _is_header(fields, self.layout.header):
+                header_line = line
                 continue
             named = False  # only the first line can be the header
+            has_rows = True
             if error is not None:
                 yield Rejected(error, _printable(raw))
                 continue
             yield self._convert(bound, fields, line, raw)
 
-        if bound is None:
-            raise InputError(
-                "the file has no header line; the documented header is "
-                "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp"
+        if header_line is None and not has_rows:
+            raise InputError(self._no_header_message(only_blank))
+        if not has_rows:
+            self.warn(
+                f"the file has a header on line {header_line} but no rows below it, so it contains no "
+                "transactions. Check the date range of the export, or export the file again"
             )
+
+    def _no_header_message(self, only_blank: bool) -> str:
+        """Build the error for a file in which every line is empty: blank, or only empty fields."""
+        label = _input_label(self.name)
+        lines = "its only line" if self.empty_lines == 1 else f"each of its {self.empty_lines} lines"
+        if not only_blank and self.layout is not None and self.layout.header:
+            # The layout names the columns, so the file needs rows, not a header.
+            return (f"{label} has no rows, because {lines} has only empty fields, such as a line of commas. "
+                    f"{_empty_input_fix(self.name)}")
+        if not only_blank:
+            return (
+                f"{label} has no header line, because {lines} has only empty fields, such as a line of commas. "
+                f"Put the header on the first line, such as the documented header {','.join(DOCUMENTED.expected_header)}"
+            )
+        if self.bytes_read == 0:
+            detail = " (0 bytes)"
+        elif self.empty_lines:
+            detail = f": {lines} is blank"
+        else:
+            detail = ": it contains only a UTF-8 byte-order mark"
+        return f"{label} is empty{detail}. {_empty_input_fix(self.name)}"
 
     def _apply_user(self) -> None:
         """Make ``user`` the user_id of a layout that names no user; warn when the file has its own."""
@@ -443,10 +478,11 @@ class CsvReader(_LineReader):
             raise InputError(separator_message) from None
         self._row_width = bound.width
         if bound.extra_columns:
-            self.warn(
-                f"columns {', '.join(repr(name) for name in bound.extra_columns)} are not used "
-                f"by the {self.layout.name} layout and are ignored"
-            )
+            names = ", ".join(repr(name) for name in bound.extra_columns)
+            if len(bound.extra_columns) == 1:
+                self.warn(f"column {names} is not used by the {self.layout.name} layout and is ignored")
+            else:
+                self.warn(f"columns {names} are not used by the {self.layout.name} layout and are ignored")
         return bound
 
     def _convert(self, bound, fields: list[str], line: int, raw: str) -> Outcome:
@@ -472,6 +508,21 @@ class CsvReader(_LineReader):
         if bound.row_sub_cent is not None:
             self.note_sub_cent(*bound.row_sub_cent)
         return Row(line, result)
+
+
+def _is_file_name(name: str) -> bool:
+    """Return whether ``name`` names a file, not standard input ("-" or Python's "<stdin>") or a nameless stream."""
+    return bool(name) and name != "-" and not name.startswith("<")
+
+
+def _input_label(name: str) -> str:
+    return f"the file {name!r}" if _is_file_name(name) else "the input"
+
+
+def _empty_input_fix(name: str) -> str:
+    if _is_file_name(name):
+        return "Check the file path, or export the file again"
+    return "Check that the data was sent, or export the file again"
 
 
 def _first_not_utf8(bound, fields: list[str], line: int) -> RowError | None:
@@ -511,7 +562,9 @@ class JsonLinesReader(_LineReader):
 
     Keys are the ``Transaction`` field names; unknown keys are ignored with one
     warning. ``amount_usd`` may be a number or a string as in CSV, and numbers
-    are read as ``Decimal`` so no float rounding happens.
+    are read as ``Decimal`` so no float rounding happens. An input whose
+    lines are all blank gives a warning. ``name`` is the file name that
+    messages use.
     """
 
     format = "jsonl"
@@ -522,16 +575,23 @@ class JsonLinesReader(_LineReader):
         *,
         max_record_bytes: int = MAX_RECORD_BYTES,
         duplicates: DuplicateIndex | None = None,
+        name: str = "",
     ) -> None:
         super().__init__(stream, max_record_bytes=max_record_bytes, duplicates=duplicates)
         self._unknown_keys: set[str] = set()
+        self.name = name
 
     def __iter__(self) -> Iterator[Outcome]:
         try:
+            has_rows = False
             for line in self.lines:
                 outcome = self._read_line(line)
                 if outcome is not None:
+                    has_rows = True
                     yield outcome
+            if not has_rows:
+                self.warn(f"{_input_label(self.name)} is empty, so it contains no transactions. "
+                          f"{_empty_input_fix(self.name)}")
         finally:
             self.duplicates.close()
 
@@ -725,12 +785,12 @@ def open_reader(
         )
 
     if format == "jsonl":
-        return JsonLinesReader(lines, max_record_bytes=max_record_bytes)
+        return JsonLinesReader(lines, max_record_bytes=max_record_bytes, name=name)
     if format == "ofx":
         return OfxReader(source, head, name=name, user=user)
     if format == "plaid":
         return PlaidReader(source, head, name=name, user=user)
-    return CsvReader(lines, layout=layout, user=user, max_record_bytes=max_record_bytes)
+    return CsvReader(lines, layout=layout, user=user, max_record_bytes=max_record_bytes, name=name)
 
 
 def read_transactions(

@@ -179,8 +179,14 @@ def test_ofx_samples():
 
 @needs_samples
 def test_ofx_latin1_accents():
-    row = of_kind(read_file("ledger-autosync/accented_characters_latin1.ofx"), Row)[0]
+    # The sample's one entry is a PAYMENT (a transfer to a person), which is skipped.
+    skipped = of_kind(read_file("ledger-autosync/accented_characters_latin1.ofx"), Skipped)[0]
+    # The same entry as a DEBIT is read as a purchase.
+    data = (SHARED_DATA / "ledger-autosync/accented_characters_latin1.ofx").read_bytes()
+    row = of_kind(read(data.replace(b"<TRNTYPE>PAYMENT", b"<TRNTYPE>DEBIT")), Row)[0]
 
+    assert "<NAME>Virement Interac \u00e0: Jean" in skipped.raw
+    assert "(TRNTYPE: PAYMENT), not a purchase" in skipped.reason
     assert row.transaction.merchant == "Virement Interac \u00e0: Jean"
     assert row.transaction.timestamp == datetime(2014, 9, 20, 17, 0, tzinfo=timezone.utc)
 

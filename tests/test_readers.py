@@ -171,7 +171,7 @@ def test_extra_columns_warned_once():
 
 
 def test_empty_file_rejected():
-    with pytest.raises(InputError, match="no header"):
+    with pytest.raises(InputError, match="the input is empty"):
         read(b"\n\n")
 
 
