@@ -33,9 +33,11 @@ from rewardpilot import caps, wallets
 from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
 from rewardpilot.engine.state import SpendState, local_date, period_key
+from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation, Transaction
 from rewardpilot.results import read_results
 from rewardpilot.streams import LIVE_RUN, StreamKeys
+from rewardpilot.user_terms import CASH_BACK_PROGRAM
 
 ZERO = Decimal("0")
 
@@ -151,7 +153,12 @@ def build_report(
     state = SpendState()
     if record is not None:
         state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
-    valuations = caps.get_valuations(client, keys, user) or None
+    valuations = caps.get_valuations(client, keys, user)
+    if valuations.pop(CASH_BACK_PROGRAM, None) is not None:
+        # The consumers leave it out too (user_terms.usable_valuations), so the report values cash back as they did.
+        get_logger("report").warning("valuation override for cash back left out: cash back is always worth its "
+                                     "face value", user_id=user, program=CASH_BACK_PROGRAM)
+    valuations = valuations or None
     mode = record.mode if record else None
 
     report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals())

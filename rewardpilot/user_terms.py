@@ -21,6 +21,26 @@ from rewardpilot.wallets import WalletRecord, decode_wallet_record
 
 Warn = Callable[..., None]  # (repeat key, message, **fields), rate-limited by the caller
 
+# The program of every card that earns dollars (unit USD), as rewardpilot.engine.catalog.Card requires.
+CASH_BACK_PROGRAM = "cash back"
+
+
+class FixedValuationError(ValueError):
+    """A valuation override for cash back, which is always worth its face value."""
+
+
+def check_settable_program(program: str) -> None:
+    """Raise FixedValuationError when ``program`` is cash back, whose value per unit no user may change.
+
+    Cash back is earned in dollars, so a cent of it is worth one cent. A
+    stored override would multiply the cash value of every cash back card.
+    """
+    if program == CASH_BACK_PROGRAM:
+        raise FixedValuationError(
+            f"valuation program {program!r} cannot be set: cash back is paid in dollars, so it is always worth "
+            "its face value (1 cent per cent earned). Set the value of a points or miles program instead."
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StoredTerms:
@@ -68,9 +88,16 @@ def usable_mode(engine: RulesEngine, mode: str | None, user: str, warn: Warn) ->
 
 def usable_valuations(engine: RulesEngine, overrides: Mapping[str, str], user: str, warn: Warn
                       ) -> dict[str, str] | None:
-    """Return the valid valuation overrides, or None when there are none; an invalid one is logged and left out."""
+    """Return the valid valuation overrides, or None when there are none.
+
+    An invalid one, or one for cash back (``check_settable_program``), is logged and left out.
+    """
     valid: dict[str, str] = {}
     for program, cents in overrides.items():
+        if program == CASH_BACK_PROGRAM:
+            warn("valuation-cash-back", "valuation override for cash back left out: cash back is always worth "
+                 "its face value", user_id=user, program=program, stored_cents=cents)
+            continue
         if program not in engine.valuations.programs:
             warn("valuation-invalid", "valuation override for an unknown program left out",
                  user_id=user, program=program)

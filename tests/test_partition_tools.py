@@ -163,7 +163,7 @@ def test_redrive_reaches_user_partition(redis_url, sync_client, keys, cli_env):
     redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
 
     assert redriven.returncode == 0, redriven.stderr[-2000:]
-    assert "redrove 1 dead letters onto the 3 partition streams" in redriven.stdout + redriven.stderr
+    assert "redrove 1 dead letter onto the 3 partition streams" in redriven.stdout + redriven.stderr
     assert sync_client.xlen(keys.dead_letters) == 0
     assert sync_client.exists(keys.transactions) == 0
     assert sync_client.xlen(home) == length_before + 1
@@ -235,8 +235,8 @@ def test_redrive_all_keeps_unroutable(sync_client, keys, cli_env):
 
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
-    assert "redrove 1 dead letters" in output
-    assert "1 dead letters remain" in output
+    assert "redrove 1 dead letter onto" in output
+    assert "1 dead letter remains" in output
     assert [letter_id for letter_id, _ in letters(sync_client, keys)] == [kept]
     assert sync_client.xlen(home) == 1
     assert sync_client.exists(keys.transactions) == 0

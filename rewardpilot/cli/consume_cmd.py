@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rewardpilot.cli.context import app_context, console, wait_for_redis
+from rewardpilot.cli.context import app_context, check_job_exists, console, wait_for_redis
 from rewardpilot.cli.options import age_seconds, check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.streams import LIVE_RUN
@@ -97,6 +97,8 @@ def consume(
                            breaker_cooldown, timeout)
     context = app_context(ctx)
     wait_for_redis(context.client(), context, startup_timeout)
+    # Checked before agreed_partitions, which would store a partition count under a mistyped job id.
+    check_job_exists(context.client(), context, context.keys(job))
     partitions = agreed_partitions(context.client(), context.keys(job), partitions)
     settings = ConsumerSettings(
         keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,

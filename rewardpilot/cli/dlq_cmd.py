@@ -49,7 +49,7 @@ def list_letters(
             # No lines is the correct JSON-lines output, so the note goes to stderr and stdout stays empty.
             console.print(f"no dead letters in {keys.dead_letters}", markup=False, soft_wrap=True, highlight=False)
         return
-    table = Table(title=f"{escape(keys.dead_letters)}: {client.xlen(keys.dead_letters)} dead letters")
+    table = Table(title=f"{escape(keys.dead_letters)}: {_letters(client.xlen(keys.dead_letters))}")
     for column in ("id", "transaction", "reason", "error", "status", "attempts", "last failure"):
         table.add_column(column)
     for letter_id, letter in letters:
@@ -87,10 +87,11 @@ def redrive(
         raise typer.Exit(1) from None
     partitions = stored_count(client, keys)
     target = keys.transactions if partitions == 1 else f"the {partitions} partition streams {keys.transactions}:p*"
-    console.print(f"redrove {len(new_ids)} dead letters onto {target}")
+    console.print(f"redrove {_letters(len(new_ids))} onto {target}")
     remaining = client.xlen(keys.dead_letters)
     if all_letters and remaining:
-        console.print(f"{remaining} dead letters remain: those that cannot be redriven (no payload, or no "
+        verb = "remains" if remaining == 1 else "remain"
+        console.print(f"{_letters(remaining)} {verb}: those that cannot be redriven (no payload, or no "
                       "partition to route them to) and any added since; see `rewardpilot dlq list`")
 
 
@@ -108,6 +109,10 @@ def purge(
     if count == 0:
         console.print(f"no dead letters to purge in {keys.dead_letters}", markup=False, soft_wrap=True)
         return
-    if not yes and not typer.confirm(f"Delete {count} dead letters from {keys.dead_letters}?"):
+    if not yes and not typer.confirm(f"Delete {_letters(count)} from {keys.dead_letters}?"):
         raise typer.Exit(1)
-    console.print(f"purged {dlq.purge(client, keys)} dead letters")
+    console.print(f"purged {_letters(dlq.purge(client, keys))}")
+
+
+def _letters(count: int) -> str:
+    return "1 dead letter" if count == 1 else f"{count} dead letters"

@@ -58,9 +58,26 @@ def report(
         typer.echo(json.dumps(result.to_json()))
         return
     print_report(result)
-    if not result.purchases and job is None:
-        console.print("No results for this user on the live streams. The results of `rewardpilot run` "
-                      "stay in that run's job: pass --job ID, with the id the run printed.")
+    if not result.purchases:
+        _print_no_results_hint(client, context.keys(job), context.prefix, job, run)
+
+
+def _print_no_results_hint(client, keys, prefix: str, job: str | None, run: str) -> None:
+    """Explain an empty report: for a replay run, whether that run has results at all."""
+    if run == LIVE_RUN:
+        if job is None:
+            console.print("No results for this user on the live streams. The results of `rewardpilot run` "
+                          "stay in that run's job: pass --job ID, with the id the run printed.")
+        return
+    where = f"of job {job!r} under prefix {prefix!r}" if job else f"under prefix {prefix!r}"
+    if client.exists(keys.results(run)):
+        text = f"No results for this user in run {run!r} {where} in this period."
+    else:
+        # No command lists runs, so the hint names the command that creates them.
+        text = (f"No results exist for run {run!r} {where}: its results stream {keys.results(run)} does not "
+                "exist. A run gets its name and its results from `rewardpilot replay --run NAME`. "
+                "Without --run, report reads the results of the live run.")
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def _usd(value) -> str:

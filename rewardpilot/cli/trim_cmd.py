@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
 
 if TYPE_CHECKING:
     from rewardpilot.retention import TrimReport
@@ -39,6 +39,7 @@ def trim(
     client = context.client()
     check_redis(client, context)
     keys = context.keys(job)
+    check_job_exists(client, context, keys)
     streams = partition_streams(keys, stored_count(client, keys))
 
     async def main() -> list[TrimReport]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import typer
 from rich.table import Table
@@ -23,16 +24,19 @@ def _table():
 def set_valuation(
     ctx: typer.Context,
     user: str = typer.Argument(..., help="The user_id."),
-    program: str = typer.Argument(..., help='A program name, e.g. "Amex Membership Rewards".'),
+    program: str = typer.Argument(..., help='A program name, e.g. "Amex Membership Rewards". Not "cash back", '
+                                  "which is always worth its face value."),
     cents: str = typer.Argument(..., help="Cents per point, from 0 to 100, e.g. 1.5."),
 ) -> None:
     """Store a user's valuation of one program, used instead of the default."""
     from rewardpilot import caps
+    from rewardpilot.user_terms import check_settable_program
 
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     try:
+        check_settable_program(program)
         stored = caps.set_valuation(client, context.keys(), user, program, cents, _table())
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -48,11 +52,19 @@ def show_valuations(
 ) -> None:
     """Show every program's cents per point for a user: the user's own value or the default."""
     from rewardpilot import caps
+    from rewardpilot.user_terms import CASH_BACK_PROGRAM
 
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     overrides = caps.get_valuations(client, context.keys(), user)
+    ignored = overrides.pop(CASH_BACK_PROGRAM, None)
+    if ignored is not None:
+        # Stored before `valuations set` rejected cash back, or written to Redis directly. Consumers skip it.
+        command = shlex.join(["HDEL", context.keys().valuations(user), CASH_BACK_PROGRAM])
+        console.print(f"[yellow]warning:[/yellow] the stored {CASH_BACK_PROGRAM!r} value {escape(repr(ignored))} is "
+                      "ignored, because cash back is always worth its face value. Remove it with this command "
+                      f"on the same server: {escape(command)}", soft_wrap=True)
     table = _table()
     rows = {
         name: {"cents_per_point": overrides.get(name, format(program.cents_per_point, "f")),

@@ -210,8 +210,28 @@ def activate(
     except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         raise typer.Exit(2) from None
-    console.print(f"{catalog.get(card).card_id}: {key} activated for {wallets.check_user_id(user)}",
+    found = catalog.get(card)
+    console.print(f"{found.card_id}: {key} activated for {wallets.check_user_id(user)}",
                   markup=False, soft_wrap=True)
+    if not _quarter_has_bonus(found, key):
+        # The activation stays stored, so it applies once the catalog's calendar lists the quarter.
+        unit = "%" if found.unit == "USD" else "x"
+        console.print(f"[yellow]warning:[/yellow] the catalog has no quarterly bonus categories for "
+                      f"{escape(found.card_id)} in {key}, so outside its everyday bonus categories the card earns "
+                      f"its base rate ({found.base_rate}{unit}) that quarter until the catalog has them",
+                      soft_wrap=True)
+
+
+def _quarter_has_bonus(card, quarter: str) -> bool:
+    """Return True when a rotating rule's calendar lists categories, MCCs or merchants for ``quarter`` (``2026Q4``)."""
+    calendar_quarter = quarter.replace("Q", "-Q")
+    for rule in card.earn:
+        if rule.kind != "rotating":
+            continue
+        for entry in rule.calendar:
+            if entry.quarter == calendar_quarter and (entry.categories or entry.mcc or entry.merchants):
+                return True
+    return False
 
 
 def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
