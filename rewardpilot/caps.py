@@ -170,11 +170,15 @@ def set_valuation(
     """Store a user's cents per point for one program; return the value stored.
 
     Raises ValueError naming the known programs for an unknown program, and
-    for a value that is not a number of cents between 0 and 100.
+    for a value that is not a number of cents between 0 and 100, and
+    ``FixedValuationError`` (a ValueError) for cash back.
     """
+    from rewardpilot.user_terms import CASH_BACK_PROGRAM, check_settable_program
+
     user = check_user_id(user_id)
+    check_settable_program(program)
     if program not in table.programs:
-        known = ", ".join(sorted(table.programs))
+        known = ", ".join(sorted(name for name in table.programs if name != CASH_BACK_PROGRAM))
         raise ValueError(f"no valuation program {program!r}; known programs: {known}")
     value = format(parse_cents(program, cents), "f")
     client.hset(keys.valuations(user), program, value)

@@ -181,6 +181,7 @@ async def test_valuation_overrides_round_trip(aclient, sync_client, keys):
     ("Bogus Points", "1.0", "no valuation program 'Bogus Points'"),
     ("Amex Membership Rewards", "abc", "must be a number of cents"),
     ("Amex Membership Rewards", "101", "between 0 and 100"),
+    ("cash back", "5", "always worth its face value"),
 ])
 def test_bad_valuation_rejected(sync_client, keys, program, cents, expected):
     with pytest.raises(ValueError) as caught:
