@@ -4,6 +4,10 @@
 rule for the command line (``exit_status``): 0 when every row was published,
 skipped as a non-purchase or found already published; 1 when any row was
 rejected; 2 when the file could not be read at all (an ``InputError``).
+
+When the producer has a ``stop`` event, setting it ends publishing at the
+next chunk boundary: the chunks already sent stay published, the rest of the
+file is not read, and the summary is marked ``stopped``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from rich.text import Text
 
 from producer.errors import InputError, RowError
 from producer.layouts import Layout
-from producer.publisher import Producer
+from producer.publisher import Producer, PublishStopped
 from producer.readers import Rejected, Row, Skipped, open_reader
 from producer.rejects import RejectsWriter
 from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
@@ -67,6 +71,13 @@ class FileSummary:
     first_rejects: list[str] = field(default_factory=list)
     future_dated: int = 0  # purchases dated more than FUTURE_GRACE after the publish
     first_future_line: int | None = None
+    stopped: bool = False  # the producer's stop event ended publishing before the end of the input
+    unpublished: int = 0  # valid rows read but not published because publishing stopped
+    # When stopped: no row starting after this line was published, and every
+    # valid row starting on or before it was published or already published.
+    stopped_after_line: int | None = None
+    size_bytes: int | None = None  # the size of the input, when it is a regular file
+    bytes_read: int = 0
 
 
 SHOWN_REJECTS = 10  # rejected rows listed in the summary; the rejects file has them all
@@ -107,6 +118,10 @@ def publish_file(
     user_id given to bank exports, which name no user. ``converter``
     converts non-USD amounts to USD; without one, a non-USD row is rejected.
     Raises ``InputError`` when the file cannot be read at all.
+
+    Once ``producer.stop`` is set, reading ends at the next chunk or within
+    ``PROGRESS_EVERY_ROWS`` rows, the rows read but not sent are counted as
+    ``unpublished``, and the summary is returned with ``stopped`` set.
     """
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
     producer = producer or Producer(client, keys)
@@ -128,6 +143,8 @@ def publish_file(
             transactions: list[Transaction] = []
             sender = _ChunkSender(producer, summary, rejects)
             future_after = datetime.now(timezone.utc) + FUTURE_GRACE
+            stop = producer.stop
+            stopped_reading = False
             try:
                 for outcome in reader:
                     summary.rows += 1
@@ -147,6 +164,9 @@ def publish_file(
                             sender.send(lines, transactions)
                             lines = []
                             transactions = []
+                            if sender.stopped:
+                                stopped_reading = True
+                                break
                     elif isinstance(outcome, Rejected):
                         summary.rejected += 1
                         rejects.rejected(outcome)
@@ -157,16 +177,28 @@ def publish_file(
                         rejects.skipped(outcome)
                     if summary.rows % PROGRESS_EVERY_ROWS == 0:
                         bar.update(task, completed=reader.bytes_read, rows=summary.rows)
+                        # Checked here too, so a file of rejected rows, which fills no chunk, stops as well.
+                        if stop is not None and stop.is_set():
+                            stopped_reading = True
+                            break
                 sender.send(lines, transactions)
                 sender.finish()
             finally:
                 sender.shutdown()
+            if stopped_reading or sender.stopped:
+                summary.stopped = True
+                if sender.first_unpublished_line is not None:
+                    summary.stopped_after_line = sender.first_unpublished_line - 1
+                else:
+                    summary.stopped_after_line = outcome.line  # the last row read, which was not held back
             bar.update(task, completed=reader.bytes_read, rows=summary.rows)
     finally:
         if stream is not source and stream is not sys.stdin.buffer:
             stream.close()
 
     summary.layout = reader.layout.name if reader.layout else reader.format
+    summary.size_bytes = total or None  # a named pipe reports a size of 0
+    summary.bytes_read = reader.bytes_read
     summary.empty_lines = reader.empty_lines
     summary.warnings = list(reader.warnings)
     if summary.future_dated:
@@ -274,6 +306,9 @@ class _ChunkSender:
     At most one chunk is in flight: ``send`` first waits for the previous one
     and counts its results, so chunks reach the stream in file order. A
     publishing error is raised from the ``send`` or ``close`` after it.
+    Once the producer's ``stop`` is set, ``send`` counts its chunk as
+    unpublished instead of sending it, and so does ``_collect`` for a chunk
+    that the producer stopped before sending.
 
     NOTE: a duplicate of chunk N reaches the rejects file after the rejected
     rows read while chunk N was in flight, so that file is not in line order.
@@ -285,13 +320,20 @@ class _ChunkSender:
         self.rejects = rejects
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewardpilot-publish")
         self._in_flight: tuple[list[int], list[Transaction], Future] | None = None
+        self.stopped = False
+        self.first_unpublished_line: int | None = None
 
     def send(self, lines: list[int], transactions: list[Transaction]) -> None:
         """Wait for the chunk in flight, then start publishing ``transactions``, read from ``lines``."""
         self._collect()
-        if transactions:
-            future = self._executor.submit(self.producer.publish_chunk, transactions)
-            self._in_flight = (lines, transactions, future)
+        if not transactions:
+            return
+        stop = self.producer.stop
+        if self.stopped or (stop is not None and stop.is_set()):
+            self._leave_unpublished(lines, transactions)
+            return
+        future = self._executor.submit(self.producer.publish_chunk, transactions)
+        self._in_flight = (lines, transactions, future)
 
     def finish(self) -> None:
         """Wait for the chunk in flight and count its results."""
@@ -306,7 +348,11 @@ class _ChunkSender:
             return
         lines, transactions, future = self._in_flight
         self._in_flight = None
-        ids = future.result()
+        try:
+            ids = future.result()
+        except PublishStopped:
+            self._leave_unpublished(lines, transactions)
+            return
         duplicates = ids.count(None)
         self.summary.published += len(ids) - duplicates
         if not duplicates:
@@ -315,6 +361,13 @@ class _ChunkSender:
             if entry_id is None:
                 self.summary.duplicates += 1
                 self.rejects.duplicate(line, transaction.transaction_id, self.producer.dedup_window_seconds)
+
+    def _leave_unpublished(self, lines: list[int], transactions: list[Transaction]) -> None:
+        """Count a chunk that publishing stopped before sending. Chunks come in file order, so the first is earliest."""
+        self.stopped = True
+        self.summary.unpublished += len(transactions)
+        if self.first_unpublished_line is None:
+            self.first_unpublished_line = lines[0]
 
 
 class RowRateColumn(ProgressColumn):
@@ -358,6 +411,8 @@ def format_summary(summary: FileSummary) -> Table:
     if summary.converted:
         table.add_row("converted to USD (--fx-rates)", str(summary.converted))
     table.add_row("empty lines", str(summary.empty_lines))
+    if summary.stopped:
+        table.add_row("read but not published (stopped)", str(summary.unpublished))
     if summary.rejects_path:
         table.add_row("rejects file", summary.rejects_path)
     for warning in summary.warnings:

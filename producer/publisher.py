@@ -10,11 +10,16 @@ without its entry. Without a window, a chunk is one pipeline of XADDs.
 Before each chunk the producer checks the stream's backlog (``backlog``) and
 waits while it is above ``max_backlog``, so a slow consumer pool does not
 make Redis grow without bound.
+
+A producer given a ``stop`` event raises ``PublishStopped`` once the event is
+set: before its next chunk, or while a chunk waits for the backlog or for a
+reconnect. So a stop signal does not wait for a consumer that is not reading.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -23,7 +28,7 @@ from typing import Callable, Iterable
 import redis
 import structlog
 
-from producer.errors import BacklogTimeout
+from producer.errors import BacklogTimeout, ProducerError
 from rewardpilot import codec, resp
 from rewardpilot.models import Transaction
 from rewardpilot.partitions import agree_count, partition_of, partition_stream
@@ -73,6 +78,10 @@ return ids
 _PUBLISH_ONCE_SHA = hashlib.sha1(_PUBLISH_ONCE.encode()).hexdigest()
 
 
+class PublishStopped(ProducerError):
+    """Publishing stopped on request (the producer's ``stop`` event) before a chunk was sent."""
+
+
 @dataclass
 class PublishSummary:
     """Counts for one ``publish_many`` call."""
@@ -116,12 +125,14 @@ def wait_for_backlog(
     poll_seconds: float = DEFAULT_POLL_SECONDS,
     max_wait_seconds: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> bool:
     """Wait until the backlog of ``stream`` for ``group`` is at or below ``max_backlog``.
 
     Calls ``on_wait`` with a message once when waiting starts. Returns whether
     it waited. Raises ``BacklogTimeout`` after ``max_wait_seconds``; ``None``
-    waits as long as it takes.
+    waits as long as it takes. Raises ``PublishStopped`` when ``stop`` is set
+    while it waits.
     """
     current = backlog(client, stream, group)
     if current <= max_backlog:
@@ -139,7 +150,11 @@ def wait_for_backlog(
                 f"backlog of {current} entries on {stream} (group {group}) stayed above {max_backlog} "
                 f"for {max_wait_seconds} s; start more consumers or raise the limit"
             )
-        time.sleep(poll_seconds)
+        if stop is None:
+            time.sleep(poll_seconds)
+        elif stop.wait(poll_seconds):
+            log.info("stop requested while waiting for the backlog", stream=stream, backlog=current)
+            raise PublishStopped(f"publishing stopped while the backlog of {stream} was {current} entries")
         current = backlog(client, stream, group)
 
     log.info("backlog back under limit; resuming", stream=stream, backlog=current, waited_seconds=round(time.monotonic() - started, 1))
@@ -157,7 +172,8 @@ class Producer:
     each transaction to its user's partition stream (``rewardpilot.partitions``);
     ``None`` uses the count stored for the prefix, or 1 when none is stored,
     and a count that differs from the stored one raises ``PartitionCountError``
-    on the first publish.
+    on the first publish. Once ``stop`` is set, ``publish_chunk`` raises
+    ``PublishStopped`` in place of sending another chunk.
     """
 
     def __init__(
@@ -174,6 +190,7 @@ class Producer:
         max_wait_seconds: float | None = None,
         on_wait: Callable[[str], None] | None = None,
         partitions: int | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size {chunk_size} must be at least 1")
@@ -189,6 +206,7 @@ class Producer:
         self.poll_seconds = poll_seconds
         self.max_wait_seconds = max_wait_seconds
         self.on_wait = on_wait
+        self.stop = stop
         self.waits = 0
         self._unchecked = 0  # transactions published since the last backlog check
         self.requested_partitions = partitions
@@ -199,7 +217,10 @@ class Producer:
         return self.publish_chunk([transaction])[0]
 
     def publish_many(self, transactions: Iterable[Transaction]) -> PublishSummary:
-        """Publish transactions chunk by chunk without holding more than one chunk."""
+        """Publish transactions chunk by chunk without holding more than one chunk.
+
+        Raises ``PublishStopped`` once ``stop`` is set, and the chunks sent before it stay published.
+        """
         summary = PublishSummary()
         iterator = iter(transactions)
         while chunk := list(islice(iterator, self.chunk_size)):
@@ -226,9 +247,14 @@ class Producer:
         NOTE: when a reply is lost after the script ran, the retry reports the
         transactions it had added as duplicates (``None``), although they were
         published once by this call.
+
+        Raises ``PublishStopped`` when ``stop`` is set before the chunk is sent,
+        or while it waits for the backlog or for a reconnect. A chunk stopped
+        during a reconnect may have been added before the connection was lost.
         """
         if not chunk:
             return []
+        self._check_stop(len(chunk))
         if not self.dedup_window_seconds:
             self._apply_backpressure(len(chunk))
             return self._send(chunk)
@@ -240,10 +266,18 @@ class Producer:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("Redis unreachable while publishing; retrying", error=str(exc),
                             attempt=attempt, retry_in_seconds=delay, chunk_size=len(chunk))
-                time.sleep(delay)
+                if self.stop is None:
+                    time.sleep(delay)
+                else:
+                    self.stop.wait(delay)
+                self._check_stop(len(chunk))
 
         self._apply_backpressure(len(chunk))
         return self._send(chunk)
+
+    def _check_stop(self, size: int) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise PublishStopped(f"publishing stopped before a chunk of {size} transactions was sent")
 
     @property
     def partitions(self) -> int:
@@ -311,6 +345,7 @@ class Producer:
             waited |= wait_for_backlog(
                 self.client, partition_stream(self.keys, self.partitions, partition), self.group, share,
                 poll_seconds=self.poll_seconds, max_wait_seconds=self.max_wait_seconds, on_wait=self.on_wait,
+                stop=self.stop,
             )
         if waited:
             self.waits += 1

@@ -64,10 +64,14 @@ def interrupt_when(args: list[str], env: dict[str, str], redis_url: str, ready) 
 
 def test_run_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
     source = write_rows(tmp_path / "big.csv", 60_000)
-    results = keys.prefix + "job:halted:results"
+    transactions = keys.prefix + "job:halted:transactions"
+
+    def published_all(client) -> bool:
+        # The signal comes after publishing, while the pool still drains.
+        return bool(client.exists(transactions)) and client.xinfo_stream(transactions)["entries-added"] >= 60_000
 
     status, stderr = interrupt_when(["--prefix", keys.prefix, "run", str(source), "--job", "halted"], cli_env,
-                                    redis_url, lambda client: client.exists(results) and client.xlen(results) > 0)
+                                    redis_url, published_all)
 
     assert status == 130, stderr[-2000:]
     assert "interrupted by SIGINT" in stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 from itertools import islice
 from pathlib import Path
@@ -18,8 +19,8 @@ from rewardpilot.cli.options import age_seconds, check_cards, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
-    USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_source,
-    unconverted_option,
+    USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_progress_text,
+    publish_source, resume_text, unconverted_option,
 )
 
 
@@ -47,7 +48,8 @@ def run(
     demo_wallets: bool = typer.Option(
         False, "--demo-wallets",
         help="Store the wallets of the bundled example's demo users (demo-foodie, demo-traveler, demo-cashback, "
-        "demo-trifecta) when no wallet is stored yet under the prefix, as `make run` does.",
+        "demo-trifecta), as `make run` does: only on the first such run under the prefix, and only when no wallet "
+        "is stored there yet (the README tells how to store them again).",
     ),
     keep: str = typer.Option(
         "30d", "--keep",
@@ -55,18 +57,29 @@ def run(
         "then expire. With --live, only the markers do; the live streams and cap spend stay.",
     ),
 ) -> None:
-    """Publish FILE, consume until drained, and print the summary."""
+    """Publish FILE, consume until drained, and print the summary.
+
+    Exit status: 0 when every row was published and processed, and 1 when any
+    row was rejected or any transaction went to the dead-letter stream. It is
+    2 when the file could not be read, and 128 plus the signal number when
+    SIGINT or SIGTERM stopped the run. A signal that arrives while the file is
+    being published also stops publishing at the next chunk boundary.
+    """
     from consumer.settings import ConsumerSettings
+    from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
     from rewardpilot import wallets
     from rewardpilot.job import expire_job, job_keys, new_job_id, summarise
     from rewardpilot.results import read_results
 
     keep_seconds = int(age_seconds(keep, "--keep"))
+    # A publish marker must not outlive the job, or running the same job id again would find duplicates.
+    dedup_window_seconds = min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds)
     converter = load_converter(fx_rates, unconverted_currency)
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
 
+    job_given = job is not None
     job = job or new_job_id()
     keys = job_keys(context.prefix, job, live)
     run_wallet = check_cards(split_cards(wallet))
@@ -81,7 +94,8 @@ def run(
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
     published, publish_seconds, stats, consume_seconds, interrupted = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
-                             rejects=rejects, user=user, converter=converter, keep_seconds=keep_seconds)
+                             rejects=rejects, user=user, converter=converter,
+                             dedup_window_seconds=dedup_window_seconds)
     )
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds)
     if not live:
@@ -106,6 +120,14 @@ def run(
         console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
                       soft_wrap=True)
 
+    if interrupted and published.stopped:
+        processed = stats.results + stats.dead_letters + stats.duplicates
+        again = "run the same command again" if job_given or live else f"run the same command again with --job {job}"
+        resume = resume_text(published, dedup_window_seconds, f"{again} to publish and process the rest")
+        console.print(f"[yellow]interrupted by {interrupted} while publishing:[/yellow] "
+                      f"{escape(publish_progress_text(published))}, and {processed:,} transactions processed; "
+                      f"{escape(resume)}", soft_wrap=True, highlight=False)
+        raise typer.Exit(128 + signal.Signals[interrupted].value)
     if interrupted:
         processed = stats.results + stats.dead_letters + stats.duplicates
         resume = f"{program_name()} consume --drain" + ("" if live else f" --job {job}")
@@ -117,16 +139,40 @@ def run(
         raise typer.Exit(1)
 
 
-async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, keep_seconds: int,
+class _StopPublishingToo:
+    """The pool as the signal handlers see it: a stop or abort also sets the publishing thread's ``stop`` event."""
+
+    def __init__(self, pool, publishing: threading.Event) -> None:
+        self.pool = pool
+        self.publishing = publishing
+
+    def stop(self) -> None:
+        self.publishing.set()
+        self.pool.stop()
+
+    def abort(self) -> None:
+        self.publishing.set()
+        self.pool.abort()
+
+
+async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, dedup_window_seconds: int,
                                user=None, converter=None):
-    """Consume while the file is published, so backpressure never stalls the job; then drain."""
+    """Consume while the file is published, so backpressure never stalls the job; then drain.
+
+    A stop signal stops the pool and, while the file is still being
+    published, stops publishing at the next chunk boundary. The pool then
+    does not drain the group, and the run counts as interrupted.
+
+    NOTE: a read from a pipe that sends nothing more is not interrupted, so
+    such a run waits for more input or the end of it after a signal.
+    """
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
 
     from consumer.build import partitioned
     from consumer.pool import ConsumerPool
-    from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS, Producer
+    from producer.publisher import Producer
     from consumer.shutdown import install_signal_handlers
 
     started = time.perf_counter()
@@ -135,11 +181,11 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     if settings.partitions > 1:
         settings, transport = partitioned(async_client, settings)
     pool = ConsumerPool(async_client, settings, transport=transport)
-    interruption = install_signal_handlers(pool)
+    stop_publishing = threading.Event()
+    interruption = install_signal_handlers(_StopPublishingToo(pool, stop_publishing))
     consuming = asyncio.create_task(pool.run())
     try:
-        # A publish marker must not outlive the job, or running the same job id again would find duplicates.
-        producer = Producer(client, keys, dedup_window_seconds=min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds))
+        producer = Producer(client, keys, dedup_window_seconds=dedup_window_seconds, stop=stop_publishing)
         published, publish_seconds = await asyncio.to_thread(
             publish_source, client, keys, file, layout=layout, rejects=rejects, user=user, converter=converter,
             producer=producer,
@@ -152,7 +198,8 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
         await asyncio.gather(consuming, return_exceptions=True)
         raise
 
-    pool.enable_drain()
+    if not published.stopped:
+        pool.enable_drain()
     progress = Progress(
         TextColumn("consuming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -170,20 +217,23 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     stats = consuming.result()
     await pool.recommender.aclose()
     await pool.client.aclose()
-    # The signal's name when one stopped the pool before the job's stream was drained, else None.
-    interrupted = interruption.name if not pool.drained else None
+    # The signal's name when one stopped publishing or stopped the pool before the job's stream was drained, else None.
+    interrupted = interruption.name if published.stopped or not pool.drained else None
     return published, publish_seconds, stats, time.perf_counter() - started, interrupted
 
 
 def _input_counts(published) -> dict:
     """The rows of the input that were not published, so the summary accounts for every row."""
-    return {
+    counts = {
         "rows_read": published.rows,
         "rejected": published.rejected,
         "skipped": published.skipped,
         "duplicates": published.duplicates,
         "converted_to_usd": published.converted,
     }
+    if published.stopped:
+        counts["unpublished"] = published.unpublished  # read, but a stop signal came before they were published
+    return counts
 
 
 def _print_summary(summary, client, results_stream: str, sample: int, input_counts: dict) -> None:

@@ -1,21 +1,34 @@
-"""``rewardpilot publish FILE|-``: validate transactions and publish them."""
+"""``rewardpilot publish FILE|-``: validate transactions and publish them.
+
+The first SIGINT or SIGTERM stops publishing at the next chunk boundary, and
+the command exits with 128 plus the signal number after printing how far it
+got. A second signal ends the process at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 
 if TYPE_CHECKING:
+    from consumer.shutdown import Interruption
+    from producer import FileSummary
     from rewardpilot.fx import CurrencyConverter
 
 
@@ -38,26 +51,77 @@ def unconverted_option():
     return typer.Option("reject", "--unconverted-currency", help=UNCONVERTED_HELP)
 
 
-def load_converter(rates_path: Path | None, unconverted: str) -> CurrencyConverter:
+def exit_with_error(message: str, *, as_json: bool = False, exit_code: int = 2,
+                    highlight: bool | None = None) -> NoReturn:
+    """Print a fatal error and exit with ``exit_code``.
+
+    With ``as_json`` the error is one JSON object on stdout,
+    ``{"error": message, "exit_code": exit_code}``, and nothing is printed on
+    stderr. Otherwise it is a red ``error:`` line on stderr.
+    """
+    if as_json:
+        typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
+    else:
+        console.print(f"[red]error:[/red] {message}", highlight=highlight)
+    raise typer.Exit(exit_code)
+
+
+@contextlib.contextmanager
+def shared_errors_as_json(as_json: bool) -> Iterator[None]:
+    """With ``as_json``, turn the error that a shared helper prints before exiting into one JSON object on stdout.
+
+    The helpers of ``rewardpilot.cli.context`` and ``partition_options``
+    print ``error: ...`` on the shared console and raise ``typer.Exit``.
+    Their output is captured here: on a non-zero exit, the text from the
+    ``error:`` line on becomes the JSON error, and any other output goes
+    to stderr as it would have.
+    """
+    if not as_json:
+        yield
+        return
+    failure: typer.Exit | None = None
+    soft_wrap = console.soft_wrap
+    console.soft_wrap = True  # so a message is not cut into lines at the console's width
+    try:
+        with console.capture() as captured:
+            try:
+                yield
+            except typer.Exit as exc:
+                failure = exc
+    finally:
+        console.soft_wrap = soft_wrap
+    output = captured.get()
+    lines = Text.from_ansi(output).plain.splitlines()
+    error_at = next((index for index, line in enumerate(lines) if line.startswith("error: ")), None)
+    if failure is None or not failure.exit_code or error_at is None:
+        sys.stderr.write(output)
+        if failure is not None:
+            raise failure
+        return
+    if error_at:
+        sys.stderr.write("\n".join(lines[:error_at]) + "\n")
+    message = "\n".join(lines[error_at:]).removeprefix("error: ").strip()
+    exit_with_error(message, as_json=True, exit_code=failure.exit_code)
+
+
+def load_converter(rates_path: Path | None, unconverted: str, *, as_json: bool = False) -> CurrencyConverter:
     """Build the currency converter from the command-line options; exit 2 on a bad rates file or policy."""
     from rewardpilot.fx import UNCONVERTED_POLICIES, CurrencyConverter, RatesFileError, load_rates
 
     policy = unconverted.lower()
     if policy not in UNCONVERTED_POLICIES:
-        console.print(f"[red]error:[/red] --unconverted-currency {unconverted!r} is invalid; "
-                      f"use {' or '.join(UNCONVERTED_POLICIES)}")
-        raise typer.Exit(2)
+        exit_with_error(f"--unconverted-currency {unconverted!r} is invalid; use {' or '.join(UNCONVERTED_POLICIES)}",
+                        as_json=as_json)
     rates = None
     if rates_path is not None:
         try:
             rates = load_rates(rates_path)
         except RatesFileError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            exit_with_error(str(exc), as_json=as_json, highlight=False)
     return CurrencyConverter(rates, policy)
 
 
-def load_layout_option(path: Path | None):
+def load_layout_option(path: Path | None, *, as_json: bool = False):
     if path is None:
         return None
     from producer import InputError, load_layout
@@ -65,12 +129,11 @@ def load_layout_option(path: Path | None):
     try:
         return load_layout(path)
     except (InputError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        exit_with_error(str(exc), as_json=as_json)
 
 
 def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None,
-                   converter: CurrencyConverter | None = None, producer=None):
+                   converter: CurrencyConverter | None = None, producer=None, as_json: bool = False):
     """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
     from producer import InputError, publish_file
 
@@ -81,9 +144,71 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
                                progress=progress, console=console, user=user, converter=converter,
                                producer=producer)
     except (InputError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        exit_with_error(str(exc), as_json=as_json)
     return summary, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[Interruption]:
+    """Set ``stop`` on the first SIGINT or SIGTERM and record that signal, then restore the previous handlers.
+
+    A second signal ends the process at once with the default action, so
+    rows not yet written to the rejects file are lost. Only the main thread
+    may install signal handlers.
+
+    NOTE: the stop is only seen between rows, so a read from a pipe that
+    sends nothing more is not interrupted by the first signal.
+    """
+    from consumer.shutdown import Interruption
+
+    interruption = Interruption()
+
+    def on_signal(signum: int, frame) -> None:
+        if interruption.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        interruption.signum = signum
+        stop.set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interruption
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def duration_text(seconds: int) -> str:
+    """Return a whole number of seconds in the largest unit that divides it, such as ``24h`` or ``7d``."""
+    if seconds >= 2 * 86_400 and seconds % 86_400 == 0:
+        return f"{seconds // 86_400}d"
+    for unit, size in (("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def publish_progress_text(summary: FileSummary) -> str:
+    """Describe how far a stopped publish got, such as ``12,000 rows published, of 12,060 read (24% of big.csv)``."""
+    text = f"{summary.published:,} {'row' if summary.published == 1 else 'rows'} published"
+    if summary.duplicates:
+        text += f" and {summary.duplicates:,} already published"
+    source = "stdin" if summary.source in ("-", "<stdin>") else summary.source
+    if summary.size_bytes:
+        where = f"{summary.bytes_read * 100 // summary.size_bytes}% of {source}"
+    else:
+        where = f"from {source}"
+    return f"{text}, of {summary.rows:,} read ({where})"
+
+
+def resume_text(summary: FileSummary, window_seconds: int,
+                action: str = "run the same command again to publish the rest") -> str:
+    """Tell how to publish the rest of a stopped file, which depends on whether published rows are skipped."""
+    if window_seconds > 0:
+        return f"{action} (rows published in the last {duration_text(window_seconds)} are skipped as duplicates)"
+    return ("the duplicate check is off (a dedup window of 0), so running the same command again would publish "
+            f"these rows a second time; publish only the rows after line {summary.stopped_after_line}")
 
 
 def print_publish_summary(summary) -> None:
@@ -120,25 +245,51 @@ def publish(
     """Validate every row and publish the transactions with pipelined XADD.
 
     Exit status: 0 when every row was published or skipped with a reason, 1
-    when any row was rejected, 2 when the file could not be read at all.
+    when any row was rejected, 2 when the file could not be read at all, and
+    128 plus the signal number (130 for SIGINT, 143 for SIGTERM) when a signal
+    stopped publishing. With --json, a fatal error is one JSON object on
+    stdout: {"error": MESSAGE, "exit_code": 2}.
     """
     from producer import Producer, exit_status
-    from rewardpilot.cli.options import age_seconds
 
-    window = 0 if dedup_window.strip() == "0" else int(age_seconds(dedup_window, "--dedup-window"))
-    converter = load_converter(fx_rates, unconverted_currency)
+    window = _dedup_window_seconds(dedup_window, as_json)
+    converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
+    layout_config = load_layout_option(layout, as_json=as_json)
     context = app_context(ctx)
-    client = context.client()
-    check_redis(client, context)
-    agreed_partitions(client, context.keys(job), partitions)
+    with shared_errors_as_json(as_json):
+        client = context.client()
+        check_redis(client, context)
+        agreed_partitions(client, context.keys(job), partitions)
 
-    producer = Producer(client, context.keys(job), dedup_window_seconds=window)
-    summary, seconds = publish_source(client, context.keys(job), file, layout=load_layout_option(layout),
-                                      rejects=rejects, user=user, converter=converter, producer=producer)
+    stop = threading.Event()
+    producer = Producer(client, context.keys(job), dedup_window_seconds=window, stop=stop)
+    with stop_on_signals(stop) as interruption:
+        summary, seconds = publish_source(client, context.keys(job), file, layout=layout_config, rejects=rejects,
+                                          user=user, converter=converter, producer=producer, as_json=as_json)
+    interrupted = interruption.name if summary.stopped else None
     if as_json:
-        typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3)}, default=str))
+        typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3), "interrupted": interrupted},
+                              default=str))
     else:
         print_publish_summary(summary)
         rate = summary.published / seconds if seconds > 0 else 0.0
         Console(stderr=True, emoji=False).print(f"published {summary.published} in {seconds:.2f} s ({rate:,.0f}/s)")
+    if interrupted:
+        # soft_wrap: one line, and the hint is meant to be read whole.
+        console.print(f"[yellow]interrupted by {interrupted}:[/yellow] "
+                      f"{escape(publish_progress_text(summary))}; {escape(resume_text(summary, window))}",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(interruption.exit_status)
     raise typer.Exit(exit_status(summary))
+
+
+def _dedup_window_seconds(text: str, as_json: bool) -> int:
+    """Parse --dedup-window (``0`` or an age such as ``12h``) into seconds; exit 2 when it is invalid."""
+    from rewardpilot.retention import InvalidAgeError, parse_age
+
+    if text.strip() == "0":
+        return 0
+    try:
+        return int(parse_age(text).total_seconds())
+    except InvalidAgeError as exc:
+        exit_with_error(f"--dedup-window: {exc}", as_json=as_json)
