@@ -451,6 +451,8 @@ class ConsumerPool:
         self.stats.results += counts.written
         self.stats.duplicates += counts.duplicates
         self.stats.dead_letters += counts.dead_letters
+        if counts.written or counts.duplicates or counts.dead_letters:
+            self.stats.last_settled_at = time.monotonic()
         if counts.conflicts:
             conflicting = set(counts.conflicts)
             rewards -= sum((result.cash_value_usd for entry_id, result in results

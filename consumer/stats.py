@@ -62,6 +62,8 @@ class PoolStats:
     total_rewards_usd: Decimal = Decimal("0")
     first_result_at: float | None = None
     last_result_at: float | None = None
+    # time.monotonic() after the last settle that recorded a result, a duplicate or a dead letter.
+    last_settled_at: float | None = None
     batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
     batch_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
     latency_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))

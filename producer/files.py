@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -114,9 +115,13 @@ def publish_file(
     """Read ``source`` (a path, ``"-"`` for standard input, or a binary stream) and publish its purchases.
 
     Rejected rows, skipped non-purchases and transactions already published
-    within the deduplication window go to the rejects file. ``user`` is the
-    user_id given to bank exports, which name no user. ``converter``
-    converts non-USD amounts to USD; without one, a non-USD row is rejected.
+    within the deduplication window go to the rejects file. A file left at
+    that path by an earlier publish is deleted first, with a notice on
+    ``console``, so no stale file remains when nothing is recorded.
+
+    ``user`` is the user_id given to bank exports, which name no user.
+    ``converter`` converts non-USD amounts to USD; without one, a non-USD row
+    is rejected.
     Raises ``InputError`` when the file cannot be read at all.
 
     Once ``producer.stop`` is set, reading ends at the next chunk or within
@@ -146,7 +151,13 @@ def publish_file(
             stop = producer.stop
             stopped_reading = False
             try:
-                for outcome in reader:
+                # The first outcome reads the header, so an input that cannot be read at all raises
+                # InputError here and keeps the rejects file of an earlier publish.
+                outcomes = iter(reader)
+                first = next(outcomes, None)
+                rejects.remove_earlier(lambda notice: console.print(notice, markup=False, highlight=False,
+                                                                    soft_wrap=True))
+                for outcome in itertools.chain(() if first is None else (first,), outcomes):
                     summary.rows += 1
                     if isinstance(outcome, Row) and outcome.transaction.currency != "USD":
                         outcome = _to_usd(converter, outcome, summary)

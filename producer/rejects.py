@@ -2,15 +2,17 @@
 
 Each line has ``outcome`` (``rejected``, ``skipped`` or ``duplicate``),
 ``line``, ``column``, ``value``, ``reason``, ``fix``, ``transaction_id`` and
-``raw`` (the row as read). The file is created on the first record, so a
-clean input leaves no file, and an existing file is replaced.
+``raw`` (the row as read). The file is created on the first record.
+``publish_file`` removes a file left at the same path by an earlier publish
+before it reads any row, so the file only ever has the records of the
+latest publish, and a publish that records no row leaves no file.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from producer.readers import Rejected, Skipped
 
@@ -22,6 +24,19 @@ class RejectsWriter:
         self.path = Path(path)
         self.count = 0
         self._file: IO[str] | None = None
+
+    def remove_earlier(self, announce: Callable[[str], None]) -> bool:
+        """Delete a file already at ``path``, left by an earlier publish, after passing a notice to ``announce``.
+
+        Returns whether there was such a file. Does nothing once this writer
+        has opened the file. Raises OSError when the file cannot be deleted,
+        such as when ``path`` is a directory.
+        """
+        if self._file is not None or not (self.path.exists() or self.path.is_symlink()):
+            return False
+        announce(f"replacing the rejects file of an earlier publish: {self.path}")
+        self.path.unlink()
+        return True
 
     def write(self, record: dict) -> None:
         if self._file is None:

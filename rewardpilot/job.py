@@ -33,7 +33,14 @@ def new_job_id() -> str:
 
 @dataclass
 class JobSummary:
-    """The run summary, with the field names clients of the batch API expect."""
+    """The run summary, with the field names clients of the batch API expect.
+
+    Every duration starts when publishing starts. ``processing_time_seconds``
+    and ``consume_seconds`` end at the last settled outcome, and
+    ``throughput_tps`` is the processed transactions over that time.
+    ``wall_seconds`` also counts the wait after the last outcome until the
+    pool found the group drained, up to one XREADGROUP block.
+    """
 
     job: str
     total_transactions: int
@@ -44,6 +51,7 @@ class JobSummary:
     throughput_tps: float
     publish_seconds: float
     consume_seconds: float
+    wall_seconds: float = 0.0
     consumer: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -57,6 +65,7 @@ class JobSummary:
             "throughput_tps": round(self.throughput_tps, 1),
             "publish_seconds": round(self.publish_seconds, 3),
             "consume_seconds": round(self.consume_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
             "consumer": self.consumer,
         }
 
@@ -94,12 +103,25 @@ async def consume_until_drained(
         await client.aclose()
 
 
-def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float,
-              total_seconds: float) -> JobSummary:
-    """Build the summary; ``total_seconds`` runs from the start of publishing to the drained group.
+def seconds_to_last_outcome(stats: PoolStats, started: float, ended: float) -> float:
+    """Return the seconds from ``started`` to the pool's last settled outcome, or to ``ended`` when none settled.
 
-    The throughput counts the transactions the pool processed, fewer than
-    ``published`` when a signal stopped the run early.
+    ``started`` and ``ended`` are ``time.monotonic()`` readings, like
+    ``stats.last_settled_at``. The drain check that stops the pool waits up
+    to one XREADGROUP block after the last outcome, and that wait is left out.
+    """
+    end = ended if stats.last_settled_at is None else stats.last_settled_at
+    return end - started
+
+
+def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float,
+              consume_seconds: float, wall_seconds: float) -> JobSummary:
+    """Build the summary from durations that start when publishing starts.
+
+    ``consume_seconds`` ends at the last settled outcome (as
+    ``seconds_to_last_outcome`` computes it) and ``wall_seconds`` when the
+    pool stopped. The throughput counts the transactions the pool processed,
+    fewer than ``published`` when a signal stopped the run early.
     """
     processed = stats.results + stats.dead_letters + stats.duplicates
     return JobSummary(
@@ -108,10 +130,11 @@ def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float
         successful=stats.results,
         failed=stats.dead_letters,
         total_rewards=stats.total_rewards_usd,
-        processing_time_seconds=total_seconds,
-        throughput_tps=processed / total_seconds if total_seconds > 0 else 0.0,
+        processing_time_seconds=consume_seconds,
+        throughput_tps=processed / consume_seconds if consume_seconds > 0 else 0.0,
         publish_seconds=publish_seconds,
-        consume_seconds=total_seconds,
+        consume_seconds=consume_seconds,
+        wall_seconds=wall_seconds,
         consumer=stats.as_dict(),
     )
 

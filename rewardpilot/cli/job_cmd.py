@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import age_seconds, check_cards, split_cards
+from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
@@ -36,7 +37,10 @@ def run(
     ),
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="Entries per micro-batch."),
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write every result to FILE.csv or FILE.jsonl."),
+    output: Path = typer.Option(
+        None, "--output", "-o",
+        help="Write every result to FILE.csv (CSV) or FILE.jsonl (JSON lines); other suffixes are rejected.",
+    ),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
     user: str = typer.Option(None, "--user", help=USER_HELP),
@@ -61,9 +65,12 @@ def run(
 
     Exit status: 0 when every row was published and processed, and 1 when any
     row was rejected or any transaction went to the dead-letter stream. It is
-    2 when the file could not be read, and 128 plus the signal number when
-    SIGINT or SIGTERM stopped the run. A signal that arrives while the file is
-    being published also stops publishing at the next chunk boundary.
+    2 when an option is invalid, when the file could not be read, or when the
+    results could not be written to --output. The --output and --rejects
+    paths are checked before anything is published. It is 128 plus the
+    signal number when SIGINT or SIGTERM stopped the run. A signal that
+    arrives while the file is being published also stops publishing at the
+    next chunk boundary.
     """
     from consumer.settings import ConsumerSettings
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
@@ -71,6 +78,9 @@ def run(
     from rewardpilot.job import expire_job, job_keys, new_job_id, summarise
     from rewardpilot.results import read_results
 
+    input_path = None if str(file) == "-" else file
+    check_output_path(output, "--output", suffixes=RESULT_SUFFIXES, input_path=input_path)
+    check_output_path(rejects, "--rejects", input_path=input_path)
     keep_seconds = int(age_seconds(keep, "--keep"))
     # A publish marker must not outlive the job, or running the same job id again would find duplicates.
     dedup_window_seconds = min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds)
@@ -92,19 +102,31 @@ def run(
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
                                 partitions=agreed_partitions(client, keys, partitions),
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
-    published, publish_seconds, stats, consume_seconds, interrupted = asyncio.run(
+    published, publish_seconds, stats, consume_seconds, wall_seconds, interrupted = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
                              rejects=rejects, user=user, converter=converter,
                              dedup_window_seconds=dedup_window_seconds)
     )
-    summary = summarise(job, published.published, stats, publish_seconds, consume_seconds)
+    summary = summarise(job, published.published, stats, publish_seconds, consume_seconds, wall_seconds)
     if not live:
         expire_job(client, keys, keep_seconds, settings.partitions)
 
     results_stream = keys.results()
+    output_failed = False
     if output:
-        written = write_results(read_results(client, results_stream), output)
-        console.print(f"wrote {written} results to {output}")
+        try:
+            written = write_results(read_results(client, results_stream), output)
+        except OSError as exc:
+            # The checks at the start passed, so something changed since (a full disk, a removed directory).
+            # The summary is still printed, and the results stay in the job's stream.
+            output_failed = True
+            console.print(f"[red]error:[/red] --output {escape(repr(str(output)))}: the results could not be "
+                          f"written: {escape(str(exc))}; the results stay in the job's stream until it expires, "
+                          f"so fix the path and read them with: {program_name()} subscribe "
+                          f"{'' if live else f'--job {job} '}--from-start",
+                          soft_wrap=True, highlight=False)
+        else:
+            console.print(f"wrote {written} results to {output}")
 
     if as_json:
         typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published), "keep_seconds": keep_seconds,
@@ -135,6 +157,8 @@ def run(
                       f"transactions processed; the rest stay in the stream. Finish them with: {resume}",
                       soft_wrap=True)
         raise typer.Exit(128 + signal.Signals[interrupted].value)
+    if output_failed:
+        raise typer.Exit(2)
     if published.rejected or summary.failed:
         raise typer.Exit(1)
 
@@ -163,6 +187,11 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     published, stops publishing at the next chunk boundary. The pool then
     does not drain the group, and the run counts as interrupted.
 
+    Returns ``(published, publish_seconds, stats, consume_seconds,
+    wall_seconds, interrupted)``. Both durations start when publishing
+    starts: ``consume_seconds`` ends at the last settled outcome and
+    ``wall_seconds`` when the pool stopped.
+
     NOTE: a read from a pipe that sends nothing more is not interrupted, so
     such a run waits for more input or the end of it after a signal.
     """
@@ -174,8 +203,9 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     from consumer.pool import ConsumerPool
     from producer.publisher import Producer
     from consumer.shutdown import install_signal_handlers
+    from rewardpilot.job import seconds_to_last_outcome
 
-    started = time.perf_counter()
+    started = time.monotonic()
     async_client = context.async_client(block_ms=settings.block_ms)
     transport = None
     if settings.partitions > 1:
@@ -208,28 +238,35 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     with progress:
         while not consuming.done():
             done = pool.stats.results + pool.stats.dead_letters + pool.stats.duplicates
-            elapsed = time.perf_counter() - started
+            elapsed = time.monotonic() - started
             progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} tx/s" if elapsed else "")
             await asyncio.wait({consuming}, timeout=0.2)
         done = pool.stats.results + pool.stats.dead_letters + pool.stats.duplicates
         progress.update(task, completed=done)
 
     stats = consuming.result()
+    ended = time.monotonic()
     await pool.recommender.aclose()
     await pool.client.aclose()
     # The signal's name when one stopped publishing or stopped the pool before the job's stream was drained, else None.
     interrupted = interruption.name if published.stopped or not pool.drained else None
-    return published, publish_seconds, stats, time.perf_counter() - started, interrupted
+    consume_seconds = seconds_to_last_outcome(stats, started, ended)
+    return published, publish_seconds, stats, consume_seconds, ended - started, interrupted
 
 
 def _input_counts(published) -> dict:
-    """The rows of the input that were not published, so the summary accounts for every row."""
+    """The rows of the input that were not published, so the summary accounts for every row.
+
+    ``rejects_file`` is the file this run wrote the rejected, skipped and
+    duplicate rows to, or None when it wrote none.
+    """
     counts = {
         "rows_read": published.rows,
         "rejected": published.rejected,
         "skipped": published.skipped,
         "duplicates": published.duplicates,
         "converted_to_usd": published.converted,
+        "rejects_file": published.rejects_path,
     }
     if published.stopped:
         counts["unpublished"] = published.unpublished  # read, but a stop signal came before they were published
@@ -244,7 +281,7 @@ def _print_summary(summary, client, results_stream: str, sample: int, input_coun
     table.add_column("field")
     table.add_column("value", justify="right")
     for field, value in {**input_counts, **summary.as_dict()}.items():
-        if field != "consumer":
+        if field != "consumer" and value is not None:
             table.add_row(field, escape(str(value)))
     out.print(table)
 

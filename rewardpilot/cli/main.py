@@ -19,6 +19,10 @@ from rewardpilot.cli import replay_cmd, report_cmd, trim_cmd, valuations_cmd
 from rewardpilot.cli.context import AppContext, console
 from rewardpilot.streams import DEFAULT_PREFIX
 
+# One-shot commands that print their own summary for a person: their INFO logs (pool started,
+# drained, stream trimmed) repeat that summary on stderr, so they log from WARNING up by default.
+QUIET_COMMANDS = frozenset({"run", "replay", "trim"})
+
 app = typer.Typer(
     name="rewardpilot",
     help="The best card for every transaction, as it happens, over Redis streams.",
@@ -40,12 +44,13 @@ def root(
     ),
     log_level: str = typer.Option(
         None, "--log-level", envvar="RP_LOG_LEVEL", show_default=False,
-        help="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case. Default: WARNING for `run`, INFO otherwise.",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case. "
+        "Default: WARNING for `run`, `replay` and `trim`, INFO otherwise.",
     ),
 ) -> None:
     from rewardpilot import logs
 
-    quiet_by_default = ctx.invoked_subcommand == "run"
+    quiet_by_default = ctx.invoked_subcommand in QUIET_COMMANDS
     try:
         logs.configure(log_level or ("WARNING" if quiet_by_default else "INFO"))
     except logs.InvalidLogLevelError as exc:

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
+from rewardpilot.cli.paths import check_output_path
 
 if TYPE_CHECKING:
     from consumer.shutdown import Interruption
@@ -245,13 +246,16 @@ def publish(
     """Validate every row and publish the transactions with pipelined XADD.
 
     Exit status: 0 when every row was published or skipped with a reason, 1
-    when any row was rejected, 2 when the file could not be read at all, and
-    128 plus the signal number (130 for SIGINT, 143 for SIGTERM) when a signal
-    stopped publishing. With --json, a fatal error is one JSON object on
+    when any row was rejected, 2 when an option is invalid (such as a
+    --rejects path that cannot be written) or the file could not be read at
+    all, and 128 plus the signal number (130 for SIGINT, 143 for SIGTERM)
+    when a signal stopped publishing. With --json, a fatal error is one JSON object on
     stdout: {"error": MESSAGE, "exit_code": 2}.
     """
     from producer import Producer, exit_status
 
+    with shared_errors_as_json(as_json):
+        check_output_path(rejects, "--rejects", input_path=None if str(file) == "-" else file)
     window = _dedup_window_seconds(dedup_window, as_json)
     converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
     layout_config = load_layout_option(layout, as_json=as_json)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
+from rewardpilot.cli.paths import check_output_path
 from rewardpilot.streams import LIVE_RUN
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ def report(
     from rewardpilot.report import build_report
     from rewardpilot.report_charts import render_html, render_png
 
+    check_output_path(html_file, "--html")
+    check_output_path(png_file, "--png")
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
@@ -45,7 +48,10 @@ def report(
         raise typer.Exit(2) from None
 
     if html_file is not None:
-        html_file.write_text(render_html(result), encoding="utf-8")
+        try:
+            html_file.write_text(render_html(result), encoding="utf-8")
+        except OSError as exc:
+            _exit_not_written("--html", html_file, exc)
         console.print(f"wrote {html_file}")
     if png_file is not None:
         try:
@@ -53,6 +59,8 @@ def report(
         except RuntimeError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+        except OSError as exc:
+            _exit_not_written("--png", png_file, exc)
         console.print(f"wrote {png_file}")
     if as_json:
         typer.echo(json.dumps(result.to_json()))
@@ -60,6 +68,13 @@ def report(
     print_report(result)
     if not result.purchases:
         _print_no_results_hint(client, context.keys(job), context.prefix, job, run)
+
+
+def _exit_not_written(option: str, path: Path, exc: OSError) -> NoReturn:
+    """Exit 2 for a file that passed the checks at the start but could not be written (a full disk, say)."""
+    console.print(f"[red]error:[/red] {option} {escape(repr(str(path)))}: could not write the file: "
+                  f"{escape(str(exc))}; fix the path and run the report again", highlight=False)
+    raise typer.Exit(2) from None
 
 
 def _print_no_results_hint(client, keys, prefix: str, job: str | None, run: str) -> None:
