@@ -174,7 +174,8 @@ class Recommendation(BaseModel):
     ``passed_over`` names the cards left out or held back at this merchant
     and why. ``spend_updates`` is the (cap-state hash field, cents) pairs the
     purchase adds, filled only when the engine ran with a spend state.
-    ``timestamp`` and ``card_used`` are copied from the transaction.
+    ``timestamp``, ``card_used`` and ``merchant`` are copied from the
+    transaction, so a subscriber can show the purchase without looking it up.
     """
 
     model_config = ConfigDict(protected_namespaces=())
@@ -201,6 +202,7 @@ class Recommendation(BaseModel):
     spend_updates: list[tuple[str, int]] = []
     timestamp: datetime | None = None
     card_used: str | None = None
+    merchant: str | None = None
 
     @property
     def cash_value_usd(self) -> Decimal:

@@ -193,9 +193,10 @@ def _transactions(client: redis.Redis, keys: StreamKeys, results: list[Recommend
             if transaction.transaction_id != rec.transaction_id:
                 transaction = None
         if transaction is None:
-            # NOTE: the entry was trimmed, so the category name replaces the MCC and merchant rules cannot match.
+            # NOTE: the entry was trimmed, so the category name replaces the MCC. Results written before
+            # they carried the merchant leave merchant rules nothing to match.
             transaction = Transaction(
-                transaction_id=rec.transaction_id, user_id=rec.user_id, merchant="(unknown merchant)",
+                transaction_id=rec.transaction_id, user_id=rec.user_id, merchant=rec.merchant or "(unknown merchant)",
                 category=rec.category, amount_usd=rec.amount_usd, timestamp=_moment(rec), card_used=rec.card_used,
             )
         found.append(transaction)

@@ -61,4 +61,4 @@ def test_example_prints_a_result(cli_env, keys, tmp_path):
         consumer.wait(timeout=30)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout.splitlines() == ["t-1 amex-gold"]
+    assert completed.stdout.splitlines() == ["t-1 Whole Foods amex-gold"]

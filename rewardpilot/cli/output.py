@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 CSV_COLUMNS = [
     "transaction_id", "user_id", "amount_usd", "category", "card_id", "card_name", "issuer",
     "rewards_amount", "rewards_unit", "program", "cash_value_usd", "effective_rate",
-    "confidence", "wallet_source", "reasoning", "entry_id", "run",
+    "confidence", "wallet_source", "reasoning", "entry_id", "run", "timestamp", "merchant",
 ]
 
 
@@ -40,6 +40,8 @@ def csv_row(result: Recommendation) -> dict:
         "reasoning": result.reasoning,
         "entry_id": result.entry_id,
         "run": result.run,
+        "timestamp": result.timestamp.isoformat().replace("+00:00", "Z") if result.timestamp else None,
+        "merchant": result.merchant,
     }
 
 

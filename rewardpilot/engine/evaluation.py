@@ -138,6 +138,7 @@ class Evaluation:
             spend_updates=self.spend_updates,
             timestamp=transaction.timestamp,
             card_used=transaction.card_used,
+            merchant=transaction.merchant,
         )
 
     def to_json(self) -> bytes:
@@ -170,5 +171,6 @@ class Evaluation:
             "spend_updates": self.spend_updates,
             "timestamp": transaction.timestamp,
             "card_used": transaction.card_used,
+            "merchant": transaction.merchant,
         }, option=orjson.OPT_UTC_Z)
 

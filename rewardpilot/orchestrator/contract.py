@@ -181,7 +181,9 @@ class RecommendResponse(BaseModel):
     ) -> Recommendation:
         """Build the pipeline's Recommendation for ``transaction`` from this answer.
 
-        The transaction's own id, user and amount win over the echoed ones.
+        The transaction's own id, user and amount win over the echoed ones,
+        and its time, merchant and ``card_used`` are copied as the in-process
+        engine copies them.
         ``wallet_source`` set by the caller wins over the answer's. A field
         the contract does not carry gets a stated default: ``unknown`` for
         the versions, the request's category, and an effective rate of cash
@@ -215,6 +217,9 @@ class RecommendResponse(BaseModel):
             engine_version=self.engine_version or "unknown",
             catalog_version=self.catalog_version or "unknown",
             recommender=recommender,
+            timestamp=transaction.timestamp,
+            card_used=transaction.card_used,
+            merchant=transaction.merchant,
         )
 
 
