@@ -72,6 +72,8 @@ class FileSummary:
     first_rejects: list[str] = field(default_factory=list)
     future_dated: int = 0  # purchases dated more than FUTURE_GRACE after the publish
     first_future_line: int | None = None
+    past_dated: int = 0  # purchases dated before PAST_LIMIT (1970-01-01 UTC)
+    first_past_line: int | None = None
     stopped: bool = False  # the producer's stop event ended publishing before the end of the input
     unpublished: int = 0  # valid rows read but not published because publishing stopped
     # When stopped: no row starting after this line was published, and every
@@ -85,6 +87,9 @@ SHOWN_REJECTS = 10  # rejected rows listed in the summary; the rejects file has 
 # A purchase dated later than this after the publish is most likely a wrong date (a 9999-12-31
 # placeholder, a two-digit year read in the wrong century). It is published, with a warning.
 FUTURE_GRACE = timedelta(days=1)
+# A purchase dated before the Unix epoch (compared in UTC) is most likely a wrong date too (a
+# 1900-01-01 placeholder, a year such as 0024 missing its century). It is published, with a warning.
+PAST_LIMIT = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def default_rejects_path(source: str) -> Path:
@@ -169,6 +174,9 @@ def publish_file(
                         if outcome.transaction.timestamp > future_after:
                             summary.future_dated += 1
                             summary.first_future_line = summary.first_future_line or outcome.line
+                        elif outcome.transaction.timestamp < PAST_LIMIT:
+                            summary.past_dated += 1
+                            summary.first_past_line = summary.first_past_line or outcome.line
                         lines.append(outcome.line)
                         transactions.append(outcome.transaction)
                         if len(transactions) >= producer.chunk_size:
@@ -216,6 +224,11 @@ def publish_file(
         summary.warnings.append(
             f"{summary.future_dated} row(s) are dated more than a day after now (first on line "
             f"{summary.first_future_line}) and were published as they are; check the date column and its format"
+        )
+    if summary.past_dated:
+        summary.warnings.append(
+            f"{summary.past_dated} row(s) are dated before 1970-01-01 (first on line "
+            f"{summary.first_past_line}) and were published as they are; check the date column and its format"
         )
     for currency, count in sorted(summary.unconverted.items()):
         summary.warnings.append(
@@ -413,7 +426,8 @@ def format_summary(summary: FileSummary) -> Table:
     """Return a rich table of the counts, for the command line to print."""
     table = Table(title=f"{summary.source} ({summary.layout} layout)", show_header=False)
     table.add_column("outcome")
-    table.add_column("rows", justify="right")
+    # fold: a value longer than the column, such as the rejects file path, wraps in place of being cut.
+    table.add_column("rows", justify="right", overflow="fold")
     table.add_row("rows read", str(summary.rows))
     table.add_row("published", str(summary.published))
     table.add_row("already published (duplicates)", str(summary.duplicates))

@@ -33,6 +33,24 @@ _AMOUNT = re.compile(
 
 AMOUNT_EXAMPLES = "write it like 12.50, 1,234.56, $12.50, -12.50 or (12.50)"
 
+# An amount in exponent notation, such as "1e3" or "-$1.5E+2". Bank exports
+# never write one, so it is rejected, with the plain number in the fix.
+_EXPONENT_AMOUNT = re.compile(
+    r"""^
+    (?P<sign>[+-]?)\s*
+    \$?\s*
+    (?P<inner_sign>[+-]?)
+    (?P<mantissa>\d+(?:\.\d*)?|\.\d+)
+    [eE](?P<exponent>[+-]?\d+)
+    $""",
+    re.VERBOSE | re.ASCII,
+)
+# Exponents up to this size get the exact plain number in the fix. Larger
+# ones get a fixed example, so the message stays short.
+_MAX_EXAMPLE_EXPONENT = 12
+
+EMPTY_VALUE_FIX = "fill it in"
+
 # Layouts of dates and times that ``parse_timestamp`` accepts besides ISO 8601,
 # as strptime formats. US exports write dates month first.
 US_DATE_FORMATS = (
@@ -55,9 +73,11 @@ def parse_amount(text: str) -> Decimal:
 
     Accepts "12.50", "1,234.56", "$1,234.56", "-$5", "$-99.00", "+ $73.01"
     and "(45.00)" (negative). Raises ``InvalidValueError`` for anything else,
-    including exponents, NaN and a decimal comma such as "12,50".
+    including an empty value, exponents, NaN and a decimal comma such as "12,50".
     """
     value = text.strip()
+    if not value:
+        raise InvalidValueError("the amount is empty", EMPTY_VALUE_FIX)
     # The common case, ASCII digits with an optional decimal part, which
     # ``Decimal`` reads exactly as the full pattern would. With these string
     # tests in place of a regular expression match, a plain amount is parsed
@@ -73,6 +93,10 @@ def parse_amount(text: str) -> Decimal:
 
     match = _AMOUNT.match(value)
     if match is None or not (match["digits"] or match["fraction"]):
+        exponent = _EXPONENT_AMOUNT.match(value)
+        if exponent is not None:
+            raise InvalidValueError(f"{text!r} uses exponent notation, which is not accepted",
+                                    f"write the amount as a plain number like {_plain_amount(exponent, negative)}")
         raise InvalidValueError(f"{text!r} is not an amount", AMOUNT_EXAMPLES)
     if match["sign"] and match["inner_sign"]:
         raise InvalidValueError(f"{text!r} has two signs", AMOUNT_EXAMPLES)
@@ -90,6 +114,17 @@ def parse_amount(text: str) -> Decimal:
     return amount
 
 
+def _plain_amount(match: re.Match, negative: bool) -> str:
+    """Return the amount of an exponent-notation match as a plain number with at least two decimals, like 1000.00."""
+    digits = match["exponent"].lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 2 or int(digits) > _MAX_EXAMPLE_EXPONENT:
+        return "1000.00"
+    number = Decimal(f"{match['mantissa']}e{match['exponent']}")
+    whole, _, fraction = format(number, "f").partition(".")
+    sign = "-" if negative or "-" in (match["sign"], match["inner_sign"]) else ""
+    return f"{sign}{whole}.{fraction.ljust(2, '0')}"
+
+
 def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tuple[datetime, bool]:
     """Parse a date or date-time into an aware UTC ``datetime``.
 
@@ -104,6 +139,8 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
     otherwise lists the accepted formats in its fix.
     """
     value = text.strip()
+    if not value:
+        raise InvalidValueError("the timestamp is empty", EMPTY_VALUE_FIX)
     if value.endswith("z"):
         # RFC 3339 (section 5.6) allows a lower-case "z" for UTC, which
         # datetime.fromisoformat rejects in Python 3.11. A lower-case "t" it reads.

@@ -98,7 +98,7 @@ def test_leap_day_still_parses():
     assert (parsed.year, parsed.month, parsed.day) == (2024, 2, 29)
 
 
-@pytest.mark.parametrize("text", ["Tuesday", "2026-1-5", "2026-0230", "31 February", "2026/02/30", ""])
+@pytest.mark.parametrize("text", ["Tuesday", "2026-1-5", "2026-0230", "31 February", "2026/02/30"])
 def test_unknown_format_keeps_format_list(text):
     error = timestamp_error(text)
 

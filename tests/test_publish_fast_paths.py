@@ -139,7 +139,7 @@ def test_parse_amount_plain_and_general(text, expected):
     assert str(amount) == expected
 
 
-@pytest.mark.parametrize("text", ["12.", "1e5", "NaN", "\u0661\u0662", "12,50", "1_000", ""])
+@pytest.mark.parametrize("text", ["12.", "NaN", "\u0661\u0662", "12,50", "1_000"])
 def test_parse_amount_rejects_near_plain(text):
     with pytest.raises(ValueError, match="is not an amount"):
         parse_amount(text)

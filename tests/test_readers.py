@@ -52,7 +52,7 @@ def test_parse_amount_accepts(text, expected):
     assert parse_amount(text) == expected
 
 
-@pytest.mark.parametrize("text", ["12,50", "1e5", "NaN", "", "$", "--5", "(-5)", "1,23,456", "€5", "٣"])
+@pytest.mark.parametrize("text", ["12,50", "NaN", "$", "--5", "(-5)", "1,23,456", "€5", "٣"])
 def test_parse_amount_rejects(text):
     with pytest.raises(ValueError, match="write it like"):
         parse_amount(text)

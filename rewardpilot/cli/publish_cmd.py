@@ -220,10 +220,20 @@ def print_publish_summary(summary) -> None:
         console.print(f"[red]rejected:[/red] {message}", highlight=False)
     if summary.rejected > len(summary.first_rejects):
         console.print(f"... and {summary.rejected - len(summary.first_rejects)} more")
+    if summary.rejects_path:
+        # soft_wrap: the path is printed whole on one line, where the table folds it across lines.
+        console.print(rejects_file_text(summary), soft_wrap=True, highlight=False)
+
+
+def rejects_file_text(summary) -> str:
+    """Return the rich markup line naming the rejects file in full, with its rejected rows or, when none, its other rows."""
+    path = escape(summary.rejects_path)
     if summary.rejected:
-        noun = "row" if summary.rejected == 1 else "rows"
-        console.print(f"[yellow]{summary.rejected} {noun} rejected; every one is in {summary.rejects_path}[/yellow]",
-                      soft_wrap=True)
+        noun, where = ("row", "it is") if summary.rejected == 1 else ("rows", "every one is")
+        return f"[yellow]{summary.rejected} {noun} rejected; {where} in {path}[/yellow]"
+    recorded = summary.skipped + summary.duplicates
+    noun, where = ("row", "it is") if recorded == 1 else ("rows", "every one is")
+    return f"{recorded} {noun} skipped or already published; {where} in {path}, with the reason"
 
 
 def publish(
