@@ -31,6 +31,7 @@ from consumer.recommenders import ItemError, Recommender, WorkItem
 from consumer.retry import RetryPolicy
 from consumer.stats import PoolStats
 from consumer.settle import Result
+from rewardpilot.logs import entry_id_fields
 
 Outcomes = list[Result | ItemError]
 
@@ -67,7 +68,7 @@ class GuardedRecommender:
         while True:
             if self.breaker is not None and not await self._breaker_lets_through():
                 self.log.info("stopping while the circuit breaker is open; batch given back to the group",
-                              entry_ids=list(entry_ids[:5]))
+                              **entry_id_fields(entry_ids))
                 return None
 
             try:
@@ -80,7 +81,7 @@ class GuardedRecommender:
                 if self.breaker is not None:
                     self.breaker.abandon_probe()
                 self.log.info("stopping while waiting for rate-limit tokens; batch given back to the group",
-                              waited_seconds=round(exc.waited, 3), entry_ids=list(entry_ids[:5]))
+                              waited_seconds=round(exc.waited, 3), **entry_id_fields(entry_ids))
                 return None
             except TransientError as exc:
                 attempt += 1
@@ -89,7 +90,7 @@ class GuardedRecommender:
                 if not self.retry.should_retry(attempt) or self.stopping.is_set():
                     self.log.warning(
                         "recommender failing; batch given back to the group", attempts=attempt,
-                        error=str(exc), status=exc.status, entry_ids=list(entry_ids[:5]),
+                        error=str(exc), status=exc.status, **entry_id_fields(entry_ids),
                     )
                     return None
                 delay = self.retry.next_delay(attempt - 1, exc)

@@ -48,7 +48,7 @@ from consumer.stats import PoolStats
 from consumer.wallet_cache import WalletCache
 from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
-from rewardpilot.logs import RepeatFilter, get_logger
+from rewardpilot.logs import RepeatFilter, entry_id_fields, get_logger
 from rewardpilot.models import DeadLetter, Transaction
 from rewardpilot.partitions import partition_streams
 from rewardpilot.retention import trim_loop
@@ -394,7 +394,7 @@ class ConsumerPool:
                 return
 
         self._log_repeated("cap-conflicts", "entries still in conflict over cap state; given back to the group",
-                           rounds=MAX_CONFLICT_ROUNDS, count=len(conflicts), entry_ids=conflicts[:5])
+                           rounds=MAX_CONFLICT_ROUNDS, **entry_id_fields(conflicts))
         await self._give_back(conflicts)
 
     async def _give_back(self, entry_ids: list[str]) -> None:
@@ -466,8 +466,7 @@ class ConsumerPool:
             self.stats.last_result_at = now
         if dead_letters:
             self.log.warning(
-                "entries dead-lettered", count=len(dead_letters),
-                entry_ids=[letter.entry_id for letter in dead_letters][:20],
+                "entries dead-lettered", **entry_id_fields([letter.entry_id for letter in dead_letters]),
                 reasons=sorted({letter.reason for letter in dead_letters}),
             )
             if any(letter.http_status in (401, 403) for letter in dead_letters):

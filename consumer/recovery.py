@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from consumer.transports.base import TransportError
+from rewardpilot.logs import entry_id_fields
 
 if TYPE_CHECKING:
     from consumer.pool import ConsumerPool
@@ -29,8 +30,8 @@ async def recover_once(pool: ConsumerPool) -> int:
         await pool.dead_letter_poison(found.poison)
     if found.deliveries:
         pool.stats.claimed += len(found.deliveries)
-        pool.log.info("reclaimed stale entries", count=len(found.deliveries),
-                      first_entry_id=found.deliveries[0].entry_id)
+        pool.log.info("reclaimed stale entries", stream=found.deliveries[0].stream or pool.stream,
+                      **entry_id_fields([delivery.entry_id for delivery in found.deliveries]))
         # A pass can claim more than one micro-batch; a bigger batch could
         # cost more rate-limit tokens than the bucket's burst ever holds.
         size = pool.settings.batch_size

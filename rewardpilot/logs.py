@@ -6,12 +6,16 @@ results there as JSON lines).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import sys
 import time
+from collections.abc import Collection
 
 import structlog
+
+from rewardpilot.streams import entry_key
 
 _configured = False
 
@@ -71,6 +75,23 @@ def get_logger(name: str | None = None, **context) -> structlog.stdlib.BoundLogg
         configure()
     logger = structlog.get_logger(name) if name else structlog.get_logger()
     return logger.bind(**context) if context else logger
+
+
+LOGGED_ENTRY_IDS = 5  # entry ids a log line lists; ``entries`` counts them all
+
+
+def entry_id_fields(entry_ids: Collection[str], limit: int = LOGGED_ENTRY_IDS) -> dict:
+    """Build the ``entry_ids`` and ``entries`` fields of a log line about many stream entries.
+
+    ``entry_ids`` lists the ``limit`` oldest ids in stream order, so
+    ``XRANGE`` from the first one finds the entries, and ``entries`` counts
+    all of them. Ids that are not stream ids keep their given order.
+    """
+    try:
+        oldest = heapq.nsmallest(limit, entry_ids, key=entry_key)
+    except ValueError:
+        oldest = list(entry_ids)[:limit]
+    return {"entry_ids": oldest, "entries": len(entry_ids)}
 
 
 class RepeatFilter:

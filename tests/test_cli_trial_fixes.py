@@ -126,7 +126,7 @@ def test_report_run_without_user_hint(keys, sync_client, cli_env):
                         cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "No results for this user in run 'r1'" in completed.stderr
+    assert "No results for user 'me' in 2026-11 in run 'r1'" in completed.stderr
     assert "No results exist" not in completed.stderr
 
 
@@ -144,11 +144,11 @@ def test_report_job_run_hint(keys, sync_client, cli_env, tmp_path):
 
 
 @one_server
-def test_report_live_hint_unchanged(keys, cli_env):
+def test_report_live_hint(keys, cli_env):
     completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2024-04"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "No results for this user on the live streams" in completed.stderr
+    assert "No results for user 'me' in 2024-04 on the live streams" in completed.stderr
 
 
 # Activating a quarter the catalog has no categories for

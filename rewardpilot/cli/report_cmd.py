@@ -67,7 +67,7 @@ def report(
         return
     print_report(result)
     if not result.purchases:
-        _print_no_results_hint(client, context.keys(job), context.prefix, job, run)
+        _print_no_results_hint(client, context.keys(job), context.prefix, job, run, result)
 
 
 def _exit_not_written(option: str, path: Path, exc: OSError) -> NoReturn:
@@ -77,21 +77,38 @@ def _exit_not_written(option: str, path: Path, exc: OSError) -> NoReturn:
     raise typer.Exit(2) from None
 
 
-def _print_no_results_hint(client, keys, prefix: str, job: str | None, run: str) -> None:
-    """Explain an empty report: for a replay run, whether that run has results at all."""
-    if run == LIVE_RUN:
-        if job is None:
-            console.print("No results for this user on the live streams. The results of `rewardpilot run` "
-                          "stay in that run's job: pass --job ID, with the id the run printed.")
-        return
+def _print_no_results_hint(client, keys, prefix: str, job: str | None, run: str, result: Report) -> None:
+    """Explain an empty report: name the user and period, and count the results stored for other users or periods.
+
+    For a replay run without a results stream, the hint reports that the run has no results at all.
+    """
+    stream = keys.results(run)
     where = f"of job {job!r} under prefix {prefix!r}" if job else f"under prefix {prefix!r}"
-    if client.exists(keys.results(run)):
-        text = f"No results for this user in run {run!r} {where} in this period."
-    else:
+    if run != LIVE_RUN and not client.exists(stream):
         # No command lists runs, so the hint names the command that creates them.
-        text = (f"No results exist for run {run!r} {where}: its results stream {keys.results(run)} does not "
+        text = (f"No results exist for run {run!r} {where}: its results stream {stream} does not "
                 "exist. A run gets its name and its results from `rewardpilot replay --run NAME`. "
                 "Without --run, report reads the results of the live run.")
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
+        return
+
+    if run != LIVE_RUN:
+        source = f"in run {run!r} {where}"
+    elif job is not None:
+        source = f"in job {job!r} under prefix {prefix!r}"
+    else:
+        source = "on the live streams"
+    # XLEN is one call, where finding the users with results would read the whole stream.
+    stored = client.xlen(stream)
+    if stored:
+        noun = "result" if stored == 1 else "results"
+        found = f"The results stream {stream} has {stored} {noun}, none for this user in that period."
+    else:
+        found = f"The results stream {stream} is empty."
+    text = f"No results for user {result.user_id!r} in {result.period} {source}. {found}"
+    if run == LIVE_RUN and job is None:
+        text += (" The results of `rewardpilot run` stay in that run's job: pass --job ID, "
+                 "with the id the run printed.")
     console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 

@@ -129,6 +129,29 @@ def _print_jobs_hint(jobs: dict | None, prefix: str) -> None:
         console.print(_jobs_hint(jobs, prefix), soft_wrap=True, markup=False, highlight=False)
 
 
+def _no_consumer_hint(snapshot: dict, prefix: str, job: str | None) -> str | None:
+    """Return the line that gives the consume command when the transactions have entries but no group, else None."""
+    streams = snapshot["partitions"] or [snapshot["transactions"]]
+    entries = sum(stream["length"] for stream in streams)
+    if not entries or any(stream["groups"] for stream in streams):
+        return None
+    name = snapshot["transactions"]["stream"]
+    if snapshot["partitions"]:
+        name = f"{name}:p0 to p{len(streams) - 1}"
+    prefix_option = "" if prefix == DEFAULT_PREFIX else f" --prefix {shlex.quote(prefix)}"
+    job_option = "" if job is None else f" --job {shlex.quote(job)}"
+    command = f"{program_name()}{prefix_option} consume{job_option}"
+    noun = "entry" if entries == 1 else "entries"
+    return (f"no consumer has read {name} yet ({entries} {noun}, no consumer group). "
+            f"Start one with: {command}")
+
+
+def _print_no_consumer_hint(snapshot: dict, prefix: str, job: str | None) -> None:
+    hint = _no_consumer_hint(snapshot, prefix, job)
+    if hint:
+        console.print(hint, soft_wrap=True, markup=False, highlight=False)
+
+
 def _jobs_if_live_empty(client, snapshot: dict, prefix: str, job: str | None) -> dict | None:
     """Return the jobs under the prefix when the live streams are shown and empty, else None (no look-up)."""
     from rewardpilot.status import find_jobs, live_streams_empty
@@ -185,6 +208,7 @@ def status(
             return
         stdout_console().print(_render(snapshot, job))
         _print_jobs_hint(snapshot["jobs"], context.prefix)
+        _print_no_consumer_hint(snapshot, context.prefix, job)
         return
 
     from rich.live import Live
@@ -199,6 +223,7 @@ def status(
             if refreshes == 0:
                 # Looked up once: a key scan on every refresh would load the server for a hint.
                 _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
+                _print_no_consumer_hint(snapshot, context.prefix, job)
             yield _render(snapshot, job)
             refreshes += 1
             if count and refreshes >= count:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import split_cards
 
 if TYPE_CHECKING:
@@ -143,7 +144,20 @@ def show_wallet(
         else:
             typer.echo(json.dumps({owner: record.cards for owner, record in records.items()}))
         return
+    if not records:
+        # Only the listing of all wallets gets here, because a missing single wallet exits above.
+        console.print(_no_wallets_hint(context.prefix), soft_wrap=True, markup=False, highlight=False)
+        return
     stdout_console().print(_wallet_table(records))
+
+
+def _no_wallets_hint(prefix: str) -> str:
+    """Return the line printed in place of an empty wallets table, with the command that adds a wallet."""
+    from rewardpilot.streams import DEFAULT_PREFIX
+
+    prefix_option = "" if prefix == DEFAULT_PREFIX else f" --prefix {shlex.quote(prefix)}"
+    return (f"no wallets stored under prefix {prefix!r}; add one with: "
+            f"{program_name()}{prefix_option} wallet set USER CARD... (card ids from `{program_name()} cards`)")
 
 
 def _wallet_json(record: WalletRecord) -> dict:
