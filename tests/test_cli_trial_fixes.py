@@ -7,9 +7,10 @@ import json
 import pytest
 
 from conftest import one_server, run_cli
+from test_partition_tools import add_unroutable_letter as add_dead_letter
 from rewardpilot import codec, wallets
 from rewardpilot.engine import RulesEngine
-from rewardpilot.models import DeadLetter, Transaction
+from rewardpilot.models import Transaction
 from rewardpilot.partitions import count_key
 from rewardpilot.streams import StreamKeys
 
@@ -24,15 +25,6 @@ def keys_under(client, prefix: str) -> list[str]:
 def write_gas_csv(path, count: int = 3) -> None:
     rows = [f"g{index},u1,SHELL OIL 5744,gas,{10 + index}.00,5541,2026-11-10T13:00:00Z" for index in range(count)]
     path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
-
-
-def add_dead_letter(client, keys) -> str:
-    letter = DeadLetter(
-        entry_id="1700000000000-0", stream=keys.transactions, payload={"data": '{"amount_usd": "5.00"}'},
-        reason="invalid entry", error_type="ValidationError", error="user_id: field required",
-        consumer="old", first_failure_at="2026-11-01T00:00:00Z", last_failure_at="2026-11-01T00:00:00Z",
-    )
-    return client.xadd(keys.dead_letters, {"data": letter.model_dump_json()})
 
 
 # Unknown job ids

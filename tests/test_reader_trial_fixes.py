@@ -7,6 +7,7 @@ import io
 import pytest
 
 from conftest import SHARED_DATA
+from test_reject_messages import input_error, read
 from producer import InputError, Layout, Rejected, Row, Skipped, read_transactions
 from producer.files import publish_file
 from producer.layouts import HEADER_SHOWN_CHARS, shorten_header
@@ -18,16 +19,6 @@ needs_samples = pytest.mark.skipif(not SHARED_DATA.exists(), reason="shared samp
 HEADER = "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp"
 ROW = "t1,u1,Shop,groceries,5.00,5411,2024-05-01T12:00:00Z"
 LATIN1_OFX = "ledger-autosync/accented_characters_latin1.ofx"
-
-
-def read(data: bytes, **options) -> list:
-    return list(read_transactions(io.BytesIO(data), **options))
-
-
-def input_error(data: bytes, **options) -> str:
-    with pytest.raises(InputError) as raised:
-        read(data, **options)
-    return str(raised.value)
 
 
 def read_with_warnings(data: bytes, name: str = "input.csv", **options) -> tuple[list, list[str]]:
