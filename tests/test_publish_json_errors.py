@@ -1,4 +1,4 @@
-"""`rewardpilot publish --json` reports a fatal error as one JSON object on stdout.
+"""`rewardpilot publish --json` and `run --json` report a fatal error as one JSON object on stdout.
 
 Without --json the same errors stay plain `error:` lines on stderr, with
 nothing on stdout. Every case exits with status 2 either way.
@@ -132,3 +132,29 @@ def test_json_success_unchanged(cli_env, keys, tmp_path):
     assert summary["published"] == 1
     assert summary["interrupted"] is None
     assert "error" not in summary
+
+
+RUN_CASES = {
+    "missing file": (lambda tmp_path, good: [str(tmp_path / "nope.csv")], "nope.csv': No such file or directory"),
+    "invalid layout file": (lambda tmp_path, good: [good, "--layout", str(write(tmp_path / "bad.yaml", "{"))],
+                            "bad.yaml' is not valid YAML or JSON"),
+    "output directory missing": (lambda tmp_path, good: [good, "--output", str(tmp_path / "no" / "out.csv")],
+                                 "does not exist; create it or choose another path"),
+    "invalid keep": (lambda tmp_path, good: [good, "--keep", "5x"], "--keep: age '5x' is invalid"),
+    "unknown wallet card": (lambda tmp_path, good: [good, "--wallet", "no-such-card"], "unknown card 'no-such-card'"),
+}
+
+
+@one_server
+@pytest.mark.parametrize("case", list(RUN_CASES))
+def test_run_json_error_on_stdout(case, cli_env, keys, tmp_path):
+    make_args, expected = RUN_CASES[case]
+    good = str(write(tmp_path / "good.csv", DOCUMENTED_HEADER + GOOD_ROW))
+
+    completed = run_cli(["--prefix", keys.prefix, "run", "--json", *make_args(tmp_path, good)], cli_env)
+
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    error = parse_error(completed.stdout)
+    assert error["exit_code"] == 2
+    assert expected in error["error"]
+    assert "error:" not in completed.stderr

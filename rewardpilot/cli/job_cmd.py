@@ -21,7 +21,7 @@ from rewardpilot.cli.partition_options import agreed_partitions, partitions_opti
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
     USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_progress_text,
-    publish_source, resume_text, unconverted_option,
+    publish_source, resume_text, shared_errors_as_json, unconverted_option,
 )
 
 
@@ -70,7 +70,8 @@ def run(
     paths are checked before anything is published. It is 128 plus the
     signal number when SIGINT or SIGTERM stopped the run. A signal that
     arrives while the file is being published also stops publishing at the
-    next chunk boundary.
+    next chunk boundary. With --json, an error before the job starts is one
+    JSON object on stdout: {"error": MESSAGE, "exit_code": 2}.
     """
     from consumer.settings import ConsumerSettings
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
@@ -78,34 +79,40 @@ def run(
     from rewardpilot.job import expire_job, job_keys, new_job_id, summarise
     from rewardpilot.results import read_results
 
+    # With --json, an error found before the job starts is one JSON object on stdout.
     input_path = None if str(file) == "-" else file
-    check_output_path(output, "--output", suffixes=RESULT_SUFFIXES, input_path=input_path)
-    check_output_path(rejects, "--rejects", input_path=input_path)
-    keep_seconds = int(age_seconds(keep, "--keep"))
+    with shared_errors_as_json(as_json):
+        check_output_path(output, "--output", suffixes=RESULT_SUFFIXES, input_path=input_path)
+        check_output_path(rejects, "--rejects", input_path=input_path)
+        keep_seconds = int(age_seconds(keep, "--keep"))
+        run_wallet = check_cards(split_cards(wallet))
     # A publish marker must not outlive the job, or running the same job id again would find duplicates.
     dedup_window_seconds = min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds)
-    converter = load_converter(fx_rates, unconverted_currency)
+    converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
+    layout_config = load_layout_option(layout, as_json=as_json)
     context = app_context(ctx)
-    client = context.client()
-    check_redis(client, context)
+    with shared_errors_as_json(as_json):
+        client = context.client()
+        check_redis(client, context)
 
     job_given = job is not None
     job = job or new_job_id()
     keys = job_keys(context.prefix, job, live)
-    run_wallet = check_cards(split_cards(wallet))
     if demo_wallets:
         created = wallets.ensure_demo_wallets(client, keys, _catalog())
         if created:
             console.print(f"stored demo wallets for {', '.join(created)} (remove one with "
                           f"`{program_name()} wallet delete USER`)", soft_wrap=True)
     console.print(f"job {job} on {context.describe_server()}")
+    with shared_errors_as_json(as_json):
+        agreed = agreed_partitions(client, keys, partitions)
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
-                                partitions=agreed_partitions(client, keys, partitions),
+                                partitions=agreed,
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
     published, publish_seconds, stats, consume_seconds, wall_seconds, interrupted = asyncio.run(
-        _publish_and_consume(context, client, keys, file, settings, layout=load_layout_option(layout),
+        _publish_and_consume(context, client, keys, file, settings, layout=layout_config,
                              rejects=rejects, user=user, converter=converter,
-                             dedup_window_seconds=dedup_window_seconds)
+                             dedup_window_seconds=dedup_window_seconds, as_json=as_json)
     )
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds, wall_seconds)
     if not live:
@@ -180,7 +187,7 @@ class _StopPublishingToo:
 
 
 async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, dedup_window_seconds: int,
-                               user=None, converter=None):
+                               user=None, converter=None, as_json: bool = False):
     """Consume while the file is published, so backpressure never stalls the job; then drain.
 
     A stop signal stops the pool and, while the file is still being
@@ -218,7 +225,7 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
         producer = Producer(client, keys, dedup_window_seconds=dedup_window_seconds, stop=stop_publishing)
         published, publish_seconds = await asyncio.to_thread(
             publish_source, client, keys, file, layout=layout, rejects=rejects, user=user, converter=converter,
-            producer=producer,
+            producer=producer, as_json=as_json,
         )
         print_publish_summary(published)
     except BaseException:
