@@ -185,6 +185,11 @@ def set_valuation(
     return value
 
 
+def unset_valuation(client: redis.Redis, keys: StreamKeys, user_id: str, program: str) -> bool:
+    """Remove a user's stored value for one program, so the default applies again; return whether one was stored."""
+    return bool(client.hdel(keys.valuations(check_user_id(user_id)), program))
+
+
 def get_valuations(client: redis.Redis, keys: StreamKeys, user_id: str) -> dict[str, str]:
     """Read a user's valuation overrides, program -> cents per point."""
     raw = client.hgetall(keys.valuations(check_user_id(user_id)))

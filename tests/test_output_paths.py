@@ -258,3 +258,13 @@ def test_report_html_write_fails_late(cli_env, keys, tmp_path):
     assert completed.returncode == 2
     assert f"error: --html {str(target)!r}: could not write the file" in one_line(completed.stderr)
     assert "Traceback" not in completed.stderr
+
+
+@one_server
+def test_report_png_other_suffix(cli_env, keys, tmp_path):
+    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
+                         "--png", str(tmp_path / "chart.svg")], cli_env)
+
+    assert completed.returncode == 2
+    assert "the file name must end in .png (PNG)" in one_line(completed.stderr)
+    assert not (tmp_path / "chart.svg").exists()

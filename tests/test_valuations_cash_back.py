@@ -131,7 +131,28 @@ def test_cli_show_flags_stored_cash_back(keys, sync_client, cli_env):
     assert rows["Amex Membership Rewards"] == {"cents_per_point": "1.4", "source": "user"}
     assert "ignored" in completed.stderr
     assert "face value" in completed.stderr
-    assert f"HDEL {keys.valuations('u1')} 'cash back'" in completed.stderr
+    assert f"--prefix {keys.prefix} valuations unset u1 'cash back'" in completed.stderr
+
+
+@one_server
+def test_cli_unset_returns_default(keys, sync_client, cli_env):
+    sync_client.hset(keys.valuations("u1"), mapping={CASH_BACK_PROGRAM: "5", "Amex Membership Rewards": "1.4"})
+
+    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "u1", CASH_BACK_PROGRAM,
+                         "Chase Ultimate Rewards"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "u1: cash back now uses the default" in completed.stderr
+    assert "u1: Chase Ultimate Rewards had no stored value" in completed.stderr
+    assert sync_client.hgetall(keys.valuations("u1")) == {"Amex Membership Rewards": "1.4"}
+
+
+@one_server
+def test_cli_unset_invalid_user(keys, cli_env):
+    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "", "Amex Membership Rewards"], cli_env)
+
+    assert completed.returncode == 2
+    assert "error:" in completed.stderr
 
 
 @one_server

@@ -35,7 +35,7 @@ def report(
     from rewardpilot.report_charts import render_html, render_png
 
     check_output_path(html_file, "--html")
-    check_output_path(png_file, "--png")
+    check_output_path(png_file, "--png", suffixes={".png": "PNG"})
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)

@@ -1,4 +1,4 @@
-"""``rewardpilot valuations set|show``: a user's cents per point for each reward program."""
+"""``rewardpilot valuations set|unset|show``: a user's cents per point for each reward program."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
+from rewardpilot.streams import DEFAULT_PREFIX
 
 app = typer.Typer(help="Set what each reward program's points are worth to a user.", no_args_is_help=True)
 
@@ -44,6 +45,28 @@ def set_valuation(
     console.print(f"{user}: {program} valued at {stored} cents per point")
 
 
+@app.command("unset")
+def unset_valuation(
+    ctx: typer.Context,
+    user: str = typer.Argument(..., help="The user_id."),
+    programs: list[str] = typer.Argument(..., help='Program names, e.g. "Amex Membership Rewards".'),
+) -> None:
+    """Remove a user's stored valuations of these programs, so the defaults apply again."""
+    from rewardpilot import caps
+
+    context = app_context(ctx)
+    client = context.client()
+    check_redis(client, context)
+    for program in programs:
+        try:
+            removed = caps.unset_valuation(client, context.keys(), user, program)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        state = "now uses the default" if removed else "had no stored value, so it already uses the default"
+        console.print(f"{escape(user)}: {escape(program)} {state}", soft_wrap=True)
+
+
 @app.command("show")
 def show_valuations(
     ctx: typer.Context,
@@ -61,10 +84,11 @@ def show_valuations(
     ignored = overrides.pop(CASH_BACK_PROGRAM, None)
     if ignored is not None:
         # Stored before `valuations set` rejected cash back, or written to Redis directly. Consumers skip it.
-        command = shlex.join(["HDEL", context.keys().valuations(user), CASH_BACK_PROGRAM])
+        prefix = [] if context.prefix == DEFAULT_PREFIX else ["--prefix", context.prefix]
+        command = shlex.join([program_name(), *prefix, "valuations", "unset", user, CASH_BACK_PROGRAM])
         console.print(f"[yellow]warning:[/yellow] the stored {CASH_BACK_PROGRAM!r} value {escape(repr(ignored))} is "
-                      "ignored, because cash back is always worth its face value. Remove it with this command "
-                      f"on the same server: {escape(command)}", soft_wrap=True)
+                      f"ignored, because cash back is always worth its face value. Remove it with: {escape(command)}",
+                      soft_wrap=True)
     table = _table()
     rows = {
         name: {"cents_per_point": overrides.get(name, format(program.cents_per_point, "f")),
