@@ -81,5 +81,6 @@ def check_output_path(path: Path | None, option: str, *, suffixes: dict[str, str
     try:
         validate_output_path(path, option, suffixes=suffixes, input_path=input_path)
     except OutputPathError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        # soft_wrap: a long path is printed whole, not cut at the console's width.
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -73,7 +73,7 @@ def report(
 def _exit_not_written(option: str, path: Path, exc: OSError) -> NoReturn:
     """Exit 2 for a file that passed the checks at the start but could not be written (a full disk, say)."""
     console.print(f"[red]error:[/red] {option} {escape(repr(str(path)))}: could not write the file: "
-                  f"{escape(str(exc))}; fix the path and run the report again", highlight=False)
+                  f"{escape(str(exc))}; fix the path and run the report again", highlight=False, soft_wrap=True)
     raise typer.Exit(2) from None
 
 
