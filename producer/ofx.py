@@ -40,11 +40,11 @@ from rewardpilot.models import DATE_ONLY_TIME, Transaction
 
 OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
 
-# TRNTYPE values that are never card purchases, with the skip reason. The
-# quoted definitions are from the TRNTYPE table of the OFX 2.1.1
-# specification (section 11.4.4.3). CREDIT, DEBIT, POS ("point of sale debit
-# or credit") and OTHER do not say what the money paid for, so the sign of
-# TRNAMT decides them.
+# TRNTYPE values that are not card purchases, with the skip reason. The quoted
+# definitions are the TRNTYPE table of OFX 2.1.1 (section 11.4.4.3) as
+# open-source OFX parsers reproduce it. NOTE: the specification itself was not
+# opened. CREDIT, DEBIT, POS ("point of sale debit or credit") and OTHER do not
+# say what the money paid for, so the sign of TRNAMT decides them.
 NOT_PURCHASES = {
     "INT": "interest",
     "DIV": "dividend",

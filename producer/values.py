@@ -33,8 +33,8 @@ _AMOUNT = re.compile(
 
 AMOUNT_EXAMPLES = "write it like 12.50, 1,234.56, $12.50, -12.50 or (12.50)"
 
-# An amount in exponent notation, such as "1e3" or "-$1.5E+2". Bank exports
-# never write one, so it is rejected, with the plain number in the fix.
+# An amount in exponent notation, such as "1e3" or "-$1.5E+2". None of the bank
+# exports read here writes one, so it is rejected, with the plain number in the fix.
 _EXPONENT_AMOUNT = re.compile(
     r"""^
     (?P<sign>[+-]?)\s*

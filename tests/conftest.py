@@ -198,3 +198,14 @@ class SmallReads(io.RawIOBase):
         chunk = self.data[self.offset:self.offset + min(self.size, count if count >= 0 else self.size)]
         self.offset += len(chunk)
         return chunk
+
+
+def add_with_result(client: redis.Redis, keys: StreamKeys, transaction, wallet: list[str], engine):
+    """Add ``transaction`` to the transactions stream and its recommendation against ``wallet`` to the results."""
+    from rewardpilot import codec
+
+    entry_id = client.xadd(keys.transactions, codec.encode_transaction(transaction))
+    recommendation = engine.recommend(transaction, wallet)
+    recommendation.entry_id = entry_id
+    client.xadd(keys.results(), codec.encode_result(recommendation))
+    return entry_id

@@ -7,7 +7,8 @@ import json
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from rewardpilot import codec, wallets
+from conftest import add_with_result
+from rewardpilot import wallets
 from rewardpilot.cli.output import write_results
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Recommendation, Transaction
@@ -75,10 +76,7 @@ def test_report_uses_result_merchant_when_trimmed(sync_client, keys):
     wallet = ["citi-double-cash", "amex-gold"]
     wallets.set_wallet(sync_client, keys, "u1", wallet, ENGINE.catalog)
     transaction = purchase(merchant="WALMART SUPERCENTER", amount_usd="40.00", card_used="citi-double-cash")
-    entry_id = sync_client.xadd(keys.transactions, codec.encode_transaction(transaction))
-    result = ENGINE.recommend(transaction, wallet)
-    result.entry_id = entry_id
-    sync_client.xadd(keys.results(), codec.encode_result(result))
+    entry_id = add_with_result(sync_client, keys, transaction, wallet, ENGINE)
     before = build_report(sync_client, keys, "u1", month="2026-11", engine=ENGINE)
 
     sync_client.xdel(keys.transactions, entry_id)

@@ -14,8 +14,8 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import one_server, run_cli
-from rewardpilot import codec, wallets
+from conftest import add_with_result, one_server, run_cli
+from rewardpilot import wallets
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
 from rewardpilot.orchestrator.contract import RecommendRequest
@@ -96,10 +96,7 @@ def test_report_ignores_cash_back(sync_client, keys):
     wallets.set_wallet(sync_client, keys, "u1", [CASH_CARD], ENGINE.catalog)
     sync_client.hset(keys.valuations("u1"), CASH_BACK_PROGRAM, "5")
     transaction = Transaction(transaction_id="t1", user_id="u1", card_used=CASH_CARD, **GAS)
-    entry_id = sync_client.xadd(keys.transactions, codec.encode_transaction(transaction))
-    recommendation = ENGINE.recommend(transaction, [CASH_CARD])
-    recommendation.entry_id = entry_id
-    sync_client.xadd(keys.results(), codec.encode_result(recommendation))
+    add_with_result(sync_client, keys, transaction, [CASH_CARD], ENGINE)
 
     report = build_report(sync_client, keys, "u1", month="2026-11", today=date(2026, 11, 30))
 
