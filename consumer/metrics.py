@@ -3,8 +3,8 @@
 A custom collector reads the pool's counters when Prometheus scrapes, so the
 hot path only increments plain integers and bucket counts (``PoolStats``).
 Group lag and pending count are read from Redis at scrape time with a
-blocking client. Orchestrator responses are counted by HTTP status through an
-httpx response hook (``count_http_statuses``).
+blocking client. Orchestrator responses, REST or MCP, are counted by HTTP
+status through an HTTP client response hook (``count_http_statuses``).
 """
 
 from __future__ import annotations
@@ -111,19 +111,27 @@ def _histogram(name: str, documentation: str, buckets: Buckets, labels: list[str
 def count_http_statuses(recommender, stats: PoolStats) -> bool:
     """Count each orchestrator response by HTTP status into ``stats.http_statuses``.
 
-    Finds the httpx client of an ``HttpRecommender``, directly or inside the
-    pool's guard, and adds a response hook to it. Returns whether it found one.
+    Takes the recommender itself or the pool's guard around it. An
+    ``HttpRecommender`` gets a response hook on its httpx client. An
+    ``McpRecommender`` gets one through ``add_response_hook``, so every HTTP
+    request of its MCP sessions is counted: initialize, tool calls and the
+    auth probe. Returns whether the recommender makes HTTP calls.
     NOTE: a call that fails before any response (refused connection, timeout)
     has no status, so it is not counted here; the retries counter shows it.
     """
     inner = getattr(recommender, "recommender", recommender)
+
+    async def count(response) -> None:
+        stats.http_statuses[response.status_code] += 1
+
+    add_response_hook = getattr(inner, "add_response_hook", None)
+    if callable(add_response_hook):
+        add_response_hook(count)
+        return True
+
     client = getattr(inner, "_client", None)
     if not isinstance(client, httpx.AsyncClient):
         return False
-
-    async def count(response: httpx.Response) -> None:
-        stats.http_statuses[response.status_code] += 1
-
     client.event_hooks["response"].append(count)
     return True
 

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import itertools
 import os
+import stat
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from rich.text import Text
 from producer.errors import InputError, RowError
 from producer.layouts import Layout
 from producer.publisher import Producer, PublishStopped
-from producer.readers import Rejected, Row, Skipped, open_reader
+from producer.readers import Rejected, Row, Skipped, open_reader, scan_date_order
 from producer.rejects import RejectsWriter
 from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
 from rewardpilot.models import Transaction
@@ -142,6 +143,9 @@ def publish_file(
 
     stream, total = _open(source)
     try:
+        if _can_read_twice(stream):
+            # A file in the reverse day and month order of its layout is stopped before anything is published.
+            scan_date_order(stream, name=name, layout=layout, format=format, user=user)
         reader = open_reader(stream, name=name, layout=layout, format=format, user=user)
         with rejects, _collect_garbage_less_often(), _hand_over_sooner(), _progress(console, enabled=progress and total is not None) as bar:
             task = bar.add_task(name, total=total, rows=0)
@@ -322,6 +326,18 @@ def _open(source: str | Path | BinaryIO) -> tuple[BinaryIO, int | None]:
             raise InputError(f"cannot open {str(source)!r}: {error.strerror}") from None
         return stream, os.fstat(stream.fileno()).st_size
     return source, None
+
+
+def _can_read_twice(stream: BinaryIO) -> bool:
+    """Return whether ``stream`` can be read in a first pass and then again: a regular file or an in-memory buffer.
+
+    A pipe, such as standard input fed by another program, cannot be.
+    """
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError):  # no file descriptor, as for io.BytesIO
+        seekable = getattr(stream, "seekable", None)
+        return bool(seekable and seekable())
 
 
 class _ChunkSender:

@@ -305,6 +305,13 @@ class BoundLayout:
 
         return " ".join(_PLACEHOLDER.sub(substitute, source).split())
 
+    def timestamp_text(self, fields: list[str], line: int, raw: str) -> str | None:
+        """Return the text ``convert`` reads the timestamp from, or None for a constant timestamp or a row of the wrong width."""
+        source = self.layout.columns.get("timestamp")
+        if source is None or len(fields) != self.width:
+            return None
+        return self._render(source, fields, line, raw)
+
     def _source_name(self, field: str) -> str:
         """Return how error messages name the column behind a field."""
         if field == "amount_usd" and "amount_usd" not in self.layout.columns:

@@ -27,6 +27,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import structlog
 
+from producer.date_order import DateOrderCheck
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
 from producer.layouts import (
@@ -34,7 +35,7 @@ from producer.layouts import (
     other_separator_message, validate_transaction,
 )
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
-from producer.values import parse_amount, parse_timestamp
+from producer.values import DateReading, day_month_order, parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
@@ -263,6 +264,9 @@ class CsvReader(_LineReader):
         self.name = name
         # The field count of a row, once the header is bound. _records checks it on records that span lines.
         self._row_width: int | None = None
+        # Set once the header is bound, for a layout with numeric day-and-month date formats such as MM/DD/YYYY.
+        self.date_order: DateOrderCheck | None = None
+        self._dates_only = False  # check_date_order reads the dates and converts no row
 
     def __iter__(self) -> Iterator[Outcome]:
         try:
@@ -420,6 +424,10 @@ class CsvReader(_LineReader):
                 f"the file has a header on line {header_line} but no rows below it, so it contains no "
                 "transactions. Check the date range of the export, or export the file again"
             )
+        if self.date_order is not None:
+            warning = self.date_order.swapped_dates_warning()
+            if warning is not None:
+                self.warn(warning)
 
     def _no_header_message(self, only_blank: bool) -> str:
         """Build the error for a file in which every line is empty: blank, or only empty fields."""
@@ -458,6 +466,7 @@ class CsvReader(_LineReader):
             self._apply_user()
         bound = self.layout.bind(self.layout.header)
         self._row_width = bound.width
+        self._watch_date_order()
         return bound
 
     def _bind_header(self, fields: list[str], line: int, raw: str):
@@ -483,7 +492,55 @@ class CsvReader(_LineReader):
                 self.warn(f"column {names} is not used by the {self.layout.name} layout and is ignored")
             else:
                 self.warn(f"columns {names} are not used by the {self.layout.name} layout and are ignored")
+        self._watch_date_order()
         return bound
+
+    def _watch_date_order(self) -> None:
+        """Start a ``DateOrderCheck`` when the layout reads dates with a numeric day and month, such as MM/DD/YYYY."""
+        order = day_month_order(self.layout.timestamp_formats)
+        if order is None:
+            return
+        self.date_order = DateOrderCheck(order, layout_name=self.layout.name, input_label=_input_label(self.name))
+        # The instance attribute hides the method, so rows of other layouts,
+        # such as the documented one with ISO 8601 dates, pay nothing for the check.
+        self._convert = self._read_date_only if self._dates_only else self._convert_checking_date
+
+    def check_date_order(self) -> None:
+        """Read the dates of the rows, and raise ``InputError`` when they prove the reverse day and month order.
+
+        Proof is a date that is real only in the reverse order (25/03/2026 for
+        MM/DD/YYYY) with no date that is real only in the layout's order.
+        Reading stops once no later row can change the outcome. This is a
+        first pass before publishing, so no row is converted, and the reader
+        cannot be iterated again.
+        """
+        self._dates_only = True
+        rows = iter(self)
+        try:
+            for _ in rows:
+                if self.date_order is None or self.date_order.settled:
+                    break
+        finally:
+            rows.close()
+        if self.date_order is not None and self.date_order.proves_other_order:
+            raise InputError(self.date_order.swapped_order_message())
+
+    def _read_date_only(self, bound, fields: list[str], line: int, raw: str) -> None:
+        """Record what a row's date shows about the day and month order, for ``check_date_order``."""
+        self.date_order.observe(line, bound.timestamp_text(fields, line, raw))
+        if not self.date_order.applies:
+            del self._convert
+
+    def _convert_checking_date(self, bound, fields: list[str], line: int, raw: str) -> Outcome:
+        """Convert a row as ``_convert`` does, and record what its date shows about the day and month order."""
+        check = self.date_order
+        reading = check.observe(line, bound.timestamp_text(fields, line, raw))
+        if not check.applies:
+            del self._convert  # the dates are in another format, such as ISO 8601
+        outcome = CsvReader._convert(self, bound, fields, line, raw)
+        if reading is DateReading.EITHER_ORDER and isinstance(outcome, Row):
+            check.count_purchase(line)
+        return outcome
 
     def _convert(self, bound, fields: list[str], line: int, raw: str) -> Outcome:
         if not raw.isascii():  # escaped bytes that were not UTF-8 are never ASCII
@@ -791,6 +848,30 @@ def open_reader(
     if format == "plaid":
         return PlaidReader(source, head, name=name, user=user)
     return CsvReader(lines, layout=layout, user=user, max_record_bytes=max_record_bytes, name=name)
+
+
+def scan_date_order(
+    stream: BinaryIO,
+    *,
+    name: str = "",
+    layout: Layout | None = None,
+    format: str | None = None,
+    user: str | None = None,
+) -> None:
+    """Read the dates of a CSV input once, then seek back to where it started.
+
+    Raises ``InputError`` when the dates prove that the input is in the
+    reverse day and month order of its layout (``CsvReader.check_date_order``),
+    and also for an input that cannot be read at all. Other formats are not
+    read beyond their first bytes. ``stream`` must be seekable.
+    """
+    start = stream.tell()
+    try:
+        reader = open_reader(stream, name=name, layout=layout, format=format, user=user)
+        if isinstance(reader, CsvReader):
+            reader.check_date_order()
+    finally:
+        stream.seek(start)
 
 
 def read_transactions(

@@ -8,8 +8,10 @@ fix (the accepted formats) are kept apart. The readers turn that into a
 from __future__ import annotations
 
 import calendar
+import enum
 import functools
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 
@@ -296,11 +298,10 @@ def _date_range_error(text: str, fields: dict, layout: str) -> InvalidValueError
                                  "write a date between the years 2 and 9998")
     if month is not None and not 1 <= month <= 12:
         fix = "check the day and month"
-        if layout != "iso" and layout.find("%m") < layout.find("%d") and day is not None and 1 <= day <= 12:
-            day_first = layout.replace("%m", "\0").replace("%d", "%m").replace("\0", "%d")
-            fix += (f". The format {_format_pattern(layout)} puts the month first, so for a file that puts "
-                    f"the day first, pass --layout with a layout file whose timestamp_formats is "
-                    f"[\"{day_first}\"] (see \"A layout of your own\" in docs/input-formats.md)")
+        if is_day_month_format(layout) and day is not None and _is_real_date(year, day, month):
+            first, other = _order_names(layout)
+            fix += (f". The format {format_pattern(layout)} puts the {first} first, so for a file that puts "
+                    f"the {other} first, {day_month_order_fix(layout)}")
         return InvalidValueError(f"{text!r} is not a real date (month {month} is out of range, "
                                  "months run from 1 to 12)", fix)
     if month is None or day is None:
@@ -369,13 +370,145 @@ def describe_formats(formats: tuple[str, ...]) -> str:
             names.append("ISO 8601 (2024-05-01T12:30:00Z, 2024-05-01 12:30:00, 2024-05-01)")
         else:
             example = datetime(2024, 5, 1, 12, 30, 0).strftime(layout)
-            names.append(f"{_format_pattern(layout)} ({example})")
+            names.append(f"{format_pattern(layout)} ({example})")
     return " or ".join(names)
 
 
-def _format_pattern(layout: str) -> str:
+def format_pattern(layout: str) -> str:
     """Return a strptime format as people write date patterns, such as MM/DD/YYYY for %m/%d/%Y."""
     pattern = layout
     for code, text in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "hh"), ("%M", "mm"), ("%S", "ss")):
         pattern = pattern.replace(code, text)
     return pattern
+
+
+# A format that writes the day and the month as numbers, such as %m/%d/%Y,
+# reads 03/04/2026 without an error in either order. So a file written in the
+# reverse order of its layout is read with day and month swapped whenever the
+# day is 12 or less. The names below find such formats and read a date in both
+# orders, so a reader can tell which order a file uses.
+
+
+def is_day_month_format(layout: str) -> bool:
+    """Return whether a strptime format writes the day and the month as numbers, with no year before them.
+
+    ISO 8601 and formats with a month name (%b, %B) cannot be read in the
+    reverse order. A format that starts with the year, such as %Y-%m-%d, is
+    taken to be in the ISO 8601 order, year, month, day.
+    """
+    if layout == "iso" or "%d" not in layout or "%m" not in layout:
+        return False
+    first_field = min(layout.find("%d"), layout.find("%m"))
+    if any(0 <= layout.find(code) < first_field for code in ("%Y", "%y")):
+        return False
+    return _shape_pattern(layout) is not None
+
+
+def swap_day_month(layout: str) -> str:
+    """Return ``layout`` with its %d and %m codes swapped, such as %d/%m/%Y for %m/%d/%Y."""
+    return layout.replace("%m", "\0").replace("%d", "%m").replace("\0", "%d")
+
+
+def day_month_order_fix(layout: str) -> str:
+    """Return the fix for dates written in the reverse day and month order of ``layout``: the layout file to pass."""
+    return (f"pass --layout with a layout file whose timestamp_formats is [\"{swap_day_month(layout)}\"] "
+            "(see \"A layout of your own\" in docs/input-formats.md)")
+
+
+def _order_names(layout: str) -> tuple[str, str]:
+    """Return ("month", "day") for a format that puts the month before the day, else ("day", "month")."""
+    return ("month", "day") if layout.find("%m") < layout.find("%d") else ("day", "month")
+
+
+def _is_real_date(year: int | None, month: int, day: int) -> bool:
+    # Without a year, the day is checked against a leap year, as _date_range_error does.
+    if not 1 <= month <= 12 or day < 1:
+        return False
+    return day <= calendar.monthrange(2000 if year is None else year, month)[1]
+
+
+class DateReading(enum.Enum):
+    """The order, the layout's or the reverse, in which a date with a numeric day and month is a real date."""
+
+    LAYOUT_ORDER_ONLY = "layout order only"  # 03/25/2026 read month first: there is no month 25
+    OTHER_ORDER_ONLY = "other order only"  # 25/03/2026 read month first: it is a real date only day first
+    EITHER_ORDER = "either order"  # 03/04/2026: a different real date in each order
+
+
+@dataclass(frozen=True)
+class DateFit:
+    """A date read in the shape of one of a layout's day-and-month formats."""
+
+    layout: str  # the strptime format whose shape the date fits
+    day: int  # the day and month as read in that format, so month is above 12 for OTHER_ORDER_ONLY
+    month: int
+    # None when the order makes no difference (05/05/2026) or neither order gives a real date.
+    reading: DateReading | None
+
+
+@dataclass(frozen=True)
+class DayMonthOrder:
+    """The day and month order that a layout's numeric date formats share."""
+
+    formats: tuple[str, ...]  # the layout's formats for which is_day_month_format is true
+    other_formats: tuple[str, ...]  # the rest of the layout's formats, such as "iso"
+    month_first: bool
+
+    @property
+    def first(self) -> str:
+        """The field the layout reads first: "month" or "day"."""
+        return "month" if self.month_first else "day"
+
+    @property
+    def other(self) -> str:
+        """The field a file in the reverse order writes first."""
+        return "day" if self.month_first else "month"
+
+    def read(self, text: str) -> DateFit | None:
+        """Read ``text`` in the shape of the first day-and-month format it fits, or return None when it fits none."""
+        value = text.strip()
+        for layout in self.formats:
+            fields = _shape_fields(value, layout)
+            if fields is None:
+                continue
+            year, day, month = fields.get("year"), fields["day"], fields["month"]
+            in_order = _is_real_date(year, month, day)
+            reversed_order = _is_real_date(year, day, month)
+            reading = None
+            if in_order and not reversed_order:
+                reading = DateReading.LAYOUT_ORDER_ONLY
+            elif reversed_order and not in_order:
+                reading = DateReading.OTHER_ORDER_ONLY
+            elif in_order and day != month:
+                reading = DateReading.EITHER_ORDER
+            return DateFit(layout, day, month, reading)
+        return None
+
+    def fits_other_format(self, text: str) -> bool:
+        """Return whether ``text`` is a date in one of ``other_formats``, such as an ISO 8601 date."""
+        if not self.other_formats:
+            return False
+        try:
+            parse_timestamp(text, formats=self.other_formats, zone=timezone.utc)
+        except ValueError:
+            return False
+        return True
+
+
+@functools.cache
+def day_month_order(formats: tuple[str, ...]) -> DayMonthOrder | None:
+    """Return the day and month order of a layout's ``timestamp_formats``, or None when no order applies.
+
+    None means no format writes the day and the month as numbers
+    (``is_day_month_format``), or the formats disagree on the order. In that
+    second case strptime takes the first format that fits, and a file with
+    dates in both orders is read as the layout's author chose.
+    """
+    numeric = tuple(layout for layout in formats if is_day_month_format(layout))
+    if not numeric:
+        return None
+    orders = {layout.find("%m") < layout.find("%d") for layout in numeric}
+    if len(orders) > 1:
+        return None
+    other = tuple(layout for layout in formats if layout not in numeric)
+    return DayMonthOrder(numeric, other, orders.pop())

@@ -33,11 +33,10 @@ from rewardpilot import caps, wallets
 from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
 from rewardpilot.engine.state import SpendState, local_date, period_key
-from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation, Transaction
 from rewardpilot.results import read_results
 from rewardpilot.streams import LIVE_RUN, StreamKeys
-from rewardpilot.user_terms import CASH_BACK_PROGRAM
+from rewardpilot.user_terms import CASH_BACK_PROGRAM, usable_valuations
 
 ZERO = Decimal("0")
 
@@ -66,6 +65,22 @@ class CapStatus:
     runs_out_on: date | None      # at the pace so far; None when it will not run out this period
 
 
+@dataclass(frozen=True)
+class DroppedValuation:
+    """A stored valuation override that the report leaves out, as the consumers do."""
+
+    user_id: str
+    program: str
+    stored_cents: str
+    reason: str
+    default_cents: Decimal | None  # the value used instead; None for a program the table does not list
+
+    @property
+    def settable(self) -> bool:
+        """Whether ``valuations set`` accepts this program, so a new value can replace the stored one."""
+        return self.default_cents is not None and self.program != CASH_BACK_PROGRAM
+
+
 @dataclass
 class Report:
     user_id: str
@@ -77,6 +92,8 @@ class Report:
     by_card_used: dict[str, Totals] = field(default_factory=dict)
     by_card_recommended: dict[str, Totals] = field(default_factory=dict)
     caps: list[CapStatus] = field(default_factory=list)
+    # Not in to_json: the CLI prints them as warnings on stderr.
+    dropped_valuations: list[DroppedValuation] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """Convert the report to JSON-ready data: money as strings, dates as ISO 8601."""
@@ -133,6 +150,9 @@ def build_report(
     ``card_used`` is the catalog card the purchases were made with when
     their export names none (a Chase statement says only "chase"). Raises
     ValueError for a bad period or user, UnknownCardError for ``card_used``.
+    A stored valuation override that the consumers leave out (invalid, for
+    an unknown program, or for cash back) is left out here too and listed in
+    ``Report.dropped_valuations`` for the caller to show.
     """
     engine = engine or RulesEngine.default()
     assumed = engine.catalog.get(card_used).card_id if card_used else None
@@ -153,15 +173,11 @@ def build_report(
     state = SpendState()
     if record is not None:
         state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
-    valuations = caps.get_valuations(client, keys, user)
-    if valuations.pop(CASH_BACK_PROGRAM, None) is not None:
-        # The consumers leave it out too (user_terms.usable_valuations), so the report values cash back as they did.
-        get_logger("report").warning("valuation override for cash back left out: cash back is always worth its "
-                                     "face value", user_id=user, program=CASH_BACK_PROGRAM)
-    valuations = valuations or None
+    valuations, dropped = _usable_valuations(client, keys, engine, user)
     mode = record.mode if record else None
 
-    report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals())
+    report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals(),
+                    dropped_valuations=dropped)
     for rec, transaction in zip(results, transactions):
         if local_date(_moment(rec)) < first:
             # The spend counts as in _add: on the card used when it is known, else on the recommended card.
@@ -173,6 +189,31 @@ def build_report(
     report.caps = cap_status(client, keys, user, engine, today=today or datetime.now(timezone.utc).date(),
                              cycle_day=record.cycle_day if record else None)
     return report
+
+
+def _usable_valuations(client: redis.Redis, keys: StreamKeys, engine: RulesEngine, user: str
+                       ) -> tuple[dict[str, str] | None, list[DroppedValuation]]:
+    """Read a user's valuation overrides and keep those the consumers keep (``usable_valuations``).
+
+    Returns the overrides to value rewards with, or None, and one
+    ``DroppedValuation`` for each override left out.
+    """
+    stored = caps.get_valuations(client, keys, user)
+    programs = engine.valuations.programs
+    dropped: list[DroppedValuation] = []
+
+    def record_dropped(key: str, message: str, **fields) -> None:
+        program = fields["program"]
+        if program == CASH_BACK_PROGRAM:
+            reason = "cash back is always worth its face value (1 cent per cent earned)"
+        elif program not in programs:
+            reason = "the valuation table has no program of that name"
+        else:
+            reason = fields.get("error") or message
+        default = programs[program].cents_per_point if program in programs else None
+        dropped.append(DroppedValuation(user, program, stored[program], reason, default))
+
+    return usable_valuations(engine, stored, user, record_dropped), dropped
 
 
 def _moment(rec: Recommendation) -> datetime:

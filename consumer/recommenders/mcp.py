@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import httpx2
 from pydantic import ValidationError
@@ -35,6 +35,9 @@ log = get_logger("consumer.recommenders.mcp")
 # dropped and the batch retried. httpx2 is the HTTP client the mcp 2.x SDK
 # uses for streamable HTTP.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (httpx2.TransportError, OSError, TimeoutError)
+
+
+ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
 class _AuthRejected(Exception):
@@ -67,9 +70,27 @@ class McpRecommender:
         self._runner: asyncio.Task | None = None
         self._closing: asyncio.Event | None = None
         self._connect_lock = asyncio.Lock()
+        self._response_hooks: list[ResponseHook] = []
 
     def __repr__(self) -> str:
         return f"McpRecommender({redact(self.url)!r})"
+
+    def add_response_hook(self, hook: ResponseHook) -> None:
+        """Call ``hook`` with every HTTP response from the MCP server, including the auth probe.
+
+        The hook applies to the open session as well as to later ones.
+        """
+        self._response_hooks.append(hook)
+
+    async def _run_response_hooks(self, response: httpx2.Response) -> None:
+        for hook in self._response_hooks:
+            await hook(response)
+
+    def _http_client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            headers=self._headers, timeout=httpx2.Timeout(self.timeout),
+            event_hooks={"response": [self._run_response_hooks]},
+        )
 
     async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
         """Return one outcome per item, in order; raise ``TransientError`` to have the batch retried."""
@@ -151,7 +172,7 @@ class McpRecommender:
     async def _probe_status(self) -> int | None:
         """Return the HTTP status of one JSON-RPC ping to the server, or None when it does not respond."""
         try:
-            async with httpx2.AsyncClient(headers=self._headers, timeout=httpx2.Timeout(self.timeout)) as http:
+            async with self._http_client() as http:
                 response = await http.post(self.url, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
                                            headers={"Accept": "application/json, text/event-stream"})
                 return response.status_code
@@ -161,7 +182,7 @@ class McpRecommender:
     async def _hold_session(self, ready: asyncio.Future, closing: asyncio.Event) -> None:
         """Own the session from enter to exit, in this one task, until ``closing`` is set."""
         try:
-            async with httpx2.AsyncClient(headers=self._headers, timeout=httpx2.Timeout(self.timeout)) as http:
+            async with self._http_client() as http:
                 async with Client(streamable_http_client(self.url, http_client=http), read_timeout_seconds=self.timeout) as client:
                     ready.set_result(client)
                     await closing.wait()

@@ -32,7 +32,7 @@ from consumer.settings import ConsumerSettings
 from consumer.settle import Result, SettleCounts, Settler, SpendChecks
 from consumer.transports.base import Delivery, Reclaimed
 from consumer.transports.leases import Leases
-from rewardpilot.logs import get_logger
+from rewardpilot.logs import entry_id_fields, get_logger
 from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async, partition_of, partition_streams
 from rewardpilot.streams import entry_key
@@ -212,7 +212,7 @@ class PartitionedStreamTransport:
         found = self._set_aside.setdefault(partition, Reclaimed(stream=self.streams[partition]))
         found.lost.extend(entry_ids)
         self.log.warning("pending entries were deleted from the stream; setting them aside",
-                         partition=partition, count=len(entry_ids))
+                         partition=partition, stream=self.streams[partition], **entry_id_fields(entry_ids))
 
     def _read_pending_again(self, partition: int) -> None:
         """Make the next read of a partition start from its pending entries.
@@ -340,24 +340,33 @@ class PartitionedStreamTransport:
         for entry_id, fields in entries:
             delivery = Delivery(_text(entry_id), fields, stream)
             delivered = counts.get(delivery.entry_id, 1)
-            if fields is None:
+            # A pending entry deleted from the stream comes back with nil fields, which
+            # redis-py (8.2) turns into {}. XADD needs at least one field, so empty means deleted.
+            if not fields:
                 found.lost.append(delivery.entry_id)
             elif delivered > self.settings.max_deliveries:
                 found.poison.append((delivery, delivered))
             else:
                 batch.append(delivery)
         if found.lost or found.poison:
+            # Logged before the merge below, so entries set aside earlier are not listed twice.
+            self._log_set_aside(partition, [delivery.entry_id for delivery, _ in found.poison],
+                                f"delivered more than {self.settings.max_deliveries} times (max_deliveries)")
+            self._log_set_aside(partition, found.lost, "deleted from the stream while pending")
             earlier = self._set_aside.get(partition)
             if earlier is not None:
                 found.lost[:0] = earlier.lost
                 found.poison[:0] = earlier.poison
             self._set_aside[partition] = found
-            self.log.warning("entries set aside for the dead-letter stream", partition=partition,
-                             lost=len(found.lost), poison=len(found.poison))
             # NOTE: the rest of this batch waits for the next read, after the recovery
             # loop has dead-lettered what was set aside (up to claim_interval_seconds).
             return []
         return batch
+
+    def _log_set_aside(self, partition: int, entry_ids: list[str], reason: str) -> None:
+        if entry_ids:
+            self.log.warning("entries set aside for the dead-letter stream", partition=partition,
+                             stream=self.streams[partition], reason=reason, **entry_id_fields(entry_ids))
 
     async def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
         ordered = sorted(entry_ids, key=entry_key)

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import age_seconds, check_cards, split_cards
-from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path
+from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path, check_rejects_path
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
@@ -41,7 +41,7 @@ def run(
         None, "--output", "-o",
         help="Write every result to FILE.csv (CSV) or FILE.jsonl (JSON lines); other suffixes are rejected.",
     ),
-    rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
+    rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl in the current directory)."),
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
     user: str = typer.Option(None, "--user", help=USER_HELP),
     fx_rates: Path = fx_rates_option(),
@@ -66,8 +66,9 @@ def run(
     Exit status: 0 when every row was published and processed, and 1 when any
     row was rejected or any transaction went to the dead-letter stream. It is
     2 when an option is invalid, when the file could not be read, or when the
-    results could not be written to --output. The --output and --rejects
-    paths are checked before anything is published. It is 128 plus the
+    results could not be written to --output. The --output path and the
+    rejects file (--rejects, or the default in the current directory) are
+    checked before anything is published. It is 128 plus the
     signal number when SIGINT or SIGTERM stopped the run. A signal that
     arrives while the file is being published also stops publishing at the
     next chunk boundary. With --json, an error before the job starts is one
@@ -83,7 +84,7 @@ def run(
     input_path = None if str(file) == "-" else file
     with shared_errors_as_json(as_json):
         check_output_path(output, "--output", suffixes=RESULT_SUFFIXES, input_path=input_path)
-        check_output_path(rejects, "--rejects", input_path=input_path)
+        check_rejects_path(rejects, file)
         keep_seconds = int(age_seconds(keep, "--keep"))
         run_wallet = check_cards(split_cards(wallet))
     # A publish marker must not outlive the job, or running the same job id again would find duplicates.
@@ -262,8 +263,11 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
 
 
 def _input_counts(published) -> dict:
-    """The rows of the input that were not published, so the summary accounts for every row.
+    """Return the input counts of the run summary.
 
+    The rows that were not published are counted, so the summary accounts for
+    every row. ``future_dated`` and ``past_dated`` count published rows dated
+    more than a day ahead or before 1970, named as in ``publish --json``.
     ``rejects_file`` is the file this run wrote the rejected, skipped and
     duplicate rows to, or None when it wrote none.
     """
@@ -273,6 +277,10 @@ def _input_counts(published) -> dict:
         "skipped": published.skipped,
         "duplicates": published.duplicates,
         "converted_to_usd": published.converted,
+        "future_dated": published.future_dated,
+        "first_future_line": published.first_future_line,
+        "past_dated": published.past_dated,
+        "first_past_line": published.first_past_line,
         "rejects_file": published.rejects_path,
     }
     if published.stopped:

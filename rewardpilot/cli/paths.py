@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.markup import escape
@@ -81,6 +82,35 @@ def check_output_path(path: Path | None, option: str, *, suffixes: dict[str, str
     try:
         validate_output_path(path, option, suffixes=suffixes, input_path=input_path)
     except OutputPathError as exc:
-        # soft_wrap: a long path is printed whole, not cut at the console's width.
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _exit_with_error(str(exc))
+
+
+def check_rejects_path(rejects: Path | None, source: Path) -> None:
+    """Exit 2 like ``check_output_path`` when the rejects file of ``publish`` or ``run`` cannot be written.
+
+    Checks ``--rejects`` when it is given, else the default path that
+    ``producer.files.default_rejects_path`` names in the current directory.
+    ``source`` is the input file, or ``-`` for stdin.
+    """
+    input_path = None if str(source) == "-" else source
+    if rejects is not None:
+        check_output_path(rejects, "--rejects", input_path=input_path)
+        return
+
+    from producer.files import default_rejects_path
+
+    fix = "Pass --rejects PATH to write rejected rows elsewhere than the current directory."
+    try:
+        default = Path.cwd() / default_rejects_path(str(source))
+    except OSError as exc:  # such as when the current directory was deleted
+        _exit_with_error(f"the current directory, where the default rejects file goes, cannot be read: {exc}. {fix}")
+    try:
+        validate_output_path(default, "the default rejects file", input_path=input_path)
+    except OutputPathError as exc:
+        _exit_with_error(f"{exc}. {fix}")
+
+
+def _exit_with_error(message: str) -> NoReturn:
+    # soft_wrap: a long path is printed whole, not cut at the console's width.
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from rewardpilot.cli.context import app_context, check_redis, console
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
-from rewardpilot.cli.paths import check_output_path
+from rewardpilot.cli.paths import check_rejects_path
 
 if TYPE_CHECKING:
     from consumer.shutdown import Interruption
@@ -241,7 +241,7 @@ def publish(
     file: Path = typer.Argument(..., help="CSV or JSON lines file; - for stdin."),
     job: str = typer.Option(None, "--job", help="Publish onto this job's streams instead of the live ones."),
     layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
-    rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl)."),
+    rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl in the current directory)."),
     user: str = typer.Option(None, "--user", help=USER_HELP),
     fx_rates: Path = fx_rates_option(),
     unconverted_currency: str = unconverted_option(),
@@ -257,7 +257,8 @@ def publish(
 
     Exit status: 0 when every row was published or skipped with a reason, 1
     when any row was rejected, 2 when an option is invalid (such as a
-    --rejects path that cannot be written) or the file could not be read at
+    rejects file, given with --rejects or the default in the current
+    directory, that cannot be written) or the file could not be read at
     all, and 128 plus the signal number (130 for SIGINT, 143 for SIGTERM)
     when a signal stopped publishing. With --json, a fatal error is one JSON object on
     stdout: {"error": MESSAGE, "exit_code": 2}.
@@ -265,7 +266,7 @@ def publish(
     from producer import Producer, exit_status
 
     with shared_errors_as_json(as_json):
-        check_output_path(rejects, "--rejects", input_path=None if str(file) == "-" else file)
+        check_rejects_path(rejects, file)
     window = _dedup_window_seconds(dedup_window, as_json)
     converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
     layout_config = load_layout_option(layout, as_json=as_json)

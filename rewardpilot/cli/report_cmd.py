@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -10,12 +11,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
+from rewardpilot.cli.context import (
+    app_context, check_job_exists, check_redis, console, program_name, stdout_console,
+)
 from rewardpilot.cli.paths import check_output_path
-from rewardpilot.streams import LIVE_RUN
+from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN
 
 if TYPE_CHECKING:
-    from rewardpilot.report import Report, Totals
+    from rewardpilot.report import DroppedValuation, Report, Totals
 
 
 def report(
@@ -46,6 +49,9 @@ def report(
     except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    for dropped in result.dropped_valuations:
+        console.print(dropped_valuation_text(dropped, context.prefix), soft_wrap=True, highlight=False,
+                      markup=False)
 
     if html_file is not None:
         try:
@@ -68,6 +74,20 @@ def report(
     print_report(result)
     if not result.purchases:
         _print_no_results_hint(client, context.keys(job), context.prefix, job, run, result)
+
+
+def dropped_valuation_text(dropped: DroppedValuation, prefix: str) -> str:
+    """Build the warning for a stored valuation override the report left out, with the command that fixes it."""
+    command = [program_name(), *([] if prefix == DEFAULT_PREFIX else ["--prefix", prefix]), "valuations"]
+    unset = shlex.join([*command, "unset", dropped.user_id, dropped.program])
+    text = (f"warning: user {dropped.user_id!r}: the report ignores the stored valuation {dropped.stored_cents!r} "
+            f"for program {dropped.program!r}, as the consumers do: {dropped.reason}. ")
+    if dropped.default_cents is not None:
+        text += f"It uses the default, {dropped.default_cents} cents per point. "
+    if dropped.settable:
+        set_command = shlex.join([*command, "set", dropped.user_id, dropped.program])
+        return text + f"Store a valid value with: {set_command} CENTS, or remove the stored one with: {unset}"
+    return text + f"Remove the stored one with: {unset}"
 
 
 def _exit_not_written(option: str, path: Path, exc: OSError) -> NoReturn:
