@@ -9,6 +9,9 @@ status through an HTTP client response hook (``count_http_statuses``).
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from typing import TYPE_CHECKING
 
 import httpx
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from consumer.stats import Buckets, PoolStats
 
 PREFIX = "rewardpilot_consumer"
+
+# A host name label as RFC 1123 allows it: letters, digits and inner hyphens, at most 63 characters.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class PoolCollector(Collector):
@@ -136,9 +142,39 @@ def count_http_statuses(recommender, stats: PoolStats) -> bool:
     return True
 
 
+def check_listen_address(address: str) -> None:
+    """Raise ValueError when ``address`` is neither an IP address nor a host name that resolves.
+
+    A dotted name whose last label is all digits, such as ``0.0.0.0.0``, is
+    a mistyped IPv4 address (a top-level domain is never all digits), so it is
+    rejected without a DNS lookup. Other well-formed host names are resolved.
+    """
+    try:
+        ipaddress.ip_address(address)
+        return
+    except ValueError:
+        pass
+    labels = address.removesuffix(".").split(".")
+    if labels[-1].isdigit():
+        raise ValueError("invalid address: it is neither an IPv4 address (four numbers from 0 to 255, such as "
+                         "127.0.0.1) nor a host name")
+    if len(address) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("invalid address: it is neither an IP address nor a host name; use an IP address of "
+                         "this host, such as 127.0.0.1, or 0.0.0.0 for every interface")
+    try:
+        socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"invalid address: the host name does not resolve ({exc.strerror}); use an IP address "
+                         "of this host, such as 127.0.0.1") from None
+
+
 def serve_metrics(pool: ConsumerPool, port: int, *, redis_url: str | None = None,
                   address: str = "127.0.0.1") -> PoolCollector:
-    """Register the pool's collector and serve /metrics on ``address:port``."""
+    """Register the pool's collector and serve /metrics on ``address:port``.
+
+    Raises ValueError for an invalid ``address`` and OSError when the server cannot listen.
+    """
+    check_listen_address(address)
     collector = PoolCollector(pool, redis_url)
     count_http_statuses(pool.recommender, pool.stats)
     REGISTRY.register(collector)

@@ -120,6 +120,10 @@ class ConsumerPool:
         self.wallets = WalletCache(client, self.keys, run_wallet=settings.wallet,
                                    ttl_seconds=settings.wallet_cache_seconds)
         self.transport = transport or RedisStreamTransport(client, settings, self.name)
+        # The partitioned transport claims entries when it takes a lease, outside the recovery loop.
+        attach_stats = getattr(self.transport, "attach_stats", None)
+        if attach_stats is not None:
+            attach_stats(self.stats)
 
     # Lifecycle
 

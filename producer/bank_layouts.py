@@ -4,8 +4,9 @@ Each preset is a ``Layout``, the same column mapping a user can write in a
 file. Bank exports name no user, so ``user_id`` is the constant
 ``DEFAULT_USER`` until ``--user`` replaces it (``Layout.with_user``). They
 rarely carry an id either, so ``transaction_id`` joins the preset name, the
-line and a hash of the raw row: reading the same file twice gives the same
-ids, and two identical purchases on one day stay apart.
+line and a hash of the user_id and the raw row (``row_digest``): reading the
+same file twice for one user gives the same ids, the same row in two users'
+files gives two ids, and two identical purchases on one day stay apart.
 
 Sign conventions and columns come from these sources:
 

@@ -124,7 +124,10 @@ class DuplicateIndex:
         """Move the ids in the dict to the database and the filters, in one batch."""
         if self._database is None:
             self._directory = tempfile.TemporaryDirectory(prefix="rewardpilot-ids-")
-            self._database = sqlite3.connect(f"{self._directory.name}/seen.sqlite3")
+            # One thread at a time uses the index, but not always the thread that created it. A reader
+            # left unfinished by a stopped publish may be closed by the garbage collector, which calls
+            # ``close`` on the thread it runs on, and sqlite3 rejects that without check_same_thread=False.
+            self._database = sqlite3.connect(f"{self._directory.name}/seen.sqlite3", check_same_thread=False)
             self._database.execute("PRAGMA journal_mode = OFF")
             self._database.execute("PRAGMA synchronous = OFF")
             self._database.execute("CREATE TABLE seen (transaction_id TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
@@ -164,11 +167,13 @@ class DuplicateIndex:
         self._database.executemany("INSERT INTO seen VALUES (?, ?)", lines.items())
 
     def close(self) -> None:
-        """Delete the temporary database, if one was created."""
-        if self._database is not None:
-            self._database.close()
-            self._database = None
-        if self._directory is not None:
-            self._directory.cleanup()
-            self._directory = None
+        """Delete the temporary database, if one was created. Any thread may call it, once no other uses the index."""
+        database, self._database = self._database, None
+        directory, self._directory = self._directory, None
         self._filters = []
+        try:
+            if database is not None:
+                database.close()
+        finally:
+            if directory is not None:
+                directory.cleanup()

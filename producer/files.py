@@ -8,6 +8,11 @@ rejected; 2 when the file could not be read at all (an ``InputError``).
 When the producer has a ``stop`` event, setting it ends publishing at the
 next chunk boundary: the chunks already sent stay published, the rest of the
 file is not read, and the summary is marked ``stopped``.
+
+Input from a pipe or terminal is published as it arrives: a partial chunk is
+sent as soon as the pipe is empty, or once ``linger_seconds`` have
+passed since the chunk before while data keeps coming. A regular file is
+sent in full chunks only.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import itertools
 import os
 import stat
 import sys
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import redis
 from rich.console import Console
@@ -52,6 +59,9 @@ GC_YOUNG_THRESHOLD = 50_000
 # Seconds a thread may hold the GIL while another waits for it, while a file
 # is published (Python's default is 0.005). See _hand_over_sooner.
 SWITCH_INTERVAL_SECONDS = 0.0005
+# Maximum seconds a row read from a pipe or terminal waits for more rows to
+# join its chunk while input keeps arriving. A pause in the input sends it at once.
+DEFAULT_LINGER_SECONDS = 0.2
 
 
 @dataclass
@@ -117,6 +127,7 @@ def publish_file(
     producer: Producer | None = None,
     console: Console | None = None,
     converter: CurrencyConverter | None = None,
+    linger_seconds: float = DEFAULT_LINGER_SECONDS,
 ) -> FileSummary:
     """Read ``source`` (a path, ``"-"`` for standard input, or a binary stream) and publish its purchases.
 
@@ -132,9 +143,18 @@ def publish_file(
 
     Once ``producer.stop`` is set, reading ends at the next chunk or within
     ``PROGRESS_EVERY_ROWS`` rows, the rows read but not sent are counted as
-    ``unpublished``, and the summary is returned with ``stopped`` set.
+    ``unpublished``, and the summary is returned with ``stopped`` set. While
+    a pipe or terminal sends nothing, the stop is seen within
+    ``IDLE_POLL_SECONDS`` (0.1 s).
+
+    From a pipe or terminal, rows read are sent without waiting for a full
+    chunk once the input pauses, or ``linger_seconds`` after the chunk before.
     """
+    if linger_seconds < 0:
+        raise ValueError(f"linger_seconds {linger_seconds} must be 0 or more")
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
+    if not isinstance(name, str):
+        name = "stream"  # os.fdopen names a stream by its file descriptor number
     producer = producer or Producer(client, keys)
     console = console or Console(stderr=True, emoji=False)
     summary = FileSummary(source=name)
@@ -146,7 +166,16 @@ def publish_file(
         if _can_read_twice(stream):
             # A file in the reverse day and month order of its layout is stopped before anything is published.
             scan_date_order(stream, name=name, layout=layout, format=format, user=user)
-        reader = open_reader(stream, name=name, layout=layout, format=format, user=user)
+        live_input = _LiveInput(producer.stop)
+        try:
+            reader = open_reader(stream, name=name, layout=layout, format=format, user=user,
+                                 before_read=live_input)
+        except _ReadingStopped:
+            # Stopped while a pipe had not yet sent enough to tell its format.
+            summary.layout = "unknown"
+            summary.stopped = True
+            summary.stopped_after_line = 0
+            return summary
         with rejects, _collect_garbage_less_often(), _hand_over_sooner(), _progress(console, enabled=progress and total is not None) as bar:
             task = bar.add_task(name, total=total, rows=0)
             producer.on_wait = producer.on_wait or (lambda message: console.print(message))
@@ -159,6 +188,22 @@ def publish_file(
             future_after = datetime.now(timezone.utc) + FUTURE_GRACE
             stop = producer.stop
             stopped_reading = False
+            outcome = None
+
+            def send_partial_chunk(ready: bool) -> None:
+                nonlocal lines, transactions
+                if not transactions:
+                    if not ready:
+                        # Counts the chunk in flight, and raises its error, while the input is quiet.
+                        sender.finish()
+                elif not ready or time.monotonic() - sender.last_sent >= linger_seconds:
+                    sender.send(lines, transactions)
+                    lines = []
+                    transactions = []
+                if sender.stopped:
+                    raise _ReadingStopped
+
+            live_input.send_partial_chunk = send_partial_chunk
             try:
                 # The first outcome reads the header, so an input that cannot be read at all raises
                 # InputError here and keeps the rejects file of an earlier publish.
@@ -206,14 +251,23 @@ def publish_file(
                             break
                 sender.send(lines, transactions)
                 sender.finish()
+            except _ReadingStopped:
+                stopped_reading = True
+                sender.send(lines, transactions)
+                sender.finish()
             finally:
                 sender.shutdown()
+                # A publish that stopped early leaves the reader unfinished. Closing it here, on the thread
+                # that read it, deletes its temporary id database now instead of whenever the garbage
+                # collector finds it.
+                outcomes.close()
             if stopped_reading or sender.stopped:
                 summary.stopped = True
                 if sender.first_unpublished_line is not None:
                     summary.stopped_after_line = sender.first_unpublished_line - 1
                 else:
-                    summary.stopped_after_line = outcome.line  # the last row read, which was not held back
+                    # The last row read, which was not held back, or 0 when a pipe was stopped before its first row.
+                    summary.stopped_after_line = outcome.line if outcome is not None else 0
             bar.update(task, completed=reader.bytes_read, rows=summary.rows)
     finally:
         if stream is not source and stream is not sys.stdin.buffer:
@@ -340,6 +394,28 @@ def _can_read_twice(stream: BinaryIO) -> bool:
         return bool(seekable and seekable())
 
 
+class _ReadingStopped(Exception):
+    """Raised by ``_LiveInput`` inside the reader to end reading a pipe or terminal once publishing must stop."""
+
+
+class _LiveInput:
+    """The ``before_read`` hook of a pipe or terminal input: ends reading on a stop, and sends a partial chunk.
+
+    ``send_partial_chunk`` is set once the chunk lists exist. Before that,
+    while the first bytes are read to tell the format, only the stop is checked.
+    """
+
+    def __init__(self, stop: threading.Event | None) -> None:
+        self.stop = stop
+        self.send_partial_chunk: Callable[[bool], None] | None = None
+
+    def __call__(self, ready: bool) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _ReadingStopped
+        if self.send_partial_chunk is not None:
+            self.send_partial_chunk(ready)
+
+
 class _ChunkSender:
     """Publish chunks on one worker thread, so reading the next chunk overlaps the server's work.
 
@@ -362,6 +438,7 @@ class _ChunkSender:
         self._in_flight: tuple[list[int], list[Transaction], Future] | None = None
         self.stopped = False
         self.first_unpublished_line: int | None = None
+        self.last_sent = time.monotonic()  # when the latest chunk was handed to the worker thread
 
     def send(self, lines: list[int], transactions: list[Transaction]) -> None:
         """Wait for the chunk in flight, then start publishing ``transactions``, read from ``lines``."""
@@ -374,6 +451,7 @@ class _ChunkSender:
             return
         future = self._executor.submit(self.producer.publish_chunk, transactions)
         self._in_flight = (lines, transactions, future)
+        self.last_sent = time.monotonic()
 
     def finish(self) -> None:
         """Wait for the chunk in flight and count its results."""
@@ -421,14 +499,18 @@ class RowRateColumn(ProgressColumn):
 
 
 def _progress(console: Console, *, enabled: bool) -> Progress:
-    """Return a bar of bytes read, with rows per second and the time left estimated from bytes."""
+    """Return a bar of bytes read, with rows per second and the time left estimated from bytes.
+
+    The bar is off when ``console`` is not interactive (a file or a pipe), where
+    it would show nothing but an empty line, which rich 15 prints on stop.
+    """
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         RowRateColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=not enabled,
+        disable=not enabled or not console.is_interactive,
         transient=True,
     )
 

@@ -8,7 +8,7 @@ presets; a user describes any other layout in a small YAML or JSON file
 
 Templates are strings with ``{Column Name}`` placeholders. Two placeholders
 are not columns: ``{#line}`` is the line on which the row starts and
-``{#row_hash}`` is 16 hex digits of the BLAKE2b hash of the raw row.
+``{#row_hash}`` is ``row_digest`` of the row's user_id and the raw row.
 """
 
 from __future__ import annotations
@@ -46,6 +46,23 @@ DEFAULT_TIMESTAMP_FORMATS = ("iso", *US_DATE_FORMATS)
 TRANSFORMS = ("us_state_or_country",)
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def row_digest(user_id: str, *parts: str) -> str:
+    """Return 16 hex digits of the BLAKE2b hash of a user_id and the text of one input entry.
+
+    Generated transaction_ids end with this digest. The user_id is hashed
+    with the entry, so the same row in two users' files gets two ids, while
+    the same file read again for the same user gets the same ids and its
+    re-publish is caught as a duplicate. Each part is hashed after its length,
+    so no two different lists of parts give the same bytes.
+    """
+    hasher = hashlib.blake2b(digest_size=8)
+    for part in (user_id, *parts):
+        data = part.encode("utf-8", "surrogatepass")
+        hasher.update(len(data).to_bytes(8, "big"))
+        hasher.update(data)
+    return hasher.hexdigest()
 
 
 def normalize_column(name: str) -> str:
@@ -118,6 +135,9 @@ class Layout(BaseModel):
         has_pair = self.debit_column is not None and self.credit_column is not None
         if has_amount == has_pair:
             raise ValueError("give either columns.amount_usd or both debit_column and credit_column")
+
+        if "{#row_hash}" in self.columns.get("user_id", ""):
+            raise ValueError("columns.user_id cannot use {#row_hash}, because the row hash includes the user_id")
 
         if self.exact_header and not self.expected_header:
             raise ValueError("exact_header needs expected_header, the header to match")
@@ -274,6 +294,7 @@ class BoundLayout:
         self._transforms = layout.transforms
         self._amount_in_column = "amount_usd" in layout.columns
         self._purchases_negative = layout.purchases == "negative"
+        self._user_source = layout.columns.get("user_id")
 
     def _sources(self) -> list[tuple[str, int | None, str]]:
         """Return (field, column position or None for a template, source) for every mapped field."""
@@ -300,10 +321,16 @@ class BoundLayout:
             if name == "#line":
                 return str(line)
             if name == "#row_hash":
-                return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+                return row_digest(self._row_user(fields, line, raw), raw)
             return self._value(fields, name).strip()
 
         return " ".join(_PLACEHOLDER.sub(substitute, source).split())
+
+    def _row_user(self, fields: list[str], line: int, raw: str) -> str:
+        """Return the user_id of one row as ``convert`` sets it: the mapped column, else the constant."""
+        if self._user_source is not None:
+            return self._render(self._user_source, fields, line, raw)
+        return self._constants.get("user_id", "")
 
     def timestamp_text(self, fields: list[str], line: int, raw: str) -> str | None:
         """Return the text ``convert`` reads the timestamp from, or None for a constant timestamp or a row of the wrong width."""
@@ -648,7 +675,8 @@ def detect_layout(header: list[str]) -> Layout:
         for layout in PRESETS if layout not in incomplete
     )
     raise InputError(
-        f"{lead}{exact}For another layout, describe its columns in a file and pass it with --layout "
+        f"{lead}{exact}To read the file as one of the presets, pass its name with --layout, such as --layout chase. "
+        f"For another layout, describe its columns in a file and pass it with --layout "
         f"(see \"A layout of your own\" in docs/input-formats.md). "
         f"Presets, with their headers in docs/input-formats.md: {', '.join(layout.name for layout in PRESETS)}"
     )
@@ -811,9 +839,44 @@ def other_separator_message(line: str, comma_fields: int, layout: Layout | None 
     return text
 
 
+def preset_by_name(name: str) -> Layout | None:
+    """Return the preset called ``name``, compared without case, or None when no preset has that name."""
+    wanted = name.strip().casefold()
+    for layout in PRESETS:
+        if layout.name.casefold() == wanted:
+            return layout
+    return None
+
+
+def _layout_not_found(path: Path) -> InputError:
+    """Build the error for a ``--layout`` value that is neither a file nor a preset name."""
+    names = [layout.name for layout in PRESETS]
+    close = difflib.get_close_matches(str(path).strip().casefold(), names, n=1)
+    hint = f" Did you mean the preset {close[0]!r}?" if close else ""
+    return InputError(
+        f"layout {str(path)!r} is not found: no file has that path and no preset has that name.{hint} "
+        f"Give the path of a layout file (see \"A layout of your own\" in docs/input-formats.md), "
+        f"or the name of a preset: {', '.join(names)}"
+    )
+
+
 def load_layout(path: str | Path) -> Layout:
-    """Read a user-described layout from a YAML or JSON file; raise ``InputError`` if it is invalid."""
+    """Return the layout that a ``--layout`` value names: a YAML or JSON layout file, or a preset name.
+
+    A file at that path wins over a preset of the same name. Raises
+    ``InputError`` when the value is neither, listing the preset names, and
+    when the file cannot be read or describes an invalid layout.
+    """
     path = Path(path)
+    try:
+        exists = path.exists()
+    except OSError:  # such as a name longer than the file system allows
+        exists = False
+    if not exists:
+        preset = preset_by_name(str(path))
+        if preset is not None:
+            return preset
+        raise _layout_not_found(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -842,5 +905,5 @@ def describe_layouts() -> str:
 
 __all__ = [
     "DOCUMENTED", "TABFORMER", "PRESETS", "Layout", "BoundLayout", "Skip",
-    "detect_layout", "load_layout", "normalize_column",
+    "detect_layout", "load_layout", "normalize_column", "preset_by_name", "row_digest",
 ]

@@ -4,14 +4,24 @@ A line ends at ``\\r\\n``, ``\\n`` or a lone ``\\r`` (old Mac exports such as
 Mint's end lines with CR only). A line longer than ``max_line_bytes`` is cut:
 its first bytes are reported as too long and the rest up to the next line end
 is dropped, so one broken line cannot exhaust memory.
+
+A regular file is read in full blocks. A pipe, socket or terminal is read as
+its data arrives: each read returns what the pipe contains, up to a block, so a
+line is split out as soon as its line end has arrived.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import BinaryIO, Iterator, NamedTuple
+import select
+import stat
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 
 BLOCK_BYTES = 64 * 1024
+# While a pipe or terminal sends nothing, ``LineSplitter.before_read`` is
+# called this often, so its caller can notice a stop request.
+IDLE_POLL_SECONDS = 0.1
 MAX_LINE_BYTES = 64 * 1024
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -43,13 +53,23 @@ class LineSplitter:
     ``bytes_read`` counts bytes taken from the stream so far, for progress
     bars. A UTF-8 byte-order mark at the start is dropped and ``had_bom``
     records it.
+
+    ``before_read`` is called before each read from a pipe, socket or
+    terminal, never for a regular file. Its argument is True when data is
+    ready to read. While none is, it is called again every ``IDLE_POLL_SECONDS``, so
+    the caller can send what it has gathered, or raise to stop reading.
     """
 
-    def __init__(self, stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES,
+                 before_read: Callable[[bool], None] | None = None) -> None:
         self.stream = stream
         self.max_line_bytes = max_line_bytes
+        self.before_read = before_read
         self.bytes_read = 0
         self.had_bom = False
+        self._poll = _poll_if_live(stream)
+        # read1 makes at most one read of the file descriptor, so it returns what a pipe contains.
+        self._read_some = getattr(stream, "read1", stream.read) if self._poll is not None else stream.read
         self._lines = self._split()
 
     def __iter__(self) -> Iterator[PhysicalLine]:
@@ -58,9 +78,25 @@ class LineSplitter:
     def __next__(self) -> PhysicalLine:
         return next(self._lines)
 
-    def first_bytes(self, count: int) -> bytes:
-        """Return the first ``count`` bytes without consuming them; call before iterating."""
-        head = self.stream.read(count)
+    def first_bytes(self, count: int, *, enough: Callable[[bytes], bool] | None = None) -> bytes:
+        """Return the first ``count`` bytes without consuming them; call before iterating.
+
+        From a pipe, socket or terminal, fewer bytes are returned once
+        ``enough`` accepts those read so far, so a live feed is not held
+        until ``count`` bytes have arrived. Fewer are returned at the end of
+        the input too.
+        """
+        if self._poll is None:
+            head = self.stream.read(count)
+        else:
+            head = b""
+            while len(head) < count:
+                block = self._read_when_ready(count - len(head))
+                if not block:
+                    break
+                head += block
+                if enough is not None and enough(head):
+                    break
         self.bytes_read += len(head)
         self._pushback = head
         return head
@@ -70,9 +106,25 @@ class LineSplitter:
         if pushed:
             self._pushback = b""
             return pushed
-        block = self.stream.read(BLOCK_BYTES)
+        if self._poll is None:
+            block = self.stream.read(BLOCK_BYTES)
+        else:
+            block = self._read_when_ready(BLOCK_BYTES)
         self.bytes_read += len(block)
         return block
+
+    def _read_when_ready(self, size: int) -> bytes:
+        """Wait for data on a pipe, socket or terminal, calling ``before_read``, then return up to ``size`` bytes.
+
+        Returns ``b""`` at the end of the input.
+        """
+        if self.before_read is not None:
+            ready = bool(self._poll.poll(0))
+            self.before_read(ready)
+            while not ready:
+                ready = bool(self._poll.poll(IDLE_POLL_SECONDS * 1000))
+                self.before_read(ready)
+        return self._read_some(size)
 
     def _split(self) -> Iterator[PhysicalLine]:
         buffer = b""
@@ -117,6 +169,7 @@ class LineSplitter:
                 start = 0
                 for match in _LINE_END.finditer(buffer):
                     # A CR at the very end of the buffer may be the first half of CRLF.
+                    # NOTE: so from a pipe, a line ended by a lone CR is split out only once the next byte arrives.
                     if match.group() == b"\r" and match.end() == len(buffer) and not at_end:
                         break
                     if dropping:
@@ -137,3 +190,24 @@ class LineSplitter:
                 if buffer and not dropping:
                     yield PhysicalLine(number, buffer, b"")
                 return
+
+
+def _poll_if_live(stream: BinaryIO) -> Any:
+    """Return a poll object for ``stream`` when it is a pipe, socket or terminal, else ``None``.
+
+    A regular file, a block device and a stream without a file descriptor
+    (such as ``io.BytesIO``) get ``None`` and are read in full blocks. So
+    does every stream where ``select.poll`` is missing, as on Windows.
+    """
+    if not hasattr(select, "poll"):
+        return None
+    try:
+        descriptor = stream.fileno()
+        mode = os.fstat(descriptor).st_mode
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both an OSError and a ValueError
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return None
+    poll = select.poll()
+    poll.register(descriptor, select.POLLIN)
+    return poll

@@ -14,14 +14,13 @@ statement becomes one outcome. Per the OFX 2.1.1 specification (section
 purchase and a positive one a credit. An entry whose ``TRNTYPE`` is not
 a purchase (``NOT_PURCHASES``, and on a bank statement ``BANK_NOT_PURCHASES``)
 is skipped whatever its sign. ``FITID`` is the bank's id for the
-transaction and makes the transaction_id. ``SIC`` is a Standard Industrial
+transaction and, with the account and the user, makes the transaction_id. ``SIC`` is a Standard Industrial
 Classification code, not an ISO 18245 MCC, so it is not used as an MCC.
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
 import html
 import re
 from bisect import bisect_right
@@ -34,9 +33,10 @@ import pydantic
 from producer.bank_layouts import DEFAULT_USER
 from producer.documents import DocumentReader
 from producer.errors import InputError, RowError
+from producer.layouts import row_digest
 from producer.readers import Outcome, Rejected, Skipped
 from producer.values import parse_amount
-from rewardpilot.models import DATE_ONLY_TIME, Transaction
+from rewardpilot.models import DATE_ONLY_TIME, MAX_ID_LENGTH, Transaction
 
 OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
 
@@ -269,17 +269,32 @@ class OfxReader(DocumentReader):
                 )
 
         account = statement.get("ACCTID", "")
-        fitid = fields.get("FITID", "")
-        if fitid:
-            transaction_id = f"ofx-{account[-4:] or 'account'}-{fitid}"
-        else:
-            digest = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-            transaction_id = f"ofx-{account[-4:] or 'account'}-{line}-{digest}"
+        transaction_id = self._transaction_id(account, fields.get("FITID", ""), line, raw)
         try:
             return self._classify(fields, statement, organization, line, raw, account, transaction_id)
         except RowError as error:
             error.transaction_id = error.transaction_id or transaction_id  # the rejects file names the entry
             raise
+
+    def _transaction_id(self, account: str, fitid: str, line: int, raw: str) -> str:
+        """Build the transaction_id of one entry: ``ofx-<last four of ACCTID>-<FITID>-<digest>``.
+
+        The digest (``row_digest``) covers the user_id, the whole ACCTID and
+        the FITID, so two users who publish the same statement get different
+        ids, and so do two accounts whose numbers end in the same four digits.
+        An id longer than ``MAX_ID_LENGTH`` leaves the FITID out, because the
+        digest alone still distinguishes the entries. An entry without a FITID is
+        named by its line and the digest of its raw text instead.
+        """
+        user = self.user or DEFAULT_USER
+        suffix = account[-4:] or "account"
+        if not fitid:
+            return f"ofx-{suffix}-{line}-{row_digest(user, raw)}"
+        digest = row_digest(user, account, fitid)
+        transaction_id = f"ofx-{suffix}-{fitid}-{digest}"
+        if len(transaction_id) > MAX_ID_LENGTH:
+            transaction_id = f"ofx-{suffix}-{digest}"
+        return transaction_id
 
     def _classify(self, fields: dict[str, str], statement: dict[str, str], organization: str, line: int,
                   raw: str, account: str, transaction_id: str) -> Outcome:

@@ -126,10 +126,12 @@ def wait_for_backlog(
     max_wait_seconds: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    fix: str | None = None,
 ) -> bool:
     """Wait until the backlog of ``stream`` for ``group`` is at or below ``max_backlog``.
 
-    Calls ``on_wait`` with a message once when waiting starts. Returns whether
+    Calls ``on_wait`` with a message once when waiting starts, ending with
+    ``fix`` when given (what the user can do about it). Returns whether
     it waited. Raises ``BacklogTimeout`` after ``max_wait_seconds``; ``None``
     waits as long as it takes. Raises ``PublishStopped`` when ``stop`` is set
     while it waits.
@@ -138,7 +140,10 @@ def wait_for_backlog(
     if current <= max_backlog:
         return False
 
-    message = f"backlog of {current} entries on {stream} (group {group}) is above {max_backlog}; waiting"
+    message = (f"backlog of {current} entries on {stream} (group {group}) is above {max_backlog}; "
+               "waiting for consumers to read them")
+    if fix:
+        message += f". {fix}"
     log.info("backlog above limit; waiting", stream=stream, group=group, backlog=current, max_backlog=max_backlog)
     if on_wait is not None:
         on_wait(message)
@@ -345,10 +350,16 @@ class Producer:
             waited |= wait_for_backlog(
                 self.client, partition_stream(self.keys, self.partitions, partition), self.group, share,
                 poll_seconds=self.poll_seconds, max_wait_seconds=self.max_wait_seconds, on_wait=self.on_wait,
-                stop=self.stop,
+                stop=self.stop, fix=self._backlog_fix(),
             )
         if waited:
             self.waits += 1
+
+    def _backlog_fix(self) -> str:
+        """Return what a user can do about a backlog above ``max_backlog``: the consume command, or a higher limit."""
+        job = f" --job {self.keys.job}" if self.keys.job else ""
+        return (f"Start consumers in another shell (rewardpilot consume{job}, or consume --drain{job} to read "
+                f"the backlog and exit), or raise the limit with --max-backlog (now {self.max_backlog})")
 
 
 def _entry_ids(replies: list) -> list[str | None]:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shlex
 import sys
 from collections import deque
 from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import structlog
 
@@ -766,6 +767,7 @@ def _json_amount(value: object, line: int, *, present: bool = True) -> Decimal:
 
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+HEAD_BYTES = 4096  # how many first bytes ``open_reader`` reads to tell the formats apart
 FORMATS = ("csv", "jsonl", "ofx", "plaid")
 
 
@@ -776,9 +778,9 @@ def _detect_format(head: bytes, name: str) -> str:
     ``<OFX>`` element. A Plaid response is a JSON object whose first bytes
     name an ``added`` or ``transactions`` array and whose first line is not a
     whole object on its own (JSON lines). Otherwise the input is JSON lines
-    when its first line is a complete JSON value on its own (JSON lines may
-    start with a bad line). A ``[`` that does not close on the first line
-    starts a JSON array, which is an ``InputError``.
+    when its first line is a complete JSON value on its own, when its suffix
+    is a JSON one (JSON lines may start with a bad line), or when it starts
+    with ``[``. ``open_reader`` then rejects a JSON array (``json_array_message``).
     """
     from producer.ofx import OFX_SUFFIXES, looks_like_ofx
     from producer.plaid import looks_like_plaid
@@ -795,16 +797,81 @@ def _detect_format(head: bytes, name: str) -> str:
         first = None
         if looks_like_plaid(head):
             return "plaid"
-        if suffix in JSON_SUFFIXES:
+        if suffix in JSON_SUFFIXES or text.startswith(b"["):
             return "jsonl"
-        if text.startswith(b"["):
-            raise InputError(
-                f"{name or 'the input'} is a JSON array; write one transaction object per line (JSON lines)"
-            ) from None
         return "csv"
     if isinstance(first, dict) and any(key in first for key in ("added", "transactions")):
         return "plaid"
     return "jsonl"
+
+
+def _parses_as(text: bytes, kind: type) -> bool:
+    """Return whether ``text`` is one complete JSON value of type ``kind`` (dict or list)."""
+    try:
+        return isinstance(json.loads(text), kind)
+    except (ValueError, RecursionError):
+        return False
+
+
+def json_array_message(head: bytes, name: str, *, whole: bool) -> str | None:
+    """Build the error for an input that is a JSON array, or return None when it is not one.
+
+    ``head`` is the first bytes of the input, and ``whole`` is True when they
+    are all of it. An input is a JSON array when it starts with ``[`` and
+    either parses as an array as a whole, or is not JSON lines: its first line
+    is not a complete value followed by more lines, and its second non-blank
+    line is not a complete JSON object. So a pretty-printed array is caught
+    on its opening ``[`` line, and JSON lines whose first line is a bad line
+    starting with ``[`` are still read line by line.
+    """
+    text = head.removeprefix(b"\xef\xbb\xbf").strip(b" \t\r\n")
+    if not text.startswith(b"["):
+        return None
+
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    is_array = whole and _parses_as(text, list)
+    if not is_array and _parses_as(lines[0], list):
+        # A first line that is a whole array is the whole file, or one bad line of JSON lines.
+        is_array = len(lines) == 1
+    elif not is_array:
+        is_array = len(lines) < 2 or not _parses_as(lines[1], dict)
+    if not is_array:
+        return None
+
+    label = _input_label(name)
+    if _is_file_name(name):
+        path = Path(name)
+        target = path.with_suffix(".jsonl")
+        if target == path:
+            target = path.with_name(f"{path.stem}-lines.jsonl")
+        command = f"jq -c '.[]' {shlex.quote(name)} > {shlex.quote(str(target))}"
+    else:
+        command = "jq -c '.[]' FILE > FILE.jsonl"
+    return (
+        f"{label} is a JSON array, not JSON lines, so nothing was published. "
+        "Write one transaction object per line instead, for example with "
+        f"{command}, and publish that file"
+    )
+
+
+def _first_line_decides_format(head: bytes) -> bool:
+    """Return whether the first bytes of a pipe are enough for ``open_reader`` to tell the format, so reading can stop.
+
+    They are when the first line has arrived whole and does not start an OFX
+    document, a JSON array or a JSON object that spans lines. For those,
+    ``open_reader`` reads up to ``HEAD_BYTES`` as it does from a file, and
+    they are read whole anyway, so waiting delays nothing.
+    """
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    first_line, line_end, _ = text.partition(b"\n")
+    if not line_end or first_line.startswith((b"<", b"OFXHEADER", b"[")):
+        return False
+    if first_line.startswith(b"{"):
+        try:
+            json.loads(first_line)
+        except (ValueError, RecursionError):
+            return False
+    return True
 
 
 def open_reader(
@@ -815,6 +882,7 @@ def open_reader(
     format: str | None = None,
     user: str | None = None,
     max_record_bytes: int = MAX_RECORD_BYTES,
+    before_read: Callable[[bool], None] | None = None,
 ):
     """Return the reader for a binary stream: CSV, JSON lines, OFX or a Plaid response.
 
@@ -822,12 +890,15 @@ def open_reader(
     suffix and the first bytes (``_detect_format``). ``user`` is the user_id
     for exports that name no user. Raises ``InputError`` for a UTF-16 file,
     a JSON array, and a layout given for a format that has no columns.
+    ``before_read`` goes to the ``LineSplitter``, which calls it while it
+    waits on a pipe or terminal. OFX and Plaid input is read to its end
+    without calling it.
     """
     from producer.ofx import OfxReader
     from producer.plaid import PlaidReader
 
-    lines = LineSplitter(source, max_line_bytes=max_record_bytes)
-    head = lines.first_bytes(4096)
+    lines = LineSplitter(source, max_line_bytes=max_record_bytes, before_read=before_read)
+    head = lines.first_bytes(HEAD_BYTES, enough=_first_line_decides_format)
     if head.startswith(UTF16_BOMS):
         raise InputError(f"{name or 'the input'} is UTF-16 text; save it as UTF-8")
 
@@ -842,6 +913,11 @@ def open_reader(
         )
 
     if format == "jsonl":
+        # An input that starts with "[" is read up to HEAD_BYTES even from a pipe
+        # (_first_line_decides_format), so a shorter head is the whole input.
+        array_message = json_array_message(head, name, whole=len(head) < HEAD_BYTES)
+        if array_message is not None:
+            raise InputError(array_message)
         return JsonLinesReader(lines, max_record_bytes=max_record_bytes, name=name)
     if format == "ofx":
         return OfxReader(source, head, name=name, user=user)

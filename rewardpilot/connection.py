@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio as aioredis
 
-from rewardpilot.embedded import ensure_server
+from rewardpilot.embedded import client_name, ensure_server, is_embedded_url
 
 # NOTE: the socket timeout must stay longer than any XREADGROUP BLOCK, or a
 # blocking read is cut off while its reply is on the way. Callers that block
@@ -75,7 +75,7 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _options(block_ms: int) -> dict:
+def _options(block_ms: int, url: str) -> dict:
     timeout = max(DEFAULT_SOCKET_TIMEOUT_SECONDS, block_ms / 1000 + SOCKET_TIMEOUT_MARGIN_SECONDS)
     options: dict = {
         "socket_timeout": timeout,
@@ -85,14 +85,20 @@ def _options(block_ms: int) -> dict:
     password = os.environ.get("REDIS_PASSWORD")
     if password:
         options["password"] = password
+    if is_embedded_url(url):
+        # The name (CLIENT SETNAME) lets `rewardpilot server stop` list the processes still
+        # connected. Only the embedded server gets it: a server behind an ACL or a proxy may reject it.
+        options["client_name"] = client_name()
     return options
 
 
 def connect_async(url: str | None = None, *, block_ms: int = 0) -> aioredis.Redis:
     """Open an asyncio client whose socket timeout outlasts ``block_ms``."""
-    return aioredis.Redis.from_url(resolve_url(url), **_options(block_ms))
+    resolved = resolve_url(url)
+    return aioredis.Redis.from_url(resolved, **_options(block_ms, resolved))
 
 
 def connect(url: str | None = None, *, block_ms: int = 0) -> redis.Redis:
     """Open a blocking client whose socket timeout outlasts ``block_ms``."""
-    return redis.Redis.from_url(resolve_url(url), **_options(block_ms))
+    resolved = resolve_url(url)
+    return redis.Redis.from_url(resolved, **_options(block_ms, resolved))

@@ -7,6 +7,12 @@ password in ``server.json`` there. Any later CLI process (``subscribe`` in a
 second terminal, say) reads that file and uses the same server. The server
 keeps running between commands until ``rewardpilot server stop``.
 
+``server stop`` keeps ``server.json``, so the next command starts the server
+again with the same port and password when that port is free. Processes that
+were connected (consumers, the orchestrator) then reconnect through their own
+retry loops. When another process has taken the port, the server starts on a
+new one and logs a warning that running processes must be restarted.
+
 The server listens on 127.0.0.1 only and requires a random password, stored
 in ``server.json`` with mode 0600.
 """
@@ -21,16 +27,21 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 DEFAULT_HOME = Path(".rewardpilot")
 STATE_FILE = "server.json"
 LOCK_FILE = "server.lock"
 START_TIMEOUT_SECONDS = 15.0
+CLIENT_NAME_PREFIX = "rewardpilot"
 
 
 class EmbeddedServerError(RuntimeError):
@@ -68,9 +79,11 @@ def read_state(home: Path | None = None) -> ServerState | None:
 def is_alive(state: ServerState) -> bool:
     """Return True when the recorded server replies to PING with its password."""
     try:
+        # No retries: by default redis-py 8.2 retries a refused connection 3 times with backoff
+        # (3.3 s measured here), and a stopped server refuses every time.
         client = redis.Redis(
             host="127.0.0.1", port=state.port, password=state.password,
-            socket_connect_timeout=1.0, socket_timeout=2.0,
+            socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0),
         )
         try:
             return bool(client.ping())
@@ -83,23 +96,82 @@ def is_alive(state: ServerState) -> bool:
 def ensure_server(home: Path | None = None) -> ServerState:
     """Return the running embedded server, starting one when none answers.
 
+    A server that was stopped starts again on the port and password recorded
+    in ``server.json`` when that port is free, and on a new port otherwise.
     A file lock makes concurrent callers agree on one server.
     """
     home = home or home_dir()
     home.mkdir(parents=True, exist_ok=True)
 
-    with open(home / LOCK_FILE, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _state_lock(home):
         state = read_state(home)
         if state is not None and is_alive(state):
             return state
-        return _start(home)
+        if state is None:
+            return _start(home, _free_port(), secrets.token_hex(16))
+        return _start_again(home, state)
+
+
+@contextmanager
+def _state_lock(home: Path) -> Iterator[None]:
+    """Hold the lock that serialises starting and stopping the server of ``home``."""
+    with open(home / LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _start_again(home: Path, previous: ServerState) -> ServerState:
+    """Start the server on the recorded port and password, or on a new port when that fails."""
+    log = _logger()
+    if not _port_is_free(previous.port):
+        reason = "another process listens on it"
+    else:
+        try:
+            state = _start(home, previous.port, previous.password)
+        except EmbeddedServerError as exc:
+            # Another process may have bound the port between the probe and Valkey's own bind.
+            reason = f"Valkey failed to start on it ({exc})"
+        else:
+            log.info("embedded Valkey started again on its recorded port", port=state.port, pid=state.pid,
+                     data_dir=str(home))
+            return state
+
+    state = _start(home, _free_port(), previous.password)
+    log.warning(
+        f"embedded Valkey now listens on port {state.port}, not on its recorded port {previous.port}, "
+        f"because {reason}. Restart every rewardpilot process that is still running (consumers, "
+        f"the orchestrator, subscribe): they keep retrying port {previous.port}.",
+        port=state.port, previous_port=previous.port, pid=state.pid, data_dir=str(home),
+    )
+    return state
+
+
+def _logger():
+    from rewardpilot.logs import get_logger
+
+    return get_logger("rewardpilot.embedded")
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    """Return True when a listening socket could bind 127.0.0.1:``port`` now.
+
+    The probe sets SO_REUSEADDR as Valkey does for its own listening socket, so
+    connections of the stopped server that linger in TIME_WAIT do not count as
+    a process using the port, but another listening socket does.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _binary() -> Path:
@@ -112,9 +184,7 @@ def _binary() -> Path:
     return get_binary_path()
 
 
-def _start(home: Path) -> ServerState:
-    port = _free_port()
-    password = secrets.token_hex(16)
+def _start(home: Path, port: int, password: str) -> ServerState:
     config = home / "valkey.conf"
     config.write_text(
         "\n".join([
@@ -169,19 +239,111 @@ def _start(home: Path) -> ServerState:
 
 
 def stop_server(home: Path | None = None, timeout: float = 10.0) -> bool:
-    """Stop the embedded server; return False when none was running."""
+    """Stop the embedded server; return False when none was running.
+
+    ``server.json`` stays, so the next start reuses its port and password.
+    Raises EmbeddedServerError when the server still responds to PING ``timeout`` seconds after SIGTERM.
+    """
     home = home or home_dir()
-    state = read_state(home)
-    if state is None or not is_alive(state):
-        (home / STATE_FILE).unlink(missing_ok=True)
+    if not home.is_dir():
         return False
 
+    with _state_lock(home):
+        state = read_state(home)
+        if state is None or not is_alive(state):
+            return False
+
+        try:
+            os.kill(state.pid, signal.SIGTERM)  # Valkey rewrites nothing on SIGTERM with AOF on
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and is_alive(state):
+            time.sleep(0.05)
+        if is_alive(state):
+            raise EmbeddedServerError(
+                f"the embedded Valkey server (pid {state.pid}, port {state.port}) still responds "
+                f"{timeout:.0f} s after SIGTERM. See {home / 'valkey.log'}, or end it with kill {state.pid}."
+            )
+        return True
+
+
+@dataclass
+class ConnectedClient:
+    """One connection to the embedded server, from CLIENT LIST."""
+
+    client_id: int
+    address: str
+    last_command: str
+    command: str | None  # the rewardpilot command from the client name, such as "consume" or "wallet.set"
+    pid: int | None  # the client process from the client name
+
+
+def is_embedded_url(url: str, home: Path | None = None) -> bool:
+    """Return True when ``url`` is the URL recorded in ``server.json``, the embedded server's."""
+    state = read_state(home)
+    return state is not None and url == state.url
+
+
+def client_name() -> str:
+    """Return the CLIENT SETNAME name of this process, like ``rewardpilot:4242:consume``.
+
+    The last part is the running CLI command, with dots for spaces ("wallet.set"),
+    because Valkey rejects spaces in client names. Outside the CLI it is left out.
+    """
+    name = f"{CLIENT_NAME_PREFIX}:{os.getpid()}"
+    command = _cli_command()
+    if command:
+        name = f"{name}:{command}"
+    return name
+
+
+def _cli_command() -> str | None:
+    """Return the running CLI command without the program name, such as "consume", or None outside the CLI."""
     try:
-        os.kill(state.pid, signal.SIGTERM)  # Valkey rewrites nothing on SIGTERM with AOF on
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and is_alive(state):
-        time.sleep(0.05)
-    (home / STATE_FILE).unlink(missing_ok=True)
-    return True
+        # NOTE: typer 0.29 runs on its own copy of click in this private module, so the
+        # installed click would not see its contexts. The name then just lacks the command.
+        from typer._click.globals import get_current_context
+    except ImportError:
+        return None
+    context = get_current_context(silent=True)
+    words = []
+    while context is not None and context.parent is not None:
+        words.append(context.info_name or "")
+        context = context.parent
+    return ".".join(reversed([word for word in words if word])) or None
+
+
+def parse_client_name(name: str) -> tuple[int | None, str | None]:
+    """Return the pid and command of a name made by ``client_name``, or (None, None) for any other name."""
+    parts = name.split(":", 2)
+    if len(parts) < 2 or parts[0] != CLIENT_NAME_PREFIX or not parts[1].isdigit():
+        return None, None
+    return int(parts[1]), (parts[2] if len(parts) == 3 and parts[2] else None)
+
+
+def other_clients(state: ServerState) -> list[ConnectedClient]:
+    """List the normal client connections to the server, without the one that lists them."""
+    client = redis.Redis(
+        host="127.0.0.1", port=state.port, password=state.password,
+        socket_connect_timeout=1.0, socket_timeout=2.0,
+    )
+    try:
+        # The pool has one idle connection after CLIENT ID, so CLIENT LIST runs on that same connection.
+        own_id = client.client_id()
+        listed = client.client_list()
+    finally:
+        client.close()
+
+    connected = []
+    for entry in listed:
+        client_id = int(entry["id"])
+        # Flags S and M mark replication links, which are not clients of this server.
+        if client_id == own_id or "S" in entry.get("flags", "") or "M" in entry.get("flags", ""):
+            continue
+        pid, command = parse_client_name(entry.get("name", ""))
+        connected.append(ConnectedClient(
+            client_id=client_id, address=entry.get("addr", ""), last_command=entry.get("cmd", ""),
+            command=command, pid=pid,
+        ))
+    return connected

@@ -8,13 +8,14 @@ and a job never mixes with the live pipeline.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from consumer.pool import ConsumerPool
 from consumer.recommenders import Recommender
@@ -23,7 +24,7 @@ from consumer.shutdown import install_signal_handlers, remove_signal_handlers
 from consumer.stats import PoolStats
 from rewardpilot.connection import connect_async
 from rewardpilot.partitions import count_key, partition_streams
-from rewardpilot.streams import StreamKeys
+from rewardpilot.streams import LIVE_RUN, StreamKeys
 
 
 def new_job_id() -> str:
@@ -40,26 +41,39 @@ class JobSummary:
     ``throughput_tps`` is the processed transactions over that time.
     ``wall_seconds`` also counts the wait after the last outcome until the
     pool found the group drained, up to one XREADGROUP block.
+    ``already_processed`` counts published transactions that got no outcome
+    in this run because the run already had one for them (their
+    de-duplication markers existed), so they have no result from this run.
+    ``already_published`` counts rows that an earlier run of the same job
+    had already published (``run --job`` again after a stop). They are part
+    of ``total_transactions``, and those that the earlier run processed
+    count in none of ``successful``, ``failed`` and ``already_processed``,
+    so the three add up to less than the total. ``total_rewards`` covers
+    this run's results only.
     """
 
     job: str
     total_transactions: int
     successful: int
     failed: int
+    already_processed: int
     total_rewards: Decimal
     processing_time_seconds: float
     throughput_tps: float
     publish_seconds: float
     consume_seconds: float
     wall_seconds: float = 0.0
+    already_published: int = 0
     consumer: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
             "job": self.job,
             "total_transactions": self.total_transactions,
+            "already_published": self.already_published,
             "successful": self.successful,
             "failed": self.failed,
+            "already_processed": self.already_processed,
             "total_rewards": str(self.total_rewards),
             "processing_time_seconds": round(self.processing_time_seconds, 3),
             "throughput_tps": round(self.throughput_tps, 1),
@@ -115,20 +129,29 @@ def seconds_to_last_outcome(stats: PoolStats, started: float, ended: float) -> f
 
 
 def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float,
-              consume_seconds: float, wall_seconds: float) -> JobSummary:
+              consume_seconds: float, wall_seconds: float, already_published: int = 0) -> JobSummary:
     """Build the summary from durations that start when publishing starts.
 
     ``consume_seconds`` ends at the last settled outcome (as
     ``seconds_to_last_outcome`` computes it) and ``wall_seconds`` when the
     pool stopped. The throughput counts the transactions the pool processed,
     fewer than ``published`` when a signal stopped the run early.
+
+    ``stats.duplicates`` also counts redeliveries of entries that this run
+    settled itself, so ``already_processed`` is capped at the published
+    transactions that have neither a result nor a dead letter.
+    ``already_published`` is the publish step's duplicates: rows already in
+    the job's stream from an earlier run of it.
     """
     processed = stats.results + stats.dead_letters + stats.duplicates
+    without_outcome = max(0, published - stats.results - stats.dead_letters)
     return JobSummary(
         job=job,
-        total_transactions=published,
+        total_transactions=published + already_published,
+        already_published=already_published,
         successful=stats.results,
         failed=stats.dead_letters,
+        already_processed=min(stats.duplicates, without_outcome),
         total_rewards=stats.total_rewards_usd,
         processing_time_seconds=consume_seconds,
         throughput_tps=processed / consume_seconds if consume_seconds > 0 else 0.0,
@@ -145,18 +168,65 @@ def timed(function, *args, **kwargs):
     return value, time.perf_counter() - started
 
 
-def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1) -> list[str]:
-    """Make a job's streams and partition count expire in ``seconds``; return the keys that exist.
+DEFAULT_JOB_KEEP_SECONDS = 30 * 24 * 60 * 60  # the default of ``run --keep`` (30d)
 
-    The job's result and publish markers and its cap spend are written with
-    TTLs of at most ``seconds`` (``rewardpilot run --keep``), so once these
-    keys expire nothing of the job is left. The consumer groups live in the
+
+def keep_key(keys: StreamKeys) -> str:
+    """Return the key that stores a job's ``--keep`` in seconds and expires together with the job's streams."""
+    return f"{keys.base}keep"
+
+
+def record_keep(client, keys: StreamKeys, seconds: int) -> None:
+    """Store the job's ``--keep`` so that later commands on the job (``consume --job``) can respect it."""
+    client.set(keep_key(keys), int(seconds), ex=int(seconds))
+
+
+@dataclass(frozen=True)
+class JobLifetime:
+    """The remaining life of a job's keys: the ``--keep`` its run recorded (None if none) and the seconds left."""
+
+    keep_seconds: int | None
+    remaining_seconds: int
+
+
+def job_lifetime(client, keys: StreamKeys) -> JobLifetime | None:
+    """Return the time left until the job's keys expire, or None when they do not expire.
+
+    The time left is the shorter TTL of the ``--keep`` record and the
+    transactions stream. A job run before ``run`` stored the record has
+    only the stream's TTL. The live streams (``keys.job`` None) never
+    expire.
+    """
+    if keys.job is None:
+        return None
+    with client.pipeline(transaction=False) as pipe:
+        pipe.get(keep_key(keys))
+        pipe.pttl(keep_key(keys))
+        pipe.pttl(keys.transactions)
+        recorded, keep_ttl_ms, stream_ttl_ms = pipe.execute()
+    # PTTL is -2 for a missing key and -1 for a key without expiry.
+    expiring = [ttl for ttl in (keep_ttl_ms, stream_ttl_ms) if ttl > 0]
+    if not expiring:
+        return None
+    keep_seconds = int(recorded) if recorded is not None and keep_ttl_ms > 0 else None
+    return JobLifetime(keep_seconds, max(1, math.ceil(min(expiring) / 1000)))
+
+
+def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
+               runs: Iterable[str] = (LIVE_RUN,)) -> list[str]:
+    """Make a job's streams, partition count and ``--keep`` record expire in ``seconds``; return the keys that exist.
+
+    ``runs`` names the runs whose results streams expire too. The job's
+    result and publish markers and its cap spend are written with TTLs of
+    at most ``seconds`` (``rewardpilot run --keep``), so once these keys
+    expire nothing of the job is left. The consumer groups live in the
     transactions stream, so they expire with it.
 
     NOTE: results of a later ``rewardpilot replay --job`` go to a stream of
     their own, which this call does not know and which does not expire.
     """
-    names = [keys.transactions, keys.results(), keys.dead_letters, count_key(keys)]
+    names = [keys.transactions, *(keys.results(run) for run in runs), keys.dead_letters, count_key(keys),
+             keep_key(keys)]
     if partitions > 1:
         names += partition_streams(keys, partitions)
     with client.pipeline(transaction=False) as pipe:

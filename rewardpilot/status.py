@@ -10,7 +10,16 @@ import redis
 
 from consumer.ratelimit.redis_bucket import read_bucket_state
 from rewardpilot.partitions import count_key, lease_key, partition_streams
-from rewardpilot.streams import StreamKeys
+from rewardpilot.streams import LIVE_RUN, StreamKeys
+
+# The key of a job's own results count in a snapshot's ``results``. The job's
+# consumer writes them as run ``live``, but to the job's stream, not the live one.
+JOB_RESULTS = "job"
+
+# The rate limit counts as active while its bucket changed within this many
+# seconds. The bucket stays in Redis until its TTL (10 minutes after its last
+# use by default), so without this window status would show a rate no consumer uses.
+RATE_LIMIT_ACTIVE_SECONDS = 60.0
 
 
 def _text(value) -> str:
@@ -65,16 +74,23 @@ def collect_status(client: redis.Redis, keys: StreamKeys, runs: list[str] | None
 
     ``partitions`` lists each partition stream with its lease holder per
     group; it is empty when the prefix uses the single transactions stream.
+    ``results`` counts each run's results. For a job (``keys.job`` set), the
+    job's own results are under ``JOB_RESULTS`` instead of ``live``.
     """
-    runs = runs or ["live"]
+    runs = runs or [LIVE_RUN]
     return {
         "time": time.time(),
         "transactions": stream_status(client, keys.transactions),
         "partitions": partitions_status(client, keys),
-        "results": {run: client.xlen(keys.results(run)) for run in runs},
+        "results": {results_label(keys, run): client.xlen(keys.results(run)) for run in runs},
         "dead_letters": client.xlen(keys.dead_letters),
         "rate_limit": rate_limit_status(client, keys),
     }
+
+
+def results_label(keys: StreamKeys, run: str) -> str:
+    """Return the key of ``run``'s count in a snapshot's ``results``: ``JOB_RESULTS`` for a job's own results."""
+    return JOB_RESULTS if keys.job is not None and run == LIVE_RUN else run
 
 
 def partitions_status(client: redis.Redis, keys: StreamKeys) -> list[dict]:
@@ -94,10 +110,12 @@ def partitions_status(client: redis.Redis, keys: StreamKeys) -> list[dict]:
 
 
 def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
-    """Return the shared orchestrator rate limit in tokens per second, or None when no consumer used it.
+    """Return the shared orchestrator rate limit in tokens per second, or None when its bucket has expired.
 
-    ``tokens`` is as of the last call; the bucket expires a while after its
-    last use, and then the next consumer starts at the configured rate.
+    ``tokens`` is as of the last call. ``active`` is False when no consumer
+    changed the bucket within ``RATE_LIMIT_ACTIVE_SECONDS``: the rates are
+    then the last ones used. The bucket is shared by the live consumers,
+    replays and jobs under the prefix, so it is the same for every ``keys.job``.
     """
     state = read_bucket_state(client, keys.rate_limit())
     if state is None:
@@ -108,6 +126,7 @@ def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
         "tokens": state.tokens,
         "burst": state.burst,
         "idle_seconds": state.idle_seconds,
+        "active": state.idle_seconds <= RATE_LIMIT_ACTIVE_SECONDS,
     }
 
 

@@ -42,6 +42,18 @@ def check_settable_program(program: str) -> None:
         )
 
 
+def check_known_program(program: str, programs: Iterable[str]) -> None:
+    """Raise ValueError naming the known programs when ``program`` is not one of ``programs``.
+
+    The list leaves out cash back, whose valuation cannot be set.
+    ``caps.set_valuation`` raises the same message.
+    """
+    names = set(programs)
+    if program not in names:
+        known = ", ".join(sorted(names - {CASH_BACK_PROGRAM}))
+        raise ValueError(f"no valuation program {program!r}; known programs: {known}")
+
+
 @dataclass(frozen=True, slots=True)
 class StoredTerms:
     """One user's stored wallet record and valuation overrides; ``record`` is None without a stored wallet."""

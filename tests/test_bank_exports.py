@@ -13,7 +13,7 @@ import pytest
 from conftest import SHARED_DATA, one_server, run_cli
 from producer.bank_layouts import AMEX as AMEX_LAYOUT
 from producer import InputError, Rejected, Row, Skipped, load_layout, read_transactions
-from producer.layouts import detect_layout
+from producer.layouts import detect_layout, row_digest
 from producer.ofx import parse_ofx_time
 from rewardpilot.engine import RulesEngine
 
@@ -164,7 +164,7 @@ def test_ofx_samples():
     empty_tags = read_file("ofxparse/ofx-v102-empty-tags.ofx")
 
     card = of_kind(anz, Row)[0].transaction
-    assert card.transaction_id == "ofx-1234-201705080001"
+    assert card.transaction_id == f"ofx-1234-201705080001-{row_digest('me', '1234123412341234', '201705080001')}"
     assert card.amount_usd == Decimal("5.50")
     assert card.currency == "AUD"
     assert card.card_used == "card ...1234"
@@ -418,8 +418,8 @@ def test_ofx_sgml_synthetic():
     assert outcomes[0].line == 8
     assert outcomes[1].error.column == "DTPOSTED"
     assert outcomes[1].error.value == "not-a-date"
-    assert outcomes[1].error.transaction_id == "ofx-9876-A2"
-    assert outcomes[3].error.value == "ofx-9876-A1"
+    assert outcomes[1].error.transaction_id == f"ofx-9876-A2-{row_digest('me', '4111000011119876', 'A2')}"
+    assert outcomes[3].error.value == f"ofx-9876-A1-{row_digest('me', '4111000011119876', 'A1')}"
 
 
 def test_ofx_xml_utf8_closed_tags():

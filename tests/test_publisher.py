@@ -137,6 +137,8 @@ def test_backpressure_waits_then_resumes(sync_client, keys, redis_url):
     assert summary.published == 70
     assert summary.waits >= 1
     assert "above 25; waiting" in messages[0]
+    assert "rewardpilot consume" in messages[0]
+    assert "--max-backlog (now 25)" in messages[0]
     assert sync_client.xlen(keys.transactions) == 100
 
 

@@ -10,7 +10,7 @@ from conftest import SHARED_DATA
 from test_reject_messages import input_error, read
 from producer import InputError, Layout, Rejected, Row, Skipped, read_transactions
 from producer.files import publish_file
-from producer.layouts import HEADER_SHOWN_CHARS, shorten_header
+from producer.layouts import HEADER_SHOWN_CHARS, row_digest, shorten_header
 from producer.publisher import Producer
 from producer.readers import open_reader
 
@@ -50,7 +50,7 @@ def test_ofx_payment_skipped(kind):
         "electronic payment, such as a bill payment, a transfer to a person or a payment to the card "
         "(TRNTYPE: PAYMENT), not a purchase"
     )
-    assert outcomes[0].transaction_id == "ofx-5678-F0"
+    assert outcomes[0].transaction_id == f"ofx-5678-F0-{row_digest('me', '12345678', 'F0')}"
     assert "(TRNTYPE: PAYMENT)" in outcomes[1].reason
 
 

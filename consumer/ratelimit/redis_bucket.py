@@ -63,7 +63,9 @@ class RedisTokenBucket(RateLimiter):
     take them first, in which case the caller gets a new wait.
 
     All processes sharing a bucket should use the same ``RateLimitConfig``.
-    When they differ, the latest caller's rate and burst apply.
+    When they differ, the latest caller's rate and burst apply to every
+    process. The first call of each limiter that writes the bucket logs a
+    warning when the stored rate or burst differs from its own.
     """
 
     def __init__(
@@ -82,6 +84,8 @@ class RedisTokenBucket(RateLimiter):
         self._script = client.register_script(SCRIPT_SOURCE)
         self._effective_rate = config.rate
         self._climb_log = RepeatFilter(interval_seconds=10.0)
+        self._settings_checked = False
+        self._settings_lock = asyncio.Lock()
 
     async def acquire(self, cost: int = 1, stop: asyncio.Event | None = None) -> float:
         """Wait until ``cost`` tokens are granted; return the seconds spent waiting.
@@ -185,6 +189,8 @@ class RedisTokenBucket(RateLimiter):
         return await self._run("peek", 0)
 
     async def _run(self, operation: str, cost: int) -> BucketReply:
+        if operation != "peek" and not self._settings_checked:
+            await self._check_stored_settings()
         config = self.config
         raw = await self._script(
             keys=[self.key],
@@ -204,6 +210,37 @@ class RedisTokenBucket(RateLimiter):
         self._effective_rate = reply.effective_rate
         self.last_reply = reply
         return reply
+
+    async def _check_stored_settings(self) -> None:
+        """Warn once when this limiter's next write will replace another consumer's rate or burst.
+
+        Runs before the first script call that writes the bucket. The lock
+        holds back this limiter's other callers until the stored values are
+        read, so none of them overwrites the values first. A Redis error
+        propagates, as the script call would have failed too, and the check
+        runs again on the next call.
+        """
+        async with self._settings_lock:
+            if self._settings_checked:
+                return
+            stored_rate, stored_burst = await self.client.hmget(self.key, ["configured", "burst"])
+            self._settings_checked = True
+
+        if stored_rate is None or stored_burst is None:
+            return
+        previous_rate = float(_text(stored_rate))
+        previous_burst = float(_text(stored_burst))
+        if previous_rate == self.config.rate and previous_burst == self.config.burst:
+            return
+        log.warning(
+            "replacing the shared rate limit set by another consumer. Every consumer of this bucket "
+            "now uses this consumer's rate and burst, so start them all with the same --rate and --burst",
+            key=self.key,
+            previous_rate_per_second=float(f"{previous_rate:.4g}"),
+            rate_per_second=float(f"{self.config.rate:.4g}"),
+            previous_burst=_whole(previous_burst),
+            burst=self.config.burst,
+        )
 
     def _check_cost(self, cost: int) -> None:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
@@ -264,3 +301,8 @@ def read_bucket_state(client: redis.Redis, key: str) -> BucketState | None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _whole(value: float) -> int | float:
+    """Return ``value`` as an int when it is whole, so a stored burst logs as 10, not 10.0."""
+    return int(value) if value.is_integer() else value

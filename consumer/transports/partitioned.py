@@ -12,7 +12,15 @@ On taking a partition over, the new holder first claims every entry the
 group still has pending on it and reads those again before any new entry.
 XAUTOCLAIM with a minimum idle time of 0 is safe there, because the lease
 makes the new holder the only reader. A crash therefore does not reorder a
-user's history.
+user's history. Entries claimed from another consumer count in
+``PoolStats.claimed``.
+
+Consumers rebalance every third of the lease time (``balance``): each one
+works out its target (``leases.fair_share``), takes free leases up to it
+and gives up leases above it. A partition to give up gets no new reads or
+batches. Its buffered entries stay pending for the next holder, and its
+lease is released at the first rebalance after its batch in hand is
+settled or given back.
 
 Poison messages (delivered more than ``max_deliveries`` times) and entries
 deleted while pending are set aside when they are read again and returned
@@ -30,6 +38,7 @@ import redis.asyncio as aioredis
 from consumer.group import backlog, ensure_group
 from consumer.settings import ConsumerSettings
 from consumer.settle import Result, SettleCounts, Settler, SpendChecks
+from consumer.stats import PoolStats
 from consumer.transports.base import Delivery, Reclaimed
 from consumer.transports.leases import Leases
 from rewardpilot.logs import entry_id_fields, get_logger
@@ -39,8 +48,26 @@ from rewardpilot.streams import entry_key
 
 MAX_CLAIM_ROUNDS = 100  # bounds one takeover pass over a very long pending entries list
 CLAIM_COUNT = 1000
-# XAUTOCLAIM with JUSTID, returning Redis's raw reply: cursor, claimed ids, deleted ids.
-_CLAIM_SCRIPT = "return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')"
+# KEYS[1] a partition stream. ARGV[1] group, ARGV[2] this consumer, ARGV[3] start id, ARGV[4] count.
+# Runs XAUTOCLAIM with JUSTID and a minimum idle time of 0. Returns Redis's raw reply
+# (cursor, claimed ids, deleted ids) and, fourth, how many claimed ids another consumer
+# had pending. With a minimum idle time of 0, XAUTOCLAIM processes the first COUNT
+# entries of the pending entries list from the start id, deleted ones included (checked
+# on Redis 7.0.15), so XPENDING with the same start and count lists their owners.
+_CLAIM_SCRIPT = """
+local owners = {}
+for _, row in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', ARGV[4])) do
+  owners[row[1]] = row[2]
+end
+local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')
+local from_others = 0
+for _, entry_id in ipairs(reply[2]) do
+  if owners[entry_id] and owners[entry_id] ~= ARGV[2] then
+    from_others = from_others + 1
+  end
+end
+return {reply[1], reply[2], reply[3] or {}, from_others}
+"""
 
 # The partition of the batch last handed to the current asyncio task. Entry ids
 # are unique only within one stream, so when two partitions have a batch with
@@ -86,12 +113,22 @@ class PartitionedStreamTransport:
         self._buffered: dict[int, list[Delivery]] = {}  # read from Redis, not yet handed out
         self._read_pending_first: set[int] = set()  # partitions whose pending entries come first
         self._set_aside: dict[int, Reclaimed] = {}  # poison and lost entries for ``reclaim``
+        self._releasing: set[int] = set()  # held partitions above the target, released once idle
+        self.stats: PoolStats | None = None  # the pool's counters for claimed entries, set by attach_stats
         self._turn = 0
         self._changed = asyncio.Condition()
         self._lease_task: asyncio.Task | None = None
         self._closing = asyncio.Event()
 
     # Lifecycle
+
+    def attach_stats(self, stats: PoolStats) -> None:
+        """Count entries claimed from other consumers on a takeover in ``stats.claimed``.
+
+        The pool calls this, because these entries are claimed while a lease
+        is taken, outside the recovery loop that counts the other transports' claims.
+        """
+        self.stats = stats
 
     async def open(self) -> None:
         """Check the partition count, create every partition's group and take a first share of leases."""
@@ -146,32 +183,49 @@ class PartitionedStreamTransport:
                                  error=str(exc), partitions=sorted(self.held))
 
     async def balance(self) -> None:
-        """Renew held leases, give up leases above the fair share, and take free ones up to it."""
-        share = await self.leases.share()
+        """Renew held leases, give up leases above this consumer's target, and take free ones up to it."""
+        target = await self.leases.target()
 
         for partition in sorted(self.held):
             if not await self.leases.renew(partition):
                 self.log.warning("partition lease lost to another consumer", partition=partition)
                 self._drop(partition)
 
-        extras = len(self.held) - share
-        for partition in sorted(self.held, reverse=True):
-            if extras <= 0:
-                break
+        self._choose_releases(len(self.held) - target)
+        for partition in sorted(self._releasing):
             if self._idle(partition):
                 await self.leases.release(partition)
                 self._drop(partition)
-                self.log.info("partition lease released to balance the consumers", partition=partition)
-                extras -= 1
+                self.log.info("partition lease released to balance the consumers", partition=partition,
+                              target=target)
 
-        if len(self.held) < share:
-            await self._take_free(share)
+        if len(self.held) < target:
+            await self._take_free(target)
 
-    async def _take_free(self, share: int) -> None:
+    def _choose_releases(self, extra: int) -> None:
+        """Mark ``extra`` held partitions to release, keeping the ones marked earlier.
+
+        A busy partition would almost never be idle at the moment ``balance``
+        looks, so a marked partition gets no new reads or batches and becomes
+        idle once its batch in hand is settled or given back. Its buffered
+        entries stay pending, so the next holder claims them, or this
+        consumer reads them again first if the mark is lifted.
+        """
+        if extra <= 0:
+            self._releasing.clear()
+            return
+        # Marked ones first, then idle ones, then the highest partition numbers.
+        ranked = sorted(self.held, key=lambda p: (p not in self._releasing, not self._idle(p), -p))
+        chosen = set(ranked[:extra])
+        for partition in chosen - self._releasing:
+            self._read_pending_again(partition)
+        self._releasing = chosen
+
+    async def _take_free(self, target: int) -> None:
         # Start at a different partition per consumer, so consumers starting together try different leases.
         start = partition_of(self.consumer, self.partitions)
         for offset in range(self.partitions):
-            if len(self.held) >= share:
+            if len(self.held) >= target:
                 return
             partition = (start + offset) % self.partitions
             if partition in self.held or not await self.leases.acquire(partition):
@@ -192,6 +246,7 @@ class PartitionedStreamTransport:
         from the pending entries list) are set aside to be dead-lettered.
         """
         stream, start = self.streams[partition], "0-0"
+        from_others = 0
         for _ in range(MAX_CLAIM_ROUNDS):
             try:
                 reply = await self._claim(keys=[stream], args=[self.group, self.consumer, start, CLAIM_COUNT])
@@ -201,12 +256,18 @@ class PartitionedStreamTransport:
                 await ensure_group(self.client, stream, self.group, "0")
                 break
             start = _text(reply[0])
-            deleted = [_text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else [])]
+            deleted = [_text(entry_id) for entry_id in reply[2]]
             if deleted:
                 self._set_aside_lost(partition, deleted)
+            from_others += int(reply[3])
             if start == "0-0":
                 break
         self._read_pending_again(partition)
+        if from_others:
+            if self.stats is not None:
+                self.stats.claimed += from_others
+            self.log.info("claimed entries other consumers left pending", partition=partition, stream=stream,
+                          claimed=from_others)
 
     def _set_aside_lost(self, partition: int, entry_ids: list[str]) -> None:
         found = self._set_aside.setdefault(partition, Reclaimed(stream=self.streams[partition]))
@@ -230,14 +291,18 @@ class PartitionedStreamTransport:
     def _drop(self, partition: int) -> None:
         """Forget a partition; what this consumer read from it stays pending for the next holder."""
         self.held.discard(partition)
+        self._releasing.discard(partition)
         self._buffered.pop(partition, None)
         self._read_pending_first.discard(partition)
 
     # Reading
 
     def _free(self) -> list[int]:
-        """Return held partitions with nothing in hand or being read, rotated for fairness."""
-        ordered = sorted(self.held)
+        """Return held partitions with nothing in hand or being read, rotated for fairness.
+
+        Partitions marked for release are left out, so they become idle.
+        """
+        ordered = sorted(self.held - self._releasing)
         if not ordered:
             return []
         turn = self._turn % len(ordered)
@@ -461,7 +526,7 @@ class PartitionedStreamTransport:
         group left pending past the visibility timeout (a holder that lost
         its lease mid-batch and then died), to be read again first.
         """
-        for partition in sorted(self.held):
+        for partition in sorted(self.held - self._releasing):
             if partition not in self._read_pending_first and await self._others_pending(partition):
                 await self._take_over(partition)
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_job_exists, console, wait_for_redis
 from rewardpilot.cli.options import age_seconds, check_cards, split_cards
@@ -15,6 +19,13 @@ from rewardpilot.streams import LIVE_RUN
 
 if TYPE_CHECKING:
     from consumer.build import CallOptions
+    from consumer.pool import ConsumerPool
+    from consumer.settings import ConsumerSettings
+    from rewardpilot.job import JobLifetime
+    from rewardpilot.streams import StreamKeys
+
+# Milliseconds until the --name of a consumer that ended without releasing it (SIGKILL, a crash) is free again.
+NAME_LEASE_MS = 15_000
 
 
 def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold, breaker_cooldown,
@@ -56,6 +67,129 @@ def make_pool(client, settings, options):
         raise typer.Exit(2) from None
 
 
+def name_lease_key(keys: StreamKeys, group: str, name: str) -> str:
+    """Return the key of the lease a consumer takes on its name within ``group``."""
+    return f"{keys.base}consumer-name:{group}:{name}"
+
+
+@asynccontextmanager
+async def name_lease(client, settings: ConsumerSettings):
+    """Lease ``--name`` in its group while the block runs, or exit 2 when a running consumer has the lease.
+
+    Two processes with one consumer name share one pending entries list, so
+    recovery cannot tell their entries apart. A name the pool generates
+    (host, pid and a random part) is unique, so only ``--name`` is checked.
+    """
+    if settings.consumer is None:
+        yield
+        return
+    from rewardpilot.run_lock import RunLock, RunLockHeld
+
+    key = name_lease_key(settings.keys, settings.group_name, settings.consumer)
+    try:
+        async with RunLock(client, key, lease_ms=NAME_LEASE_MS):
+            yield
+    except RunLockHeld as exc:
+        holder = f"process {exc.holder} since {exc.since}" if exc.holder else "another process"
+        console.print(
+            f"[red]error:[/red] --name {escape(repr(settings.consumer))}: a consumer with this name is already "
+            f"running in group {escape(repr(settings.group_name))} ({escape(holder)}). Two consumers with one name "
+            "share one pending entries list, which breaks the recovery of unacknowledged entries. Stop the other "
+            "consumer, pick another --name, or leave out --name for a unique one. A consumer that ended without "
+            f"a clean stop releases its name within {NAME_LEASE_MS // 1000} s.",
+            soft_wrap=True, highlight=False,
+        )
+        raise typer.Exit(2) from None
+
+
+def check_metrics_address(address: str) -> None:
+    """Exit 2 naming ``--metrics-address`` when it is neither an IP address nor a host name that resolves."""
+    from consumer.metrics import check_listen_address
+
+    try:
+        check_listen_address(address)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] --metrics-address {escape(repr(address))}: {escape(str(exc))}",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def start_metrics(pool: ConsumerPool, port: int, address: str, redis_url: str) -> None:
+    """Serve the pool's metrics, or exit 2 naming the option at fault when the server cannot listen."""
+    from consumer.metrics import serve_metrics
+
+    try:
+        serve_metrics(pool, port, redis_url=redis_url, address=address)
+    except ValueError as exc:
+        # check_metrics_address passed at start, so the host name no longer resolves.
+        console.print(f"[red]error:[/red] --metrics-address {escape(repr(address))}: {escape(str(exc))}",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror):
+            message = f"--metrics-address {address!r}: invalid address ({reason}); use an IP address of this host"
+        elif exc.errno == errno.EADDRINUSE:
+            message = f"--metrics-port {port}: cannot listen on {endpoint} ({reason}); pick a free port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            message = (f"--metrics-address {address!r}: cannot listen on {endpoint} ({reason}), because no "
+                       "interface of this host has that address; use one that does, such as 127.0.0.1, "
+                       "or 0.0.0.0 for every interface")
+        elif exc.errno == errno.EACCES:
+            message = (f"--metrics-port {port}: cannot listen on {endpoint} ({reason}); ports below 1024 need "
+                       "privileges, so pick a port from 1024 up")
+        else:
+            message = (f"--metrics-address {address!r} --metrics-port {port}: cannot listen on {endpoint} "
+                       f"({reason}); check both options")
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def limit_to_job(lifetime: JobLifetime, marker_ttl_seconds: float) -> int:
+    """Return the marker TTL for a job's consumer: no longer than the job's keys still live.
+
+    A marker that outlived the job would make a later run of the same job
+    id skip its transaction without a result.
+
+    NOTE: the TTL is fixed when the consumer starts. A consumer that keeps
+    running (no --drain) writes markers that can outlive the job's keys by
+    up to its own run time. A later ``run`` of the job id then reports those
+    transactions as already_processed and exits with 1.
+    """
+    from rewardpilot.cli.publish_cmd import duration_text
+
+    remaining = lifetime.remaining_seconds
+    if remaining < marker_ttl_seconds:
+        keep = f" (--keep {duration_text(lifetime.keep_seconds)} of its run)" if lifetime.keep_seconds else ""
+        console.print(f"the job's keys expire in {remaining:,} s{keep}, so the de-duplication markers and cap "
+                      "spend this consumer writes expire by then too, not after --marker-ttl",
+                      soft_wrap=True, highlight=False)
+    return int(min(marker_ttl_seconds, remaining))
+
+
+def expire_with_job(client, keys: StreamKeys, settings: ConsumerSettings) -> None:
+    """Give the job's streams the job's remaining TTL, including streams this consumer created.
+
+    A results or dead-letter stream that did not exist before this consumer
+    wrote to it has no TTL of its own. When the job's keys expired while the
+    consumer ran, what the consumer wrote since expires in one second.
+    """
+    import redis
+
+    from rewardpilot.job import expire_job, job_lifetime
+
+    try:
+        lifetime = job_lifetime(client, keys)
+        seconds = lifetime.remaining_seconds if lifetime is not None else 1
+        expire_job(client, keys, seconds, settings.partitions, runs=(settings.run,))
+    except redis.RedisError as exc:
+        console.print(f"[yellow]warning:[/yellow] could not give the job's streams the job's TTL: "
+                      f"{escape(str(exc))}; a results or dead-letter stream this consumer created may not expire. "
+                      f"Run `consume --drain --job {escape(keys.job)}` again once Redis is reachable.",
+                      soft_wrap=True, highlight=False)
+
+
 def consume(
     ctx: typer.Context,
     workers: int = typer.Option(2, "--workers", min=1, max=256, help="asyncio workers in this process."),
@@ -65,7 +199,7 @@ def consume(
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     run: str = typer.Option(LIVE_RUN, "--run", help="Run name; results go to this run's results stream."),
     job: str = typer.Option(None, "--job", help="Work on the streams of this `rewardpilot run` job."),
-    name: str = typer.Option(None, "--name", help="Consumer name (default: host-pid-random, unique per process)."),
+    name: str = typer.Option(None, "--name", help="Consumer name (default: host-pid-random, unique per process). A name that a running consumer of the same group uses is rejected."),
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to finish the batch in hand after SIGTERM."),
     visibility_timeout: float = typer.Option(60.0, "--visibility-timeout", min=0.01, help="Seconds an entry may stay unsettled before another consumer claims it."),
     max_deliveries: int = typer.Option(5, "--max-deliveries", min=1, help="Deliveries after which an entry is a poison message and is dead-lettered."),
@@ -77,7 +211,8 @@ def consume(
     breaker_threshold: int = typer.Option(5, "--breaker-threshold", min=1, help="Consecutive transient failures that open the circuit breaker."),
     breaker_cooldown: float = typer.Option(30.0, "--breaker-cooldown", min=0.01, help="Seconds the breaker stays open before one probe call."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.01, help="Seconds per orchestrator request."),
-    marker_ttl: str = typer.Option("30d", "--marker-ttl", help="How long each result's de-duplication marker lives (such as 30d). Keep it at least as long as the stream's retention. A marker takes about 100 to 180 bytes of Redis memory."),
+    marker_ttl: str = typer.Option("30d", "--marker-ttl", help="How long each result's de-duplication marker lives (such as 30d). Keep it at least as long as the stream's retention. A marker takes about 100 to 180 bytes of Redis memory. With --job, markers and cap spend expire no later than the job's keys (its run's --keep)."),
+    results_maxlen: int = typer.Option(None, "--results-maxlen", min=1, help="Keep about N entries in the results stream (XADD MAXLEN ~, so a few more may stay): results past it are trimmed, oldest first. `replay --compare` and `report` read the results stream, so they only see the results kept. Unset: no limit.", show_default=False),
     trim_older_than: str = typer.Option(None, "--trim-older-than", help="Trim as it goes: every minute, remove transactions older than this age (such as 30d) that every consumer group has read and acknowledged.", show_default=False),
     startup_timeout: float = typer.Option(60.0, "--startup-timeout", min=0, help="Seconds to wait for Redis to answer at start before giving up."),
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.", show_default=False),
@@ -89,47 +224,57 @@ def consume(
     from consumer.settings import ConsumerSettings
     from consumer.shutdown import install_signal_handlers
 
+    from rewardpilot.job import job_lifetime
+
     marker_ttl_seconds = age_seconds(marker_ttl, "--marker-ttl")
     trim_age = age_seconds(trim_older_than, "--trim-older-than")
     if trim_age is not None and trim_age > marker_ttl_seconds:
         warn_markers_expire_first(marker_ttl, trim_older_than)
+    if metrics_port:
+        check_metrics_address(metrics_address)
     options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
                            breaker_cooldown, timeout)
     context = app_context(ctx)
-    wait_for_redis(context.client(), context, startup_timeout)
+    keys = context.keys(job)
+    client = context.client()
+    wait_for_redis(client, context, startup_timeout)
     # Checked before agreed_partitions, which would store a partition count under a mistyped job id.
-    check_job_exists(context.client(), context, context.keys(job))
-    partitions = agreed_partitions(context.client(), context.keys(job), partitions)
+    check_job_exists(client, context, keys)
+    partitions = agreed_partitions(client, keys, partitions)
+    lifetime = job_lifetime(client, keys)
+    cap_ttl_seconds = None
+    if lifetime is not None:
+        marker_ttl_seconds = limit_to_job(lifetime, marker_ttl_seconds)
+        cap_ttl_seconds = int(marker_ttl_seconds)
     settings = ConsumerSettings(
-        keys=context.keys(job), run=run, consumer=name, workers=workers, batch_size=batch_size,
+        keys=keys, run=run, consumer=name, workers=workers, batch_size=batch_size,
         block_ms=block_ms, drain=drain, wallet=check_cards(split_cards(wallet)),
         shutdown_grace_seconds=grace, visibility_timeout_ms=int(visibility_timeout * 1000),
         max_deliveries=max_deliveries, trim_older_than_seconds=trim_age, result_ttl_seconds=int(marker_ttl_seconds),
+        cap_ttl_seconds=cap_ttl_seconds, results_maxlen=results_maxlen,
         partitions=partitions, lease_ms=int(lease * 1000),
     )
 
     async def main():
-        client = context.async_client(block_ms=block_ms)
-        pool = make_pool(client, settings, options)
-        if metrics_port:
-            from consumer.metrics import serve_metrics
-
-            try:
-                serve_metrics(pool, metrics_port, redis_url=context.url(), address=metrics_address)
-            except OSError as exc:
-                await pool.recommender.aclose()
-                await client.aclose()
-                console.print(f"[red]error:[/red] --metrics-port {metrics_port}: cannot listen on "
-                              f"{metrics_address}:{metrics_port} ({exc.strerror or exc}); pick a free port")
-                raise typer.Exit(2) from None
-        interruption = install_signal_handlers(pool)
+        async_client = context.async_client(block_ms=block_ms)
         try:
-            return await pool.run(), pool.drained, interruption
+            async with name_lease(async_client, settings):
+                pool = make_pool(async_client, settings, options)
+                try:
+                    if metrics_port:
+                        start_metrics(pool, metrics_port, metrics_address, context.url())
+                    interruption = install_signal_handlers(pool)
+                    return await pool.run(), pool.drained, interruption
+                finally:
+                    await pool.recommender.aclose()
         finally:
-            await pool.recommender.aclose()
-            await client.aclose()
+            await async_client.aclose()
 
-    stats, drained, interruption = asyncio.run(main())
+    try:
+        stats, drained, interruption = asyncio.run(main())
+    finally:
+        if lifetime is not None:
+            expire_with_job(client, keys, settings)
     typer.echo(json.dumps(stats.as_dict()))
     if drain and not drained and interruption.signum is not None:
         # A drain that a signal ended did not finish, so the group may still hold unread or pending entries.

@@ -21,7 +21,7 @@ from rewardpilot.cli.partition_options import agreed_partitions, partitions_opti
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
     USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_progress_text,
-    publish_source, resume_text, shared_errors_as_json, unconverted_option,
+    linger_option, publish_source, resume_text, shared_errors_as_json, unconverted_option,
 )
 
 
@@ -49,6 +49,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     sample: int = typer.Option(10, "--sample", min=0, help="Recommendations to show in the sample table."),
     partitions: int = partitions_option(),
+    linger_ms: int = linger_option(),
     demo_wallets: bool = typer.Option(
         False, "--demo-wallets",
         help="Store the wallets of the bundled example's demo users (demo-foodie, demo-traveler, demo-cashback, "
@@ -64,7 +65,9 @@ def run(
     """Publish FILE, consume until drained, and print the summary.
 
     Exit status: 0 when every row was published and processed, and 1 when any
-    row was rejected or any transaction went to the dead-letter stream. It is
+    row was rejected, any transaction went to the dead-letter stream, or any
+    transaction got no result because the job id (or, with --live, the live
+    run) already had an outcome for it (already_processed). It is
     2 when an option is invalid, when the file could not be read, or when the
     results could not be written to --output. The --output path and the
     rejects file (--rejects, or the default in the current directory) are
@@ -77,7 +80,7 @@ def run(
     from consumer.settings import ConsumerSettings
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
     from rewardpilot import wallets
-    from rewardpilot.job import expire_job, job_keys, new_job_id, summarise
+    from rewardpilot.job import expire_job, job_keys, new_job_id, record_keep, summarise
     from rewardpilot.results import read_results
 
     # With --json, an error found before the job starts is one JSON object on stdout.
@@ -107,15 +110,19 @@ def run(
     console.print(f"job {job} on {context.describe_server()}")
     with shared_errors_as_json(as_json):
         agreed = agreed_partitions(client, keys, partitions)
+    if not live:
+        # Recorded before publishing, so `consume --job` keeps to it even if this run is stopped or killed.
+        record_keep(client, keys, keep_seconds)
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
                                 partitions=agreed,
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
     published, publish_seconds, stats, consume_seconds, wall_seconds, interrupted = asyncio.run(
         _publish_and_consume(context, client, keys, file, settings, layout=layout_config,
                              rejects=rejects, user=user, converter=converter,
-                             dedup_window_seconds=dedup_window_seconds, as_json=as_json)
+                             dedup_window_seconds=dedup_window_seconds, as_json=as_json, linger_ms=linger_ms)
     )
-    summary = summarise(job, published.published, stats, publish_seconds, consume_seconds, wall_seconds)
+    summary = summarise(job, published.published, stats, publish_seconds, consume_seconds, wall_seconds,
+                        already_published=published.duplicates)
     if not live:
         expire_job(client, keys, keep_seconds, settings.partitions)
 
@@ -143,6 +150,8 @@ def run(
         _print_summary(summary, client, results_stream, sample, _input_counts(published))
         if not live:
             console.print(f"the job's keys expire in {keep} (--keep)")
+    if summary.already_processed:
+        _print_already_processed(summary, live)
     # soft_wrap: the command is meant to be copied, so it must not be cut at the console's width.
     if live:
         console.print(f"follow the live results with: {program_name()} subscribe --from-start", soft_wrap=True)
@@ -167,8 +176,25 @@ def run(
         raise typer.Exit(128 + signal.Signals[interrupted].value)
     if output_failed:
         raise typer.Exit(2)
-    if published.rejected or summary.failed:
+    if published.rejected or summary.failed or summary.already_processed:
         raise typer.Exit(1)
+
+
+def _print_already_processed(summary, live: bool) -> None:
+    """Explain why transactions of this run got no result, and what to do."""
+    count = f"{summary.already_processed:,} of {summary.total_transactions:,} transactions"
+    if live:
+        console.print(f"[yellow]warning:[/yellow] {count} got no new result, because the live run already had "
+                      "an outcome for them: an earlier run or consumer settled them, and their de-duplication "
+                      "markers still exist. Their results are in the live results stream unless it was trimmed. "
+                      "To process them again, run the file as a job (leave out --live).",
+                      soft_wrap=True, highlight=False)
+        return
+    console.print(f"[yellow]warning:[/yellow] {count} got no result in this run, because job "
+                  f"{escape(summary.job)} already had an outcome for them: their de-duplication markers from an "
+                  "earlier run or consume of this job id still exist, so the job's results stream lacks them. "
+                  "Run the file under a new job id (leave out --job) to get a result for every transaction.",
+                  soft_wrap=True, highlight=False)
 
 
 class _StopPublishingToo:
@@ -188,7 +214,7 @@ class _StopPublishingToo:
 
 
 async def _publish_and_consume(context, client, keys, file, settings, *, layout, rejects, dedup_window_seconds: int,
-                               user=None, converter=None, as_json: bool = False):
+                               user=None, converter=None, as_json: bool = False, linger_ms: int):
     """Consume while the file is published, so backpressure never stalls the job; then drain.
 
     A stop signal stops the pool and, while the file is still being
@@ -200,8 +226,9 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
     starts: ``consume_seconds`` ends at the last settled outcome and
     ``wall_seconds`` when the pool stopped.
 
-    NOTE: a read from a pipe that sends nothing more is not interrupted, so
-    such a run waits for more input or the end of it after a signal.
+    While a pipe or terminal sends nothing, publishing checks the stop
+    every 0.1 s. NOTE: an OFX or Plaid document from a pipe is read whole
+    first, so a signal while it waits for the rest of one is not seen.
     """
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
@@ -226,7 +253,7 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
         producer = Producer(client, keys, dedup_window_seconds=dedup_window_seconds, stop=stop_publishing)
         published, publish_seconds = await asyncio.to_thread(
             publish_source, client, keys, file, layout=layout, rejects=rejects, user=user, converter=converter,
-            producer=producer, as_json=as_json,
+            producer=producer, as_json=as_json, linger_ms=linger_ms,
         )
         print_publish_summary(published)
     except BaseException:

@@ -40,7 +40,7 @@ def root(
     ),
     redis_url: str = typer.Option(
         None, "--redis-url", help="Redis server URL: redis://, rediss:// or unix:// (env REDIS_URL). "
-        "Unset: the embedded Valkey server in ./.rewardpilot/.", show_default=False,
+        "Unset: the embedded Valkey server in RP_HOME (default ./.rewardpilot/).", show_default=False,
     ),
     log_level: str = typer.Option(
         None, "--log-level", envvar="RP_LOG_LEVEL", show_default=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from rewardpilot.orchestrator import DEFAULT_MAX_BODY_BYTES
 
@@ -14,7 +15,7 @@ def orchestrator(
     max_body_bytes: int = typer.Option(
         DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Largest request body in bytes; larger ones get 413."
     ),
-    log_level: str = typer.Option("info", "--uvicorn-log-level", help="uvicorn's log level: debug, info, warning or error."),
+    log_level: str = typer.Option("info", "--uvicorn-log-level", help="uvicorn's log level: critical, error, warning, info, debug or trace."),
     no_wallets: bool = typer.Option(False, "--no-wallets", help="Run without Redis: requests without a wallet are judged against the whole catalog, with the default mode and valuations."),
 ) -> None:
     """Serve POST /recommend, POST /recommend/batch, GET /health, GET /cards and MCP tools at /mcp.
@@ -25,12 +26,20 @@ def orchestrator(
     optimization mode and valuation overrides stored in Redis, and one
     without a wallet uses the user's stored wallet (REDIS_URL, or the
     embedded server like every other command), unless --no-wallets is given.
+
+    Exits with 2 for an invalid option or an address that cannot be bound
+    (such as a port in use), and with 3 when the app fails to start.
     """
     import os
 
     from rewardpilot.cli.context import app_context, console
-    from rewardpilot.orchestrator.server import API_KEY_ENV, serve
+    from rewardpilot.orchestrator.server import API_KEY_ENV, ListenError, check_log_level, serve
 
+    try:
+        check_log_level(log_level)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     key = os.environ.get(API_KEY_ENV)
     if key and not key.strip():
         console.print(f"[red]error:[/red] {API_KEY_ENV} is set to blanks only, a key no client can send; "
@@ -39,4 +48,8 @@ def orchestrator(
     context = app_context(ctx)
     redis_url = None if no_wallets else context.url()
     prefix = context.prefix
-    serve(host, port, redis_url=redis_url, prefix=prefix, max_body_bytes=max_body_bytes, log_level=log_level)
+    try:
+        serve(host, port, redis_url=redis_url, prefix=prefix, max_body_bytes=max_body_bytes, log_level=log_level)
+    except ListenError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None

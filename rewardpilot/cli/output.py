@@ -20,8 +20,34 @@ CSV_COLUMNS = [
     "confidence", "wallet_source", "reasoning", "entry_id", "run", "timestamp", "merchant",
 ]
 
+# Text columns whose values come from the input file, the command line or a recommender (which
+# may be a remote orchestrator), so a spreadsheet could run one as a formula. The number columns
+# are left out, so a negative amount stays a number.
+FORMULA_ESCAPED_COLUMNS = frozenset({
+    "transaction_id", "user_id", "category", "card_id", "card_name", "issuer", "rewards_unit", "program",
+    "wallet_source", "reasoning", "run", "merchant",
+})
+
+# First characters that get a single quote in front: = + - @, tab, carriage return and NUL. The first
+# four start a formula in spreadsheets, and OWASP ASVS 5.0 requirement 1.2.10 lists tab and NUL as well.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+
+def escape_formula(text: str) -> str:
+    """Prefix ``text`` with a single quote when it starts like a spreadsheet formula, so a spreadsheet shows it as text."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
 
 def csv_row(result: Recommendation) -> dict:
+    """Return the CSV columns of ``result``, with text that starts like a formula escaped by ``escape_formula``."""
+    row = _csv_values(result)
+    for column in FORMULA_ESCAPED_COLUMNS:
+        if isinstance(row[column], str):
+            row[column] = escape_formula(row[column])
+    return row
+
+
+def _csv_values(result: Recommendation) -> dict:
     return {
         "transaction_id": result.transaction_id,
         "user_id": result.user_id,

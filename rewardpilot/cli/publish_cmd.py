@@ -33,10 +33,18 @@ if TYPE_CHECKING:
     from rewardpilot.fx import CurrencyConverter
 
 
+LAYOUT_HELP = ("A layout file that maps the input's columns, or the name of a preset such as chase "
+               "(see docs/input-formats.md). Unset: the layout is detected from the header.")
 USER_HELP = "user_id for bank exports, OFX and Plaid files, which name no user (default: me)."
 FX_RATES_HELP = (
     "CSV of exchange rates, header currency,usd_per_unit[,date]: the US dollars one unit buys. "
     "Non-USD amounts are converted with the latest rate on or before the transaction's date."
+)
+DEFAULT_LINGER_MS = 200
+DEFAULT_MAX_BACKLOG = 100_000  # producer.publisher.DEFAULT_MAX_BACKLOG, which this module does not import
+LINGER_HELP = (
+    "Maximum milliseconds a row read from a pipe or terminal waits for more rows to join its chunk while input "
+    "keeps arriving. A pause in the input sends the rows at once, and files are sent in chunks of 1,000 rows."
 )
 UNCONVERTED_HELP = (
     "What happens to a non-USD row with no rate: reject (default) sends it to the rejects file; "
@@ -46,6 +54,10 @@ UNCONVERTED_HELP = (
 
 def fx_rates_option():
     return typer.Option(None, "--fx-rates", help=FX_RATES_HELP, dir_okay=False)
+
+
+def linger_option():
+    return typer.Option(DEFAULT_LINGER_MS, "--linger-ms", min=0, help=LINGER_HELP)
 
 
 def unconverted_option():
@@ -134,8 +146,12 @@ def load_layout_option(path: Path | None, *, as_json: bool = False):
 
 
 def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None,
-                   converter: CurrencyConverter | None = None, producer=None, as_json: bool = False):
-    """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file."""
+                   converter: CurrencyConverter | None = None, producer=None, as_json: bool = False,
+                   linger_ms: int = DEFAULT_LINGER_MS):
+    """Publish a file or stdin (``-``); return ``(FileSummary, seconds)``. Exits 2 on an unreadable file.
+
+    ``linger_ms`` bounds how long a row from a pipe or terminal waits for a full chunk (``publish_file``).
+    """
     from producer import InputError, publish_file
 
     target = sys.stdin.buffer if str(source) == "-" else source
@@ -143,7 +159,7 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
     try:
         summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
                                progress=progress, console=console, user=user, converter=converter,
-                               producer=producer)
+                               producer=producer, linger_seconds=linger_ms / 1000)
     except (InputError, OSError) as exc:
         exit_with_error(str(exc), as_json=as_json)
     return summary, time.perf_counter() - started
@@ -157,8 +173,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[Interruption]:
     rows not yet written to the rejects file are lost. Only the main thread
     may install signal handlers.
 
-    NOTE: the stop is only seen between rows, so a read from a pipe that
-    sends nothing more is not interrupted by the first signal.
+    Publishing checks the stop at each chunk and every 500 rows and, while
+    a pipe or terminal sends nothing, every 0.1 s (``producer.lines.IDLE_POLL_SECONDS``).
+
+    NOTE: an OFX or Plaid document is read whole first, so a pipe that stops
+    sending in the middle of one is not interrupted by the first signal.
     """
     from consumer.shutdown import Interruption
 
@@ -240,13 +259,19 @@ def publish(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="CSV or JSON lines file; - for stdin."),
     job: str = typer.Option(None, "--job", help="Publish onto this job's streams instead of the live ones."),
-    layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
+    layout: Path = typer.Option(None, "--layout", help=LAYOUT_HELP),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl in the current directory)."),
     user: str = typer.Option(None, "--user", help=USER_HELP),
     fx_rates: Path = fx_rates_option(),
     unconverted_currency: str = unconverted_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     partitions: int = partitions_option(),
+    linger_ms: int = linger_option(),
+    max_backlog: int = typer.Option(
+        DEFAULT_MAX_BACKLOG, "--max-backlog", min=0,
+        help="Wait while the consumer group has more unread entries than this, so Redis does not grow "
+        "without bound when no consumer keeps up; 0 turns the wait off.",
+    ),
     dedup_window: str = typer.Option(
         "24h", "--dedup-window",
         help="How long a published transaction_id is remembered, so the same id is not published twice "
@@ -275,12 +300,22 @@ def publish(
         client = context.client()
         check_redis(client, context)
         agreed_partitions(client, context.keys(job), partitions)
+    job_seconds = _job_lifetime_seconds(client, context.keys(job)) if job is not None else None
+    if job_seconds is not None:
+        window = min(window, job_seconds) if window else 0
 
     stop = threading.Event()
-    producer = Producer(client, context.keys(job), dedup_window_seconds=window, stop=stop)
+    producer = Producer(client, context.keys(job), dedup_window_seconds=window, stop=stop,
+                        max_backlog=max_backlog or None)
     with stop_on_signals(stop) as interruption:
         summary, seconds = publish_source(client, context.keys(job), file, layout=layout_config, rejects=rejects,
-                                          user=user, converter=converter, producer=producer, as_json=as_json)
+                                          user=user, converter=converter, producer=producer, as_json=as_json,
+                                          linger_ms=linger_ms)
+    if job_seconds is not None:
+        from rewardpilot.job import expire_job
+
+        # Streams this publish created expire with the rest of the job.
+        expire_job(client, context.keys(job), job_seconds, producer.partitions)
     interrupted = interruption.name if summary.stopped else None
     if as_json:
         typer.echo(json.dumps({**asdict(summary), "seconds": round(seconds, 3), "interrupted": interrupted},
@@ -296,6 +331,25 @@ def publish(
                       soft_wrap=True, highlight=False)
         raise typer.Exit(interruption.exit_status)
     raise typer.Exit(exit_status(summary))
+
+
+def _job_lifetime_seconds(client, keys) -> int:
+    """Return the seconds a job's keys have left, and give a job with no expiry the default of ``run --keep``.
+
+    A job made by ``rewardpilot run`` records its ``--keep``. Publishing to a
+    job id that no run made (a new or mistyped id) would otherwise leave
+    streams that never expire, so such a job gets ``DEFAULT_JOB_KEEP``, with
+    a notice on stderr.
+    """
+    from rewardpilot.job import DEFAULT_JOB_KEEP_SECONDS, job_lifetime, record_keep
+
+    lifetime = job_lifetime(client, keys)
+    if lifetime is not None:
+        return lifetime.remaining_seconds
+    record_keep(client, keys, DEFAULT_JOB_KEEP_SECONDS)
+    console.print(f"job {escape(repr(keys.job))} has no expiry yet (no `rewardpilot run` made it); its keys expire "
+                  f"in {duration_text(DEFAULT_JOB_KEEP_SECONDS)}, the default of run --keep", highlight=False, soft_wrap=True)
+    return DEFAULT_JOB_KEEP_SECONDS
 
 
 def _dedup_window_seconds(text: str, as_json: bool) -> int:

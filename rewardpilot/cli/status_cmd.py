@@ -35,7 +35,7 @@ def _render(snapshot: dict, job: str | None = None) -> Table:
     # One line per figure: the caption wraps at the table's width, which a narrow table makes short.
     table.caption = "\n".join([
         _results_text(snapshot["results"], job), rate_text,
-        f"dead letters: {snapshot['dead_letters']}", _rate_text(snapshot.get("rate_limit")),
+        f"dead letters: {snapshot['dead_letters']}", _rate_text(snapshot.get("rate_limit"), job),
     ])
     return table
 
@@ -43,11 +43,13 @@ def _render(snapshot: dict, job: str | None = None) -> Table:
 def _results_text(results: dict[str, int], job: str | None) -> str:
     """Return the result counts per run, such as ``results live: 12`` or ``results of job J: 12``.
 
-    A job's own results stream is keyed under the live run name, so for a job that count is labelled with the job.
+    A job's own results are keyed ``job``, or ``live`` in snapshots made before that key existed.
     """
+    from rewardpilot.status import JOB_RESULTS  # imports redis, which `--help` does not need
+
     parts = []
     for run, count in results.items():
-        if job is not None and run == LIVE_RUN:
+        if job is not None and run in (JOB_RESULTS, LIVE_RUN):
             parts.append(f"of job {job}: {count}")
         else:
             parts.append(f"{run}: {count}")
@@ -161,13 +163,32 @@ def _jobs_if_live_empty(client, snapshot: dict, prefix: str, job: str | None) ->
     return find_jobs(client, prefix, limit=RECENT_JOBS_SHOWN)
 
 
-def _rate_text(rate_limit: dict | None) -> str:
+def _rate_text(rate_limit: dict | None, job: str | None = None) -> str:
+    """Return the orchestrator rate line: the rates only while a consumer used the bucket within the last minute.
+
+    For a job the label notes that the live consumers, replays and other jobs share this bucket.
+    """
+    label = "orchestrator rate limit"
+    if job is not None:
+        label += " (one for the whole prefix)"
     if rate_limit is None:
-        return "orchestrator rate limit: not in use"
+        return f"{label}: not in use"
+    # A snapshot without `active` (made by an older version) is shown with its rates, as it was then.
+    if not rate_limit.get("active", True):
+        return f"{label}: idle, last used {_duration_text(rate_limit['idle_seconds'])} ago"
     return (
-        f"orchestrator rate: {rate_limit['effective_rate']:.3g}/s effective of "
+        f"{label}: {rate_limit['effective_rate']:.3g}/s effective of "
         f"{rate_limit['configured_rate']:.3g}/s configured, {rate_limit['tokens']:.1f} tokens"
     )
+
+
+def _duration_text(seconds: float) -> str:
+    """Return ``seconds`` as ``45 s``, ``3 min`` or ``2.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def status(
@@ -177,7 +198,8 @@ def status(
         False, "--json",
         help="Print the snapshot as JSON. Its `jobs` key is null unless the live streams are shown and empty: "
         f"then it has the jobs found under the prefix (count, up to {RECENT_JOBS_SHOWN} recent ids, and whether "
-        "the key scan finished).",
+        "the key scan finished). With --job, the job's result count is `results.job`. `rate_limit.active` is "
+        "false when no consumer used the orchestrator rate limit in the last minute.",
     ),
     watch: bool = typer.Option(False, "--watch", help="Refresh the view until interrupted (Ctrl-C)."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),

@@ -3,47 +3,204 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import sys
+import time
+from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
-from rewardpilot.cli.context import app_context, check_job_exists, check_redis
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, program_name
 from rewardpilot.streams import LIVE_RUN
+
+if TYPE_CHECKING:
+    import redis
+
+    from rewardpilot.cli.context import AppContext
+    from rewardpilot.streams import StreamKeys
+
+# A stream entry id as XREAD takes it: <milliseconds>-<sequence>, or <milliseconds> alone.
+_ENTRY_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
+_MAX_ID_PART = 2**64 - 1
+# Runs listed in the hint for a missing results stream, and the SCAN calls spent finding them.
+HINT_RUNS = 5
+HINT_SCAN_MAX_CALLS = 100
+# Backoff between reconnection attempts, in seconds, the last one repeated (as the consumers do).
+RECONNECT_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check_entry_id(value: str) -> str:
+    """Return ``value`` when XREAD accepts it as an entry id, else exit 2 naming it and the accepted forms."""
+    match = _ENTRY_ID.match(value)
+    if match is None or any(int(part) > _MAX_ID_PART for part in match.groups() if part is not None):
+        console.print(f"[red]error:[/red] --from {escape(repr(value))} is not a stream entry id; use "
+                      "<milliseconds>-<sequence> (such as 1700000000000-0) or <milliseconds> alone, "
+                      "or --from-start for the whole stream",
+                      soft_wrap=True)
+        raise typer.Exit(2)
+    return value
+
+
+def start_id(from_start: bool, from_id: str | None) -> str:
+    """Return the id to read after: "0" with --from-start, the checked --from id, else "$" (new results only)."""
+    if from_start and from_id is not None:
+        console.print("[red]error:[/red] --from-start and --from are alternatives; give one of them")
+        raise typer.Exit(2)
+    if from_start:
+        return "0"
+    if from_id is not None:
+        return check_entry_id(from_id)
+    return "$"
+
+
+def check_idle_timeout(seconds: float | None) -> float | None:
+    """Exit 2 unless ``seconds`` is unset, zero or positive. Infinity waits as long as unset does."""
+    if seconds is None:
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        console.print(f"[red]error:[/red] --idle-timeout {seconds} is invalid; give seconds of 0 or more "
+                      "(0 exits after the first wait without a result), or leave it out to wait until interrupted",
+                      soft_wrap=True)
+        raise typer.Exit(2)
+    return seconds
+
+
+def list_runs(client: redis.Redis, keys: StreamKeys) -> list[str]:
+    """Return up to HINT_RUNS run names that have a results stream under ``keys``, from a bounded SCAN."""
+    base = keys.results()
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", base) + ":*"
+    runs: set[str] = set()
+    cursor = 0
+    for _ in range(HINT_SCAN_MAX_CALLS):
+        cursor, names = client.scan(cursor=cursor, match=pattern, count=1000, _type="stream")
+        for raw in names:
+            name = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+            run = name[len(base) + 1:]
+            if ":" not in run:
+                runs.add(run)
+        if int(cursor) == 0:
+            break
+    return sorted(runs)[:HINT_RUNS]
+
+
+def hint_missing_stream(client: redis.Redis, keys: StreamKeys, run: str) -> None:
+    """Print a hint on stderr when the run's results stream does not exist yet."""
+    stream = keys.results(run)
+    if client.exists(stream):
+        return
+    program = program_name()
+    where = f" of job {keys.job!r}" if keys.job else ""
+    job_option = f" --job {keys.job}" if keys.job else ""
+    if run == LIVE_RUN:
+        message = (f"hint: no results stream {stream!r}{where} yet; results appear once `{program} consume"
+                   f"{job_option}` processes published transactions. Waiting for them.")
+    else:
+        found = list_runs(client, keys)
+        known = f"runs with results here: {', '.join(found)}" if found else "no run has results here yet"
+        message = (f"hint: no results stream for run {run!r}{where} ({stream}); {known}. Check the name, or start "
+                   f"the run with `{program} replay{job_option} --run {run} --start T`. Waiting for results.")
+    console.print(escape(message), soft_wrap=True)
+
+
+async def follow_results(context: AppContext, stream: str, start: str, user: str | None,
+                         idle_timeout: float | None, reconnect_timeout: float) -> None:
+    """Print the stream's results after ``start`` as JSON lines, reconnecting after a dropped connection.
+
+    Idle time counts only replies without a new entry, not time spent
+    reconnecting. After ``reconnect_timeout`` seconds without a reply from
+    Redis, exits 1 with an error naming the server.
+    """
+    import redis
+
+    from rewardpilot.codec import decode_result
+    from rewardpilot.logs import get_logger
+    from rewardpilot.results import READ_CHUNK
+
+    block_ms = 1000
+    client = context.async_client(block_ms=block_ms)
+    log = get_logger("subscribe")
+    last_id = start
+    idle = 0.0
+    failures = 0
+    down_since: float | None = None
+    try:
+        while True:
+            try:
+                reply = await client.xread({stream: last_id}, count=READ_CHUNK, block=block_ms)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                now = time.monotonic()
+                down_since = down_since if down_since is not None else now
+                if now - down_since >= reconnect_timeout:
+                    console.print(f"[red]error:[/red] lost the connection to Redis at "
+                                  f"{escape(context.describe_server())} and could not reconnect within "
+                                  f"{reconnect_timeout:g} s ({escape(str(exc).rstrip('.'))}); check that the server "
+                                  "is running and reachable, then subscribe again with --from and the last entry id",
+                                  soft_wrap=True)
+                    raise typer.Exit(1) from None
+                delay = RECONNECT_BACKOFF_SECONDS[min(failures, len(RECONNECT_BACKOFF_SECONDS) - 1)]
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("Redis unreachable; reconnecting", error=str(exc), attempts=failures,
+                                retry_in_seconds=delay)
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                log.info("reconnected to Redis", attempts=failures)
+            failures = 0
+            down_since = None
+            if not reply:
+                idle += block_ms / 1000
+                if idle_timeout is not None and idle >= idle_timeout:
+                    return
+                continue
+            idle = 0.0
+            for entry_id, fields in reply[0][1]:
+                last_id = _text(entry_id)
+                if user is None or _text(fields.get(b"user_id", fields.get("user_id", b""))) == user:
+                    sys.stdout.write(decode_result(fields).model_dump_json() + "\n")
+            sys.stdout.flush()
+    finally:
+        await client.aclose()
 
 
 def subscribe(
     ctx: typer.Context,
     from_start: bool = typer.Option(False, "--from-start", help="Start at the first result in the stream."),
-    from_id: str = typer.Option(None, "--from", help="Start after this stream entry id."),
+    from_id: str = typer.Option(
+        None, "--from", help="Start after this stream entry id: <milliseconds>-<sequence> or <milliseconds>."
+    ),
     user: str = typer.Option(None, "--user", help="Only results for this user_id."),
     run: str = typer.Option(LIVE_RUN, "--run", help="Follow the results of this run (a replay's name)."),
-    job: str = typer.Option(None, "--job", help="Follow the results of this `rewardpilot run` job."),
+    job: str = typer.Option(
+        None, "--job", help="Follow the results of this `rewardpilot run` job; with --run, of a replay of the job."
+    ),
     idle_timeout: float = typer.Option(
-        None, "--idle-timeout", help="Exit after this many seconds without a new result.", show_default=False
+        None, "--idle-timeout", help="Exit after this many seconds (0 or more) without a new result.",
+        show_default=False,
+    ),
+    reconnect_timeout: float = typer.Option(
+        60.0, "--reconnect-timeout", min=0,
+        help="Seconds to keep reconnecting after the connection to Redis drops, before exiting with 1.",
     ),
 ) -> None:
     """Print results as JSON lines on stdout until interrupted."""
-    from rewardpilot.results import subscribe as follow
+    start = start_id(from_start, from_id)
+    idle_timeout = check_idle_timeout(idle_timeout)
 
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
     keys = context.keys(job)
-    stream = keys.results(run)
-    start = "0" if from_start else (from_id or "$")
     check_job_exists(client, context, keys, run)
-
-    async def main() -> None:
-        client = context.async_client(block_ms=1000)
-        try:
-            async for result in follow(client, stream, start=start, user=user, block_ms=1000,
-                                       idle_timeout_seconds=idle_timeout):
-                sys.stdout.write(result.model_dump_json() + "\n")
-                sys.stdout.flush()
-        finally:
-            await client.aclose()
+    hint_missing_stream(client, keys, run)
 
     try:
-        asyncio.run(main())
+        asyncio.run(follow_results(context, keys.results(run), start, user, idle_timeout, reconnect_timeout))
     except KeyboardInterrupt:
         pass

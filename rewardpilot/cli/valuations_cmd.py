@@ -51,18 +51,29 @@ def unset_valuation(
     user: str = typer.Argument(..., help="The user_id."),
     programs: list[str] = typer.Argument(..., help='Program names, e.g. "Amex Membership Rewards".'),
 ) -> None:
-    """Remove a user's stored valuations of these programs, so the defaults apply again."""
+    """Remove a user's stored valuations of these programs, so the defaults apply again.
+
+    Exits 2 before removing anything when a program is neither a known
+    program nor stored for the user. A stored value of a program the rules
+    no longer know can still be removed.
+    """
     from rewardpilot import caps
+    from rewardpilot.user_terms import check_known_program
 
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
+    try:
+        stored = caps.get_valuations(client, context.keys(), user)
+        known = _table().programs
+        for program in programs:
+            if program not in stored:
+                check_known_program(program, known)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     for program in programs:
-        try:
-            removed = caps.unset_valuation(client, context.keys(), user, program)
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        removed = caps.unset_valuation(client, context.keys(), user, program)
         state = "now uses the default" if removed else "had no stored value, so it already uses the default"
         console.print(f"{escape(user)}: {escape(program)} {state}", soft_wrap=True)
 

@@ -776,14 +776,12 @@ class RulesEngine:
             return self.evaluate(transaction, wallet, wallet_source=wallet_source, valuations=valuations,
                                  mode=mode, state=state)
         except NoUsableCardError as exc:
-            answer = self.evaluate(transaction, None, valuations=valuations, mode=mode)
-            answer.reasoning = answer.reasoning.replace(
-                CATALOG_NOTE,
-                f"No card in this wallet is accepted at {exc.merchant} ({exc.rule_label}), "
-                "so this is the best card in the catalog for this purchase",
-            )
-            answer.passed_over = [f"{card}: not accepted here ({exc.rule_label})" for card in exc.cards]
-            return answer
+            # The reasoning names the wallet's cards, not the catalog's, as passed over.
+            note = (f"No card in this wallet is accepted at {exc.merchant} ({exc.rule_label}), "
+                    "so this is the best card in the catalog for this purchase")
+            passed_over = [f"{card}: not accepted here ({exc.rule_label})" for card in exc.cards]
+            return self.evaluate(transaction, None, valuations=valuations, mode=mode,
+                                 _fallback=(note, passed_over))
 
     def recommend(
         self,
@@ -826,11 +824,14 @@ class RulesEngine:
         valuations: Mapping[str, object] | None = None,
         mode: str | None = None,
         state: SpendState | None = None,
+        _fallback: tuple[str, list[str]] | None = None,
     ) -> Evaluation:
         """Work out what ``recommend`` returns, as an ``Evaluation`` that has not built its models yet.
 
         Takes the same arguments and raises the same errors as ``recommend``.
         The consumer uses it to write results without building pydantic models.
+        ``_fallback`` is for ``evaluate_or_fallback``: the catalog note and the
+        passed-over list to use in place of the catalog's own.
         """
         started = time.perf_counter()
         if wallet is None:
@@ -885,9 +886,13 @@ class RulesEngine:
             for name, cents in updates:
                 state.add(transaction.user_id, name, cents)
 
-        passed_over = list(ranking.passed_over) + self._inactive_notes(context, wallet_key)
+        catalog_note = CATALOG_NOTE
+        if _fallback is None:
+            passed_over = list(ranking.passed_over) + self._inactive_notes(context, wallet_key)
+        else:
+            catalog_note, passed_over = _fallback
         reasoning = self._reasoning(
-            transaction, context, winner, winner_cash, source, assumed, passed_over, mode,
+            transaction, context, winner, winner_cash, source, assumed, passed_over, mode, catalog_note,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # Positional, in field order, for the reason given in _context.
@@ -956,7 +961,7 @@ class RulesEngine:
 
     def _reasoning(
         self, transaction: Transaction, context: _Context, winner: _Valued, cash: Decimal,
-        source: str, assumed: bool, passed_over: list[str], mode: str,
+        source: str, assumed: bool, passed_over: list[str], mode: str, catalog_note: str = CATALOG_NOTE,
     ) -> str:
         entry = winner.entry
         card = entry.plan.card
@@ -982,7 +987,7 @@ class RulesEngine:
             notes.append(f"no card in the wallet earns {mode[len(PROGRAM_MODE_PREFIX):]}, so the highest cash value wins")
 
         if source == "catalog":
-            notes.append(CATALOG_NOTE)
+            notes.append(catalog_note)
         elif source == "run":
             notes.append("No wallet on file for this user, so this is the best card in the wallet named for this run")
         if placement.source == "text":

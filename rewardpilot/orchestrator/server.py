@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS
 
 from rewardpilot.orchestrator.app import DEFAULT_MAX_BODY_BYTES, create_app
 
 API_KEY_ENV = "ORCHESTRATOR_API_KEY"
+
+
+class ListenError(Exception):
+    """The server cannot listen on the requested address and port."""
+
+
+def check_log_level(level: str) -> str:
+    """Return ``level`` in lower case, or raise ValueError when uvicorn has no such log level."""
+    if level.lower() not in LOG_LEVELS:
+        raise ValueError(f"--uvicorn-log-level {level!r} is invalid; use one of {', '.join(LOG_LEVELS)}")
+    return level.lower()
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind and close a TCP socket on every address of ``host`` at ``port``, or raise ListenError naming them.
+
+    The addresses and socket options are those asyncio's ``create_server``
+    binds for uvicorn, so a port in use is reported before the app starts and
+    logs that it started.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        candidates = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                        flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {address}: {exc.strerror}; check --host") from None
+    for family, kind, protocol, _, sockaddr in candidates:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ListenError(f"cannot listen on {address}: the port is already in use; stop the "
+                                      "process that holds it, or choose another port with --port") from None
+                raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}; "
+                                  "check --host and --port") from None
 
 
 def serve(
@@ -25,11 +67,16 @@ def serve(
 
     ``api_key`` defaults to ``ORCHESTRATOR_API_KEY``; with neither set, the
     server answers without auth. uvicorn's access log records method, path
-    and status only, so the key never reaches a log.
+    and status only, so the key never reaches a log. Raises ValueError for an
+    unknown ``log_level`` and ListenError when the address cannot be bound,
+    both before the app starts. ``uvicorn.run`` exits with 3
+    (``uvicorn.config.STARTUP_FAILURE``) when the app fails to start.
     """
+    level = check_log_level(log_level)
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
 
+    check_listen(host, port)
     app = create_app(
         api_key=api_key,
         redis_url=redis_url,
@@ -37,4 +84,6 @@ def serve(
         max_body_bytes=max_body_bytes,
         host=host,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), proxy_headers=False)
+    # NOTE: another process can still take the port between check_listen and
+    # uvicorn's own bind; uvicorn then logs the error and exits with 3.
+    uvicorn.run(app, host=host, port=port, log_level=level, proxy_headers=False)
