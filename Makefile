@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/rewardpilot run $(EXAMPLE) --demo-wallets
 
+# Three pytest-xdist workers: most tests wait on subprocesses and servers, so three
+# overlap well even on 2 cores. PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

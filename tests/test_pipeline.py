@@ -182,8 +182,11 @@ async def test_stale_pending_claimed_by_live_consumer(redis_url, keys, sync_clie
     sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
     # A consumer reads 30 entries and dies without settling them.
     sync_client.xreadgroup(keys.group(), "dead-consumer", {keys.transactions: ">"}, count=30)
+    # The dead consumer's entries are idle past the visibility timeout before the pool starts. The
+    # timeout stays long enough that the pool's own 20 entries are settled before they could be claimed.
+    time.sleep(0.6)
 
-    settings = ConsumerSettings(keys=keys, workers=1, visibility_timeout_ms=1, claim_interval_seconds=0.05)
+    settings = ConsumerSettings(keys=keys, workers=1, visibility_timeout_ms=500, claim_interval_seconds=0.05)
     stats = await drain(redis_url, settings)
 
     assert stats.claimed == 30

@@ -75,7 +75,8 @@ def exit_with_error(message: str, *, as_json: bool = False, exit_code: int = 2,
     if as_json:
         typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
     else:
-        console.print(f"[red]error:[/red] {message}", highlight=highlight)
+        # soft_wrap: a long path in the message is printed whole, not cut at the console's width.
+        console.print(f"[red]error:[/red] {message}", highlight=highlight, soft_wrap=True)
     raise typer.Exit(exit_code)
 
 
