@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from producer.readers import Rejected, Skipped
+from rewardpilot.retention import age_text
 
 
 class RejectsWriter:
@@ -60,7 +61,7 @@ class RejectsWriter:
     def duplicate(self, line: int, transaction_id: str, window_seconds: int) -> None:
         self.write({
             "outcome": "duplicate", "line": line, "column": "transaction_id", "value": transaction_id,
-            "reason": f"transaction_id {transaction_id!r} was already published in the last {_window_text(window_seconds)}",
+            "reason": f"transaction_id {transaction_id!r} was already published in the last {age_text(window_seconds)}",
             "fix": "", "transaction_id": transaction_id, "raw": None,
         })
 
@@ -75,12 +76,3 @@ class RejectsWriter:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-
-def _window_text(seconds: int) -> str:
-    """Write a dedup window as --dedup-window takes it, in the largest whole unit: 24h, 7d, 90m or 45s."""
-    if seconds >= 2 * 86_400 and seconds % 86_400 == 0:
-        return f"{seconds // 86_400}d"
-    for unit, size in (("h", 3_600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

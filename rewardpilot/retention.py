@@ -73,6 +73,16 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def age_text(seconds: int) -> str:
+    """Write whole seconds as an age that ``parse_age`` reads, in the largest whole unit: 24h, 7d, 90m or 45s."""
+    if seconds >= 2 * 86_400 and seconds % 86_400 == 0:
+        return f"{seconds // 86_400}d"
+    for unit, size in (("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

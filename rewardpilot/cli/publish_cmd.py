@@ -202,12 +202,9 @@ def stop_on_signals(stop: threading.Event) -> Iterator[Interruption]:
 
 def duration_text(seconds: int) -> str:
     """Return a whole number of seconds in the largest unit that divides it, such as ``24h`` or ``7d``."""
-    if seconds >= 2 * 86_400 and seconds % 86_400 == 0:
-        return f"{seconds // 86_400}d"
-    for unit, size in (("h", 3_600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    from rewardpilot.retention import age_text
+
+    return age_text(seconds)
 
 
 def publish_progress_text(summary: FileSummary) -> str:
