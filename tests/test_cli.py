@@ -270,7 +270,9 @@ def test_embedded_server_shared_and_stopped(tmp_path):
     env["RP_HOME"] = str(tmp_path / "home")
     env["PYTHONPATH"] = str(ROOT)
     try:
-        assert run_cli(["wallet", "set", "bob", "amex-gold"], env).returncode == 0
+        started = run_cli(["wallet", "set", "bob", "amex-gold"], env)
+        assert started.returncode == 0
+        assert "keep RP_HOME set to reach the same data again" in started.stderr
         first = json.loads(run_cli(["server", "status", "--json"], env).stdout)
         assert first["running"] is True
         plain = run_cli(["server", "status"], env)

@@ -56,8 +56,11 @@ class AppContext:
                 console.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(2) from None
             if first_start:
-                console.print(f"started a new embedded Valkey server with its data in {home}; run rewardpilot "
-                              "from this directory (or set RP_HOME) to reach the same data again, or set REDIS_URL.")
+                reach = ("keep RP_HOME set to reach the same data again" if os.environ.get("RP_HOME")
+                         else "run rewardpilot from this directory (or set RP_HOME) to reach the same data again")
+                # soft_wrap: the path is printed whole, not cut at the console's width.
+                console.print(f"started a new embedded Valkey server with its data in {home}; {reach}, "
+                              "or set REDIS_URL.", soft_wrap=True)
         return self._resolved
 
     def keys(self, job: str | None = None) -> StreamKeys:

@@ -20,14 +20,14 @@ from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path, check_reje
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
-    USER_HELP, fx_rates_option, load_converter, load_layout_option, print_publish_summary, publish_progress_text,
-    linger_option, publish_source, resume_text, shared_errors_as_json, unconverted_option,
+    INPUT_FILE_HELP, LAYOUT_HELP, USER_HELP, fx_rates_option, load_converter, load_layout_option,
+    print_publish_summary, publish_progress_text, linger_option, publish_source, resume_text, shared_errors_as_json, unconverted_option,
 )
 
 
 def run(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="Transactions: CSV (documented layout, TabFormer, or a layout given with --layout) or JSON lines; - for stdin."),
+    file: Path = typer.Argument(..., help=INPUT_FILE_HELP),
     job: str = typer.Option(None, "--job", help="Job id (default: a new one per run, from the time)."),
     live: bool = typer.Option(False, "--live", help="Use the live streams instead of the job's own."),
     workers: int = typer.Option(
@@ -42,7 +42,7 @@ def run(
         help="Write every result to FILE.csv (CSV) or FILE.jsonl (JSON lines); other suffixes are rejected.",
     ),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl in the current directory)."),
-    layout: Path = typer.Option(None, "--layout", help="A column-mapping file describing the input layout."),
+    layout: Path = typer.Option(None, "--layout", help=LAYOUT_HELP),
     user: str = typer.Option(None, "--user", help=USER_HELP),
     fx_rates: Path = fx_rates_option(),
     unconverted_currency: str = unconverted_option(),

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from rewardpilot.fx import CurrencyConverter
 
 
+INPUT_FILE_HELP = ("Transactions: CSV in the documented layout, a bank export (Chase, Amex and other presets), "
+                   "TabFormer, OFX, Plaid JSON or CSV, or JSON lines; - for stdin (see docs/input-formats.md).")
 LAYOUT_HELP = ("A layout file that maps the input's columns, or the name of a preset such as chase "
                "(see docs/input-formats.md). Unset: the layout is detected from the header.")
 USER_HELP = "user_id for bank exports, OFX and Plaid files, which name no user (default: me)."
@@ -255,7 +257,7 @@ def rejects_file_text(summary) -> str:
 
 def publish(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="CSV or JSON lines file; - for stdin."),
+    file: Path = typer.Argument(..., help=INPUT_FILE_HELP),
     job: str = typer.Option(None, "--job", help="Publish onto this job's streams instead of the live ones."),
     layout: Path = typer.Option(None, "--layout", help=LAYOUT_HELP),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl in the current directory)."),
