@@ -841,9 +841,9 @@ def other_separator_message(line: str, comma_fields: int, layout: Layout | None 
 
 def preset_by_name(name: str) -> Layout | None:
     """Return the preset called ``name``, compared without case, or None when no preset has that name."""
-    wanted = name.strip().casefold()
+    key = name.strip().casefold()
     for layout in PRESETS:
-        if layout.name.casefold() == wanted:
+        if layout.name.casefold() == key:
             return layout
     return None
 

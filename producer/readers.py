@@ -818,9 +818,9 @@ def json_array_message(head: bytes, name: str, *, whole: bool) -> str | None:
 
     ``head`` is the first bytes of the input, and ``whole`` is True when they
     are all of it. An input is a JSON array when it starts with ``[`` and
-    either parses as an array as a whole, or is not JSON lines: its first line
-    is not a complete value followed by more lines, and its second non-blank
-    line is not a complete JSON object. So a pretty-printed array is caught
+    parses as an array as a whole. It also is one when it is not JSON lines:
+    its first line is not a complete value followed by more lines, and its
+    second non-blank line is not a complete JSON object. So a pretty-printed array is caught
     on its opening ``[`` line, and JSON lines whose first line is a bad line
     starting with ``[`` are still read line by line.
     """

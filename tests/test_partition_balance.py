@@ -45,7 +45,7 @@ def holders(client: redis.Redis, keys, partitions: int = PARTITIONS) -> list[str
 
 
 def is_balanced(current: list[str | None], names: list[str]) -> bool:
-    """Return True when every partition is held by one of ``names`` and each holds its target."""
+    """Return True when every partition is held by one of ``names`` and each has its target."""
     if any(holder not in names for holder in current):
         return False
     return all(current.count(name) == fair_share(len(current), names, name) for name in names)
@@ -254,7 +254,7 @@ def test_takeover_counts_claimed(redis_url, sync_client, keys):
 
 
 async def join_later(url, keys, publisher: Publisher):
-    """Run pools p1 and p2 until balanced, start p3, and run until p3 holds its share and has results."""
+    """Run pools p1 and p2 until balanced, start p3, and run until p3 has its share and has results."""
     settings = settings_for(keys, partitions=PARTITIONS, lease_ms=600, drain=False, workers=2)
     client = publisher.client
     clients, pools, tasks = [], {}, {}
@@ -334,7 +334,7 @@ def test_started_together_end_up_balanced(one_redis_url, one_keys, tmp_path):
 
         balanced = publish_until(publisher, lambda: is_balanced(holders(client, one_keys), names), steps=400)
         assert balanced, holders(client, one_keys)
-        # Every consumer now holds a partition, and users fall on every partition.
+        # Every consumer now has a partition lease, and users fall on every partition.
         for _ in range(5):
             publisher.chunk()
         assert wait_until(lambda: client.xlen(one_keys.results()) >= len(publisher.published), attempts=600)

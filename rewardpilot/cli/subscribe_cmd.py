@@ -6,7 +6,6 @@ import asyncio
 import math
 import re
 import sys
-import time
 from typing import TYPE_CHECKING
 
 import typer
@@ -27,12 +26,7 @@ _MAX_ID_PART = 2**64 - 1
 # Runs listed in the hint for a missing results stream, and the SCAN calls spent finding them.
 HINT_RUNS = 5
 HINT_SCAN_MAX_CALLS = 100
-# Backoff between reconnection attempts, in seconds, the last one repeated (as the consumers do).
-RECONNECT_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+FOLLOW_BLOCK_MS = 1000  # XREAD BLOCK while following, so --idle-timeout is counted in whole seconds
 
 
 def check_entry_id(value: str) -> str:
@@ -112,60 +106,25 @@ async def follow_results(context: AppContext, stream: str, start: str, user: str
                          idle_timeout: float | None, reconnect_timeout: float) -> None:
     """Print the stream's results after ``start`` as JSON lines, reconnecting after a dropped connection.
 
-    Idle time counts only replies without a new entry, not time spent
-    reconnecting. After ``reconnect_timeout`` seconds without a reply from
-    Redis, exits 1 with an error naming the server.
+    After ``reconnect_timeout`` seconds without a reply from Redis, exits 1
+    with an error naming the server.
     """
-    import redis
+    from rewardpilot.results import ResultsConnectionLost, subscribe as read_live
 
-    from rewardpilot.codec import decode_result
-    from rewardpilot.logs import get_logger
-    from rewardpilot.results import READ_CHUNK
-
-    block_ms = 1000
-    client = context.async_client(block_ms=block_ms)
-    log = get_logger("subscribe")
-    last_id = start
-    idle = 0.0
-    failures = 0
-    down_since: float | None = None
+    client = context.async_client(block_ms=FOLLOW_BLOCK_MS)
+    results = read_live(client, stream, start=start, user=user, block_ms=FOLLOW_BLOCK_MS,
+                        idle_timeout_seconds=idle_timeout, reconnect_timeout_seconds=reconnect_timeout)
     try:
-        while True:
-            try:
-                reply = await client.xread({stream: last_id}, count=READ_CHUNK, block=block_ms)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                now = time.monotonic()
-                down_since = down_since if down_since is not None else now
-                if now - down_since >= reconnect_timeout:
-                    console.print(f"[red]error:[/red] lost the connection to Redis at "
-                                  f"{escape(context.describe_server())} and could not reconnect within "
-                                  f"{reconnect_timeout:g} s ({escape(str(exc).rstrip('.'))}); check that the server "
-                                  "is running and reachable, then subscribe again with --from and the last entry id",
-                                  soft_wrap=True)
-                    raise typer.Exit(1) from None
-                delay = RECONNECT_BACKOFF_SECONDS[min(failures, len(RECONNECT_BACKOFF_SECONDS) - 1)]
-                failures += 1
-                if failures == 1 or failures % 10 == 0:
-                    log.warning("Redis unreachable; reconnecting", error=str(exc), attempts=failures,
-                                retry_in_seconds=delay)
-                await asyncio.sleep(delay)
-                continue
-            if failures:
-                log.info("reconnected to Redis", attempts=failures)
-            failures = 0
-            down_since = None
-            if not reply:
-                idle += block_ms / 1000
-                if idle_timeout is not None and idle >= idle_timeout:
-                    return
-                continue
-            idle = 0.0
-            for entry_id, fields in reply[0][1]:
-                last_id = _text(entry_id)
-                if user is None or _text(fields.get(b"user_id", fields.get("user_id", b""))) == user:
-                    sys.stdout.write(decode_result(fields).model_dump_json() + "\n")
+        async for result in results:
+            sys.stdout.write(result.model_dump_json() + "\n")
             sys.stdout.flush()
+    except ResultsConnectionLost as exc:
+        console.print(f"[red]error:[/red] lost the connection to Redis at {escape(context.describe_server())} "
+                      f"and {escape(str(exc))}; check that the server is running and reachable, then subscribe "
+                      "again with --from and the last entry id", soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
+        await results.aclose()
         await client.aclose()
 
 
