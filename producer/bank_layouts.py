@@ -238,21 +238,43 @@ SCHWAB_CHECKING = Layout(
     expected_header="Date,Status,Type,CheckNumber,Description,Withdrawal,Deposit,RunningBalance".split(","),
 )
 
+# The fields of a Plaid Transaction object that give the merchant and the time
+# of a purchase, most preferred first. The Plaid JSON reader (producer/plaid.py)
+# and the plaid-csv preset both read them in this order. Field meanings, from
+# the plaid Ruby gem's reference (rubydoc.info/gems/plaid, Plaid::Transaction)
+# and the Rust plaid crate 9.0.1 (src/model/transaction.rs), both generated
+# from Plaid's OpenAPI spec:
+# * date is the day a posted transaction posted, and the day a pending one
+#   happened. authorized_date is the day the institution authorized it, which
+#   Plaid's reference describes as generally the day the user made the purchase.
+#   authorized_datetime and datetime are the same two with a time of day, set
+#   only when the institution gives one.
+# * name is the institution's description of the transaction. merchant_name is
+#   the merchant name that Plaid derives from it (the plaid gem 26.0.0 reference,
+#   on BaseReportTransaction). It is null where no merchant applies, such as a
+#   check or a transfer (MoneyKit's reference for its Plaid-compatible
+#   Transaction), and BeanHub's CSV then leaves the column empty.
+PLAID_MERCHANT_FIELDS = ("merchant_name", "name")
+PLAID_TIME_FIELDS = ("authorized_datetime", "datetime", "authorized_date", "date")
+
 # Plaid transactions as BeanHub flattens them to CSV: nested keys joined with "__".
-# Plaid writes money out as a positive amount.
+# Plaid writes money out as a positive amount. The last of the merchant and time
+# fields is the column a file must have, and the ones before it are read first
+# when the file has them and the row's value is not empty.
 PLAID_CSV = Layout(
     name="plaid-csv",
     columns={
         "transaction_id": "transaction_id",
-        "merchant": "name",
+        "merchant": PLAID_MERCHANT_FIELDS[-1],
         "amount_usd": "amount",
-        "timestamp": "date",
+        "timestamp": PLAID_TIME_FIELDS[-1],
         "card_used": "plaid account {account_id}",
     },
     optional={
         "category": "personal_finance_category__detailed",
         "currency": "iso_currency_code",
     },
+    preferred={"merchant": PLAID_MERCHANT_FIELDS[:-1], "timestamp": PLAID_TIME_FIELDS[:-1]},
     constants={"user_id": DEFAULT_USER},
     purchases="positive",
     skip_values={"pending": {"True": PENDING}},

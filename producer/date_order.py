@@ -1,8 +1,10 @@
-"""Evidence in the dates of one CSV file about their day and month order.
+"""Evidence in the dates of one CSV or JSON lines file about their day and month order.
 
 A layout whose date formats write the day and the month as numbers reads a
 file in the reverse order without an error whenever the day is 12 or less.
 The US presets read 03/04/2026 as March 4, even when the bank meant April 3.
+JSON lines accept MM/DD/YYYY as well as ISO 8601, so they read such dates
+month first in the same way.
 Only a date that is real in one order alone, such as 25/03/2026, shows which
 order the file uses. ``DateOrderCheck`` records those dates row by row, so
 the reader can stop a file whose dates prove the reverse order before
@@ -10,6 +12,8 @@ anything is published, and warn about a file that mixes both orders.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from producer.values import DateFit, DateReading, DayMonthOrder, day_month_order_fix, format_pattern
 
@@ -20,10 +24,19 @@ SHOWN_LINES = 5
 class DateOrderCheck:
     """Evidence, from the rows read so far, about whether a file's dates are in the layout's day and month order."""
 
-    def __init__(self, order: DayMonthOrder, *, layout_name: str, input_label: str) -> None:
+    def __init__(
+        self,
+        order: DayMonthOrder,
+        *,
+        reader_name: str,
+        input_label: str,
+        order_fix: Callable[[str], str] = day_month_order_fix,
+    ) -> None:
         self.order = order
-        self.layout_name = layout_name
+        self.reader_name = reader_name  # what reads the dates, such as "the chase layout"
         self.input_label = input_label  # how messages name the input, such as "the file 'export.csv'"
+        # The fix for a file in the reverse order, built from the format its dates were read in.
+        self.order_fix = order_fix
         # False once the first date turned out to be in another of the layout's
         # formats, such as ISO 8601. Then the file is not checked further.
         self.applies = True
@@ -82,11 +95,11 @@ class DateOrderCheck:
         more = self.other_order_rows - 1
         also = f", and {more} more row(s) have a date that is real only {other} first" if more else ""
         return (
-            f"the dates in {self.input_label} put the {other} first, but the {self.layout_name} layout reads "
+            f"the dates in {self.input_label} put the {other} first, but {self.reader_name} reads "
             f"them {first} first ({format_pattern(fit.layout)}): line {line} has {text!r}, which has no month "
             f"{fit.month} when read {first} first{also}. No row has a date that is real only {first} first. "
             f"Nothing was published, because every date whose day and month are both 12 or less would be read "
-            f"with the two swapped. To read the file, {day_month_order_fix(fit.layout)}"
+            f"with the two swapped. To read the file, {self.order_fix(fit.layout)}"
         )
 
     def swapped_dates_warning(self) -> str | None:
@@ -115,5 +128,5 @@ class DateOrderCheck:
             "day and month swapped; check them against the statement"
         )
         if self.first_layout_order is None:
-            text += f". If every date puts the {other} first, {day_month_order_fix(fit.layout)}"
+            text += f". If every date puts the {other} first, {self.order_fix(fit.layout)}"
         return text

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from producer.countries import COUNTRY_CODES, US_STATE_CODES
 from producer.errors import InputError, RowError
@@ -85,6 +85,11 @@ class Layout(BaseModel):
 
     ``columns`` maps a field to a column name or a template. ``optional``
     does the same for columns used only when the header has them.
+    ``preferred`` maps a field to column names read before its ``columns``
+    or ``optional`` source, in order, when the header has them: a row takes
+    the first of them that is not empty, and the field's own source when
+    all are empty. They are not required, so they never change which
+    headers a layout accepts.
     ``constants`` gives fixed values (a bank export has no user_id column).
     The amount comes from ``columns["amount_usd"]`` or from a pair of
     ``debit_column`` and ``credit_column``; ``purchases`` says whether a
@@ -106,6 +111,7 @@ class Layout(BaseModel):
     name: str = Field(min_length=1)
     columns: dict[str, str]
     optional: dict[str, str] = {}
+    preferred: dict[str, tuple[str, ...]] = {}
     constants: dict[str, str] = {}
     debit_column: str | None = None
     credit_column: str | None = None
@@ -119,12 +125,30 @@ class Layout(BaseModel):
     exact_header: bool = False
     header: list[str] = []
 
+    @field_validator("preferred", mode="before")
+    @classmethod
+    def _one_column_as_list(cls, value: object) -> object:
+        """Accept ``merchant: Payee`` in a layout file as ``merchant: [Payee]``."""
+        if isinstance(value, dict):
+            return {field: [names] if isinstance(names, str) else names for field, names in value.items()}
+        return value
+
     @model_validator(mode="after")
     def _check_fields(self) -> Layout:
-        for mapping in (self.columns, self.optional, self.constants, self.transforms):
+        for mapping in (self.columns, self.optional, self.preferred, self.constants, self.transforms):
             unknown = sorted(set(mapping) - set(FIELDS))
             if unknown:
                 raise ValueError(f"unknown transaction fields {unknown}; the fields are {', '.join(FIELDS)}")
+
+        for field, names in self.preferred.items():
+            if not names:
+                raise ValueError(f"preferred.{field} lists no columns; name at least one column, or remove {field}")
+            for name in names:
+                if not name.strip() or "{" in name:
+                    raise ValueError(
+                        f"preferred.{field}: {name!r} is not a column name; list plain column names, "
+                        "because templates are not read here"
+                    )
 
         provided = set(self.columns) | set(self.constants)
         missing = [name for name in REQUIRED_FIELDS if name not in provided]
@@ -135,6 +159,9 @@ class Layout(BaseModel):
         has_pair = self.debit_column is not None and self.credit_column is not None
         if has_amount == has_pair:
             raise ValueError("give either columns.amount_usd or both debit_column and credit_column")
+        if "amount_usd" in self.preferred and not has_amount:
+            raise ValueError("preferred.amount_usd needs columns.amount_usd, because debit_column and "
+                             "credit_column are read as a pair; remove preferred.amount_usd")
 
         if "{#row_hash}" in self.columns.get("user_id", ""):
             raise ValueError("columns.user_id cannot use {#row_hash}, because the row hash includes the user_id")
@@ -196,6 +223,8 @@ class Layout(BaseModel):
         used = set(self.required_columns)
         for source in self.optional.values():
             used.update(_columns_in(source))
+        for names in self.preferred.values():
+            used.update(names)
         used_normalized = {normalize_column(name) for name in used}
         extra = [name for name in header if normalize_column(name) not in used_normalized]
 
@@ -204,8 +233,15 @@ class Layout(BaseModel):
             for field, source in self.optional.items()
             if all(normalize_column(name) in positions for name in _columns_in(source))
         }
+        preferred = {
+            field: tuple(
+                (name, positions[normalize_column(name)]) for name in names if normalize_column(name) in positions
+            )
+            for field, names in self.preferred.items()
+        }
         return BoundLayout(
             self, positions, len(header), optional, extra, ZoneInfo(self.timezone), header=list(header),
+            preferred={field: columns for field, columns in preferred.items() if columns},
         )
 
 
@@ -231,6 +267,8 @@ def misspelled_columns(layout: Layout, header: list[str], missing: list[str]) ->
     }
     for source in layout.optional.values():
         known.update(normalize_column(name) for name in _columns_in(source))
+    for names in layout.preferred.values():
+        known.update(normalize_column(name) for name in names)
     candidates = {normalize_column(name): name for name in header if normalize_column(name) not in known}
 
     pairs: dict[str, str] = {}
@@ -281,6 +319,10 @@ class BoundLayout:
     # cent. A row that raises RowError leaves it unchanged.
     row_sub_cent: tuple[int, Decimal] | None = None
     header: list[str] = dataclasses.field(default_factory=list)  # the column names as the file writes them
+    # Field -> (column name, position) of the layout's preferred columns that the header has, in order.
+    preferred: dict[str, tuple[tuple[str, int], ...]] = dataclasses.field(default_factory=dict)
+    # Field -> the preferred column that gave the last converted row its value, for error messages.
+    _row_columns: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         # Layout is a pydantic model, and reading its attributes takes about
@@ -327,20 +369,39 @@ class BoundLayout:
         return " ".join(_PLACEHOLDER.sub(substitute, source).split())
 
     def _row_user(self, fields: list[str], line: int, raw: str) -> str:
-        """Return the user_id of one row as ``convert`` sets it: the mapped column, else the constant."""
+        """Return the user_id of one row as ``convert`` sets it: a preferred column, the mapped one, else the constant."""
+        preferred = self._preferred_text(fields, "user_id")
+        if preferred is not None:
+            return preferred[1]
         if self._user_source is not None:
             return self._render(self._user_source, fields, line, raw)
         return self._constants.get("user_id", "")
 
+    def _preferred_text(self, fields: list[str], field: str) -> tuple[str, str] | None:
+        """Return (column, text) of the first preferred column of ``field`` that is not empty in a row, or None."""
+        for column, index in self.preferred.get(field, ()):
+            text = fields[index].strip()
+            if text:
+                return column, text
+        return None
+
     def timestamp_text(self, fields: list[str], line: int, raw: str) -> str | None:
         """Return the text ``convert`` reads the timestamp from, or None for a constant timestamp or a row of the wrong width."""
+        if len(fields) != self.width:
+            return None
+        preferred = self._preferred_text(fields, "timestamp")
+        if preferred is not None:
+            return preferred[1]
         source = self.layout.columns.get("timestamp")
-        if source is None or len(fields) != self.width:
+        if source is None:
             return None
         return self._render(source, fields, line, raw)
 
     def _source_name(self, field: str) -> str:
         """Return how error messages name the column behind a field."""
+        column = self._row_columns.get(field)
+        if column is not None:
+            return column
         if field == "amount_usd" and "amount_usd" not in self.layout.columns:
             return f"{self.layout.debit_column}/{self.layout.credit_column}"
         source = self.layout.columns.get(field) or self.optional.get(field) or field
@@ -359,12 +420,22 @@ class BoundLayout:
         values: dict[str, str] = dict(self._constants)
         for field, index, source in self._field_sources or self._sources():
             values[field] = fields[index].strip() if index is not None else self._render(source, fields, line, raw)
+        if self.preferred:
+            self._take_preferred(fields, values)
         transaction_id = values.get("transaction_id") or None
         try:
             return self._convert_values(fields, values, transaction_id, line)
         except RowError as error:
             error.transaction_id = transaction_id
             raise
+
+    def _take_preferred(self, fields: list[str], values: dict[str, str]) -> None:
+        """Set each field that has preferred columns from the first of them that is not empty in this row."""
+        self._row_columns = {}
+        for field in self.preferred:
+            preferred = self._preferred_text(fields, field)
+            if preferred is not None:
+                self._row_columns[field], values[field] = preferred
 
     def _width_error(self, fields: list[str], line: int, raw: str) -> RowError:
         """Build the error for a row whose field count differs from the header's."""

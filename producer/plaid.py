@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pydantic
 
-from producer.bank_layouts import DEFAULT_USER
+from producer.bank_layouts import DEFAULT_USER, PLAID_MERCHANT_FIELDS, PLAID_TIME_FIELDS
 from producer.documents import DocumentReader
 from producer.errors import InputError, RowError
 from producer.readers import Outcome, Rejected, Skipped
@@ -153,7 +153,7 @@ class PlaidReader(DocumentReader):
         values: dict = {
             "transaction_id": transaction_id,
             "user_id": self.user or DEFAULT_USER,
-            "merchant": _text(entry, "merchant_name", position, where) or _text(entry, "name", position, where, required=True),
+            "merchant": _merchant(entry, position, where),
             "category": _category(entry),
             "amount_usd": amount,
             "timestamp": _timestamp(entry, position, where),
@@ -208,6 +208,16 @@ def _text(entry: dict, key: str, position: int, where: str, *, required: bool = 
     return value
 
 
+def _merchant(entry: dict, position: int, where: str) -> str:
+    """Return the first of ``PLAID_MERCHANT_FIELDS`` that is not empty, and raise ``RowError`` when all are."""
+    *preferred, last = PLAID_MERCHANT_FIELDS
+    for key in preferred:
+        text = _text(entry, key, position, where)
+        if text:
+            return text
+    return _text(entry, last, position, where, required=True)
+
+
 def _amount(value: object, position: int, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise RowError(f"amount is {'missing' if value is None else 'a JSON ' + _kind(value)}, not a number",
@@ -232,8 +242,12 @@ def _category(entry: dict) -> str:
 
 
 def _timestamp(entry: dict, position: int, where: str) -> datetime:
-    """Return when the purchase happened: the authorization time or date, else the posting one."""
-    for key in ("authorized_datetime", "datetime", "authorized_date", "date"):
+    """Return when the purchase happened: the first of ``PLAID_TIME_FIELDS`` that the entry has.
+
+    A key whose value is null counts as absent, and one whose value is not a
+    valid date rejects the entry.
+    """
+    for key in PLAID_TIME_FIELDS:
         value = entry.get(key)
         if value is None:
             continue

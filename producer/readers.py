@@ -501,7 +501,9 @@ class CsvReader(_LineReader):
         order = day_month_order(self.layout.timestamp_formats)
         if order is None:
             return
-        self.date_order = DateOrderCheck(order, layout_name=self.layout.name, input_label=_input_label(self.name))
+        self.date_order = DateOrderCheck(
+            order, reader_name=f"the {self.layout.name} layout", input_label=_input_label(self.name),
+        )
         # The instance attribute hides the method, so rows of other layouts,
         # such as the documented one with ISO 8601 dates, pay nothing for the check.
         self._convert = self._read_date_only if self._dates_only else self._convert_checking_date
@@ -615,6 +617,17 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def json_lines_order_fix(layout: str) -> str:
+    """Return the fix for JSON lines whose dates are in the reverse day and month order of ``layout``.
+
+    JSON lines take no layout file, so the fix is the same for every format.
+    It is ISO 8601, whose order is fixed. ``layout`` is accepted so this can
+    stand in for ``day_month_order_fix``.
+    """
+    return ("write the timestamps in ISO 8601, year first, such as 2026-03-25 or 2026-03-25T12:30:00Z, "
+            "because JSON lines have no setting for the day and month order")
+
+
 class JsonLinesReader(_LineReader):
     """Read JSON lines (one transaction object per line) and yield an ``Outcome`` per line.
 
@@ -623,6 +636,11 @@ class JsonLinesReader(_LineReader):
     are read as ``Decimal`` so no float rounding happens. An input whose
     lines are all blank gives a warning. ``name`` is the file name that
     messages use.
+
+    Timestamps may be MM/DD/YYYY as well as ISO 8601, so ``date_order``
+    checks their day and month order as ``CsvReader`` does for a layout with
+    such formats. ``check_date_order`` runs before publishing, and a file
+    that mixes both orders gets a warning at the end.
     """
 
     format = "jsonl"
@@ -638,6 +656,10 @@ class JsonLinesReader(_LineReader):
         super().__init__(stream, max_record_bytes=max_record_bytes, duplicates=duplicates)
         self._unknown_keys: set[str] = set()
         self.name = name
+        self.date_order = DateOrderCheck(
+            day_month_order(DEFAULT_TIMESTAMP_FORMATS), reader_name="the JSON lines reader",
+            input_label=_input_label(name), order_fix=json_lines_order_fix,
+        )
 
     def __iter__(self) -> Iterator[Outcome]:
         try:
@@ -650,8 +672,33 @@ class JsonLinesReader(_LineReader):
             if not has_rows:
                 self.warn(f"{_input_label(self.name)} is empty, so it contains no transactions. "
                           f"{_empty_input_fix(self.name)}")
+            warning = self.date_order.swapped_dates_warning()
+            if warning is not None:
+                self.warn(warning)
         finally:
             self.duplicates.close()
+
+    def check_date_order(self) -> None:
+        """Read the timestamps of the lines, and raise ``InputError`` when they prove the reverse day and month order.
+
+        The proof is the same as for ``CsvReader.check_date_order``. Lines
+        that are not JSON objects with a string timestamp are passed over,
+        because reading them later rejects them. Reading stops once no later line can
+        change the outcome. This is a first pass before publishing, so no line
+        is converted, and the reader cannot be iterated again.
+        """
+        check = self.date_order
+        try:
+            for line in self.lines:
+                if check.settled:
+                    break
+                stamp = _json_timestamp_text(line)
+                if stamp is not None:
+                    check.observe(line.number, stamp)
+        finally:
+            self.duplicates.close()
+        if check.proves_other_order:
+            raise InputError(check.swapped_order_message())
 
     def _read_line(self, line: PhysicalLine) -> Outcome | None:
         raw = line.content.decode("utf-8", "backslashreplace")
@@ -702,6 +749,18 @@ class JsonLinesReader(_LineReader):
         return RowError(reason, line=line.number, value=text[:200], fix="write one JSON object per line")
 
     def _convert(self, data: dict, line: int, raw: str) -> Outcome:
+        """Convert a line's object as ``_convert_object`` does, and record what its date shows about the order."""
+        check = self.date_order
+        if not check.applies:  # the first date was ISO 8601
+            return self._convert_object(data, line, raw)
+        stamp = data.get("timestamp")
+        reading = check.observe(line, stamp) if isinstance(stamp, str) else None
+        outcome = self._convert_object(data, line, raw)
+        if reading is DateReading.EITHER_ORDER and isinstance(outcome, Row):
+            check.count_purchase(line)
+        return outcome
+
+    def _convert_object(self, data: dict, line: int, raw: str) -> Outcome:
         unknown = set(data) - set(FIELDS) - self._unknown_keys
         if unknown:
             self._unknown_keys |= unknown
@@ -728,7 +787,9 @@ class JsonLinesReader(_LineReader):
                 line=line, column="timestamp", value=stamp, fix='write it as an ISO 8601 string like "2024-05-01T12:30:00Z"',
             )
         try:
-            values["timestamp"], had_zone = parse_timestamp(stamp, formats=DEFAULT_TIMESTAMP_FORMATS, zone=timezone.utc)
+            values["timestamp"], had_zone = parse_timestamp(
+                stamp, formats=DEFAULT_TIMESTAMP_FORMATS, zone=timezone.utc, order_fix=json_lines_order_fix,
+            )
         except ValueError as error:
             raise RowError.from_value_error(error, line=line, column="timestamp", value=stamp) from None
         if not had_zone and not self._warned_zone:
@@ -747,6 +808,20 @@ class JsonLinesReader(_LineReader):
         if transaction.amount_usd != amount:
             self.note_sub_cent(line, amount)
         return Row(line, transaction)
+
+
+def _json_timestamp_text(line: PhysicalLine) -> str | None:
+    """Return the string timestamp of a line that is a JSON object, or None for any other line."""
+    if line.too_long or not line.content.strip():
+        return None
+    try:
+        data = json.loads(line.content.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(data, dict):
+        return None
+    stamp = data.get("timestamp")
+    return stamp if isinstance(stamp, str) else None
 
 
 def _json_amount(value: object, line: int, *, present: bool = True) -> Decimal:
@@ -934,17 +1009,18 @@ def scan_date_order(
     format: str | None = None,
     user: str | None = None,
 ) -> None:
-    """Read the dates of a CSV input once, then seek back to where it started.
+    """Read the dates of a CSV or JSON lines input once, then seek back to where it started.
 
     Raises ``InputError`` when the dates prove that the input is in the
-    reverse day and month order of its layout (``CsvReader.check_date_order``),
-    and also for an input that cannot be read at all. Other formats are not
-    read beyond their first bytes. ``stream`` must be seekable.
+    reverse day and month order of its layout (``CsvReader.check_date_order``)
+    or, for JSON lines, of MM/DD/YYYY (``JsonLinesReader.check_date_order``).
+    Also raises it for an input that cannot be read at all. OFX and Plaid
+    input is not read beyond its first bytes. ``stream`` must be seekable.
     """
     start = stream.tell()
     try:
         reader = open_reader(stream, name=name, layout=layout, format=format, user=user)
-        if isinstance(reader, CsvReader):
+        if isinstance(reader, (CsvReader, JsonLinesReader)):
             reader.check_date_order()
     finally:
         stream.seek(start)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
+from typing import Callable
 
 from producer.errors import InvalidValueError
 from rewardpilot.models import DATE_ONLY_TIME
@@ -127,7 +128,9 @@ def _plain_amount(match: re.Match, negative: bool) -> str:
     return f"{sign}{whole}.{fraction.ljust(2, '0')}"
 
 
-def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tuple[datetime, bool]:
+def parse_timestamp(
+    text: str, *, formats: tuple[str, ...], zone: tzinfo, order_fix: Callable[[str], str] | None = None,
+) -> tuple[datetime, bool]:
     """Parse a date or date-time into an aware UTC ``datetime``.
 
     ``formats`` are strptime formats tried in order; the name ``"iso"`` means
@@ -138,7 +141,9 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
     and monthly reports see the date the bank printed. Returns the time and
     whether it carried a zone of its own. Raises ``InvalidValueError``, which
     names the field out of range for a date or time that does not exist, and
-    otherwise lists the accepted formats in its fix.
+    otherwise lists the accepted formats in its fix. For a month above 12 in a
+    month-first format, the fix also says how to read day-first dates:
+    ``order_fix`` of the format, ``day_month_order_fix`` when not given.
     """
     value = text.strip()
     if not value:
@@ -175,7 +180,7 @@ def parse_timestamp(text: str, *, formats: tuple[str, ...], zone: tzinfo) -> tup
         except OverflowError:  # year 1 or 9999 moved across the date line
             raise InvalidValueError(f"{text!r} is out of the supported date range",
                                     "write a date between the years 2 and 9998") from None
-    out_of_range = _out_of_range_error(text, value, formats)
+    out_of_range = _out_of_range_error(text, value, formats, order_fix or day_month_order_fix)
     if out_of_range is not None:
         raise out_of_range
     raise InvalidValueError(f"{text!r} is not a date in an accepted format", f"write it as {describe_formats(formats)}")
@@ -272,7 +277,9 @@ def _shape_fields(value: str, layout: str) -> dict[str, int | str] | None:
     return fields
 
 
-def _out_of_range_error(text: str, value: str, formats: tuple[str, ...]) -> InvalidValueError | None:
+def _out_of_range_error(
+    text: str, value: str, formats: tuple[str, ...], order_fix: Callable[[str], str],
+) -> InvalidValueError | None:
     """Return the error for a value in an accepted format whose date or time does not exist.
 
     Such a value, like 2026-02-30 or 2026-02-03T25:00:00Z, is written in the
@@ -283,13 +290,15 @@ def _out_of_range_error(text: str, value: str, formats: tuple[str, ...]) -> Inva
         fields = _shape_fields(value, layout)
         if fields is None:
             continue
-        error = _date_range_error(text, fields, layout) or _time_range_error(text, fields)
+        error = _date_range_error(text, fields, layout, order_fix) or _time_range_error(text, fields)
         if error is not None:
             return error
     return None
 
 
-def _date_range_error(text: str, fields: dict, layout: str) -> InvalidValueError | None:
+def _date_range_error(
+    text: str, fields: dict, layout: str, order_fix: Callable[[str], str],
+) -> InvalidValueError | None:
     year = fields.get("year")
     month = fields.get("month")
     day = fields.get("day")
@@ -301,7 +310,7 @@ def _date_range_error(text: str, fields: dict, layout: str) -> InvalidValueError
         if is_day_month_format(layout) and day is not None and _is_real_date(year, day, month):
             first, other = _order_names(layout)
             fix += (f". The format {format_pattern(layout)} puts the {first} first, so for a file that puts "
-                    f"the {other} first, {day_month_order_fix(layout)}")
+                    f"the {other} first, {order_fix(layout)}")
         return InvalidValueError(f"{text!r} is not a real date (month {month} is out of range, "
                                  "months run from 1 to 12)", fix)
     if month is None or day is None:
