@@ -44,9 +44,12 @@ class JobSummary:
     ``already_processed`` counts published transactions that got no outcome
     in this run because the run already had one for them (their
     de-duplication markers existed), so they have no result from this run.
-    ``already_published`` counts rows that an earlier run of the same job
-    had already published (``run --job`` again after a stop). They are part
-    of ``total_transactions``, and those that the earlier run processed
+    ``already_published`` counts rows whose publish marker existed, so
+    this run did not add them to the stream again: an earlier ``run`` or
+    ``publish --job`` of the same job id published them (with ``--live``,
+    an earlier publish to the live streams). The publish step counts them as
+    its ``duplicates``, and the run summary counts them here only. They are
+    part of ``total_transactions``, and those that the earlier run processed
     count in none of ``successful``, ``failed`` and ``already_processed``,
     so the three add up to less than the total. ``total_rewards`` covers
     this run's results only.
@@ -140,7 +143,8 @@ def summarise(job: str, published: int, stats: PoolStats, publish_seconds: float
     ``stats.duplicates`` also counts redeliveries of entries that this run
     settled itself, so ``already_processed`` is capped at the published
     transactions that have neither a result nor a dead letter.
-    ``already_published`` is the publish step's duplicates: rows already in
+    ``published`` counts the entries this run added to the stream, and
+    ``already_published`` the publish step's duplicates: rows already in
     the job's stream from an earlier run of it.
     """
     processed = stats.results + stats.dead_letters + stats.duplicates
@@ -222,8 +226,9 @@ def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
     expire nothing of the job is left. The consumer groups live in the
     transactions stream, so they expire with it.
 
-    NOTE: results of a later ``rewardpilot replay --job`` go to a stream of
-    their own, which this call does not know and which does not expire.
+    A later ``rewardpilot replay --job`` writes results to a stream of its
+    own, which this call does not know; ``replay_async`` gives that stream,
+    and the replay's markers and cap spend, the job's remaining lifetime.
     """
     names = [keys.transactions, *(keys.results(run) for run in runs), keys.dead_letters, count_key(keys),
              keep_key(keys)]
@@ -234,6 +239,22 @@ def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
             pipe.expire(name, seconds)
         replies = pipe.execute()
     return [name for name, expired in zip(names, replies) if expired]
+
+
+def publish_marker_seconds(requested_seconds: int | None, job_remaining_seconds: int) -> int:
+    """Return the TTL in seconds of the publish markers written to a job's stream, where 0 turns the check off.
+
+    The markers of ``publish --job`` live as long as the job's keys
+    (``job_remaining_seconds``), so publishing the same rows to the job
+    again skips them until the job expires. A ``requested_seconds`` (``--dedup-window``)
+    can shorten that, but never lengthen it: a marker that outlived the job
+    would skip the rows of a new job under the same id.
+    """
+    if requested_seconds is None:
+        return job_remaining_seconds
+    if requested_seconds == 0:
+        return 0
+    return min(requested_seconds, job_remaining_seconds)
 
 
 def job_keys(prefix: str, job: str | None, live: bool) -> StreamKeys:

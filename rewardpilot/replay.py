@@ -233,24 +233,38 @@ async def replay_async(
     wallet: list[str] | None = None,
     options: CallOptions | None = None,
     compare: bool = False,
+    ttl_seconds: int | None = None,
 ) -> ReplaySummary:
     """Process the transactions from ``start`` to ``end`` again as run ``run``.
+
+    ``ttl_seconds`` is how long the run's result markers and cap spend live,
+    and its results stream once the replay ends (EXPIRE LT, so a shorter TTL
+    already set stays). ``rewardpilot replay --job`` passes the time the
+    job's keys have left. ``None`` keeps the consumer's defaults: markers for
+    30 days and a results stream without expiry.
 
     Raises InvalidReplayError for a bad bound or run name before touching Redis.
     """
     run = check_run_name(run)
     replay_range = parse_range(start, end)
+    if ttl_seconds is not None and ttl_seconds < 1:
+        raise InvalidReplayError(f"ttl_seconds must be 1 or more, got {ttl_seconds}")
     settings = ConsumerSettings(
         keys=keys, run=run, workers=workers, batch_size=batch_size, block_ms=block_ms, drain=True,
         wallet=wallet, start_id=replay_range.group_start_id, end_id=replay_range.end_id,
         user_filter=user,
     )
+    if ttl_seconds is not None:
+        settings.result_ttl_seconds = ttl_seconds  # cap spend of a replay run follows its markers
     settings.partitions = await agree_count_async(client, keys)
     try:
         async with RunLock(client, f"{keys.base}replay-lock:{run}"):
             stats = await _replay_under_lock(client, settings, replay_range, options)
     except RunLockHeld as exc:
         raise ReplayBusyError(run, exc.holder, exc.since) from None
+    if ttl_seconds is not None:
+        # NOTE: a replay stopped by a signal or an error leaves its results stream without this expiry.
+        await client.expire(keys.results(run), ttl_seconds, lt=True)
 
     summary = ReplaySummary(
         run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,

@@ -271,7 +271,7 @@ def test_run_sigint_stops_publishing(cli_env, keys, redis_url, tmp_path):
     line = next(line for line in stderr.splitlines() if "interrupted by SIGINT" in line)
     found = re.search(r"while publishing: ([\d,]+) rows published, of ([\d,]+) read \(from .*endless\.csv\), "
                       r"and ([\d,]+) transactions processed; run the same command again with --job (\S+) "
-                      r"to publish and process the rest \(rows published in the last 24h are skipped as duplicates\)",
+                      r"to publish and process the rest \(rows published in the last 30d are skipped as duplicates\)",
                       line)
     assert found, line
     published, read, processed = (int(found.group(number).replace(",", "")) for number in (1, 2, 3))

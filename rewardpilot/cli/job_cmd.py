@@ -90,8 +90,10 @@ def run(
         check_rejects_path(rejects, file)
         keep_seconds = int(age_seconds(keep, "--keep"))
         run_wallet = check_cards(split_cards(wallet))
-    # A publish marker must not outlive the job, or running the same job id again would find duplicates.
-    dedup_window_seconds = min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds)
+    # A job's publish markers live as long as the job, so running the same job id again within
+    # --keep skips the rows already published. A marker must not outlive the job, or a new job
+    # under the same id would find duplicates. On the live streams the usual 24 hours apply.
+    dedup_window_seconds = min(DEFAULT_DEDUP_WINDOW_SECONDS, keep_seconds) if live else keep_seconds
     converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
     layout_config = load_layout_option(layout, as_json=as_json)
     context = app_context(ctx)
@@ -292,17 +294,20 @@ async def _publish_and_consume(context, client, keys, file, settings, *, layout,
 def _input_counts(published) -> dict:
     """Return the input counts of the run summary.
 
-    The rows that were not published are counted, so the summary accounts for
-    every row. ``future_dated`` and ``past_dated`` count published rows dated
-    more than a day ahead or before 1970, named as in ``publish --json``.
-    ``rejects_file`` is the file this run wrote the rejected, skipped and
-    duplicate rows to, or None when it wrote none.
+    Every row read is counted once: ``published`` (entries this run added
+    to the stream), ``rejected``, ``skipped``, ``unpublished`` after a stop,
+    or ``already_published`` in the run summary (``JobSummary``), which
+    ``publish --json`` calls ``duplicates``. ``future_dated`` and
+    ``past_dated`` count published rows dated more than a day ahead or
+    before 1970, named as in ``publish --json``. ``rejects_file`` is the
+    file this run wrote the rejected, skipped and already published rows
+    to, or None when it wrote none.
     """
     counts = {
         "rows_read": published.rows,
+        "published": published.published,
         "rejected": published.rejected,
         "skipped": published.skipped,
-        "duplicates": published.duplicates,
         "converted_to_usd": published.converted,
         "future_dated": published.future_dated,
         "first_future_line": published.first_future_line,

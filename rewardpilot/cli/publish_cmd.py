@@ -273,9 +273,10 @@ def publish(
         "without bound when no consumer keeps up; 0 turns the wait off.",
     ),
     dedup_window: str = typer.Option(
-        "24h", "--dedup-window",
+        None, "--dedup-window", show_default=False,
         help="How long a published transaction_id is remembered, so the same id is not published twice "
-        "(such as 12h or 7d); 0 turns the check off.",
+        "(such as 12h or 7d); 0 turns the check off. Default: 24h, and with --job the time until the job's "
+        "keys expire, which also caps a longer window.",
     ),
 ) -> None:
     """Validate every row and publish the transactions with pipelined XADD.
@@ -289,10 +290,12 @@ def publish(
     stdout: {"error": MESSAGE, "exit_code": 2}.
     """
     from producer import Producer, exit_status
+    from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
+    from rewardpilot.job import publish_marker_seconds
 
     with shared_errors_as_json(as_json):
         check_rejects_path(rejects, file)
-    window = _dedup_window_seconds(dedup_window, as_json)
+    requested_window = None if dedup_window is None else _dedup_window_seconds(dedup_window, as_json)
     converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
     layout_config = load_layout_option(layout, as_json=as_json)
     context = app_context(ctx)
@@ -301,8 +304,10 @@ def publish(
         check_redis(client, context)
         agreed_partitions(client, context.keys(job), partitions)
     job_seconds = _job_lifetime_seconds(client, context.keys(job)) if job is not None else None
-    if job_seconds is not None:
-        window = min(window, job_seconds) if window else 0
+    if job_seconds is None:
+        window = DEFAULT_DEDUP_WINDOW_SECONDS if requested_window is None else requested_window
+    else:
+        window = publish_marker_seconds(requested_window, job_seconds)
 
     stop = threading.Event()
     producer = Producer(client, context.keys(job), dedup_window_seconds=window, stop=stop,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import typer
@@ -65,19 +65,25 @@ def replay(
 ) -> None:
     """Process a range of the transactions stream again, through the run's own consumer group."""
     from consumer.errors import InvalidRateLimitError
+    from rewardpilot.job import job_lifetime
     from rewardpilot.replay import InvalidReplayError, replay_async
 
     context = app_context(ctx)
-    check_redis(context.client(), context)
+    client = context.client()
+    check_redis(client, context)
     options = call_options(orchestrator, rate, None, None, None, None, None, None)
     cards = check_cards(split_cards(wallet))
+    # What a replay of a job writes must not outlive the job, or a new job under the
+    # same id and run name would skip its transactions as already processed.
+    lifetime = job_lifetime(client, context.keys(job))
+    ttl_seconds = lifetime.remaining_seconds if lifetime is not None else None
 
     async def main() -> ReplaySummary:
         client = context.async_client(block_ms=200)
         try:
             return await replay_async(
                 client, context.keys(job), start=start, end=end, user=user, run=run, workers=workers,
-                batch_size=batch_size, wallet=cards, options=options, compare=compare,
+                batch_size=batch_size, wallet=cards, options=options, compare=compare, ttl_seconds=ttl_seconds,
             )
         finally:
             await client.aclose()
@@ -92,8 +98,12 @@ def replay(
         typer.echo(json.dumps(summary.as_dict()))
     else:
         print_summary(summary)
+    if ttl_seconds is not None:
+        expires = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
+        console.print(f"the job's keys expire at {expires:%Y-%m-%d %H:%M} UTC, and this replay's results, "
+                      "de-duplication markers and cap spend expire with them", soft_wrap=True, highlight=False)
     if not summary.delivered:
-        _explain_empty_range(context.client(), context.keys(job).transactions, summary)
+        _explain_empty_range(client, context.keys(job).transactions, summary)
 
 
 def _explain_empty_range(client, stream: str, summary: ReplaySummary) -> None:

@@ -84,28 +84,48 @@ def show_valuations(
     user: str = typer.Argument(..., help="The user_id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show every program's cents per point for a user: the user's own value or the default."""
+    """Show every program's cents per point for a user: the user's own value or the default.
+
+    A stored value that the consumers leave out gets a warning on stderr
+    with the command that fixes it, and the exit status stays 0. An invalid
+    value's row shows the default that applies instead, and in --json the
+    stored value as invalid_user_value. A program the valuation table does
+    not list has no row.
+    """
     from rewardpilot import caps
+    from rewardpilot.engine import RulesEngine
     from rewardpilot.user_terms import CASH_BACK_PROGRAM
 
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
-    overrides = caps.get_valuations(client, context.keys(), user)
+    try:
+        overrides = caps.get_valuations(client, context.keys(), user)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     ignored = overrides.pop(CASH_BACK_PROGRAM, None)
     if ignored is not None:
         # Stored before `valuations set` rejected cash back, or written to Redis directly. Consumers skip it.
-        prefix = [] if context.prefix == DEFAULT_PREFIX else ["--prefix", context.prefix]
-        command = shlex.join([program_name(), *prefix, "valuations", "unset", user, CASH_BACK_PROGRAM])
+        command = shlex.join([*_valuations_command(context.prefix), "unset", user, CASH_BACK_PROGRAM])
         console.print(f"[yellow]warning:[/yellow] the stored {CASH_BACK_PROGRAM!r} value {escape(repr(ignored))} is "
                       f"ignored, because cash back is always worth its face value. Remove it with: {escape(command)}",
                       soft_wrap=True)
-    table = _table()
-    rows = {
-        name: {"cents_per_point": overrides.get(name, format(program.cents_per_point, "f")),
-               "source": "user" if name in overrides else "default"}
-        for name, program in sorted(table.programs.items())
-    }
+    engine = RulesEngine.default()
+    invalid = _invalid_overrides(engine, overrides, user)
+    for program, reason in invalid.items():
+        console.print(_invalid_override_text(user, program, overrides[program], reason, engine.valuations,
+                                             context.prefix), soft_wrap=True, highlight=False, markup=False)
+
+    rows = {}
+    for name, program in sorted(engine.valuations.programs.items()):
+        default = format(program.cents_per_point, "f")
+        if name in invalid:
+            rows[name] = {"cents_per_point": default, "source": "default", "invalid_user_value": overrides[name]}
+        elif name in overrides:
+            rows[name] = {"cents_per_point": overrides[name], "source": "user"}
+        else:
+            rows[name] = {"cents_per_point": default, "source": "default"}
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -113,5 +133,47 @@ def show_valuations(
     for column in ("program", "cents per point", "from"):
         view.add_column(column)
     for name, row in rows.items():
-        view.add_row(name, row["cents_per_point"], row["source"])
+        source = row["source"]
+        if "invalid_user_value" in row:
+            source = f"default (stored {row['invalid_user_value']!r} is invalid)"
+        view.add_row(escape(name), escape(row["cents_per_point"]), escape(source))
     stdout_console().print(view)
+
+
+def _valuations_command(prefix: str) -> list[str]:
+    """Return the words that start a ``valuations`` command under ``prefix``, for a hint to copy."""
+    return [program_name(), *([] if prefix == DEFAULT_PREFIX else ["--prefix", prefix]), "valuations"]
+
+
+def _invalid_overrides(engine, overrides: dict[str, str], user: str) -> dict[str, str]:
+    """Return the reason for each stored override the consumers leave out, by program.
+
+    The check is ``usable_valuations``, the one the consumers and the report
+    run, so this command flags the same values they ignore.
+    """
+    from rewardpilot.user_terms import usable_valuations
+
+    reasons: dict[str, str] = {}
+
+    def record(key: str, message: str, **fields) -> None:
+        program = fields["program"]
+        if program not in engine.valuations.programs:
+            reasons[program] = "the valuation table has no program of that name"
+        else:
+            reasons[program] = fields.get("error") or message
+
+    usable_valuations(engine, overrides, user, record)
+    return reasons
+
+
+def _invalid_override_text(user: str, program: str, stored: str, reason: str, table, prefix: str) -> str:
+    """Build the warning for one stored override the consumers leave out, with the command that fixes it."""
+    command = _valuations_command(prefix)
+    unset = shlex.join([*command, "unset", user, program])
+    text = f"warning: user {user!r}: the stored valuation {stored!r} for program {program!r} is invalid: {reason}. "
+    if program not in table.programs:
+        return text + f"The consumers and the report ignore it. Remove it with: {unset}"
+    default = format(table.programs[program].cents_per_point, "f")
+    set_command = shlex.join([*command, "set", user, program])
+    return (text + f"The consumers and the report use the default instead, {default} cents per point. "
+            f"Store a valid value with: {set_command} CENTS, or remove the stored one with: {unset}")
