@@ -256,11 +256,34 @@ SCHWAB_CHECKING = Layout(
 #   Transaction), and BeanHub's CSV then leaves the column empty.
 PLAID_MERCHANT_FIELDS = ("merchant_name", "name")
 PLAID_TIME_FIELDS = ("authorized_datetime", "datetime", "authorized_date", "date")
+# The keys of personal_finance_category that give the category text, most specific first.
+PLAID_CATEGORY_FIELDS = ("detailed", "primary")
+
+# personal_finance_category.primary values that move money without buying
+# anything, each with the reason recorded for a skipped entry. Both Plaid readers
+# skip these entries.
+PLAID_NOT_PURCHASES = {
+    "LOAN_PAYMENTS": "loan or card payment",
+    "TRANSFER_IN": "transfer into the account",
+    "TRANSFER_OUT": "transfer out of the account",
+    "INCOME": "income",
+}
+
+# The reason both Plaid readers give for rejecting an entry with an
+# unofficial_currency_code, which Plaid sets for currencies without an ISO 4217
+# code, such as cryptocurrencies.
+PLAID_UNOFFICIAL_CURRENCY = "the amount is in an unofficial currency, which has no ISO 4217 code"
 
 # Plaid transactions as BeanHub flattens them to CSV: nested keys joined with "__".
-# Plaid writes money out as a positive amount. The last of the merchant and time
-# fields is the column a file must have, and the ones before it are read first
-# when the file has them and the row's value is not empty.
+# Plaid writes money out as a positive amount. The last of the merchant, time and
+# category fields is the column the field is read from, and the ones before it
+# are read first when the file has them and the row's value is not empty. The
+# category, personal_finance_category__primary and unofficial_currency_code
+# columns are optional, so a file without them is still read.
+# NOTE: a row that has both iso_currency_code and unofficial_currency_code is
+# rejected here, while the Plaid JSON reader takes the ISO code. Plaid's OpenAPI
+# spec says the two are never set together (as the plaid-openapi 0.1.0 crate
+# documents it for TransactionStreamAmount), so real exports should not differ.
 PLAID_CSV = Layout(
     name="plaid-csv",
     columns={
@@ -271,13 +294,19 @@ PLAID_CSV = Layout(
         "card_used": "plaid account {account_id}",
     },
     optional={
-        "category": "personal_finance_category__detailed",
+        "category": f"personal_finance_category__{PLAID_CATEGORY_FIELDS[-1]}",
         "currency": "iso_currency_code",
     },
-    preferred={"merchant": PLAID_MERCHANT_FIELDS[:-1], "timestamp": PLAID_TIME_FIELDS[:-1]},
+    preferred={
+        "merchant": PLAID_MERCHANT_FIELDS[:-1],
+        "timestamp": PLAID_TIME_FIELDS[:-1],
+        "category": tuple(f"personal_finance_category__{key}" for key in PLAID_CATEGORY_FIELDS[:-1]),
+    },
     constants={"user_id": DEFAULT_USER},
     purchases="positive",
     skip_values={"pending": {"True": PENDING}},
+    optional_skip_values={"personal_finance_category__primary": PLAID_NOT_PURCHASES},
+    optional_reject_when_present={"unofficial_currency_code": PLAID_UNOFFICIAL_CURRENCY},
     expected_header="date,name,amount,pending,account_id,transaction_id,iso_currency_code".split(","),
 )
 

@@ -529,7 +529,7 @@ def format_summary(summary: FileSummary) -> Table:
     table.add_row("rows read", str(summary.rows))
     table.add_row("published", str(summary.published))
     table.add_row("already published (duplicates)", str(summary.duplicates))
-    table.add_row("skipped (refunds, credits, declined)", str(summary.skipped))
+    table.add_row("skipped (not purchases: refunds, credits, transfers, declined)", str(summary.skipped))
     table.add_row("rejected", str(summary.rejected))
     if summary.converted:
         table.add_row("converted to USD (--fx-rates)", str(summary.converted))

@@ -98,7 +98,13 @@ class Layout(BaseModel):
     in which it is not empty. ``skip_values`` maps a column to the values
     (compared without case) that mark a row as no purchase, each with the
     reason, such as "Payment" in a "Type" column. The value "" marks a row
-    whose column is empty. Times without a zone are read in ``timezone``.
+    whose column is empty. ``optional_skip_values`` does the same for columns
+    that the header may lack, and a header without such a column skips no
+    row by it. ``optional_reject_when_present`` maps a column the header may
+    lack to the reason for rejecting the rows in which it is not empty, such
+    as an amount in a currency that has no ISO 4217 code. Skip rules apply
+    first, so a row they skip, or a refund, is skipped and not rejected.
+    Times without a zone are read in ``timezone``.
     With ``exact_header``, ``detect_layout`` picks this layout only for a
     header that is ``expected_header`` exactly, in order; that keeps a short
     preset from claiming longer headers. ``header`` names the columns, in
@@ -121,6 +127,8 @@ class Layout(BaseModel):
     transforms: dict[str, Literal["us_state_or_country"]] = {}
     skip_when_present: dict[str, str] = {}
     skip_values: dict[str, dict[str, str]] = {}
+    optional_skip_values: dict[str, dict[str, str]] = {}
+    optional_reject_when_present: dict[str, str] = {}
     expected_header: list[str] = []
     exact_header: bool = False
     header: list[str] = []
@@ -150,6 +158,8 @@ class Layout(BaseModel):
                         "because templates are not read here"
                     )
 
+        self._check_optional_rules()
+
         provided = set(self.columns) | set(self.constants)
         missing = [name for name in REQUIRED_FIELDS if name not in provided]
         if missing:
@@ -176,6 +186,20 @@ class Layout(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name such as UTC or America/New_York") from None
         return self
+
+    def _check_optional_rules(self) -> None:
+        """Check that the optional skip and reject rules name plain columns, and each reject rule a reason."""
+        for option, mapping in (("optional_skip_values", self.optional_skip_values),
+                                ("optional_reject_when_present", self.optional_reject_when_present)):
+            for name in mapping:
+                if not name.strip() or "{" in name:
+                    raise ValueError(
+                        f"{option}: {name!r} is not a column name; use plain column names, "
+                        "because templates are not read here"
+                    )
+        for name, reason in self.optional_reject_when_present.items():
+            if not reason.strip():
+                raise ValueError(f"optional_reject_when_present.{name} gives no reason; write why such rows are rejected")
 
     def _check_header(self) -> None:
         """Check that ``header`` names each column once and names every column the layout reads."""
@@ -225,6 +249,8 @@ class Layout(BaseModel):
             used.update(_columns_in(source))
         for names in self.preferred.values():
             used.update(names)
+        used.update(self.optional_skip_values)
+        used.update(self.optional_reject_when_present)
         used_normalized = {normalize_column(name) for name in used}
         extra = [name for name in header if normalize_column(name) not in used_normalized]
 
@@ -239,9 +265,18 @@ class Layout(BaseModel):
             )
             for field, names in self.preferred.items()
         }
+        optional_skips = tuple(
+            (name, positions[normalize_column(name)], _casefolded(reasons))
+            for name, reasons in self.optional_skip_values.items() if normalize_column(name) in positions
+        )
+        optional_rejects = tuple(
+            (name, positions[normalize_column(name)], reason)
+            for name, reason in self.optional_reject_when_present.items() if normalize_column(name) in positions
+        )
         return BoundLayout(
             self, positions, len(header), optional, extra, ZoneInfo(self.timezone), header=list(header),
             preferred={field: columns for field, columns in preferred.items() if columns},
+            optional_skips=optional_skips, optional_rejects=optional_rejects,
         )
 
 
@@ -269,6 +304,8 @@ def misspelled_columns(layout: Layout, header: list[str], missing: list[str]) ->
         known.update(normalize_column(name) for name in _columns_in(source))
     for names in layout.preferred.values():
         known.update(normalize_column(name) for name in names)
+    for name in (*layout.optional_skip_values, *layout.optional_reject_when_present):
+        known.add(normalize_column(name))
     candidates = {normalize_column(name): name for name in header if normalize_column(name) not in known}
 
     pairs: dict[str, str] = {}
@@ -323,6 +360,10 @@ class BoundLayout:
     preferred: dict[str, tuple[tuple[str, int], ...]] = dataclasses.field(default_factory=dict)
     # Field -> the preferred column that gave the last converted row its value, for error messages.
     _row_columns: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    # (column name, position, casefolded value -> reason) of the layout's optional_skip_values that the header has.
+    optional_skips: tuple[tuple[str, int, dict[str, str]], ...] = ()
+    # (column name, position, reason) of the layout's optional_reject_when_present that the header has.
+    optional_rejects: tuple[tuple[str, int, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Layout is a pydantic model, and reading its attributes takes about
@@ -331,7 +372,7 @@ class BoundLayout:
         # once. Layout is frozen, so the copies cannot go stale.
         layout = self.layout
         self._constants = layout.constants
-        self._has_skip_rules = bool(layout.skip_when_present or layout.skip_values)
+        self._has_skip_rules = bool(layout.skip_when_present or layout.skip_values or self.optional_skips)
         self._timestamp_formats = layout.timestamp_formats
         self._transforms = layout.transforms
         self._amount_in_column = "amount_usd" in layout.columns
@@ -485,6 +526,8 @@ class BoundLayout:
             self.row_sub_cent = (line, amount) if amount != to_cents(amount) else None
             kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skip(f"{kind}, not a purchase; recorded, not recommended", transaction_id), True
+        if self.optional_rejects:
+            self._check_rejects(fields, line)
 
         text = values.get("timestamp", "")
         try:
@@ -526,7 +569,22 @@ class BoundLayout:
             if reason is not None:
                 found = f"{column}: {flag}" if flag else f"{column} empty"
                 return Skip(f"{reason} ({found}), not a purchase", transaction_id)
+
+        for column, index, reasons in self.optional_skips:
+            flag = fields[index].strip()
+            reason = reasons.get(flag.casefold())
+            if reason is not None:
+                found = f"{column}: {flag}" if flag else f"{column} empty"
+                return Skip(f"{reason} ({found}), not a purchase", transaction_id)
         return None
+
+    def _check_rejects(self, fields: list[str], line: int) -> None:
+        """Raise ``RowError`` when a column of ``optional_reject_when_present`` is not empty in this row."""
+        for column, index, reason in self.optional_rejects:
+            flag = fields[index].strip()
+            if flag:
+                raise RowError(f"{reason} ({column}: {flag})", line=line, column=column, value=flag,
+                               fix="leave this row out of the file")
 
     def _amount(self, fields: list[str], values: dict, line: int) -> Decimal:
         """Return the signed amount with purchases positive."""

@@ -27,7 +27,10 @@ from typing import Iterator
 
 import pydantic
 
-from producer.bank_layouts import DEFAULT_USER, PLAID_MERCHANT_FIELDS, PLAID_TIME_FIELDS
+from producer.bank_layouts import (
+    DEFAULT_USER, PLAID_CATEGORY_FIELDS, PLAID_MERCHANT_FIELDS, PLAID_NOT_PURCHASES, PLAID_TIME_FIELDS,
+    PLAID_UNOFFICIAL_CURRENCY,
+)
 from producer.documents import DocumentReader
 from producer.errors import InputError, RowError
 from producer.readers import Outcome, Rejected, Skipped
@@ -35,14 +38,6 @@ from producer.values import parse_timestamp
 from rewardpilot.models import Transaction
 
 ARRAYS = ("added", "modified", "removed", "transactions")
-
-# personal_finance_category.primary values that move money without buying anything.
-NOT_PURCHASES = {
-    "LOAN_PAYMENTS": "loan or card payment",
-    "TRANSFER_IN": "transfer into the account",
-    "TRANSFER_OUT": "transfer out of the account",
-    "INCOME": "income",
-}
 
 
 def looks_like_plaid(head: bytes) -> bool:
@@ -142,8 +137,9 @@ class PlaidReader(DocumentReader):
 
         category = entry.get("personal_finance_category")
         primary = category.get("primary") if isinstance(category, dict) else None
-        if primary in NOT_PURCHASES:
-            return Skipped(position, f"{NOT_PURCHASES[primary]} ({primary}), not a purchase", raw, transaction_id)
+        if primary in PLAID_NOT_PURCHASES:
+            reason = PLAID_NOT_PURCHASES[primary]
+            return Skipped(position, f"{reason} ({primary}), not a purchase", raw, transaction_id)
 
         amount = _amount(entry.get("amount"), position, where)
         if amount <= 0:
@@ -161,8 +157,7 @@ class PlaidReader(DocumentReader):
 
         currency = entry.get("iso_currency_code")
         if currency is None and entry.get("unofficial_currency_code") is not None:
-            raise RowError("the amount is in an unofficial currency, which has no ISO 4217 code",
-                           line=position, column=f"{where}.unofficial_currency_code",
+            raise RowError(PLAID_UNOFFICIAL_CURRENCY, line=position, column=f"{where}.unofficial_currency_code",
                            value=entry.get("unofficial_currency_code"), fix="leave this transaction out")
         if currency is not None:
             values["currency"] = currency
@@ -232,7 +227,7 @@ def _category(entry: dict) -> str:
     """Return the most specific category text: personal_finance_category, else the legacy list's last item."""
     category = entry.get("personal_finance_category")
     if isinstance(category, dict):
-        for key in ("detailed", "primary"):
+        for key in PLAID_CATEGORY_FIELDS:
             if isinstance(category.get(key), str) and category[key]:
                 return category[key]
     legacy = entry.get("category")

@@ -67,6 +67,7 @@ def test_plaid_field_orders():
     assert PLAID_CSV.preferred == {
         "merchant": ("merchant_name",),
         "timestamp": ("authorized_datetime", "datetime", "authorized_date"),
+        "category": ("personal_finance_category__detailed",),
     }
 
 
