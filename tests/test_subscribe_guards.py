@@ -125,6 +125,18 @@ def test_missing_run_hint(keys, cli_env, sync_client):
 
 
 @one_server
+def test_missing_run_hint_counts_more(keys, cli_env, sync_client):
+    for index in range(7):
+        sync_client.xadd(keys.results(f"run-{index}"), {"field": "value"})
+
+    completed = subscribe(keys, cli_env, "--run", "nosuchrun", "--from-start", "--idle-timeout", "0")
+
+    message = flat(completed.stderr)
+    assert completed.returncode == 0
+    assert "runs with results here: run-0, run-1, run-2, run-3, run-4, and 2 more" in message
+
+
+@one_server
 def test_missing_live_stream_hint(keys, cli_env):
     completed = subscribe(keys, cli_env, "--idle-timeout", "1")
 

@@ -65,8 +65,12 @@ def check_idle_timeout(seconds: float | None) -> float | None:
     return seconds
 
 
-def list_runs(client: redis.Redis, keys: StreamKeys) -> list[str]:
-    """Return up to HINT_RUNS run names that have a results stream under ``keys``, from a bounded SCAN."""
+def list_runs(client: redis.Redis, keys: StreamKeys) -> tuple[list[str], int]:
+    """Return up to HINT_RUNS run names that have a results stream under ``keys``, and how many were found.
+
+    The names come from a bounded SCAN, so the count is a lower bound when the
+    prefix holds many keys.
+    """
     base = keys.results()
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", base) + ":*"
     runs: set[str] = set()
@@ -80,7 +84,7 @@ def list_runs(client: redis.Redis, keys: StreamKeys) -> list[str]:
                 runs.add(run)
         if int(cursor) == 0:
             break
-    return sorted(runs)[:HINT_RUNS]
+    return sorted(runs)[:HINT_RUNS], len(runs)
 
 
 def hint_missing_stream(client: redis.Redis, keys: StreamKeys, run: str) -> None:
@@ -95,8 +99,10 @@ def hint_missing_stream(client: redis.Redis, keys: StreamKeys, run: str) -> None
         message = (f"hint: no results stream {stream!r}{where} yet; results appear once `{program} consume"
                    f"{job_option}` processes published transactions. Waiting for them.")
     else:
-        found = list_runs(client, keys)
+        found, count = list_runs(client, keys)
         known = f"runs with results here: {', '.join(found)}" if found else "no run has results here yet"
+        if count > len(found):
+            known += f", and {count - len(found)} more"
         message = (f"hint: no results stream for run {run!r}{where} ({stream}); {known}. Check the name, or start "
                    f"the run with `{program} replay{job_option} --run {run} --start T`. Waiting for results.")
     console.print(escape(message), soft_wrap=True)
