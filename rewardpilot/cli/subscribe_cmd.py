@@ -69,7 +69,7 @@ def list_runs(client: redis.Redis, keys: StreamKeys) -> tuple[list[str], int]:
     """Return up to HINT_RUNS run names that have a results stream under ``keys``, and how many were found.
 
     The names come from a bounded SCAN, so the count is a lower bound when the
-    prefix holds many keys.
+    prefix has many keys.
     """
     base = keys.results()
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", base) + ":*"
