@@ -20,7 +20,8 @@ Settings (environment variables, all optional):
   within one ``consume`` call (default 5000).
 * ``RP_MAX_CONSUMERS``: most consumers running at once (default 10).
 * ``RP_RATE``: shared orchestrator rate limit, such as ``100/s`` (default none).
-* ``RP_BATCH_TIMEOUT_SECONDS``: how long the batch endpoint waits (default 60).
+* ``RP_BATCH_TIMEOUT_SECONDS``: how long the batch endpoint waits (default 60,
+  at most 840).
 * ``RP_NIGHTLY_REPLAY``: ``1`` turns the nightly replay on (default off).
 """
 
@@ -48,7 +49,15 @@ DEFAULT_CONSUME_SECONDS = 240
 DEFAULT_WORKERS = 4
 DEFAULT_CONSUMER_BACKLOG = 5000
 DEFAULT_MAX_CONSUMERS = 10
+# How long autoscale counts a spawned consume call that has not registered itself yet.
+SPAWNED_CALL_SECONDS = CONSUME_TIMEOUT_SECONDS
 DEFAULT_BATCH_TIMEOUT_SECONDS = 60.0
+BATCH_FUNCTION_TIMEOUT_SECONDS = 900
+# The batch wait must end early enough to publish the batch and respond within the function timeout.
+MAX_BATCH_TIMEOUT_SECONDS = BATCH_FUNCTION_TIMEOUT_SECONDS - 60
+# Requests one batch_endpoint container serves at once. Each request uses one of the 40
+# threads that FastAPI's thread pool (anyio's default limiter) runs sync handlers on.
+BATCH_CONCURRENT_REQUESTS = 20
 MAX_BATCH_TRANSACTIONS = 10_000
 
 
@@ -60,6 +69,16 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number such as {default}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; set it to seconds such as {default:g}") from None
 
 
 # Plain functions: what each Modal function does, runnable anywhere.
@@ -93,12 +112,17 @@ def plan_consumers(lag: int, pending: int, running: int, *, per_consumer: int, m
 def run_consume(url: str, *, prefix: str = "rp:", seconds: float = DEFAULT_CONSUME_SECONDS,
                 workers: int = DEFAULT_WORKERS, job: str | None = None, rate: str | None = None,
                 grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
-                timeout_seconds: float = CONSUME_TIMEOUT_SECONDS) -> dict:
+                timeout_seconds: float = CONSUME_TIMEOUT_SECONDS, member: str | None = None) -> dict:
     """Run the consumer pool for ``seconds``, then stop it gracefully and return its stats.
 
     The pool stops reading after ``seconds`` and finishes the batch in hand
     within ``grace_seconds``, so the call ends before ``timeout_seconds``
-    and no container is stopped with unsettled entries.
+    and the function timeout never stops a container with unsettled entries.
+
+    While it runs, the consumer is registered in ``consumers_key(prefix)``
+    under ``member``, by default the pool's consumer name. On Modal the
+    member is the function call id, so the registration replaces the entry
+    that ``run_autoscale`` wrote when it spawned this call.
     """
     if seconds <= 0:
         raise ValueError(f"seconds {seconds} must be more than 0")
@@ -109,10 +133,10 @@ def run_consume(url: str, *, prefix: str = "rp:", seconds: float = DEFAULT_CONSU
         )
     if workers < 1:
         raise ValueError(f"workers {workers} must be at least 1")
-    return asyncio.run(_consume(url, prefix, seconds, workers, job, rate, grace_seconds))
+    return asyncio.run(_consume(url, prefix, seconds, workers, job, rate, grace_seconds, member))
 
 
-async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> dict:
+async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds, member) -> dict:
     from consumer.build import CallOptions, build_pool
     from consumer.names import consumer_name
     from consumer.settings import ConsumerSettings
@@ -129,8 +153,9 @@ async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> d
     settings.partitions = await agree_count_async(client, settings.keys)
     pool = build_pool(client, settings, CallOptions.from_env(rate=rate))
     registry = consumers_key(prefix)
+    member = member or pool.name
     stops_at_ms = int((time.time() + seconds + grace_seconds) * 1000)
-    await client.zadd(registry, {pool.name: stops_at_ms})
+    await client.zadd(registry, {member: stops_at_ms})
 
     async def stop_later() -> None:
         await asyncio.sleep(seconds)
@@ -141,20 +166,25 @@ async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds) -> d
         stats = await pool.run()
     finally:
         timer.cancel()
-        await client.zrem(registry, pool.name)
+        await client.zrem(registry, member)
         await pool.recommender.aclose()
         await client.aclose()
     return {"consumer": pool.name, **stats.as_dict()}
 
 
 def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_CONSUMER_BACKLOG,
-                  maximum: int = DEFAULT_MAX_CONSUMERS, spawn: Callable[[], object]) -> dict:
+                  maximum: int = DEFAULT_MAX_CONSUMERS, spawn: Callable[[], str | None]) -> dict:
     """Read the live group's backlog, count running consumers and ``spawn`` the missing ones.
 
     On a partitioned prefix the backlog is the sum over every partition stream.
+    ``spawn`` starts one consumer and returns its Modal function call id, or
+    None when it has none. ``Function.spawn`` returns once Modal has queued
+    the call, before the container starts, so each returned id is registered
+    at once for ``SPAWNED_CALL_SECONDS``. The next run then counts the call
+    instead of spawning another for the same backlog.
     """
     from consumer.group import backlog
-    from rewardpilot.connection import connect_async
+    from rewardpilot.connection import connect, connect_async
     from rewardpilot.partitions import count_key, partition_streams
     from rewardpilot.streams import StreamKeys
 
@@ -178,8 +208,17 @@ def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_
 
     lag, pending, running = asyncio.run(measure())
     starting = plan_consumers(lag, pending, running, per_consumer=per_consumer, maximum=maximum)
-    for _ in range(starting):
-        spawn()
+    if starting:
+        client = connect(url)
+        try:
+            for _ in range(starting):
+                call_id = spawn()
+                if call_id:
+                    expires_ms = int((time.time() + SPAWNED_CALL_SECONDS) * 1000)
+                    # nx keeps the registration of a call whose container already started.
+                    client.zadd(consumers_key(prefix), {call_id: expires_ms}, nx=True)
+        finally:
+            client.close()
     return {"lag": lag, "pending": pending, "running": running, "started": starting}
 
 
@@ -228,6 +267,8 @@ def create_batch_app(url: str, *, prefix: str = "rp:", timeout_seconds: float = 
     from rewardpilot.connection import connect
     from rewardpilot.streams import StreamKeys
 
+    if not timeout_seconds > 0:
+        raise ValueError(f"timeout_seconds {timeout_seconds} must be more than 0")
     keys = StreamKeys(prefix=prefix)
     app = FastAPI(title="RewardPilot Stream batch endpoint")
 
@@ -356,20 +397,45 @@ def _text(value) -> str:
 
 
 # The Modal app: thin wrappers around the functions above.
+#
+# Checked against the modal client 1.6.4 (its source and docstrings) and the
+# Modal guide pages named below. None of it has been deployed from here.
 
 app = modal.App(APP_NAME)
+
+# add_local_python_source uploads only *.py files by default (its ``ignore``
+# default is NON_PYTHON_FILES in modal/_image.py). The packages also read
+# settle.lua, token_bucket.lua and rewardpilot/data/*.json, so the matcher
+# keeps the package-data patterns of pyproject.toml as well.
+SOURCE_PACKAGES = ("consumer", "producer", "rewardpilot")
+SOURCE_FILE_PATTERNS = ("**/*.py", "**/*.lua", "**/*.json", "**/*.yaml")
 image = (
     modal.Image.debian_slim(python_version="3.11")
     .pip_install_from_pyproject(str(ROOT / "pyproject.toml"))
-    .add_local_python_source("consumer", "producer", "rewardpilot")
+    .add_local_python_source(*SOURCE_PACKAGES, ignore=~modal.FilePatternMatcher(*SOURCE_FILE_PATTERNS))
 )
-secrets = [modal.Secret.from_name(SECRET_NAME)]
+# With required_keys, Modal's server checks that the secret has REDIS_URL
+# when it resolves the secret at deploy time (modal/secret.py, Secret.from_name).
+secrets = [modal.Secret.from_name(SECRET_NAME, required_keys=["REDIS_URL"])]
 
 
 def _prefix() -> str:
     return os.environ.get("RP_PREFIX", "rp:")
 
 
+def _batch_timeout_seconds() -> float:
+    seconds = _env_float("RP_BATCH_TIMEOUT_SECONDS", DEFAULT_BATCH_TIMEOUT_SECONDS)
+    if not 0 < seconds <= MAX_BATCH_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"RP_BATCH_TIMEOUT_SECONDS={seconds:g} must be more than 0 and at most {MAX_BATCH_TIMEOUT_SECONDS} s, "
+            f"60 s below the batch_endpoint function timeout of {BATCH_FUNCTION_TIMEOUT_SECONDS} s; lower it"
+        )
+    return seconds
+
+
+# Modal stops a preempted container and restarts its call on the same input
+# (https://modal.com/docs/guide/preemption). Other consumers reclaim the
+# entries the stopped call held after the visibility timeout.
 @app.function(image=image, secrets=secrets, timeout=CONSUME_TIMEOUT_SECONDS)
 def consume(seconds: int | None = None, workers: int | None = None, job: str | None = None) -> dict:
     """Run one consumer for a bounded time, like ``rewardpilot consume``."""
@@ -378,7 +444,18 @@ def consume(seconds: int | None = None, workers: int | None = None, job: str | N
         seconds=seconds or _env_int("RP_CONSUME_SECONDS", DEFAULT_CONSUME_SECONDS),
         workers=workers or _env_int("RP_CONSUME_WORKERS", DEFAULT_WORKERS),
         job=job, rate=os.environ.get("RP_RATE") or None,
+        # None outside a Modal container, as under consume.local().
+        member=modal.current_function_call_id(),
     )
+
+
+def _spawn_consume() -> str:
+    # NOTE: in the modal 1.6.4 source, FunctionCall.object_id here and
+    # current_function_call_id() in the started container are both the
+    # server's function_call_id. No deployment has shown that they match. If
+    # they differ, a spawned call counts twice until its entry expires after
+    # SPAWNED_CALL_SECONDS, so autoscale starts fewer consumers meanwhile.
+    return consume.spawn().object_id
 
 
 @app.function(image=image, secrets=secrets, schedule=modal.Period(minutes=1), timeout=60)
@@ -388,21 +465,26 @@ def autoscale() -> dict:
         os.environ["REDIS_URL"], prefix=_prefix(),
         per_consumer=_env_int("RP_CONSUMER_BACKLOG", DEFAULT_CONSUMER_BACKLOG),
         maximum=_env_int("RP_MAX_CONSUMERS", DEFAULT_MAX_CONSUMERS),
-        spawn=consume.spawn,
+        spawn=_spawn_consume,
     )
 
 
-@app.function(image=image, secrets=secrets, timeout=900)
-@modal.asgi_app()
+# The endpoint writes to the live transactions stream, so it requires a Proxy
+# Auth Token in the Modal-Key and Modal-Secret headers
+# (https://modal.com/docs/guide/webhook-proxy-auth). A request mostly waits on
+# Redis, so one container serves several at once
+# (https://modal.com/docs/guide/concurrent-inputs). Modal cuts an HTTP request
+# at 150 s and responds with a 303 redirect to a result URL, while the function
+# may run up to its own timeout (https://modal.com/docs/guide/webhook-timeouts).
+@app.function(image=image, secrets=secrets, timeout=BATCH_FUNCTION_TIMEOUT_SECONDS)
+@modal.concurrent(max_inputs=BATCH_CONCURRENT_REQUESTS)
+@modal.asgi_app(requires_proxy_auth=True)
 def batch_endpoint():
     """Serve the batch API: POST {transactions, user_id}, receive the batch summary and results."""
-    return create_batch_app(
-        os.environ["REDIS_URL"], prefix=_prefix(),
-        timeout_seconds=float(os.environ.get("RP_BATCH_TIMEOUT_SECONDS", DEFAULT_BATCH_TIMEOUT_SECONDS)),
-    )
+    return create_batch_app(os.environ["REDIS_URL"], prefix=_prefix(), timeout_seconds=_batch_timeout_seconds())
 
 
-@app.function(image=image, secrets=secrets, schedule=modal.Cron("0 3 * * *"), timeout=3600)
+@app.function(image=image, secrets=secrets, schedule=modal.Cron("0 3 * * *", timezone="UTC"), timeout=3600)
 def nightly_replay() -> dict:
     """Replay the previous UTC day at 03:00 UTC, when ``RP_NIGHTLY_REPLAY=1``."""
     return run_nightly_replay(os.environ["REDIS_URL"], prefix=_prefix(),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,22 +32,131 @@ def make_transactions(count: int, user_id: str = "user-1") -> list[Transaction]:
     ]
 
 
-def test_import_without_token_or_network(tmp_path):
+FUNCTION_NAMES = ("consume", "autoscale", "batch_endpoint", "nightly_replay")
+
+
+def offline_env(tmp_path) -> dict[str, str]:
+    """Environment with no Modal token or profile and an unreachable Modal server."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MODAL_")}
     env["HOME"] = str(tmp_path)
     env["PYTHONPATH"] = str(ROOT)
     # An unreachable server address makes any network call fail fast instead of succeeding.
     env["MODAL_SERVER_URL"] = "http://127.0.0.1:9"
+    return env
+
+
+def test_import_without_token_or_network(tmp_path):
+    # Modal's deprecation warnings become errors, so an API that modal has deprecated fails here.
     probe = (
-        "import modal_app; "
-        "print(modal_app.app.name, sorted(modal_app.app.registered_functions))"
+        "import warnings\n"
+        "from modal.exception import DeprecationError\n"
+        "warnings.simplefilter('error', DeprecationError)\n"
+        "import modal, modal_app\n"
+        f"for name in {FUNCTION_NAMES!r}:\n"
+        "    function = getattr(modal_app, name)\n"
+        "    assert isinstance(function, modal.Function), name\n"
+        "    function.info()\n"
+        "print(modal_app.app.name)\n"
     )
-    completed = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
+    completed = subprocess.run([sys.executable, "-c", probe], env=offline_env(tmp_path), cwd=tmp_path,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    assert "rewardpilot-stream" in completed.stdout
-    for name in ("consume", "autoscale", "batch_endpoint", "nightly_replay"):
-        assert name in completed.stdout
+    assert completed.stdout.strip() == "rewardpilot-stream"
+
+
+def test_function_settings():
+    """The settings each Modal function is deployed with, read back through modal's FunctionInfo."""
+    consume = modal_app.consume.info()
+    assert consume.timeout == modal_app.CONSUME_TIMEOUT_SECONDS
+    assert modal_app.DEFAULT_CONSUME_SECONDS + modal_app.SHUTDOWN_GRACE_SECONDS < consume.timeout
+    assert consume.schedule is None
+
+    autoscale = modal_app.autoscale.info()
+    assert autoscale.schedule == "Period(minutes=1)"
+
+    endpoint = modal_app.batch_endpoint.info()
+    assert endpoint.web_info is not None
+    assert endpoint.web_info.unauthenticated is False  # requires_proxy_auth
+    assert endpoint.concurrency_info.max_inputs == modal_app.BATCH_CONCURRENT_REQUESTS
+    assert endpoint.timeout == modal_app.BATCH_FUNCTION_TIMEOUT_SECONDS
+    assert modal_app.MAX_BATCH_TIMEOUT_SECONDS < endpoint.timeout
+
+    nightly = modal_app.nightly_replay.info()
+    assert nightly.schedule == "Cron('0 3 * * *', UTC)"
+
+    for name in FUNCTION_NAMES:
+        assert getattr(modal_app, name).info().secrets == ["modal.Secret.from_name('rewardpilot')"], name
+
+
+def test_modal_run_parses_consume_options(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "modal", "run", "modal_app.py::consume", "--help"],
+        env=offline_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    for option in ("--seconds INTEGER", "--workers INTEGER", "--job TEXT"):
+        assert option in completed.stdout
+
+
+def image_source_files() -> dict[str, Path]:
+    """Return what the image's local Python source layer uploads: container path to local file.
+
+    This reads modal's private image and mount objects (modal 1.6.4), the
+    only offline view of the file list ``add_local_python_source`` uploads.
+    """
+    from modal._utils.async_utils import synchronizer
+    from modal.mount import _Mount
+
+    image = synchronizer._translate_in(modal_app.image)
+    mounts = [dependency for dependency in image._deps() if isinstance(dependency, _Mount)]
+    assert len(mounts) == 1
+    return {
+        str(remote_path): Path(local_path)
+        for entry in mounts[0]._entries
+        for local_path, remote_path in entry.get_files_to_upload()
+    }
+
+
+def test_image_uploads_package_data():
+    uploaded = image_source_files()
+
+    for data_file in ("consumer/settle.lua", "consumer/ratelimit/token_bucket.lua", "rewardpilot/data/cards.json",
+                      "rewardpilot/data/mcc_categories.json", "rewardpilot/data/valuations.json"):
+        assert f"/root/{data_file}" in uploaded, data_file
+    for package in modal_app.SOURCE_PACKAGES:
+        for source in (ROOT / package).rglob("*.py"):
+            if "__pycache__" not in source.parts:
+                assert f"/root/{source.relative_to(ROOT).as_posix()}" in uploaded, source
+    assert not [path for path in uploaded if "__pycache__" in path or path.endswith(".pyc")]
+
+
+@one_server
+def test_image_sources_run_consumer(redis_url, keys, sync_client, tmp_path):
+    """Run a consumer from a copy of only the files the image uploads, as in a container's /root."""
+    container_root = tmp_path / "root"
+    for remote_path, local_path in image_source_files().items():
+        target = container_root / Path(remote_path).relative_to("/root")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local_path, target)
+    # Modal adds the entrypoint file itself (include_source defaults to True).
+    shutil.copyfile(ROOT / "modal_app.py", container_root / "modal_app.py")
+    Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(4))
+
+    probe = (
+        "import json, sys, rewardpilot, consumer, modal_app\n"
+        "assert rewardpilot.__file__.startswith(sys.argv[1]), rewardpilot.__file__\n"
+        "assert consumer.__file__.startswith(sys.argv[1]), consumer.__file__\n"
+        "stats = modal_app.run_consume(sys.argv[2], prefix=sys.argv[3], seconds=1, workers=1, grace_seconds=2)\n"
+        "print(json.dumps(stats))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "REDIS_URL")}
+    env["HOME"] = str(tmp_path)
+    completed = subprocess.run([sys.executable, "-c", probe, str(container_root), redis_url, keys.prefix],
+                               env=env, cwd=container_root, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.strip().splitlines()[-1])["results"] == 4
+    assert sync_client.xlen(keys.results()) == 4
 
 
 @pytest.mark.parametrize(
@@ -115,6 +228,57 @@ def test_autoscale_drained_spawns_none(redis_url, keys):
     assert spawned == []
 
 
+def test_autoscale_counts_spawned_calls(redis_url, keys, sync_client):
+    """A call Modal has accepted but not started counts as running, so the next run spawns no more."""
+    Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(25))
+    call_ids = iter(["fc-1", "fc-2", "fc-3", "fc-4"])
+    spawned = []
+
+    def spawn() -> str:
+        spawned.append(next(call_ids))
+        return spawned[-1]
+
+    before_ms = time.time() * 1000
+    first = modal_app.run_autoscale(redis_url, prefix=keys.prefix, per_consumer=10, maximum=5, spawn=spawn)
+    second = modal_app.run_autoscale(redis_url, prefix=keys.prefix, per_consumer=10, maximum=5, spawn=spawn)
+
+    assert first["started"] == 3
+    assert second["running"] == 3
+    assert second["started"] == 0
+    assert spawned == ["fc-1", "fc-2", "fc-3"]
+    registry = dict(sync_client.zrange(modal_app.consumers_key(keys.prefix), 0, -1, withscores=True))
+    assert sorted(registry) == ["fc-1", "fc-2", "fc-3"]
+    for score in registry.values():
+        assert before_ms + modal_app.SPAWNED_CALL_SECONDS * 1000 <= score
+        assert score <= time.time() * 1000 + modal_app.SPAWNED_CALL_SECONDS * 1000
+
+
+def test_autoscale_keeps_started_registration(redis_url, keys, sync_client):
+    Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(5))
+    registry = modal_app.consumers_key(keys.prefix)
+    # The container started and registered its stop time before autoscale wrote its entry.
+    stops_at_ms = int(time.time() * 1000) + 30_000
+    sync_client.zadd(registry, {"fc-early": stops_at_ms})
+
+    modal_app.run_autoscale(redis_url, prefix=keys.prefix, per_consumer=1, maximum=2, spawn=lambda: "fc-early")
+
+    assert sync_client.zscore(registry, "fc-early") == stops_at_ms
+
+
+@one_server
+def test_consume_replaces_spawn_entry(redis_url, keys, sync_client):
+    registry = modal_app.consumers_key(keys.prefix)
+    sync_client.zadd(registry, {"fc-7": int(time.time() * 1000) + 300_000})
+    Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(3))
+
+    stats = modal_app.run_consume(redis_url, prefix=keys.prefix, seconds=1, workers=1, grace_seconds=2,
+                                  member="fc-7")
+
+    assert stats["results"] == 3
+    assert sync_client.zscore(registry, "fc-7") is None
+    assert sync_client.zcard(registry) == 0
+
+
 @one_server
 def test_consume_runs_bounded_and_drains(redis_url, keys, sync_client):
     Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(30))
@@ -177,6 +341,36 @@ def test_env_setting_not_integer(monkeypatch):
     monkeypatch.setenv("RP_MAX_CONSUMERS", "ten")
     with pytest.raises(ValueError, match="RP_MAX_CONSUMERS='ten'"):
         modal_app._env_int("RP_MAX_CONSUMERS", 10)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("soon", "RP_BATCH_TIMEOUT_SECONDS='soon' is not a number"),
+        ("0", "RP_BATCH_TIMEOUT_SECONDS=0 must be more than 0"),
+        ("-5", "RP_BATCH_TIMEOUT_SECONDS=-5 must be more than 0"),
+        ("841", "at most 840 s"),
+        ("nan", "RP_BATCH_TIMEOUT_SECONDS=nan must be more than 0"),
+    ],
+)
+def test_batch_timeout_setting_rejected(monkeypatch, value, message):
+    monkeypatch.setenv("RP_BATCH_TIMEOUT_SECONDS", value)
+    with pytest.raises(ValueError, match=message):
+        modal_app._batch_timeout_seconds()
+
+
+def test_batch_timeout_setting_accepted(monkeypatch):
+    monkeypatch.delenv("RP_BATCH_TIMEOUT_SECONDS", raising=False)
+    assert modal_app._batch_timeout_seconds() == modal_app.DEFAULT_BATCH_TIMEOUT_SECONDS
+    monkeypatch.setenv("RP_BATCH_TIMEOUT_SECONDS", "120.5")
+    assert modal_app._batch_timeout_seconds() == 120.5
+    monkeypatch.setenv("RP_BATCH_TIMEOUT_SECONDS", "840")
+    assert modal_app._batch_timeout_seconds() == 840
+
+
+def test_batch_app_rejects_zero_timeout():
+    with pytest.raises(ValueError, match="timeout_seconds 0 must be more than 0"):
+        modal_app.create_batch_app("redis://127.0.0.1:9/0", timeout_seconds=0)
 
 
 def consume_in_background(url: str, prefix: str, seconds: float) -> threading.Thread:
