@@ -20,13 +20,14 @@ from modal.exception import InvalidError
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from consumer.transports import RedisStreamTransport
+from consumer.transports import modal_queue
 from consumer.transports.modal_queue import (
-    ModalQueueTransport, partition_for, publish_to_queue, queue_item,
+    ModalQueueTransport, QueueFullError, partition_for, publish_to_queue, queue_item,
 )
 from producer.publisher import Producer
 from rewardpilot.connection import connect_async
 from rewardpilot.models import Transaction
-from modal_standin import InMemoryQueueStandIn
+from modal_standin import MAX_PARTITION_ITEMS, InMemoryQueueStandIn
 
 PARTITIONS = 4
 RUN_LIMIT_SECONDS = 60  # bounds every pool run, so a hung pool fails the test instead of the suite
@@ -270,6 +271,57 @@ def test_give_back_requeues_with_same_count(redis_url, keys, sync_client):
     assert sum(len(item["entries"]) for item in items) == 2
     assert sum(len(item["entries"]) for item in returned) == 2
     assert sync_client.zcard(f"{keys.base}queue:lease-expiry") == 0
+
+
+def fill_partition(queue, partition: str) -> None:
+    queue.put_many([{"entries": [], "deliveries": 0}] * MAX_PARTITION_ITEMS, partition=partition)
+
+
+def test_publish_to_queue_full_partition_times_out():
+    queue = InMemoryQueueStandIn()
+    transactions = make_transactions(6, users=2)
+    full = partition_for(transactions[1].user_id, PARTITIONS)
+    fill_partition(queue, full)
+
+    with pytest.raises(QueueFullError, match=f"partition '{full}' of the queue stayed full for 0.2 s") as caught:
+        asyncio.run(publish_to_queue(queue, transactions, batch_size=4, partitions=PARTITIONS,
+                                     put_timeout_seconds=0.2))
+
+    others = sum(1 for transaction in transactions if partition_for(transaction.user_id, PARTITIONS) != full)
+    assert caught.value.published <= others
+    assert queue.len(partition=full) == MAX_PARTITION_ITEMS
+
+
+def test_publish_to_queue_rejects_zero_timeout():
+    with pytest.raises(ValueError, match="put_timeout_seconds 0 must be more than 0"):
+        asyncio.run(publish_to_queue(InMemoryQueueStandIn(), make_transactions(1), put_timeout_seconds=0))
+
+
+def test_give_back_full_partition_keeps_lease(redis_url, keys, sync_client, monkeypatch):
+    monkeypatch.setattr(modal_queue, "GIVE_BACK_TIMEOUT_SECONDS", 0.1)
+    side = QueueSide(sync_client, keys)
+    side.publish(make_transactions(1, users=1))
+    partition = partition_for("user-0", PARTITIONS)
+    settings = settings_for(keys, batch_size=10)
+
+    async def take_and_give_back():
+        client = connect_async(redis_url)
+        try:
+            transport = side.transport(client, settings, "one")
+            deliveries = []
+            while not deliveries:
+                deliveries = await transport.read(10, 100)
+            fill_partition(side.queue, partition)
+            await transport.give_back([delivery.entry_id for delivery in deliveries])
+            return len(deliveries)
+        finally:
+            await client.aclose()
+
+    given_back = asyncio.run(take_and_give_back())
+
+    assert given_back == 1
+    assert side.queue.len(partition=partition) == MAX_PARTITION_ITEMS
+    assert sync_client.zcard(f"{keys.base}queue:lease-expiry") == 1
 
 
 def test_settle_releases_lease_at_once(redis_url, keys, sync_client):

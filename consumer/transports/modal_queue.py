@@ -50,6 +50,19 @@ from rewardpilot.models import DeadLetter, Transaction
 DEFAULT_PARTITIONS = 16
 MAX_PARTITIONS = 100_000  # Modal's limit of partitions per queue (modal 1.x docs)
 
+# How long a put waits for room on a full partition. Without a timeout,
+# modal.Queue.put_many blocks until a consumer makes room, for ever if none runs.
+DEFAULT_PUT_TIMEOUT_SECONDS = 60.0
+GIVE_BACK_TIMEOUT_SECONDS = 5.0
+
+
+class QueueFullError(RuntimeError):
+    """A Modal Queue partition stayed full for the whole put timeout; ``published`` counts what went in before."""
+
+    def __init__(self, message: str, published: int):
+        super().__init__(message)
+        self.published = published
+
 # Lua scripts take key names as arguments, like settle.lua, so they are not
 # Redis Cluster safe either.
 _RELEASE = """
@@ -116,14 +129,20 @@ class EntryIds:
 
 
 async def publish_to_queue(queue: Any, transactions: Iterable[Transaction], batch_size: int = 100,
-                           partitions: int = DEFAULT_PARTITIONS) -> int:
+                           partitions: int = DEFAULT_PARTITIONS,
+                           put_timeout_seconds: float = DEFAULT_PUT_TIMEOUT_SECONDS) -> int:
     """Put transactions onto ``queue`` as micro-batches partitioned by user; return how many.
 
     ``queue`` is a ``modal.Queue`` (or a stand-in with its methods). Items
-    of one partition keep the order of ``transactions``.
+    of one partition keep the order of ``transactions``. A put waits up to
+    ``put_timeout_seconds`` for room on a full partition, then raises
+    ``QueueFullError``, whose ``published`` counts the transactions put
+    before; the rest were not put.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size} must be at least 1")
+    if not put_timeout_seconds > 0:
+        raise ValueError(f"put_timeout_seconds {put_timeout_seconds} must be more than 0")
     _check_partitions(partitions)
 
     ids = EntryIds()
@@ -135,7 +154,14 @@ async def publish_to_queue(queue: Any, transactions: Iterable[Transaction], batc
     published = 0
     for partition, entries in by_partition.items():
         items = [queue_item(entries[start:start + batch_size]) for start in range(0, len(entries), batch_size)]
-        await queue.put_many.aio(items, partition=partition)
+        try:
+            await queue.put_many.aio(items, partition=partition, timeout=put_timeout_seconds)
+        except stdlib_queue.Full:
+            raise QueueFullError(
+                f"partition {partition!r} of the queue stayed full for {put_timeout_seconds:g} s, so "
+                f"{len(entries):,} transactions of it were not put ({published:,} of other partitions were); "
+                "start consumers to make room, or publish again later", published,
+            ) from None
         published += len(entries)
     return published
 
@@ -254,7 +280,14 @@ class ModalQueueTransport:
             deliveries = int(raw[0] or 1)
             entries = [(entry_id, _decode_fields(value)) for entry_id, value in zip(ids, raw[1:]) if value is not None]
             if entries:
-                await self.queue.put_many.aio([queue_item(entries, deliveries - 1)], partition=partition)
+                try:
+                    await self.queue.put_many.aio([queue_item(entries, deliveries - 1)], partition=partition,
+                                                  timeout=GIVE_BACK_TIMEOUT_SECONDS)
+                except stdlib_queue.Full:
+                    # The lease stays, so reclaim delivers the entries again once its deadline passes.
+                    self.log.warning("queue partition full; entries stay leased until reclaimed",
+                                     partition=partition, lease_id=lease_id, count=len(entries))
+                    continue
             await self._release_entries(ids)
 
     async def reclaim(self) -> Reclaimed:
