@@ -1,25 +1,74 @@
 """The dead-letter stream: list, redrive and purge what was set aside.
 
-A dead letter holds the original entry's payload. Redriving XADDs that
-payload back onto the transactions stream the consumers read (keeping its
-transaction_id), deletes the run's outcome marker so the new delivery gets a
-result, and deletes the dead letter, all in one MULTI. With partitions, that
-stream is the partition of the transaction's user_id under the count stored
-for the prefix (``rewardpilot.partitions``).
+A dead letter contains the original entry's payload, that entry's id and
+the run whose consumer wrote it (``DeadLetter.run``). Settling the letter set
+the run's outcome marker, ``{base}done:{run}:{transaction_id}`` or
+``{base}done:{run}:entry:{entry id}`` when the transaction could not be
+read, to that entry id. While the marker exists, the run skips the
+transaction as a duplicate.
+
+Redrive handles each letter by the run it records:
+
+- A live letter's payload is XADDed back onto the transactions stream the
+  consumers read, keeping its transaction_id. With partitions, that stream
+  is the partition of the transaction's user_id under the count stored for
+  the prefix (``rewardpilot.partitions``).
+- A replay run's letter never goes back onto the transactions stream,
+  because the live group would read it there and the replay's group never
+  would. Redrive only deletes its markers and the letter. A new
+  ``rewardpilot replay`` of the range in ``RedriveReport.replays`` then
+  processes the original entry again.
+
+Redrive and purge delete a marker only while its value is still the
+letter's entry id. A marker that a later outcome of the same transaction_id
+set is kept. One Lua script call (``_RELEASE_SCRIPT``) handles each letter,
+so its XADD, its marker deletes and its XDEL happen together. A letter that
+another redrive or purge has already deleted is skipped.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import redis
+from pydantic import ValidationError
+from redis.commands.core import Script
 
 from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import partition_of, partition_stream, partition_streams, stored_count
-from rewardpilot.streams import LIVE_RUN, StreamKeys
+from rewardpilot.streams import LIVE_RUN, StreamKeys, entry_key
 
 READ_CHUNK = 500
+
+_FULL_ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+# KEYS[1] dead-letter stream, KEYS[2] the transaction_id marker, KEYS[3] the
+# entry marker, and for a live redrive KEYS[4], the stream to XADD onto.
+# ARGV[1] dead-letter id, ARGV[2] the letter's original entry id, ARGV[3] the
+# payload's data field (live redrive only).
+# Returns false (None in Python) when the letter no longer exists, else
+# {new entry id or "", markers deleted}. XADD runs first, so when it fails
+# nothing has changed yet.
+_RELEASE_SCRIPT = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+  return false
+end
+local new_id = ''
+if #KEYS == 4 then
+  new_id = redis.call('XADD', KEYS[4], '*', 'data', ARGV[3])
+end
+local deleted = 0
+for i = 2, 3 do
+  if redis.call('GET', KEYS[i]) == ARGV[2] then
+    deleted = deleted + redis.call('DEL', KEYS[i])
+  end
+end
+redis.call('XDEL', KEYS[1], ARGV[1])
+return {new_id, deleted}
+"""
 
 
 def _text(value) -> str:
@@ -44,42 +93,124 @@ def list_dead_letters(client: redis.Redis, keys: StreamKeys, *, limit: int | Non
         cursor = "(" + _text(entries[-1][0])
 
 
+def transaction_id_of(letter: DeadLetter) -> str | None:
+    """Return the letter's transaction_id, or the one in its payload when the letter has none.
+
+    A letter for an entry that failed validation (or was delivered too often)
+    records no transaction_id, although its payload often contains one.
+    """
+    return letter.transaction_id or _transaction_field(letter.payload.get("data") or "", "transaction_id")
+
+
 class RedriveError(ValueError):
-    """A dead letter cannot be redriven: not found, no transaction payload, or no partition to route it to."""
+    """A dead letter cannot be redriven: not found, no payload or partition to send it to, or its entry is gone."""
+
+
+class RunMismatchError(RedriveError):
+    """``--run`` names no dead letter's run, or a named dead letter belongs to another run."""
+
+
+@dataclass(frozen=True)
+class ReplayRedo:
+    """A replay run's dead letters whose markers redrive deleted, and the entry id range that contains them."""
+
+    run: str
+    letters: int
+    start_id: str
+    end_id: str
+
+
+@dataclass
+class RedriveReport:
+    """Outcome of one redrive.
+
+    ``new_ids`` are the entries added to the transactions stream for live
+    letters. ``replays`` has one range per replay run whose letters were
+    released. ``unredrivable`` counts the letters that ``--all`` kept because
+    they cannot be redriven, and ``other_runs`` those it kept because the
+    run filter excluded them.
+    """
+
+    new_ids: list[str] = field(default_factory=list)
+    replays: list[ReplayRedo] = field(default_factory=list)
+    unredrivable: int = 0
+    other_runs: int = 0
+
+
+def redrive_letters(client: redis.Redis, keys: StreamKeys, letter_ids: list[str] | None = None, *,
+                    run: str | None = None) -> RedriveReport:
+    """Redrive dead letters, each by the run it records (see the module docstring).
+
+    ``letter_ids`` None means every dead letter. ``run`` limits the redrive to
+    the letters of that run. A ``run`` that no letter has, or a named letter
+    of another run, raises RunMismatchError. A named letter that cannot be
+    redriven raises RedriveError, and nothing is changed. Under ``--all``
+    such a letter is skipped and kept in the dead-letter stream.
+    """
+    partitions = stored_count(client, keys)
+    report = RedriveReport()
+    if letter_ids is None:
+        chosen = _choose_all(client, keys, partitions, run, report)
+    else:
+        chosen = [_choose_named(client, keys, partitions, letter_id, run)
+                  for letter_id in dict.fromkeys(letter_ids)]
+
+    release = client.register_script(_RELEASE_SCRIPT)
+    replayed: dict[str, list[str]] = {}
+    for letter_id, letter, stream in chosen:
+        outcome = _release(release, client, keys, letter_id, letter, stream)
+        if outcome is None:
+            continue  # another redrive or purge deleted the letter since it was read
+        if stream is None:
+            replayed.setdefault(letter.run, []).append(letter.entry_id)
+        else:
+            report.new_ids.append(_text(outcome[0]))
+
+    for replay_run, entry_ids in replayed.items():
+        ordered = sorted(entry_ids, key=entry_key)
+        report.replays.append(ReplayRedo(replay_run, len(ordered), ordered[0], ordered[-1]))
+    return report
 
 
 def redrive(client: redis.Redis, keys: StreamKeys, letter_ids: list[str] | None = None, *,
-            run: str = LIVE_RUN) -> list[str]:
-    """Put dead letters back onto the transactions stream the consumers read; return the new entry ids.
+            run: str | None = None) -> list[str]:
+    """Redrive as ``redrive_letters`` does, and return only the entry ids added for live letters."""
+    return redrive_letters(client, keys, letter_ids, run=run).new_ids
 
-    ``letter_ids`` None redrives every dead letter. A letter that cannot be
-    redriven (see ``target_stream``) raises RedriveError when named, and is
-    skipped and kept in the dead-letter stream under ``--all``.
-    """
-    partitions = stored_count(client, keys)
+
+def _choose_all(client: redis.Redis, keys: StreamKeys, partitions: int, run: str | None,
+                report: RedriveReport) -> list[tuple[str, DeadLetter, str | None]]:
+    """Return ``(letter id, letter, destination)`` for every letter of ``run`` (any run when None) that can be redriven."""
     chosen = []
-    if letter_ids is None:
-        for letter_id, letter in list_dead_letters(client, keys):
-            try:
-                chosen.append((letter_id, letter, target_stream(keys, partitions, letter_id, letter)))
-            except RedriveError:
-                continue
-    else:
-        for letter_id in letter_ids:
-            letter = _read_letter(client, keys, letter_id)
-            chosen.append((letter_id, letter, target_stream(keys, partitions, letter_id, letter)))
+    runs_present = set()
+    for letter_id, letter in list_dead_letters(client, keys):
+        runs_present.add(letter.run)
+        if run is not None and letter.run != run:
+            report.other_runs += 1
+            continue
+        try:
+            chosen.append((letter_id, letter, _destination(client, keys, partitions, letter_id, letter)))
+        except RedriveError:
+            report.unredrivable += 1
+    if run is not None and run not in runs_present:
+        raise RunMismatchError(f"--run {run!r}: {_no_letter_of_run(keys, runs_present)}")
+    return chosen
 
-    new_ids = []
-    for letter_id, letter, stream in chosen:
-        transaction_id = letter.transaction_id or _transaction_field(letter.payload["data"], "transaction_id")
-        pipe = client.pipeline(transaction=True)
-        pipe.xadd(stream, {"data": letter.payload["data"]})
-        if transaction_id:
-            pipe.delete(keys.result_marker(run, transaction_id))
-        pipe.delete(keys.result_marker(run, f"entry:{letter.entry_id}"))
-        pipe.xdel(keys.dead_letters, letter_id)
-        new_ids.append(_text(pipe.execute()[0]))
-    return new_ids
+
+def _choose_named(client: redis.Redis, keys: StreamKeys, partitions: int, letter_id: str,
+                  run: str | None) -> tuple[str, DeadLetter, str | None]:
+    letter = _read_letter(client, keys, letter_id)
+    if run is not None and letter.run != run:
+        raise RunMismatchError(f"dead letter {letter_id} belongs to run {letter.run!r}, not {run!r}; "
+                               f"pass --run {letter.run} or leave --run out")
+    return letter_id, letter, _destination(client, keys, partitions, letter_id, letter)
+
+
+def _no_letter_of_run(keys: StreamKeys, runs_present: set[str]) -> str:
+    if not runs_present:
+        return f"{keys.dead_letters} holds no dead letters"
+    names = ", ".join(sorted(runs_present))
+    return f"no dead letter in {keys.dead_letters} belongs to that run; runs present: {names}"
 
 
 def _read_letter(client: redis.Redis, keys: StreamKeys, letter_id: str) -> DeadLetter:
@@ -89,8 +220,25 @@ def _read_letter(client: redis.Redis, keys: StreamKeys, letter_id: str) -> DeadL
     return _letter(entries[0][1])
 
 
+def _destination(client: redis.Redis, keys: StreamKeys, partitions: int, letter_id: str,
+                 letter: DeadLetter) -> str | None:
+    """Return the stream to XADD a live letter onto, or None for a replay letter whose entry a replay can read again."""
+    if letter.run == LIVE_RUN:
+        return target_stream(keys, partitions, letter_id, letter)
+
+    entry_present = bool(_FULL_ENTRY_ID.match(letter.entry_id)) and bool(
+        client.xrange(letter.stream, min=letter.entry_id, max=letter.entry_id))
+    if not entry_present:
+        raise RedriveError(
+            f"dead letter {letter_id} of run {letter.run!r}: its entry {letter.entry_id!r} is no longer in "
+            f"{letter.stream!r} (trimmed or deleted), so a replay cannot process it again; "
+            "delete it with `rewardpilot dlq purge`"
+        )
+    return None
+
+
 def target_stream(keys: StreamKeys, partitions: int, letter_id: str, letter: DeadLetter) -> str:
-    """Return the stream a dead letter is redriven onto; raise RedriveError when there is none.
+    """Return the stream a live dead letter is redriven onto; raise RedriveError when there is none.
 
     With one partition that is the single transactions stream. With more, it
     is the partition of the payload's user_id. A payload without a readable
@@ -111,7 +259,9 @@ def target_stream(keys: StreamKeys, partitions: int, letter_id: str, letter: Dea
     raise RedriveError(
         f"dead letter {letter_id} has no user_id in its payload and came from {letter.stream!r}, "
         f"which is not one of the {partitions} partition streams, so no consumer would read it "
-        "there; purge it, or publish a corrected transaction with `rewardpilot publish`"
+        "there. Delete it with `rewardpilot dlq purge`, then publish the corrected transaction with "
+        "`rewardpilot publish FILE --dedup-window 0`, because the producer skips a transaction_id "
+        "it published within its dedup window"
     )
 
 
@@ -124,9 +274,68 @@ def _transaction_field(data: str, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def purge(client: redis.Redis, keys: StreamKeys) -> int:
-    """Delete the dead-letter stream; return how many dead letters it held."""
-    pipe = client.pipeline(transaction=True)
-    pipe.xlen(keys.dead_letters)
-    pipe.delete(keys.dead_letters)
-    return int(pipe.execute()[0])
+def _marker_keys(keys: StreamKeys, letter: DeadLetter) -> list[str]:
+    """Return the letter's run's two possible marker keys: by transaction_id, then by entry id."""
+    entry_marker = keys.result_marker(letter.run, f"entry:{letter.entry_id}")
+    transaction_id = transaction_id_of(letter)
+    transaction_marker = keys.result_marker(letter.run, transaction_id) if transaction_id else entry_marker
+    return [transaction_marker, entry_marker]
+
+
+def _release(release: Script, client, keys: StreamKeys, letter_id: str, letter: DeadLetter,
+             stream: str | None):
+    """Run the release script for one letter on ``client`` (a client or pipeline), with an XADD onto ``stream`` if given."""
+    script_keys = [keys.dead_letters, *_marker_keys(keys, letter)]
+    args = [letter_id, letter.entry_id]
+    if stream is not None:
+        script_keys.append(stream)
+        args.append(letter.payload["data"])
+    return release(keys=script_keys, args=args, client=client)
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    """Counts of one purge: dead letters deleted, and outcome markers deleted because they still had those entry ids."""
+
+    letters: int = 0
+    markers: int = 0
+
+
+def newest_letter_id(client: redis.Redis, keys: StreamKeys) -> str | None:
+    """Return the id of the newest dead letter, or None when there are none."""
+    newest = client.xrevrange(keys.dead_letters, count=1)
+    return _text(newest[0][0]) if newest else None
+
+
+def purge(client: redis.Redis, keys: StreamKeys, *, through_id: str | None = None) -> PurgeCounts:
+    """Delete the dead letters up to ``through_id`` (default: the newest now) and their outcome markers.
+
+    Deleting a letter's markers lets its run process a transaction with the
+    same transaction_id when it is published again. Letters added after
+    ``through_id`` are kept. A letter whose JSON cannot be read is deleted
+    without touching any marker.
+    """
+    through_id = through_id or newest_letter_id(client, keys)
+    if through_id is None:
+        return PurgeCounts()
+
+    release = client.register_script(_RELEASE_SCRIPT)
+    letters = markers = 0
+    while True:
+        entries = client.xrange(keys.dead_letters, min="-", max=through_id, count=READ_CHUNK)
+        if not entries:
+            return PurgeCounts(letters, markers)
+        pipe = client.pipeline(transaction=False)
+        for letter_id, fields in entries:
+            try:
+                letter = _letter(fields)
+            except (ValidationError, ValueError, TypeError):
+                pipe.xdel(keys.dead_letters, letter_id)
+                continue
+            _release(release, pipe, keys, _text(letter_id), letter, None)
+        for outcome in pipe.execute():
+            if isinstance(outcome, int):  # XDEL of an unreadable letter
+                letters += outcome
+            elif outcome is not None:
+                letters += 1
+                markers += int(outcome[1])

@@ -119,6 +119,8 @@ class Settler:
             for name, cents in updates:
                 args += [name, int(cents)]
         for letter in dead_letters:
+            # `dlq redrive` sends a letter back through the run that wrote it, so the letter records that run.
+            letter.run = self.run
             transaction_id = letter.transaction_id or f"entry:{letter.entry_id}"
             args += [letter.entry_id, letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id]
         args += acknowledge_only

@@ -225,3 +225,6 @@ class DeadLetter(BaseModel):
     first_failure_at: datetime
     last_failure_at: datetime
     transaction_id: str | None = None
+    # The run whose consumer wrote the letter: "live" or a replay's run name. Letters
+    # stored before runs were recorded read as "live", even those a replay wrote.
+    run: str = "live"
