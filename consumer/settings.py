@@ -14,10 +14,12 @@ class ConsumerSettings:
     ``batch_size`` is the XREADGROUP COUNT; ``block_ms`` its BLOCK time.
     ``result_ttl_seconds`` is how long the per-transaction de-duplication
     marker lives; keep it at least as long as the transactions stream's
-    retention so that a redelivered entry is still recognised.
+    retention so that a redelivered entry is still recognised. 0 means no
+    expiry: a replay outside a job uses it, because its results stream never
+    expires either.
     ``cap_ttl_seconds`` is how long a user's spend under caps lives after its
     last change; None keeps the live run's spend for good and a replay's as
-    long as its markers.
+    long as its markers (so without expiry when the marker TTL is 0).
     ``trim_older_than_seconds`` turns on trimming as it goes: every
     ``trim_interval_seconds`` the transactions stream loses entries older
     than that age which every consumer group has read and acknowledged.

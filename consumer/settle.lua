@@ -5,8 +5,10 @@
 -- and no result exists whose entry is still pending.
 --
 -- KEYS[1] results stream, KEYS[2] dead-letter stream, KEYS[3] transactions stream
--- ARGV[1] consumer group, ARGV[2] marker TTL in seconds, ARGV[3] results MAXLEN
--- (0 = none), ARGV[4] cap hash TTL in seconds (0 = none, for the live run),
+-- ARGV[1] consumer group, ARGV[2] marker TTL in seconds (0 = none, for a replay
+-- outside a job, whose results stream never expires either), ARGV[3] results
+-- MAXLEN (0 = none), ARGV[4] cap hash TTL in seconds (0 = none, for the live
+-- run and for a replay outside a job),
 -- ARGV[5] marker key prefix, ARGV[6] cap hash key prefix, ARGV[7] result
 -- count R, ARGV[8] dead-letter count D. Three sections follow.
 --   R results. Each is an entry id, payload JSON, user_id, transaction_id,
@@ -70,10 +72,28 @@ local function xadd(stream, trim, payload, user, transaction, marker)
   return id
 end
 
+-- Set a marker to the settled entry id, with the marker TTL unless that is 0.
+-- With only_new, SET NX leaves an existing marker alone and the call returns
+-- false.
+-- Four plain calls, because building an argument table for each result costs
+-- the server more on this path, which runs once per result.
+local function set_marker(marker, entry, only_new)
+  if ttl == 0 then
+    if only_new then
+      return redis.call('SET', marker, entry, 'NX')
+    end
+    return redis.call('SET', marker, entry)
+  end
+  if only_new then
+    return redis.call('SET', marker, entry, 'NX', 'EX', ttl)
+  end
+  return redis.call('SET', marker, entry, 'EX', ttl)
+end
+
 -- Set the marker with SET NX and add the entry only when the marker is new.
 -- Returns whether the entry was added.
 local function add_once(stream, trim, entry, payload, user, transaction, marker)
-  if not redis.call('SET', marker, entry, 'NX', 'EX', ttl) then
+  if not set_marker(marker, entry, true) then
     return false
   end
   xadd(stream, trim, payload, user, transaction, marker)
@@ -105,7 +125,7 @@ for _ = 1, result_count do
     conflicts[#conflicts + 1] = entry
   else
     -- The result first, so a failed XADD leaves neither a marker nor any spend.
-    redis.call('SET', marker, entry, 'EX', ttl)
+    set_marker(marker, entry, false)
     xadd(KEYS[1], true, payload, user, transaction, marker)
     local caps = cap_prefix .. user
     for j = first_update, first_update + 2 * (updates - 1), 2 do

@@ -13,11 +13,16 @@ entries it still held pending, is therefore replaced rather than resumed.
 Two replays of the same run at the same time would reset each other's
 group, so a replay holds a lease on its run name (``RunLock``) while it
 works, and a second one fails at once with ``ReplayBusyError``.
+
+Outside a job, a run's results stream never expires, so its markers and cap
+spend get no expiry either: were they to expire first, replaying the range
+again would add every result a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,9 +35,10 @@ from consumer.build import CallOptions, build_pool
 from rewardpilot.partitions import agree_count_async, partition_streams
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import decode_result
-from rewardpilot.run_lock import RunLock, RunLockHeld
+from rewardpilot.run_lock import DEFAULT_LEASE_MS, RunLock, RunLockHeld
 from rewardpilot.streams import LIVE_RUN, StreamKeys, entry_key
 
+# Both parts of a stream entry id are 64-bit unsigned numbers (XADD reference, https://redis.io/commands/xadd/).
 MAX_SEQUENCE = 2**64 - 1
 READ_CHUNK = 1000
 
@@ -45,14 +51,35 @@ class InvalidReplayError(ValueError):
 
 
 class ReplayBusyError(InvalidReplayError):
-    """Another replay of the same run is running; ``holder`` names its process when known."""
+    """Another replay of the same run is running; ``holder`` names its process when known.
 
-    def __init__(self, run: str, holder: str | None, since: str | None):
+    ``expires_in_ms`` is the lock key's PTTL when the replay failed: -2 when
+    the key is already gone, -1 when it has no expiry, None when not read.
+    """
+
+    def __init__(self, run: str, holder: str | None, since: str | None, *, lock_key: str | None = None,
+                 expires_in_ms: int | None = None):
         self.run = run
         self.holder = holder
+        self.expires_in_ms = expires_in_ms
         owner = f"by {holder} since {since}" if holder else "by another process"
-        super().__init__(f"run {run!r} is already being replayed {owner}; wait for that replay to finish, "
-                         "or pass another --run")
+        message = (f"run {run!r} is already being replayed {owner}; wait for that replay to finish, "
+                   "or pass another --run")
+        super().__init__(message + _lock_expiry_text(lock_key, expires_in_ms))
+
+
+def _lock_expiry_text(lock_key: str | None, expires_in_ms: int | None) -> str:
+    """Say when the lock of a replay that was killed expires, from the lock key's PTTL."""
+    if lock_key is None or expires_in_ms is None:
+        return ""
+    if expires_in_ms == -2:
+        return ". The lock was released just now, so the replay can run again"
+    if expires_in_ms == -1:
+        return (f". The lock {lock_key} has no expiry; if no replay of this run is running, "
+                f"delete that key and run the replay again")
+    lease_seconds = DEFAULT_LEASE_MS // 1000
+    return (f". A running replay renews its lock every {lease_seconds // 3} s for {lease_seconds} s; "
+            f"if that replay was killed, the lock expires in {math.ceil(expires_in_ms / 1000)} s")
 
 
 @dataclass(frozen=True)
@@ -131,6 +158,8 @@ class ReplaySummary:
 
     ``read_past_end`` counts entries after the end id that the replay's group
     read in the same batches and acknowledged without an outcome.
+    ``first_entry_id`` is the earliest entry of the transactions stream (of
+    all partition streams) when the replay began, or None when it was empty.
     """
 
     run: str
@@ -143,10 +172,17 @@ class ReplaySummary:
     duplicates: int = 0
     dead_letters: int = 0
     read_past_end: int = 0
+    first_entry_id: str | None = None
     comparison: Comparison | None = None
+
+    @property
+    def starts_after_first_entry(self) -> bool:
+        """Whether the stream contained entries before ``start_id``, whose spend under caps the replay did not count."""
+        return self.first_entry_id is not None and entry_key(self.first_entry_id) < entry_key(self.start_id)
 
     def as_dict(self) -> dict:
         summary = {name: value for name, value in asdict(self).items() if name != "comparison"}
+        summary["starts_after_first_entry"] = self.starts_after_first_entry
         if self.comparison is not None:
             summary["comparison"] = self.comparison.as_dict()
         return summary
@@ -159,15 +195,21 @@ def parse_position(text: str, *, end: bool = False) -> str:
     ``1700000000000-3`` is taken as is. A bare millisecond time
     (``1700000000000``) or an ISO time (naive times are UTC) means the start
     of that millisecond for ``start`` and its last possible entry for ``end``,
-    so both bounds include the whole millisecond.
+    so both bounds include the whole millisecond. Stream ids are the times
+    the entries were published, not purchase times.
+
+    Raises InvalidReplayError when either part of an id is above 2^64 - 1,
+    where Redis would reject it or read it as another id.
     """
     value = text.strip()
     match = _ENTRY_ID.match(value)
     if match:
-        milliseconds, sequence = match.groups()
+        milliseconds, sequence = int(match.group(1)), match.group(2)
+        _check_id_part(text, "milliseconds", milliseconds, end)
         if sequence is not None:
-            return f"{int(milliseconds)}-{int(sequence)}"
-        return _millisecond_bound(int(milliseconds), end)
+            _check_id_part(text, "sequence number", int(sequence), end)
+            return f"{milliseconds}-{int(sequence)}"
+        return _millisecond_bound(milliseconds, end)
 
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -182,6 +224,15 @@ def parse_position(text: str, *, end: bool = False) -> str:
     if milliseconds < 0:
         raise InvalidReplayError(f"{'end' if end else 'start'} {text!r} is before 1970, where no stream id exists")
     return _millisecond_bound(milliseconds, end)
+
+
+def _check_id_part(text: str, part: str, value: int, end: bool) -> None:
+    if value > MAX_SEQUENCE:
+        raise InvalidReplayError(
+            f"{'end' if end else 'start'} {text!r} is not a valid stream id: its {part} {value} is above "
+            f"{MAX_SEQUENCE}; both parts of an id (milliseconds-sequence) are whole numbers from 0 to "
+            f"{MAX_SEQUENCE} (2^64 - 1), such as 1700000000000-0"
+        )
 
 
 def _millisecond_bound(milliseconds: int, end: bool) -> str:
@@ -240,8 +291,9 @@ async def replay_async(
     ``ttl_seconds`` is how long the run's result markers and cap spend live,
     and its results stream once the replay ends (EXPIRE LT, so a shorter TTL
     already set stays). ``rewardpilot replay --job`` passes the time the
-    job's keys have left. ``None`` keeps the consumer's defaults: markers for
-    30 days and a results stream without expiry.
+    job's keys have left. ``None`` gives none of them an expiry, so the
+    markers live as long as the results stream and a second replay of the
+    range under the same run name adds no results.
 
     Raises InvalidReplayError for a bad bound or run name before touching Redis.
     """
@@ -254,14 +306,17 @@ async def replay_async(
         wallet=wallet, start_id=replay_range.group_start_id, end_id=replay_range.end_id,
         user_filter=user,
     )
-    if ttl_seconds is not None:
-        settings.result_ttl_seconds = ttl_seconds  # cap spend of a replay run follows its markers
+    # The cap spend of a replay run follows its markers, and 0 leaves both without expiry (settle.lua).
+    settings.result_ttl_seconds = ttl_seconds if ttl_seconds is not None else 0
     settings.partitions = await agree_count_async(client, keys)
+    first_entry_id = await earliest_entry_id(client, partition_streams(keys, settings.partitions))
+    lock_key = f"{keys.base}replay-lock:{run}"
     try:
-        async with RunLock(client, f"{keys.base}replay-lock:{run}"):
+        async with RunLock(client, lock_key):
             stats = await _replay_under_lock(client, settings, replay_range, options)
     except RunLockHeld as exc:
-        raise ReplayBusyError(run, exc.holder, exc.since) from None
+        raise ReplayBusyError(run, exc.holder, exc.since, lock_key=lock_key,
+                              expires_in_ms=await client.pttl(lock_key)) from None
     if ttl_seconds is not None:
         # NOTE: a replay stopped by a signal or an error leaves its results stream without this expiry.
         await client.expire(keys.results(run), ttl_seconds, lt=True)
@@ -269,11 +324,22 @@ async def replay_async(
     summary = ReplaySummary(
         run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
         user=user, delivered=stats.delivered - stats.past_end, results=stats.results, duplicates=stats.duplicates,
-        dead_letters=stats.dead_letters, read_past_end=stats.past_end,
+        dead_letters=stats.dead_letters, read_past_end=stats.past_end, first_entry_id=first_entry_id,
     )
     if compare:
         summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
     return summary
+
+
+async def earliest_entry_id(client: aioredis.Redis, streams: list[str]) -> str | None:
+    """Return the smallest first entry id of ``streams``, or None when all are empty or missing."""
+    first_ids = []
+    for stream in streams:
+        entries = await client.xrange(stream, count=1)
+        if entries:
+            first_id = entries[0][0]
+            first_ids.append(first_id.decode() if isinstance(first_id, bytes) else first_id)
+    return min(first_ids, key=entry_key, default=None)
 
 
 async def _replay_under_lock(client: aioredis.Redis, settings: ConsumerSettings, replay_range: ReplayRange,

@@ -17,6 +17,13 @@ purchase whose result was trimmed from the results stream adds no spend.
 A purchase whose ``card_used`` names no catalog card counts in the totals
 of the recommended card only and is counted in ``unknown_card_used``.
 
+A purchase whose card used earned more than the recommended card counts
+the card used as the best, so its missed amount is zero, never negative.
+The engine can rank a card lower than the one the user paid with, because
+it skips cards that the merchant is known not to take (Costco's U.S.
+warehouses take Visa only), but the card used did earn. Such a purchase
+counts under the card used in ``by_card_recommended`` too.
+
 Cap status comes from the user's live spend hash (``keys.cap_spend``): the
 spend in the current period of each cap, what is left, and the date the cap
 runs out at the pace so far in that period.
@@ -256,6 +263,10 @@ def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: 
     best = engine.recommend_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user",
                                         valuations=valuations, mode=mode, state=state)
     best_cash = best.rewards.cash_value_usd
+    best_card = best.recommended_card.card_id
+    if earned is not None and earned > best_cash:
+        # The card used earned more than the engine's pick, so it is the best possible for this purchase.
+        best_cash, best_card = earned, used
 
     report.purchases += 1
     if earned is None:
@@ -267,7 +278,7 @@ def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: 
         report.total,
         report.by_category.setdefault(best.category, Totals()),
         report.by_card_used.setdefault(used or "(unknown)", Totals()),
-        report.by_card_recommended.setdefault(best.recommended_card.card_id, Totals()),
+        report.by_card_recommended.setdefault(best_card, Totals()),
     ):
         bucket.spend += transaction.amount_usd
         bucket.earned += earned_for_totals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -12,8 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from rewardpilot.cli.consume_cmd import call_options
-from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
+from rewardpilot.streams import entry_key
 
 if TYPE_CHECKING:
     from rewardpilot.replay import Comparison, ReplaySummary
@@ -50,8 +52,8 @@ def print_summary(summary: ReplaySummary) -> None:
 
 def replay(
     ctx: typer.Context,
-    start: str = typer.Option(..., "--start", help="First entry: a stream id (1700000000000-0) or ISO 8601 time (UTC when no offset)."),
-    end: str = typer.Option(None, "--end", help="Last entry, inclusive, in the same forms. Unset: the end of the stream.", show_default=False),
+    start: str = typer.Option(..., "--start", help="First entry, by publish time, not purchase time: a stream entry id (1700000000000-0) or an ISO 8601 time (UTC when no offset)."),
+    end: str = typer.Option(None, "--end", help="Last entry, inclusive, by publish time, in the same forms. Unset: the end of the stream.", show_default=False),
     user: str = typer.Option(None, "--user", help="Only this user's transactions.", show_default=False),
     run: str = typer.Option(..., "--run", help="Run name; results go to this run's own results stream."),
     compare: bool = typer.Option(False, "--compare", help="Report where the replay differs from the live results."),
@@ -63,7 +65,12 @@ def replay(
     orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),
     rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min.", show_default=False),
 ) -> None:
-    """Process a range of the transactions stream again, through the run's own consumer group."""
+    """Process a range of the transactions stream again, through the run's own consumer group.
+
+    --start and --end select entries by the time they were published (the
+    stream entry id), not by purchase time. Exits 1 when entries were
+    dead-lettered (see `rewardpilot dlq list`), 2 for an invalid option.
+    """
     from consumer.errors import InvalidRateLimitError
     from rewardpilot.job import job_lifetime
     from rewardpilot.replay import InvalidReplayError, replay_async
@@ -71,6 +78,8 @@ def replay(
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
+    # Before the replay, which would create the job's stream and partition count for a mistyped id.
+    check_job_exists(client, context, context.keys(job))
     options = call_options(orchestrator, rate, None, None, None, None, None, None)
     cards = check_cards(split_cards(wallet))
     # What a replay of a job writes must not outlive the job, or a new job under the
@@ -94,6 +103,8 @@ def replay(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
+    if summary.delivered and summary.starts_after_first_entry:
+        _warn_mid_stream_start(_streams_label(client, context.keys(job)), summary)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:
@@ -103,23 +114,130 @@ def replay(
         console.print(f"the job's keys expire at {expires:%Y-%m-%d %H:%M} UTC, and this replay's results, "
                       "de-duplication markers and cap spend expire with them", soft_wrap=True, highlight=False)
     if not summary.delivered:
-        _explain_empty_range(client, context.keys(job).transactions, summary)
+        _explain_empty_range(client, context.keys(job), summary)
+    if summary.dead_letters:
+        listing = "rewardpilot dlq list" + (f" --job {job}" if job else "")
+        count = "1 entry was" if summary.dead_letters == 1 else f"{summary.dead_letters} entries were"
+        console.print(f"{count} dead-lettered; see them with `{escape(listing)}`", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
 
 
-def _explain_empty_range(client, stream: str, summary: ReplaySummary) -> None:
-    """Say that a replay found nothing in its range, and when the stream's entries were published.
+def _streams_label(client, keys) -> str:
+    """Name the transactions stream, or the range of partition streams when the prefix is partitioned."""
+    from rewardpilot.partitions import stored_count
+
+    partitions = stored_count(client, keys)
+    return keys.transactions if partitions == 1 else f"{keys.transactions}:p0 to p{partitions - 1}"
+
+
+def _warn_mid_stream_start(stream: str, summary: ReplaySummary) -> None:
+    """Warn that a replay which starts after the stream's first entry does not rebuild the live cap state.
+
+    A replay counts spend under caps from zero, so purchases published
+    before ``start`` in a period that is still running are missing from it.
+    """
+    console.print(
+        f"warning: the replay starts at {summary.start_id}, after the first entry of {escape(stream)} "
+        f"({summary.first_entry_id}, published {_publish_time(summary.first_entry_id)}). Spend under caps "
+        "and top-category spend in periods that began before the start are counted from zero, so cards "
+        "with caps may be recommended differently from the live run, and --compare lists those as "
+        "differences. To rebuild the live cap state, start at the first entry of the earliest cap period "
+        "of interest.", soft_wrap=True, highlight=False,
+    )
+
+
+@dataclass
+class _StreamSpan:
+    """Length, first and last entry ids and entries added of a replay's transactions streams, over all partitions.
+
+    ``added`` is XINFO STREAM's entries-added summed over the streams, or
+    None when the server does not report it (Redis before 7.0).
+    """
+
+    names: list[str]
+    length: int = 0
+    first_id: str | None = None
+    last_id: str | None = None
+    last_generated_id: str | None = None
+    added: int | None = 0
+
+    @property
+    def removed(self) -> int | None:
+        """Count the entries trimmed or deleted since the streams were created, when the server reports it."""
+        return None if self.added is None else self.added - self.length
+
+
+def _stream_span(client, keys) -> _StreamSpan:
+    from rewardpilot.partitions import partition_streams, stored_count
+
+    span = _StreamSpan(partition_streams(keys, stored_count(client, keys)))
+    for stream in span.names:
+        if not client.exists(stream):
+            continue
+        info = client.xinfo_stream(stream)
+        span.length += info["length"]
+        if span.added is not None:
+            span.added = span.added + info["entries-added"] if "entries-added" in info else None
+        span.last_generated_id = _latest(span.last_generated_id, _text(info["last-generated-id"]))
+        if info["length"]:
+            first = _text(client.xrange(stream, count=1)[0][0])
+            last = _text(client.xrevrange(stream, count=1)[0][0])
+            span.first_id = first if span.first_id is None else min(span.first_id, first, key=entry_key)
+            span.last_id = _latest(span.last_id, last)
+    return span
+
+
+def _latest(current: str | None, candidate: str) -> str:
+    return candidate if current is None else max(current, candidate, key=entry_key)
+
+
+def _explain_empty_range(client, keys, summary: ReplaySummary) -> None:
+    """Say why a replay found nothing in its range: an empty stream, a trimmed range, or publish times.
 
     --start and --end are times of publishing (stream ids), not purchase times,
     and a user who reads them as purchase dates gets an empty replay.
     """
-    first = client.xrange(stream, count=1)
-    last = client.xrevrange(stream, count=1)
-    if not first:
-        console.print(f"no entries to replay: {escape(stream)} is empty", soft_wrap=True)
+    span = _stream_span(client, keys)
+    where = escape(_streams_label(client, keys))
+    if not span.length:
+        console.print(f"no entries to replay: {where} is empty{_emptied_text(span)}", soft_wrap=True, highlight=False)
         return
-    span = f"{_publish_time(first[0][0])} to {_publish_time(last[0][0])}"
-    console.print(f"no entries in the range: --start and --end are times of publishing, not purchase dates, "
-                  f"and {escape(stream)} holds entries published from {span}", soft_wrap=True)
+
+    published = (f"--start and --end are times of publishing, not purchase dates, and {where} holds entries "
+                 f"published from {_publish_time(span.first_id)} to {_publish_time(span.last_id)}")
+    if summary.end_id is not None and entry_key(summary.end_id) < entry_key(span.first_id):
+        console.print(f"no entries in the range: it ends before the first entry of {where}, {span.first_id} "
+                      f"(published {_publish_time(span.first_id)}), {_before_first_text(span)}. {published}",
+                      soft_wrap=True, highlight=False)
+        return
+    console.print(f"no entries in the range: {published}", soft_wrap=True, highlight=False)
+
+
+def _emptied_text(span: _StreamSpan) -> str:
+    """Explain an empty stream: never created, never written, or emptied by trimming."""
+    if span.last_generated_id in (None, "0-0"):
+        return ": nothing was published to it"
+    if span.removed is None:
+        return (f": its entries were trimmed or deleted; the last one published was {span.last_generated_id} "
+                f"({_publish_time(span.last_generated_id)})")
+    noun = "entry" if span.removed == 1 else "entries"
+    return (f": all {span.removed} {noun} published to it were trimmed or deleted; the last one was "
+            f"{span.last_generated_id} ({_publish_time(span.last_generated_id)})")
+
+
+def _before_first_text(span: _StreamSpan) -> str:
+    """Say whether entries before the first one were removed, so that the range may have been trimmed."""
+    if span.removed is None:
+        return "so the range was trimmed or nothing was published in it"
+    if span.removed == 0:
+        return "and no entry was ever trimmed or deleted from it, so nothing was published in the range"
+    noun = "entry" if span.removed == 1 else "entries"
+    return (f"and {span.removed} {noun} of it were trimmed or deleted, so the range was trimmed or nothing was "
+            "published in it")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _publish_time(entry_id) -> str:
