@@ -11,6 +11,7 @@ from consumer.breaker import CircuitBreaker
 from consumer.names import consumer_name
 from consumer.pool import ConsumerPool
 from consumer.errors import InvalidRateLimitError
+from consumer.guarded import STARTUP_WAIT_SECONDS
 from consumer.ratelimit.base import COUNTING_MODES, RateLimitConfig
 from consumer.ratelimit.redis_bucket import RedisTokenBucket
 from consumer.recommenders.factory import make_recommender
@@ -18,6 +19,7 @@ from consumer.retry import RetryPolicy
 from consumer.settings import ConsumerSettings
 from consumer.transports import Transport
 from consumer.transports.partitioned import PartitionedStreamTransport
+from rewardpilot.orchestrator.api_key import read_api_key
 
 
 @dataclass
@@ -27,6 +29,8 @@ class CallOptions:
     ``orchestrator_url`` None keeps the in-process engine. ``rate`` (such as
     ``100/min``) turns on the shared token bucket; without it calls are not
     rate limited. The API key is read from ``ORCHESTRATOR_API_KEY``.
+    ``startup_wait`` is the maximum number of seconds the pool waits at start
+    for the orchestrator to respond before its workers read.
     """
 
     orchestrator_url: str | None = None
@@ -40,6 +44,7 @@ class CallOptions:
     breaker_cooldown: float = 30.0
     timeout: float = 10.0
     concurrency: int = 16
+    startup_wait: float = STARTUP_WAIT_SECONDS
 
     @classmethod
     def from_env(cls, **overrides) -> CallOptions:
@@ -59,12 +64,17 @@ class CallOptions:
 
 def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: CallOptions | None = None,
                *, transport: Transport | None = None) -> ConsumerPool:
-    """Return a pool wired with the recommender, limiter, retry policy and breaker the options name."""
+    """Return a pool wired with the recommender, limiter, retry policy and breaker the options name.
+
+    Raises ``InvalidApiKeyError`` (a ValueError) for an orchestrator URL
+    with an ``ORCHESTRATOR_API_KEY`` that no HTTP header can carry.
+    """
     options = options or CallOptions()
     options.check()
+    # The in-process engine takes no key, so a bad one only matters with an orchestrator.
+    api_key = read_api_key("consumer") if options.orchestrator_url else None
     recommender = make_recommender(
-        options.orchestrator_url, api_key=os.environ.get("ORCHESTRATOR_API_KEY") or None,
-        timeout=options.timeout, concurrency=options.concurrency,
+        options.orchestrator_url, api_key=api_key or "", timeout=options.timeout, concurrency=options.concurrency,
     )
 
     limiter = None
@@ -85,8 +95,10 @@ def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: Call
                         max_delay=max(options.max_delay, options.base_delay))
     if transport is None and settings.partitions > 1:
         settings, transport = partitioned(client, settings)
-    return ConsumerPool(client, settings, recommender, limiter=limiter, breaker=breaker, retry=retry,
+    pool = ConsumerPool(client, settings, recommender, limiter=limiter, breaker=breaker, retry=retry,
                         transport=transport)
+    pool.recommender.startup_wait_seconds = options.startup_wait
+    return pool
 
 
 def partitioned(client: aioredis.Redis, settings: ConsumerSettings,

@@ -34,7 +34,6 @@ from pydantic import ValidationError
 from consumer import deadletters
 from consumer.breaker import CircuitBreaker
 from consumer.cap_state import build_items
-from consumer.errors import PermanentError, TransientError
 from consumer.guarded import GuardedRecommender
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
@@ -217,25 +216,16 @@ class ConsumerPool:
                 await asyncio.sleep(delay)
 
     async def _check_recommender(self) -> None:
-        """Reach a networked recommender once, and warn at start when it does not respond.
+        """Wait for a networked recommender to respond before the workers read, for a bounded time.
 
-        Entries stay pending through an outage, so a pool started while the
-        orchestrator is down would otherwise just wait, without end with ``drain``.
+        An orchestrator started next to the consumer can take seconds to
+        listen. The start-up probes bypass the circuit breaker, so that wait
+        does not open it. When the wait runs out, the workers start anyway
+        and entries stay pending until the recommender responds. A stop
+        during the wait ends it at once. ``GuardedRecommender.wait_until_reachable``
+        logs every outcome.
         """
-        connect = getattr(self.recommender.recommender, "connect", None)
-        if connect is None:
-            return
-        try:
-            await connect()
-        except TransientError as exc:
-            self.log.warning(
-                "recommender not reachable at start; entries stay pending until it responds"
-                + (", and the drain waits for it" if self.settings.drain else ""),
-                recommender=self.recommender.name, error=str(exc),
-            )
-        except PermanentError as exc:
-            self.log.error("recommender rejected this consumer at start", recommender=self.recommender.name,
-                           error=str(exc), status=exc.status)
+        await self.recommender.wait_until_reachable(drain=self.settings.drain)
 
     async def _with_redis_retry(self, operation, attempts: int = len(REDIS_BACKOFF_SECONDS)):
         for attempt in range(attempts):

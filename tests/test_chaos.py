@@ -281,7 +281,8 @@ def test_second_sigterm_leaves_pending(one_redis_url, one_keys, tmp_path):
     client = redis.Redis.from_url(one_redis_url)
     # An orchestrator that holds every request for up to 60 s keeps the batch in hand.
     hanging = Scripted(hang_seconds=60)
-    with ScriptedServer({"/recommend/batch": hanging, "/recommend": hanging}) as orchestrator:
+    health = Scripted(200, b'{"endpoints": ["/recommend/batch"]}')
+    with ScriptedServer({"/health": health, "/recommend/batch": hanging, "/recommend": hanging}) as orchestrator:
         process = start_consumer(one_redis_url, one_keys, tmp_path, "aborted", "--batch-size", "100",
                                  "--workers", "1", "--grace", "60", "--timeout", "50",
                                  "--orchestrator", orchestrator.url, log_level="INFO")

@@ -7,44 +7,72 @@ On first use it reads ``GET /health``. When the server lists
 
 Outcomes follow ``consumer.retry.error_for_response``: a transport failure,
 429, 502, 503 or 504 raises ``TransientError`` and the pool retries the
-batch. Any other error status, or a body that does not parse as the
-contract, turns into an ``ItemError`` for each item it answered, and those
-entries go to the dead-letter stream.
+batch. A 404 or 405 from any endpoint raises ``ConfigurationError``: the
+URL's path is wrong, so the entries are held like after a transient failure
+and never dead-lettered. A 413 for a batch splits it in halves and sends
+each half again, down to one transaction. Any other error status, or a body
+that does not parse as the contract, turns into an ``ItemError`` for each
+item it answered, and those entries go to the dead-letter stream.
+
+The API key is checked by ``rewardpilot.orchestrator.api_key`` and sent by
+an ``httpx.Auth``, so it never sits in a header dict of this module, and
+httpx prints ``Headers`` with the Authorization value hidden.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
+from collections.abc import Generator
 from decimal import Decimal
 from typing import Any, Sequence
 
 import httpx
 from pydantic import ValidationError
 
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import ConfigurationError, PermanentError, TransientError
 from consumer.recommenders.base import ItemError, WorkItem
 from consumer.retry import TRANSIENT_EXCEPTIONS, error_for_response
 from rewardpilot.connection import redact
 from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation
+from rewardpilot.orchestrator.api_key import API_KEY_ENV, resolve_api_key
 from rewardpilot.orchestrator.contract import BatchResponse, RecommendResponse
 
-API_KEY_ENV = "ORCHESTRATOR_API_KEY"
 BATCH_PATH = "/recommend/batch"
+HEALTH_PATH = "/health"
+# A server that has no such path (404) or no such method on it (405) is not
+# the orchestrator's REST contract at this base URL.
+WRONG_PATH_STATUSES = frozenset({404, 405})
+PAYLOAD_TOO_LARGE = 413
 
 log = get_logger("consumer.recommenders.http")
+
+
+class BearerAuth(httpx.Auth):
+    """Sends ``Authorization: Bearer <key>``; its repr shows the key's length only."""
+
+    def __init__(self, key: str):
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"BearerAuth(<{len(self._key)} characters hidden>)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        yield request
 
 
 class HttpRecommender:
     """Calls an orchestrator at ``base_url`` (``http://`` or ``https://``).
 
     ``api_key`` defaults to ``ORCHESTRATOR_API_KEY`` and is sent as
-    ``Authorization: Bearer <key>``. ``timeout`` is in seconds and applies
-    to each request. One ``httpx.AsyncClient`` with keep-alive serves every
-    call. Pass ``client`` to share one, and then this recommender never
-    closes it.
+    ``Authorization: Bearer <key>``. A key with a control or non-ASCII
+    character raises ``InvalidApiKeyError`` (a ValueError). ``timeout`` is
+    in seconds and applies to each request. ``max_batch_items`` caps the
+    transactions per batch call, and a 413 lowers it for later calls. One
+    ``httpx.AsyncClient`` with keep-alive serves every call. Pass ``client``
+    to share one, and then this recommender never closes it.
     """
 
     name = "http"
@@ -76,10 +104,9 @@ class HttpRecommender:
         self.timeout = timeout
         self.max_batch_items = max_batch_items
 
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        key = resolve_api_key(api_key, "consumer")
         self._headers = {"Accept": "application/json"}
-        if key:
-            self._headers["Authorization"] = f"Bearer {key}"
+        self._auth = BearerAuth(key) if key else None
 
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
@@ -92,6 +119,11 @@ class HttpRecommender:
 
     def __repr__(self) -> str:
         return f"HttpRecommender({redact(self.base_url)!r})"  # no key, no password
+
+    @property
+    def health_url(self) -> str:
+        """The URL that ``connect`` reads, with any password hidden."""
+        return redact(self.base_url + HEALTH_PATH)
 
     async def recommend(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
         """Return one outcome per item, in order; raise ``TransientError`` to have the batch retried."""
@@ -111,22 +143,26 @@ class HttpRecommender:
             await self._client.aclose()
 
     async def connect(self) -> None:
-        """Read ``/health`` now; raise ``TransientError`` when the orchestrator does not respond."""
+        """Read ``/health`` now; raise ``TransientError`` when the orchestrator does not respond.
+
+        Raises ``ConfigurationError``, a ``TransientError``, when ``/health``
+        returns 404 or 405.
+        """
         await self._uses_batch()
 
     async def _uses_batch(self) -> bool:
         """Read ``/health`` once and remember whether it offers the batch endpoint.
 
-        A transient failure is raised and nothing is remembered, so the next
-        call asks again. Any other answer (404, not JSON, no list) means the
-        server predates the batch endpoint.
+        A transient failure, 404 or 405 is raised and nothing is remembered,
+        so the next call asks again. Any other answer (an error status, not
+        JSON, no list) means the server predates the batch endpoint.
         """
         if self._batch_supported is not None:
             return self._batch_supported
 
         async with self._discover_lock:
             if self._batch_supported is None:
-                response = await self._send("GET", "/health")
+                response = await self._send("GET", HEALTH_PATH)
                 self._batch_supported = response.status_code == 200 and _lists_batch(response)
                 log.info(
                     "orchestrator discovered",
@@ -138,6 +174,8 @@ class HttpRecommender:
 
     async def _recommend_batch(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
         response = await self._send("POST", BATCH_PATH, {"transactions": [request_body(item) for item in items]})
+        if response.status_code == PAYLOAD_TOO_LARGE:
+            return await self._split_batch(items, response)
         failure = _whole_call_failure(response, len(items))
         if failure is not None:
             return failure
@@ -161,6 +199,28 @@ class HttpRecommender:
                 outcomes.append(ItemError("contract_error", f"batch result {result.index} has neither a recommendation nor an error", response.status_code))
         return outcomes
 
+    async def _split_batch(self, items: Sequence[WorkItem], response: httpx.Response) -> list[Recommendation | ItemError]:
+        """Send each half of a batch the orchestrator rejected as too large (413), or dead-letter a lone item.
+
+        Later batches are cut to the half's size up front, so that a small
+        ``--max-body-bytes`` costs one 413 per size step, not one per batch.
+        """
+        request_bytes = len(response.request.content)
+        if len(items) == 1:
+            return [_too_large_error(response, request_bytes)]
+
+        half = (len(items) + 1) // 2
+        if half < self.max_batch_items:
+            self.max_batch_items = half
+            log.warning(
+                "orchestrator rejected a batch as too large (HTTP 413); splitting it in halves, and later "
+                "batch calls carry at most max_batch_items transactions. Raise the orchestrator's "
+                "--max-body-bytes to send larger batches",
+                url=redact(self.base_url), transactions=len(items), request_bytes=request_bytes,
+                max_batch_items=half, detail=_error_detail(response),
+            )
+        return await self._recommend_batch(items[:half]) + await self._recommend_batch(items[half:])
+
     async def _recommend_each(self, items: Sequence[WorkItem]) -> list[Recommendation | ItemError]:
         try:
             async with asyncio.TaskGroup() as group:
@@ -174,6 +234,8 @@ class HttpRecommender:
         async with self._semaphore:  # released on cancellation too
             response = await self._send("POST", "/recommend", request_body(item))
 
+        if response.status_code == PAYLOAD_TOO_LARGE:
+            return _too_large_error(response, len(response.request.content))
         failure = _whole_call_failure(response, 1)
         if failure is not None:
             return failure[0]
@@ -192,15 +254,37 @@ class HttpRecommender:
 
         try:
             response = await self._client.request(
-                method, self.base_url + path, content=content, headers=headers, timeout=self.timeout
+                method, self.base_url + path, content=content, headers=headers,
+                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT, timeout=self.timeout,
             )
         except TRANSIENT_EXCEPTIONS as exc:
             raise TransientError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
+        except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+            # The message of either can quote a header value, which may be the
+            # API key, so it is left out and the exception is not chained.
+            raise ConfigurationError(
+                f"{method} {path} could not be sent: httpx raised {type(exc).__name__} for the request "
+                f"(its message is not shown, because it can quote the Authorization header); check "
+                f"{API_KEY_ENV} and the orchestrator URL"
+            ) from None
 
+        if response.status_code in WRONG_PATH_STATUSES:
+            raise self._wrong_path(method, path, response.status_code)
         error = error_for_response(response)
         if isinstance(error, TransientError):
             raise error
         return response
+
+    def _wrong_path(self, method: str, path: str, status: int) -> ConfigurationError:
+        """Build the error for a 404 or 405, which means the base URL does not point at the orchestrator."""
+        reason = "not found" if status == 404 else "method not allowed"
+        return ConfigurationError(
+            f"{method} {redact(self.base_url)}{path} returned HTTP {status} ({reason}), so the orchestrator "
+            f"is not at this URL's path: check the path of --orchestrator or ORCHESTRATOR_URL. The "
+            f"orchestrator serves {HEALTH_PATH} and /recommend at the root of its address, such as "
+            "http://127.0.0.1:8080. The entries stay pending until the URL is fixed",
+            status=status,
+        )
 
     def _to_recommendation(self, item: WorkItem, answer: RecommendResponse) -> Recommendation | ItemError:
         source = item.wallet_source if item.wallet is not None else None
@@ -241,6 +325,16 @@ def _whole_call_failure(response: httpx.Response, count: int) -> list[ItemError]
     assert isinstance(error, PermanentError)  # transient ones were raised in _send
     message = f"{error}: {_error_detail(response)}"
     return [ItemError(_error_type(response), message, http_status=response.status_code) for _ in range(count)]
+
+
+def _too_large_error(response: httpx.Response, request_bytes: int) -> ItemError:
+    message = (
+        f"the orchestrator rejected the request for this one transaction as too large (HTTP 413, "
+        f"{request_bytes} bytes), so it cannot be split further: raise the orchestrator's "
+        f"--max-body-bytes, then put the entry back with `rewardpilot dlq redrive`. Server's message: "
+        f"{_error_detail(response)}"
+    )
+    return ItemError(_error_type(response), message, http_status=PAYLOAD_TOO_LARGE)
 
 
 def _contract_errors(response: httpx.Response, count: int, reason: str) -> list[ItemError]:

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+from collections.abc import Generator
 from decimal import Decimal
 from typing import Any, Awaitable, Callable, Sequence
 
 import httpx2
 from pydantic import ValidationError
 
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import ConfigurationError, PermanentError, TransientError
 from consumer.recommenders.base import ItemError, WorkItem
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from rewardpilot.connection import redact
 from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation
+from rewardpilot.orchestrator.api_key import API_KEY_ENV, resolve_api_key
 from rewardpilot.orchestrator.contract import RecommendResponse
 
-API_KEY_ENV = "ORCHESTRATOR_API_KEY"
 TOOL_NAME = "recommend_card"
+# Statuses of the ping probe that mean no MCP server is at the URL's path.
+WRONG_PATH_STATUSES = frozenset({404, 405})
 
 log = get_logger("consumer.recommenders.mcp")
 
@@ -40,6 +42,20 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (httpx2.TransportError, OS
 ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
+class BearerAuth(httpx2.Auth):
+    """Sends ``Authorization: Bearer <key>``; its repr shows the key's length only."""
+
+    def __init__(self, key: str):
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"BearerAuth(<{len(self._key)} characters hidden>)"
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        yield request
+
+
 class _AuthRejected(Exception):
     def __init__(self, message: str, status: int):
         super().__init__(message)
@@ -50,7 +66,9 @@ class McpRecommender:
     """Calls ``recommend_card`` on the MCP server at ``url`` (for example ``http://host:8080/mcp``).
 
     ``api_key`` defaults to ``ORCHESTRATOR_API_KEY`` and is sent as a bearer
-    token. ``timeout`` in seconds bounds each tool call.
+    token. A key with a control or non-ASCII character raises
+    ``InvalidApiKeyError`` (a ValueError). ``timeout`` in seconds bounds each
+    tool call.
     """
 
     name = "mcp"
@@ -63,8 +81,8 @@ class McpRecommender:
 
         self.url = url
         self.timeout = timeout
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        key = resolve_api_key(api_key, "consumer")
+        self._auth = BearerAuth(key) if key else None
         self._semaphore = asyncio.Semaphore(concurrency)
         self._client: Client | None = None
         self._runner: asyncio.Task | None = None
@@ -74,6 +92,11 @@ class McpRecommender:
 
     def __repr__(self) -> str:
         return f"McpRecommender({redact(self.url)!r})"
+
+    @property
+    def health_url(self) -> str:
+        """The URL that ``connect`` opens a session on, with any password hidden."""
+        return redact(self.url)
 
     def add_response_hook(self, hook: ResponseHook) -> None:
         """Call ``hook`` with every HTTP response from the MCP server, including the auth probe.
@@ -88,7 +111,7 @@ class McpRecommender:
 
     def _http_client(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(
-            headers=self._headers, timeout=httpx2.Timeout(self.timeout),
+            auth=self._auth, timeout=httpx2.Timeout(self.timeout),
             event_hooks={"response": [self._run_response_hooks]},
         )
 
@@ -116,7 +139,9 @@ class McpRecommender:
     async def connect(self) -> None:
         """Open the session now; raise ``TransientError`` when the server does not respond.
 
-        Raises ``PermanentError`` when the server rejects the API key.
+        Raises ``PermanentError`` when the server rejects the API key, and
+        ``ConfigurationError`` (a ``TransientError``) when the URL's path
+        returns 404 or 405.
         """
         try:
             await self._session()
@@ -164,6 +189,13 @@ class McpRecommender:
                     raise _AuthRejected(
                         f"the MCP server {redact(self.url)} rejected the API key (HTTP {status}); "
                         f"check {API_KEY_ENV}", status,
+                    ) from None
+                if status in WRONG_PATH_STATUSES:
+                    raise ConfigurationError(
+                        f"the MCP URL {redact(self.url)} returned HTTP {status}, so no MCP server is at "
+                        "this path: check the path of --orchestrator or ORCHESTRATOR_URL. The orchestrator "
+                        "serves MCP at /mcp, such as http://127.0.0.1:8080/mcp. The entries stay pending "
+                        "until the URL is fixed", status=status,
                     ) from None
                 raise TransientError(f"connecting to the MCP server {redact(self.url)} failed: {exc}") from exc
             log.info("MCP session opened", url=redact(self.url))

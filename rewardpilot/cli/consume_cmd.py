@@ -30,7 +30,11 @@ NAME_LEASE_MS = 15_000
 
 def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold, breaker_cooldown,
                  timeout) -> CallOptions:
-    """Collect the recommender call options, or exit 2 naming the value when ``--count`` is invalid."""
+    """Collect the recommender call options.
+
+    Exits 2 naming the value when ``--count`` is invalid, and, with an
+    orchestrator URL, when ``ORCHESTRATOR_API_KEY`` cannot be sent.
+    """
     from consumer.build import CallOptions
     from consumer.errors import InvalidRateLimitError
 
@@ -43,7 +47,38 @@ def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_thre
     except InvalidRateLimitError as exc:
         console.print(f"[red]error:[/red] --count: {exc}")
         raise typer.Exit(2) from None
+    if options.orchestrator_url:
+        check_api_key_setting()
     return options
+
+
+def check_api_key_setting() -> None:
+    """Exit 2 when ``ORCHESTRATOR_API_KEY`` cannot be sent; the message names the character, never the key."""
+    from rewardpilot.orchestrator.api_key import InvalidApiKeyError, read_api_key
+
+    try:
+        read_api_key("consumer")
+    except InvalidApiKeyError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def warn_rate_without_orchestrator(rate: str, batch_size: int, counting: str) -> None:
+    """Warn that ``--rate`` without an orchestrator limits the in-process engine's micro-batches.
+
+    With ``--count requests`` each micro-batch takes one token, however many
+    transactions it carries.
+    """
+    if counting == "transactions":
+        cost = "each transaction takes one token"
+    else:
+        cost = f"each micro-batch of up to --batch-size {batch_size} transactions takes one token"
+    console.print(
+        f"[yellow]warning:[/yellow] --rate {escape(rate)} limits calls to the recommender, and without "
+        f"--orchestrator (or ORCHESTRATOR_URL) that is the in-process engine: {cost}. "
+        "Leave out --rate, or pass --orchestrator URL to limit orchestrator calls.",
+        soft_wrap=True, highlight=False,
+    )
 
 
 def warn_markers_expire_first(marker_ttl: str, trim_older_than: str) -> None:
@@ -204,7 +239,7 @@ def consume(
     visibility_timeout: float = typer.Option(60.0, "--visibility-timeout", min=0.01, help="Seconds an entry may stay unsettled before another consumer claims it."),
     max_deliveries: int = typer.Option(5, "--max-deliveries", min=1, help="Deliveries after which an entry is a poison message and is dead-lettered."),
     orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL: http(s)://host:port for REST, .../mcp for MCP (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),
-    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min or 50/s. Unset: no limit.", show_default=False),
+    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min or 50/s. Without --orchestrator it limits the in-process engine's micro-batches. Unset: no limit.", show_default=False),
     burst: int = typer.Option(10, "--burst", min=1, help="Token bucket size: calls allowed at once above the rate."),
     counting: str = typer.Option("requests", "--count", help="What a token pays for: requests (a batch call is one) or transactions."),
     max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Tries per batch on transient failures before it is given back to the group."),
@@ -234,6 +269,8 @@ def consume(
         check_metrics_address(metrics_address)
     options = call_options(orchestrator, rate, burst, counting, max_attempts, breaker_threshold,
                            breaker_cooldown, timeout)
+    if options.rate and not options.orchestrator_url:
+        warn_rate_without_orchestrator(options.rate, batch_size, options.counting)
     context = app_context(ctx)
     keys = context.keys(job)
     client = context.client()

@@ -22,34 +22,39 @@ def orchestrator(
 
     Set ORCHESTRATOR_API_KEY to require 'Authorization: Bearer <key>' on every
     call but /health. The key is read from the environment only, so it never
-    shows in a process list. Each request is judged with the user's
-    optimization mode and valuation overrides stored in Redis, and one
-    without a wallet uses the user's stored wallet (REDIS_URL, or the
-    embedded server like every other command), unless --no-wallets is given.
+    shows in a process list. Whitespace around it is removed with a warning;
+    a key with another control character or a non-ASCII character exits
+    with 2, and an empty one serves without auth, with a warning.
+
+    Each request is judged with the user's optimization mode and valuation
+    overrides stored in Redis, and one without a wallet uses the user's
+    stored wallet (REDIS_URL, or the embedded server like every other
+    command), unless --no-wallets is given.
 
     Exits with 2 for an invalid option or an address that cannot be bound
     (such as a port in use), and with 3 when the app fails to start.
     """
-    import os
-
     from rewardpilot.cli.context import app_context, console
-    from rewardpilot.orchestrator.server import API_KEY_ENV, ListenError, check_log_level, serve
+    from rewardpilot.orchestrator.api_key import InvalidApiKeyError, read_api_key
+    from rewardpilot.orchestrator.server import ListenError, check_log_level, serve
 
     try:
         check_log_level(log_level)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    key = os.environ.get(API_KEY_ENV)
-    if key and not key.strip():
-        console.print(f"[red]error:[/red] {API_KEY_ENV} is set to blanks only, a key no client can send; "
-                      "set a real key, or unset it to serve without auth")
-        raise typer.Exit(2)
+    try:
+        api_key = read_api_key("orchestrator")
+    except InvalidApiKeyError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
     context = app_context(ctx)
     redis_url = None if no_wallets else context.url()
     prefix = context.prefix
     try:
-        serve(host, port, redis_url=redis_url, prefix=prefix, max_body_bytes=max_body_bytes, log_level=log_level)
+        # An empty string, not None, so that serve does not read the variable a second time.
+        serve(host, port, api_key=api_key or "", redis_url=redis_url, prefix=prefix,
+              max_body_bytes=max_body_bytes, log_level=log_level)
     except ListenError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -24,6 +24,7 @@ from rewardpilot.connection import connect_async, redact
 from rewardpilot.engine import RulesEngine, UnknownCardError
 from rewardpilot.logs import get_logger
 from rewardpilot.orchestrator import DEFAULT_MAX_BODY_BYTES
+from rewardpilot.orchestrator.api_key import check_api_key
 from rewardpilot.orchestrator.contract import (
     MAX_BATCH_ITEMS,
     BatchItemResult,
@@ -71,12 +72,16 @@ def create_app(
 ) -> FastAPI:
     """Build the orchestrator app.
 
-    ``api_key`` turns on bearer auth. With ``redis_url``, each request is
+    ``api_key`` turns on bearer auth; it is checked like ``ORCHESTRATOR_API_KEY``
+    (``check_api_key``), which raises ``InvalidApiKeyError`` (a ValueError)
+    for a key no client can send. With ``redis_url``, each request is
     judged with the user's stored mode and valuation overrides, and one
     without a ``wallet`` uses the user's stored wallet, under the key ``prefix``.
     ``max_body_bytes`` caps every request body (413 above it). ``host`` is the
     address the server binds, for the MCP transport's DNS-rebinding check.
     """
+    if api_key:
+        api_key = check_api_key(api_key, role="orchestrator", source="api_key")
     service = RecommendService(engine or RulesEngine.default(), keys=StreamKeys(prefix=prefix) if prefix else None)
     mcp_server = build_mcp_server(service)
     route, session_manager = mcp_route(mcp_server, host=host)

@@ -147,6 +147,6 @@ class BodyLimitMiddleware:
     def _error_body(self, size: str) -> dict:
         message = (
             f"request body too large: {size} is over the limit of {self.max_body_bytes} bytes; "
-            "split the batch into smaller requests"
+            "split the batch into smaller requests, or raise the orchestrator's --max-body-bytes"
         )
         return {"detail": message, "error": {"type": "payload_too_large", "message": message, "fields": []}}

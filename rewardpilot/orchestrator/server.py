@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import errno
-import os
 import socket
 
 import uvicorn
 from uvicorn.config import LOG_LEVELS
 
+from rewardpilot.orchestrator.api_key import read_api_key
 from rewardpilot.orchestrator.app import DEFAULT_MAX_BODY_BYTES, create_app
-
-API_KEY_ENV = "ORCHESTRATOR_API_KEY"
 
 
 class ListenError(Exception):
@@ -65,16 +63,17 @@ def serve(
 ) -> None:
     """Serve the orchestrator until SIGINT or SIGTERM.
 
-    ``api_key`` defaults to ``ORCHESTRATOR_API_KEY``; with neither set, the
-    server answers without auth. uvicorn's access log records method, path
-    and status only, so the key never reaches a log. Raises ValueError for an
-    unknown ``log_level`` and ListenError when the address cannot be bound,
-    both before the app starts. ``uvicorn.run`` exits with 3
+    ``api_key`` None reads ``ORCHESTRATOR_API_KEY`` through ``read_api_key``,
+    and None or an empty key serves without auth. uvicorn's access log
+    records method, path and status only, so the key never reaches a log.
+    Raises ValueError for an unknown ``log_level`` or an invalid key
+    (``InvalidApiKeyError``) and ListenError when the address cannot be
+    bound, all before the app starts. ``uvicorn.run`` exits with 3
     (``uvicorn.config.STARTUP_FAILURE``) when the app fails to start.
     """
     level = check_log_level(log_level)
     if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV) or None
+        api_key = read_api_key("orchestrator")
 
     check_listen(host, port)
     app = create_app(
