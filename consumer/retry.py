@@ -21,8 +21,9 @@ from consumer.errors import PermanentError, TransientError
 
 # HTTP statuses worth retrying: 429 Too Many Requests, and the 502, 503 and
 # 504 responses a proxy returns while the service behind it is down or slow.
-# Every other 4xx and 5xx is permanent, including 500, which usually means
-# that this one request broke the service.
+# Every other 4xx and 5xx is permanent here, including 500, which usually means
+# that this one request broke the service. The HTTP recommender handles 404,
+# 405 (a wrong URL path) and 413 (a batch too large) before this split.
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 
 # Transport failures where the request may not have been processed: refused
