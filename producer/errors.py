@@ -4,13 +4,30 @@
 config that does not parse): nothing in that file can be read. ``RowError`` is
 about one row: that row is rejected and the rows around it still go through.
 Readers raise nothing else for bad input.
+
+``Producer`` raises ``InvalidOptionError`` and ``UnsupportedClientError``
+when it is built with an option or a client it cannot use, and
+``NotATransactionError`` for an item that is not a ``Transaction``. An error
+that stops ``Producer.publish_many`` part-way carries the ``PublishSummary``
+of what was published before it in ``summary``.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from producer.publisher import PublishSummary
+
 
 class ProducerError(Exception):
-    """Base class of every error the producer raises on purpose."""
+    """Base class of every error the producer raises on purpose.
+
+    ``summary`` is set when the error stopped ``Producer.publish_many``: the
+    counts of what that call published before it. It is None otherwise.
+    """
+
+    summary: PublishSummary | None = None
 
 
 class InputError(ProducerError, ValueError):
@@ -82,3 +99,40 @@ class RowError(ProducerError, ValueError):
 
 class BacklogTimeout(ProducerError, TimeoutError):
     """The stream's backlog stayed above the limit for longer than the wait allowed."""
+
+
+class PublishStopped(ProducerError):
+    """A stop requested with the producer's ``stop`` event, raised in place of sending the next chunk.
+
+    It is raised before a chunk is sent, or while a chunk waits for the
+    backlog or for a reconnect.
+    """
+
+
+class PublishInterrupted(ProducerError):
+    """An error that is not a ``ProducerError`` stopped ``Producer.publish_many`` part-way.
+
+    The original error is ``__cause__``: a Redis error, or whatever the
+    caller's iterable raised, such as a pydantic ``ValidationError``.
+    ``summary`` is what the call published before it.
+    """
+
+
+class InvalidOptionError(ProducerError, ValueError):
+    """A ``Producer`` option out of its range or of the wrong type, with the fix."""
+
+
+class UnsupportedClientError(ProducerError, TypeError):
+    """A client ``Producer`` cannot publish with, such as an asyncio client or a URL."""
+
+
+class NotATransactionError(ProducerError, TypeError):
+    """An item given to ``Producer`` to publish that is not a ``rewardpilot.models.Transaction``.
+
+    ``index`` is the item's 0-based position in the iterable or chunk, or
+    None when the argument itself is not an iterable of transactions.
+    """
+
+    def __init__(self, message: str, *, index: int | None) -> None:
+        self.index = index
+        super().__init__(message)

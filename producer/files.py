@@ -99,7 +99,8 @@ SHOWN_REJECTS = 10  # rejected rows listed in the summary; the rejects file has 
 # placeholder, a two-digit year read in the wrong century). It is published, with a warning.
 FUTURE_GRACE = timedelta(days=1)
 # A purchase dated before the Unix epoch (compared in UTC) is most likely a wrong date too (a
-# 1900-01-01 placeholder, a year such as 0024 missing its century). It is published, with a warning.
+# 1900-01-01 placeholder). It is published, with a warning. Dates before 1900 are rejected
+# when the row is read (rewardpilot.models.EARLIEST_TIMESTAMP).
 PAST_LIMIT = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

@@ -173,7 +173,10 @@ def parse_ofx_time(text: str) -> datetime:
     if abs(hours) > 14:
         raise ValueError(f"{text!r} has an offset of {hours} hours, outside -14..14")
     zone = timezone(timedelta(hours=float(hours)))
-    return parsed.replace(tzinfo=zone).astimezone(timezone.utc)
+    try:
+        return parsed.replace(tzinfo=zone).astimezone(timezone.utc)
+    except OverflowError:  # year 1 east of UTC, or year 9999 west of it
+        raise ValueError(f"{text!r} lies outside the dates Python can convert to UTC; check the date") from None
 
 
 def parse_ofx_amount(text: str) -> Decimal:

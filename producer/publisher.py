@@ -14,24 +14,35 @@ make Redis grow without bound.
 A producer given a ``stop`` event raises ``PublishStopped`` once the event is
 set: before its next chunk, or while a chunk waits for the backlog or for a
 reconnect. So a stop signal does not wait for a consumer that is not reading.
+
+The producer never trims the stream. Trimming by length (XADD MAXLEN) would
+delete entries no consumer has read yet, so retention is ``rewardpilot
+trim`` (``rewardpilot.retention``), which never removes an unread entry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import math
 import threading
 import time
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Callable, Iterable
+from decimal import Decimal
+from itertools import chain, islice
+from numbers import Integral, Real
+from typing import Callable, Iterable, NoReturn
 
 import redis
 import structlog
 
-from producer.errors import BacklogTimeout, ProducerError
+from producer.errors import (
+    BacklogTimeout, InvalidOptionError, NotATransactionError, ProducerError, PublishInterrupted, PublishStopped,
+    UnsupportedClientError,
+)
 from rewardpilot import codec, resp
 from rewardpilot.models import Transaction
-from rewardpilot.partitions import agree_count, partition_of, partition_stream
+from rewardpilot.partitions import agree_count, check_count, partition_of, partition_stream
 from rewardpilot.streams import StreamKeys
 
 log = structlog.get_logger(__name__)
@@ -41,33 +52,27 @@ DEFAULT_DEDUP_WINDOW_SECONDS = 24 * 60 * 60
 DEFAULT_MAX_BACKLOG = 100_000
 DEFAULT_POLL_SECONDS = 0.5
 RECONNECT_DELAYS_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0)  # about 19 s in all
+_END = object()  # the end of an iterable, for next()
 
 # KEYS[1] is the stream, KEYS[2..n+1] the published markers. ARGV[1] is the
-# marker TTL in seconds and ARGV[2] the approximate MAXLEN (0 for none).
-# ARGV[4] is the entry data of all n transactions, one after the other, and
-# ARGV[3] their lengths in bytes, separated by commas. Two arguments in place
-# of n make the command faster to pack. Returns the entry id per transaction,
-# or false (a nil reply) where the marker already existed.
+# marker TTL in seconds. ARGV[3] is the entry data of all n transactions, one
+# after the other, and ARGV[2] their lengths in bytes, separated by commas.
+# Two arguments in place of n make the command faster to pack. Returns the
+# entry id per transaction, or false (a nil reply) where the marker already existed.
 _PUBLISH_ONCE = """
 local ttl = tonumber(ARGV[1])
-local maxlen = tonumber(ARGV[2])
-local data = ARGV[4]
+local data = ARGV[3]
 local ids = {}
 local i = 1
 local start = 1
-for length in string.gmatch(ARGV[3], '%d+') do
+for length in string.gmatch(ARGV[2], '%d+') do
     i = i + 1
     local stop = start + tonumber(length)
     if redis.call('EXISTS', KEYS[i]) == 1 then
         ids[i - 1] = false
     else
         local payload = string.sub(data, start, stop - 1)
-        local id
-        if maxlen > 0 then
-            id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', payload)
-        else
-            id = redis.call('XADD', KEYS[1], '*', 'data', payload)
-        end
+        local id = redis.call('XADD', KEYS[1], '*', 'data', payload)
         redis.call('SET', KEYS[i], id, 'EX', ttl)
         ids[i - 1] = id
     end
@@ -78,19 +83,29 @@ return ids
 _PUBLISH_ONCE_SHA = hashlib.sha1(_PUBLISH_ONCE.encode()).hexdigest()
 
 
-class PublishStopped(ProducerError):
-    """Publishing stopped on request (the producer's ``stop`` event) before a chunk was sent."""
-
-
 @dataclass
 class PublishSummary:
-    """Counts for one ``publish_many`` call."""
+    """Counts for one ``publish_many`` call, or for the part of it done before an error stopped it.
+
+    The items are published in order, so the first ``processed`` items of the
+    iterable were published or found to be duplicates. ``unconfirmed`` is
+    the size of the chunk that was being sent when an error stopped the call
+    (0 when the error came before it was sent): some of its items may be on
+    the stream. With deduplication on, publishing the iterable again from
+    item ``processed`` on is safe, because those items then count as duplicates.
+    """
 
     published: int = 0
     duplicates: int = 0
     chunks: int = 0
     waits: int = 0
     duplicate_ids: list[str] = field(default_factory=list)
+    unconfirmed: int = 0
+
+    @property
+    def processed(self) -> int:
+        """The number of leading items published or found to be duplicates."""
+        return self.published + self.duplicates
 
 
 def backlog(client: redis.Redis, stream: str, group: str) -> int:
@@ -169,16 +184,27 @@ def wait_for_backlog(
 class Producer:
     """Publish transactions to ``keys.transactions`` in pipelined chunks.
 
+    ``client`` is a synchronous ``redis.Redis`` (``rewardpilot.connection.connect``).
     ``dedup_window_seconds`` is how long a published transaction_id is
-    remembered; 0 turns deduplication off. ``max_backlog`` is the number of
-    unread entries (for ``group``, the live consumer group by default) above
-    which publishing waits; ``None`` turns backpressure off. ``maxlen`` trims
-    the stream approximately (XADD MAXLEN ~). ``partitions`` above 1 routes
-    each transaction to its user's partition stream (``rewardpilot.partitions``);
-    ``None`` uses the count stored for the prefix, or 1 when none is stored,
-    and a count that differs from the stored one raises ``PartitionCountError``
-    on the first publish. Once ``stop`` is set, ``publish_chunk`` raises
-    ``PublishStopped`` in place of sending another chunk.
+    remembered, in whole seconds; 0 turns deduplication off. ``max_backlog``
+    is the number of unread entries (for ``group``, the live consumer group
+    by default) above which publishing waits, checked once per
+    ``chunk_size`` transactions; ``None`` turns backpressure off. With 0,
+    each check waits until the group has read every entry on the stream, and
+    before the group exists every entry counts as unread (``backlog``).
+    ``partitions`` above 1 routes each transaction to its user's partition
+    stream (``rewardpilot.partitions``); ``None`` uses the count stored for
+    the prefix, or 1 when none is stored. A count out of range raises
+    ``PartitionCountError`` here, and one that differs from the stored count
+    raises it on the first publish. Once ``stop`` is set, ``publish_chunk``
+    raises ``PublishStopped`` in place of sending another chunk.
+
+    ``maxlen`` is rejected: any value but None raises ``InvalidOptionError``,
+    because trimming by length deletes entries that no consumer has read.
+    Bound the stream with ``rewardpilot trim`` or ``rewardpilot.retention.trim``.
+    Raises ``InvalidOptionError`` (a ``ValueError``) for an option out of
+    range or of the wrong type, and ``UnsupportedClientError`` (a
+    ``TypeError``) for an asyncio client or a URL in place of a client.
     """
 
     def __init__(
@@ -190,55 +216,117 @@ class Producer:
         dedup_window_seconds: int = DEFAULT_DEDUP_WINDOW_SECONDS,
         max_backlog: int | None = DEFAULT_MAX_BACKLOG,
         group: str | None = None,
-        maxlen: int | None = None,
+        maxlen: None = None,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         max_wait_seconds: float | None = None,
         on_wait: Callable[[str], None] | None = None,
         partitions: int | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size {chunk_size} must be at least 1")
-        if dedup_window_seconds < 0:
-            raise ValueError(f"dedup_window_seconds {dedup_window_seconds} must be 0 (off) or more")
+        _check_client(client)
+        if maxlen is not None:
+            raise InvalidOptionError(
+                f"maxlen={maxlen!r} is not supported: trimming the stream by length deletes transactions "
+                "that no consumer has read yet. Leave maxlen out, and bound the stream with "
+                "`rewardpilot trim --older-than AGE` or rewardpilot.retention.trim, which never remove an unread entry"
+            )
+        if partitions is not None:
+            check_count(partitions)
         self.client = client
         self.keys = keys
-        self.chunk_size = chunk_size
-        self.dedup_window_seconds = int(dedup_window_seconds)
-        self.max_backlog = max_backlog
+        self.chunk_size = _whole_number("chunk_size", chunk_size, minimum=1)
+        self.dedup_window_seconds = _whole_number(
+            "dedup_window_seconds", dedup_window_seconds, minimum=0,
+            fix="give 0 to turn deduplication off, or a whole number of seconds such as 86400 (one day)",
+        )
+        self.max_backlog = None if max_backlog is None else _whole_number(
+            "max_backlog", max_backlog, minimum=0, fix="give a number of entries such as 100000, or None for no limit",
+        )
         self.group = group or keys.group()
-        self.maxlen = maxlen
-        self.poll_seconds = poll_seconds
-        self.max_wait_seconds = max_wait_seconds
+        self.poll_seconds = _seconds("poll_seconds", poll_seconds, allow_zero=False)
+        self.max_wait_seconds = None if max_wait_seconds is None else _seconds(
+            "max_wait_seconds", max_wait_seconds, allow_zero=True,
+        )
         self.on_wait = on_wait
         self.stop = stop
         self.waits = 0
         self._unchecked = 0  # transactions published since the last backlog check
+        self._sending = False  # True once the current chunk is sent, so some of it may be on the stream
         self.requested_partitions = partitions
         self._partitions: int | None = None  # agreed with Redis on the first publish
 
     def publish(self, transaction: Transaction) -> str | None:
-        """Publish one transaction; return its entry id, or ``None`` if it is a duplicate."""
-        return self.publish_chunk([transaction])[0]
+        """Publish one transaction; return its entry id, or ``None`` if it is a duplicate.
+
+        Raises ``NotATransactionError`` (a ``TypeError``) when ``transaction``
+        is not a ``Transaction``, such as a dict: validate one with
+        ``Transaction.model_validate(data)`` first.
+        """
+        if not isinstance(transaction, Transaction):
+            raise _not_a_transaction("transaction", transaction, index=0)
+        return self._publish_checked_chunk([transaction])[0]
 
     def publish_many(self, transactions: Iterable[Transaction]) -> PublishSummary:
         """Publish transactions chunk by chunk without holding more than one chunk.
 
-        Raises ``PublishStopped`` once ``stop`` is set, and the chunks sent before it stay published.
+        Every item must be a ``Transaction``; dicts are not validated here, so
+        build each with ``Transaction.model_validate(data)``. An item of
+        another type raises ``NotATransactionError`` naming its index before
+        its chunk is sent. Once the first item is read, the partition count is
+        checked with Redis, and an error there (``PartitionCountError``, a
+        Redis error) is raised as it is, with nothing published.
+
+        Every other error that stops the call carries the ``PublishSummary``
+        of what was published before it in ``summary``. The producer's own
+        errors (``NotATransactionError``, ``PublishStopped`` once ``stop`` is
+        set, ``BacklogTimeout``) are raised as they are. Any other
+        ``Exception``, such as a ``ValidationError`` raised by the caller's
+        generator or a Redis error that outlasted the retries, is raised as
+        ``PublishInterrupted`` with the original as ``__cause__``, because a
+        third-party exception cannot be given a summary. ``KeyboardInterrupt``
+        propagates unchanged, so use ``stop`` to interrupt publishing with a count.
         """
+        if isinstance(transactions, (Transaction, dict, str, bytes)) or not isinstance(transactions, Iterable):
+            raise NotATransactionError(
+                f"publish_many takes an iterable of Transaction, not a {type(transactions).__name__}; "
+                "pass a list or generator of Transaction, or call publish(transaction) for one",
+                index=None,
+            )
         summary = PublishSummary()
         iterator = iter(transactions)
-        while chunk := list(islice(iterator, self.chunk_size)):
-            waits_before = self.waits
-            ids = self.publish_chunk(chunk)
-            summary.chunks += 1
-            summary.waits += self.waits - waits_before
-            for transaction, entry_id in zip(chunk, ids):
-                if entry_id is None:
-                    summary.duplicates += 1
-                    summary.duplicate_ids.append(transaction.transaction_id)
-                else:
-                    summary.published += 1
+        try:
+            first = next(iterator, _END)
+        except Exception as error:
+            _raise_with_summary(error, summary, unconfirmed=0)
+        if first is _END:
+            return summary
+        # After the first item, so that an empty iterable stores no partition count for a new prefix.
+        self._agree_partitions()
+        iterator = chain((first,), iterator)
+
+        chunk: list[Transaction] = []
+        try:
+            while True:
+                self._sending = False
+                chunk = list(islice(iterator, self.chunk_size))
+                if not chunk:
+                    break
+                for offset, item in enumerate(chunk):
+                    if not isinstance(item, Transaction):
+                        raise _not_a_transaction(f"item {summary.processed + offset}", item,
+                                                 index=summary.processed + offset)
+                waits_before = self.waits
+                ids = self._publish_checked_chunk(chunk)
+                summary.chunks += 1
+                summary.waits += self.waits - waits_before
+                for transaction, entry_id in zip(chunk, ids):
+                    if entry_id is None:
+                        summary.duplicates += 1
+                        summary.duplicate_ids.append(transaction.transaction_id)
+                    else:
+                        summary.published += 1
+        except Exception as error:
+            _raise_with_summary(error, summary, unconfirmed=len(chunk) if self._sending else 0)
         return summary
 
     def publish_chunk(self, chunk: list[Transaction]) -> list[str | None]:
@@ -253,20 +341,32 @@ class Producer:
         transactions it had added as duplicates (``None``), although they were
         published once by this call.
 
-        Raises ``PublishStopped`` when ``stop`` is set before the chunk is sent,
-        or while it waits for the backlog or for a reconnect. A chunk stopped
+        Raises ``NotATransactionError`` naming the index of the first item
+        that is not a ``Transaction``, with nothing sent. Raises
+        ``PublishStopped`` when ``stop`` is set before the chunk is sent, or
+        while it waits for the backlog or for a reconnect. A chunk stopped
         during a reconnect may have been added before the connection was lost.
         """
+        for index, item in enumerate(chunk):
+            if not isinstance(item, Transaction):
+                raise _not_a_transaction(f"item {index}", item, index=index)
+        return self._publish_checked_chunk(chunk)
+
+    def _publish_checked_chunk(self, chunk: list[Transaction]) -> list[str | None]:
+        """Publish a chunk whose items are known to be transactions, as ``publish_chunk`` describes."""
+        self._sending = False
         if not chunk:
             return []
         self._check_stop(len(chunk))
         if not self.dedup_window_seconds:
             self._apply_backpressure(len(chunk))
+            self._sending = True
             return self._send(chunk)
 
         for attempt, delay in enumerate(RECONNECT_DELAYS_SECONDS, start=1):
             try:
                 self._apply_backpressure(len(chunk))
+                self._sending = True
                 return self._send(chunk)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("Redis unreachable while publishing; retrying", error=str(exc),
@@ -278,6 +378,7 @@ class Producer:
                 self._check_stop(len(chunk))
 
         self._apply_backpressure(len(chunk))
+        self._sending = True
         return self._send(chunk)
 
     def _check_stop(self, size: int) -> None:
@@ -287,6 +388,10 @@ class Producer:
     @property
     def partitions(self) -> int:
         """The partition count, stored or checked in Redis on first use."""
+        return self._agree_partitions()
+
+    def _agree_partitions(self) -> int:
+        """Store or check the partition count in Redis on first use; return it."""
         if self._partitions is None:
             self._partitions = agree_count(self.client, self.keys, self.requested_partitions)
         return self._partitions
@@ -317,13 +422,12 @@ class Producer:
             command = resp.pack([
                 "EVALSHA", _PUBLISH_ONCE_SHA, len(chunk) + 1, stream,
                 *[marker_prefix + transaction.transaction_id.encode() for transaction in chunk],
-                self.dedup_window_seconds, self.maxlen or 0,
-                ",".join(map(str, map(len, payloads))), b"".join(payloads),
+                self.dedup_window_seconds, ",".join(map(str, map(len, payloads))), b"".join(payloads),
             ])
             return self._evaluate(command)
         pipeline = self.client.pipeline(transaction=False)
         for payload in payloads:
-            pipeline.xadd(stream, {codec.DATA: payload}, maxlen=self.maxlen, approximate=True)
+            pipeline.xadd(stream, {codec.DATA: payload})
         return pipeline.execute()
 
     def _evaluate(self, packed: bytes) -> list:
@@ -373,3 +477,84 @@ def _entry_ids(replies: list) -> list[str | None]:
         else:
             ids.append(reply)
     return ids
+
+
+def _check_client(client: object) -> None:
+    """Raise ``UnsupportedClientError`` for a client the producer cannot publish with."""
+    if isinstance(client, (str, bytes)):
+        raise UnsupportedClientError(
+            f"client {client!r} is a {type(client).__name__}, not a Redis client; "
+            "pass rewardpilot.connection.connect(url) or redis.Redis.from_url(url)"
+        )
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        raise UnsupportedClientError(
+            f"client {type(client).__module__}.{type(client).__name__} is an asyncio client; Producer publishes "
+            "with a synchronous one: pass rewardpilot.connection.connect(url) or redis.Redis.from_url(url)"
+        )
+
+
+def _whole_number(name: str, value: object, *, minimum: int, fix: str = "") -> int:
+    """Return ``value`` as an int when it is a whole number of at least ``minimum``; raise ``InvalidOptionError``.
+
+    A float or Decimal with no fraction, such as 60.0, is accepted. A bool, a
+    number with a fraction, NaN, infinity and anything that is not a number
+    are rejected.
+    """
+    fix = fix or f"give a whole number of at least {minimum}"
+    if isinstance(value, bool) or not isinstance(value, (Real, Decimal)):
+        raise InvalidOptionError(f"{name}={value!r} is not a number; {fix}")
+    if isinstance(value, Integral):
+        number = int(value)
+    elif math.isfinite(float(value)) and value == int(value):
+        number = int(value)
+    else:
+        raise InvalidOptionError(f"{name}={value!r} is not a whole number; {fix}")
+    if number < minimum:
+        raise InvalidOptionError(f"{name}={value!r} is below {minimum}; {fix}")
+    return number
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    """Return ``value`` as seconds in a float; raise ``InvalidOptionError`` unless it is finite and above 0.
+
+    With ``allow_zero``, 0 is accepted too.
+    """
+    limit = "0 or more" if allow_zero else "more than 0"
+    if isinstance(value, bool) or not isinstance(value, (Real, Decimal)):
+        raise InvalidOptionError(f"{name}={value!r} is not a number; give seconds, {limit}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise InvalidOptionError(f"{name}={value!r} is out of range; give seconds, {limit}")
+    return seconds
+
+
+def _not_a_transaction(what: str, item: object, *, index: int) -> NotATransactionError:
+    """Build the error for an item that is not a ``Transaction``, with the way to make one."""
+    kind = type(item).__name__
+    fix = ("validate it with Transaction.model_validate(item) from rewardpilot.models and publish the result"
+           if isinstance(item, dict) else "publish rewardpilot.models.Transaction objects")
+    return NotATransactionError(f"{what} is a {kind}, not a rewardpilot.models.Transaction; {fix}", index=index)
+
+
+def _raise_with_summary(error: Exception, summary: PublishSummary, *, unconfirmed: int) -> NoReturn:
+    """Raise ``error`` with ``summary`` when it is a ``ProducerError``, else a ``PublishInterrupted`` from it."""
+    summary.unconfirmed = unconfirmed
+    if isinstance(error, ProducerError):
+        error.summary = summary
+        raise error
+    interrupted = PublishInterrupted(_interrupted_message(error, summary))
+    interrupted.summary = summary
+    raise interrupted from error
+
+
+def _interrupted_message(error: Exception, summary: PublishSummary) -> str:
+    """Describe an error that stopped ``publish_many``: what it was and what the call had done before it."""
+    text = (f"publishing stopped by {type(error).__name__} after {summary.processed} items: "
+            f"{summary.published} published and {summary.duplicates} duplicates")
+    if summary.unconfirmed:
+        text += f"; some of the {summary.unconfirmed} items being sent may be on the stream"
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    if first_line:
+        text += f" ({first_line})"
+    return (text + f". Fix the cause, then publish the items from index {summary.processed} on. "
+            "The summary attribute has the counts, and __cause__ the original error")

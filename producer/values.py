@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Callable
 
 from producer.errors import InvalidValueError
-from rewardpilot.models import DATE_ONLY_TIME
+from rewardpilot.models import DATE_ONLY_TIME, EARLIEST_TIMESTAMP, EARLIEST_TIMESTAMP_FIX
 
 # An amount as banks write it: an optional sign, an optional "$", digits with
 # or without thousands separators, and an optional decimal part. Parentheses
@@ -144,6 +144,8 @@ def parse_timestamp(
     otherwise lists the accepted formats in its fix. For a month above 12 in a
     month-first format, the fix also says how to read day-first dates:
     ``order_fix`` of the format, ``day_month_order_fix`` when not given.
+    A time before ``EARLIEST_TIMESTAMP`` (1900-01-01 UTC) raises
+    ``InvalidValueError`` too, as ``Transaction`` would reject it.
     """
     value = text.strip()
     if not value:
@@ -161,7 +163,7 @@ def parse_timestamp(
             pass
         else:
             if parsed.tzinfo is timezone.utc:
-                return parsed, True
+                return _not_too_early(parsed, text), True
     for layout in formats:
         try:
             if layout == "iso":
@@ -176,14 +178,23 @@ def parse_timestamp(
         if not had_zone:
             parsed = parsed.replace(tzinfo=zone)
         try:
-            return parsed.astimezone(timezone.utc), had_zone
+            moment = parsed.astimezone(timezone.utc)
         except OverflowError:  # year 1 or 9999 moved across the date line
             raise InvalidValueError(f"{text!r} is out of the supported date range",
-                                    "write a date between the years 2 and 9998") from None
+                                    "write a date from 1900-01-01 to 9999-12-30") from None
+        return _not_too_early(moment, text), had_zone
     out_of_range = _out_of_range_error(text, value, formats, order_fix or day_month_order_fix)
     if out_of_range is not None:
         raise out_of_range
     raise InvalidValueError(f"{text!r} is not a date in an accepted format", f"write it as {describe_formats(formats)}")
+
+
+def _not_too_early(moment: datetime, text: str) -> datetime:
+    """Return ``moment``, a UTC time parsed from ``text``; raise ``InvalidValueError`` when it is before 1900."""
+    if moment < EARLIEST_TIMESTAMP:
+        raise InvalidValueError(f"{text!r} is before 1900-01-01 (UTC), earlier than any card purchase",
+                                EARLIEST_TIMESTAMP_FIX)
+    return moment
 
 
 # The shape of the ISO 8601 values ``datetime.fromisoformat`` reads (Python
@@ -303,8 +314,7 @@ def _date_range_error(
     month = fields.get("month")
     day = fields.get("day")
     if year == 0:
-        return InvalidValueError(f"{text!r} is not a real date (there is no year 0)",
-                                 "write a date between the years 2 and 9998")
+        return InvalidValueError(f"{text!r} is not a real date (there is no year 0)", EARLIEST_TIMESTAMP_FIX)
     if month is not None and not 1 <= month <= 12:
         fix = "check the day and month"
         if is_day_month_format(layout) and day is not None and _is_real_date(year, day, month):

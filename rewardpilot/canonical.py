@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from pydantic_core import core_schema
 
 from rewardpilot.models import (
-    MAX_AMOUNT_USD, MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, MAX_MERCHANT_LENGTH, Transaction,
+    EARLIEST_TIMESTAMP, MAX_AMOUNT_USD, MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, MAX_MERCHANT_LENGTH, Transaction,
 )
 from rewardpilot.money import to_cents
 
@@ -78,7 +78,7 @@ def canonical_transaction(values: dict) -> Transaction | None:
     - an amount that is a finite ``Decimal`` above 0 and at most
       ``MAX_AMOUNT_USD``, and not below half a cent
     - an MCC of exactly 4 ASCII digits, an empty one, or None
-    - a timestamp that is a ``datetime`` in ``timezone.utc``
+    - a timestamp that is a ``datetime`` in ``timezone.utc``, not before ``EARLIEST_TIMESTAMP``
     - a currency and a merchant_country of ASCII letters
     - card_used as stripped text, or None
 
@@ -116,9 +116,11 @@ def canonical_transaction(values: dict) -> Transaction | None:
         return None  # below half a cent: full validation rejects it with its message
 
     # Validation keeps an aware datetime and converts it to timezone.utc, which
-    # returns a datetime already in timezone.utc unchanged.
+    # returns a datetime already in timezone.utc unchanged. It rejects one before
+    # EARLIEST_TIMESTAMP, so that is declined here.
     timestamp = get("timestamp")
-    if not (type(timestamp) is datetime and timestamp.tzinfo is _UTC and not timestamp.fold):
+    if not (type(timestamp) is datetime and timestamp.tzinfo is _UTC and not timestamp.fold
+            and timestamp >= EARLIEST_TIMESTAMP):
         return None
 
     mcc = get("mcc")
@@ -235,12 +237,14 @@ def _canonical_json_validator() -> pydantic_core.SchemaValidator:
     ))
     # A UTC time as model_dump_json writes it. datetime.fromisoformat returns
     # it in timezone.utc, as _timestamp_in_utc does, and raises ValueError for
-    # a date that does not exist. The timestamp is not stripped, because full
-    # validation rejects surrounding spaces. Without a timestamp the default
-    # factory would give the current time, so a missing one is declined.
+    # a date that does not exist. The year starts with 19 or 2 to 9, because
+    # full validation rejects a time before EARLIEST_TIMESTAMP (1900-01-01 UTC).
+    # The timestamp is not stripped, because full validation rejects
+    # surrounding spaces. Without a timestamp the default factory would give
+    # the current time, so a missing one is declined.
     fields["timestamp"] = core_schema.model_field(core_schema.chain_schema([
         core_schema.str_schema(
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?(Z|\+00:00)$",
+            pattern=r"^(19|[2-9][0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?(Z|\+00:00)$",
             strip_whitespace=False,
         ),
         core_schema.no_info_plain_validator_function(datetime.fromisoformat),

@@ -26,6 +26,16 @@ MAX_AMOUNT_USD = Decimal("10000000")  # $10 million: above any card's credit lin
 # periods, quarters and monthly reports see the date the bank printed.
 DATE_ONLY_TIME = time(12)
 
+# The earliest purchase time accepted. General-purpose payment cards date
+# from 1950 (Diners Club), so an earlier date is a wrong one. Typical causes
+# are a year missing its century (0024) and a spreadsheet's day zero
+# (1899-12-30). The engine cannot even move 0001-01-01T00:00:00Z into a U.S.
+# card's zone. Dates from here to 1970 are accepted, and publish_file warns about them.
+# NOTE: there is no matching upper bound. A purchase in the last hours of
+# 9999-12-31 UTC is accepted, although the engine cannot compute its local date.
+EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TIMESTAMP_FIX = "check the date and its format, and write a date from 1900-01-01 on"
+
 _MCC_PATTERN = re.compile(r"^[0-9]{1,4}$")  # ASCII digits only: \d would also match digits of other scripts
 
 WalletSource = Literal["user", "run", "catalog"]
@@ -124,17 +134,29 @@ class Transaction(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _parse_timestamp(cls, value: object) -> object:
+        # A date without a time of day, as text or as a datetime.date, is noon
+        # UTC (DATE_ONLY_TIME), so it keeps its calendar date in U.S. zones.
         if isinstance(value, str) and len(value.strip()) == 10:
             try:
                 return datetime.combine(date.fromisoformat(value.strip()), DATE_ONLY_TIME)
             except ValueError:
                 return value
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, DATE_ONLY_TIME)
         return value
 
     @field_validator("timestamp", mode="after")
     @classmethod
     def _timestamp_in_utc(cls, value: datetime) -> datetime:
-        return _utc(value)
+        try:
+            moment = _utc(value)
+        except OverflowError:  # year 1 or 9999 moved across the date line
+            raise ValueError(f"timestamp {value.isoformat()} is out of the supported date range; "
+                             "write a date from 1900-01-01 to 9999-12-30") from None
+        if moment < EARLIEST_TIMESTAMP:
+            raise ValueError(f"timestamp {value.isoformat()} is before 1900-01-01T00:00:00Z, "
+                             f"earlier than any card purchase; {EARLIEST_TIMESTAMP_FIX}")
+        return moment
 
 
 class CardRef(BaseModel):

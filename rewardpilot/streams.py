@@ -1,5 +1,10 @@
 """Redis key names, all under one configurable prefix (default ``rp:``).
 
+A prefix that ends in a letter or a digit gets a ":" added, as key
+namespaces in Redis usually end in one, so ``myapp`` gives
+``myapp:transactions``. A prefix that already ends in a separator, such as
+``rp:``, ``rp-`` or ``rp/``, is kept as given, and so is the empty prefix.
+
 A *job* (``rewardpilot run FILE``) gets its own transactions, results and
 dead-letter streams under ``{prefix}job:{job}:`` so that a batch job neither
 mixes with nor is processed by the live pipeline. It also keeps its own cap
@@ -21,12 +26,28 @@ LIVE_RUN = "live"
 LIVE_GROUP = "rp-consumers"
 
 
+def normalize_prefix(prefix: str) -> str:
+    """Return ``prefix`` with a ":" added when it ends in a letter or a digit; raise ``TypeError`` for a non-string."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"key prefix {prefix!r} is a {type(prefix).__name__}, not a string; pass text such as 'rp:'")
+    if prefix and prefix[-1].isalnum():
+        return prefix + ":"
+    return prefix
+
+
 @dataclass(frozen=True)
 class StreamKeys:
-    """The key names for one prefix and, optionally, one job."""
+    """The key names for one prefix and, optionally, one job.
+
+    ``prefix`` is stored normalized (``normalize_prefix``), so
+    ``StreamKeys("myapp")`` equals ``StreamKeys("myapp:")``.
+    """
 
     prefix: str = DEFAULT_PREFIX
     job: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", normalize_prefix(self.prefix))  # the dataclass is frozen
 
     @property
     def base(self) -> str:

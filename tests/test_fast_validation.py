@@ -493,7 +493,7 @@ def shop(number: int, merchant: str = "Shop") -> Transaction:
 
 def test_publish_chunk_multibyte_entries(sync_client, keys):
     chunk = [shop(number, "Caf\u00e9 \u2615 \U0001f600" + "\u00e9" * number) for number in range(40)]
-    producer = Producer(sync_client, keys, chunk_size=15, max_backlog=None, maxlen=10_000)
+    producer = Producer(sync_client, keys, chunk_size=15, max_backlog=None)
 
     summary = producer.publish_many(chunk)
 

@@ -61,7 +61,7 @@ def json_line(transaction_id: str, amount: str, timestamp: str) -> str:
         ("2026-00-10", "'2026-00-10' is not a real date (month 0 is out of range, months run from 1 to 12)",
          "check the day and month"),
         ("0000-01-01", "'0000-01-01' is not a real date (there is no year 0)",
-         "write a date between the years 2 and 9998"),
+         "check the date and its format, and write a date from 1900-01-01 on"),
         ("2026-02-03T25:00:00Z",
          "'2026-02-03T25:00:00Z' is not a real time of day (hour 25 is out of range, hours run from 0 to 23)",
          "check the time of day"),

@@ -159,8 +159,8 @@ def test_past_dates_published_with_warning(sync_client, keys, tmp_path):
     data = (
         f"{HEADER}\n"
         "p1,u1,Shell,gas,40.00,5541,2024-05-01\n"
-        "p2,u1,Shell,gas,41.00,5541,1899-01-01\n"
-        "p3,u1,Shell,gas,42.00,5541,0002-01-01\n"
+        "p2,u1,Shell,gas,41.00,5541,1969-12-31\n"
+        "p3,u1,Shell,gas,42.00,5541,1900-01-01\n"
         "p4,u1,Shell,gas,43.00,5541,1970-01-01T00:00:00Z\n"
     )
 
@@ -250,7 +250,7 @@ def test_cli_skipped_only_names_rejects(cli_env, keys, tmp_path):
     source = tmp_path / "response-sync-transactions.json"
     source.write_text(
         json.dumps(json_row(transaction_id="s1", amount_usd=-5)) + "\n"
-        + json.dumps(json_row(transaction_id="s2", timestamp="1899-01-01")) + "\n"
+        + json.dumps(json_row(transaction_id="s2", timestamp="1969-12-31")) + "\n"
     )
     env = {**cli_env, "COLUMNS": "80"}
 
@@ -266,7 +266,7 @@ def test_cli_skipped_only_names_rejects(cli_env, keys, tmp_path):
 @one_server
 def test_cli_json_past_dated(cli_env, keys, tmp_path):
     source = tmp_path / "old.jsonl"
-    source.write_text(json.dumps(json_row(timestamp="0002-01-01")) + "\n")
+    source.write_text(json.dumps(json_row(timestamp="1900-01-01")) + "\n")
 
     completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--json"], cli_env)
 

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys
+from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys, normalize_prefix
 
 if TYPE_CHECKING:
     import redis
@@ -41,6 +41,10 @@ class AppContext:
     prefix: str = DEFAULT_PREFIX
     redis_url: str | None = None
     _resolved: str | None = None
+
+    def __post_init__(self) -> None:
+        # The same form StreamKeys stores, so job look-ups and hints name the keys that exist.
+        self.prefix = normalize_prefix(self.prefix)
 
     def url(self) -> str:
         if self._resolved is None:
