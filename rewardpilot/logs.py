@@ -1,7 +1,17 @@
-"""structlog set-up: JSON lines when stderr is not a terminal, colour when it is.
+"""Logging for the CLI (structlog) and for programs that import rewardpilot (stdlib ``logging``).
 
-Logs always go to stderr, because stdout carries data (``subscribe`` prints
+The CLI calls ``configure()``: from then on, log lines go to stderr as JSON
+when stderr is not a terminal and as coloured console lines when it is.
+They never go to stdout, because stdout carries data (``subscribe`` prints
 results there as JSON lines).
+
+Imported as a library, rewardpilot changes neither structlog's global
+configuration nor the ``logging`` set-up. Until ``configure()`` is called,
+every line goes to the stdlib logger ``rewardpilot.<name>`` (such as
+``rewardpilot.consumer`` or ``rewardpilot.results``), so the host's
+handlers, formatters and levels decide what is shown. Its message is the
+event followed by its fields as ``key=value``. With no handler configured
+anywhere, Python's last-resort handler prints WARNING and above to stderr.
 """
 
 from __future__ import annotations
@@ -12,14 +22,17 @@ import os
 import sys
 import time
 from collections.abc import Collection
+from typing import Any
 
 import structlog
+import structlog.testing
 
 from rewardpilot.streams import entry_key
 
 _configured = False
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ROOT_LOGGER = "rewardpilot"
 
 
 class InvalidLogLevelError(ValueError):
@@ -38,10 +51,14 @@ def parse_level(name: str) -> int:
 
 
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
-    """Configure structlog once per process; later calls only change the level.
+    """Send rewardpilot's logs through structlog's global configuration, printed on stderr.
 
-    Without ``level`` the level comes from RP_LOG_LEVEL, else INFO. Raises
-    InvalidLogLevelError when the level is not one of ``LEVELS``.
+    This replaces structlog's global configuration, so only programs that
+    own their logging call it: the CLI does, and a library caller may. Each
+    call replaces the previous one. Without ``level`` the level comes from
+    RP_LOG_LEVEL, else INFO. ``json`` None picks JSON lines when stderr is
+    not a terminal. Raises InvalidLogLevelError when the level is not one of
+    ``LEVELS``.
     """
     global _configured
     if level:
@@ -70,11 +87,101 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
     _configured = True
 
 
-def get_logger(name: str | None = None, **context) -> structlog.stdlib.BoundLogger:
-    if not _configured:
-        configure()
-    logger = structlog.get_logger(name) if name else structlog.get_logger()
-    return logger.bind(**context) if context else logger
+def stdlib_logger_name(name: str | None) -> str:
+    """Return the ``logging`` name for a rewardpilot logger: ``rewardpilot`` or a child of it."""
+    if not name or name == ROOT_LOGGER:
+        return ROOT_LOGGER
+    if name.startswith(ROOT_LOGGER + "."):
+        return name
+    return f"{ROOT_LOGGER}.{name}"
+
+
+def render_for_logging(logger: logging.Logger, method_name: str, event_dict: dict) -> tuple[tuple, dict]:
+    """Convert an event into ``logging.Logger`` call arguments: ``event key=value ...``, exc_info and stack_info.
+
+    The exception is left to the host's formatter, like any other record's.
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    stack_info = bool(event_dict.pop("stack_info", False))
+    event = str(event_dict.pop("event", ""))
+    fields = " ".join(f"{key}={value!r}" for key, value in event_dict.items())
+    message = f"{event} {fields}" if fields else event
+    return (message,), {"exc_info": exc_info, "stack_info": stack_info}
+
+
+LIBRARY_PROCESSORS = [
+    structlog.stdlib.filter_by_level,
+    structlog.contextvars.merge_contextvars,
+    render_for_logging,
+]
+
+
+def _capturing_logs() -> bool:
+    """Return True while ``structlog.testing.capture_logs()`` has replaced structlog's global processors."""
+    return any(isinstance(processor, structlog.testing.LogCapture)
+               for processor in structlog.get_config()["processors"])
+
+
+class LazyLogger:
+    """A logger that picks its output at each call, so one made at import time follows a later ``configure()``.
+
+    After ``configure()``, and while ``structlog.testing.capture_logs()`` is
+    active, events go through structlog's global configuration. Otherwise
+    they go to the stdlib logger ``stdlib_logger_name(name)``.
+    """
+
+    __slots__ = ("name", "context", "_library_logger")
+
+    def __init__(self, name: str | None, context: dict[str, Any]):
+        self.name = name
+        self.context = context
+        self._library_logger: structlog.stdlib.BoundLogger | None = None
+
+    def bind(self, **context: Any) -> LazyLogger:
+        """Return a logger that adds ``context`` to every line."""
+        return LazyLogger(self.name, {**self.context, **context})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._target().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._target().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._target().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._target().error(event, **fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._target().critical(event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """Log at ERROR with the exception being handled."""
+        self._target().exception(event, **fields)
+
+    def _target(self) -> Any:
+        if _configured or _capturing_logs():
+            # Resolved at every call, as structlog's own lazy loggers are, so a later configure() applies.
+            logger = structlog.get_logger(self.name) if self.name else structlog.get_logger()
+            return logger.bind(**self.context)
+        if self._library_logger is None:
+            self._library_logger = structlog.wrap_logger(
+                logging.getLogger(stdlib_logger_name(self.name)),
+                processors=LIBRARY_PROCESSORS,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                context_class=dict,
+                **self.context,
+            ).bind()
+        return self._library_logger
+
+
+def get_logger(name: str | None = None, **context: Any) -> LazyLogger:
+    """Return a logger for ``name`` with ``context`` on every line; see ``LazyLogger`` for where lines go.
+
+    It changes no logging configuration, so modules call it at import time.
+    """
+    return LazyLogger(name, context)
 
 
 LOGGED_ENTRY_IDS = 5  # entry ids a log line lists; ``entries`` counts them all

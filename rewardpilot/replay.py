@@ -64,7 +64,7 @@ class ReplayBusyError(InvalidReplayError):
         self.expires_in_ms = expires_in_ms
         owner = f"by {holder} since {since}" if holder else "by another process"
         message = (f"run {run!r} is already being replayed {owner}; wait for that replay to finish, "
-                   "or pass another --run")
+                   "or replay under another run name (--run on the command line, run= in Python)")
         super().__init__(message + _lock_expiry_text(lock_key, expires_in_ms))
 
 

@@ -1,10 +1,19 @@
-"""Reading the results stream: follow it live, or read a range of it."""
+"""Reading the results stream: follow it live, or read a range of it.
+
+To resume a subscription after a restart, follow the stream with
+``subscribe_entries``: each ``ResultEntry`` carries the result's own entry
+id on the results stream, and ``start=`` that id yields only the results
+written after it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import math
+import re
 import time
-from typing import AsyncIterator, Iterator
+from typing import AsyncGenerator, Iterator, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -16,6 +25,14 @@ from rewardpilot.models import Recommendation
 READ_CHUNK = 1000
 # Backoff between reconnection attempts, in seconds, the last one repeated (as the consumers do).
 RECONNECT_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# Time a blocking read leaves between the end of its BLOCK and the client's socket timeout, for
+# the reply to arrive. Without it a quiet stream's read times out (see the NOTE in rewardpilot.connection).
+BLOCK_MARGIN_MS = 1000
+
+# A stream entry id: <milliseconds>-<sequence>, or <milliseconds> alone. Both parts are
+# 64-bit unsigned numbers (XADD reference, https://redis.io/commands/xadd/).
+_ENTRY_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
+_MAX_ID_PART = 2**64 - 1
 
 log = get_logger("results")
 
@@ -29,6 +46,34 @@ class ResultsConnectionLost(ConnectionError):
         self.error = error
 
 
+class InvalidResultsOptionError(ValueError):
+    """An option of ``subscribe``, ``subscribe_entries`` or ``read_results`` is invalid. The message names it."""
+
+
+class InvalidStreamIdError(InvalidResultsOptionError):
+    """A ``start`` or ``end`` that is not a stream entry id in a form the read accepts.
+
+    ``option`` is the parameter's name and ``value`` what was passed.
+    """
+
+    def __init__(self, option: str, value: object, accepted: str):
+        self.option = option
+        self.value = value
+        super().__init__(f"{option}={value!r} is not a valid stream entry id; use {accepted}")
+
+
+class ResultEntry(NamedTuple):
+    """One result with its entry id on the results stream.
+
+    ``result_id`` is the id to pass as ``start`` to resume after this result.
+    It is not ``recommendation.entry_id``, which is the transaction's entry id
+    on the transactions stream.
+    """
+
+    result_id: str
+    recommendation: Recommendation
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -38,7 +83,104 @@ def _user_of(fields: dict) -> str:
     return _text(value)
 
 
-async def subscribe(
+def _is_entry_id(text: str) -> bool:
+    match = _ENTRY_ID.match(text)
+    return match is not None and all(int(part) <= _MAX_ID_PART for part in match.groups() if part is not None)
+
+
+def _id_text(option: str, value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    if not isinstance(value, str):
+        raise TypeError(f"{option} must be a str stream entry id such as '1700000000000-0', "
+                        f"got {type(value).__name__} {value!r}")
+    return value
+
+
+SUBSCRIBE_START_FORMS = ("'$' (only new results), '0' (from the first result), or an entry id "
+                         "<milliseconds>-<sequence> such as '1700000000000-0' (or <milliseconds> alone) "
+                         "to read after it")
+
+
+def check_subscribe_start(start: str | bytes) -> str:
+    """Return ``start`` as text when XREAD accepts it, else raise InvalidStreamIdError naming the accepted forms."""
+    text = _id_text("start", start)
+    if text != "$" and not _is_entry_id(text):
+        raise InvalidStreamIdError("start", start, SUBSCRIBE_START_FORMS)
+    return text
+
+
+def check_range_bound(option: str, value: str | bytes) -> str:
+    """Return a ``read_results`` bound as text when XRANGE accepts it, else raise InvalidStreamIdError."""
+    text = _id_text(option, value)
+    open_end = "-" if option == "start" else "+"
+    exclusive = text[1:] if text.startswith("(") else text
+    if text != open_end and not _is_entry_id(exclusive):
+        raise InvalidStreamIdError(
+            option, value,
+            f"'{open_end}' for the open end, or an entry id <milliseconds>-<sequence> such as '1700000000000-0' "
+            "(or <milliseconds> alone), prefixed with '(' to leave that entry out",
+        )
+    return text
+
+
+def _check_seconds(option: str, seconds: float | None) -> None:
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{option} must be a number of seconds or None, got {type(seconds).__name__} {seconds!r}")
+    if math.isnan(seconds) or seconds < 0:
+        raise InvalidResultsOptionError(f"{option}={seconds!r} is invalid; give seconds of 0 or more, or None")
+
+
+def socket_timeout_of(client: aioredis.Redis) -> float | None:
+    """Return the client's socket timeout in seconds, or None when it has none or it cannot be found.
+
+    A client opened without ``socket_timeout`` gets its connection class's
+    default, which is 5 s in redis-py 8.2 (``DEFAULT_SOCKET_TIMEOUT`` in
+    ``redis/_defaults.py``).
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return None
+    if "socket_timeout" in pool.connection_kwargs:
+        return pool.connection_kwargs["socket_timeout"]
+    for cls in pool.connection_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameter = inspect.signature(init).parameters.get("socket_timeout")
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return None
+
+
+def read_block_ms(client: aioredis.Redis, block_ms: int) -> int:
+    """Return the XREAD BLOCK time to use: ``block_ms``, capped at BLOCK_MARGIN_MS below the socket timeout.
+
+    Raises InvalidResultsOptionError for a block time below 1 ms, because
+    BLOCK 0 waits forever and the idle timeout would never end the read, and
+    for a socket timeout too short to block at all.
+    """
+    if isinstance(block_ms, bool) or not isinstance(block_ms, int):
+        raise TypeError(f"block_ms must be an int number of milliseconds, got {type(block_ms).__name__} {block_ms!r}")
+    if block_ms < 1:
+        raise InvalidResultsOptionError(f"block_ms={block_ms} is invalid; give 1 or more milliseconds")
+
+    timeout = socket_timeout_of(client)
+    if timeout is None:
+        return block_ms
+    longest = int(timeout * 1000) - BLOCK_MARGIN_MS
+    if longest < 1:
+        raise InvalidResultsOptionError(
+            f"the client's socket timeout of {timeout:g} s is too short to block on the stream: it must be more "
+            f"than {BLOCK_MARGIN_MS / 1000:g} s. Open the client with connect_async(url, block_ms={block_ms}), "
+            "which sets a socket timeout that outlasts the block"
+        )
+    return min(block_ms, longest)
+
+
+def subscribe_entries(
     client: aioredis.Redis,
     stream: str,
     *,
@@ -47,22 +189,50 @@ async def subscribe(
     block_ms: int = 5000,
     idle_timeout_seconds: float | None = None,
     reconnect_timeout_seconds: float | None = None,
-) -> AsyncIterator[Recommendation]:
-    """Yield results as they arrive, from ``start`` (``$`` = only new, ``0`` = from the start).
+) -> AsyncGenerator[ResultEntry, None]:
+    """Yield each result as a ``ResultEntry`` with its results-stream id, as results arrive.
 
-    Stops after ``idle_timeout_seconds`` without a new result when given,
-    otherwise runs until the caller stops iterating. Idle time counts only
-    replies without a new entry. With ``reconnect_timeout_seconds``, a
-    dropped connection is retried with backoff and reading goes on after
-    the last entry read; ``ResultsConnectionLost`` is raised once Redis has
-    not replied for that long. Without it, connection errors propagate.
+    ``start`` is ``$`` (only results written from now on), ``0`` (from the
+    first result), or a results-stream entry id: reading starts after it, so
+    the ``result_id`` of the last result handled resumes without repeats.
+    ``user`` keeps only that user's results.
+
+    ``block_ms`` is each XREAD's BLOCK time. When the client's socket
+    timeout is not BLOCK_MARGIN_MS longer, each read blocks for the socket
+    timeout minus that margin instead, so a quiet stream never times the read
+    out. The generator stops after ``idle_timeout_seconds`` without a new
+    result when given, otherwise it runs until the caller stops iterating.
+    Idle time counts only replies without a new entry.
+
+    With ``reconnect_timeout_seconds``, a dropped connection is retried with
+    backoff and reading goes on after the last entry read, and
+    ``ResultsConnectionLost`` is raised once Redis has not replied for that
+    long. Without it, connection errors propagate.
+
+    The options are checked before the first read, when this function is
+    called. It raises InvalidStreamIdError for a bad ``start``,
+    InvalidResultsOptionError for another bad value and TypeError for a
+    value of the wrong type.
     """
+    start = check_subscribe_start(start)
+    block = read_block_ms(client, block_ms)
+    _check_seconds("idle_timeout_seconds", idle_timeout_seconds)
+    _check_seconds("reconnect_timeout_seconds", reconnect_timeout_seconds)
+    return _follow(client, stream, start, user, block, idle_timeout_seconds, reconnect_timeout_seconds)
+
+
+async def _follow(client: aioredis.Redis, stream: str, start: str, user: str | None, block_ms: int,
+                  idle_timeout_seconds: float | None,
+                  reconnect_timeout_seconds: float | None) -> AsyncGenerator[ResultEntry, None]:
     last_id = start
     idle = 0.0
     failures = 0
     down_since: float | None = None
     while True:
         try:
+            if last_id == "$":
+                # Pin "$" to the newest id, so that reading after a reconnection keeps the results written meanwhile.
+                last_id = await _newest_id(client, stream)
             reply = await client.xread({stream: last_id}, count=READ_CHUNK, block=block_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if reconnect_timeout_seconds is None:
@@ -93,12 +263,60 @@ async def subscribe(
             last_id = _text(entry_id)
             if user is not None and _user_of(fields) != user:
                 continue
-            yield decode_result(fields)
+            yield ResultEntry(last_id, decode_result(fields))
+
+
+async def _newest_id(client: aioredis.Redis, stream: str) -> str:
+    """Return the stream's last entry id, or "0-0" when it is empty or missing."""
+    newest = await client.xrevrange(stream, count=1)
+    return _text(newest[0][0]) if newest else "0-0"
+
+
+def subscribe(
+    client: aioredis.Redis,
+    stream: str,
+    *,
+    start: str = "$",
+    user: str | None = None,
+    block_ms: int = 5000,
+    idle_timeout_seconds: float | None = None,
+    reconnect_timeout_seconds: float | None = None,
+) -> AsyncGenerator[Recommendation, None]:
+    """Yield results as they arrive, like ``subscribe_entries`` but without their results-stream ids.
+
+    See ``subscribe_entries`` for the options and errors. To resume after a
+    restart, use ``subscribe_entries``, because ``Recommendation.entry_id``
+    is the transaction's entry id, not the result's.
+    """
+    entries = subscribe_entries(client, stream, start=start, user=user, block_ms=block_ms,
+                                idle_timeout_seconds=idle_timeout_seconds,
+                                reconnect_timeout_seconds=reconnect_timeout_seconds)
+    return _recommendations(entries)
+
+
+async def _recommendations(entries: AsyncGenerator[ResultEntry, None]) -> AsyncGenerator[Recommendation, None]:
+    try:
+        async for entry in entries:
+            yield entry.recommendation
+    finally:
+        await entries.aclose()
 
 
 def read_results(client: redis.Redis, stream: str, *, start: str = "-", end: str = "+",
                  user: str | None = None) -> Iterator[Recommendation]:
-    """Yield every result in a range of the stream, in order, in chunks of XRANGE."""
+    """Yield every result in a range of the stream, in order, in chunks of XRANGE.
+
+    ``start`` and ``end`` are XRANGE bounds: ``-`` and ``+`` for the open
+    ends, or entry ids, with a leading ``(`` to leave that entry out. They
+    are checked when this function is called: InvalidStreamIdError names a
+    bad one.
+    """
+    start = check_range_bound("start", start)
+    end = check_range_bound("end", end)
+    return _read_range(client, stream, start, end, user)
+
+
+def _read_range(client: redis.Redis, stream: str, start: str, end: str, user: str | None) -> Iterator[Recommendation]:
     cursor = start
     while True:
         entries = client.xrange(stream, min=cursor, max=end, count=READ_CHUNK)
