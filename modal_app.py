@@ -23,6 +23,8 @@ Settings (environment variables, all optional):
 * ``RP_BATCH_TIMEOUT_SECONDS``: how long the batch endpoint waits (default 60,
   at most 840).
 * ``RP_NIGHTLY_REPLAY``: ``1`` turns the nightly replay on (default off).
+* ``RP_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR (default INFO); log lines
+  are JSON on stderr, as the CLI writes them off a terminal.
 """
 
 from __future__ import annotations
@@ -423,6 +425,18 @@ def _prefix() -> str:
     return os.environ.get("RP_PREFIX", "rp:")
 
 
+def _configure_logs() -> None:
+    """Log as the CLI does: JSON lines on stderr, at RP_LOG_LEVEL (default INFO).
+
+    Imported as a library, rewardpilot logs through stdlib ``logging`` and
+    leaves its set-up to the program. A Modal container is this app's own
+    program, so each Modal function configures it before it starts work.
+    """
+    from rewardpilot import logs
+
+    logs.configure()
+
+
 def _batch_timeout_seconds() -> float:
     seconds = _env_float("RP_BATCH_TIMEOUT_SECONDS", DEFAULT_BATCH_TIMEOUT_SECONDS)
     if not 0 < seconds <= MAX_BATCH_TIMEOUT_SECONDS:
@@ -439,6 +453,7 @@ def _batch_timeout_seconds() -> float:
 @app.function(image=image, secrets=secrets, timeout=CONSUME_TIMEOUT_SECONDS)
 def consume(seconds: int | None = None, workers: int | None = None, job: str | None = None) -> dict:
     """Run one consumer for a bounded time, like ``rewardpilot consume``."""
+    _configure_logs()
     return run_consume(
         os.environ["REDIS_URL"], prefix=_prefix(),
         seconds=seconds or _env_int("RP_CONSUME_SECONDS", DEFAULT_CONSUME_SECONDS),
@@ -461,6 +476,7 @@ def _spawn_consume() -> str:
 @app.function(image=image, secrets=secrets, schedule=modal.Period(minutes=1), timeout=60)
 def autoscale() -> dict:
     """Start consumers in proportion to the live group's backlog."""
+    _configure_logs()
     return run_autoscale(
         os.environ["REDIS_URL"], prefix=_prefix(),
         per_consumer=_env_int("RP_CONSUMER_BACKLOG", DEFAULT_CONSUMER_BACKLOG),
@@ -481,11 +497,13 @@ def autoscale() -> dict:
 @modal.asgi_app(requires_proxy_auth=True)
 def batch_endpoint():
     """Serve the batch API: POST {transactions, user_id}, receive the batch summary and results."""
+    _configure_logs()
     return create_batch_app(os.environ["REDIS_URL"], prefix=_prefix(), timeout_seconds=_batch_timeout_seconds())
 
 
 @app.function(image=image, secrets=secrets, schedule=modal.Cron("0 3 * * *", timezone="UTC"), timeout=3600)
 def nightly_replay() -> dict:
     """Replay the previous UTC day at 03:00 UTC, when ``RP_NIGHTLY_REPLAY=1``."""
+    _configure_logs()
     return run_nightly_replay(os.environ["REDIS_URL"], prefix=_prefix(),
                               enabled=os.environ.get("RP_NIGHTLY_REPLAY") == "1")

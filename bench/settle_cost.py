@@ -35,7 +35,7 @@ from rewardpilot.models import Transaction
 
 BATCH = 500
 MARKER_TTL_SECONDS = 86_400
-_MARKER_CHECK = "if not redis.call('SET', marker, entry, 'NX', 'EX', ttl) then"
+_MARKER_CHECK = "if not set_marker(marker, entry, true) then"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

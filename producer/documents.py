@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import BinaryIO, Iterator
 
-import structlog
 
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
 from producer.readers import Outcome, Rejected, Row
 from rewardpilot.models import Transaction
+from rewardpilot.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 

@@ -34,7 +34,6 @@ from numbers import Integral, Real
 from typing import Callable, Iterable, NoReturn
 
 import redis
-import structlog
 
 from producer.errors import (
     BacklogTimeout, InvalidOptionError, NotATransactionError, ProducerError, PublishInterrupted, PublishStopped,
@@ -44,8 +43,9 @@ from rewardpilot import codec, resp
 from rewardpilot.models import Transaction
 from rewardpilot.partitions import agree_count, check_count, partition_of, partition_stream
 from rewardpilot.streams import StreamKeys
+from rewardpilot.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_DEDUP_WINDOW_SECONDS = 24 * 60 * 60

@@ -26,7 +26,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-import structlog
 
 from producer.date_order import DateOrderCheck
 from producer.duplicates import DuplicateIndex
@@ -40,8 +39,9 @@ from producer.values import DateReading, day_month_order, parse_amount, parse_ti
 from rewardpilot.canonical import canonical_transaction, is_encodable
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
+from rewardpilot.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_RECORD_BYTES = MAX_LINE_BYTES
 NOT_UTF8_FIX = "save the file as UTF-8"

@@ -465,3 +465,22 @@ def test_nightly_replay_replays_previous_day(redis_url, keys, sync_client):
     assert outcome["run"] == f"nightly-{today}"
     assert outcome["results"] == 6
     assert sync_client.xlen(keys.results(f"nightly-{today}")) == 6
+
+
+def test_modal_functions_log_json(tmp_path):
+    """A Modal function configures logging as the CLI does: JSON lines on stderr at RP_LOG_LEVEL."""
+    script = (
+        "import modal_app\n"
+        "from rewardpilot.logs import get_logger\n"
+        "modal_app._configure_logs()\n"
+        "get_logger('consumer').info('consumer started', consumer='c-1')\n"
+        "get_logger('consumer').debug('hidden below INFO')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "RP_LOG_LEVEL": "INFO"})
+
+    lines = [json.loads(line) for line in completed.stderr.splitlines() if line.startswith("{")]
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout == ""
+    assert [line["event"] for line in lines] == ["consumer started"]
+    assert lines[0]["consumer"] == "c-1"

@@ -265,3 +265,18 @@ def test_server_back_resumes(tmp_path):
     assert "Redis unreachable; reconnecting" in stderr
     assert "reconnected to Redis" in stderr
     assert "Traceback" not in stderr
+
+
+@one_server
+def test_printed_result_id_resumes(keys, cli_env, sync_client):
+    add_results(sync_client, keys, 3)
+
+    first = subscribe(keys, cli_env, "--from-start", "--idle-timeout", "0")
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    resumed = subscribe(keys, cli_env, "--from", lines[0]["result_id"], "--idle-timeout", "0")
+
+    assert first.returncode == 0, first.stderr
+    assert [line["result_id"] for line in lines] == [entry_id for entry_id, _ in
+                                                     sync_client.xrange(keys.results())]
+    assert [json.loads(line)["transaction_id"] for line in resumed.stdout.splitlines()] == [
+        line["transaction_id"] for line in lines[1:]]

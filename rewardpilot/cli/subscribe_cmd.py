@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import sys
@@ -112,22 +113,27 @@ async def follow_results(context: AppContext, stream: str, start: str, user: str
                          idle_timeout: float | None, reconnect_timeout: float) -> None:
     """Print the stream's results after ``start`` as JSON lines, reconnecting after a dropped connection.
 
+    Each line is the result's JSON with its results-stream id first, as
+    ``result_id``, so ``--from`` with the last one resumes without repeats.
     After ``reconnect_timeout`` seconds without a reply from Redis, exits 1
-    with an error naming the server.
+    with an error naming the server and the last ``result_id`` printed.
     """
-    from rewardpilot.results import ResultsConnectionLost, subscribe as read_live
+    from rewardpilot.results import ResultsConnectionLost, subscribe_entries
 
     client = context.async_client(block_ms=FOLLOW_BLOCK_MS)
-    results = read_live(client, stream, start=start, user=user, block_ms=FOLLOW_BLOCK_MS,
-                        idle_timeout_seconds=idle_timeout, reconnect_timeout_seconds=reconnect_timeout)
+    results = subscribe_entries(client, stream, start=start, user=user, block_ms=FOLLOW_BLOCK_MS,
+                                idle_timeout_seconds=idle_timeout, reconnect_timeout_seconds=reconnect_timeout)
+    last_id = start
     try:
-        async for result in results:
-            sys.stdout.write(result.model_dump_json() + "\n")
+        async for result_id, result in results:
+            sys.stdout.write(json.dumps({"result_id": result_id, **result.model_dump(mode="json")}) + "\n")
             sys.stdout.flush()
+            last_id = result_id
     except ResultsConnectionLost as exc:
+        resume = f"--from {last_id}" if last_id not in ("$", "0") else "--from and the last result_id printed"
         console.print(f"[red]error:[/red] lost the connection to Redis at {escape(context.describe_server())} "
                       f"and {escape(str(exc))}; check that the server is running and reachable, then subscribe "
-                      "again with --from and the last entry id", soft_wrap=True)
+                      f"again with {resume}", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         await results.aclose()
@@ -138,7 +144,8 @@ def subscribe(
     ctx: typer.Context,
     from_start: bool = typer.Option(False, "--from-start", help="Start at the first result in the stream."),
     from_id: str = typer.Option(
-        None, "--from", help="Start after this stream entry id: <milliseconds>-<sequence> or <milliseconds>."
+        None, "--from", help="Start after this results-stream id (the result_id of a printed result): "
+        "<milliseconds>-<sequence> or <milliseconds>."
     ),
     user: str = typer.Option(None, "--user", help="Only results for this user_id."),
     run: str = typer.Option(LIVE_RUN, "--run", help="Follow the results of this run (a replay's name)."),
