@@ -1,10 +1,10 @@
 """The consumer pool: consumer groups, micro-batches, shared rate limit, dead letters.
 
-``ConsumerPool``, ``ConsumerSettings`` and ``PoolStats`` are imported lazily,
+``ConsumerPool``, ``ConsumerSettings``, ``InvalidSettingsError`` and ``PoolStats`` are imported lazily,
 so that ``consumer.errors`` and the rate limiter load without the engine.
 """
 
-__all__ = ["ConsumerPool", "ConsumerSettings", "PoolStats"]
+__all__ = ["ConsumerPool", "ConsumerSettings", "InvalidSettingsError", "PoolStats"]
 
 
 def __getattr__(name: str):
@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from consumer.settings import ConsumerSettings
 
         return ConsumerSettings
+    if name == "InvalidSettingsError":
+        from consumer.settings import InvalidSettingsError
+
+        return InvalidSettingsError
     if name == "PoolStats":
         from consumer.stats import PoolStats
 

@@ -38,11 +38,12 @@ from consumer.guarded import GuardedRecommender
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
 from consumer.recommenders import InProcessRecommender, ItemError, Recommender, WorkItem
+from consumer.recommenders.in_process import engine_error
 from consumer.recovery import recovery_loop
 from consumer.transports import Delivery, RedisStreamTransport, Transport, TransportError
 from consumer.retry import RetryPolicy
 from consumer.settings import ConsumerSettings
-from consumer.settle import Result
+from consumer.settle import Result, SettleCounts
 from consumer.stats import PoolStats
 from consumer.wallet_cache import WalletCache
 from rewardpilot.codec import decode_transaction
@@ -59,6 +60,12 @@ LONG_HELD_TIMEOUTS = 5  # a batch in hand longer than this many visibility timeo
 # Allocations between young-generation garbage collections while a pool runs
 # (Python's default is 700). See ``_collect_garbage_less_often``.
 GC_YOUNG_THRESHOLD = 50_000
+# Seconds a cancelled worker still waits for the settle in flight, so that the
+# stats count what the script wrote. One settle is one round trip, unless
+# Redis is down and the settle is retrying.
+SETTLE_WAIT_AFTER_CANCEL_SECONDS = 5.0
+# Failures of Redis or the transport, which the worker retries, unlike an error of the engine.
+TRANSPORT_ERRORS = (redis.RedisError, TransportError)
 
 
 def _text(value) -> str:
@@ -85,13 +92,43 @@ def _collect_garbage_less_often() -> None:
 
 
 
+async def _outcome_after_cancel(task: asyncio.Future, seconds: float):
+    """Wait up to ``seconds`` for ``task`` after the caller was cancelled; return its result, or None.
+
+    Further cancellations during the wait are absorbed, because the caller
+    re-raises its own once this returns. A task still running at the end
+    is cancelled, and one that failed returns None.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            task.cancel()
+            # Retrieve its outcome when it ends, so asyncio does not report an exception never retrieved.
+            task.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
+            return None
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError:
+            continue
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
 class ConsumerPool:
-    """Runs ``settings.workers`` asyncio workers as one named consumer of a group."""
+    """Runs ``settings.workers`` asyncio workers as one named consumer of a group.
+
+    Raises ``InvalidSettingsError`` (a ValueError, from ``consumer.settings``)
+    when a setting changed after the settings were built is out of range.
+    """
 
     def __init__(self, client: aioredis.Redis, settings: ConsumerSettings,
                  recommender: Recommender | None = None, *, limiter: RateLimiter | None = None,
                  breaker: CircuitBreaker | None = None, retry: RetryPolicy | None = None,
                  transport: Transport | None = None):
+        settings.check()
         self.client = client
         self.settings = settings
         self.keys = settings.keys
@@ -103,6 +140,8 @@ class ConsumerPool:
         scope = {"job": self.keys.job} if self.keys.job else {}
         self.log = get_logger("consumer", consumer=self.name, group=self.group, run=settings.run, **scope)
         self._stopping = asyncio.Event()
+        self._stop_requested = False  # by stop(), as opposed to a drain
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on
         self._tasks: list[asyncio.Task] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._repeats = RepeatFilter()
@@ -116,8 +155,12 @@ class ConsumerPool:
             recommender, stats=self.stats, log=self.log,
             limiter=limiter, breaker=breaker, retry=retry, stopping=self._stopping,
         )
+        # Only the in-process engine's catalog is known here. A networked recommender gets the
+        # stored wallet as it is, and its own catalog decides.
         self.wallets = WalletCache(client, self.keys, run_wallet=settings.wallet,
-                                   ttl_seconds=settings.wallet_cache_seconds)
+                                   ttl_seconds=settings.wallet_cache_seconds,
+                                   catalog=self.engine.catalog if self.engine is not None else None,
+                                   warn=self._log_repeated)
         self.transport = transport or RedisStreamTransport(client, settings, self.name)
         # The partitioned transport claims entries when it takes a lease, outside the recovery loop.
         attach_stats = getattr(self.transport, "attach_stats", None)
@@ -127,21 +170,52 @@ class ConsumerPool:
     # Lifecycle
 
     def stop(self) -> None:
-        """Stop reading; workers finish the batch in hand within the grace period."""
-        if self._stopping.is_set():
+        """Stop reading; workers finish the batch in hand within the grace period.
+
+        Safe to call from any thread, before ``run()`` and more than once.
+        From a thread other than the one running the pool, it schedules the
+        stop on the pool's event loop and returns at once, so wait for
+        ``run()`` to return to know that the pool has stopped.
+        """
+        if self._call_on_loop(self.stop):
             return
+        if self._stop_requested or self._stopping.is_set():
+            return
+        self._stop_requested = True
         self.log.info("consumer stopping", grace_seconds=self.settings.shutdown_grace_seconds)
         self._stopping.set()
-        loop = asyncio.get_running_loop()
-        self._grace_timer = loop.call_later(self.settings.shutdown_grace_seconds, self.abort)
+        if self._loop is not None:
+            self._grace_timer = self._loop.call_later(self.settings.shutdown_grace_seconds, self.abort)
 
     def abort(self) -> None:
-        """Cancel the workers now; their unsettled entries stay pending for others to claim."""
+        """Cancel the workers now; their unsettled entries stay pending for others to claim.
+
+        Safe to call from any thread, like ``stop``.
+        """
+        if self._call_on_loop(self.abort):
+            return
         self._stopping.set()
         if any(not task.done() for task in self._tasks):
             self.log.warning("consumer aborting; unsettled entries stay pending")
         for task in self._tasks:
             task.cancel()
+
+    def _call_on_loop(self, method) -> bool:
+        """Schedule ``method`` on the pool's loop when called from another thread; return whether it did.
+
+        asyncio objects are not thread-safe, so the flag, the grace timer and
+        the task cancellations must be touched on the loop's own thread.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return False
+        try:
+            if asyncio.get_running_loop() is loop:
+                return False
+        except RuntimeError:
+            pass  # no loop runs in this thread
+        loop.call_soon_threadsafe(method)
+        return True
 
     def enable_drain(self) -> None:
         """Stop once the group is drained (used after a job has published everything)."""
@@ -155,7 +229,21 @@ class ConsumerPool:
         await self._stopping.wait()
 
     async def run(self) -> PoolStats:
-        """Run the workers until stopped or, with ``drain``, until the group is drained."""
+        """Run the workers until stopped or, with ``drain``, until the group is drained.
+
+        ``stop()`` lets the workers settle the batch in hand, within
+        ``shutdown_grace_seconds``. Cancelling the task that awaits ``run()``
+        (or ``abort()``) cancels the workers at once instead. A settle already
+        sent to Redis is still awaited for up to a few seconds, so that the
+        returned or ``self.stats`` counts match what was written. A batch not
+        yet settled stays pending in the group until the visibility timeout,
+        when recovery (in this or another consumer) claims it again: delivery
+        is at least once, and the de-duplication markers keep results once.
+        """
+        self._loop = asyncio.get_running_loop()
+        if self._stop_requested and self._grace_timer is None:
+            # stop() came before run(), so the grace period starts now.
+            self._grace_timer = self._loop.call_later(self.settings.shutdown_grace_seconds, self.abort)
         _collect_garbage_less_often()
         await self._with_redis_retry(self.transport.open)
         self.log.info(
@@ -354,18 +442,64 @@ class ConsumerPool:
     async def _recommend(self, transactions: list[tuple[str, Transaction]]):
         """Return one outcome per transaction (None after transient failures) and the spend each read."""
         if self.engine is not None:
-            items = await build_items(self.wallets, transactions, engine=self.engine,
-                                      run=self.settings.run, warn=self._log_repeated)
+            built = await self._build_items(transactions)
         else:
             choices = await self.wallets.resolve(tx.user_id for _, tx in transactions)
-            items = [WorkItem(tx, *choices[tx.user_id]) for _, tx in transactions]
+            built = [WorkItem(tx, *choices[tx.user_id]) for _, tx in transactions]
 
-        outcomes = await self.recommender.call(items, [entry_id for entry_id, _ in transactions])
+        items = [entry for entry in built if isinstance(entry, WorkItem)]
+        outcomes: list | None = []
+        if items:
+            item_entry_ids = [entry_id for (entry_id, _), entry in zip(transactions, built)
+                              if isinstance(entry, WorkItem)]
+            outcomes = await self.recommender.call(items, item_entry_ids)
+        if outcomes is None:
+            return None, {}
+
+        # Put the outcomes back between the transactions whose items could not be built.
+        answered = iter(outcomes)
+        merged = [next(answered) if isinstance(entry, WorkItem) else entry for entry in built]
         checks = {
-            entry_id: item.loaded
-            for (entry_id, _), item in zip(transactions, items) if item.state is not None
+            entry_id: entry.loaded
+            for (entry_id, _), entry in zip(transactions, built)
+            if isinstance(entry, WorkItem) and entry.state is not None
         }
-        return outcomes, checks
+        return merged, checks
+
+    async def _build_items(self, transactions: list[tuple[str, Transaction]]) -> list[WorkItem | ItemError]:
+        """Build the in-process engine's work items; a transaction the engine fails on gets an ItemError.
+
+        The engine runs while the items are built (the spend fields each
+        transaction may read). When that raises anything but a Redis or
+        transport error, each transaction is built alone to find the ones
+        at fault, and the rest are built again together, so they still
+        share one spend state. An error that no single transaction raises
+        propagates.
+        """
+        def build(batch):
+            return build_items(self.wallets, batch, engine=self.engine, run=self.settings.run,
+                               warn=self._log_repeated)
+
+        try:
+            return await build(transactions)
+        except TRANSPORT_ERRORS:
+            raise
+        except Exception as exc:
+            if len(transactions) == 1:
+                return [engine_error(exc, transactions[0][1])]
+
+        failed: dict[int, ItemError] = {}
+        for index, pair in enumerate(transactions):
+            try:
+                await build([pair])
+            except TRANSPORT_ERRORS:
+                raise
+            except Exception as exc:
+                failed[index] = engine_error(exc, pair[1])
+
+        good = [pair for index, pair in enumerate(transactions) if index not in failed]
+        items = iter(await build(good) if good else [])
+        return [failed[index] if index in failed else next(items) for index in range(len(transactions))]
 
     async def _settle_conflicts(self, transactions, conflicts: list[str], started: float,
                                 stream: str | None) -> None:
@@ -436,12 +570,41 @@ class ConsumerPool:
                       checks: dict[str, dict[str, int]] | None = None) -> list[str]:
         """Settle with retries and return the entry ids in conflict over cap state.
 
-        The script is idempotent, so a retry after a lost reply is safe.
+        The script is idempotent, so a retry after a lost reply is safe. It
+        runs in its own task, so a cancelled worker can still wait for the
+        reply and count what was written before it lets the cancellation through.
         """
-        counts = await self._with_redis_retry(
+        settling = asyncio.ensure_future(self._with_redis_retry(
             lambda: self.transport.settle(results, dead_letters, skipped, checks=checks),
             attempts=20,
-        )
+        ))
+        try:
+            counts = await asyncio.shield(settling)
+        except asyncio.CancelledError:
+            counts = await _outcome_after_cancel(settling, SETTLE_WAIT_AFTER_CANCEL_SECONDS)
+            if counts is not None:
+                self._count_settled(counts, results, rewards)
+            else:
+                self.log.warning("cancelled while settling, and the settle did not finish; its entries may be "
+                                 "settled or still pending, and the stats do not count them",
+                                 results=len(results), dead_letters=len(dead_letters),
+                                 wait_seconds=SETTLE_WAIT_AFTER_CANCEL_SECONDS)
+            raise
+        self._count_settled(counts, results, rewards)
+        if dead_letters:
+            self.log.warning(
+                "entries dead-lettered", **entry_id_fields([letter.entry_id for letter in dead_letters]),
+                reasons=sorted({letter.reason for letter in dead_letters}),
+            )
+            if any(letter.http_status in (401, 403) for letter in dead_letters):
+                # A bad key turns every call into a dead letter, so the log gives the recovery steps.
+                self._log_repeated("auth-rejected", "the recommender rejected this consumer's credentials; check "
+                                   "ORCHESTRATOR_API_KEY, then put the entries back with `rewardpilot dlq redrive --all`",
+                                   level="error")
+        return counts.conflicts
+
+    def _count_settled(self, counts: SettleCounts, results, rewards: Decimal) -> None:
+        """Add what one settle wrote to the stats; ``rewards`` is the batch's total before conflicts."""
         self.stats.results += counts.written
         self.stats.duplicates += counts.duplicates
         self.stats.dead_letters += counts.dead_letters
@@ -458,17 +621,6 @@ class ConsumerPool:
             now = time.monotonic()
             self.stats.first_result_at = self.stats.first_result_at or now
             self.stats.last_result_at = now
-        if dead_letters:
-            self.log.warning(
-                "entries dead-lettered", **entry_id_fields([letter.entry_id for letter in dead_letters]),
-                reasons=sorted({letter.reason for letter in dead_letters}),
-            )
-            if any(letter.http_status in (401, 403) for letter in dead_letters):
-                # A bad key turns every call into a dead letter, so the log gives the recovery steps.
-                self._log_repeated("auth-rejected", "the recommender rejected this consumer's credentials; check "
-                                   "ORCHESTRATOR_API_KEY, then put the entries back with `rewardpilot dlq redrive --all`",
-                                   level="error")
-        return counts.conflicts
 
     # Dead letters found by recovery
 

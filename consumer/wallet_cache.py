@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import redis.asyncio as aioredis
 
+from rewardpilot.engine.catalog import Catalog
 from rewardpilot.models import WalletSource
 from rewardpilot.streams import StreamKeys
-from rewardpilot.user_terms import fetch_terms
-from rewardpilot.wallets import WalletRecord
+from rewardpilot.user_terms import Warn, fetch_terms
+from rewardpilot.wallets import WalletRecord, split_known_cards
 
 WalletChoice = tuple[tuple[str, ...] | None, WalletSource]
 
@@ -37,14 +38,22 @@ class WalletCache:
     that, the whole catalog. NOTE: a changed wallet, activation, mode or
     valuation override takes effect after at most ``ttl_seconds``, because
     entries are cached per process.
+
+    With a ``catalog``, stored cards it lacks (retired or renamed since the
+    wallet was set) are left out with a warning through ``warn``, and a
+    wallet with no known card left is treated as no wallet. Without one,
+    stored wallets are used as stored.
     """
 
     def __init__(self, client: aioredis.Redis, keys: StreamKeys, *,
-                 run_wallet: Iterable[str] | None = None, ttl_seconds: float = 5.0):
+                 run_wallet: Iterable[str] | None = None, ttl_seconds: float = 5.0,
+                 catalog: Catalog | None = None, warn: Warn | None = None):
         self.client = client
         self.keys = keys
         self.run_wallet = tuple(run_wallet) if run_wallet else None
         self.ttl = ttl_seconds
+        self.catalog = catalog
+        self.warn = warn
         self._cache: dict[str, tuple[float, WalletRecord | None, dict[str, str]]] = {}
 
     def _fallback(self) -> WalletChoice:
@@ -82,7 +91,25 @@ class WalletCache:
     async def _fetch(self, users: list[str], now: float) -> None:
         fetched = await fetch_terms(self.client, self.keys, users)
         for user, stored in fetched.items():
-            self._cache[user] = (now, stored.record, stored.valuations)
+            self._cache[user] = (now, self._known_cards_only(user, stored.record), stored.valuations)
+
+    def _known_cards_only(self, user: str, record: WalletRecord | None) -> WalletRecord | None:
+        """Return ``record`` without the cards the catalog lacks; None when no card is left."""
+        if record is None or self.catalog is None:
+            return record
+        known, unknown = split_known_cards(record.cards, self.catalog)
+        if not unknown:
+            return record
+        if self.warn is not None:
+            fallback = "judging against the rest" if known else "judging as a user without a wallet"
+            self.warn("wallet-card-unknown",
+                      f"stored wallet names cards the catalog does not have; {fallback}. Store the user's "
+                      "current cards with `rewardpilot wallet set USER CARD...` (or rewardpilot.wallets.set_wallet)",
+                      user_id=user, unknown_cards=unknown, cards_left=known)
+        if not known:
+            return None
+        # Activations stay keyed by card, so those of a retired card are simply never read.
+        return replace(record, cards=known)
 
     def _expired(self, user: str, now: float) -> bool:
         cached = self._cache.get(user)

@@ -33,8 +33,10 @@ import redis.asyncio as aioredis
 
 from consumer.build import CallOptions, build_pool
 from rewardpilot.partitions import agree_count_async, partition_streams
-from consumer.settings import ConsumerSettings
+from consumer.settings import RUN_NAME_PATTERN, RUN_NAME_RULE, ConsumerSettings, InvalidSettingsError
 from rewardpilot.codec import decode_result
+from rewardpilot.engine import RulesEngine
+from rewardpilot.logs import get_logger
 from rewardpilot.run_lock import DEFAULT_LEASE_MS, RunLock, RunLockHeld
 from rewardpilot.streams import LIVE_RUN, StreamKeys, entry_key
 
@@ -43,11 +45,17 @@ MAX_SEQUENCE = 2**64 - 1
 READ_CHUNK = 1000
 
 _ENTRY_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# The default worker count of a replay. One worker settles each batch before
+# it reads the next, so every user's transactions are recommended in stream
+# order, and each replay of a range puts capped bonuses on the same purchases.
+DEFAULT_REPLAY_WORKERS = 1
+
+log = get_logger("replay")
 
 
 class InvalidReplayError(ValueError):
-    """A replay option (start, end or run name) is invalid."""
+    """A replay option (start, end, run name, workers, batch size, wallet or TTL) is invalid."""
 
 
 class ReplayBusyError(InvalidReplayError):
@@ -250,10 +258,8 @@ def parse_range(start: str, end: str | None = None) -> ReplayRange:
 def check_run_name(run: str) -> str:
     if run == LIVE_RUN:
         raise InvalidReplayError(f"run name {run!r} is the live run; choose another name, such as catalog-2026-12")
-    if not _RUN_NAME.match(run):
-        raise InvalidReplayError(
-            f"run name {run!r} is invalid; use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    if not isinstance(run, str) or not RUN_NAME_PATTERN.fullmatch(run):
+        raise InvalidReplayError(f"run name {run!r} is invalid; {RUN_NAME_RULE}")
     return run
 
 
@@ -278,7 +284,7 @@ async def replay_async(
     end: str | None = None,
     user: str | None = None,
     run: str,
-    workers: int = 2,
+    workers: int = DEFAULT_REPLAY_WORKERS,
     batch_size: int = 500,
     block_ms: int = 200,
     wallet: list[str] | None = None,
@@ -295,20 +301,42 @@ async def replay_async(
     markers live as long as the results stream and a second replay of the
     range under the same run name adds no results.
 
-    Raises InvalidReplayError for a bad bound or run name before touching Redis.
+    ``workers`` is 1 by default, which recommends each user's transactions
+    in stream order. More workers are faster, but on a single transactions
+    stream two of them may settle a user's batches out of order, so a
+    capped bonus can move to another transaction and ``compare`` lists that
+    as a difference. With partitions (``rewardpilot.partitions``) each
+    partition is read one batch at a time, so the order holds for any count.
+
+    Raises InvalidReplayError for a bad bound, run name, TTL, worker count,
+    batch size or wallet, and UnknownCardError (from ``rewardpilot.engine``)
+    for a wallet card the catalog lacks, all before touching Redis.
     """
     run = check_run_name(run)
     replay_range = parse_range(start, end)
     if ttl_seconds is not None and ttl_seconds < 1:
         raise InvalidReplayError(f"ttl_seconds must be 1 or more, got {ttl_seconds}")
-    settings = ConsumerSettings(
-        keys=keys, run=run, workers=workers, batch_size=batch_size, block_ms=block_ms, drain=True,
-        wallet=wallet, start_id=replay_range.group_start_id, end_id=replay_range.end_id,
-        user_filter=user,
-    )
+    try:
+        settings = ConsumerSettings(
+            keys=keys, run=run, workers=workers, batch_size=batch_size, block_ms=block_ms, drain=True,
+            wallet=wallet, start_id=replay_range.group_start_id, end_id=replay_range.end_id,
+            user_filter=user,
+        )
+    except InvalidSettingsError as exc:
+        raise InvalidReplayError(f"{exc.field}={exc.value!r} is invalid: {exc.rule}") from None
+    check_wallet_cards(wallet)
+    if options is not None:
+        options.check()
     # The cap spend of a replay run follows its markers, and 0 leaves both without expiry (settle.lua).
     settings.result_ttl_seconds = ttl_seconds if ttl_seconds is not None else 0
     settings.partitions = await agree_count_async(client, keys)
+    if compare and settings.workers > 1 and settings.partitions == 1:
+        log.warning(
+            "more than one worker on a single stream may recommend a user's transactions out of stream order. "
+            "That moves capped bonuses to other transactions, and the comparison lists those as differences. "
+            "Replay with 1 worker (the default) to keep the order",
+            run=run, workers=settings.workers,
+        )
     first_entry_id = await earliest_entry_id(client, partition_streams(keys, settings.partitions))
     lock_key = f"{keys.base}replay-lock:{run}"
     try:
@@ -329,6 +357,19 @@ async def replay_async(
     if compare:
         summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
     return summary
+
+
+def check_wallet_cards(wallet: list[str] | None) -> None:
+    """Raise UnknownCardError naming the first card of ``wallet`` the bundled catalog lacks.
+
+    The check matches ``rewardpilot replay --wallet``: aliases such as
+    "csp" pass, and the cards reach the consumer as given.
+    """
+    if not wallet:
+        return
+    catalog = RulesEngine.default().catalog
+    for card in wallet:
+        catalog.get(card)
 
 
 async def earliest_entry_id(client: aioredis.Redis, streams: list[str]) -> str | None:

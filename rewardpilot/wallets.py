@@ -30,14 +30,15 @@ from typing import Callable, Iterable, Sequence
 import orjson
 import redis
 import redis.asyncio as aioredis
-import structlog
 
+from rewardpilot.engine import RulesEngine
 from rewardpilot.engine.catalog import Catalog
 from rewardpilot.engine.state import check_cycle_day
+from rewardpilot.logs import get_logger
 from rewardpilot.models import MAX_ID_LENGTH
 from rewardpilot.streams import StreamKeys
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WALLET_FORMAT_VERSION = 1
 
@@ -51,6 +52,10 @@ DEMO_WALLETS: dict[str, tuple[str, ...]] = {
 
 
 _QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
+
+
+class NotACardListError(TypeError):
+    """Card ids given as one string, or as anything else that is not a list of strings."""
 
 
 @dataclass
@@ -89,8 +94,10 @@ def resolve_cards(card_ids: Iterable[str], catalog: Catalog) -> list[str]:
     """Catalog ids for ``card_ids`` (aliases such as "csp" allowed), in order, without repeats.
 
     Raises UnknownCardError naming the first bad id and its closest matches,
-    or ValueError when no card is given.
+    ValueError when no card is given, and NotACardListError (a TypeError)
+    when ``card_ids`` is one string or not a list of strings.
     """
+    _check_card_list(card_ids)
     resolved: list[str] = []
     for card_id in card_ids:
         canonical = catalog.get(card_id).card_id
@@ -99,6 +106,32 @@ def resolve_cards(card_ids: Iterable[str], catalog: Catalog) -> list[str]:
     if not resolved:
         raise ValueError("a wallet needs at least one card")
     return resolved
+
+
+def _check_card_list(card_ids: object) -> None:
+    # A str is an iterable of one-letter strings, which would read as cards 'a', 'm', 'e' and so on.
+    if isinstance(card_ids, (str, bytes)):
+        raise NotACardListError(f"card ids {card_ids!r} are one string, not a list; pass a list such as [{card_ids!r}]")
+    if not isinstance(card_ids, Iterable):
+        raise NotACardListError(f"card ids {card_ids!r} are not a list; pass a list of card ids such as ['amex-gold']")
+    if isinstance(card_ids, (list, tuple)):
+        for index, card_id in enumerate(card_ids):
+            if not isinstance(card_id, str):
+                raise NotACardListError(f"card id at index {index} is {card_id!r}, not a string; pass card ids "
+                                        "such as 'amex-gold'")
+
+
+def split_known_cards(cards: Sequence[str], catalog: Catalog) -> tuple[list[str], list[str]]:
+    """Split stored card ids into those ``catalog`` contains and those it lacks, keeping their order.
+
+    A stored wallet keeps the ids it was written with, so a card that a
+    later catalog retired or renamed lands in the second list.
+    """
+    known: list[str] = []
+    unknown: list[str] = []
+    for card in cards:
+        (known if card in catalog else unknown).append(card)
+    return known, unknown
 
 
 def encode_wallet(cards: Sequence[str], *, cycle_day: int | None = None,
@@ -194,13 +227,21 @@ def set_wallet(
     """Store a user's wallet cards, replacing the earlier ones; return the catalog ids stored.
 
     The earlier wallet's activations are kept for the cards that stay, and
-    so are its cycle day and mode unless new ones are given. Raises
-    ValueError for a bad cycle day.
+    so are its cycle day and mode unless new ones are given. ``mode`` is
+    checked as the consumer checks it, with ``RulesEngine.default().check_mode``.
+
+    Raises NotACardListError (a TypeError) when ``card_ids`` is one string
+    or not a list of strings, UnknownCardError for a card the catalog
+    lacks, InvalidModeError for a bad mode, and ValueError for a bad cycle
+    day, an empty list of cards or an invalid user id. Nothing is stored
+    when it raises.
     """
     user = check_user_id(user_id)
     cards = resolve_cards(card_ids, catalog)
     if cycle_day is not None:
         cycle_day = check_cycle_day(cycle_day)
+    if mode is not None:
+        mode = RulesEngine.default().check_mode(mode)
 
     def replace_cards(earlier: WalletRecord | None) -> WalletRecord:
         if earlier is None:

@@ -59,7 +59,7 @@ def replay(
     compare: bool = typer.Option(False, "--compare", help="Report where the replay differs from the live results."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     job: str = typer.Option(None, "--job", help="Replay the streams of this `rewardpilot run` job."),
-    workers: int = typer.Option(2, "--workers", min=1, max=256, help="asyncio workers."),
+    workers: int = typer.Option(1, "--workers", min=1, max=256, help="asyncio workers. 1 recommends each user's transactions in stream order. More are faster, but on a single stream they may settle a user's transactions out of order, which moves capped bonuses, and --compare lists those transactions as differences."),
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="XREADGROUP COUNT: entries per micro-batch."),
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),

@@ -15,12 +15,23 @@ from rewardpilot.models import Recommendation
 from rewardpilot.orchestrator.contract import CardsResponse, CardSummary, RecommendRequest
 from rewardpilot.streams import StreamKeys
 from rewardpilot.user_terms import StoredTerms, fetch_terms, usable_mode, usable_valuations
+from rewardpilot.wallets import split_known_cards
 
 log = get_logger(__name__)
 
 
 class WalletLookupError(RuntimeError):
     """The user's wallet or valuations could not be read from Redis; the request may succeed later."""
+
+
+class EngineFailedError(ValueError):
+    """The rules engine raised an unexpected exception on one transaction.
+
+    It is a ValueError, so the routes respond to it as to an invalid
+    transaction: 422 for ``POST /recommend``, and an ``ok: false`` item in a
+    batch whose other items are still recommended. ``__cause__`` is the
+    engine's exception.
+    """
 
 
 class RecommendService:
@@ -31,6 +42,10 @@ class RecommendService:
     engine judges it, and a request without ``wallet`` uses the user's
     stored wallet. Without it, a request without ``wallet`` is judged
     against the whole catalog with the default mode and valuations.
+
+    A stored wallet's cards that the catalog lacks (retired or renamed) are
+    left out with a warning, and a stored wallet with none left counts as
+    no wallet, as in the consumer's wallet cache.
 
     NOTE: the service keeps no spend under caps and reads none, and it does
     not read rotating-category activations: it judges each purchase alone.
@@ -54,7 +69,8 @@ class RecommendService:
         """Recommend a card for one request.
 
         Raises ``UnknownCardError`` for a wallet card the catalog lacks,
-        ``ValueError`` for a transaction the engine rejects, and
+        ``ValueError`` for a transaction the engine rejects (its subclass
+        ``EngineFailedError`` for any other exception of the engine), and
         ``WalletLookupError`` when Redis fails.
         """
         return (await self.evaluate(request)).to_model()
@@ -71,20 +87,52 @@ class RecommendService:
             fetched = await self.fetch_terms([request])
             stored = fetched[request.user_id] if fetched else StoredTerms()
 
+        user = request.user_id
+        record = stored.record
         if request.wallet is not None:
             wallet, source = list(request.wallet), request.wallet_source or "run"
-        elif stored.cards:
-            wallet, source = stored.cards, "user"
         else:
-            wallet, source = None, "catalog"
-        user = request.user_id
-        mode = usable_mode(self.engine, stored.record.mode if stored.record is not None else None, user, self._warn)
+            wallet = self._known_stored_cards(user, stored.cards)
+            source = "user" if wallet else "catalog"
+            if not wallet:
+                wallet, record = None, None  # judged as a user without a wallet, so with the default mode
+        mode = usable_mode(self.engine, record.mode if record is not None else None, user, self._warn)
         valuations = usable_valuations(self.engine, stored.valuations, user, self._warn)
 
+        transaction = request.to_transaction()
         # NOTE: the engine runs on the event loop. It is pure CPU work of well
         # under a millisecond per transaction, so a thread hop would cost more.
-        return self.engine.evaluate_or_fallback(request.to_transaction(), wallet, wallet_source=source,
-                                                valuations=valuations, mode=mode)
+        try:
+            return self.engine.evaluate_or_fallback(transaction, wallet, wallet_source=source,
+                                                    valuations=valuations, mode=mode)
+        except ValueError:
+            raise  # the engine's errors for bad input, UnknownCardError among them
+        except Exception as exc:
+            self._log_engine_failure(transaction.transaction_id, user, exc)
+            raise EngineFailedError(
+                f"the rules engine failed on transaction {transaction.transaction_id!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _known_stored_cards(self, user: str, cards: list[str] | None) -> list[str] | None:
+        """Return the stored cards the catalog contains, warning about the others; None when none is left."""
+        if not cards:
+            return None
+        known, unknown = split_known_cards(cards, self.engine.catalog)
+        if unknown:
+            fallback = "judging against the rest" if known else "judging against the whole catalog"
+            self._warn("wallet-card-unknown",
+                       f"stored wallet names cards the catalog does not have; {fallback}. Store the user's "
+                       "current cards with `rewardpilot wallet set USER CARD...`",
+                       user_id=user, unknown_cards=unknown, cards_left=known)
+        return known or None
+
+    def _log_engine_failure(self, transaction_id: str, user: str, exc: Exception) -> None:
+        allowed, suppressed = self._repeats.allow("engine-failed")
+        if allowed:
+            log.error("rules engine failed on a transaction; returned to the client as an invalid transaction",
+                      transaction_id=transaction_id, user_id=user, error_type=type(exc).__name__,
+                      error=str(exc), suppressed_repeats=suppressed, exc_info=exc)
 
     async def fetch_terms(self, requests: Iterable[RecommendRequest]) -> dict[str, StoredTerms] | None:
         """Read the stored terms of every request's user in one round trip; None without Redis.

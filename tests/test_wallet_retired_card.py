@@ -1,0 +1,183 @@
+"""Stored wallets that name a card the catalog no longer has, and the checks of set_wallet.
+
+A retired card is written as a stored wallet would be after a catalog
+update removed it: with ``encode_wallet``, which does not check ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import structlog
+
+from consumer.pool import ConsumerPool
+from consumer.settings import ConsumerSettings
+from orchestrator_servers import UvicornThread
+from rewardpilot.codec import encode_transaction
+from rewardpilot.engine import InvalidModeError, RulesEngine, default_catalog
+from rewardpilot.models import Transaction
+from rewardpilot.orchestrator import create_app
+from rewardpilot.results import read_results
+from rewardpilot.wallets import (
+    NotACardListError,
+    encode_wallet,
+    get_wallet_record,
+    set_wallet,
+    split_known_cards,
+)
+
+CATALOG = default_catalog()
+RETIRED = "retired-card"
+UNKNOWN_CARD_EVENT = "stored wallet names cards the catalog does not have"
+
+
+def store_raw_wallet(client, keys, user: str, cards: list[str]) -> None:
+    client.set(keys.wallet(user), encode_wallet(cards))
+    client.sadd(keys.wallet_index, user)
+
+
+def add_purchase(client, keys, transaction_id: str, user: str) -> None:
+    transaction = Transaction(transaction_id=transaction_id, user_id=user, merchant="Shell", category="gas",
+                              mcc="5541", amount_usd=Decimal("40.00"),
+                              timestamp=datetime(2026, 11, 2, 10, tzinfo=timezone.utc))
+    client.xadd(keys.transactions, encode_transaction(transaction))
+
+
+def drain(url: str, settings: ConsumerSettings):
+    async def main():
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await asyncio.wait_for(ConsumerPool(client, settings).run(), timeout=60)
+        finally:
+            await client.aclose()
+
+    with structlog.testing.capture_logs() as logs:
+        stats = asyncio.run(main())
+    return stats, logs
+
+
+def results_by_id(client, keys) -> dict:
+    return {result.transaction_id: result for result in read_results(client, keys.results())}
+
+
+def test_split_known_cards_keeps_order():
+    known, unknown = split_known_cards(["citi-double-cash", RETIRED, "csp", "gone-too"], CATALOG)
+
+    assert known == ["citi-double-cash", "csp"]
+    assert unknown == [RETIRED, "gone-too"]
+
+
+def test_pool_skips_retired_card(redis_url, keys, sync_client):
+    store_raw_wallet(sync_client, keys, "o-1", [RETIRED, "citi-double-cash"])
+    add_purchase(sync_client, keys, "t-1", "o-1")
+    add_purchase(sync_client, keys, "t-2", "o-1")
+
+    stats, logs = drain(redis_url, ConsumerSettings(keys=keys, workers=1, block_ms=100, drain=True))
+
+    assert stats.results == 2
+    assert stats.dead_letters == 0
+    results = results_by_id(sync_client, keys)
+    assert results["t-1"].recommended_card.card_id == "citi-double-cash"
+    assert results["t-1"].wallet_source == "user"
+    warnings = [event for event in logs if event["event"].startswith(UNKNOWN_CARD_EVENT)]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["user_id"] == "o-1"
+    assert warnings[0]["unknown_cards"] == [RETIRED]
+    assert warnings[0]["cards_left"] == ["citi-double-cash"]
+    assert "rewardpilot wallet set" in warnings[0]["event"]
+
+
+def test_pool_only_retired_uses_run_wallet(redis_url, keys, sync_client):
+    store_raw_wallet(sync_client, keys, "o-2", [RETIRED])
+    add_purchase(sync_client, keys, "t-3", "o-2")
+
+    settings = ConsumerSettings(keys=keys, workers=1, block_ms=100, drain=True, wallet=["amex-gold"])
+    stats, logs = drain(redis_url, settings)
+
+    assert stats.results == 1
+    result = results_by_id(sync_client, keys)["t-3"]
+    assert result.wallet_source == "run"
+    assert result.recommended_card.card_id == "amex-gold"
+    warnings = [event for event in logs if event["event"].startswith(UNKNOWN_CARD_EVENT)]
+    assert "as a user without a wallet" in warnings[0]["event"]
+    assert warnings[0]["cards_left"] == []
+
+
+def test_pool_only_retired_uses_catalog(redis_url, keys, sync_client):
+    store_raw_wallet(sync_client, keys, "o-3", [RETIRED, "gone-too"])
+    add_purchase(sync_client, keys, "t-4", "o-3")
+
+    stats, _ = drain(redis_url, ConsumerSettings(keys=keys, workers=1, block_ms=100, drain=True))
+
+    assert stats.results == 1
+    assert stats.dead_letters == 0
+    assert results_by_id(sync_client, keys)["t-4"].wallet_source == "catalog"
+
+
+def test_retired_card_warning_rate_limited(redis_url, keys, sync_client):
+    for index in range(5):
+        store_raw_wallet(sync_client, keys, f"r-{index}", [RETIRED, "citi-double-cash"])
+        add_purchase(sync_client, keys, f"t-r{index}", f"r-{index}")
+
+    stats, logs = drain(redis_url, ConsumerSettings(keys=keys, workers=1, block_ms=100, drain=True))
+
+    assert stats.results == 5
+    warnings = [event for event in logs if event["event"].startswith(UNKNOWN_CARD_EVENT)]
+    assert len(warnings) == 1
+
+
+def test_orchestrator_skips_retired_card(redis_url, keys, sync_client):
+    store_raw_wallet(sync_client, keys, "o-4", [RETIRED, "citi-double-cash"])
+    store_raw_wallet(sync_client, keys, "o-5", [RETIRED])
+    request = {"transaction_id": "h-1", "merchant": "Shell", "category": "gas", "mcc": "5541", "amount_usd": "40.00"}
+    app = create_app(RulesEngine.default(), redis_url=redis_url, prefix=keys.prefix)
+
+    with UvicornThread(app) as running:
+        some_left = httpx.post(f"{running.url}/recommend", json={**request, "user_id": "o-4"}, timeout=10)
+        none_left = httpx.post(f"{running.url}/recommend", json={**request, "user_id": "o-5"}, timeout=10)
+
+    assert some_left.status_code == 200
+    assert some_left.json()["wallet_source"] == "user"
+    assert some_left.json()["recommended_card"]["card_id"] == "citi-double-cash"
+    assert none_left.status_code == 200
+    assert none_left.json()["wallet_source"] == "catalog"
+
+
+# set_wallet checks
+
+@pytest.mark.parametrize("cards, fragment", [
+    ("amex-gold", "pass a list such as ['amex-gold']"),
+    (b"amex-gold", "one string"),
+    (42, "not a list"),
+    (["amex-gold", 7], "card id at index 1 is 7"),
+])
+def test_set_wallet_rejects_non_list(sync_client, keys, cards, fragment):
+    with pytest.raises(NotACardListError) as raised:
+        set_wallet(sync_client, keys, "u-s", cards, CATALOG)
+
+    assert isinstance(raised.value, TypeError)
+    assert fragment in str(raised.value)
+    assert get_wallet_record(sync_client, keys, "u-s") is None
+
+
+@pytest.mark.parametrize("mode", ["points", "program:nope", ""])
+def test_set_wallet_rejects_invalid_mode(sync_client, keys, mode):
+    with pytest.raises(InvalidModeError) as raised:
+        set_wallet(sync_client, keys, "u-m", ["amex-gold"], CATALOG, mode=mode)
+
+    assert repr(mode) in str(raised.value)
+    assert get_wallet_record(sync_client, keys, "u-m") is None
+
+
+def test_set_wallet_stores_checked_mode(sync_client, keys):
+    program = next(card.program for card in CATALOG.cards if card.card_id == "amex-gold")
+
+    set_wallet(sync_client, keys, "u-m", ["amex-gold"], CATALOG, mode=f"program: {program}")
+
+    assert get_wallet_record(sync_client, keys, "u-m").mode == f"program:{program}"
