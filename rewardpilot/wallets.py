@@ -82,11 +82,16 @@ def demo_marker(keys: StreamKeys) -> str:
 
 
 def check_user_id(user_id: str) -> str:
-    text = user_id.strip() if isinstance(user_id, str) else ""
+    """Return ``user_id`` without surrounding spaces; raise ValueError when it is empty, not text or too long."""
+    if not isinstance(user_id, str):
+        raise ValueError(f"user id {user_id!r} is a {type(user_id).__name__}; pass the user_id as text, "
+                         "as the transactions carry it")
+    text = user_id.strip()
     if not text:
-        raise ValueError("user id is empty")
+        raise ValueError("user id is empty; pass the user_id the transactions carry")
     if len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"user id is longer than {MAX_ID_LENGTH} characters")
+        raise ValueError(f"user id {text[:40]!r}... is {len(text)} characters, longer than {MAX_ID_LENGTH}; "
+                         "use the shorter id the transactions carry")
     return text
 
 

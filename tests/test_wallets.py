@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 import redis
@@ -175,3 +177,18 @@ def test_replaced_card_loses_its_activations(sync_client, keys):
     set_wallet(sync_client, keys, "u-swap", ["discover-it-cash-back", "amex-gold"], CATALOG)
 
     assert get_wallet_record(sync_client, keys, "u-swap").activations == {"discover-it-cash-back": ["2026Q4"]}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("   ", "user id is empty; pass the user_id the transactions carry"),
+        (42, "user id 42 is a int; pass the user_id as text"),
+        ("u" * 300, "is 300 characters, longer than"),
+    ],
+)
+def test_check_user_id_names_fix(value, message):
+    from rewardpilot.wallets import check_user_id
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_user_id(value)
