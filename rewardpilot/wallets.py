@@ -84,7 +84,7 @@ def demo_marker(keys: StreamKeys) -> str:
 def check_user_id(user_id: str) -> str:
     """Return ``user_id`` without surrounding spaces; raise ValueError when it is empty, not text or too long."""
     if not isinstance(user_id, str):
-        raise ValueError(f"user id {user_id!r} is a {type(user_id).__name__}; pass the user_id as text, "
+        raise ValueError(f"user id {user_id!r} is not text but {type(user_id).__name__}; pass the user_id as text, "
                          "as the transactions carry it")
     text = user_id.strip()
     if not text:

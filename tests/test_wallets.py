@@ -183,7 +183,7 @@ def test_replaced_card_loses_its_activations(sync_client, keys):
     ("value", "message"),
     [
         ("   ", "user id is empty; pass the user_id the transactions carry"),
-        (42, "user id 42 is a int; pass the user_id as text"),
+        (42, "user id 42 is not text but int; pass the user_id as text"),
         ("u" * 300, "is 300 characters, longer than"),
     ],
 )
