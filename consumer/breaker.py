@@ -78,6 +78,11 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_started_at: float | None = None
         self._changed = asyncio.Event()
+        self.log = log
+
+    def bind_log(self, **context) -> None:
+        """Add ``context`` (such as the consumer and run) to every line this breaker logs."""
+        self.log = log.bind(**context)
 
     @property
     def state(self) -> BreakerState:
@@ -115,7 +120,7 @@ class CircuitBreaker:
                 return
             remaining = self._probe_started_at + self.probe_timeout_seconds - now
             if remaining <= 0:
-                log.warning("circuit breaker probe lost; sending another", probe_timeout_seconds=self.probe_timeout_seconds)
+                self.log.warning("circuit breaker probe lost; sending another", probe_timeout_seconds=self.probe_timeout_seconds)
                 self._start_probe(now)
                 return
             await self._wait_for_change(remaining)
@@ -132,7 +137,7 @@ class CircuitBreaker:
 
         self._consecutive_failures = 0
         if self._state is BreakerState.HALF_OPEN:
-            log.info("circuit breaker closed; probe succeeded")
+            self.log.info("circuit breaker closed; probe succeeded")
             self._set_state(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
@@ -147,10 +152,10 @@ class CircuitBreaker:
 
         self._consecutive_failures += 1
         if self._state is BreakerState.HALF_OPEN:
-            log.warning("circuit breaker reopened; probe failed", cooldown_seconds=self.cooldown_seconds)
+            self.log.warning("circuit breaker reopened; probe failed", cooldown_seconds=self.cooldown_seconds)
             self._open()
         elif self._consecutive_failures >= self.failure_threshold:
-            log.warning(
+            self.log.warning(
                 "circuit breaker opened",
                 consecutive_failures=self._consecutive_failures,
                 cooldown_seconds=self.cooldown_seconds,

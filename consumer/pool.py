@@ -151,6 +151,8 @@ class ConsumerPool:
         # Cap state is kept for a recommender that exposes the rules engine it runs.
         engine = getattr(recommender, "engine", None)
         self.engine: RulesEngine | None = engine if isinstance(engine, RulesEngine) else None
+        if breaker is not None:
+            breaker.bind_log(consumer=self.name, run=settings.run)
         self.recommender = GuardedRecommender(
             recommender, stats=self.stats, log=self.log,
             limiter=limiter, breaker=breaker, retry=retry, stopping=self._stopping,

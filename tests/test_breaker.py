@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog.testing
 
 from consumer.breaker import BreakerState, CircuitBreaker
 
@@ -172,3 +173,17 @@ async def test_lost_probe_replaced_after_timeout():
     assert breaker.stats.probes == 2
     assert breaker.state is BreakerState.HALF_OPEN
     await cancel_all(tasks)
+
+
+def test_opening_logged_with_consumer_and_run():
+    breaker = CircuitBreaker(2, 30.0)
+    breaker.bind_log(consumer="c-1", run="live")
+
+    with structlog.testing.capture_logs() as logs:
+        breaker.record_failure()
+        breaker.record_failure()
+
+    [opened] = [event for event in logs if "opened" in event["event"]]
+    assert breaker.state == BreakerState.OPEN
+    assert opened["consumer"] == "c-1"
+    assert opened["run"] == "live"
