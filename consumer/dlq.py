@@ -79,18 +79,59 @@ def _letter(fields: dict) -> DeadLetter:
     return DeadLetter.model_validate_json(fields.get("data") or fields.get(b"data"))
 
 
-def list_dead_letters(client: redis.Redis, keys: StreamKeys, *, limit: int | None = None) -> Iterator[tuple[str, DeadLetter]]:
-    """Yield ``(dead-letter id, DeadLetter)`` oldest first, up to ``limit``."""
-    cursor, seen = "-", 0
-    while limit is None or seen < limit:
-        count = READ_CHUNK if limit is None else min(READ_CHUNK, limit - seen)
+def list_dead_letters(client: redis.Redis, keys: StreamKeys, *, limit: int | None = None,
+                      run: str | None = None) -> Iterator[tuple[str, DeadLetter]]:
+    """Yield ``(dead-letter id, DeadLetter)`` oldest first, up to ``limit``.
+
+    With ``run``, only that run's letters are yielded, and ``limit`` counts
+    those. A letter whose JSON cannot be read raises ValidationError.
+    """
+    cursor, yielded = "-", 0
+    while limit is None or yielded < limit:
+        count = READ_CHUNK if limit is None or run is not None else min(READ_CHUNK, limit - yielded)
         entries = client.xrange(keys.dead_letters, min=cursor, max="+", count=count)
         if not entries:
             return
         for entry_id, fields in entries:
-            seen += 1
-            yield _text(entry_id), _letter(fields)
+            letter = _letter(fields)
+            if run is not None and letter.run != run:
+                continue
+            yield _text(entry_id), letter
+            yielded += 1
+            if limit is not None and yielded >= limit:
+                return
         cursor = "(" + _text(entries[-1][0])
+
+
+def count_run_letters(client: redis.Redis, keys: StreamKeys, run: str, *, through_id: str = "+") -> int:
+    """Return how many dead letters up to ``through_id`` belong to ``run``.
+
+    Raises RunMismatchError, naming the runs present, when none does, as
+    ``redrive_letters`` does for such a ``run``. Letters whose JSON cannot be
+    read belong to no run.
+    """
+    runs_present: dict[str, int] = {}
+    cursor = "-"
+    while True:
+        entries = client.xrange(keys.dead_letters, min=cursor, max=through_id, count=READ_CHUNK)
+        if not entries:
+            break
+        for _entry_id, fields in entries:
+            letter = _readable_letter(fields)
+            if letter is not None:
+                runs_present[letter.run] = runs_present.get(letter.run, 0) + 1
+        cursor = "(" + _text(entries[-1][0])
+    if run not in runs_present:
+        raise RunMismatchError(f"--run {run!r}: {_no_letter_of_run(keys, set(runs_present))}")
+    return runs_present[run]
+
+
+def _readable_letter(fields: dict) -> DeadLetter | None:
+    """Return the letter stored in ``fields``, or None when its JSON cannot be read."""
+    try:
+        return _letter(fields)
+    except (ValidationError, ValueError, TypeError):
+        return None
 
 
 def transaction_id_of(letter: DeadLetter) -> str | None:
@@ -307,13 +348,15 @@ def newest_letter_id(client: redis.Redis, keys: StreamKeys) -> str | None:
     return _text(newest[0][0]) if newest else None
 
 
-def purge(client: redis.Redis, keys: StreamKeys, *, through_id: str | None = None) -> PurgeCounts:
+def purge(client: redis.Redis, keys: StreamKeys, *, through_id: str | None = None,
+          run: str | None = None) -> PurgeCounts:
     """Delete the dead letters up to ``through_id`` (default: the newest now) and their outcome markers.
 
     Deleting a letter's markers lets its run process a transaction with the
     same transaction_id when it is published again. Letters added after
-    ``through_id`` are kept. A letter whose JSON cannot be read is deleted
-    without touching any marker.
+    ``through_id`` are kept. With ``run``, only that run's letters are
+    deleted. A letter whose JSON cannot be read is deleted without touching
+    any marker, except with ``run``: it names no run, so it is kept.
     """
     through_id = through_id or newest_letter_id(client, keys)
     if through_id is None:
@@ -321,16 +364,21 @@ def purge(client: redis.Redis, keys: StreamKeys, *, through_id: str | None = Non
 
     release = client.register_script(_RELEASE_SCRIPT)
     letters = markers = 0
+    cursor = "-"
     while True:
-        entries = client.xrange(keys.dead_letters, min="-", max=through_id, count=READ_CHUNK)
+        # The cursor moves past each chunk, because letters of other runs stay in the stream.
+        entries = client.xrange(keys.dead_letters, min=cursor, max=through_id, count=READ_CHUNK)
         if not entries:
             return PurgeCounts(letters, markers)
+        cursor = "(" + _text(entries[-1][0])
         pipe = client.pipeline(transaction=False)
         for letter_id, fields in entries:
-            try:
-                letter = _letter(fields)
-            except (ValidationError, ValueError, TypeError):
-                pipe.xdel(keys.dead_letters, letter_id)
+            letter = _readable_letter(fields)
+            if letter is None:
+                if run is None:
+                    pipe.xdel(keys.dead_letters, letter_id)
+                continue
+            if run is not None and letter.run != run:
                 continue
             _release(release, pipe, keys, _text(letter_id), letter, None)
         for outcome in pipe.execute():

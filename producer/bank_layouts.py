@@ -259,15 +259,29 @@ PLAID_TIME_FIELDS = ("authorized_datetime", "datetime", "authorized_date", "date
 # The keys of personal_finance_category that give the category text, most specific first.
 PLAID_CATEGORY_FIELDS = ("detailed", "primary")
 
-# personal_finance_category.primary values that move money without buying
-# anything, each with the reason recorded for a skipped entry. Both Plaid readers
-# skip these entries.
+# personal_finance_category.primary values of entries that are no purchase from
+# a merchant, each with the reason recorded for a skipped entry. Both Plaid
+# readers skip these entries.
+# Every detailed category starts with its primary category's name and "_", such
+# as TRANSFER_OUT_ACCOUNT_TRANSFER under TRANSFER_OUT, so both readers also skip
+# an entry whose detailed category starts with one of these and "_". That covers
+# an entry whose primary is empty. Source: Plaid's taxonomy CSV
+# (plaid.com/documents/transactions-personal-finance-category-taxonomy.csv, linked
+# from the plaid gem 38.0.0 reference for Plaid::PersonalFinanceCategory), as
+# copied row for row in public code.
+# BANK_FEES is here because its detailed categories in that taxonomy are ATM,
+# foreign transaction, insufficient funds, overdraft and other bank fees, and
+# interest charges. Each is a charge by the bank or card issuer, not a purchase
+# from a merchant, so there is no card to recommend for it.
 PLAID_NOT_PURCHASES = {
     "LOAN_PAYMENTS": "loan or card payment",
     "TRANSFER_IN": "transfer into the account",
     "TRANSFER_OUT": "transfer out of the account",
     "INCOME": "income",
+    "BANK_FEES": "bank fee or interest charge",
 }
+# The detailed-category prefixes of PLAID_NOT_PURCHASES, with the same reasons.
+PLAID_NOT_PURCHASE_PREFIXES = {f"{primary}_": reason for primary, reason in PLAID_NOT_PURCHASES.items()}
 
 # The reason both Plaid readers give for rejecting an entry with an
 # unofficial_currency_code, which Plaid sets for currencies without an ISO 4217
@@ -306,6 +320,7 @@ PLAID_CSV = Layout(
     purchases="positive",
     skip_values={"pending": {"True": PENDING}},
     optional_skip_values={"personal_finance_category__primary": PLAID_NOT_PURCHASES},
+    optional_skip_prefixes={"personal_finance_category__detailed": PLAID_NOT_PURCHASE_PREFIXES},
     optional_reject_when_present={"unofficial_currency_code": PLAID_UNOFFICIAL_CURRENCY},
     expected_header="date,name,amount,pending,account_id,transaction_id,iso_currency_code".split(","),
 )

@@ -100,9 +100,12 @@ class Layout(BaseModel):
     reason, such as "Payment" in a "Type" column. The value "" marks a row
     whose column is empty. ``optional_skip_values`` does the same for columns
     that the header may lack, and a header without such a column skips no
-    row by it. ``optional_reject_when_present`` maps a column the header may
-    lack to the reason for rejecting the rows in which it is not empty, such
-    as an amount in a currency that has no ISO 4217 code. Skip rules apply
+    row by it. ``optional_skip_prefixes`` has the same form, but its keys are
+    value prefixes (compared without case), such as "TRANSFER_OUT_" for every
+    detailed Plaid category under TRANSFER_OUT, and it is checked after
+    ``optional_skip_values``. ``optional_reject_when_present`` maps a column
+    the header may lack to the reason for rejecting the rows in which it is
+    not empty, such as an amount in a currency that has no ISO 4217 code. Skip rules apply
     first, so a row they skip, or a refund, is skipped and not rejected.
     Times without a zone are read in ``timezone``.
     With ``exact_header``, ``detect_layout`` picks this layout only for a
@@ -128,6 +131,7 @@ class Layout(BaseModel):
     skip_when_present: dict[str, str] = {}
     skip_values: dict[str, dict[str, str]] = {}
     optional_skip_values: dict[str, dict[str, str]] = {}
+    optional_skip_prefixes: dict[str, dict[str, str]] = {}
     optional_reject_when_present: dict[str, str] = {}
     expected_header: list[str] = []
     exact_header: bool = False
@@ -190,6 +194,7 @@ class Layout(BaseModel):
     def _check_optional_rules(self) -> None:
         """Check that the optional skip and reject rules name plain columns, and each reject rule a reason."""
         for option, mapping in (("optional_skip_values", self.optional_skip_values),
+                                ("optional_skip_prefixes", self.optional_skip_prefixes),
                                 ("optional_reject_when_present", self.optional_reject_when_present)):
             for name in mapping:
                 if not name.strip() or "{" in name:
@@ -197,6 +202,10 @@ class Layout(BaseModel):
                         f"{option}: {name!r} is not a column name; use plain column names, "
                         "because templates are not read here"
                     )
+        for name, reasons in self.optional_skip_prefixes.items():
+            if "" in reasons:
+                raise ValueError(f"optional_skip_prefixes.{name}: the prefix '' would skip every row; "
+                                 "give the text that values start with, or use optional_skip_values")
         for name, reason in self.optional_reject_when_present.items():
             if not reason.strip():
                 raise ValueError(f"optional_reject_when_present.{name} gives no reason; write why such rows are rejected")
@@ -250,6 +259,7 @@ class Layout(BaseModel):
         for names in self.preferred.values():
             used.update(names)
         used.update(self.optional_skip_values)
+        used.update(self.optional_skip_prefixes)
         used.update(self.optional_reject_when_present)
         used_normalized = {normalize_column(name) for name in used}
         extra = [name for name in header if normalize_column(name) not in used_normalized]
@@ -269,6 +279,10 @@ class Layout(BaseModel):
             (name, positions[normalize_column(name)], _casefolded(reasons))
             for name, reasons in self.optional_skip_values.items() if normalize_column(name) in positions
         )
+        optional_prefix_skips = tuple(
+            (name, positions[normalize_column(name)], _casefolded(reasons))
+            for name, reasons in self.optional_skip_prefixes.items() if normalize_column(name) in positions
+        )
         optional_rejects = tuple(
             (name, positions[normalize_column(name)], reason)
             for name, reason in self.optional_reject_when_present.items() if normalize_column(name) in positions
@@ -276,7 +290,8 @@ class Layout(BaseModel):
         return BoundLayout(
             self, positions, len(header), optional, extra, ZoneInfo(self.timezone), header=list(header),
             preferred={field: columns for field, columns in preferred.items() if columns},
-            optional_skips=optional_skips, optional_rejects=optional_rejects,
+            optional_skips=optional_skips, optional_prefix_skips=optional_prefix_skips,
+            optional_rejects=optional_rejects,
         )
 
 
@@ -304,7 +319,7 @@ def misspelled_columns(layout: Layout, header: list[str], missing: list[str]) ->
         known.update(normalize_column(name) for name in _columns_in(source))
     for names in layout.preferred.values():
         known.update(normalize_column(name) for name in names)
-    for name in (*layout.optional_skip_values, *layout.optional_reject_when_present):
+    for name in (*layout.optional_skip_values, *layout.optional_skip_prefixes, *layout.optional_reject_when_present):
         known.add(normalize_column(name))
     candidates = {normalize_column(name): name for name in header if normalize_column(name) not in known}
 
@@ -362,6 +377,8 @@ class BoundLayout:
     _row_columns: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     # (column name, position, casefolded value -> reason) of the layout's optional_skip_values that the header has.
     optional_skips: tuple[tuple[str, int, dict[str, str]], ...] = ()
+    # (column name, position, casefolded prefix -> reason) of the layout's optional_skip_prefixes that the header has.
+    optional_prefix_skips: tuple[tuple[str, int, dict[str, str]], ...] = ()
     # (column name, position, reason) of the layout's optional_reject_when_present that the header has.
     optional_rejects: tuple[tuple[str, int, str], ...] = ()
 
@@ -372,7 +389,8 @@ class BoundLayout:
         # once. Layout is frozen, so the copies cannot go stale.
         layout = self.layout
         self._constants = layout.constants
-        self._has_skip_rules = bool(layout.skip_when_present or layout.skip_values or self.optional_skips)
+        self._has_skip_rules = bool(layout.skip_when_present or layout.skip_values or self.optional_skips
+                                    or self.optional_prefix_skips)
         self._timestamp_formats = layout.timestamp_formats
         self._transforms = layout.transforms
         self._amount_in_column = "amount_usd" in layout.columns
@@ -576,6 +594,13 @@ class BoundLayout:
             if reason is not None:
                 found = f"{column}: {flag}" if flag else f"{column} empty"
                 return Skip(f"{reason} ({found}), not a purchase", transaction_id)
+
+        for column, index, reasons in self.optional_prefix_skips:
+            flag = fields[index].strip()
+            folded = flag.casefold()
+            for prefix, reason in reasons.items():
+                if folded.startswith(prefix):
+                    return Skip(f"{reason} ({column}: {flag}), not a purchase", transaction_id)
         return None
 
     def _check_rejects(self, fields: list[str], line: int) -> None:

@@ -28,8 +28,8 @@ from typing import Iterator
 import pydantic
 
 from producer.bank_layouts import (
-    DEFAULT_USER, PLAID_CATEGORY_FIELDS, PLAID_MERCHANT_FIELDS, PLAID_NOT_PURCHASES, PLAID_TIME_FIELDS,
-    PLAID_UNOFFICIAL_CURRENCY,
+    DEFAULT_USER, PLAID_CATEGORY_FIELDS, PLAID_MERCHANT_FIELDS, PLAID_NOT_PURCHASE_PREFIXES, PLAID_NOT_PURCHASES,
+    PLAID_TIME_FIELDS, PLAID_UNOFFICIAL_CURRENCY,
 )
 from producer.documents import DocumentReader
 from producer.errors import InputError, RowError
@@ -135,11 +135,10 @@ class PlaidReader(DocumentReader):
         if entry.get("pending") is True:
             return Skipped(position, "pending, not final until it posts; not a purchase yet", raw, transaction_id)
 
-        category = entry.get("personal_finance_category")
-        primary = category.get("primary") if isinstance(category, dict) else None
-        if primary in PLAID_NOT_PURCHASES:
-            reason = PLAID_NOT_PURCHASES[primary]
-            return Skipped(position, f"{reason} ({primary}), not a purchase", raw, transaction_id)
+        not_purchase = _not_purchase_category(entry)
+        if not_purchase is not None:
+            name, reason = not_purchase
+            return Skipped(position, f"{reason} ({name}), not a purchase", raw, transaction_id)
 
         amount = _amount(entry.get("amount"), position, where)
         if amount <= 0:
@@ -221,6 +220,26 @@ def _amount(value: object, position: int, where: str) -> Decimal:
     if not amount.is_finite():
         raise RowError("amount is not a finite number", line=position, column=f"{where}.amount", value=value)
     return amount
+
+
+def _not_purchase_category(entry: dict) -> tuple[str, str] | None:
+    """Return the category that marks the entry as no purchase and the reason to record, or None.
+
+    The primary category is checked first, then the detailed one by its
+    prefix, which places an entry whose primary is empty or missing.
+    """
+    category = entry.get("personal_finance_category")
+    if not isinstance(category, dict):
+        return None
+    primary = category.get("primary")
+    if isinstance(primary, str) and primary in PLAID_NOT_PURCHASES:
+        return primary, PLAID_NOT_PURCHASES[primary]
+    detailed = category.get("detailed")
+    if isinstance(detailed, str):
+        for prefix, reason in PLAID_NOT_PURCHASE_PREFIXES.items():
+            if detailed.startswith(prefix):
+                return detailed, reason
+    return None
 
 
 def _category(entry: dict) -> str:

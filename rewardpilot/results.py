@@ -189,6 +189,7 @@ def subscribe_entries(
     block_ms: int = 5000,
     idle_timeout_seconds: float | None = None,
     reconnect_timeout_seconds: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncGenerator[ResultEntry, None]:
     """Yield each result as a ``ResultEntry`` with its results-stream id, as results arrive.
 
@@ -209,6 +210,12 @@ def subscribe_entries(
     ``ResultsConnectionLost`` is raised once Redis has not replied for that
     long. Without it, connection errors propagate.
 
+    Once ``stop`` is set, the generator yields nothing more and returns
+    before its next read, or at once while it waits to reconnect. A read in
+    progress is not interrupted: it ends within its block time. So a
+    signal handler can end a subscription by setting ``stop``, without
+    cancelling a task inside a Redis command.
+
     The options are checked before the first read, when this function is
     called. It raises InvalidStreamIdError for a bad ``start``,
     InvalidResultsOptionError for another bad value and TypeError for a
@@ -218,17 +225,20 @@ def subscribe_entries(
     block = read_block_ms(client, block_ms)
     _check_seconds("idle_timeout_seconds", idle_timeout_seconds)
     _check_seconds("reconnect_timeout_seconds", reconnect_timeout_seconds)
-    return _follow(client, stream, start, user, block, idle_timeout_seconds, reconnect_timeout_seconds)
+    if stop is not None and not isinstance(stop, asyncio.Event):
+        raise TypeError(f"stop must be an asyncio.Event or None, got {type(stop).__name__} {stop!r}")
+    return _follow(client, stream, start, user, block, idle_timeout_seconds, reconnect_timeout_seconds,
+                   stop if stop is not None else asyncio.Event())
 
 
 async def _follow(client: aioredis.Redis, stream: str, start: str, user: str | None, block_ms: int,
-                  idle_timeout_seconds: float | None,
-                  reconnect_timeout_seconds: float | None) -> AsyncGenerator[ResultEntry, None]:
+                  idle_timeout_seconds: float | None, reconnect_timeout_seconds: float | None,
+                  stop: asyncio.Event) -> AsyncGenerator[ResultEntry, None]:
     last_id = start
     idle = 0.0
     failures = 0
     down_since: float | None = None
-    while True:
+    while not stop.is_set():
         try:
             if last_id == "$":
                 # Pin "$" to the newest id, so that reading after a reconnection keeps the results written meanwhile.
@@ -246,7 +256,7 @@ async def _follow(client: aioredis.Redis, stream: str, start: str, user: str | N
             if failures == 1 or failures % 10 == 0:
                 log.warning("Redis unreachable; reconnecting", stream=stream, error=str(exc), attempts=failures,
                             retry_in_seconds=delay)
-            await asyncio.sleep(delay)
+            await _sleep_unless_stopped(stop, delay)
             continue
 
         if failures:
@@ -260,10 +270,20 @@ async def _follow(client: aioredis.Redis, stream: str, start: str, user: str | N
             continue
         idle = 0.0
         for entry_id, fields in reply[0][1]:
+            if stop.is_set():
+                return
             last_id = _text(entry_id)
             if user is not None and _user_of(fields) != user:
                 continue
             yield ResultEntry(last_id, decode_result(fields))
+
+
+async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when ``stop`` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def _newest_id(client: aioredis.Redis, stream: str) -> str:
@@ -281,6 +301,7 @@ def subscribe(
     block_ms: int = 5000,
     idle_timeout_seconds: float | None = None,
     reconnect_timeout_seconds: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncGenerator[Recommendation, None]:
     """Yield results as they arrive, like ``subscribe_entries`` but without their results-stream ids.
 
@@ -290,7 +311,7 @@ def subscribe(
     """
     entries = subscribe_entries(client, stream, start=start, user=user, block_ms=block_ms,
                                 idle_timeout_seconds=idle_timeout_seconds,
-                                reconnect_timeout_seconds=reconnect_timeout_seconds)
+                                reconnect_timeout_seconds=reconnect_timeout_seconds, stop=stop)
     return _recommendations(entries)
 
 

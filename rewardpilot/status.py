@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from datetime import datetime, timedelta, timezone
 
 import redis
 
@@ -75,16 +76,42 @@ def collect_status(client: redis.Redis, keys: StreamKeys, runs: list[str] | None
     ``partitions`` lists each partition stream with its lease holder per
     group; it is empty when the prefix uses the single transactions stream.
     ``results`` counts each run's results. For a job (``keys.job`` set), the
-    job's own results are under ``JOB_RESULTS`` instead of ``live``.
+    job's own results are under ``JOB_RESULTS`` instead of ``live``, and
+    ``job_expiry`` says when the job's keys expire (see ``job_expiry``).
     """
     runs = runs or [LIVE_RUN]
+    now = time.time()
     return {
-        "time": time.time(),
+        "time": now,
         "transactions": stream_status(client, keys.transactions),
         "partitions": partitions_status(client, keys),
         "results": {results_label(keys, run): client.xlen(keys.results(run)) for run in runs},
         "dead_letters": client.xlen(keys.dead_letters),
         "rate_limit": rate_limit_status(client, keys),
+        "job_expiry": job_expiry(client, keys, now),
+    }
+
+
+def job_expiry(client: redis.Redis, keys: StreamKeys, now: float) -> dict | None:
+    """Return when a job's keys expire, or None for the live streams and for a job whose keys do not expire.
+
+    ``remaining_seconds`` is the time left from ``now`` (a Unix time),
+    ``expires_at`` that moment in UTC (ISO 8601, whole seconds), and
+    ``keep_seconds`` the ``run --keep`` the job recorded, or None when it
+    recorded none (``rewardpilot.job.job_lifetime``).
+    """
+    if keys.job is None:
+        return None
+    from rewardpilot.job import job_lifetime  # here, because rewardpilot.job imports this module
+
+    lifetime = job_lifetime(client, keys)
+    if lifetime is None:
+        return None
+    expires_at = datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=lifetime.remaining_seconds)
+    return {
+        "remaining_seconds": lifetime.remaining_seconds,
+        "expires_at": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "keep_seconds": lifetime.keep_seconds,
     }
 
 

@@ -78,7 +78,7 @@ def kinds(outcomes: list) -> list[str]:
 
 def test_one_list_for_both_readers():
     assert PLAID_CSV.optional_skip_values == {PRIMARY: PLAID_NOT_PURCHASES}
-    assert set(PLAID_NOT_PURCHASES) == {"LOAN_PAYMENTS", "TRANSFER_IN", "TRANSFER_OUT", "INCOME"}
+    assert set(PLAID_NOT_PURCHASES) == {"LOAN_PAYMENTS", "TRANSFER_IN", "TRANSFER_OUT", "INCOME", "BANK_FEES"}
 
 
 @pytest.mark.parametrize("primary", sorted(PLAID_NOT_PURCHASES))

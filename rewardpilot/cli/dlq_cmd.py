@@ -27,11 +27,27 @@ def _client_and_keys(ctx: typer.Context, job: str | None):
     return client, keys
 
 
+# Rows the table shows when --limit is not given. --json prints every letter unless --limit is given.
+TABLE_ROWS = 20
+
+
+def _run_option():
+    return typer.Option(
+        None, "--run", show_default=False,
+        help="Only the dead letters of this run: live or a replay's run name, as `dlq list` shows. "
+        "Unset: every run.",
+    )
+
+
 @app.command("list")
 def list_letters(
     ctx: typer.Context,
-    limit: int = typer.Option(20, "--limit", min=1, help="Show at most this many, oldest first."),
+    limit: int = typer.Option(
+        None, "--limit", min=1, show_default=False,
+        help=f"Show at most this many, oldest first. Unset: {TABLE_ROWS} in the table, every one with --json.",
+    ),
     job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
+    run: str = _run_option(),
     as_json: bool = typer.Option(
         False, "--json",
         help='Print JSON lines: one object per dead letter, {"id": ..., "letter": {...}}, and nothing on stdout '
@@ -40,21 +56,31 @@ def list_letters(
 ) -> None:
     """List dead letters with their run, reason, error and attempts: a table, or with --json one JSON object per line.
 
-    A letter that records no transaction_id shows the one in its payload, if any.
+    A letter that records no transaction_id shows the one in its payload, if
+    any. When the table leaves letters out, a note on stderr gives how many.
+    Exit status: 0 when listed, 2 when --run names a run that no dead letter has.
     """
     from consumer import dlq
 
     client, keys = _client_and_keys(ctx, job)
-    letters = [(letter_id, letter.model_copy(update={"transaction_id": dlq.transaction_id_of(letter)}))
-               for letter_id, letter in dlq.list_dead_letters(client, keys, limit=limit)]
+    total = client.xlen(keys.dead_letters) if run is None else _count_of_run(client, keys, run)
+    row_limit = limit if limit is not None or as_json else TABLE_ROWS
+    # A generator, so --json prints every letter without holding them all in memory.
+    listed = ((letter_id, letter.model_copy(update={"transaction_id": dlq.transaction_id_of(letter)}))
+              for letter_id, letter in dlq.list_dead_letters(client, keys, limit=row_limit, run=run))
     if as_json:
-        for letter_id, letter in letters:
+        printed = 0
+        for letter_id, letter in listed:
             typer.echo(json.dumps({"id": letter_id, "letter": letter.model_dump(mode="json")}))
-        if not letters:
+            printed += 1
+        if not printed:
             # No lines is the correct JSON-lines output, so the note goes to stderr and stdout stays empty.
             console.print(f"no dead letters in {keys.dead_letters}", markup=False, soft_wrap=True, highlight=False)
         return
-    table = Table(title=f"{escape(keys.dead_letters)}: {_letters(client.xlen(keys.dead_letters))}")
+
+    letters = list(listed)
+    of_run = f" of run {run}" if run is not None else ""
+    table = Table(title=escape(f"{keys.dead_letters}: {_letters(total)}{of_run}"))
     for column in ("id", "run", "transaction", "reason", "error", "status", "attempts", "last failure"):
         table.add_column(column)
     for letter_id, letter in letters:
@@ -62,6 +88,21 @@ def list_letters(
                       escape(f"{letter.error_type}: {letter.error[:120]}"), str(letter.http_status or "-"),
                       str(letter.attempts), letter.last_failure_at.isoformat(timespec="seconds"))
     stdout_console().print(table)
+    if len(letters) < total:
+        console.print(f"showing the oldest {len(letters)} of {_letters(total)}{of_run}; pass --limit {total} "
+                      "to show them all, or --json for every one as JSON lines",
+                      markup=False, soft_wrap=True, highlight=False)
+
+
+def _count_of_run(client, keys, run: str, through_id: str = "+") -> int:
+    """Return how many dead letters up to ``through_id`` belong to ``run``; exit 2 when none does."""
+    from consumer import dlq
+
+    try:
+        return dlq.count_run_letters(client, keys, run, through_id=through_id)
+    except dlq.RunMismatchError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("redrive")
@@ -73,11 +114,7 @@ def redrive(
         "only that run's).",
     ),
     job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
-    run: str = typer.Option(
-        None, "--run", show_default=False,
-        help="Only the dead letters of this run: live or a replay's run name, as `dlq list` shows. "
-        "Unset: every run.",
-    ),
+    run: str = _run_option(),
 ) -> None:
     """Redrive dead letters, each by the run that wrote it.
 
@@ -92,8 +129,14 @@ def redrive(
     from consumer import dlq
     from rewardpilot.partitions import stored_count
 
-    if bool(ids) == all_letters:
-        console.print("[red]error:[/red] name dead-letter ids or pass --all (not both)")
+    if ids and all_letters:
+        console.print("[red]error:[/red] dead-letter ids and --all were both given; give the ids to redrive "
+                      "those letters, or --all alone to redrive every one", soft_wrap=True)
+        raise typer.Exit(2)
+    if not ids and not all_letters:
+        every = f"every dead letter of run {run}" if run is not None else "every dead letter"
+        console.print(f"[red]error:[/red] no dead letters named; give their ids (see `rewardpilot dlq list`), "
+                      f"or --all to redrive {escape(every)}", soft_wrap=True)
         raise typer.Exit(2)
     bad = [entry_id for entry_id in ids or () if not _STREAM_ID.match(entry_id)]
     if bad:
@@ -159,26 +202,35 @@ def purge(
     ctx: typer.Context,
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     job: str = typer.Option(None, "--job", help="The dead letters of this `rewardpilot run` job."),
+    run: str = _run_option(),
 ) -> None:
-    """Delete every dead letter and its outcome markers, after confirmation. With none, exit 0 without asking.
+    """Delete every dead letter (with --run, every one of that run) and its outcome markers, after confirmation.
 
     A marker is deleted only while it still contains the letter's entry id,
     so the marker of a later outcome stays. With the marker gone, a
     transaction published again under the same transaction_id gets
-    processed. Dead letters added while the prompt waits are kept.
+    processed. Dead letters added while the prompt waits are kept. With
+    --run, a letter whose JSON cannot be read names no run, so it is kept.
+    Exit status: 0 when purged or when there is nothing to purge (no
+    prompt), 1 when the prompt is declined, 2 when --run names a run that
+    no dead letter has.
     """
     from consumer import dlq
 
     client, keys = _client_and_keys(ctx, job)
-    count = client.xlen(keys.dead_letters)
     newest = dlq.newest_letter_id(client, keys)
-    if count == 0 or newest is None:
-        console.print(f"no dead letters to purge in {keys.dead_letters}", markup=False, soft_wrap=True)
-        return
-    if not yes and not typer.confirm(f"Delete {_letters(count)} from {keys.dead_letters}?"):
+    if run is None:
+        count = client.xlen(keys.dead_letters)
+        if count == 0 or newest is None:
+            console.print(f"no dead letters to purge in {keys.dead_letters}", markup=False, soft_wrap=True)
+            return
+    else:
+        count = _count_of_run(client, keys, run, newest or "+")
+    of_run = f" of run {run}" if run is not None else ""
+    if not yes and not typer.confirm(f"Delete {_letters(count)}{of_run} from {keys.dead_letters}?"):
         raise typer.Exit(1)
-    counts = dlq.purge(client, keys, through_id=newest)
-    console.print(f"purged {_letters(counts.letters)}")
+    counts = dlq.purge(client, keys, through_id=newest, run=run)
+    console.print(f"purged {_letters(counts.letters)}{of_run}", markup=False)
     markers = "1 outcome marker" if counts.markers == 1 else f"{counts.markers} outcome markers"
     console.print(f"deleted their {markers}, so a transaction published again under the same transaction_id "
                   "gets processed. Within the producer's dedup window, publish it with "

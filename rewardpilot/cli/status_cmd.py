@@ -33,11 +33,40 @@ def _render(snapshot: dict, job: str | None = None) -> Table:
     else:
         rate_text = "results/s: shown with --watch"
     # One line per figure: the caption wraps at the table's width, which a narrow table makes short.
-    table.caption = "\n".join([
+    lines = [
         _results_text(snapshot["results"], job), rate_text,
         f"dead letters: {snapshot['dead_letters']}", _rate_text(snapshot.get("rate_limit"), job),
-    ])
+    ]
+    if job is not None:
+        lines.append(_expiry_text(snapshot.get("job_expiry")))
+    table.caption = "\n".join(lines)
     return table
+
+
+def _expiry_text(expiry: dict | None) -> str:
+    """Return the line that gives when the job's keys expire: the time left, the UTC time and the job's --keep."""
+    from rewardpilot.retention import age_text
+
+    if expiry is None:
+        return "job keys: no expiry set, so they stay until deleted"
+    expires_at = expiry["expires_at"].replace("T", " ").replace("Z", " UTC")
+    text = f"job expires in {_time_left_text(expiry['remaining_seconds'])}, at {expires_at}"
+    if expiry.get("keep_seconds") is not None:
+        text += f" (run --keep {age_text(expiry['keep_seconds'])})"
+    return text
+
+
+def _time_left_text(seconds: int) -> str:
+    """Return whole seconds in their two largest units, rounded down, such as ``6 d 23 h``, ``7 d`` or ``45 s``."""
+    parts = []
+    for name, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count or parts:
+            parts.append((count, name))
+        if len(parts) == 2:
+            break
+    nonzero_parts = [f"{count} {name}" for count, name in parts if count]
+    return " ".join(nonzero_parts) or "0 s"
 
 
 def _results_text(results: dict[str, int], job: str | None) -> str:
@@ -198,7 +227,9 @@ def status(
         False, "--json",
         help="Print the snapshot as JSON. Its `jobs` key is null unless the live streams are shown and empty: "
         f"then it has the jobs found under the prefix (count, up to {RECENT_JOBS_SHOWN} recent ids, and whether "
-        "the key scan finished). With --job, the job's result count is `results.job`. `rate_limit.active` is "
+        "the key scan finished). With --job, the job's result count is `results.job`, and `job_expiry` has "
+        "`remaining_seconds`, `expires_at` (UTC) and the run's `keep_seconds`, or is null when the job's keys "
+        "do not expire (always null without --job). `rate_limit.active` is "
         "false when no consumer used the orchestrator rate limit in the last minute.",
     ),
     watch: bool = typer.Option(False, "--watch", help="Refresh the view until interrupted (Ctrl-C)."),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import os
 import re
+import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import typer
 from rich.markup import escape
@@ -18,6 +21,7 @@ from rewardpilot.streams import LIVE_RUN
 if TYPE_CHECKING:
     import redis
 
+    from consumer.shutdown import Interruption
     from rewardpilot.cli.context import AppContext
     from rewardpilot.streams import StreamKeys
 
@@ -27,7 +31,9 @@ _MAX_ID_PART = 2**64 - 1
 # Runs listed in the hint for a missing results stream, and the SCAN calls spent finding them.
 HINT_RUNS = 5
 HINT_SCAN_MAX_CALLS = 100
-FOLLOW_BLOCK_MS = 1000  # XREAD BLOCK while following, so --idle-timeout is counted in whole seconds
+# XREAD BLOCK while following, so --idle-timeout is counted in whole seconds and a stop
+# signal that comes during a read is acted on within about a second.
+FOLLOW_BLOCK_MS = 1000
 
 
 def check_entry_id(value: str) -> str:
@@ -109,6 +115,40 @@ def hint_missing_stream(client: redis.Redis, keys: StreamKeys, run: str) -> None
     console.print(escape(message), soft_wrap=True)
 
 
+@contextlib.contextmanager
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[Interruption]:
+    """Record the first SIGINT or SIGTERM and set ``stop``, then restore the previous handlers.
+
+    A second signal ends the process at once with the default action. The
+    handlers are installed with ``signal.signal``, not the loop's
+    ``add_signal_handler``, so the first signal is recorded even while a
+    write to a full stdout pipe blocks the loop, and the check before the
+    next printed line finds it. They also replace an inherited SIG_IGN: a background job of a
+    non-interactive shell starts with SIGINT ignored. ``stop`` is set by a
+    loop callback (``call_soon_threadsafe``), which also wakes a loop
+    waiting in its selector, and not from the handler itself, which can run
+    in the middle of the loop's own code.
+    """
+    from consumer.shutdown import Interruption
+
+    interruption = Interruption()
+
+    def on_signal(signum: int, frame) -> None:
+        if interruption.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        interruption.signum = signum
+        loop.call_soon_threadsafe(stop.set)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interruption
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 async def follow_results(context: AppContext, stream: str, start: str, user: str | None,
                          idle_timeout: float | None, reconnect_timeout: float) -> None:
     """Print the stream's results after ``start`` as JSON lines, reconnecting after a dropped connection.
@@ -117,27 +157,49 @@ async def follow_results(context: AppContext, stream: str, start: str, user: str
     ``result_id``, so ``--from`` with the last one resumes without repeats.
     After ``reconnect_timeout`` seconds without a reply from Redis, exits 1
     with an error naming the server and the last ``result_id`` printed.
+    A SIGINT or SIGTERM stops it after the line being printed, and it exits
+    with 128 plus the signal number. The signal only sets an event that is
+    checked between lines and between reads, so no task is cancelled inside
+    a Redis command: with redis-py 8.2.0 on Python 3.11, such a
+    cancellation was seen to be lost, and the first Ctrl-C did nothing.
     """
     from rewardpilot.results import ResultsConnectionLost, subscribe_entries
 
-    client = context.async_client(block_ms=FOLLOW_BLOCK_MS)
-    results = subscribe_entries(client, stream, start=start, user=user, block_ms=FOLLOW_BLOCK_MS,
-                                idle_timeout_seconds=idle_timeout, reconnect_timeout_seconds=reconnect_timeout)
-    last_id = start
-    try:
-        async for result_id, result in results:
-            sys.stdout.write(json.dumps({"result_id": result_id, **result.model_dump(mode="json")}) + "\n")
-            sys.stdout.flush()
-            last_id = result_id
-    except ResultsConnectionLost as exc:
-        resume = f"--from {last_id}" if last_id not in ("$", "0") else "--from and the last result_id printed"
-        console.print(f"[red]error:[/red] lost the connection to Redis at {escape(context.describe_server())} "
-                      f"and {escape(str(exc))}; check that the server is running and reachable, then subscribe "
-                      f"again with {resume}", soft_wrap=True)
-        raise typer.Exit(1) from None
-    finally:
-        await results.aclose()
-        await client.aclose()
+    stop = asyncio.Event()
+    with stop_on_signals(asyncio.get_running_loop(), stop) as interruption:
+        client = context.async_client(block_ms=FOLLOW_BLOCK_MS)
+        results = subscribe_entries(client, stream, start=start, user=user, block_ms=FOLLOW_BLOCK_MS,
+                                    idle_timeout_seconds=idle_timeout, reconnect_timeout_seconds=reconnect_timeout,
+                                    stop=stop)
+        last_id = start
+        try:
+            async for result_id, result in results:
+                if interruption.signum is not None:
+                    break
+                sys.stdout.write(json.dumps({"result_id": result_id, **result.model_dump(mode="json")}) + "\n")
+                sys.stdout.flush()
+                last_id = result_id
+        except ResultsConnectionLost as exc:
+            console.print(f"[red]error:[/red] lost the connection to Redis at {escape(context.describe_server())} "
+                          f"and {escape(str(exc))}; check that the server is running and reachable, then subscribe "
+                          f"again with {_resume_text(last_id)}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        finally:
+            await results.aclose()
+            await client.aclose()
+
+    if interruption.signum is not None:
+        if last_id in ("$", "0"):
+            message = f"interrupted by {interruption.name} before any result was printed"
+        else:
+            message = (f"interrupted by {interruption.name}; subscribe again with --from {last_id} "
+                       "to go on where this one stopped")
+        console.print(message, markup=False, soft_wrap=True, highlight=False)
+        raise typer.Exit(interruption.exit_status)
+
+
+def _resume_text(last_id: str) -> str:
+    return f"--from {last_id}" if last_id not in ("$", "0") else "--from and the last result_id printed"
 
 
 def subscribe(
@@ -161,7 +223,15 @@ def subscribe(
         help="Seconds to keep reconnecting after the connection to Redis drops, before exiting with 1.",
     ),
 ) -> None:
-    """Print results as JSON lines on stdout until interrupted."""
+    """Print results as JSON lines on stdout until interrupted.
+
+    Exit status: 0 after --idle-timeout, 1 when the connection to Redis
+    stayed lost for --reconnect-timeout, 2 for an invalid option, 130 on
+    SIGINT (Ctrl-C) and 143 on SIGTERM. A signal stops it within about a
+    second, after the line being printed. While stdout is a pipe that no
+    process reads, that line waits for a reader, and a second signal ends
+    the process at once.
+    """
     start = start_id(from_start, from_id)
     idle_timeout = check_idle_timeout(idle_timeout)
 
@@ -175,4 +245,5 @@ def subscribe(
     try:
         asyncio.run(follow_results(context, keys.results(run), start, user, idle_timeout, reconnect_timeout))
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C before follow_results installed its handlers: asyncio.run raised it.
+        raise typer.Exit(128 + signal.SIGINT) from None
