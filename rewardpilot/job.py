@@ -24,6 +24,7 @@ from consumer.shutdown import install_signal_handlers, remove_signal_handlers
 from consumer.stats import PoolStats
 from rewardpilot.connection import connect_async
 from rewardpilot.partitions import count_key, partition_streams
+from rewardpilot.status import escape_glob
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 
 
@@ -220,15 +221,10 @@ def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
                runs: Iterable[str] = (LIVE_RUN,)) -> list[str]:
     """Make a job's streams, partition count and ``--keep`` record expire in ``seconds``; return the keys that exist.
 
-    ``runs`` names the runs whose results streams expire too. The job's
-    result and publish markers and its cap spend are written with TTLs of
-    at most ``seconds`` (``rewardpilot run --keep``), so once these keys
-    expire nothing of the job is left. The consumer groups live in the
-    transactions stream, so they expire with it.
-
-    A later ``rewardpilot replay --job`` writes results to a stream of its
-    own, which this call does not know; ``replay_async`` gives that stream,
-    and the replay's markers and cap spend, the job's remaining lifetime.
+    ``runs`` names the runs whose results streams expire too. The consumer
+    groups live in the transactions stream, so they expire with it. This
+    sets no other key of the job: markers, cap spend and replay streams keep
+    the TTL they were written with. ``expire_job_keys`` sets every key.
     """
     names = [keys.transactions, *(keys.results(run) for run in runs), keys.dead_letters, count_key(keys),
              keep_key(keys)]
@@ -239,6 +235,79 @@ def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
             pipe.expire(name, seconds)
         replies = pipe.execute()
     return [name for name, expired in zip(names, replies) if expired]
+
+
+# The kinds of key under a job's base (``{prefix}job:{job}:``), named by the text before the next ":".
+# Leases are renewed by their holders every few seconds, so the job's expiry may shorten them but
+# never lengthens them. A killed holder's lease must still run out within seconds.
+JOB_KEY_KINDS = frozenset({
+    "transactions", "results", "dead-letters", "done", "published", "caps", "run-caps", "keep", "partitions",
+    "queue",
+})
+LEASE_KEY_KINDS = frozenset({"lease", "consumer-name", "replay-lock"})
+EXPIRE_CHUNK = 1000  # keys per SCAN call (its COUNT) and per pipeline of EXPIRE commands
+
+
+def expire_job_keys(client, keys: StreamKeys, seconds: int, *, only_shorten: bool = False,
+                    chunk: int = EXPIRE_CHUNK) -> int:
+    """Give every key of a job the expiry ``seconds``; return how many keys got it.
+
+    One SCAN pass with MATCH ``{prefix}job:{job}:*`` finds the keys, and each
+    chunk of them gets EXPIRE in one pipeline, so memory stays bounded by
+    ``chunk`` names. That covers the streams (a replay's too), the result
+    and publish markers, the cap spend and the ``--keep`` record. SCAN visits
+    every key of the database, not only the job's, so the pass takes time in
+    proportion to the database's size (docs/delivery.md gives a measurement).
+
+    With ``only_shorten``, EXPIRE gets LT, so no key outlives ``seconds`` but
+    a key that expires sooner keeps its TTL (a key without TTL gets it). The
+    leases in ``LEASE_KEY_KINDS`` always get LT. A key that expires or is
+    deleted during the pass is not counted.
+
+    NOTE: a job id that extends this one with ":" (``a:b`` for job ``a``)
+    has its keys under this job's base. Keys whose next name part is not a
+    kind in ``JOB_KEY_KINDS`` or ``LEASE_KEY_KINDS`` are taken as such a
+    job's and left alone. The keys of a job id such as ``a:done`` look like
+    job ``a``'s markers, though, and get the expiry too.
+
+    Raises ValueError for a live ``keys`` (no job), whose keys never expire,
+    and for ``seconds`` or ``chunk`` below 1. Requires Redis 7.0 or later
+    (EXPIRE LT).
+    """
+    if keys.job is None:
+        raise ValueError("keys has no job: the live streams never expire; pass StreamKeys(prefix, job=JOB_ID)")
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+        raise ValueError(f"seconds must be a whole number of 1 or more, got {seconds!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a whole number of 1 or more, got {chunk!r}")
+
+    base = keys.base
+    expired = 0
+    batch: list[tuple[bytes | str, bool]] = []  # (key name, EXPIRE with LT)
+    for name in client.scan_iter(match=escape_glob(base) + "*", count=chunk):
+        kind = _key_kind(name, base)
+        if kind in JOB_KEY_KINDS or kind in LEASE_KEY_KINDS:
+            batch.append((name, only_shorten or kind in LEASE_KEY_KINDS))
+        if len(batch) >= chunk:
+            expired += _expire_batch(client, batch, seconds)
+            batch = []
+    if batch:
+        expired += _expire_batch(client, batch, seconds)
+    return expired
+
+
+def _key_kind(name: bytes | str, base: str) -> str:
+    """Return the part of a key name after ``base`` up to the next ":", such as ``done`` or ``transactions``."""
+    text = name.decode("utf-8", errors="replace") if isinstance(name, bytes) else name
+    return text[len(base):].partition(":")[0]
+
+
+def _expire_batch(client, batch: list[tuple[bytes | str, bool]], seconds: int) -> int:
+    with client.pipeline(transaction=False) as pipe:
+        for name, shorten_only in batch:
+            pipe.expire(name, seconds, lt=shorten_only)
+        replies = pipe.execute()
+    return sum(1 for reply in replies if reply)
 
 
 def publish_marker_seconds(requested_seconds: int | None, job_remaining_seconds: int) -> int:

@@ -164,6 +164,12 @@ class Comparison:
 class ReplaySummary:
     """Counts of one replay: entries in the range delivered, results written now, duplicates skipped, dead letters.
 
+    ``duplicates`` counts entries that got no outcome from this replay
+    because the run already had one for their transaction_id (its marker
+    existed): a result or a dead letter, from an earlier replay under the
+    same run name or from this one. Their outcome may be a dead letter,
+    so the run's results stream can lack them. ``results`` and
+    ``dead_letters`` count what this replay wrote.
     ``read_past_end`` counts entries after the end id that the replay's group
     read in the same batches and acknowledged without an outcome.
     ``first_entry_id`` is the earliest entry of the transactions stream (of
@@ -347,6 +353,7 @@ async def replay_async(
                               expires_in_ms=await client.pttl(lock_key)) from None
     if ttl_seconds is not None:
         # NOTE: a replay stopped by a signal or an error leaves its results stream without this expiry.
+        # `rewardpilot replay --job` sets it afterwards with rewardpilot.job.expire_job_keys, but other callers do not.
         await client.expire(keys.results(run), ttl_seconds, lt=True)
 
     summary = ReplaySummary(
@@ -437,32 +444,80 @@ async def _results_in_range(client: aioredis.Redis, stream: str, replay_range: R
     onward hold every transaction of the range.
     """
     found = {}
-    cursor = replay_range.start_id
+    async for fields in _results_from(client, stream, replay_range.start_id):
+        result = decode_result(fields)
+        if result.entry_id is None or not replay_range.contains(result.entry_id):
+            continue
+        if user is None or result.user_id == user:
+            found[result.transaction_id] = result
+    return found
+
+
+async def _live_results_for(client: aioredis.Redis, stream: str, start_id: str, replayed: dict) -> dict:
+    """Return the first live result from ``start_id`` onward for each transaction_id of ``replayed``, by transaction_id.
+
+    ``replayed`` maps transaction ids to the replayed results, and a live
+    result of another user under the same id is left out. The transaction
+    entry a live result points at may lie outside the range: a dead letter
+    redriven onto the stream is processed from a copy with a newer id. Each
+    result's ``transaction_id`` field is checked before its payload is
+    decoded, and the read stops once every replayed transaction has a
+    result, so memory stays bounded by the size of ``replayed``.
+    """
+    found = {}
+    if not replayed:
+        return found
+    async for fields in _results_from(client, stream, start_id):
+        transaction_id = _text_field(fields, "transaction_id")
+        if transaction_id is not None and (transaction_id not in replayed or transaction_id in found):
+            continue
+        result = decode_result(fields)
+        replayed_result = replayed.get(result.transaction_id)
+        if replayed_result is None or result.transaction_id in found or result.user_id != replayed_result.user_id:
+            continue
+        found[result.transaction_id] = result
+        if len(found) == len(replayed):
+            break
+    return found
+
+
+async def _results_from(client: aioredis.Redis, stream: str, start_id: str):
+    """Yield the fields of each entry of ``stream`` from ``start_id`` onward, read ``READ_CHUNK`` at a time."""
+    cursor = start_id
     while True:
         entries = await client.xrange(stream, min=cursor, max="+", count=READ_CHUNK)
         for _entry_id, fields in entries:
-            result = decode_result(fields)
-            if result.entry_id is None or not replay_range.contains(result.entry_id):
-                continue
-            if user is None or result.user_id == user:
-                found[result.transaction_id] = result
+            yield fields
         if len(entries) < READ_CHUNK:
-            return found
+            return
         last = entries[-1][0]
         cursor = "(" + (last.decode() if isinstance(last, bytes) else last)
 
 
+def _text_field(fields: dict, name: str) -> str | None:
+    """Return a field of a stream entry as text, whether the client decodes replies or not; None when missing."""
+    value = fields.get(name, fields.get(name.encode()))
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def compare_runs(client: aioredis.Redis, keys: StreamKeys, run: str, replay_range: ReplayRange, *,
                        user: str | None = None) -> Comparison:
-    """Compare the run's results with the live run's for the same transactions.
+    """Compare the run's results with the live run's for the same transactions, matched by transaction_id.
 
     A transaction differs when the recommended card or its cash value changed.
+    The live result is found by transaction_id, not by entry id, because a
+    transaction that the live run dead-lettered and that was redriven has
+    its live result on the redriven copy, outside the range. When the live
+    results stream holds several results for one transaction_id (its marker
+    expired and it was published again), the first from the range's start
+    is compared.
 
-    NOTE: this reads the live results stream from the range's start to its
-    end of stream, which is slow for an old range on a busy stream.
+    NOTE: this reads the live results stream from the range's start until
+    every replayed transaction has a live result, or to its end when some
+    have none, which is slow for an old range on a busy stream.
     """
     replayed = await _results_in_range(client, keys.results(run), replay_range, user)
-    live = await _results_in_range(client, keys.results(LIVE_RUN), replay_range, user)
+    live = await _live_results_for(client, keys.results(LIVE_RUN), replay_range.start_id, replayed)
 
     comparison = Comparison()
     for transaction_id in sorted(replayed):

@@ -223,7 +223,7 @@ def live_streams_empty(snapshot: dict) -> bool:
     )
 
 
-def _escape_glob(text: str) -> str:
+def escape_glob(text: str) -> str:
     """Escape the characters that SCAN MATCH reads as a pattern, so ``text`` matches only itself."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -240,7 +240,7 @@ def find_jobs(client: redis.Redis, prefix: str, *, limit: int, max_scan_calls: i
     cursor = 0
     calls = 0
     while True:
-        cursor, names = client.scan(cursor=cursor, match=_escape_glob(job_prefix) + "*", count=JOB_SCAN_BATCH,
+        cursor, names = client.scan(cursor=cursor, match=escape_glob(job_prefix) + "*", count=JOB_SCAN_BATCH,
                                     _type="stream")
         calls += 1
         for raw in names:

@@ -356,7 +356,7 @@ def test_cli_dead_letters_exit_1(cli_env, keys, sync_client, as_json):
         summary = json.loads(completed.stdout.strip().splitlines()[-1])
         assert (summary["results"], summary["dead_letters"]) == (2, 1)
     else:
-        assert "2 new results, 0 already present, 1 dead letters" in words(completed.stdout)
+        assert "run dead: 2 new results, 1 dead letter" in words(completed.stdout)
     assert len(list(read_results(sync_client, keys.results("dead")))) == 2
 
 

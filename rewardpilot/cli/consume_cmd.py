@@ -187,10 +187,12 @@ def limit_to_job(lifetime: JobLifetime, marker_ttl_seconds: float) -> int:
     A marker that outlived the job would make a later run of the same job
     id skip its transaction without a result.
 
-    NOTE: the TTL is fixed when the consumer starts. A consumer that keeps
-    running (no --drain) writes markers that can outlive the job's keys by
-    up to its own run time. A later ``run`` of the job id then reports those
-    transactions as already_processed and exits with 1.
+    NOTE: the TTL is fixed when the consumer starts, so a consumer that
+    keeps running (no --drain) writes markers that can outlive the job's
+    keys by up to its own run time. ``expire_with_job`` cuts them back to
+    the job's expiry when the consumer exits, but a consumer killed with
+    SIGKILL leaves them, and a later ``run`` of the job id then reports
+    those transactions as already_processed and exits with 1.
     """
     from rewardpilot.cli.publish_cmd import duration_text
 
@@ -204,23 +206,29 @@ def limit_to_job(lifetime: JobLifetime, marker_ttl_seconds: float) -> int:
 
 
 def expire_with_job(client, keys: StreamKeys, settings: ConsumerSettings) -> None:
-    """Give the job's streams the job's remaining TTL, including streams this consumer created.
+    """Make what this consumer wrote expire no later than the job's keys, and give new streams the job's TTL.
 
     A results or dead-letter stream that did not exist before this consumer
-    wrote to it has no TTL of its own. When the job's keys expired while the
-    consumer ran, what the consumer wrote since expires in one second.
+    wrote to it has no TTL of its own, so the job's streams get the job's
+    remaining TTL. Then one SCAN pass over the job's keys shortens any key
+    that would outlive the job, such as markers written with the TTL fixed
+    at start (``limit_to_job``), and leaves shorter TTLs, such as those of
+    a short --marker-ttl, as they are. When the job's keys expired while
+    the consumer ran, what the consumer wrote since expires in one second.
     """
     import redis
 
-    from rewardpilot.job import expire_job, job_lifetime
+    from rewardpilot.job import expire_job, expire_job_keys, job_lifetime
 
     try:
         lifetime = job_lifetime(client, keys)
         seconds = lifetime.remaining_seconds if lifetime is not None else 1
         expire_job(client, keys, seconds, settings.partitions, runs=(settings.run,))
+        expire_job_keys(client, keys, seconds, only_shorten=True)
     except redis.RedisError as exc:
-        console.print(f"[yellow]warning:[/yellow] could not give the job's streams the job's TTL: "
-                      f"{escape(str(exc))}; a results or dead-letter stream this consumer created may not expire. "
+        console.print(f"[yellow]warning:[/yellow] could not give the job's keys the job's TTL: "
+                      f"{escape(str(exc))}; a results or dead-letter stream this consumer created may not expire, "
+                      "and its markers may outlive the job. "
                       f"Run `consume --drain --job {escape(keys.job)}` again once Redis is reachable.",
                       soft_wrap=True, highlight=False)
 

@@ -59,7 +59,9 @@ def run(
     keep: str = typer.Option(
         "30d", "--keep",
         help="How long the job stays in Redis (such as 12h or 7d): its streams, results, markers and cap spend "
-        "then expire. With --live, only the markers do; the live streams and cap spend stay.",
+        "then expire. A run under an existing job id sets this expiry on every key of the job, so it lengthens "
+        "or shortens what earlier runs and replays of the job wrote. With --live, only the markers expire; "
+        "the live streams and cap spend stay.",
     ),
 ) -> None:
     """Publish FILE, consume until drained, and print the summary.
@@ -80,7 +82,7 @@ def run(
     from consumer.settings import ConsumerSettings
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
     from rewardpilot import wallets
-    from rewardpilot.job import expire_job, job_keys, new_job_id, record_keep, summarise
+    from rewardpilot.job import expire_job_keys, job_keys, new_job_id, record_keep, summarise
     from rewardpilot.results import read_results
 
     # With --json, an error found before the job starts is one JSON object on stdout.
@@ -126,7 +128,10 @@ def run(
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds, wall_seconds,
                         already_published=published.duplicates)
     if not live:
-        expire_job(client, keys, keep_seconds, settings.partitions)
+        # Every key of the job, including markers, cap spend and replay streams that earlier runs wrote
+        # under another --keep, expires with this run's --keep. Else a marker that expired before the
+        # job would let a later run add a second result for its transaction.
+        expire_job_keys(client, keys, keep_seconds)
 
     results_stream = keys.results()
     output_failed = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -13,9 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from rewardpilot.cli.consume_cmd import call_options
-from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
+from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, program_name, stdout_console
 from rewardpilot.cli.options import check_cards, split_cards
-from rewardpilot.streams import entry_key
+from rewardpilot.streams import DEFAULT_PREFIX, entry_key
 
 if TYPE_CHECKING:
     from rewardpilot.replay import Comparison, ReplaySummary
@@ -38,16 +39,45 @@ def comparison_table(comparison: Comparison) -> Table:
     return table
 
 
-def print_summary(summary: ReplaySummary) -> None:
+def print_summary(summary: ReplaySummary, prefix: str = DEFAULT_PREFIX, job: str | None = None) -> None:
+    """Print the replay's counts, the command that follows its results stream, and the comparison if any.
+
+    ``prefix`` and ``job`` are the ones the replay ran with, so the printed
+    command reads the same results stream.
+    """
     out = stdout_console()
-    out.print(f"run {summary.run}: {summary.results} new results, {summary.duplicates} already present, "
-              f"{summary.dead_letters} dead letters; results stream follows with "
-              f"`rewardpilot subscribe --run {summary.run} --from-start`")
+    # markup off: job ids and prefixes may contain brackets, and the command is copied as printed.
+    out.print(f"run {summary.run}: {_counts_text(summary)}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"follow its results with: {subscribe_command(prefix, job, summary.run)}",
+              markup=False, highlight=False, soft_wrap=True)
     if summary.comparison is None:
         return
     out.print(comparison_table(summary.comparison))
     if summary.comparison.missing_live:
         out.print(f"{len(summary.comparison.missing_live)} replayed transactions have no live result to compare with")
+
+
+def _counts_text(summary: ReplaySummary) -> str:
+    """Count the outcomes: new results and dead letters, and any entries that already had an outcome in the run."""
+    results = "1 new result" if summary.results == 1 else f"{summary.results} new results"
+    letters = "1 dead letter" if summary.dead_letters == 1 else f"{summary.dead_letters} dead letters"
+    if not summary.duplicates:
+        return f"{results}, {letters}"
+    skipped = "1 entry" if summary.duplicates == 1 else f"{summary.duplicates} entries"
+    return (f"{results}, {letters}; {skipped} got no new outcome because the run already had one for them "
+            "(a result or a dead letter)")
+
+
+def subscribe_command(prefix: str, job: str | None, run: str) -> str:
+    """Return the ``subscribe`` command that reads a replay run's results stream from the start, quoted for a shell."""
+    command = [program_name()]
+    if prefix != DEFAULT_PREFIX:
+        command += ["--prefix", prefix]
+    command += ["subscribe", "--run", run]
+    if job is not None:
+        command += ["--job", job]
+    command.append("--from-start")
+    return shlex.join(command)
 
 
 def replay(
@@ -102,13 +132,21 @@ def replay(
     except (InvalidReplayError, InvalidRateLimitError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    except BaseException:
+        # A replay stopped by Ctrl-C or an error may have created its results stream without expiry.
+        # NOTE: SIGTERM ends the process without this, because this command installs no handler for it.
+        if ttl_seconds is not None:
+            _expire_with_job(client, context.keys(job))
+        raise
+    if ttl_seconds is not None:
+        _expire_with_job(client, context.keys(job))
 
     if summary.delivered and summary.starts_after_first_entry:
         _warn_mid_stream_start(_streams_label(client, context.keys(job)), summary)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:
-        print_summary(summary)
+        print_summary(summary, context.prefix, job)
     if ttl_seconds is not None:
         expires = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
         console.print(f"the job's keys expire at {expires:%Y-%m-%d %H:%M} UTC, and this replay's results, "
@@ -120,6 +158,29 @@ def replay(
         count = "1 entry was" if summary.dead_letters == 1 else f"{summary.dead_letters} entries were"
         console.print(f"{count} dead-lettered; see them with `{escape(listing)}`", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
+
+
+def _expire_with_job(client, keys) -> None:
+    """Make every key of the job, and so what this replay wrote, expire no later than the job's keys.
+
+    The replay's markers and cap spend got the job's remaining TTL when the
+    replay started, so those written later would outlive the job by up to
+    the replay's run time. EXPIRE LT cuts them back and leaves shorter TTLs
+    as they are. When the job's keys expired during the replay, what it
+    wrote expires in one second.
+    """
+    import redis
+
+    from rewardpilot.job import expire_job_keys, job_lifetime
+
+    try:
+        lifetime = job_lifetime(client, keys)
+        expire_job_keys(client, keys, lifetime.remaining_seconds if lifetime is not None else 1, only_shorten=True)
+    except redis.RedisError as exc:
+        console.print(f"[yellow]warning:[/yellow] could not give this replay's keys the expiry of job "
+                      f"{escape(repr(keys.job))}: {escape(str(exc))}; its results stream may never expire and its "
+                      "markers may outlive the job. Run the same replay again once Redis is reachable: it adds "
+                      "no results and sets the expiry.", soft_wrap=True, highlight=False)
 
 
 def _streams_label(client, keys) -> str:
