@@ -59,7 +59,7 @@ def test_replay_quiet_by_default(cli_env, keys, published):
                         without_log_level(cli_env), timeout=120)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "run again: 1 new results" in completed.stdout
+    assert "run again: 1 new result, 0 dead letters" in completed.stdout
     assert info_lines(completed.stderr) == []
 
 
