@@ -264,11 +264,10 @@ def expire_job_keys(client, keys: StreamKeys, seconds: int, *, only_shorten: boo
     leases in ``LEASE_KEY_KINDS`` always get LT. A key that expires or is
     deleted during the pass is not counted.
 
-    NOTE: a job id that extends this one with ":" (``a:b`` for job ``a``)
-    has its keys under this job's base. Keys whose next name part is not a
-    kind in ``JOB_KEY_KINDS`` or ``LEASE_KEY_KINDS`` are taken as such a
-    job's and left alone. The keys of a job id such as ``a:done`` look like
-    job ``a``'s markers, though, and get the expiry too.
+    Job ids cannot contain ":" (``check_job_id``), so no other job's keys
+    lie under this job's base. Keys whose next name part is not a kind in
+    ``JOB_KEY_KINDS`` or ``LEASE_KEY_KINDS`` are left alone all the same,
+    for keys written under ids from before that check.
 
     Raises ValueError for a live ``keys`` (no job), whose keys never expire,
     and for ``seconds`` or ``chunk`` below 1. Requires Redis 7.0 or later

@@ -9,7 +9,9 @@ A *job* (``rewardpilot run FILE``) gets its own transactions, results and
 dead-letter streams under ``{prefix}job:{job}:`` so that a batch job neither
 mixes with nor is processed by the live pipeline. It also keeps its own cap
 state. Wallets, valuations and the rate limiter are shared by every job and
-run.
+run. A job id is 1 to 128 letters, digits, ".", "_" or "-" (``check_job_id``),
+so no job's keys can lie under another job's (``a:b`` under ``a``) and no id
+reads as a SCAN pattern.
 
 A *run* names one pass of processing over a transactions stream: the live
 consumers are run ``live``; ``rewardpilot replay --run NAME`` is another run
@@ -19,11 +21,26 @@ live group.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "rp:"
 LIVE_RUN = "live"
 LIVE_GROUP = "rp-consumers"
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+JOB_ID_RULE = "use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+class InvalidJobIdError(ValueError):
+    """A job id that the key names cannot hold: empty, too long, or with other characters than ``JOB_ID_RULE`` allows."""
+
+
+def check_job_id(job: str) -> str:
+    """Return ``job`` when it is a valid job id; raise ``InvalidJobIdError`` naming the value and the rule."""
+    if not isinstance(job, str) or not JOB_ID_PATTERN.fullmatch(job):
+        raise InvalidJobIdError(f"job id {job!r} is invalid; {JOB_ID_RULE}")
+    return job
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -48,6 +65,8 @@ class StreamKeys:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", normalize_prefix(self.prefix))  # the dataclass is frozen
+        if self.job is not None:
+            check_job_id(self.job)
 
     @property
     def base(self) -> str:

@@ -15,7 +15,7 @@ import redis
 
 from conftest import ROOT, one_server, run_cli
 from rewardpilot.job import expire_job_keys, keep_key, record_keep
-from rewardpilot.streams import StreamKeys
+from rewardpilot.streams import InvalidJobIdError, StreamKeys
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -200,31 +200,21 @@ def test_expire_job_keys_only_shorten(client, keys):
     assert HOUR < client.ttl(job.result_marker("live", "none")) <= 2 * HOUR
 
 
-def test_expire_job_keys_escapes_glob(client, keys):
-    job = StreamKeys(prefix=keys.prefix, job="j[1]*")
-    lookalike = StreamKeys(prefix=keys.prefix, job="j1x")  # matched by the unescaped pattern job:j[1]*:*
-    client.xadd(job.transactions, {"data": "{}"})
-    client.xadd(lookalike.transactions, {"data": "{}"})
-
-    count = expire_job_keys(client, job, HOUR)
-
-    assert count == 1
-    assert 0 < client.ttl(job.transactions) <= HOUR
-    assert client.ttl(lookalike.transactions) == -1
+@pytest.mark.parametrize("job", ["a:b", "j[1]*", "", " j", "j" * 129, "-j"])
+def test_job_ids_that_break_key_names_rejected(job):
+    with pytest.raises(InvalidJobIdError, match="use 1 to 128 letters, digits"):
+        StreamKeys(prefix="rp:", job=job)
 
 
-def test_expire_job_keys_skips_longer_job_id(client, keys):
-    job = StreamKeys(prefix=keys.prefix, job="a")
-    nested = StreamKeys(prefix=keys.prefix, job="a:b")  # its keys lie under job a's base
-    client.xadd(job.transactions, {"data": "{}"})
-    client.xadd(nested.transactions, {"data": "{}"})
-    client.set(nested.result_marker("live", "t1"), "1-0")
+def test_cli_rejects_job_id_with_colon(keys, cli_env):
+    completed = run_cli(["--prefix", keys.prefix, "status", "--job", "a:b", "--json"], cli_env)
 
-    expire_job_keys(client, job, HOUR)
-
-    assert 0 < client.ttl(job.transactions) <= HOUR
-    assert client.ttl(nested.transactions) == -1
-    assert client.ttl(nested.result_marker("live", "t1")) == -1
+    assert completed.returncode == 2
+    assert json.loads(completed.stdout) == {
+        "error": "job id 'a:b' is invalid; use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter "
+                 "or digit",
+        "exit_code": 2,
+    }
 
 
 @pytest.mark.parametrize(

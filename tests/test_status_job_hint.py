@@ -107,7 +107,7 @@ def test_find_jobs_stream_kinds(sync_client, keys):
     add_entry(sync_client, f"{partitioned.transactions}:p3")
     sync_client.set(count_key(partitioned), 4)
     add_entry(sync_client, job_keys(keys, "dead-only").dead_letters)
-    add_entry(sync_client, job_keys(keys, "with:colon").results())
+    add_entry(sync_client, f"{keys.prefix}job:with:colon:results")  # an id from before job ids were checked
     # Keys that are not a job's stream: a marker string and a replay's results stream alone.
     sync_client.set(job_keys(keys, "marker-only").published_marker("t1"), 1)
     add_entry(sync_client, job_keys(keys, "replay-only").results("r1"))

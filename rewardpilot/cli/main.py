@@ -7,17 +7,19 @@ producer) inside the command function. tests/test_cli_imports.py checks this.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from rewardpilot.cli import (
     consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
 )
 from rewardpilot.cli import replay_cmd, report_cmd, trim_cmd, valuations_cmd
 from rewardpilot.cli.context import AppContext, console
-from rewardpilot.streams import DEFAULT_PREFIX
+from rewardpilot.streams import DEFAULT_PREFIX, InvalidJobIdError
 
 # One-shot commands that print their own summary for a person: their INFO logs (pool started,
 # drained, stream trimmed) repeat that summary on stderr, so they log from WARNING up by default.
@@ -84,6 +86,12 @@ def main() -> None:
         app()
     except BrokenPipeError:  # `rewardpilot subscribe | head` closed the pipe
         sys.stderr.close()
+    except InvalidJobIdError as exc:  # a --job value, checked where its key names are built
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"error": str(exc), "exit_code": 2}))
+        else:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
