@@ -230,3 +230,48 @@ def test_cli_rejects_job_id_with_colon(keys, cli_env):
 def test_expire_job_keys_invalid(client, keys, job, seconds, chunk, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         expire_job_keys(client, StreamKeys(prefix=keys.prefix, job=job), seconds, chunk=chunk)
+
+
+@one_server
+def test_replay_job_sigterm_expires_results(keys, sync_client, cli_env, tmp_path):
+    """SIGTERM during `replay --job` still gives what the replay wrote the job's expiry, and exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from orchestrator_servers import Scripted, ScriptedServer
+
+    job = StreamKeys(prefix=keys.prefix, job="term")
+    ran = run_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path)), "--job", "term", "--keep", "2h"],
+                  cli_env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    # A results stream left without expiry, as by an earlier replay that was killed.
+    sync_client.xadd(job.results("again"), {"data": "{}"})
+
+    health = Scripted(200, b'{"endpoints": ["/recommend/batch"]}')
+    hanging = Scripted(hang_seconds=60)
+    with ScriptedServer({"/health": health, "/recommend/batch": hanging, "/recommend": hanging}) as orchestrator:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "replay", "--job", "term",
+             "--start", "0", "--run", "again", "--orchestrator", orchestrator.url],
+            env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            for _ in range(300):  # at most 30 s for the replay's group to exist
+                groups = [group["name"] for group in sync_client.xinfo_groups(job.transactions)]
+                if b"replay:again" in groups or "replay:again" in groups:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)
+            os.kill(process.pid, signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=10)
+
+    assert process.returncode == 143, stderr[-2000:]
+    assert "replay stopped by SIGTERM" in " ".join(stderr.split())
+    assert 0 < sync_client.ttl(job.results("again")) <= 2 * HOUR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import signal
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -99,7 +100,9 @@ def replay(
 
     --start and --end select entries by the time they were published (the
     stream entry id), not by purchase time. Exits 1 when entries were
-    dead-lettered (see `rewardpilot dlq list`), 2 for an invalid option.
+    dead-lettered (see `rewardpilot dlq list`), 2 for an invalid option,
+    130 after Ctrl-C and 143 after SIGTERM; running the same command again
+    finishes a stopped replay.
     """
     from consumer.errors import InvalidRateLimitError
     from rewardpilot.job import job_lifetime
@@ -127,17 +130,23 @@ def replay(
         finally:
             await client.aclose()
 
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         summary = asyncio.run(main())
     except (InvalidReplayError, InvalidRateLimitError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    except BaseException:
-        # A replay stopped by Ctrl-C or an error may have created its results stream without expiry.
-        # NOTE: SIGTERM ends the process without this, because this command installs no handler for it.
+    except BaseException as exc:
+        # A replay stopped by a signal or an error may have created its results stream without expiry.
         if ttl_seconds is not None:
             _expire_with_job(client, context.keys(job))
+        if isinstance(exc, _Terminated):
+            console.print("replay stopped by SIGTERM; run the same command again to finish it, because entries "
+                          "that already have an outcome are skipped", soft_wrap=True)
+            raise typer.Exit(128 + signal.SIGTERM) from None
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if ttl_seconds is not None:
         _expire_with_job(client, context.keys(job))
 
@@ -158,6 +167,14 @@ def replay(
         count = "1 entry was" if summary.dead_letters == 1 else f"{summary.dead_letters} entries were"
         console.print(f"{count} dead-lettered; see them with `{escape(listing)}`", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during the replay; a BaseException, so no ``except Exception`` swallows it."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise _Terminated()
 
 
 def _expire_with_job(client, keys) -> None:
