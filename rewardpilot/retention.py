@@ -10,6 +10,9 @@ never seen at all. ``trim`` instead computes a MINID no later than:
   oldest entry it may not have read yet);
 * for every consumer group, its oldest pending entry.
 
+A stream that has no consumer group yet (``publish`` creates none) is not
+trimmed at all: no group has read any of its entries.
+
 ``XTRIM MINID`` (exact) then removes only entries older than that id. A
 group is reported as holding the trim back only when some entry older than
 the cutoff is kept because of it. A group that has read and acknowledged
@@ -27,7 +30,7 @@ import asyncio
 import re
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import redis
 import redis.asyncio as aioredis
@@ -58,9 +61,20 @@ class TrimReport:
     # Number of entries older than the cutoff that ``held_back_by`` keeps, from ``min_id`` up to
     # the cutoff. It is 0 when no group held the trim back, and None when nothing was counted.
     held_back_count: int | None = None
+    # True when the stream has no consumer group, so nothing was read and nothing is trimmed.
+    no_consumer_group: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class TrimPlan(NamedTuple):
+    """What ``plan_min_id`` found: the cutoff, the safe MINID, and what held it back."""
+
+    cutoff_id: str
+    min_id: str
+    held_back_by: str | None
+    no_consumer_group: bool = False
 
 
 def parse_age(text: str) -> timedelta:
@@ -102,11 +116,13 @@ async def _server_ms(client: aioredis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta) -> tuple[str, str, str | None]:
-    """Return (cutoff id, safe MINID, the group that held the MINID back or None).
+async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta) -> TrimPlan:
+    """Return the cutoff id, the safe MINID and the group that held the MINID back, or None.
 
     The group is None unless the stream has an entry from the MINID up to the
-    cutoff, that is an entry older than the cutoff that the trim keeps.
+    cutoff, that is an entry older than the cutoff that the trim keeps. A
+    stream without consumer groups gets the MINID 0-0, which keeps every
+    entry, and ``no_consumer_group`` True.
     """
     cutoff_ms = await _server_ms(client) - int(older_than.total_seconds() * 1000)
     cutoff_id = f"{max(0, cutoff_ms)}-0"
@@ -116,8 +132,10 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
         groups = await client.xinfo_groups(stream)
     except redis.ResponseError as exc:
         if "no such key" in str(exc).lower():
-            return cutoff_id, cutoff_id, None
+            return TrimPlan(cutoff_id, cutoff_id, None)
         raise
+    if not groups:
+        return TrimPlan(cutoff_id, "0-0", None, no_consumer_group=True)
 
     for info in groups:
         group = _text(info["name"])
@@ -134,7 +152,7 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
     if held_back_by is not None and not await client.xrange(stream, min=min_id, max=f"({cutoff_id}", count=1):
         # The slowest group's limit is below the cutoff, but no entry lies between them.
         held_back_by = None
-    return cutoff_id, min_id, held_back_by
+    return TrimPlan(cutoff_id, min_id, held_back_by)
 
 
 async def _count_before(client: aioredis.Redis, stream: str, min_id: str, *, start: str = "-") -> int:
@@ -157,7 +175,7 @@ async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dr
     With ``count_held_back``, a trim held back by a group also counts the
     entries older than the cutoff that it keeps, walking them with XRANGE.
     """
-    cutoff_id, min_id, held_back_by = await plan_min_id(client, stream, older_than)
+    cutoff_id, min_id, held_back_by, no_consumer_group = await plan_min_id(client, stream, older_than)
     if dry_run:
         removed = await _count_before(client, stream, min_id)
     else:
@@ -165,11 +183,15 @@ async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dr
 
     held_back_count = None
     if count_held_back:
-        held_back_count = await _count_before(client, stream, cutoff_id, start=min_id) if held_back_by else 0
+        holds_back = held_back_by or no_consumer_group
+        held_back_count = await _count_before(client, stream, cutoff_id, start=min_id) if holds_back else 0
 
     report = TrimReport(stream=stream, cutoff_id=cutoff_id, min_id=min_id, removed=removed,
-                        dry_run=dry_run, held_back_by=held_back_by, held_back_count=held_back_count)
-    if removed or held_back_by:
+                        dry_run=dry_run, held_back_by=held_back_by, held_back_count=held_back_count,
+                        no_consumer_group=no_consumer_group)
+    if no_consumer_group and (held_back_count or not count_held_back):
+        log.warning("stream not trimmed: no consumer group has read it yet", **report.as_dict())
+    elif removed or held_back_by:
         log.info("stream trimmed" if not dry_run else "stream trim planned", **report.as_dict())
     return report
 

@@ -275,10 +275,11 @@ def test_cli_trim_every_partition(sync_client, keys, cli_env):
     assert completed.returncode == 0, completed.stderr[-2000:]
     reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
     assert [report["stream"] for report in reports] == streams
-    assert [report["removed"] for report in reports] == [4, 0, 10]
+    assert [report["removed"] for report in reports] == [4, 0, 0]
     assert [report["held_back_by"] for report in reports] == ["g", "g", None]
+    assert [report["no_consumer_group"] for report in reports] == [False, False, True]
     assert reports[0]["min_id"] == f"{OLD_MS + 3000}-1"
-    assert [sync_client.xlen(stream) for stream in streams] == [6, 10, 0]
+    assert [sync_client.xlen(stream) for stream in streams] == [6, 10, 10]
 
 
 @one_server
@@ -287,6 +288,8 @@ def test_cli_trim_partitions_dry_run(sync_client, keys, cli_env):
     streams = [partition_stream(keys, 2, partition) for partition in range(2)]
     add_old(sync_client, streams[0], 3)
     add_old(sync_client, streams[1], 5)
+    for stream in streams:
+        sync_client.xgroup_create(stream, "g", id="$")  # a group that has read every entry
 
     completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1d", "--dry-run"], cli_env)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -63,14 +64,32 @@ def test_parse_age_invalid(text):
     assert repr(text) in str(raised.value)
 
 
-def test_trim_without_groups_removes_old(redis_url, keys, sync_client):
+def test_trim_without_groups_keeps_all(redis_url, keys, sync_client):
+    """No consumer group has read a stream that publish made, so every entry is unread and kept."""
     add_entries(sync_client, keys.transactions)
 
     report = run_trim(redis_url, keys.transactions)
 
-    assert report.removed == 10
+    assert report.removed == 0
+    assert report.no_consumer_group is True
+    assert report.held_back_count == 10
     assert report.held_back_by is None
-    assert data_of(sync_client, keys.transactions) == ["recent-0", "recent-1", "recent-2"]
+    assert len(data_of(sync_client, keys.transactions)) == 13
+
+
+@one_server
+def test_cli_trim_after_publish_only(keys, cli_env, tmp_path):
+    source = tmp_path / "gas.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                      "g1,u1,SHELL OIL 5744,gas,10.00,5541,2026-11-10T13:00:00Z\n")
+    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+    time.sleep(1.2)  # so the entry is older than the cutoff
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "removed 0 entries" in completed.stdout
+    assert "no consumer group has read" in " ".join(completed.stdout.split())
 
 
 def test_trim_keeps_unread_entries(redis_url, keys, sync_client):
@@ -340,7 +359,7 @@ async def test_plan_min_id_pending_acked_meanwhile(redis_url, keys, sync_client,
 
     monkeypatch.setattr(client, "xinfo_groups", xinfo_with_stale_pending)
     try:
-        cutoff_id, min_id, held_back_by = await plan_min_id(client, keys.transactions, timedelta(seconds=1))
+        cutoff_id, min_id, held_back_by, _ = await plan_min_id(client, keys.transactions, timedelta(seconds=1))
     finally:
         await client.aclose()
 

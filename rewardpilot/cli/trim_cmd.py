@@ -60,6 +60,11 @@ def trim(
     for report in reports:
         out.print(f"{report.stream}: {verb} {_entries(report.removed)} older than {report.min_id}",
                   markup=False, soft_wrap=True)
+        if report.no_consumer_group and report.held_back_count:
+            keep_verb = "would keep" if dry_run else "kept"
+            out.print(f"no consumer group has read {report.stream} yet, so the trim {keep_verb} all "
+                      f"{_entries(report.held_back_count)} older than the cutoff ({report.cutoff_id}); start a "
+                      "consumer (rewardpilot consume) before trimming", markup=False, soft_wrap=True)
         if report.held_back_by:
             keep_verb = "would keep" if dry_run else "kept"
             out.print(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
