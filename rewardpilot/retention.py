@@ -69,7 +69,7 @@ class TrimReport:
 
 
 class TrimPlan(NamedTuple):
-    """What ``plan_min_id`` found: the cutoff, the safe MINID, and what held it back."""
+    """The result of ``plan_min_id``: the cutoff, the safe MINID, and what held it back."""
 
     cutoff_id: str
     min_id: str
