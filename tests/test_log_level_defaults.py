@@ -23,9 +23,10 @@ def info_lines(stderr: str) -> list[str]:
 
 @pytest.fixture
 def old_entries(sync_client, keys):
-    """Two transactions with stream ids from 1970, so any age given to trim covers them."""
+    """Two transactions with stream ids from 1970, so any age given to trim covers them, read by a group."""
     for number in (1, 2):
         sync_client.xadd(keys.transactions, {"placeholder": str(number)}, id=f"{number}-0")
+    sync_client.xgroup_create(keys.transactions, "g", id="$")  # trim keeps everything of a stream no group read
 
 
 @pytest.fixture
