@@ -9,9 +9,11 @@ to claim after the visibility timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Iterator, Protocol
 
 
 class Stoppable(Protocol):
@@ -34,6 +36,34 @@ class Interruption:
     def exit_status(self) -> int:
         """128 plus the signal number, as a shell reports a process ended by that signal (130 for SIGINT)."""
         return 128 + self.signum if self.signum is not None else 0
+
+
+@contextlib.contextmanager
+def first_signal_stops(request_stop: Callable[[], None]) -> Iterator[Interruption]:
+    """Call ``request_stop`` on the first SIGINT or SIGTERM, and end the process on the second.
+
+    The handlers are installed with ``signal.signal`` for the duration of
+    the block (so only in the main thread) and replace an inherited SIG_IGN.
+    The second signal restores the default action and sends itself again,
+    so the process ends as that signal ends it. The previous handlers come
+    back when the block exits.
+    """
+    interruption = Interruption()
+
+    def on_signal(signum: int, frame) -> None:
+        if interruption.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        interruption.signum = signum
+        request_stop()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interruption
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def install_signal_handlers(pool: Stoppable, loop: asyncio.AbstractEventLoop | None = None) -> Interruption:

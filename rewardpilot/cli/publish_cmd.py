@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import sys
 import threading
 import time
@@ -182,24 +180,10 @@ def stop_on_signals(stop: threading.Event) -> Iterator[Interruption]:
     NOTE: an OFX or Plaid document is read whole first, so a pipe that stops
     sending in the middle of one is not interrupted by the first signal.
     """
-    from consumer.shutdown import Interruption
+    from consumer.shutdown import first_signal_stops
 
-    interruption = Interruption()
-
-    def on_signal(signum: int, frame) -> None:
-        if interruption.signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        interruption.signum = signum
-        stop.set()
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with first_signal_stops(stop.set) as interruption:
         yield interruption
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def duration_text(seconds: int) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import signal
 import sys
@@ -129,24 +128,10 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Ite
     waiting in its selector, and not from the handler itself, which can run
     in the middle of the loop's own code.
     """
-    from consumer.shutdown import Interruption
+    from consumer.shutdown import first_signal_stops
 
-    interruption = Interruption()
-
-    def on_signal(signum: int, frame) -> None:
-        if interruption.signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        interruption.signum = signum
-        loop.call_soon_threadsafe(stop.set)
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with first_signal_stops(lambda: loop.call_soon_threadsafe(stop.set)) as interruption:
         yield interruption
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 async def follow_results(context: AppContext, stream: str, start: str, user: str | None,
