@@ -50,7 +50,7 @@ STARTUP_WAIT_SECONDS = 30.0
 # Pauses between start-up probes: doubling from the first, up to the last.
 STARTUP_PROBE_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
 # Seconds a start-up probe in flight may still take after a stop, so that a
-# refused connection is still logged; a probe to a silent host is cancelled.
+# refused connection is still logged. A probe to a silent host is cancelled after it.
 STOPPED_PROBE_GRACE_SECONDS = 1.0
 
 

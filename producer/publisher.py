@@ -528,12 +528,12 @@ def _seconds(name: str, value: object, *, allow_zero: bool) -> float:
     return seconds
 
 
-def _not_a_transaction(what: str, item: object, *, index: int) -> NotATransactionError:
+def _not_a_transaction(label: str, item: object, *, index: int) -> NotATransactionError:
     """Build the error for an item that is not a ``Transaction``, with the way to make one."""
     kind = type(item).__name__
     fix = ("validate it with Transaction.model_validate(item) from rewardpilot.models and publish the result"
            if isinstance(item, dict) else "publish rewardpilot.models.Transaction objects")
-    return NotATransactionError(f"{what} is a {kind}, not a rewardpilot.models.Transaction; {fix}", index=index)
+    return NotATransactionError(f"{label} is a {kind}, not a rewardpilot.models.Transaction; {fix}", index=index)
 
 
 def _raise_with_summary(error: Exception, summary: PublishSummary, *, unconfirmed: int) -> NoReturn:

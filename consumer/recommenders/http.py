@@ -12,7 +12,7 @@ URL's path is wrong, so the entries are held like after a transient failure
 and never dead-lettered. A 413 for a batch splits it in halves and sends
 each half again, down to one transaction. Any other error status, or a body
 that does not parse as the contract, turns into an ``ItemError`` for each
-item it answered, and those entries go to the dead-letter stream.
+item of that request, and those entries go to the dead-letter stream.
 
 The API key is checked by ``rewardpilot.orchestrator.api_key`` and sent by
 an ``httpx.Auth``, so it never sits in a header dict of this module, and

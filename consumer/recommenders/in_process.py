@@ -11,7 +11,7 @@ from rewardpilot.logs import RepeatFilter, get_logger
 from rewardpilot.models import Transaction
 
 log = get_logger("consumer.engine")
-_repeats = RepeatFilter()
+_repeats = RepeatFilter(interval_seconds=10.0)  # the 10 s that engine_error's docstring states
 
 
 def engine_error(exc: Exception, transaction: Transaction) -> ItemError:
