@@ -288,7 +288,9 @@ def test_second_sigterm_leaves_pending(one_redis_url, one_keys, tmp_path):
                                  "--orchestrator", orchestrator.url, log_level="INFO")
         log_path = tmp_path / "aborted.log"
         try:
-            assert wait_until(lambda: orchestrator.requests, attempts=300)
+            # The batch is in hand once its request reached the orchestrator; /health comes first.
+            assert wait_until(lambda: any(path == "/recommend/batch" for _, path, _, _ in orchestrator.requests),
+                              attempts=300)
             process.send_signal(signal.SIGTERM)
             # Two signals sent at once can merge into one, so wait for the first to be handled.
             assert wait_until(lambda: "consumer stopping" in log_path.read_text(), attempts=300)

@@ -364,19 +364,18 @@ def test_killed_holder_taken_over_and_claimed(one_redis_url, one_keys, tmp_path)
         processes = {name: start_consumer(one_redis_url, one_keys, tmp_path, name) for name in names}
         assert publish_until(publisher, lambda: is_balanced(holders(client, one_keys), names), steps=400)
 
-        # Give the victim a backlog while it is stopped, let it run for a moment and stop it again,
-        # until it is stopped with entries pending. Then kill it.
+        # Stop the victim, then publish. A read it left blocked on the server still receives the
+        # entries, so they stay pending under its name. Otherwise let it run a moment and retry.
         victim = processes.pop("p3")
         left_pending = 0
-        for _ in range(50):
+        for attempt in range(200):
             victim.send_signal(signal.SIGSTOP)
+            publisher.chunk()
             left_pending = pending_of(client, one_keys, "p3")
             if left_pending:
                 break
-            for _ in range(5):
-                publisher.chunk()
             victim.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
+            time.sleep(0.01 * (1 + attempt % 5))
         victim.kill()
         victim.wait(timeout=10)
         assert left_pending > 0
