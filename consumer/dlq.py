@@ -79,12 +79,69 @@ def _letter(fields: dict) -> DeadLetter:
     return DeadLetter.model_validate_json(fields.get("data") or fields.get(b"data"))
 
 
+@dataclass(frozen=True)
+class UnreadableLetter:
+    """A dead-letter stream entry that is not a ``DeadLetter``: its ``data`` field as text and the parse error.
+
+    The consumer never writes one. It comes from an XADD by hand or from a
+    letter that a newer version of the model no longer reads.
+    """
+
+    data: str
+    error: str
+
+
 def list_dead_letters(client: redis.Redis, keys: StreamKeys, *, limit: int | None = None,
                       run: str | None = None) -> Iterator[tuple[str, DeadLetter]]:
     """Yield ``(dead-letter id, DeadLetter)`` oldest first, up to ``limit``.
 
     With ``run``, only that run's letters are yielded, and ``limit`` counts
-    those. A letter whose JSON cannot be read raises ValidationError.
+    those. A letter whose JSON cannot be read raises ValidationError; use
+    ``list_letter_entries`` to list such letters too.
+    """
+    for letter_id, fields in _letter_fields(client, keys, limit=limit, run=run, unreadable=False):
+        yield letter_id, _letter(fields)
+
+
+def list_letter_entries(client: redis.Redis, keys: StreamKeys, *, limit: int | None = None,
+                        run: str | None = None) -> Iterator[tuple[str, DeadLetter | UnreadableLetter]]:
+    """Yield ``(dead-letter id, DeadLetter or UnreadableLetter)`` oldest first, up to ``limit``.
+
+    An unreadable letter names no run, so with ``run`` it is left out.
+    """
+    for letter_id, fields in _letter_fields(client, keys, limit=limit, run=run, unreadable=True):
+        try:
+            yield letter_id, _letter(fields)
+        except (ValidationError, ValueError, TypeError) as exc:
+            raw = fields.get("data") or fields.get(b"data") or b""
+            yield letter_id, UnreadableLetter(_text(raw) if isinstance(raw, (bytes, str)) else repr(raw),
+                                              _parse_error(exc))
+
+
+def _parse_error(exc: Exception) -> str:
+    """Describe why a letter's JSON is not a DeadLetter: invalid JSON, or the fields missing or invalid."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    errors = exc.errors()
+    invalid_json = [error["msg"] for error in errors if error["type"] == "json_invalid"]
+    if invalid_json:
+        return f"invalid JSON: {invalid_json[0]}"
+    missing = [".".join(map(str, error["loc"])) for error in errors if error["type"] == "missing"]
+    invalid = [".".join(map(str, error["loc"])) for error in errors if error["type"] != "missing"]
+    parts = []
+    if missing:
+        parts.append("missing fields: " + ", ".join(missing))
+    if invalid:
+        parts.append("invalid fields: " + ", ".join(invalid))
+    return "; ".join(parts) or str(exc)
+
+
+def _letter_fields(client: redis.Redis, keys: StreamKeys, *, limit: int | None, run: str | None,
+                   unreadable: bool) -> Iterator[tuple[str, dict]]:
+    """Yield ``(dead-letter id, fields)`` oldest first, up to ``limit``, keeping only ``run``'s letters when set.
+
+    Under ``run``, a letter whose JSON cannot be read raises ValidationError,
+    or with ``unreadable`` True is left out.
     """
     cursor, yielded = "-", 0
     while limit is None or yielded < limit:
@@ -93,10 +150,11 @@ def list_dead_letters(client: redis.Redis, keys: StreamKeys, *, limit: int | Non
         if not entries:
             return
         for entry_id, fields in entries:
-            letter = _letter(fields)
-            if run is not None and letter.run != run:
-                continue
-            yield _text(entry_id), letter
+            if run is not None:
+                letter = _readable_letter(fields) if unreadable else _letter(fields)
+                if letter is None or letter.run != run:
+                    continue
+            yield _text(entry_id), fields
             yielded += 1
             if limit is not None and yielded >= limit:
                 return
@@ -224,7 +282,11 @@ def _choose_all(client: redis.Redis, keys: StreamKeys, partitions: int, run: str
     """Return ``(letter id, letter, destination)`` for every letter of ``run`` (any run when None) that can be redriven."""
     chosen = []
     runs_present = set()
-    for letter_id, letter in list_dead_letters(client, keys):
+    for letter_id, letter in list_letter_entries(client, keys):
+        if isinstance(letter, UnreadableLetter):
+            # No payload to add back and no run to check, so it stays in the stream like any unredrivable letter.
+            report.unredrivable += 1
+            continue
         runs_present.add(letter.run)
         if run is not None and letter.run != run:
             report.other_runs += 1
@@ -258,7 +320,11 @@ def _read_letter(client: redis.Redis, keys: StreamKeys, letter_id: str) -> DeadL
     entries = client.xrange(keys.dead_letters, min=letter_id, max=letter_id)
     if not entries:
         raise RedriveError(f"dead letter {letter_id} not found; list them with `rewardpilot dlq list`")
-    return _letter(entries[0][1])
+    letter = _readable_letter(entries[0][1])
+    if letter is None:
+        raise RedriveError(f"dead letter {letter_id} cannot be redriven: its JSON is not a dead letter this "
+                           "version reads (see `rewardpilot dlq list`); delete it with `rewardpilot dlq purge`")
+    return letter
 
 
 def _destination(client: redis.Redis, keys: StreamKeys, partitions: int, letter_id: str,

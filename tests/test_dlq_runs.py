@@ -375,3 +375,45 @@ def test_list_shows_payload_transaction(keys, sync_client, cli_env):
     [row] = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert row["letter"]["transaction_id"] == "bad-1"
     assert row["letter"]["run"] == "live"
+
+
+@one_server
+def test_list_shows_unreadable_letter(keys, sync_client, cli_env):
+    add_invalid_entry(sync_client, keys)
+    assert consume(keys, cli_env).returncode == 1
+    broken_id = sync_client.xadd(keys.dead_letters, {"data": '{"not": "a letter"}'})
+
+    table = run_cli(["--prefix", keys.prefix, "dlq", "list"], {**cli_env, "COLUMNS": "250"})
+    as_json = dlq_cli(keys, cli_env, "list", "--json")
+    of_live = dlq_cli(keys, cli_env, "list", "--json", "--run", "live")
+
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert re.search(rf"│ {broken_id}\s+│ -\s+│ -\s+│ unreadable letter\s+│ missing", table.stdout), table.stdout
+    assert re.search(r"│ live\s+│ bad-1\s+│ invalid entry", table.stdout), table.stdout
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert rows[0]["letter"]["transaction_id"] == "bad-1"
+    assert rows[1]["id"] == broken_id
+    assert rows[1]["unreadable"]["data"] == '{"not": "a letter"}'
+    assert rows[1]["unreadable"]["error"].startswith("missing fields: entry_id, stream, payload")
+    assert [json.loads(line)["letter"]["transaction_id"] for line in of_live.stdout.splitlines()] == ["bad-1"]
+
+
+@one_server
+def test_redrive_all_keeps_unreadable_letter(keys, sync_client, cli_env):
+    add_invalid_entry(sync_client, keys)
+    assert consume(keys, cli_env).returncode == 1
+    broken_id = sync_client.xadd(keys.dead_letters, {"data": "not json"})
+
+    every = dlq_cli(keys, cli_env, "redrive", "--all")
+    named = dlq_cli(keys, cli_env, "redrive", broken_id)
+
+    assert every.returncode == 0, every.stderr[-2000:]
+    assert "redrove 1 dead letter" in every.stderr
+    assert "1 dead letter remains: 1 cannot be redriven" in every.stderr
+    assert named.returncode == 1
+    assert f"dead letter {broken_id} cannot be redriven" in named.stderr
+    [(_, unreadable)] = [item for item in dlq.list_letter_entries(sync_client, keys) if item[0] == broken_id]
+    assert unreadable.error.startswith("invalid JSON: ")
+    assert [entry_id for entry_id, _ in sync_client.xrange(keys.dead_letters)] == [broken_id]
+    with pytest.raises(ValueError):
+        list(dlq.list_dead_letters(sync_client, keys))

@@ -50,14 +50,17 @@ def list_letters(
     run: str = _run_option(),
     as_json: bool = typer.Option(
         False, "--json",
-        help='Print JSON lines: one object per dead letter, {"id": ..., "letter": {...}}, and nothing on stdout '
+        help='Print JSON lines: one object per dead letter, {"id": ..., "letter": {...}}, or {"id": ..., '
+        '"unreadable": {"error": ..., "data": ...}} for one whose JSON cannot be read; nothing on stdout '
         "when there are none.",
     ),
 ) -> None:
     """List dead letters with their run, reason, error and attempts: a table, or with --json one JSON object per line.
 
     A letter that records no transaction_id shows the one in its payload, if
-    any. When the table leaves letters out, a note on stderr gives how many.
+    any. A letter whose JSON cannot be read is listed as unreadable, with
+    the parse error, and left out under --run. When the table leaves letters
+    out, a note on stderr gives how many.
     Exit status: 0 when listed, 2 when --run names a run that no dead letter has.
     """
     from consumer import dlq
@@ -66,12 +69,16 @@ def list_letters(
     total = client.xlen(keys.dead_letters) if run is None else _count_of_run(client, keys, run)
     row_limit = limit if limit is not None or as_json else TABLE_ROWS
     # A generator, so --json prints every letter without holding them all in memory.
-    listed = ((letter_id, letter.model_copy(update={"transaction_id": dlq.transaction_id_of(letter)}))
-              for letter_id, letter in dlq.list_dead_letters(client, keys, limit=row_limit, run=run))
+    listed = ((letter_id, _with_transaction_id(dlq, letter))
+              for letter_id, letter in dlq.list_letter_entries(client, keys, limit=row_limit, run=run))
     if as_json:
         printed = 0
         for letter_id, letter in listed:
-            typer.echo(json.dumps({"id": letter_id, "letter": letter.model_dump(mode="json")}))
+            if isinstance(letter, dlq.UnreadableLetter):
+                line = {"id": letter_id, "unreadable": {"error": letter.error, "data": letter.data}}
+            else:
+                line = {"id": letter_id, "letter": letter.model_dump(mode="json")}
+            typer.echo(json.dumps(line))
             printed += 1
         if not printed:
             # No lines is the correct JSON-lines output, so the note goes to stderr and stdout stays empty.
@@ -84,6 +91,9 @@ def list_letters(
     for column in ("id", "run", "transaction", "reason", "error", "status", "attempts", "last failure"):
         table.add_column(column)
     for letter_id, letter in letters:
+        if isinstance(letter, dlq.UnreadableLetter):
+            table.add_row(letter_id, "-", "-", "unreadable letter", escape(letter.error[:120]), "-", "-", "-")
+            continue
         table.add_row(letter_id, escape(letter.run), escape(letter.transaction_id or "-"), escape(letter.reason),
                       escape(f"{letter.error_type}: {letter.error[:120]}"), str(letter.http_status or "-"),
                       str(letter.attempts), letter.last_failure_at.isoformat(timespec="seconds"))
@@ -92,6 +102,13 @@ def list_letters(
         console.print(f"showing the oldest {len(letters)} of {_letters(total)}{of_run}; pass --limit {total} "
                       "to show them all, or --json for every one as JSON lines",
                       markup=False, soft_wrap=True, highlight=False)
+
+
+def _with_transaction_id(dlq, letter):
+    """Return ``letter`` with the transaction_id of its payload when it records none; an unreadable one as is."""
+    if isinstance(letter, dlq.UnreadableLetter):
+        return letter
+    return letter.model_copy(update={"transaction_id": dlq.transaction_id_of(letter)})
 
 
 def _count_of_run(client, keys, run: str, through_id: str = "+") -> int:
