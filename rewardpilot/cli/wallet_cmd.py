@@ -249,19 +249,33 @@ def _quarter_has_bonus(card, quarter: str) -> bool:
 
 
 def cards(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the card catalog: ids, issuers, fees and programs."""
+    """List the card catalog: ids, issuers, fees, programs, and the aliases that name a card in its place."""
     catalog = _engine().catalog
     if as_json:
         typer.echo(json.dumps([
             {"card_id": c.card_id, "name": c.name, "issuer": c.issuer, "annual_fee_usd": str(c.annual_fee_usd),
-             "program": c.program}
+             "program": c.program, "aliases": _aliases(c)}
             for c in catalog.cards
         ]))
         return
     table = Table(title=f"Card catalog {catalog.version}")
     table.add_column("card id", no_wrap=True)  # the id is copied into commands, so it is never cut
-    for column in ("name", "issuer", "annual fee", "program"):
+    for column in ("name", "issuer", "annual fee", "program", "aliases"):
         table.add_column(column)
     for card in catalog.cards:
-        table.add_row(card.card_id, card.name, card.issuer, f"${card.annual_fee_usd}", card.program)
+        table.add_row(card.card_id, card.name, card.issuer, f"${card.annual_fee_usd}", card.program,
+                      escape(", ".join(_aliases(card))))
     stdout_console().print(table)
+    console.print("A card's id, name, short name or alias, in any case, names it in `wallet set`, --wallet "
+                  "and card_used.", markup=False, soft_wrap=True, highlight=False)
+
+
+def _aliases(card) -> list[str]:
+    """Return the short name and aliases that also name ``card``, without repeats of its id or name."""
+    seen = {card.card_id.casefold(), card.name.casefold()}
+    names = []
+    for name in (card.short_name, *card.aliases):
+        if name.casefold() not in seen:
+            seen.add(name.casefold())
+            names.append(name)
+    return names
