@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
+from consumer.build import CallOptions, build_pool
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from orchestrator_servers import UvicornThread
@@ -147,6 +148,54 @@ def test_orchestrator_skips_retired_card(redis_url, keys, sync_client):
     assert some_left.json()["recommended_card"]["card_id"] == "citi-double-cash"
     assert none_left.status_code == 200
     assert none_left.json()["wallet_source"] == "catalog"
+
+
+def test_orchestrator_forwarded_wallet_skips_retired():
+    request = {"transaction_id": "h-2", "user_id": "o-6", "merchant": "Shell", "category": "gas", "mcc": "5541",
+               "amount_usd": "40.00"}
+    app = create_app(RulesEngine.default())
+
+    with UvicornThread(app) as running:
+        forwarded = httpx.post(f"{running.url}/recommend", timeout=10, json={
+            **request, "wallet": [RETIRED, "citi-double-cash"], "wallet_source": "user"})
+        only_retired = httpx.post(f"{running.url}/recommend", timeout=10, json={
+            **request, "wallet": [RETIRED], "wallet_source": "user"})
+        named_for_run = httpx.post(f"{running.url}/recommend", timeout=10, json={
+            **request, "wallet": [RETIRED, "citi-double-cash"], "wallet_source": "run"})
+
+    assert forwarded.status_code == 200, forwarded.text
+    assert forwarded.json()["wallet_source"] == "user"
+    assert forwarded.json()["recommended_card"]["card_id"] == "citi-double-cash"
+    assert only_retired.status_code == 200, only_retired.text
+    assert only_retired.json()["wallet_source"] == "catalog"
+    assert named_for_run.status_code == 422
+    assert RETIRED in named_for_run.text
+
+
+def test_http_pool_skips_retired_card(redis_url, keys, sync_client):
+    store_raw_wallet(sync_client, keys, "o-7", [RETIRED, "citi-double-cash"])
+    add_purchase(sync_client, keys, "t-h1", "o-7")
+    settings = ConsumerSettings(keys=keys, workers=1, block_ms=100, drain=True)
+
+    # The orchestrator has no Redis, so it judges the wallet the consumer forwards.
+    with UvicornThread(create_app(RulesEngine.default())) as running:
+        async def main():
+            client = aioredis.Redis.from_url(redis_url)
+            pool = build_pool(client, settings, CallOptions(orchestrator_url=running.url, timeout=5.0))
+            try:
+                return await asyncio.wait_for(pool.run(), timeout=60)
+            finally:
+                await pool.recommender.aclose()
+                await client.aclose()
+
+        stats = asyncio.run(main())
+
+    assert stats.results == 1
+    assert stats.dead_letters == 0
+    result = results_by_id(sync_client, keys)["t-h1"]
+    assert result.recommended_card.card_id == "citi-double-cash"
+    assert result.wallet_source == "user"
+    assert result.recommender == "http"
 
 
 # set_wallet checks

@@ -53,7 +53,9 @@ class RecommendRequest(Transaction):
     server uses the user's wallet stored in Redis, or the whole catalog.
     ``wallet_source`` names where a given ``wallet`` came from: "user" (the
     caller read the user's own wallet) or "run" (the default: a wallet named
-    for the run), so the reasoning describes it correctly.
+    for the run), so the reasoning describes it correctly. Cards of a "user"
+    wallet that the catalog lacks are left out, as for a stored wallet,
+    while an unknown card in a "run" wallet makes the request invalid (422).
     """
 
     transaction_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None

@@ -45,7 +45,10 @@ class RecommendService:
 
     A stored wallet's cards that the catalog lacks (retired or renamed) are
     left out with a warning, and a stored wallet with none left counts as
-    no wallet, as in the consumer's wallet cache.
+    no wallet, as in the consumer's wallet cache. The same holds for a
+    request's ``wallet`` with ``wallet_source`` "user", which a consumer
+    read from the user's stored wallet. An unknown card in any other
+    ``wallet`` is an invalid request.
 
     NOTE: the service keeps no spend under caps and reads none, and it does
     not read rotating-category activations: it judges each purchase alone.
@@ -89,10 +92,13 @@ class RecommendService:
 
         user = request.user_id
         record = stored.record
-        if request.wallet is not None:
+        if request.wallet is not None and request.wallet_source != "user":
             wallet, source = list(request.wallet), request.wallet_source or "run"
         else:
-            wallet = self._known_stored_cards(user, stored.cards)
+            # A wallet_source "user" wallet is the user's stored wallet, forwarded by a consumer. Like a
+            # wallet read here, it may name cards this catalog retired, so those are left out.
+            cards = list(request.wallet) if request.wallet is not None else stored.cards
+            wallet = self._known_stored_cards(user, cards)
             source = "user" if wallet else "catalog"
             if not wallet:
                 wallet, record = None, None  # judged as a user without a wallet, so with the default mode
