@@ -32,7 +32,7 @@ def from_item_error(entry_id: str, stream: str, transaction: Transaction, error:
     return DeadLetter(
         entry_id=entry_id, stream=stream,
         payload={"data": transaction.model_dump_json()},
-        reason="rejected by recommender", error_type=error.error_type, error=error.message[:2000],
+        reason=error.reason, error_type=error.error_type, error=error.message[:2000],
         http_status=error.http_status, attempts=max(attempts, error.attempts), consumer=consumer,
         first_failure_at=error.first_failure_at or now, last_failure_at=now,
         transaction_id=transaction.transaction_id,

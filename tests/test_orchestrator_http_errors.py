@@ -265,4 +265,5 @@ async def test_413_lone_transaction_dead_lettered(redis_url, keys, sync_client):
     assert len(letters) == 2
     assert {letter.http_status for letter in letters} == {413}
     assert all("cannot be split further" in letter.error for letter in letters)
+    assert {letter.reason for letter in letters} == {"too large for the orchestrator"}
     assert sync_client.xpending(keys.transactions, keys.group())["pending"] == 0

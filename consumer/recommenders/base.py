@@ -38,7 +38,8 @@ class ItemError:
 
     ``attempts`` counts the calls made for the item, including transient
     failures before this answer; ``first_failure_at`` is when the first of
-    them failed (None: this call was the first failure).
+    them failed (None: this call was the first failure). ``reason`` becomes
+    the dead letter's reason.
     """
 
     error_type: str
@@ -46,6 +47,7 @@ class ItemError:
     http_status: int | None = None
     attempts: int = 1
     first_failure_at: datetime | None = None
+    reason: str = "rejected by recommender"
 
 
 class Recommender(Protocol):

@@ -334,7 +334,8 @@ def _too_large_error(response: httpx.Response, request_bytes: int) -> ItemError:
         f"--max-body-bytes, then put the entry back with `rewardpilot dlq redrive`. Server's message: "
         f"{_error_detail(response)}"
     )
-    return ItemError(_error_type(response), message, http_status=PAYLOAD_TOO_LARGE)
+    return ItemError(_error_type(response), message, http_status=PAYLOAD_TOO_LARGE,
+                     reason="too large for the orchestrator")
 
 
 def _contract_errors(response: httpx.Response, count: int, reason: str) -> list[ItemError]:
