@@ -169,3 +169,7 @@ def print_report(result: Report) -> None:
         caps.add_row(cap.card_id, cap.tally, cap.period, _usd(cap.spent_usd), _usd(cap.cap_usd),
                      _usd(cap.remaining_usd), cap.runs_out_on.isoformat() if cap.runs_out_on else "not this period")
     out.print(caps)
+    if result.purchases:
+        out.print("Each purchase was judged again with the wallet, mode and valuations stored now, so after a "
+                  "`wallet set` or `valuations set` these totals can differ from the stored results.",
+                  soft_wrap=True, markup=False, highlight=False)
