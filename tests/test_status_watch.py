@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import one_server, run_cli
 from rewardpilot.cli.status_cmd import _render
 from rewardpilot.status import ResultRate, entries_added
@@ -110,7 +112,10 @@ def test_watch_rejects_json(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--json"], cli_env, timeout=60)
 
     assert completed.returncode == 2
-    assert "cannot be combined" in completed.stderr
+    # With --json on the command line, even a usage error is one JSON object on stdout.
+    error = json.loads(completed.stdout)
+    assert "cannot be combined" in error["error"]
+    assert error["exit_code"] == 2
 
 
 @one_server

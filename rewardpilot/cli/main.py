@@ -82,16 +82,38 @@ app.add_typer(valuations_cmd.app, name="valuations")
 
 
 def main() -> None:
+    as_json = "--json" in sys.argv[1:]
     try:
+        if as_json:
+            sys.exit(_run_for_json())
         app()
     except BrokenPipeError:  # `rewardpilot subscribe | head` closed the pipe
         sys.stderr.close()
     except InvalidJobIdError as exc:  # a --job value, checked where its key names are built
-        if "--json" in sys.argv[1:]:
+        if as_json:
             print(json.dumps({"error": str(exc), "exit_code": 2}))
         else:
             console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
+
+
+def _run_for_json() -> int:
+    """Run the app for a --json command line and return its exit status.
+
+    A usage error (an unknown option, an invalid value) becomes the same
+    JSON object on stdout as the commands' own errors,
+    ``{"error": MESSAGE, "exit_code": 2}``, in place of typer's usage box.
+    """
+    try:
+        status = app(standalone_mode=False)
+    except typer.Abort:
+        console.print("Aborted!")
+        return 1
+    except typer.TyperException as exc:  # typer's usage errors (click's UsageError) derive from it
+        print(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+        return exc.exit_code
+    # Without standalone mode, typer returns the status of a typer.Exit, and a command's own return value.
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
