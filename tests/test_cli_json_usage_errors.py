@@ -11,7 +11,7 @@ from conftest import run_cli
 
 
 def cli_env(tmp_path) -> dict[str, str]:
-    # An unreachable Redis: every case below fails while parsing options, before any connection.
+    # Nothing listens on port 1, so a command that gets past its options fails at once on Redis.
     return {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", "RP_HOME": str(tmp_path / "home")}
 
 
