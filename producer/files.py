@@ -21,6 +21,7 @@ import contextlib
 import gc
 import itertools
 import os
+import secrets
 import stat
 import sys
 import threading
@@ -40,9 +41,9 @@ from rich.text import Text
 from producer.errors import InputError, RowError
 from producer.layouts import Layout
 from producer.publisher import Producer, PublishStopped
-from producer.readers import Rejected, Row, Skipped, open_reader, scan_date_order
+from producer.readers import Rejected, Row, Skipped, open_reader, scan_date_order, to_usd
 from producer.rejects import RejectsWriter
-from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
+from rewardpilot.fx import CurrencyConverter
 from rewardpilot.models import Transaction
 from rewardpilot.streams import StreamKeys
 
@@ -115,6 +116,12 @@ def default_rejects_path(source: str) -> Path:
     return Path(f"{Path(source).name}.rejects.jsonl")
 
 
+def unique_rejects_path(name: str) -> Path:
+    """Return ``<name>-<UTC time>-<8 random hex digits>.rejects.jsonl`` in the current directory, for one publish alone."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(f"{name}-{stamp}-{secrets.token_hex(4)}.rejects.jsonl")
+
+
 def publish_file(
     client: redis.Redis,
     keys: StreamKeys,
@@ -133,9 +140,12 @@ def publish_file(
     """Read ``source`` (a path, ``"-"`` for standard input, or a binary stream) and publish its purchases.
 
     Rejected rows, skipped non-purchases and transactions already published
-    within the deduplication window go to the rejects file. A file left at
-    that path by an earlier publish is deleted first, with a notice on
-    ``console``, so no stale file remains when nothing is recorded.
+    within the deduplication window go to the rejects file: ``rejects_path``,
+    else ``default_rejects_path`` of the file's name, else for a stream
+    without a name (an ``io.BytesIO``) a new ``unique_rejects_path``. A file
+    left at that path by an earlier publish is deleted first, with a notice
+    on ``console``, so no stale file remains when nothing is recorded.
+    ``FileSummary.rejects_path`` names the file used.
 
     ``user`` is the user_id given to bank exports, which name no user.
     ``converter`` converts non-USD amounts to USD; without one, a non-USD row
@@ -153,9 +163,11 @@ def publish_file(
     """
     if linger_seconds < 0:
         raise ValueError(f"linger_seconds {linger_seconds} must be 0 or more")
-    name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
-    if not isinstance(name, str):
-        name = "stream"  # os.fdopen names a stream by its file descriptor number
+    name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", None)
+    if not isinstance(name, str) or not name:
+        name = "stream"  # an io.BytesIO has no name, and os.fdopen names a stream by its descriptor number
+        # Two uploads published at once must not share one rejects file, so a nameless stream gets its own.
+        rejects_path = rejects_path or unique_rejects_path(name)
     producer = producer or Producer(client, keys)
     console = console or Console(stderr=True, emoji=False)
     summary = FileSummary(source=name)
@@ -346,28 +358,15 @@ def _hand_over_sooner() -> Iterator[None]:
 
 
 def _to_usd(converter: CurrencyConverter, row: Row, summary: FileSummary) -> Row | Rejected:
-    """Return the row with its amount in USD, or a ``Rejected`` naming the currency, the line and the fix.
-
-    The raw text of the row is not kept this far, so the rejects file gets
-    the transaction as read, in JSON, in place of the raw row.
-    """
-    transaction = row.transaction
-    if transaction.currency == "USD":
-        return row
-    try:
-        converted, changed = converter.convert(transaction)
-    except ConversionError as error:
-        return Rejected(
-            RowError(error.reason, line=row.line, value=error.value, fix=error.fix,
-                     column="currency" if isinstance(error, MissingRateError) else "amount_usd",
-                     transaction_id=transaction.transaction_id),
-            transaction.model_dump_json(exclude_none=True),
-        )
-    if changed:
+    """Convert the row's amount to USD with ``to_usd``, counting converted and unconverted rows in ``summary``."""
+    outcome = to_usd(converter, row)
+    if outcome is row:
+        if row.transaction.currency != "USD":
+            currency = row.transaction.currency
+            summary.unconverted[currency] = summary.unconverted.get(currency, 0) + 1
+    elif isinstance(outcome, Row):
         summary.converted += 1
-        return Row(row.line, converted)
-    summary.unconverted[transaction.currency] = summary.unconverted.get(transaction.currency, 0) + 1
-    return row
+    return outcome
 
 
 def _open(source: str | Path | BinaryIO) -> tuple[BinaryIO, int | None]:

@@ -41,7 +41,7 @@ from producer.errors import (
 )
 from rewardpilot import codec, resp
 from rewardpilot.models import Transaction
-from rewardpilot.partitions import agree_count, check_count, partition_of, partition_stream
+from rewardpilot.partitions import PartitionCountError, agree_count, check_count, partition_of, partition_stream
 from rewardpilot.streams import StreamKeys
 from rewardpilot.logs import get_logger
 
@@ -273,8 +273,8 @@ class Producer:
         build each with ``Transaction.model_validate(data)``. An item of
         another type raises ``NotATransactionError`` naming its index before
         its chunk is sent. Once the first item is read, the partition count is
-        checked with Redis, and an error there (``PartitionCountError``, a
-        Redis error) is raised as it is, with nothing published.
+        checked with Redis, and a ``PartitionCountError`` there is raised as
+        it is, with nothing published.
 
         Every other error that stops the call carries the ``PublishSummary``
         of what was published before it in ``summary``. The producer's own
@@ -301,7 +301,12 @@ class Producer:
         if first is _END:
             return summary
         # After the first item, so that an empty iterable stores no partition count for a new prefix.
-        self._agree_partitions()
+        try:
+            self._agree_partitions()
+        except PartitionCountError:
+            raise
+        except Exception as error:
+            _raise_with_summary(error, summary, unconfirmed=0)
         iterator = chain((first,), iterator)
 
         chunk: list[Transaction] = []

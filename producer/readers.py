@@ -37,6 +37,7 @@ from producer.layouts import (
 from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
 from producer.values import DateReading, day_month_order, parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
+from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
 from rewardpilot.logs import get_logger
@@ -1032,9 +1033,23 @@ def read_transactions(
     layout: Layout | None = None,
     format: str | None = None,
     user: str | None = None,
+    converter: CurrencyConverter | None = None,
 ) -> Iterator[Outcome]:
-    """Yield an ``Outcome`` for every row of a file, ``"-"`` (standard input) or a binary stream."""
-    options = {"layout": layout, "format": format, "user": user}
+    """Yield an ``Outcome`` for every row of a file, ``"-"`` (standard input) or a binary stream.
+
+    A row in another currency than USD has its amount converted to USD by
+    ``converter``, as ``publish_file`` converts it. The default converter has
+    no rates, so such a row is ``Rejected`` with the currency and the fix.
+    A ``CurrencyConverter(rates)`` converts with an FX rates file, and
+    ``CurrencyConverter(unconverted="keep")`` keeps the amount as read,
+    taken as USD.
+    """
+    converter = converter or CurrencyConverter()
+    for outcome in _read_outcomes(source, {"layout": layout, "format": format, "user": user}):
+        yield to_usd(converter, outcome) if isinstance(outcome, Row) else outcome
+
+
+def _read_outcomes(source: str | Path | BinaryIO, options: dict) -> Iterator[Outcome]:
     if isinstance(source, (str, Path)):
         if str(source) == "-":
             yield from open_reader(sys.stdin.buffer, name="-", **options)
@@ -1047,3 +1062,24 @@ def read_transactions(
             yield from open_reader(stream, name=str(source), **options)
         return
     yield from open_reader(source, name=getattr(source, "name", "") or "", **options)
+
+
+def to_usd(converter: CurrencyConverter, row: Row) -> Row | Rejected:
+    """Return the row with its amount in USD, the row itself when unchanged, or a ``Rejected`` naming the currency.
+
+    The raw text of the row is not kept this far, so a rejection carries
+    the transaction as read, in JSON, in place of the raw row.
+    """
+    transaction = row.transaction
+    if transaction.currency == "USD":
+        return row
+    try:
+        converted, changed = converter.convert(transaction)
+    except ConversionError as error:
+        return Rejected(
+            RowError(error.reason, line=row.line, value=error.value, fix=error.fix,
+                     column="currency" if isinstance(error, MissingRateError) else "amount_usd",
+                     transaction_id=transaction.transaction_id),
+            transaction.model_dump_json(exclude_none=True),
+        )
+    return Row(row.line, converted) if changed else row
