@@ -105,6 +105,7 @@ def replay(
     finishes a stopped replay.
     """
     from consumer.errors import InvalidRateLimitError
+    from consumer.shutdown import Interruption
     from rewardpilot.job import job_lifetime
     from rewardpilot.replay import InvalidReplayError, replay_async
 
@@ -120,7 +121,19 @@ def replay(
     lifetime = job_lifetime(client, context.keys(job))
     ttl_seconds = lifetime.remaining_seconds if lifetime is not None else None
 
+    interruption = Interruption()
+
     async def main() -> ReplaySummary:
+        # SIGTERM cancels the replay as asyncio.run's own handler does for Ctrl-C, so the
+        # replay stops at an await, never inside a socket write.
+        loop = asyncio.get_running_loop()
+        replay_task = asyncio.current_task()
+
+        def on_sigterm() -> None:
+            interruption.signum = interruption.signum or signal.SIGTERM
+            replay_task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         client = context.async_client(block_ms=200)
         try:
             return await replay_async(
@@ -128,9 +141,9 @@ def replay(
                 batch_size=batch_size, wallet=cards, options=options, compare=compare, ttl_seconds=ttl_seconds,
             )
         finally:
+            loop.remove_signal_handler(signal.SIGTERM)
             await client.aclose()
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         summary = asyncio.run(main())
     except (InvalidReplayError, InvalidRateLimitError) as exc:
@@ -140,13 +153,13 @@ def replay(
         # A replay stopped by a signal or an error may have created its results stream without expiry.
         if ttl_seconds is not None:
             _expire_with_job(client, context.keys(job))
-        if isinstance(exc, _Terminated):
-            console.print("replay stopped by SIGTERM; run the same command again to finish it, because entries "
-                          "that already have an outcome are skipped", soft_wrap=True)
-            raise typer.Exit(128 + signal.SIGTERM) from None
+        if isinstance(exc, KeyboardInterrupt):
+            interruption.signum = interruption.signum or signal.SIGINT
+        if interruption.signum is not None and isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+            console.print(f"replay stopped by {interruption.name}; run the same command again to finish it, "
+                          "because entries that already have an outcome are skipped", soft_wrap=True)
+            raise typer.Exit(interruption.exit_status) from None
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if ttl_seconds is not None:
         _expire_with_job(client, context.keys(job))
 
@@ -167,14 +180,6 @@ def replay(
         count = "1 entry was" if summary.dead_letters == 1 else f"{summary.dead_letters} entries were"
         console.print(f"{count} dead-lettered; see them with `{escape(listing)}`", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
-
-
-class _Terminated(BaseException):
-    """SIGTERM arrived during the replay; a BaseException, so no ``except Exception`` swallows it."""
-
-
-def _raise_terminated(signum: int, frame) -> None:
-    raise _Terminated()
 
 
 def _expire_with_job(client, keys) -> None:

@@ -1,0 +1,75 @@
+"""A signal stops `rewardpilot replay` at once with its documented status, wherever the replay is.
+
+SIGTERM used to raise an exception from a signal handler, which asyncio's
+socket transport could catch during a write and take for a lost
+connection, so the replay went on to the end and exited 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, one_server, run_cli
+from rewardpilot.results import read_results
+from rewardpilot.streams import StreamKeys
+
+ROWS = 3000  # the whole example, so a replay with small batches runs for a few seconds
+
+
+def start_replay(keys, cli_env, cwd, run: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "replay", "--job", "sig", "--start", "0",
+         "--run", run, "--batch-size", "10"],
+        env=cli_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_results(client, stream: str, at_least: int, attempts: int = 600) -> bool:
+    for _ in range(attempts):  # at most 60 s
+        if client.exists(stream) and client.xlen(stream) >= at_least:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@one_server
+@pytest.mark.parametrize("signum, status, name", [
+    (signal.SIGTERM, 143, "SIGTERM"),
+    (signal.SIGINT, 130, "SIGINT"),
+])
+def test_signal_stops_replay_midway(keys, sync_client, cli_env, tmp_path, signum, status, name):
+    job = StreamKeys(prefix=keys.prefix, job="sig")
+    ran = run_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--job", "sig",
+                   "--keep", "1h"], cli_env, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+
+    # Several signals at different points of the replay, each on a run of its own.
+    for attempt, after_results in enumerate((1, 200, 700)):
+        run = f"stop{attempt}"
+        process = start_replay(keys, cli_env, tmp_path, run)
+        try:
+            assert wait_for_results(sync_client, job.results(run), after_results)
+            process.send_signal(signum)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=10)
+
+        assert process.returncode == status, stderr[-2000:]
+        assert f"replay stopped by {name}" in " ".join(stderr.split())
+        assert "Fatal write error" not in stderr
+        assert sync_client.xlen(job.results(run)) < ROWS
+
+        # Running the same command again finishes the replay, with one result per transaction.
+        finished = run_cli(["--prefix", keys.prefix, "replay", "--job", "sig", "--start", "0", "--run", run],
+                           cli_env, timeout=300)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        ids = [result.transaction_id for result in read_results(sync_client, job.results(run))]
+        assert len(ids) == ROWS
+        assert len(set(ids)) == ROWS
