@@ -40,10 +40,13 @@ from rewardpilot import caps, wallets
 from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
 from rewardpilot.engine.state import SpendState, local_date, period_key
+from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation, Transaction
 from rewardpilot.results import read_results
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 from rewardpilot.user_terms import CASH_BACK_PROGRAM, usable_valuations
+
+log = get_logger(__name__)
 
 ZERO = Decimal("0")
 
@@ -176,9 +179,13 @@ def build_report(
     transactions = _transactions(client, keys, results)
 
     record = wallets.get_wallet_record(client, keys, user)
-    wallet = record.cards if record else None
-    state = SpendState()
-    if record is not None:
+    wallet = _known_cards(engine, record, user)
+    if wallet is None:
+        # Judged against the whole catalog, as the consumers judge a user without a wallet: a card
+        # the user may not hold reads and adds no spend, and the default mode applies.
+        record, state = None, None
+    else:
+        state = SpendState()
         state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
     valuations, dropped = _usable_valuations(client, keys, engine, user)
     mode = record.mode if record else None
@@ -187,6 +194,8 @@ def build_report(
                     dropped_valuations=dropped)
     for rec, transaction in zip(results, transactions):
         if local_date(_moment(rec)) < first:
+            if state is None:
+                continue  # no spend state to build up
             # The spend counts as in _add: on the card used when it is known, else on the recommended card.
             engine.evaluate_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user",
                                         valuations=valuations, mode=mode, state=state)
@@ -194,8 +203,24 @@ def build_report(
         _add(report, engine, rec, transaction, wallet, state, valuations, mode, assumed)
 
     report.caps = cap_status(client, keys, user, engine, today=today or datetime.now(timezone.utc).date(),
-                             cycle_day=record.cycle_day if record else None)
+                             cycle_day=record.cycle_day if record else None, run=run)
     return report
+
+
+def _known_cards(engine: RulesEngine, record: wallets.WalletRecord | None, user: str) -> list[str] | None:
+    """Return the stored wallet's cards that the catalog has, warning about the others; None when none is left.
+
+    The consumers leave out a card a later catalog retired in the same way.
+    """
+    if record is None:
+        return None
+    known, unknown = wallets.split_known_cards(record.cards, engine.catalog)
+    if unknown:
+        fallback = "judging against the rest" if known else "judging against the whole catalog"
+        log.warning(f"stored wallet names cards the catalog does not have; {fallback}. Store the user's "
+                    "current cards with `rewardpilot wallet set USER CARD...`",
+                    user_id=user, unknown_cards=unknown, cards_left=known)
+    return known or None
 
 
 def _usable_valuations(client: redis.Redis, keys: StreamKeys, engine: RulesEngine, user: str
@@ -252,7 +277,7 @@ def _transactions(client: redis.Redis, keys: StreamKeys, results: list[Recommend
 
 
 def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: Transaction,
-         wallet: list[str] | None, state: SpendState, valuations, mode, assumed: str | None = None) -> None:
+         wallet: list[str] | None, state: SpendState | None, valuations, mode, assumed: str | None = None) -> None:
     used = assumed
     if transaction.card_used and transaction.card_used in engine.catalog:
         used = engine.catalog.get(transaction.card_used).card_id
@@ -287,9 +312,9 @@ def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: 
 
 
 def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: RulesEngine, *, today: date,
-               cycle_day: int | None = None) -> list[CapStatus]:
-    """List every cap with spend in its current period, with the forecast run-out date at the pace so far."""
-    spend = caps.read_spend(client, keys, user_id)
+               cycle_day: int | None = None, run: str = LIVE_RUN) -> list[CapStatus]:
+    """List every cap with spend in its current period in ``run``'s cap state, with the forecast run-out date."""
+    spend = caps.read_spend(client, keys, user_id, run)
     statuses: list[CapStatus] = []
     for name, cents in sorted(spend.items()):
         parts = name.split("|")

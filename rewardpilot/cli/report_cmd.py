@@ -27,7 +27,7 @@ def report(
     month: str = typer.Option(None, "--month", help="A month, YYYY-MM (by transaction date, Eastern Time)."),
     year: str = typer.Option(None, "--year", help="A year, YYYY."),
     job: str = typer.Option(None, "--job", help="Read the results of this `rewardpilot run` job instead of live."),
-    run: str = typer.Option(LIVE_RUN, "--run", help="The run whose results to read (a replay's name)."),
+    run: str = typer.Option(LIVE_RUN, "--run", help="The run whose results and cap state to read (a replay's name)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     html_file: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page with a chart."),
     png_file: Path = typer.Option(None, "--png", help="Also write the chart as a PNG (needs matplotlib)."),

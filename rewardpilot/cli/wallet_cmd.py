@@ -185,10 +185,17 @@ def _wallet_table(records: dict[str, WalletRecord]) -> Table:
         if stored_by_any:
             table.add_column(name)
     for owner, record in sorted(records.items()):
-        cards = ", ".join(f"{catalog.get(c).name} ({c})" for c in record.cards)
+        cards = ", ".join(_card_label(catalog, card_id) for card_id in record.cards)
         cells = [render(record) for _, stored_by_any, render in settings if stored_by_any]
         table.add_row(escape(owner), escape(cards), *(escape(cell) for cell in cells))
     return table
+
+
+def _card_label(catalog, card_id: str) -> str:
+    """Return "Name (id)", or "id (not in the catalog)" for a card a later catalog retired or renamed."""
+    if card_id not in catalog:
+        return f"{card_id} (not in the catalog; consumers skip it)"
+    return f"{catalog.get(card_id).name} ({card_id})"
 
 
 @app.command("delete")
