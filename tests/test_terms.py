@@ -309,21 +309,39 @@ CC_CYCLE = "cycle:2026-11-15"
 
 def test_custom_cash_top_category_switches_within_cycle():
     # CITI_CUSTOM_CASH: 5% on the top eligible category each billing cycle, up to $500, then 1%.
-    # Cycle from November 15; $100 dining so far.
+    # A purchase earns 5% on the dollars by which it raises the top category's spend.
+    # Cycle from November 15; $100 dining so far, so the top category has $100.
     state = state_with({field_name("citi-custom-cash", "top:dining", CC_CYCLE): 10_000}, cycle_day=15)
     when = "2026-11-20T17:00:00Z"
-    # $150 gas: 150 >= 100, so gas leads: 750 points x 1.0 cent = $7.50.
+    # $150 gas: gas overtakes dining and the top spend goes from $100 to $150, so $50 x 5 + $100 x 1
+    # = 350 points x 1.0 cent = $3.50. Dining's $100 loses the bonus that gas's first $100 takes.
     gas = ENGINE.recommend(tx("5541", "150.00", when=when), ["citi-custom-cash"], state=state)
-    assert cash(gas) == Decimal("7.50")
+    assert cash(gas) == Decimal("3.50")
     assert gas.spend_updates == [(field_name("citi-custom-cash", "top:gas", CC_CYCLE), 15_000)]
+    assert "Gas overtakes dining ($100.00 this billing cycle) as the top category" in gas.reasoning
+    assert "so $50.00 of the purchase adds to it and the other $100.00 earns 1x" in gas.reasoning
     # $30 dining: 130 < 150 on gas, so 1x = 30 points = $0.30.
     dining = ENGINE.recommend(tx("5812", "30.00", when=when, transaction_id="t2"), ["citi-custom-cash"], state=state)
     assert cash(dining) == Decimal("0.30")
     assert "Dining is not its top category this billing cycle ($130.00 against $150.00 on gas)" in dining.reasoning
     assert dining.reasoning.startswith("Citi Custom Cash earns 1x ThankYou points without the bonus")
-    # $40 more dining: 170 >= 150, dining leads again: 200 points = $2.00.
+    # $40 more dining: 170 > 150, so the top spend rises by $20: 20 x 5 + 20 x 1 = 120 points = $1.20.
     again = ENGINE.recommend(tx("5812", "40.00", when=when, transaction_id="t3"), ["citi-custom-cash"], state=state)
-    assert cash(again) == Decimal("2.00")
+    assert cash(again) == Decimal("1.20")
+    # The cycle: $320 in all, $170 of it in the top category (dining): 170 x 5 + 150 x 1 = 1000
+    # points = $10.00, which is what the three purchases and the first $100 of dining add up to.
+    assert cash(gas) + cash(dining) + cash(again) + Decimal("5.00") == Decimal("10.00")
+
+
+def test_custom_cash_cycle_bonus_never_above_cap():
+    # CITI_CUSTOM_CASH: $500 of groceries already at 5%. $896.35 of gas then overtakes
+    # groceries, but the top category's 5% is still on $500, so the purchase earns 1x.
+    state = state_with({field_name("citi-custom-cash", "top:groceries", CC_CYCLE): 50_000}, cycle_day=15)
+    rec = ENGINE.recommend(tx("5541", "896.35", when="2026-11-20T17:00:00Z"), ["citi-custom-cash"], state=state)
+
+    assert rec.category == "gas"
+    assert cash(rec) == Decimal("8.96")
+    assert "$500.00 billing-cycle cap was already reached ($500.00 spent in the top category)" in rec.reasoning
 
 
 def test_custom_cash_not_top_loses_to_double_cash():

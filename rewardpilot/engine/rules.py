@@ -648,26 +648,64 @@ class RulesEngine:
         card_id = entry.plan.card.card_id
         cycle_day = user.cycle_day if user is not None else None
         period = period_key(cap.period, context.day(entry.plan), cycle_day)
-        note = ""
         if option.top:
-            spent = self._spent(user, field_name(card_id, f"top:{context.category}", period))
-            leader, leader_spent = self._top_leader(entry.plan, user, context.category, period)
-            if not assume and spent + amount < leader_spent:
-                return _Valued(
-                    entry, amount * entry.then_per_dollar, amount * entry.then_earn_per_dollar, ZERO,
-                    f"{context.category} is not its top category this billing cycle "
-                    f"({_money(spent + amount)} against {_money(leader_spent)} on {leader})",
-                )
-        else:
-            spent = self._spent(user, field_name(card_id, cap.cap_id, period))
+            return self._value_top(entry, amount, context, user, assume, period)
 
-        room = max(ZERO, cap.amount_usd - spent)
-        bonus = min(amount, room)
+        spent = self._spent(user, field_name(card_id, cap.cap_id, period))
+        bonus = min(amount, max(ZERO, cap.amount_usd - spent))
+        return self._split(entry, amount, bonus, self._cap_note(entry, amount, bonus, spent))
+
+    def _value_top(self, entry: _Ranked, amount: Decimal, context: _Context, user: UserSpend | None,
+                   assume: bool, period: str) -> _Valued:
+        """Value a top-category card by what the purchase adds to the cycle's bonus.
+
+        Only the eligible category with the most spend earns the bonus, on up
+        to the cap. So a purchase earns it on the dollars by which it raises
+        the top category's spend under the cap, and the rest at the base
+        rate. Summed over a cycle, these shares give exactly what the cycle
+        earns, however the lead changes hands.
+        """
+        cap = entry.option.cap
+        category = context.category
+        spent = self._spent(user, field_name(entry.plan.card.card_id, f"top:{category}", period))
+        leader, leader_spent = self._top_leader(entry.plan, user, category, period)
+        if assume:
+            leader_spent = ZERO  # no spend state: the purchase's category is assumed to be the top one
+        before = min(max(spent, leader_spent), cap.amount_usd)
+        after = min(max(spent + amount, leader_spent), cap.amount_usd)
+        bonus = after - before
+        if bonus == amount:
+            return self._split(entry, amount, bonus, "")
+
+        if spent + amount <= leader_spent:
+            note = (f"{category} is not its top category this billing cycle "
+                    f"({_money(spent + amount)} against {_money(leader_spent)} on {leader})")
+        elif max(spent + amount, leader_spent) > cap.amount_usd or leader_spent <= spent:
+            top_spent = max(spent, leader_spent)
+            note = self._cap_note(entry, amount, bonus, top_spent, " in the top category")
+        else:
+            note = (f"{category} overtakes {leader} ({_money(leader_spent)} this billing cycle) as the top "
+                    f"category, and only the top category earns the bonus, so {_money(bonus)} of the "
+                    f"purchase adds to it and the other {_money(amount - bonus)} earns {entry.then_phrase}")
+        return self._split(entry, amount, bonus, note)
+
+    @staticmethod
+    def _cap_note(entry: _Ranked, amount: Decimal, bonus: Decimal, spent: Decimal, where: str = "") -> str:
+        """Say how much of the purchase was under the cap, or that the cap was reached; empty when all of it was."""
+        cap = entry.option.cap
         rest = amount - bonus
-        if rest:
-            note = (f"{_money(bonus)} of the purchase was under the {_money(cap.amount_usd)} "
-                    f"{_PERIOD_WORDS[cap.period]} cap ({_money(spent)} already spent), "
-                    f"so the other {_money(rest)} earns {entry.then_phrase}")
+        if not rest:
+            return ""
+        limit = f"the {_money(cap.amount_usd)} {_PERIOD_WORDS[cap.period]} cap"
+        if not bonus:
+            return f"{limit} was already reached ({_money(spent)} spent{where}), so the purchase earns {entry.then_phrase}"
+        return (f"{_money(bonus)} of the purchase was under {limit} ({_money(spent)} already spent{where}), "
+                f"so the other {_money(rest)} earns {entry.then_phrase}")
+
+    @staticmethod
+    def _split(entry: _Ranked, amount: Decimal, bonus: Decimal, note: str) -> _Valued:
+        """Value ``bonus`` dollars of the purchase at the bonus rate and the rest at the base rate."""
+        rest = amount - bonus
         cash = bonus * entry.per_dollar + rest * entry.then_per_dollar
         earned = bonus * entry.earn_per_dollar + rest * entry.then_earn_per_dollar
         return _Valued(entry, cash, earned, bonus, note)
