@@ -3,10 +3,10 @@
 Each preset is a ``Layout``, the same column mapping a user can write in a
 file. Bank exports name no user, so ``user_id`` is the constant
 ``DEFAULT_USER`` until ``--user`` replaces it (``Layout.with_user``). They
-rarely carry an id either, so ``transaction_id`` joins the preset name, the
-line and a hash of the user_id and the raw row (``row_digest``): reading the
-same file twice for one user gives the same ids, the same row in two users'
-files gives two ids, and two identical purchases on one day stay apart.
+rarely carry an id either, so ``_row_id`` builds ``transaction_id`` from the
+row's content, never from its line. A later download that adds rows above or
+below the old ones gives the old rows the same ids, so publishing it again
+skips them as duplicates.
 
 Sign conventions and columns come from these sources:
 
@@ -35,7 +35,16 @@ PENDING = "pending, not final until it posts"
 
 
 def _row_id(prefix: str) -> str:
-    return prefix + "-{#line}-{#row_hash}"
+    """Return the transaction_id template of a preset: ``<prefix>-<row hash>-<repeat count>``.
+
+    The row hash (``row_digest``) covers the user_id and the raw row, so the
+    same row in two users' files gets two ids. The repeat count is 0 for the
+    first row with that text in the file and 1, 2, ... for each identical row
+    after it, so two identical purchases on one day stay apart. Every id ends
+    with the count, 0 included, so a preset's template is a plain template
+    that a layout file can copy.
+    """
+    return prefix + "-{#row_hash}-{#repeat}"
 
 
 CHASE = Layout(

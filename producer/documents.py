@@ -6,6 +6,7 @@ the document is read into memory up to ``MAX_DOCUMENT_BYTES``.
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO, Iterator
 
 
@@ -18,6 +19,9 @@ from rewardpilot.logs import get_logger
 log = get_logger(__name__)
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+
+# A JSON path to an item of a top-level array, such as transactions[4].transaction_id.
+_ARRAY_ITEM = re.compile(r"^(?P<array>\w+)\[(?P<index>\d+)\]")
 
 
 def read_document(stream: BinaryIO, head: bytes, name: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
@@ -49,6 +53,8 @@ class DocumentReader:
         self.warnings: list[str] = []
         self.empty_lines = 0
         self.bytes_read = len(head)
+        # JSON array name -> how many entries came before its first item, learned from each entry's path.
+        self._array_starts: dict[str, int] = {}
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -70,14 +76,37 @@ class DocumentReader:
         return data
 
     def check_duplicate(self, transaction: Transaction, line: int, raw: str, column: str) -> Outcome:
+        """Return the entry as a ``Row``, or as ``Rejected`` when an earlier entry had its transaction_id.
+
+        ``column`` names the entry's id, either an element such as ``FITID``
+        or a JSON path such as ``transactions[4].transaction_id``. For a JSON
+        path the error names the earlier entry by its path too, so both
+        indexes count from 0.
+        """
+        self._note_array_start(line, column)
         earlier = self.duplicates.add(transaction.transaction_id, line)
         if earlier is None:
             return Row(line, transaction)
         return Rejected(
             RowError(
-                f"transaction_id {transaction.transaction_id!r} was already used by {self.position_name} {earlier}",
+                f"transaction_id {transaction.transaction_id!r} was already used by {self._describe(earlier)}",
                 line=line, column=column, value=transaction.transaction_id,
                 fix="remove the repeated transaction from the download", transaction_id=transaction.transaction_id,
             ),
             raw,
         )
+
+    def _note_array_start(self, position: int, column: str) -> None:
+        """Record how many entries precede the JSON array that ``column`` points into, such as added[3]."""
+        match = _ARRAY_ITEM.match(column)
+        if match is not None:
+            self._array_starts.setdefault(match["array"], position - 1 - int(match["index"]))
+
+    def _describe(self, position: int) -> str:
+        """Name the entry at a 1-based ``position``: by its JSON path with a 0-based index, else "line 12"."""
+        # Arrays are read in order, so the entry is in the last array that starts before it.
+        starts = [(start, array) for array, start in self._array_starts.items() if start < position]
+        if not starts:
+            return f"{self.position_name} {position}"
+        start, array = max(starts)
+        return f"{array}[{position - 1 - start}] (indexes count from 0)"

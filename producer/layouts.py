@@ -6,9 +6,11 @@ the rows to skip. The documented layout and the IBM TabFormer layout are
 presets; a user describes any other layout in a small YAML or JSON file
 (``load_layout``). ``detect_layout`` picks a preset from a header.
 
-Templates are strings with ``{Column Name}`` placeholders. Two placeholders
-are not columns: ``{#line}`` is the line on which the row starts and
-``{#row_hash}`` is ``row_digest`` of the row's user_id and the raw row.
+Templates are strings with ``{Column Name}`` placeholders. Three placeholders
+are not columns (``ROW_PLACEHOLDERS``): ``{#line}`` is the line on which the
+row starts, ``{#row_hash}`` is ``row_digest`` of the row's user_id and the raw
+row, and ``{#repeat}`` is how many earlier rows of the same file had that same
+digest, counting from 0.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from producer.countries import COUNTRY_CODES, US_STATE_CODES
-from producer.errors import InputError, RowError
-from producer.values import US_DATE_FORMATS, parse_amount, parse_timestamp
+from producer.errors import InputError, InvalidValueError, RowError
+from producer.values import CODE_FIELDS, EMPTY_VALUE_FIX, US_DATE_FORMATS, check_code, parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
@@ -46,6 +48,12 @@ DEFAULT_TIMESTAMP_FORMATS = ("iso", *US_DATE_FORMATS)
 TRANSFORMS = ("us_state_or_country",)
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+# The template placeholders that are not column names, with what each gives.
+ROW_PLACEHOLDERS = {
+    "#line": "the line on which the row starts",
+    "#row_hash": "a hash of the row's user_id and raw text",
+    "#repeat": "how many identical earlier rows the file has, from 0",
+}
 
 
 def row_digest(user_id: str, *parts: str) -> str:
@@ -177,8 +185,7 @@ class Layout(BaseModel):
             raise ValueError("preferred.amount_usd needs columns.amount_usd, because debit_column and "
                              "credit_column are read as a pair; remove preferred.amount_usd")
 
-        if "{#row_hash}" in self.columns.get("user_id", ""):
-            raise ValueError("columns.user_id cannot use {#row_hash}, because the row hash includes the user_id")
+        self._check_placeholders()
 
         if self.exact_header and not self.expected_header:
             raise ValueError("exact_header needs expected_header, the header to match")
@@ -190,6 +197,23 @@ class Layout(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name such as UTC or America/New_York") from None
         return self
+
+    def _check_placeholders(self) -> None:
+        """Check that templates use only known ``#`` placeholders, and that user_id uses no row hash or count."""
+        for option, mapping in (("columns", self.columns), ("optional", self.optional)):
+            for field, source in mapping.items():
+                unknown = [name for name in _PLACEHOLDER.findall(source)
+                           if name.startswith("#") and name not in ROW_PLACEHOLDERS]
+                if unknown:
+                    known = ", ".join(f"{{{name}}}" for name in ROW_PLACEHOLDERS)
+                    raise ValueError(f"{option}.{field}: {{{unknown[0]}}} is not a placeholder; "
+                                     f"the placeholders that are not columns are {known}")
+        # Both are computed from the row's user_id, so user_id cannot be made from them.
+        for option, mapping in (("columns", self.columns), ("optional", self.optional)):
+            for name in ("#row_hash", "#repeat"):
+                if f"{{{name}}}" in mapping.get("user_id", ""):
+                    raise ValueError(f"{option}.user_id cannot use {{{name}}}, because {{{name}}} is "
+                                     "computed from the user_id")
 
     def _check_optional_rules(self) -> None:
         """Check that the optional skip and reject rules name plain columns, and each reject rule a reason."""
@@ -239,29 +263,41 @@ class Layout(BaseModel):
         names += list(self.skip_values)
         return list(dict.fromkeys(names))
 
+    @property
+    def read_columns(self) -> list[str]:
+        """Return every header column this layout reads when the header has it: required, optional and preferred."""
+        names = list(self.required_columns)
+        for source in self.optional.values():
+            names += _columns_in(source)
+        for preferred in self.preferred.values():
+            names += preferred
+        names += [*self.optional_skip_values, *self.optional_skip_prefixes, *self.optional_reject_when_present]
+        return list(dict.fromkeys(names))
+
     def with_user(self, user_id: str) -> Layout:
         """Return this layout with ``user_id`` as the constant user, for exports that name no user."""
         return self.model_copy(update={"constants": {**self.constants, "user_id": user_id}})
 
     def bind(self, header: list[str]) -> BoundLayout:
         """Resolve column positions against a header; raise ``InputError`` if columns are missing."""
-        positions = {}
+        positions: dict[str, int] = {}
+        repeats: dict[str, list[int]] = {}  # normalized name -> every position of a name found twice or more
         for index, name in enumerate(header):
-            positions.setdefault(normalize_column(name), index)
+            key = normalize_column(name)
+            if key in positions:
+                repeats.setdefault(key, [positions[key]]).append(index)
+            else:
+                positions[key] = index
 
         missing = [name for name in self.required_columns if normalize_column(name) not in positions]
         if missing:
             raise InputError(headerless_message(header) or missing_columns_message(self, header, missing))
 
-        used = set(self.required_columns)
-        for source in self.optional.values():
-            used.update(_columns_in(source))
-        for names in self.preferred.values():
-            used.update(names)
-        used.update(self.optional_skip_values)
-        used.update(self.optional_skip_prefixes)
-        used.update(self.optional_reject_when_present)
-        used_normalized = {normalize_column(name) for name in used}
+        used_normalized = {normalize_column(name) for name in self.read_columns}
+        for key, indexes in repeats.items():
+            if key in used_normalized:
+                raise InputError(repeated_column_message(self, header, indexes))
+        # A repeated column that the layout does not read is ignored, like any other unused column.
         extra = [name for name in header if normalize_column(name) not in used_normalized]
 
         optional = {
@@ -331,6 +367,24 @@ def misspelled_columns(layout: Layout, header: list[str], missing: list[str]) ->
     return pairs
 
 
+def repeated_column_message(layout: Layout, header: list[str], indexes: list[int]) -> str:
+    """Build the error for a column that the layout reads and the header names at several 0-based ``indexes``."""
+    names = list(dict.fromkeys(header[index] for index in indexes))
+    positions = [str(index + 1) for index in indexes]
+    where = f"{', '.join(positions[:-1])} and {positions[-1]}"
+    times = "twice" if len(indexes) == 2 else f"{len(indexes)} times"
+    spellings = ""
+    if len(names) > 1:
+        spellings = (f"Header names are compared without case and extra spaces, so "
+                     f"{' and '.join(repr(name) for name in names)} are the same column. ")
+    fix = "one of the two columns" if len(indexes) == 2 else "all of them but one"
+    return (
+        f"the header names the column {names[0]!r} {times}, at positions {where} (counting from 1), "
+        f"and the {layout.name} layout reads that column, so it cannot tell which of the values to use. "
+        f"{spellings}Rename or remove {fix}, so the header names each column once"
+    )
+
+
 def missing_columns_message(layout: Layout, header: list[str], missing: list[str]) -> str:
     """Build the error for a header that lacks columns: what is missing, likely misspellings, the expected header."""
     hints = [
@@ -381,6 +435,13 @@ class BoundLayout:
     optional_prefix_skips: tuple[tuple[str, int, dict[str, str]], ...] = ()
     # (column name, position, reason) of the layout's optional_reject_when_present that the header has.
     optional_rejects: tuple[tuple[str, int, str], ...] = ()
+    # Row digest -> how many rows with that digest were read so far, filled only for a {#repeat} template.
+    # NOTE: one entry per distinct row, about 100 bytes each (CPython 3.11, tracemalloc over
+    # 100,000 digests), so a file of a million distinct rows uses about 100 MB here while it is read.
+    _repeats: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
+    # (line, digest) and (line, repeat count) of the last row rendered, so each row is hashed and counted once.
+    _row_hash: tuple[int, str] | None = dataclasses.field(default=None, repr=False)
+    _row_repeat: tuple[int, int] | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Layout is a pydantic model, and reading its attributes takes about
@@ -422,10 +483,31 @@ class BoundLayout:
             if name == "#line":
                 return str(line)
             if name == "#row_hash":
-                return row_digest(self._row_user(fields, line, raw), raw)
+                return self._digest(fields, line, raw)
+            if name == "#repeat":
+                return str(self._repeat(fields, line, raw))
             return self._value(fields, name).strip()
 
         return " ".join(_PLACEHOLDER.sub(substitute, source).split())
+
+    def _digest(self, fields: list[str], line: int, raw: str) -> str:
+        """Return ``row_digest`` of a row's user_id and raw text, computed once per row."""
+        if self._row_hash is None or self._row_hash[0] != line:
+            self._row_hash = (line, row_digest(self._row_user(fields, line, raw), raw))
+        return self._row_hash[1]
+
+    def _repeat(self, fields: list[str], line: int, raw: str) -> int:
+        """Return how many earlier rows of this file had the same digest as this row, and count this row.
+
+        Rows are counted in the order they are rendered, which is file
+        order. A row is counted once however many templates use {#repeat}.
+        """
+        if self._row_repeat is None or self._row_repeat[0] != line:
+            digest = self._digest(fields, line, raw)
+            count = self._repeats.get(digest, 0)
+            self._repeats[digest] = count + 1
+            self._row_repeat = (line, count)
+        return self._row_repeat[1]
 
     def _row_user(self, fields: list[str], line: int, raw: str) -> str:
         """Return the user_id of one row as ``convert`` sets it: a preferred column, the mapped one, else the constant."""
@@ -695,6 +777,14 @@ def json_kind(value: object) -> str:
 
 def validate_transaction(values: dict, line: int, source_name) -> Transaction:
     """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column."""
+    for field in CODE_FIELDS:
+        code = values.get(field)
+        if isinstance(code, str):
+            try:
+                check_code(field, code)
+            except InvalidValueError as error:
+                raise RowError(error.reason, line=line, column=source_name(field), value=code,
+                               fix=error.fix) from None
     try:
         # The same validation as Transaction.model_validate(values), without
         # that method's argument handling, which adds about 15% to each call
@@ -707,13 +797,22 @@ def validate_transaction(values: dict, line: int, source_name) -> Transaction:
         column = source_name(field)
         if first["type"] == "string_too_long":
             limit = first["ctx"]["max_length"]
+            text = str(value)
+            quoted = repr(text) if len(text) <= 20 else f"{text[:20]!r}..."
             raise RowError(
-                f"{field} {str(value)[:20]!r}... is {len(str(value))} characters long, above the limit of {limit}",
-                line=line, column=column, value=str(value)[:80] + "...", fix=f"shorten it to {limit} characters",
+                f"{field} {quoted} is {len(text)} characters long, above the limit of {limit}",
+                line=line, column=column, value=text if len(text) <= 80 else text[:80] + "...",
+                fix=f"shorten it to {limit} characters",
             ) from None
-        if first["type"] == "string_too_short" or first["type"] == "missing":
+        if first["type"] == "missing" or (first["type"] == "string_too_short" and not str(value).strip()):
             # The input of a "missing" error is the whole row, not the field's value.
-            raise RowError(f"{field} is empty", line=line, column=column, value="", fix="fill it in") from None
+            raise RowError(f"{field} is empty", line=line, column=column, value="", fix=EMPTY_VALUE_FIX) from None
+        if first["type"] == "string_too_short":
+            limit = first["ctx"]["min_length"]
+            raise RowError(
+                f"{field} {value!r} is {len(str(value).strip())} characters long, below the minimum of {limit}",
+                line=line, column=column, value=value, fix=f"write at least {limit} characters",
+            ) from None
         if first["type"] == "string_type":
             # Only JSON input has values that are not text, so they are named as JSON names them.
             kind = json_kind(value)

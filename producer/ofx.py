@@ -32,10 +32,10 @@ import pydantic
 
 from producer.bank_layouts import DEFAULT_USER
 from producer.documents import DocumentReader
-from producer.errors import InputError, RowError
+from producer.errors import InputError, InvalidValueError, RowError
 from producer.layouts import row_digest
 from producer.readers import Outcome, Rejected, Skipped
-from producer.values import parse_amount
+from producer.values import check_code, date_fields_error, parse_amount
 from rewardpilot.models import DATE_ONLY_TIME, MAX_ID_LENGTH, Transaction
 
 OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
@@ -99,6 +99,14 @@ _OFX_TIME = re.compile(
     r"^(\d{8})(\d{6})?(?:[.:]\d{1,3})?(?:\[\s*([+-]?\d{1,2}(?:\.\d+)?)(?::[^\]]*)?\])?$"
 )
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d{1,2}$")
+# An ISO 8601 date or date-time, which some converters write in place of an OFX date.
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?")
+
+# The OFX date-time form (OFX 2.1.1 section 3.2.8.2), for the fix of an invalid date.
+OFX_TIME_FORM = (
+    "OFX dates are YYYYMMDD, optionally followed by the time HHMMSS, milliseconds .XXX and a time zone "
+    "offset in brackets, such as 20260228 or 20260228120000[-5:EST]"
+)
 
 
 def looks_like_ofx(head: bytes) -> bool:
@@ -159,24 +167,39 @@ def parse_ofx_time(text: str) -> datetime:
     optional ``[offset:zone]``; without an offset the time is UTC (OFX 2.1.1
     section 3.2.8.2). A date without a time is taken as noon
     (``DATE_ONLY_TIME``), so it keeps its calendar date in U.S. zones.
-    Raises ``ValueError`` naming the accepted form.
+    Raises ``InvalidValueError`` with the reason, such as "February 2026 has
+    28 days", apart from the fix, which gives the OFX form.
     """
     match = _OFX_TIME.match(text.strip())
     if match is None:
-        raise ValueError(
-            f"{text!r} is not an OFX date; write it as YYYYMMDD or YYYYMMDDHHMMSS, "
-            "optionally with an offset such as [-5:EST]"
-        )
+        raise InvalidValueError(f"{text!r} is not an OFX date", _form_fix(text))
     day, clock, offset = match.groups()
-    parsed = datetime.strptime(day + (clock or DATE_ONLY_TIME.strftime("%H%M%S")), "%Y%m%d%H%M%S")
+    clock = clock or DATE_ONLY_TIME.strftime("%H%M%S")
+    fields = {"year": int(day[:4]), "month": int(day[4:6]), "day": int(day[6:]),
+              "hour": int(clock[:2]), "minute": int(clock[2:4]), "second": int(clock[4:])}
+    out_of_range = date_fields_error(text, fields)
+    if out_of_range is not None:
+        raise InvalidValueError(out_of_range.reason, f"{out_of_range.fix} ({OFX_TIME_FORM})")
+    parsed = datetime(fields["year"], fields["month"], fields["day"], fields["hour"], fields["minute"],
+                      fields["second"])
     hours = Decimal(offset) if offset else Decimal(0)
     if abs(hours) > 14:
-        raise ValueError(f"{text!r} has an offset of {hours} hours, outside -14..14")
+        raise InvalidValueError(f"{text!r} has a time zone offset of {hours} hours, outside -14 to +14",
+                                f"check the offset in brackets ({OFX_TIME_FORM})")
     zone = timezone(timedelta(hours=float(hours)))
     try:
         return parsed.replace(tzinfo=zone).astimezone(timezone.utc)
     except OverflowError:  # year 1 east of UTC, or year 9999 west of it
-        raise ValueError(f"{text!r} lies outside the dates Python can convert to UTC; check the date") from None
+        raise InvalidValueError(f"{text!r} lies outside the dates Python can convert to UTC",
+                                "check the year") from None
+
+
+def _form_fix(text: str) -> str:
+    """Return the fix for a value that is not in the OFX date form, with the OFX spelling of an ISO 8601 date."""
+    iso = _ISO_DATE.match(text.strip())
+    if iso is None:
+        return f"write it as an OFX date ({OFX_TIME_FORM})"
+    return f"write it as {''.join(part for part in iso.groups() if part)} ({OFX_TIME_FORM})"
 
 
 def parse_ofx_amount(text: str) -> Decimal:
@@ -198,6 +221,10 @@ class OfxReader(DocumentReader):
     format = "ofx"
 
     def _read(self) -> Iterator[Outcome]:
+        # Digest -> how many entries without a FITID had it so far, for their transaction_ids.
+        # One entry per distinct such entry, about 100 bytes each (CPython 3.11), which is less than
+        # the entry's own text in the document that is held in memory anyway.
+        self._repeats: dict[str, int] = {}
         data = self.read_all().removeprefix(b"\xef\xbb\xbf")
         self.encoding = detect_encoding(data)
         text = data.decode(self.encoding, "replace")
@@ -286,13 +313,22 @@ class OfxReader(DocumentReader):
         the FITID, so two users who publish the same statement get different
         ids, and so do two accounts whose numbers end in the same four digits.
         An id longer than ``MAX_ID_LENGTH`` leaves the FITID out, because the
-        digest alone still distinguishes the entries. An entry without a FITID is
-        named by its line and the digest of its raw text instead.
+        digest alone still distinguishes the entries.
+
+        An entry without a FITID gets ``ofx-<last four>-<digest>-<repeat>``,
+        where the digest covers the user_id, the ACCTID and the entry's raw
+        text, and the repeat count is 0 for the first entry with that digest
+        in the document and 1, 2, ... for each identical entry after it. The
+        line is left out, so a later download whose entries start on other
+        lines gives the same entries the same ids.
         """
         user = self.user or DEFAULT_USER
         suffix = account[-4:] or "account"
         if not fitid:
-            return f"ofx-{suffix}-{line}-{row_digest(user, raw)}"
+            digest = row_digest(user, account, raw)
+            repeat = self._repeats.get(digest, 0)
+            self._repeats[digest] = repeat + 1
+            return f"ofx-{suffix}-{digest}-{repeat}"
         digest = row_digest(user, account, fitid)
         transaction_id = f"ofx-{suffix}-{fitid}-{digest}"
         if len(transaction_id) > MAX_ID_LENGTH:
@@ -322,10 +358,22 @@ class OfxReader(DocumentReader):
             return Skipped(line, f"{what}, not a purchase; recorded, not recommended", raw, transaction_id)
 
         stamp_field = "DTUSER" if fields.get("DTUSER") else "DTPOSTED"
+        stamp = fields.get(stamp_field, "")
+        if not stamp:
+            raise RowError(f"the transaction has no <{stamp_field}>", line=line, column=stamp_field, value="",
+                           fix=f"fill in the date the transaction posted ({OFX_TIME_FORM})")
         try:
-            timestamp = parse_ofx_time(fields.get(stamp_field, ""))
-        except ValueError as error:
-            raise RowError.from_value_error(error, line=line, column=stamp_field, value=fields.get(stamp_field, "")) from None
+            timestamp = parse_ofx_time(stamp)
+        except InvalidValueError as error:
+            raise RowError(f"<{stamp_field}> {error.reason}", line=line, column=stamp_field, value=stamp,
+                           fix=error.fix) from None
+
+        currency = statement.get("CURDEF") or "USD"
+        try:
+            check_code("currency", currency, name="<CURDEF>")
+        except InvalidValueError as error:
+            raise RowError(error.reason, line=line, column="CURDEF", value=currency,
+                           fix=f"{error.fix}, in the statement's <CURDEF>") from None
 
         merchant = fields.get("NAME") or fields.get("MEMO") or ""
         if not merchant:
@@ -339,7 +387,7 @@ class OfxReader(DocumentReader):
             "amount_usd": amount,
             "timestamp": timestamp,
             # The amount is in CURDEF; publish_file converts a non-USD amount with --fx-rates.
-            "currency": statement.get("CURDEF") or "USD",
+            "currency": currency,
         }
         if account:
             holder = organization or ("card" if statement.get("kind") == "CCSTMTRS" else "account")

@@ -54,6 +54,13 @@ _MAX_EXAMPLE_EXPONENT = 12
 
 EMPTY_VALUE_FIX = "fill it in"
 
+# Transaction fields that contain a code of a fixed number of letters: (letters, what the code is, examples).
+CODE_FIELDS = {
+    "currency": (3, "ISO 4217 currency code", "EUR or USD"),
+    "merchant_country": (2, "ISO 3166-1 alpha-2 country code", "US or GB"),
+}
+_LETTER_COUNTS = {2: "two", 3: "three"}
+
 # Layouts of dates and times that ``parse_timestamp`` accepts besides ISO 8601,
 # as strptime formats. US exports write dates month first.
 US_DATE_FORMATS = (
@@ -115,6 +122,27 @@ def parse_amount(text: str) -> Decimal:
     if negative or "-" in (match["sign"], match["inner_sign"]):
         amount = -amount
     return amount
+
+
+def check_code(field: str, text: str, name: str | None = None) -> None:
+    """Raise ``InvalidValueError`` when the currency or country code ``text`` of ``field`` is not letters of its length.
+
+    ``field`` is a key of ``CODE_FIELDS``, and ``name`` is how the reason
+    names the value, ``field`` when not given. Case and surrounding spaces
+    are allowed, because ``Transaction`` strips the value and makes it upper
+    case. Whether a code of the right form names a real currency or country
+    is not checked here.
+    """
+    letters, kind, examples = CODE_FIELDS[field]
+    name = name or field
+    value = text.strip()
+    if not value:
+        raise InvalidValueError(f"{name} is empty", EMPTY_VALUE_FIX)
+    if len(value) == letters and value.isascii() and value.isalpha():
+        return
+    count = _LETTER_COUNTS[letters]
+    raise InvalidValueError(f"{name} {text!r} is not a {count}-letter {kind}",
+                            f"use a {count}-letter {kind} such as {examples}")
 
 
 def _plain_amount(match: re.Match, negative: bool) -> str:
@@ -305,6 +333,17 @@ def _out_of_range_error(
         if error is not None:
             return error
     return None
+
+
+def date_fields_error(text: str, fields: dict[str, int]) -> InvalidValueError | None:
+    """Return the error for a date or time whose numeric fields are out of range, or None when they are real.
+
+    ``fields`` contains any of year, month, day, hour, minute and second, as
+    read from ``text`` by a parser of a fixed-width format such as OFX's.
+    The reason names the field, such as "February 2026 has 28 days", and the
+    fix says which part to check.
+    """
+    return _date_range_error(text, fields, "iso", day_month_order_fix) or _time_range_error(text, fields)
 
 
 def _date_range_error(

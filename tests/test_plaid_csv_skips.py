@@ -16,6 +16,7 @@ from rich.console import Console
 
 from conftest import one_server
 from producer import InputError, Producer, Rejected, Row, Skipped, load_layout, publish_file, read_transactions
+from rewardpilot.fx import CurrencyConverter
 from producer.bank_layouts import PLAID_CSV, PLAID_NOT_PURCHASES, PLAID_UNOFFICIAL_CURRENCY
 from producer.layouts import detect_layout
 from producer.readers import CsvReader
@@ -30,6 +31,8 @@ COLUMNS = [
 ]
 # The columns the plaid-csv preset requires, plus iso_currency_code, so no category or unofficial currency.
 MINIMAL_COLUMNS = ["date", "name", "amount", "pending", "account_id", "transaction_id", "iso_currency_code"]
+# The readers are under test, so amounts in other currencies are kept as read.
+KEEP_CURRENCY = CurrencyConverter(unconverted="keep")
 
 
 def entry(number: int = 1, **fields) -> dict:
@@ -67,7 +70,7 @@ def plaid_json(entries: list[dict]) -> bytes:
 
 
 def read(data: bytes, **options) -> list:
-    return list(read_transactions(io.BytesIO(data), **options))
+    return list(read_transactions(io.BytesIO(data), converter=KEEP_CURRENCY, **options))
 
 
 def kinds(outcomes: list) -> list[str]:
