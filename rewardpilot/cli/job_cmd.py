@@ -304,7 +304,8 @@ def _input_counts(published) -> dict:
     or ``already_published`` in the run summary (``JobSummary``), which
     ``publish --json`` calls ``duplicates``. ``future_dated`` and
     ``past_dated`` count published rows dated more than a day ahead or
-    before 1970, named as in ``publish --json``. ``rejects_file`` is the
+    before 1970, named as in ``publish --json``, and so are ``oldest_first``
+    and ``out_of_order`` (see ``FileSummary``). ``rejects_file`` is the
     file this run wrote the rejected, skipped and already published rows
     to, or None when it wrote none.
     """
@@ -318,6 +319,9 @@ def _input_counts(published) -> dict:
         "first_future_line": published.first_future_line,
         "past_dated": published.past_dated,
         "first_past_line": published.first_past_line,
+        "oldest_first": published.oldest_first,
+        "out_of_order": published.out_of_order,
+        "first_out_of_order_line": published.first_out_of_order_line,
         "rejects_file": published.rejects_path,
     }
     if published.stopped:
