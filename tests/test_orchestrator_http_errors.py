@@ -209,6 +209,7 @@ async def test_413_lowers_later_batches(small_body_orchestrator):
     assert proxy.statuses[len(first_statuses):] == [200, 200]
     (warning,) = [event for event in logs if "HTTP 413" in event["event"]]
     assert warning["log_level"] == "warning"
+    assert "raise the orchestrator's request body limit" in warning["event"]
     assert warning["max_batch_items"] == 2
     assert warning["transactions"] == 4
 
@@ -223,7 +224,7 @@ async def test_413_single_transaction_is_item_error():
         assert outcome.http_status == 413
         assert outcome.error_type == "payload_too_large"
         assert "this one transaction as too large" in outcome.message
-        assert "raise the orchestrator's --max-body-bytes" in outcome.message
+        assert "raise the orchestrator's request body limit (--max-body-bytes for `rewardpilot orchestrator`)" in outcome.message
 
 
 async def test_413_per_item_is_item_error():

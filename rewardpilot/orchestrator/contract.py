@@ -11,7 +11,8 @@ an orchestrator that sends only the documented fields still parses.
 
 Amounts travel as JSON numbers. The server writes whole-cent Decimals, and
 clients read them back with ``json.loads(..., parse_float=Decimal)`` so no
-binary float rounding enters the money path.
+binary float rounding enters the money path. docs/orchestrator-contract.md
+describes the contract for someone writing their own orchestrator.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from rewardpilot.engine._construct import builder
 from rewardpilot.engine.evaluation import Evaluation, Listed
+from rewardpilot.engine.rules import RATE_PLACES
 from rewardpilot.models import (
     MAX_ID_LENGTH,
     Alternative,
@@ -34,6 +36,7 @@ from rewardpilot.models import (
     Transaction,
     WalletSource,
 )
+from rewardpilot.money import CASH_ROUNDING, round_cash
 
 MAX_WALLET_CARDS = 64
 MAX_BATCH_ITEMS = 1000
@@ -183,14 +186,25 @@ class RecommendResponse(BaseModel):
     ) -> Recommendation:
         """Build the pipeline's Recommendation for ``transaction`` from this answer.
 
-        The transaction's own id, user and amount win over the echoed ones,
-        and its time, merchant and ``card_used`` are copied as the in-process
-        engine copies them.
-        ``wallet_source`` set by the caller wins over the answer's. A field
-        the contract does not carry gets a stated default: ``unknown`` for
-        the versions, the request's category, and an effective rate of cash
-        value over amount.
+        Raises ``EchoMismatchError`` (a ValueError) when the response echoes a
+        ``transaction_id``, ``user_id`` or ``amount_usd`` that differs from
+        the transaction's, because then it belongs to another transaction. The
+        transaction's time, merchant and ``card_used`` are copied as the
+        in-process engine copies them. ``wallet_source`` set by the caller
+        wins over the response's. Cash values are rounded to cents and rates
+        to four places, half even, as the engine rounds them. A field the
+        contract does not carry gets a stated default: ``unknown`` for the
+        versions, the request's category, and an effective rate of the
+        rounded cash value over the amount.
         """
+        mismatches = self.echo_mismatches(transaction)
+        if mismatches:
+            raise EchoMismatchError(
+                f"the response for transaction_id {transaction.transaction_id!r} echoes {' and '.join(mismatches)}, "
+                "so it belongs to another transaction. Answer each transaction in request order, echoing its "
+                "transaction_id, user_id and amount_usd or leaving them out"
+            )
+
         amount = transaction.amount_usd
         alternatives = [
             Alternative(
@@ -224,6 +238,25 @@ class RecommendResponse(BaseModel):
             merchant=transaction.merchant,
         )
 
+    def echo_mismatches(self, transaction: Transaction) -> list[str]:
+        """Name each echoed field that differs from ``transaction``'s, with the echoed value.
+
+        An omitted or null echo matches. ``amount_usd`` is compared as a
+        number, so 17.2 matches 17.20.
+        """
+        mismatches = []
+        if self.transaction_id is not None and self.transaction_id != transaction.transaction_id:
+            mismatches.append(f"transaction_id {self.transaction_id!r}")
+        if self.user_id is not None and self.user_id != transaction.user_id:
+            mismatches.append(f"user_id {self.user_id!r} (the transaction's is {transaction.user_id!r})")
+        if self.amount_usd is not None and self.amount_usd != transaction.amount_usd:
+            mismatches.append(f"amount_usd {self.amount_usd} (the transaction's is {transaction.amount_usd})")
+        return mismatches
+
+
+class EchoMismatchError(ValueError):
+    """A response that echoes a transaction_id, user_id or amount_usd other than its request's."""
+
 
 _build_response = builder(RecommendResponse)
 _build_card = builder(CardOut)
@@ -251,17 +284,24 @@ def _rewards_out(rewards: Rewards) -> RewardsOut:
 
 
 def _rewards_in(rewards: RewardsOut, amount_usd: Decimal) -> Rewards:
+    """Round a response's rewards as the engine rounds its own (``rewardpilot.money``).
+
+    An orchestrator may send a cash value with sub-cent digits, or no
+    effective rate. Rounding here keeps sub-cent values out of results and
+    totals, and writes the same digits as the in-process engine: a JSON
+    number loses trailing zeros (16.40 arrives as 16.4) and quantizing puts
+    them back. Points are exact in the engine, so they are only padded.
+    """
+    cash_value = round_cash(rewards.cash_value)
     effective_rate = rewards.effective_rate
     if effective_rate is None:
-        effective_rate = rewards.cash_value / amount_usd
-    # A JSON number loses trailing zeros (16.40 arrives as 16.4). Padding them
-    # back writes the same digits as the in-process engine; it never rounds.
+        effective_rate = cash_value / amount_usd
     return Rewards(
         amount=_at_least_places(rewards.points, 2),
         unit=rewards.unit,
         program=rewards.program or "unknown",
-        cash_value_usd=_at_least_places(rewards.cash_value, 2),
-        effective_rate=_at_least_places(effective_rate, 4),
+        cash_value_usd=cash_value,
+        effective_rate=effective_rate.quantize(RATE_PLACES, CASH_ROUNDING),
     )
 
 
