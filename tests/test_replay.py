@@ -296,6 +296,22 @@ def test_cli_replay_table(cli_env, keys, sync_client):
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "3 new results" in completed.stdout
     assert "0 of 3 differ" in completed.stdout
+    assert "earlier replay" not in completed.stderr
+
+
+@one_server
+def test_cli_replay_again_notes_old_results(cli_env, keys, sync_client):
+    add_transactions(sync_client, keys, 3)
+    run_live(cli_env["REDIS_URL"], keys)
+    command = ["--prefix", keys.prefix, "replay", "--start", entry_id(0), "--run", "again-run", "--compare"]
+    assert run_cli(command, cli_env).returncode == 0
+
+    completed = run_cli(command, cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "0 new results" in completed.stdout
+    assert "note: 3 entries keep their results from an earlier replay of run again-run" in \
+        " ".join(completed.stderr.split())
 
 
 @one_server

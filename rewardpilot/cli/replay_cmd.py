@@ -54,6 +54,14 @@ def print_summary(summary: ReplaySummary, prefix: str = DEFAULT_PREFIX, job: str
     if summary.comparison is None:
         return
     out.print(comparison_table(summary.comparison))
+    if summary.duplicates:
+        # The comparison reads the run's whole results stream, so it mixes in what earlier replays wrote.
+        skipped = "1 entry keeps its result" if summary.duplicates == 1 else \
+            f"{summary.duplicates} entries keep their results"
+        console.print(f"note: {skipped} from an earlier replay of run {summary.run}, judged with the wallets, "
+                      "valuations and catalog of that time, and the comparison includes them. To judge every "
+                      "entry with the current rules, replay under a new --run name.",
+                      markup=False, highlight=False, soft_wrap=True)
     if summary.comparison.missing_live:
         out.print(f"{len(summary.comparison.missing_live)} replayed transactions have no live result to compare with")
 
