@@ -2,9 +2,12 @@
 
 A custom collector reads the pool's counters when Prometheus scrapes, so the
 hot path only increments plain integers and bucket counts (``PoolStats``).
-Group lag and pending count are read from Redis at scrape time with a
-blocking client. Orchestrator responses, REST or MCP, are counted by HTTP
-status through an HTTP client response hook (``count_http_statuses``).
+The group's lag, pending count and oldest pending entry's age, and the
+dead-letter stream's length, are read from Redis at scrape time with a
+blocking client (``BacklogReader``). With ``--partitions``, the group gauges
+cover every partition stream: lag and pending are sums, and the oldest
+pending age is the maximum. Orchestrator responses, REST or MCP, are counted
+by HTTP status through an HTTP client response hook (``count_http_statuses``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
@@ -21,12 +25,20 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from consumer.group import _find_group, _lag_of
+from consumer.recovery import group_streams
+from rewardpilot.connection import connect, redact
+from rewardpilot.logs import RepeatFilter, get_logger
 
 if TYPE_CHECKING:
     from consumer.pool import ConsumerPool
     from consumer.stats import Buckets, PoolStats
 
 PREFIX = "rewardpilot_consumer"
+
+# Seconds a scrape waits for each Redis reply before it leaves out the backlog gauges.
+BACKLOG_SOCKET_TIMEOUT_SECONDS = 2.0
+# A failing backlog read is logged at most once per this many seconds, with the count of the ones left out.
+BACKLOG_WARNING_INTERVAL_SECONDS = 60.0
 
 # A host name label as RFC 1123 allows it: letters, digits and inner hyphens, at most 63 characters.
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -37,7 +49,7 @@ class PoolCollector(Collector):
 
     def __init__(self, pool: ConsumerPool, redis_url: str | None = None):
         self.pool = pool
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=2.0) if redis_url else None
+        self.backlog = BacklogReader(pool, redis_url) if redis_url else None
 
     def collect(self):
         stats = self.pool.stats
@@ -80,22 +92,100 @@ class PoolCollector(Collector):
         yield from self._backlog(labels, values)
 
     def _backlog(self, labels, values):
-        if self.redis is None:
+        if self.backlog is None:
             return
+        reading = self.backlog.read()
+        if reading is None:
+            return
+        if reading.group_found:
+            gauges = [
+                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them).",
+                 reading.lag),
+                ("group_pending", "Entries delivered but not acknowledged (with partitions, the sum over them).",
+                 reading.pending),
+                ("group_oldest_pending_seconds",
+                 "Age of the oldest pending entry from its stream id time (with partitions, the maximum), "
+                 "or 0 when none is pending.",
+                 reading.oldest_pending_seconds),
+            ]
+        else:
+            gauges = []
+        gauges.append(("dead_letters", "Entries in the dead-letter stream of the prefix (all runs and consumers).",
+                       reading.dead_letters))
+        for name, documentation, value in gauges:
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels)
+            family.add_metric(values, value)
+            yield family
+
+
+@dataclass
+class BacklogReading:
+    """The group's backlog over every stream the pool reads, and the dead-letter stream's length."""
+
+    group_found: bool = False  # whether the group exists on at least one of the streams
+    lag: int = 0
+    pending: int = 0
+    oldest_pending_seconds: float = 0.0
+    dead_letters: int = 0
+
+
+class BacklogReader:
+    """Reads a pool's backlog from Redis at scrape time, with the connection settings of the CLI.
+
+    The client comes from ``rewardpilot.connection.connect``, so it sends
+    ``REDIS_PASSWORD`` like the consumer's own client. A failing read is logged
+    as a warning, at most once per ``BACKLOG_WARNING_INTERVAL_SECONDS``.
+    """
+
+    def __init__(self, pool: ConsumerPool, redis_url: str):
+        self.pool = pool
+        self.url = redact(redis_url)
+        self.client = connect(redis_url, socket_timeout=BACKLOG_SOCKET_TIMEOUT_SECONDS)
+        self.log = get_logger("metrics", consumer=pool.name, group=pool.group)
+        self._repeats = RepeatFilter(BACKLOG_WARNING_INTERVAL_SECONDS)
+
+    def read(self) -> BacklogReading | None:
+        """Return the backlog, or None after logging why Redis could not be read."""
         try:
-            groups = self.redis.xinfo_groups(self.pool.stream)
-        except redis.RedisError:
-            return
-        info = _find_group(groups, self.pool.group)
-        if info is None:
-            return
-        lag = GaugeMetricFamily(f"{PREFIX}_group_lag", "Entries the consumer group has not read yet.", labels=labels)
-        lag.add_metric(values, _lag_of(info, None))
-        pending = GaugeMetricFamily(f"{PREFIX}_group_pending", "Entries delivered but not acknowledged.",
-                                    labels=labels)
-        pending.add_metric(values, int(info.get("pending", 0)))
-        yield lag
-        yield pending
+            return self._read()
+        except redis.RedisError as exc:
+            allowed, suppressed = self._repeats.allow("backlog")
+            if allowed:
+                self.log.warning("metrics: reading the group backlog from Redis failed; the scrape leaves out "
+                                 "the backlog gauges", url=self.url, error=str(exc), suppressed=suppressed)
+            return None
+
+    def _read(self) -> BacklogReading:
+        reading = BacklogReading()
+        seconds, micros = self.client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        for stream in group_streams(self.pool):
+            try:
+                groups = self.client.xinfo_groups(stream)
+            except redis.ResponseError as exc:
+                if "no such key" in str(exc).lower():
+                    continue  # a partition stream that no entry has reached yet
+                raise
+            info = _find_group(groups, self.pool.group)
+            if info is None:
+                continue
+            reading.group_found = True
+            stream_info = self.client.xinfo_stream(stream) if info.get("lag") is None else None
+            reading.lag += _lag_of(info, stream_info)
+            pending = int(info.get("pending", 0))
+            reading.pending += pending
+            if pending:
+                oldest = self.client.xpending_range(stream, self.pool.group, min="-", max="+", count=1)
+                if oldest:
+                    age_ms = max(0, now_ms - _entry_time_ms(oldest[0]["message_id"]))
+                    reading.oldest_pending_seconds = max(reading.oldest_pending_seconds, age_ms / 1000)
+        reading.dead_letters = self.client.xlen(self.pool.keys.dead_letters)
+        return reading
+
+
+def _entry_time_ms(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
 
 
 def _histograms(stats: PoolStats, labels: list[str], values: list[str]):

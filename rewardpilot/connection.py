@@ -9,7 +9,7 @@ URLs are redacted before they reach a log.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -60,19 +60,47 @@ def redact_safely(url: str) -> str:
         return "<unparsable URL>"
 
 
+# Query parameters whose value is masked by ``redact``: a name containing any of these, in any case.
+# redis-py takes ``password`` (and ``ssl_password``) from a URL's query as well as from its user info.
+SECRET_QUERY_NAMES = ("password", "passwd", "secret", "token", "apikey", "api_key", "api-key")
+
+
 def redact(url: str) -> str:
-    """Return the URL with any password replaced by ``***``."""
+    """Return the URL with the password of its user info and of secret query parameters replaced by ``***``.
+
+    The user name stays readable, as do the host, port, path and the other
+    query parameters (see ``SECRET_QUERY_NAMES``).
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = "&".join(_redact_parameter(parameter) for parameter in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    else:
-        netloc = f":***@{netloc}"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    # Built by hand, because urlunsplit drops the "//" of a URL without a host, such as unix:///tmp/redis.sock.
+    redacted = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        redacted = f"{redacted}?{query}"
+    if parts.fragment:
+        redacted = f"{redacted}#{parts.fragment}"
+    return redacted
+
+
+def _redact_parameter(parameter: str) -> str:
+    name, equals, _value = parameter.partition("=")
+    if equals and any(secret in unquote_plus(name).lower() for secret in SECRET_QUERY_NAMES):
+        return f"{name}=***"
+    return parameter
+
+
+def password_given(url: str) -> bool:
+    """Return whether a password reaches the server for ``url``: in its user info, its query or ``REDIS_PASSWORD``."""
+    parts = urlsplit(url)
+    if parts.password or os.environ.get("REDIS_PASSWORD"):
+        return True
+    return any(name == "password" and value for name, value in parse_qsl(parts.query))
 
 
 def _options(block_ms: int, url: str) -> dict:
@@ -98,7 +126,10 @@ def connect_async(url: str | None = None, *, block_ms: int = 0) -> aioredis.Redi
     return aioredis.Redis.from_url(resolved, **_options(block_ms, resolved))
 
 
-def connect(url: str | None = None, *, block_ms: int = 0) -> redis.Redis:
-    """Open a blocking client whose socket timeout outlasts ``block_ms``."""
+def connect(url: str | None = None, *, block_ms: int = 0, socket_timeout: float | None = None) -> redis.Redis:
+    """Open a blocking client whose socket timeout outlasts ``block_ms``, or is ``socket_timeout`` seconds when given."""
     resolved = resolve_url(url)
-    return redis.Redis.from_url(resolved, **_options(block_ms, resolved))
+    options = _options(block_ms, resolved)
+    if socket_timeout is not None:
+        options["socket_timeout"] = socket_timeout
+    return redis.Redis.from_url(resolved, **options)

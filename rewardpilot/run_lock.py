@@ -8,19 +8,29 @@ holder that dies without leaving loses the lock when the lease runs out.
 
 Replays use it on their run name, because each replay deletes and recreates
 its run's consumer group: two replays of one run at the same time would
-reset each other's group.
+reset each other's group. ``rewardpilot consume --name`` uses it on the
+consumer name.
 
-NOTE: a holder that stalls for longer than the lease (a long GC pause, a
-suspended machine) can lose the lock while it still works. The renewal logs
-a warning when it finds the key gone or taken, and the work goes on.
+The renewal keeps going through Redis errors: it logs a warning and tries
+again at the next renewal. When it finds the key gone (the holder stalled
+for longer than the lease, or the server restarted without its data), it
+takes the key again with ``SET NX`` and logs a warning. When another holder
+has the key, it logs an error at every renewal and calls ``on_conflict``
+once, so that the caller can stop its work.
+
+NOTE: between the lease running out and the renewal that takes the key
+again, another process can take it. For that window, two holders work at
+once, until ``on_conflict`` stops this one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 
+import redis
 import redis.asyncio as aioredis
 
 from consumer.names import consumer_name
@@ -47,15 +57,23 @@ class RunLockHeld(RuntimeError):
 
 
 class RunLock:
-    """A lease on ``key`` for the duration of an ``async with`` block; see the module docstring."""
+    """A lease on ``key`` for the duration of an ``async with`` block; see the module docstring.
 
-    def __init__(self, client: aioredis.Redis, key: str, *, lease_ms: int = DEFAULT_LEASE_MS):
+    ``on_conflict`` is called once, on the event loop, with the ``RunLockHeld``
+    that names the other holder, when a renewal finds the key taken by
+    another holder. It may be set after entering the block.
+    """
+
+    def __init__(self, client: aioredis.Redis, key: str, *, lease_ms: int = DEFAULT_LEASE_MS,
+                 on_conflict: Callable[[RunLockHeld], None] | None = None):
         self.client = client
         self.key = key
         self.lease_ms = lease_ms
+        self.on_conflict = on_conflict
         self.holder = consumer_name()
         self.token = json.dumps({"holder": self.holder,
                                  "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        self.conflict: RunLockHeld | None = None  # the first other holder a renewal found, if any
         self._released = asyncio.Event()
         self._renewer: asyncio.Task | None = None
 
@@ -72,7 +90,11 @@ class RunLock:
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
-        await self.client.eval(_RELEASE, 1, self.key, self.token)
+        try:
+            await self.client.eval(_RELEASE, 1, self.key, self.token)
+        except redis.RedisError as exc:
+            log.warning("lock not released: Redis command failed; the lock is free when its lease runs out",
+                        key=self.key, holder=self.holder, lease_ms=self.lease_ms, error=str(exc))
 
     async def _renew(self) -> None:
         interval = self.lease_ms / 3000
@@ -82,9 +104,27 @@ class RunLock:
                 return
             except TimeoutError:
                 pass
-            if not await self.client.eval(_RENEW, 1, self.key, self.token, self.lease_ms):
-                log.warning("lock lost: the lease ran out before it was renewed", key=self.key, holder=self.holder)
-                return
+            try:
+                await self._renew_once()
+            except redis.RedisError as exc:
+                log.warning("lock not renewed: Redis command failed; retrying", key=self.key, holder=self.holder,
+                            error=str(exc), retry_in_seconds=interval)
+
+    async def _renew_once(self) -> None:
+        """Extend the lease, take the key again when it is gone, or report the holder that has it now."""
+        if await self.client.eval(_RENEW, 1, self.key, self.token, self.lease_ms):
+            return
+        if await self.client.set(self.key, self.token, nx=True, px=self.lease_ms):
+            log.warning("lock taken again: the lease ran out before it was renewed (a stall or a Redis restart), "
+                        "so another process may have held it in between", key=self.key, holder=self.holder)
+            return
+        held = _held(self.key, await self.client.get(self.key))
+        log.error("lock held by another process: both work under one lock", key=self.key, holder=self.holder,
+                  other_holder=held.holder or "unknown", other_since=held.since)
+        if self.conflict is None:
+            self.conflict = held
+            if self.on_conflict is not None:
+                self.on_conflict(held)
 
 
 def _held(key: str, raw: bytes | str | None) -> RunLockHeld:

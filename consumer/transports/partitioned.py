@@ -41,6 +41,7 @@ from consumer.settle import Result, SettleCounts, Settler, SpendChecks
 from consumer.stats import PoolStats
 from consumer.transports.base import Delivery, Reclaimed
 from consumer.transports.leases import Leases
+from consumer.transports.redis_stream import MissingGroup
 from rewardpilot.logs import entry_id_fields, get_logger
 from rewardpilot.models import DeadLetter
 from rewardpilot.partitions import agree_count_async, partition_of, partition_streams
@@ -102,6 +103,7 @@ class PartitionedStreamTransport:
         self.streams = partition_streams(settings.keys, self.partitions)
         self.leases = Leases(client, settings.keys, self.group, consumer, self.partitions, settings.lease_ms)
         self.log = get_logger("transport", consumer=consumer, group=self.group, partitions=self.partitions)
+        self.missing_group = MissingGroup(client, self.group, self.log)
         self.settlers = [
             Settler.for_settings(client, settings, group=self.group, transactions_stream=stream)
             for stream in self.streams
@@ -136,6 +138,7 @@ class PartitionedStreamTransport:
         for stream in self.streams:
             if await ensure_group(self.client, stream, self.group, self.settings.start_id):
                 self.log.info("consumer group created", stream=stream, start_id=self.settings.start_id)
+        await self.missing_group.remember_start()
         await self.balance()
         if self._lease_task is None:  # the pool retries open() after a connection error
             self._lease_task = asyncio.create_task(self._keep_leases())
@@ -366,6 +369,7 @@ class PartitionedStreamTransport:
         return self._take_buffered(count)
 
     async def _read_new(self, partitions: list[int], count: int, block_ms: int) -> list:
+        seen = self.missing_group.seen()
         try:
             return await self.client.xreadgroup(
                 self.group, self.consumer, {self.streams[p]: ">" for p in partitions},
@@ -374,12 +378,8 @@ class PartitionedStreamTransport:
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self.log.error(
-                "consumer group missing: the Redis server lost its data (restarted without "
-                "persistence?). Recreating the groups; entries that were in the streams are lost.",
-            )
-            for partition in partitions:
-                await ensure_group(self.client, self.streams[partition], self.group, "0")
+            # Every partition stream, so that the reads of the other workers find the group there too.
+            await self.missing_group.recreate(self.streams, seen)
             return []
 
     async def _read_pending(self, partition: int, count: int) -> list[Delivery]:

@@ -12,6 +12,8 @@ dead letters and XACK together), recovers with XAUTOCLAIM:
 
 from __future__ import annotations
 
+import asyncio
+
 import redis
 import redis.asyncio as aioredis
 
@@ -52,6 +54,122 @@ def deliveries_of(reply) -> list[Delivery]:
     return deliveries
 
 
+class MissingGroup:
+    """Recreates a consumer group that vanished from under a transport, and logs why once per occurrence.
+
+    The workers of one pool share the transport, so several of them see the
+    same NOGROUP reply. ``seen`` before a read and ``recreate`` after its
+    NOGROUP let only the first worker of the occurrence recreate and log.
+
+    The log tells two causes apart. When the stream still has entries that
+    were added before the server last started (or the server did not restart
+    since ``remember_start``), the group was deleted, and recreating it at 0
+    reads every entry in the stream again. A missing or empty stream, or one
+    whose entries all came after a restart, gets the lost-data message.
+    NOTE: a group deleted from an empty stream gets the lost-data message too,
+    because nothing in Redis tells the two apart then.
+    """
+
+    def __init__(self, client: aioredis.Redis, group: str, log):
+        self.client = client
+        self.group = group
+        self.log = log
+        self._generation = 0
+        self._lock = asyncio.Lock()
+        self._opened_ms: int | None = None  # server time at ``remember_start``
+
+    async def remember_start(self) -> None:
+        """Record the server's time, to tell later whether it restarted since."""
+        try:
+            self._opened_ms = await _server_time_ms(self.client)
+        except redis.ResponseError as exc:  # TIME disabled, as some managed services do
+            self.log.warning("TIME failed, so a lost consumer group is reported without the restart check",
+                             error=str(exc))
+
+    def seen(self) -> int:
+        """Return the occurrence count to pass to ``recreate`` after the read that follows."""
+        return self._generation
+
+    async def recreate(self, streams: list[str], seen: int) -> None:
+        """Recreate the group at 0 on each of ``streams`` that lacks it, unless another worker already did."""
+        async with self._lock:
+            if seen != self._generation:
+                return
+            restart_ms = await self._restart_since_open_ms()
+            # Another consumer process may have recreated the group already, and then every stream counts.
+            lacking = [stream for stream in streams if not await self._has_group(stream)] or streams
+            missing: list[str] = []  # streams whose entries the server lost
+            entries = 0  # entries in the other streams, read again from 0
+            for stream in lacking:
+                oldest = await self.client.xrange(stream, count=1)
+                length = await self.client.xlen(stream) if oldest else 0
+                lost = not oldest or (restart_ms is not None and _entry_time_ms(oldest[0][0]) >= restart_ms)
+                if lost:
+                    missing.append(stream)
+                else:
+                    entries += length
+                await ensure_group(self.client, stream, self.group, "0")
+            # Counted only now: a read sent while the group was being recreated can still get NOGROUP.
+            self._generation += 1
+        self._log(lacking, missing, entries)
+
+    async def _has_group(self, stream: str) -> bool:
+        try:
+            groups = await self.client.xinfo_groups(stream)
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return False
+            raise
+        return any(_text(info.get("name")) == self.group for info in groups)
+
+    async def _restart_since_open_ms(self) -> int | None:
+        """Return the server time (ms) when it last started, when that was after ``remember_start``, else None."""
+        if self._opened_ms is None:
+            return None
+        try:
+            now_ms = await _server_time_ms(self.client)
+            info = await self.client.info("server")
+        except redis.ResponseError as exc:  # TIME or INFO disabled, as some managed services do
+            self.log.warning("TIME or INFO failed, so the restart check is skipped", error=str(exc))
+            return None
+        # INFO reports the uptime in whole seconds, so the start lies within the second before now - uptime.
+        # The latest possible start decides whether it restarted since, and the earliest is returned.
+        uptime_ms = int(info.get("uptime_in_seconds", 0)) * 1000
+        if now_ms - uptime_ms > self._opened_ms:
+            return now_ms - uptime_ms - 1000
+        return None
+
+    def _log(self, streams: list[str], missing: list[str], entries: int) -> None:
+        where = "the stream" if len(streams) == 1 else "the partition streams"
+        if entries:
+            self.log.warning(
+                f"consumer group deleted; recreated at 0, reading the {entries} entries in {where} again; "
+                "results already written are skipped as duplicates while their markers last (--marker-ttl)",
+                streams=streams, entries=entries,
+            )
+        if missing and not entries:
+            self.log.error(
+                "consumer group missing: the Redis server lost its data (restarted without persistence?). "
+                f"Recreating the group; entries that were in {where} are lost.",
+                streams=missing,
+            )
+        elif missing:
+            self.log.error(
+                "consumer group missing on streams that lost their entries (a server restart without "
+                "persistence?); entries that were in them are lost.",
+                streams=missing,
+            )
+
+
+async def _server_time_ms(client: aioredis.Redis) -> int:
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _entry_time_ms(entry_id: bytes | str) -> int:
+    return int(_text(entry_id).split("-", 1)[0])
+
+
 class RedisStreamTransport:
     """One consumer (``consumer``) of a consumer group on ``settings.keys.transactions``."""
 
@@ -65,6 +183,7 @@ class RedisStreamTransport:
         self.group = settings.group_name
         self.log = get_logger("transport", consumer=consumer, group=self.group)
         self.settler = Settler.for_settings(client, settings, group=self.group)
+        self.missing_group = MissingGroup(client, self.group, self.log)
         self._reclaim_cursor = "0-0"
 
     async def open(self) -> None:
@@ -73,6 +192,7 @@ class RedisStreamTransport:
         created = await ensure_group(self.client, self.stream, self.group, self.settings.start_id)
         if created:
             self.log.info("consumer group created", stream=self.stream, start_id=self.settings.start_id)
+        await self.missing_group.remember_start()
 
     async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         # Packed and parsed here rather than by redis-py, whose reply parsing runs in Python per entry.
@@ -80,23 +200,15 @@ class RedisStreamTransport:
         if block_ms is not None:
             command += ["BLOCK", block_ms]
         command += ["STREAMS", self.stream, ">"]
+        seen = self.missing_group.seen()
         try:
             reply = await resp.execute_async(self.client, resp.pack(command))
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self._recreate_group()
+            await self.missing_group.recreate([self.stream], seen)
             return []
         return deliveries_of(reply)
-
-    async def _recreate_group(self) -> None:
-        """Recreate a group that vanished because the server restarted empty."""
-        self.log.error(
-            "consumer group missing: the Redis server lost its data (restarted without "
-            "persistence?). Recreating the group; entries that were in the stream are lost.",
-            stream=self.stream,
-        )
-        await ensure_group(self.client, self.stream, self.group, "0")
 
     async def settle(self, results: list[tuple[str, Result]], dead_letters: list[DeadLetter],
                      acknowledge: list[str], checks: SpendChecks | None = None) -> SettleCounts:

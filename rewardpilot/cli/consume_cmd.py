@@ -116,14 +116,14 @@ async def name_lease(client, settings: ConsumerSettings):
     (host, pid and a random part) is unique, so only ``--name`` is checked.
     """
     if settings.consumer is None:
-        yield
+        yield None
         return
     from rewardpilot.run_lock import RunLock, RunLockHeld
 
     key = name_lease_key(settings.keys, settings.group_name, settings.consumer)
     try:
-        async with RunLock(client, key, lease_ms=NAME_LEASE_MS):
-            yield
+        async with RunLock(client, key, lease_ms=NAME_LEASE_MS) as lock:
+            yield lock
     except RunLockHeld as exc:
         holder = f"process {exc.holder} since {exc.since}" if exc.holder else "another process"
         console.print(
@@ -242,7 +242,7 @@ def consume(
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     run: str = typer.Option(LIVE_RUN, "--run", help="Run name; results go to this run's results stream."),
     job: str = typer.Option(None, "--job", help="Work on the streams of this `rewardpilot run` job."),
-    name: str = typer.Option(None, "--name", help="Consumer name (default: host-pid-random, unique per process). A name that a running consumer of the same group uses is rejected."),
+    name: str = typer.Option(None, "--name", help="Consumer name (default: host-pid-random, unique per process). A name that a running consumer of the same group uses is rejected (exit 2), and a consumer whose name another process took while it stalled stops (exit 1)."),
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to finish the batch in hand after SIGTERM."),
     visibility_timeout: float = typer.Option(60.0, "--visibility-timeout", min=0.01, help="Seconds an entry may stay unsettled before another consumer claims it."),
     max_deliveries: int = typer.Option(5, "--max-deliveries", min=1, help="Deliveries after which an entry is a poison message and is dead-lettered."),
@@ -303,24 +303,34 @@ def consume(
     async def main():
         async_client = context.async_client(block_ms=block_ms)
         try:
-            async with name_lease(async_client, settings):
+            async with name_lease(async_client, settings) as lease:
                 pool = make_pool(async_client, settings, options)
+                if lease is not None:
+                    # Another process took this name after the lease ran out (a stall, an outage), so
+                    # this one stops: two consumers with one name share one pending entries list.
+                    lease.on_conflict = lambda held: pool.stop()
                 try:
                     if metrics_port:
                         start_metrics(pool, metrics_port, metrics_address, context.url())
                     interruption = install_signal_handlers(pool)
-                    return await pool.run(), pool.drained, interruption
+                    return await pool.run(), pool.drained, interruption, lease.conflict if lease else None
                 finally:
                     await pool.recommender.aclose()
         finally:
             await async_client.aclose()
 
     try:
-        stats, drained, interruption = asyncio.run(main())
+        stats, drained, interruption, name_taken = asyncio.run(main())
     finally:
         if lifetime is not None:
             expire_with_job(client, keys, settings)
     typer.echo(json.dumps(stats.as_dict()))
+    if name_taken is not None:
+        console.print(f"[red]error:[/red] stopped because another process ({escape(str(name_taken.holder))}) "
+                      f"took --name {escape(repr(settings.consumer))} while this consumer could not renew its "
+                      "lease (a stall or a Redis outage). Its entries were settled or stay pending for recovery. "
+                      "Give each consumer its own --name.", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
     if drain and not drained and interruption.signum is not None:
         # A drain that a signal ended did not finish, so the group may still hold unread or pending entries.
         console.print(f"[yellow]interrupted by {interruption.name} before the group was drained[/yellow]")

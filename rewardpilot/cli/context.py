@@ -130,13 +130,17 @@ def check_redis(client: redis.Redis, context: AppContext) -> None:
     """Exit with a clear message when Redis does not reply to PING."""
     import redis
 
-    from rewardpilot.connection import redact
+    from rewardpilot.connection import password_given, redact
 
     try:
         client.ping()
     except redis.AuthenticationError:
-        console.print(f"[red]error:[/red] Redis at {redact(context.url())} rejected the password; "
-                      "check REDIS_URL or REDIS_PASSWORD")
+        if password_given(context.url()):
+            console.print(f"[red]error:[/red] Redis at {redact(context.url())} rejected the password; "
+                          "check REDIS_URL or REDIS_PASSWORD")
+        else:
+            console.print(f"[red]error:[/red] Redis at {redact(context.url())} requires a password, and none was "
+                          "given; set REDIS_PASSWORD, or put it in REDIS_URL as redis://:PASSWORD@host:port/db")
         raise typer.Exit(2) from None
     except redis.ConnectionError as exc:
         console.print(f"[red]error:[/red] cannot reach Redis at {redact(context.url())}: {str(exc).rstrip('.')}. "

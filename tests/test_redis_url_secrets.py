@@ -1,0 +1,82 @@
+"""Redis URLs in messages and logs: no password in clear, and a clear message when one is missing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import ROOT, ValkeyProcess, free_port, run_cli
+from rewardpilot.connection import password_given, redact
+
+SECRET = "QS3cr3t"
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    (f"redis://127.0.0.1:16391/0?password={SECRET}", "redis://127.0.0.1:16391/0?password=***"),
+    (f"redis://app:{SECRET}@127.0.0.1:6379/0", "redis://app:***@127.0.0.1:6379/0"),
+    (f"redis://:{SECRET}@[::1]:6379/0?db=2&ssl_password={SECRET}", "redis://:***@[::1]:6379/0?db=2&ssl_password=***"),
+    (f"unix:///tmp/redis.sock?password={SECRET}&db=1", "unix:///tmp/redis.sock?password=***&db=1"),
+    (f"http://127.0.0.1:8080/mcp?api_key={SECRET}#top", "http://127.0.0.1:8080/mcp?api_key=***#top"),
+    ("redis://app@127.0.0.1:6379/0?username=app", "redis://app@127.0.0.1:6379/0?username=app"),
+])
+def test_redact_masks_passwords(url, expected):
+    assert redact(url) == expected
+
+
+def test_password_given_sources(monkeypatch):
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    assert not password_given("redis://127.0.0.1:6379/0")
+    assert password_given(f"redis://:{SECRET}@127.0.0.1:6379/0")
+    assert password_given(f"redis://127.0.0.1:6379/0?password={SECRET}")
+    monkeypatch.setenv("REDIS_PASSWORD", SECRET)
+    assert password_given("redis://127.0.0.1:6379/0")
+
+
+def cli_env(tmp_path, url: str, **extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name != "REDIS_PASSWORD"}
+    env.update(REDIS_URL=url, RP_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), COLUMNS="1000", **extra)
+    return env
+
+
+def test_unreachable_url_printed_without_password(tmp_path):
+    env = cli_env(tmp_path, f"redis://127.0.0.1:{free_port()}/0?password={SECRET}")
+
+    status = run_cli(["status"], env, timeout=60)
+    consume = run_cli(["consume", "--drain", "--startup-timeout", "0.5"], env, timeout=60)
+
+    for completed in (status, consume):
+        assert completed.returncode == 2
+        assert SECRET not in completed.stderr
+        assert SECRET not in completed.stdout
+        assert "?password=***" in completed.stderr
+    assert "Redis not reachable yet" in consume.stderr  # the log line that carries the URL
+
+
+@pytest.fixture
+def server(tmp_path):
+    valkey = ValkeyProcess(tmp_path / "valkey", password=SECRET)
+    valkey.start()
+    yield valkey
+    valkey.stop()
+
+
+def test_missing_password_message(server, tmp_path):
+    completed = run_cli(["status"], cli_env(tmp_path, f"redis://127.0.0.1:{server.port}/0"), timeout=60)
+
+    message = " ".join(completed.stderr.split())
+    assert completed.returncode == 2
+    assert "requires a password, and none was given" in message
+    assert "set REDIS_PASSWORD" in message
+    assert "rejected the password" not in message
+
+
+def test_wrong_password_message(server, tmp_path):
+    env = cli_env(tmp_path, f"redis://127.0.0.1:{server.port}/0", REDIS_PASSWORD=f"wrong-{SECRET}")
+
+    completed = run_cli(["status"], env, timeout=60)
+
+    message = " ".join(completed.stderr.split())
+    assert completed.returncode == 2
+    assert "rejected the password" in message
+    assert SECRET not in completed.stderr
