@@ -47,7 +47,7 @@ DEMO_WALLETS: dict[str, tuple[str, ...]] = {
     "demo-foodie": ("amex-gold", "capital-one-savor", "citi-double-cash", "chase-freedom-unlimited"),
     "demo-traveler": ("chase-sapphire-reserve", "amex-platinum", "capital-one-venture-x", "chase-freedom-unlimited"),
     "demo-cashback": ("wells-fargo-active-cash", "amex-blue-cash-preferred", "citi-custom-cash", "discover-it-cash-back"),
-    "demo-trifecta": ("chase-sapphire-preferred", "chase-freedom-unlimited", "chase-freedom-flex"),
+    "demo-student": ("chase-sapphire-preferred", "chase-freedom-unlimited", "chase-freedom-flex"),
 }
 
 

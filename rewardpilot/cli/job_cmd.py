@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
@@ -53,7 +54,7 @@ def run(
     demo_wallets: bool = typer.Option(
         False, "--demo-wallets",
         help="Store the wallets of the bundled example's demo users (demo-foodie, demo-traveler, demo-cashback, "
-        "demo-trifecta), as `make run` does: only on the first such run under the prefix, and only when no wallet "
+        "demo-student), as `make run` does: only on the first such run under the prefix, and only when no wallet "
         "is stored there yet (the README tells how to store them again).",
     ),
     keep: str = typer.Option(
@@ -92,6 +93,12 @@ def run(
         check_rejects_path(rejects, file)
         keep_seconds = int(age_seconds(keep, "--keep"))
         run_wallet = check_cards(split_cards(wallet))
+    if os.environ.get("ORCHESTRATOR_URL"):
+        # run always uses the in-process engine; consume and replay read this variable.
+        console.print("[yellow]warning:[/yellow] ORCHESTRATOR_URL is set, but `run` recommends with the "
+                      "in-process engine and never calls an orchestrator. To use one, publish with "
+                      "`rewardpilot publish` and process with `rewardpilot consume --drain`.",
+                      soft_wrap=True, highlight=False)
     # A job's publish markers live as long as the job, so running the same job id again within
     # --keep skips the rows already published. A marker must not outlive the job, or a new job
     # under the same id would find duplicates. On the live streams the usual 24 hours apply.

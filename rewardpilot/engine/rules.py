@@ -1008,7 +1008,8 @@ class RulesEngine:
         if context.category in self._ineligible:
             first = (
                 f"Card terms exclude cash-like transactions and wagers ({placement.category}) from rewards, "
-                f"so no card earns anything here; {card.short_name} is listed first for its lower annual fee."
+                f"so no card earns anything here; {card.short_name} is listed first because the ranking then "
+                "goes by annual fee, lowest first, and then by card id."
             )
         else:
             first = f"{card.short_name} earns {winner.phrase}: {_money(cash)} on {_money(amount)}"

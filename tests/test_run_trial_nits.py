@@ -1,0 +1,44 @@
+"""Small things a new user of `run` and the example data runs into."""
+
+from __future__ import annotations
+
+import csv
+import json
+from decimal import Decimal
+
+from conftest import ROOT, one_server, run_cli
+from rewardpilot.engine import RulesEngine
+from rewardpilot.models import Transaction
+from rewardpilot.wallets import DEMO_WALLETS
+
+
+def test_demo_wallets_belong_to_example_users():
+    with (ROOT / "examples" / "transactions.csv").open(newline="") as handle:
+        users = {row["user_id"] for row in csv.DictReader(handle)}
+
+    assert set(DEMO_WALLETS) <= users
+
+
+def test_cash_like_reasoning_names_the_order():
+    transaction = Transaction(transaction_id="c1", user_id="u1", merchant="Western Union", category="money transfer",
+                              mcc="4829", amount_usd=Decimal("100.00"))
+
+    rec = RulesEngine.default().recommend(transaction, ["citi-custom-cash", "wells-fargo-active-cash"])
+
+    assert rec.rewards.cash_value_usd == Decimal("0.00")
+    assert "listed first because the ranking then goes by annual fee, lowest first, and then by card id" in \
+        rec.reasoning
+
+
+@one_server
+def test_run_warns_orchestrator_url_unused(cli_env, keys, tmp_path):
+    source = tmp_path / "one.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                      "o1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"],
+                   {**cli_env, "ORCHESTRATOR_URL": "http://127.0.0.1:9"})
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ORCHESTRATOR_URL is set, but `run` recommends with the in-process engine" in " ".join(done.stderr.split())
+    assert json.loads(done.stdout.strip().splitlines()[-1])["total_transactions"] == 1
