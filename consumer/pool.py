@@ -594,8 +594,12 @@ class ConsumerPool:
             raise
         self._count_settled(counts, results, rewards)
         if dead_letters:
+            fields = entry_id_fields([letter.entry_id for letter in dead_letters])
+            transaction_ids = {letter.entry_id: letter.transaction_id for letter in dead_letters}
             self.log.warning(
-                "entries dead-lettered", **entry_id_fields([letter.entry_id for letter in dead_letters]),
+                "entries dead-lettered", **fields,
+                # In the order of entry_ids; None for an entry whose transaction could not be read.
+                transaction_ids=[transaction_ids[entry_id] for entry_id in fields["entry_ids"]],
                 reasons=sorted({letter.reason for letter in dead_letters}),
             )
             if any(letter.http_status in (401, 403) for letter in dead_letters):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import redis.asyncio as aioredis
 import structlog.testing
@@ -10,6 +11,7 @@ import structlog.testing
 from consumer.errors import TransientError
 from consumer.guarded import GuardedRecommender
 from consumer.pool import ConsumerPool
+from consumer.recommenders import ItemError
 from consumer.recovery import recover_once
 from consumer.retry import RetryPolicy
 from consumer.settings import ConsumerSettings
@@ -77,7 +79,40 @@ async def test_dead_letter_log_capped(redis_url, keys, sync_client):
     assert len(lines) == 1
     assert lines[0]["entry_ids"] == oldest
     assert lines[0]["entries"] == 40
+    assert lines[0]["transaction_ids"] == [None] * LOGGED_ENTRY_IDS  # the payloads hold no transaction
     assert "count" not in lines[0]
+
+
+class RejectsAll:
+    """A recommender that rejects every transaction permanently."""
+
+    name = "rejecting"
+
+    async def recommend(self, items):
+        return [ItemError("Rejected", "not today") for _ in items]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_dead_letter_log_names_transactions(redis_url, keys, sync_client):
+    publish(redis_url, keys, transactions(8))
+    published = [entry_id for entry_id, _ in sync_client.xrange(keys.transactions)]
+    ids_by_entry = {entry_id: json.loads(fields["data"])["transaction_id"]
+                    for entry_id, fields in sync_client.xrange(keys.transactions)}
+    client = aioredis.Redis.from_url(redis_url)
+    pool = ConsumerPool(client, ConsumerSettings(keys=keys, workers=1, batch_size=500, block_ms=100, drain=True),
+                        RejectsAll())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            stats = await asyncio.wait_for(pool.run(), timeout=60)
+    finally:
+        await client.aclose()
+
+    lines = [event for event in logs if event["event"] == "entries dead-lettered"]
+    assert stats.dead_letters == 8
+    assert lines[0]["entry_ids"] == published[:LOGGED_ENTRY_IDS]
+    assert lines[0]["transaction_ids"] == [ids_by_entry[entry_id] for entry_id in published[:LOGGED_ENTRY_IDS]]
 
 
 class AlwaysDown:
