@@ -75,16 +75,23 @@ def collect_status(client: redis.Redis, keys: StreamKeys, runs: list[str] | None
 
     ``partitions`` lists each partition stream with its lease holder per
     group; it is empty when the prefix uses the single transactions stream.
+    ``transactions_total`` counts the entries of both. The rate limit's
+    figures keep nine significant digits, without float noise such as
+    2.9870894000000003.
     ``results`` counts each run's results. For a job (``keys.job`` set), the
     job's own results are under ``JOB_RESULTS`` instead of ``live``, and
     ``job_expiry`` says when the job's keys expire (see ``job_expiry``).
     """
     runs = runs or [LIVE_RUN]
     now = time.time()
+    transactions = stream_status(client, keys.transactions)
+    partitions = partitions_status(client, keys)
     return {
         "time": now,
-        "transactions": stream_status(client, keys.transactions),
-        "partitions": partitions_status(client, keys),
+        "transactions": transactions,
+        "partitions": partitions,
+        # With partitions the entries are on the partition streams, and the base stream is empty.
+        "transactions_total": transactions["length"] + sum(partition["length"] for partition in partitions),
         "results": {results_label(keys, run): client.xlen(keys.results(run)) for run in runs},
         "dead_letters": client.xlen(keys.dead_letters),
         "rate_limit": rate_limit_status(client, keys),
@@ -136,6 +143,10 @@ def partitions_status(client: redis.Redis, keys: StreamKeys) -> list[dict]:
     return described
 
 
+def _significant(value: float) -> float:
+    return float(f"{value:.9g}")
+
+
 def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
     """Return the shared orchestrator rate limit in tokens per second, or None when its bucket has expired.
 
@@ -148,9 +159,9 @@ def rate_limit_status(client: redis.Redis, keys: StreamKeys) -> dict | None:
     if state is None:
         return None
     return {
-        "configured_rate": state.configured_rate,
-        "effective_rate": state.effective_rate,
-        "tokens": state.tokens,
+        "configured_rate": _significant(state.configured_rate),
+        "effective_rate": _significant(state.effective_rate),
+        "tokens": _significant(state.tokens),
         "burst": state.burst,
         "idle_seconds": state.idle_seconds,
         "active": state.idle_seconds <= RATE_LIMIT_ACTIVE_SECONDS,

@@ -394,11 +394,15 @@ def test_status_shows_partition_holders(redis_url, sync_client, keys):
     for described in snapshot["partitions"]:
         assert described["groups"][0]["lease_holder"] == "holder"
     assert sum(p["length"] for p in snapshot["partitions"]) == 6
+    assert snapshot["transactions"]["length"] == 0
+    assert snapshot["transactions_total"] == 6
 
 
 def test_status_single_stream_has_no_partitions(sync_client, keys):
     Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(3, ["a"]))
-    assert collect_status(sync_client, keys)["partitions"] == []
+    snapshot = collect_status(sync_client, keys)
+    assert snapshot["partitions"] == []
+    assert snapshot["transactions_total"] == 3
 
 
 # Exactly once under a killed consumer
