@@ -42,3 +42,26 @@ def test_run_warns_orchestrator_url_unused(cli_env, keys, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ORCHESTRATOR_URL is set, but `run` recommends with the in-process engine" in " ".join(done.stderr.split())
     assert json.loads(done.stdout.strip().splitlines()[-1])["total_transactions"] == 1
+
+
+def test_base_command_keeps_global_options():
+    from rewardpilot.cli.context import base_command
+
+    assert base_command("rp:", None)[1:] == []
+    assert base_command("team:", "redis://127.0.0.1:6379/9")[1:] == [
+        "--redis-url", "redis://127.0.0.1:6379/9", "--prefix", "team:"]
+    # A URL with a password is never printed, so the hint relies on REDIS_URL.
+    assert base_command("team:", "redis://:s3cret@127.0.0.1:6379/9")[1:] == ["--prefix", "team:"]
+    assert base_command("rp:", "redis://127.0.0.1:6379/9?password=s3cret")[1:] == []
+
+
+@one_server
+def test_run_hint_names_prefix(cli_env, keys, tmp_path):
+    source = tmp_path / "one.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                      "h1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "hint", "--keep", "1h"], cli_env)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"--prefix {keys.prefix} subscribe --job hint --from-start" in " ".join(done.stderr.split())

@@ -8,6 +8,7 @@ without them.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -66,6 +67,10 @@ class AppContext:
                 console.print(f"started a new embedded Valkey server with its data in {home}; {reach}, "
                               "or set REDIS_URL.", soft_wrap=True)
         return self._resolved
+
+    def command(self, *words: str) -> str:
+        """Return a command to print in a hint, with this invocation's global options, quoted for a shell."""
+        return shlex.join([*base_command(self.prefix, self.redis_url), *words])
 
     def keys(self, job: str | None = None) -> StreamKeys:
         return StreamKeys(prefix=self.prefix, job=job)
@@ -180,6 +185,24 @@ def check_job_exists(client: redis.Redis, context: AppContext, keys: StreamKeys,
                       "on this server; "
                       "use the job id that `rewardpilot run` printed")
         raise typer.Exit(2)
+
+
+def base_command(prefix: str = DEFAULT_PREFIX, redis_url: str | None = None) -> list[str]:
+    """Return the start of a command to print in a hint: the program, ``--redis-url`` and ``--prefix``.
+
+    ``--redis-url`` is the one given on the command line. It is left out
+    when it contains a password, which a hint must never show, and then the
+    printed command needs ``REDIS_URL`` set. ``--prefix`` is left out when it
+    is the default.
+    """
+    from rewardpilot.connection import redact
+
+    words = [program_name()]
+    if redis_url and redact(redis_url) == redis_url:
+        words += ["--redis-url", redis_url]
+    if prefix != DEFAULT_PREFIX:
+        words += ["--prefix", prefix]
+    return words
 
 
 def program_name() -> str:

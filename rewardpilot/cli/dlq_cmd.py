@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
-from rewardpilot.streams import DEFAULT_PREFIX
+from rewardpilot.cli.context import app_context, base_command, check_job_exists, check_redis, console, stdout_console
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
@@ -175,7 +174,8 @@ def redrive(
         target = keys.transactions if partitions == 1 else f"the {partitions} partition streams {keys.transactions}:p*"
         console.print(f"redrove {_letters(len(report.new_ids))} onto {target}", markup=False, soft_wrap=True)
     for replay in report.replays:
-        _print_replay_command(app_context(ctx).prefix, job, replay)
+        context = app_context(ctx)
+        _print_replay_command(context.prefix, job, replay, context.redis_url)
     remaining = client.xlen(keys.dead_letters)
     if all_letters and remaining:
         verb = "remains" if remaining == 1 else "remain"
@@ -183,11 +183,9 @@ def redrive(
                       markup=False, soft_wrap=True)
 
 
-def _print_replay_command(prefix: str, job: str | None, replay) -> None:
+def _print_replay_command(prefix: str, job: str | None, replay, redis_url: str | None = None) -> None:
     """Print, for one replay run's released letters, the replay command that processes their entries again."""
-    command = ["rewardpilot"]
-    if prefix != DEFAULT_PREFIX:
-        command += ["--prefix", prefix]
+    command = base_command(prefix, redis_url)
     command += ["replay", "--run", replay.run]
     if job:
         command += ["--job", job]

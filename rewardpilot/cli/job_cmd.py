@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from rewardpilot.cli.context import app_context, check_redis, console, program_name, stdout_console
+from rewardpilot.cli.context import app_context, check_redis, console, stdout_console
 from rewardpilot.cli.options import age_seconds, check_cards, split_cards
 from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path, check_rejects_path
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
@@ -117,7 +117,7 @@ def run(
         created = wallets.ensure_demo_wallets(client, keys, _catalog())
         if created:
             console.print(f"stored demo wallets for {', '.join(created)} (remove one with "
-                          f"`{program_name()} wallet delete USER`)", soft_wrap=True)
+                          f"`{context.command('wallet', 'delete')} USER`)", soft_wrap=True)
     console.print(f"job {job} on {context.describe_server()}")
     with shared_errors_as_json(as_json):
         agreed = agreed_partitions(client, keys, partitions)
@@ -151,8 +151,8 @@ def run(
             output_failed = True
             console.print(f"[red]error:[/red] --output {escape(repr(str(output)))}: the results could not be "
                           f"written: {escape(str(exc))}; the results stay in the job's stream until it expires, "
-                          f"so fix the path and read them with: {program_name()} subscribe "
-                          f"{'' if live else f'--job {job} '}--from-start",
+                          "so fix the path and read them with: "
+                          f"{context.command('subscribe', *([] if live else ['--job', job]), '--from-start')}",
                           soft_wrap=True, highlight=False)
         else:
             console.print(f"wrote {written} results to {output}")
@@ -168,9 +168,10 @@ def run(
         _print_already_processed(summary, live)
     # soft_wrap: the command is meant to be copied, so it must not be cut at the console's width.
     if live:
-        console.print(f"follow the live results with: {program_name()} subscribe --from-start", soft_wrap=True)
+        console.print(f"follow the live results with: {context.command('subscribe', '--from-start')}",
+                      soft_wrap=True)
     else:
-        console.print(f"follow this job's results with: {program_name()} subscribe --job {job} --from-start",
+        console.print(f"follow this job's results with: {context.command('subscribe', '--job', job, '--from-start')}",
                       soft_wrap=True)
 
     if interrupted and published.stopped:
@@ -183,7 +184,7 @@ def run(
         raise typer.Exit(128 + signal.Signals[interrupted].value)
     if interrupted:
         processed = stats.results + stats.dead_letters + stats.duplicates
-        resume = f"{program_name()} consume --drain" + ("" if live else f" --job {job}")
+        resume = context.command("consume", "--drain", *([] if live else ["--job", job]))
         console.print(f"[yellow]interrupted by {interrupted}:[/yellow] {processed} of {published.published} "
                       f"transactions processed; the rest stay in the stream. Finish them with: {resume}",
                       soft_wrap=True)

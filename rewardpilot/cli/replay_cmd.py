@@ -15,7 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from rewardpilot.cli.consume_cmd import call_options
-from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, program_name, stdout_console
+from rewardpilot.cli.context import (
+    app_context, base_command, check_job_exists, check_redis, console, stdout_console,
+)
 from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.streams import DEFAULT_PREFIX, entry_key
 
@@ -40,16 +42,18 @@ def comparison_table(comparison: Comparison) -> Table:
     return table
 
 
-def print_summary(summary: ReplaySummary, prefix: str = DEFAULT_PREFIX, job: str | None = None) -> None:
+def print_summary(summary: ReplaySummary, prefix: str = DEFAULT_PREFIX, job: str | None = None,
+                  redis_url: str | None = None) -> None:
     """Print the replay's counts, the command that follows its results stream, and the comparison if any.
 
-    ``prefix`` and ``job`` are the ones the replay ran with, so the printed
-    command reads the same results stream.
+    ``prefix``, ``job`` and ``redis_url`` (``--redis-url``, if given) are
+    the ones the replay ran with, so the printed command reads the same
+    results stream.
     """
     out = stdout_console()
     # markup off: job ids and prefixes may contain brackets, and the command is copied as printed.
     out.print(f"run {summary.run}: {_counts_text(summary)}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"follow its results with: {subscribe_command(prefix, job, summary.run)}",
+    out.print(f"follow its results with: {subscribe_command(prefix, job, summary.run, redis_url)}",
               markup=False, highlight=False, soft_wrap=True)
     if summary.comparison is None:
         return
@@ -77,11 +81,9 @@ def _counts_text(summary: ReplaySummary) -> str:
             "(a result or a dead letter)")
 
 
-def subscribe_command(prefix: str, job: str | None, run: str) -> str:
+def subscribe_command(prefix: str, job: str | None, run: str, redis_url: str | None = None) -> str:
     """Return the ``subscribe`` command that reads a replay run's results stream from the start, quoted for a shell."""
-    command = [program_name()]
-    if prefix != DEFAULT_PREFIX:
-        command += ["--prefix", prefix]
+    command = base_command(prefix, redis_url)
     command += ["subscribe", "--run", run]
     if job is not None:
         command += ["--job", job]
@@ -176,7 +178,7 @@ def replay(
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:
-        print_summary(summary, context.prefix, job)
+        print_summary(summary, context.prefix, job, context.redis_url)
     if ttl_seconds is not None:
         expires = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
         console.print(f"the job's keys expire at {expires:%Y-%m-%d %H:%M} UTC, and this replay's results, "
