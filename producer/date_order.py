@@ -98,8 +98,8 @@ class DateOrderCheck:
             f"the dates in {self.input_label} put the {other} first, but {self.reader_name} reads "
             f"them {first} first ({format_pattern(fit.layout)}): line {line} has {text!r}, which has no month "
             f"{fit.month} when read {first} first{also}. No row has a date that is real only {first} first. "
-            f"Nothing was published, because every date whose day and month are both 12 or less would be read "
-            f"with the two swapped. To read the file, {self.order_fix(fit.layout)}"
+            f"Nothing was published, because in a file written {other} first every date whose day and month are "
+            f"both 12 or less would be read with the two swapped. To read the file, {self.order_fix(fit.layout)}"
         )
 
     def swapped_dates_warning(self) -> str | None:

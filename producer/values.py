@@ -543,13 +543,18 @@ class DayMonthOrder:
         return None
 
     def fits_other_format(self, text: str) -> bool:
-        """Return whether ``text`` is a date in one of ``other_formats``, such as an ISO 8601 date."""
+        """Return whether ``text`` is written in one of ``other_formats``, such as ISO 8601, even as an invalid date.
+
+        The shape decides, so a first date of 2026-02-30 settles the file as
+        ISO 8601 as 2026-02-28 does, and is rejected on its own row.
+        """
         if not self.other_formats:
             return False
         try:
             parse_timestamp(text, formats=self.other_formats, zone=timezone.utc)
         except ValueError:
-            return False
+            value = text.strip()
+            return any(_shape_fields(value, layout) is not None for layout in self.other_formats)
         return True
 
 

@@ -280,6 +280,22 @@ def test_iso_rows_skip_check(tmp_path):
     assert reader.date_order.first_other_order is None
 
 
+def test_invalid_iso_first_date_settles_format(sync_client, keys, tmp_path):
+    # 2026-02-30 is written in ISO 8601 though it is no real date, so the file is not checked
+    # for day and month order, and 13/01/2026 is rejected on its own row.
+    header = ",".join(DOCUMENTED.expected_header)
+    path = tmp_path / "iso.csv"
+    path.write_text("\n".join([header, "i1,u1,Shell,gas,10.00,5541,2026-02-30", "i2,u1,Shell,gas,11.00,5541,13/01/2026",
+                               "i3,u1,Shell,gas,12.00,5541,2026-03-02"]) + "\n")
+
+    summary = publish(sync_client, keys, str(path), tmp_path)
+
+    assert summary.published == 1
+    assert summary.rejected == 2
+    assert "February 2026 has 28 days" in summary.first_rejects[0]
+    assert "month 13 is out of range" in summary.first_rejects[1]
+
+
 def test_bad_rows_give_no_proof(sync_client, keys, tmp_path):
     path = tmp_path / "export.csv"
     path.write_text(
