@@ -168,6 +168,8 @@ def parse_rates(text: str, source: str = "") -> FxRates:
 def _parse_row(row: list[str], width: int, line: int, where: str) -> Rate | None:
     """Return the rate on one row, or None for a USD row with rate 1 (USD is never converted)."""
     cells = [cell.strip() for cell in row]
+    if width == 3 and len(cells) == 2:
+        cells.append("")  # an undated rate in a file with a date column: AUD,0.8 reads as AUD,0.8,
     if len(cells) != width:
         raise RatesFileError(
             f"{where}, line {line}: the row has {len(cells)} fields but the header has {width}; "

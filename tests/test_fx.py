@@ -61,6 +61,14 @@ def test_undated_rates_apply_on_every_date():
     assert rates.rate_for("EUR", date(2030, 1, 1)).day is None
 
 
+def test_undated_row_under_date_header():
+    rates = parse_rates("currency,usd_per_unit,date\nAUD,0.75,2017-05-01\nGBP,1.27\nEUR,1.08,\n")
+
+    assert rates.rate_for("GBP", date(2030, 1, 1)).usd_per_unit == Decimal("1.27")
+    assert rates.rate_for("GBP", date(2030, 1, 1)).day is None
+    assert rates.rate_for("EUR", date(1990, 1, 1)).usd_per_unit == Decimal("1.08")
+
+
 def test_rates_file_with_bom_and_blank_lines(tmp_path):
     path = tmp_path / "rates.csv"
     path.write_bytes(b"\xef\xbb\xbfCurrency,USD_per_unit\r\n\r\nAUD,0.66\r\n")
