@@ -314,7 +314,7 @@ def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: 
 def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: RulesEngine, *, today: date,
                cycle_day: int | None = None, run: str = LIVE_RUN) -> list[CapStatus]:
     """List every cap with spend in its current period in ``run``'s cap state, with the forecast run-out date."""
-    spend = caps.read_spend(client, keys, user_id, run)
+    spend = _top_categories_only(caps.read_spend(client, keys, user_id, run))
     statuses: list[CapStatus] = []
     for name, cents in sorted(spend.items()):
         parts = name.split("|")
@@ -336,6 +336,27 @@ def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: Rule
             remaining_usd=remaining, period_ends=end, runs_out_on=_run_out(spent, remaining, start, end, today),
         ))
     return statuses
+
+
+def _top_categories_only(spend: dict[str, int]) -> dict[str, int]:
+    """Keep, of a top-category card's tallies in each period, only the category with the most spend.
+
+    Only that category earns the bonus under the cap, so it alone shows how
+    much of the cap is used.
+    """
+    kept: dict[str, int] = {}
+    leaders: dict[tuple[str, str], tuple[int, str]] = {}
+    for name, cents in spend.items():
+        parts = name.split("|")
+        if len(parts) == 3 and parts[1].startswith("top:"):
+            card_id, _, period = parts
+            if cents > leaders.get((card_id, period), (-1, ""))[0]:
+                leaders[(card_id, period)] = (cents, name)
+        else:
+            kept[name] = cents
+    for cents, name in leaders.values():
+        kept[name] = cents
+    return kept
 
 
 def period_bounds(period: str) -> tuple[date, date]:

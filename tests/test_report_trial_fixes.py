@@ -84,3 +84,17 @@ def test_cap_status_reads_run_caps(sync_client, keys):
 
     assert [status.spent_usd for status in live] == [Decimal("100")]
     assert [status.spent_usd for status in replayed] == [Decimal("2500")]
+
+
+def test_cap_status_shows_top_category_only(sync_client, keys):
+    # Citi Custom Cash: only the category with the most spend in the cycle earns 5%, on up to $500.
+    sync_client.hset(keys.cap_spend("u1"), mapping={
+        "citi-custom-cash|top:gas|2026-11": 120_00,
+        "citi-custom-cash|top:groceries|2026-11": 530_00,
+        "citi-custom-cash|top:dining|2026-11": 40_00,
+    })
+
+    statuses = cap_status(sync_client, keys, "u1", ENGINE, today=date(2026, 11, 20))
+
+    assert [(status.tally, status.spent_usd, status.remaining_usd) for status in statuses] == [
+        ("top:groceries", Decimal("530"), Decimal("0"))]
