@@ -40,7 +40,10 @@ def test_usage_error_without_json_unchanged(tmp_path):
 
 
 def test_json_command_error_kept(tmp_path):
-    completed = run_cli(["run", str(tmp_path / "transactions.csv"), "--json"], cli_env(tmp_path))
+    source = tmp_path / "transactions.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n")
+
+    completed = run_cli(["run", str(source), "--json"], cli_env(tmp_path))
 
     assert completed.returncode == 2
     error = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -65,3 +65,15 @@ def test_run_hint_names_prefix(cli_env, keys, tmp_path):
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"--prefix {keys.prefix} subscribe --job hint --from-start" in " ".join(done.stderr.split())
+
+
+@one_server
+def test_run_missing_file_leaves_no_keys(cli_env, keys, sync_client, tmp_path):
+    missing = tmp_path / "nosuchfile.csv"
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(missing), "--json"], cli_env)
+
+    assert done.returncode == 2
+    error = json.loads(done.stdout.strip().splitlines()[-1])
+    assert error["error"].startswith(f"cannot open {str(missing)!r}: No such file or directory")
+    assert list(sync_client.scan_iter(match=f"{keys.prefix}*")) == []

@@ -21,7 +21,7 @@ from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path, check_reje
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
-    INPUT_FILE_HELP, LAYOUT_HELP, USER_HELP, fx_rates_option, load_converter, load_layout_option,
+    INPUT_FILE_HELP, LAYOUT_HELP, USER_HELP, exit_with_error, fx_rates_option, load_converter, load_layout_option,
     print_publish_summary, publish_progress_text, linger_option, publish_source, resume_text, shared_errors_as_json, unconverted_option,
 )
 
@@ -93,6 +93,12 @@ def run(
         check_rejects_path(rejects, file)
         keep_seconds = int(age_seconds(keep, "--keep"))
         run_wallet = check_cards(split_cards(wallet))
+    if input_path is not None:
+        # Checked before the job's keys are created, which a file that cannot be read would leave behind.
+        try:
+            input_path.open("rb").close()
+        except OSError as exc:
+            exit_with_error(f"cannot open {str(file)!r}: {exc.strerror}; check the path", as_json=as_json)
     if os.environ.get("ORCHESTRATOR_URL"):
         # run always uses the in-process engine; consume and replay read this variable.
         console.print("[yellow]warning:[/yellow] ORCHESTRATOR_URL is set, but `run` recommends with the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import typer
@@ -58,8 +59,12 @@ def trim(
     verb = "would remove" if dry_run else "removed"
     out = stdout_console()
     for report in reports:
-        out.print(f"{report.stream}: {verb} {_entries(report.removed)} older than {report.min_id}",
-                  markup=False, soft_wrap=True)
+        if _id_millis(report.min_id) == 0:
+            out.print(f"{report.stream}: {verb} 0 entries; no entry is older than the cutoff "
+                      f"({_with_time(report.cutoff_id)}), or the stream is empty", markup=False, soft_wrap=True)
+        else:
+            out.print(f"{report.stream}: {verb} {_entries(report.removed)} older than {_with_time(report.min_id)}",
+                      markup=False, soft_wrap=True)
         if report.no_consumer_group and report.held_back_count:
             keep_verb = "would keep" if dry_run else "kept"
             out.print(f"no consumer group has read {report.stream} yet, so the trim {keep_verb} all "
@@ -71,6 +76,16 @@ def trim(
                       f"(cutoff was {report.cutoff_id}) and {keep_verb} {_entries(report.held_back_count)} older "
                       "than the cutoff, from the first entry it has not read or acknowledged",
                       markup=False, soft_wrap=True)
+
+
+def _id_millis(entry_id: str) -> int:
+    return int(str(entry_id).split("-")[0] or 0)
+
+
+def _with_time(entry_id: str) -> str:
+    """Return a stream id with the UTC time of its milliseconds part: ``1796502236126-0 (2026-12-05 20:03:56 UTC)``."""
+    moment = datetime.fromtimestamp(_id_millis(entry_id) / 1000, timezone.utc)
+    return f"{entry_id} ({moment:%Y-%m-%d %H:%M:%S} UTC)"
 
 
 def _entries(count: int) -> str:
