@@ -12,7 +12,8 @@ import time
 import pytest
 import redis
 
-from conftest import ROOT, ValkeyProcess, run_cli
+from conftest import ROOT, run_cli
+from test_run_lock_renewal import server  # noqa: F401  (a fixture: a private valkey-server)
 from rewardpilot.partitions import partition_streams
 from rewardpilot.streams import LIVE_GROUP, StreamKeys
 
@@ -21,12 +22,6 @@ POLL_SECONDS = 0.1
 POLL_ROUNDS = 300  # about 30 s
 
 
-@pytest.fixture
-def server(tmp_path):
-    valkey = ValkeyProcess(tmp_path / "valkey")
-    valkey.start()
-    yield valkey
-    valkey.stop()
 
 
 def poll(condition) -> bool:

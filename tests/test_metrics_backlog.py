@@ -19,6 +19,7 @@ from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from consumer.transports.partitioned import PartitionedStreamTransport
 from rewardpilot.streams import StreamKeys
+from test_metrics import metric_value, scrape
 
 PASSWORD = "metrics-pw-1"
 
@@ -89,17 +90,6 @@ def test_backlog_failure_logged_once(server, monkeypatch):
     assert warnings[0]["log_level"] == "warning"
     assert warnings[0]["url"].endswith("?password=***")
     assert PASSWORD not in str(warnings[0])
-
-
-def scrape(port: int) -> str:
-    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0).text
-
-
-def metric_value(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @one_server
