@@ -32,8 +32,10 @@ import redis
 import redis.asyncio as aioredis
 
 from consumer.build import CallOptions, build_pool
-from rewardpilot.partitions import agree_count_async, partition_streams
+from consumer.errors import InvalidRateLimitError
 from consumer.settings import RUN_NAME_PATTERN, RUN_NAME_RULE, ConsumerSettings, InvalidSettingsError
+from rewardpilot.orchestrator.api_key import InvalidApiKeyError
+from rewardpilot.partitions import agree_count_async, partition_streams
 from rewardpilot.codec import decode_result
 from rewardpilot.engine import RulesEngine
 from rewardpilot.logs import get_logger
@@ -55,7 +57,7 @@ log = get_logger("replay")
 
 
 class InvalidReplayError(ValueError):
-    """A replay option (start, end, run name, workers, batch size, wallet or TTL) is invalid."""
+    """A replay option (start, end, run name, workers, batch size, wallet, TTL or orchestrator URL) is invalid."""
 
 
 class ReplayBusyError(InvalidReplayError):
@@ -392,13 +394,22 @@ async def earliest_entry_id(client: aioredis.Redis, streams: list[str]) -> str |
 
 async def _replay_under_lock(client: aioredis.Redis, settings: ConsumerSettings, replay_range: ReplayRange,
                              options: CallOptions | None):
-    """Reset the run's group on every partition stream, drain it, and remove it once nothing is pending."""
-    streams = partition_streams(settings.keys, settings.partitions)
-    for stream in streams:
-        await reset_group(client, stream, settings.group_name, replay_range.group_start_id)
+    """Reset the run's group on every partition stream, drain it, and remove it once nothing is pending.
 
-    pool = build_pool(client, settings, options)
+    The pool is built first, so an invalid rate or orchestrator URL raises
+    before any group exists: a group left behind would hold back trims.
+    """
     try:
+        pool = build_pool(client, settings, options)
+    except (InvalidRateLimitError, InvalidApiKeyError):
+        raise
+    except ValueError as exc:  # the recommender factory's error for an orchestrator URL it cannot use
+        raise InvalidReplayError(str(exc)) from None
+
+    streams = partition_streams(settings.keys, settings.partitions)
+    try:
+        for stream in streams:
+            await reset_group(client, stream, settings.group_name, replay_range.group_start_id)
         stats = await pool.run()
     finally:
         await pool.recommender.aclose()

@@ -73,3 +73,22 @@ def test_signal_stops_replay_midway(keys, sync_client, cli_env, tmp_path, signum
         ids = [result.transaction_id for result in read_results(sync_client, job.results(run))]
         assert len(ids) == ROWS
         assert len(set(ids)) == ROWS
+
+
+@one_server
+@pytest.mark.parametrize("options, fragment", [
+    (["--rate", "abc"], "invalid rate 'abc'"),
+    (["--orchestrator", "notaurl"], "orchestrator URL 'notaurl' is invalid"),
+])
+def test_invalid_call_option_leaves_no_group(keys, sync_client, cli_env, tmp_path, options, fragment):
+    ran = run_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--live",
+                   "--sample", "0"], cli_env, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    groups_before = [group["name"] for group in sync_client.xinfo_groups(keys.transactions)]
+
+    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "bad-option", *options], cli_env)
+
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert fragment in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert [group["name"] for group in sync_client.xinfo_groups(keys.transactions)] == groups_before
