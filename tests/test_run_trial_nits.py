@@ -77,3 +77,28 @@ def test_run_missing_file_leaves_no_keys(cli_env, keys, sync_client, tmp_path):
     error = json.loads(done.stdout.strip().splitlines()[-1])
     assert error["error"].startswith(f"cannot open {str(missing)!r}: No such file or directory")
     assert list(sync_client.scan_iter(match=f"{keys.prefix}*")) == []
+
+
+@one_server
+def test_run_unreadable_header_keys_expire(cli_env, keys, sync_client, tmp_path):
+    source = tmp_path / "unknown.csv"
+    source.write_text("when,what,how much\n2026-11-02,coffee,4.50\n")
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "badheader", "--keep", "1h"], cli_env)
+
+    assert done.returncode == 2
+    job_keys = list(sync_client.scan_iter(match=f"{keys.prefix}job:badheader:*"))
+    assert job_keys
+    assert all(0 < sync_client.ttl(key) <= 3600 for key in job_keys)
+
+
+@one_server
+def test_run_empty_job_rejected(cli_env, keys, tmp_path):
+    source = tmp_path / "one.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                      "e1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "", "--json"], cli_env)
+
+    assert done.returncode == 2
+    assert json.loads(done.stdout.strip().splitlines()[-1])["error"].startswith("--job '' is empty")

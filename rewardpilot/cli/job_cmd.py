@@ -83,7 +83,7 @@ def run(
     from consumer.settings import ConsumerSettings
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
     from rewardpilot import wallets
-    from rewardpilot.job import expire_job_keys, job_keys, new_job_id, record_keep, summarise
+    from rewardpilot.job import job_keys, new_job_id, record_keep, summarise
     from rewardpilot.results import read_results
 
     # With --json, an error found before the job starts is one JSON object on stdout.
@@ -95,10 +95,14 @@ def run(
         run_wallet = check_cards(split_cards(wallet))
     if input_path is not None:
         # Checked before the job's keys are created, which a file that cannot be read would leave behind.
+        # Without opening it: closing the read end of a named pipe would end its writer's input.
         try:
-            input_path.open("rb").close()
+            input_path.stat()
+            readable = os.access(input_path, os.R_OK)
         except OSError as exc:
             exit_with_error(f"cannot open {str(file)!r}: {exc.strerror}; check the path", as_json=as_json)
+        if not readable:
+            exit_with_error(f"cannot open {str(file)!r}: Permission denied; check the path", as_json=as_json)
     if os.environ.get("ORCHESTRATOR_URL"):
         # run always uses the in-process engine; consume and replay read this variable.
         console.print("[yellow]warning:[/yellow] ORCHESTRATOR_URL is set, but `run` recommends with the "
@@ -117,6 +121,8 @@ def run(
         check_redis(client, context)
 
     job_given = job is not None
+    if job_given and not job:
+        exit_with_error("--job '' is empty; give a job id, or leave --job out for a new job", as_json=as_json)
     job = job or new_job_id()
     keys = job_keys(context.prefix, job, live)
     if demo_wallets:
@@ -133,18 +139,21 @@ def run(
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
                                 partitions=agreed,
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)
-    published, publish_seconds, stats, consume_seconds, wall_seconds, interrupted = asyncio.run(
-        _publish_and_consume(context, client, keys, file, settings, layout=layout_config,
-                             rejects=rejects, user=user, converter=converter,
-                             dedup_window_seconds=dedup_window_seconds, as_json=as_json, linger_ms=linger_ms)
-    )
+    try:
+        published, publish_seconds, stats, consume_seconds, wall_seconds, interrupted = asyncio.run(
+            _publish_and_consume(context, client, keys, file, settings, layout=layout_config,
+                                 rejects=rejects, user=user, converter=converter,
+                                 dedup_window_seconds=dedup_window_seconds, as_json=as_json, linger_ms=linger_ms)
+        )
+    finally:
+        if not live:
+            # Every key of the job, including markers, cap spend and replay streams that earlier runs wrote
+            # under another --keep, expires with this run's --keep. Else a marker that expired before the
+            # job would let a later run add a second result for its transaction. A run that fails, such as
+            # on a file it cannot read, leaves no key without expiry either.
+            _expire_job(client, keys, keep_seconds)
     summary = summarise(job, published.published, stats, publish_seconds, consume_seconds, wall_seconds,
                         already_published=published.duplicates)
-    if not live:
-        # Every key of the job, including markers, cap spend and replay streams that earlier runs wrote
-        # under another --keep, expires with this run's --keep. Else a marker that expired before the
-        # job would let a later run add a second result for its transaction.
-        expire_job_keys(client, keys, keep_seconds)
 
     results_stream = keys.results()
     output_failed = False
@@ -341,6 +350,20 @@ def _input_counts(published) -> dict:
     if published.stopped:
         counts["unpublished"] = published.unpublished  # read, but a stop signal came before they were published
     return counts
+
+
+def _expire_job(client, keys, keep_seconds: int) -> None:
+    """Give every key of the job the --keep expiry; on a Redis error, warn instead of hiding the run's own error."""
+    import redis
+
+    from rewardpilot.job import expire_job_keys
+
+    try:
+        expire_job_keys(client, keys, keep_seconds)
+    except redis.RedisError as exc:
+        console.print(f"[yellow]warning:[/yellow] could not give job {escape(repr(keys.job))}'s keys their "
+                      f"--keep expiry: {escape(str(exc))}. Run the same command again once Redis is reachable; "
+                      "it publishes nothing twice and sets the expiry.", soft_wrap=True, highlight=False)
 
 
 def _print_summary(summary, client, results_stream: str, sample: int, input_counts: dict) -> None:
