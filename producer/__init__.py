@@ -13,6 +13,7 @@ from producer.files import FileSummary, exit_status, format_summary, publish_fil
 from producer.layouts import DOCUMENTED, TABFORMER, Layout, detect_layout, load_layout
 from producer.publisher import Producer, PublishSummary, backlog, wait_for_backlog
 from producer.readers import Outcome, Rejected, Row, Skipped, read_transactions
+from producer.rejects import RejectsFileError
 from rewardpilot.partitions import PartitionCountError  # Producer raises it for a partition count it cannot use
 
 __all__ = [
@@ -21,6 +22,6 @@ __all__ = [
     "FileSummary", "exit_status", "format_summary", "publish_file",
     "DOCUMENTED", "TABFORMER", "Layout", "detect_layout", "load_layout",
     "Producer", "PublishSummary", "backlog", "wait_for_backlog",
-    "Outcome", "Rejected", "Row", "Skipped", "read_transactions",
+    "Outcome", "Rejected", "Row", "Skipped", "read_transactions", "RejectsFileError",
     "PartitionCountError",
 ]

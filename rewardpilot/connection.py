@@ -50,6 +50,15 @@ def check_url(url: str) -> None:
     if scheme not in URL_SCHEMES:
         raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid: it must start with redis://, rediss:// "
                          "or unix://, like redis://127.0.0.1:6379/0")
+    # redis-py ignores a path database that is not a number and connects to database 0 (parse_url in
+    # redis-py 8.2), so a typo would send every command to another database.
+    databases = [value for name, value in parse_qsl(parts.query) if name == "db"]
+    if scheme != "unix" and parts.path.replace("/", ""):
+        databases.append(parts.path.replace("/", ""))
+    for database in databases:
+        if not (database.isascii() and database.isdigit()):
+            raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid: database {database!r} is not a "
+                             "number; write it like redis://127.0.0.1:6379/0")
 
 
 def redact_safely(url: str) -> str:

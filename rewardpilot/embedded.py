@@ -64,15 +64,37 @@ class ServerState:
 
 
 def home_dir() -> Path:
-    """Return the data directory: ``RP_HOME`` or ``./.rewardpilot``."""
-    return Path(os.environ.get("RP_HOME", DEFAULT_HOME)).resolve()
+    """Return the data directory: ``RP_HOME``, or ``./.rewardpilot`` when RP_HOME is unset or empty."""
+    return Path(os.environ.get("RP_HOME") or DEFAULT_HOME).resolve()
+
+
+def _home_text(home: Path) -> str:
+    """Name the data directory and where it comes from, for error messages."""
+    if os.environ.get("RP_HOME"):
+        return f"RP_HOME {home}"
+    return f"the data directory {home} (the default ./{DEFAULT_HOME}, because RP_HOME is unset)"
+
+
+def check_home(home: Path | None = None) -> None:
+    """Raise EmbeddedServerError when the data directory exists but is not a directory, such as a file."""
+    home = home or home_dir()
+    if home.exists() and not home.is_dir():
+        raise EmbeddedServerError(
+            f"{_home_text(home)} is not a directory, so the embedded server cannot keep its data there; "
+            "set RP_HOME to a directory (it is created when missing), or set REDIS_URL to use another server"
+        )
 
 
 def read_state(home: Path | None = None) -> ServerState | None:
+    """Return the record in ``server.json``, or None when it is missing or unreadable.
+
+    A data directory that is a file contains no ``server.json`` either, so a
+    command with REDIS_URL set still runs when RP_HOME names a file.
+    """
     path = (home or home_dir()) / STATE_FILE
     try:
         return ServerState(**json.loads(path.read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError):
         return None
 
 
@@ -98,10 +120,18 @@ def ensure_server(home: Path | None = None) -> ServerState:
 
     A server that was stopped starts again on the port and password recorded
     in ``server.json`` when that port is free, and on a new port otherwise.
-    A file lock makes concurrent callers agree on one server.
+    A file lock makes concurrent callers agree on one server. Raises
+    EmbeddedServerError when the data directory cannot be created.
     """
     home = home or home_dir()
-    home.mkdir(parents=True, exist_ok=True)
+    check_home(home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedServerError(
+            f"cannot create {_home_text(home)}: {exc.strerror or exc}; set RP_HOME to a directory "
+            "you can write, or set REDIS_URL to use another server"
+        ) from None
 
     with _state_lock(home):
         state = read_state(home)
@@ -242,9 +272,11 @@ def stop_server(home: Path | None = None, timeout: float = 10.0) -> bool:
     """Stop the embedded server; return False when none was running.
 
     ``server.json`` stays, so the next start reuses its port and password.
-    Raises EmbeddedServerError when the server still responds to PING ``timeout`` seconds after SIGTERM.
+    Raises EmbeddedServerError when the server still responds to PING ``timeout`` seconds after SIGTERM,
+    and when the data directory is a file.
     """
     home = home or home_dir()
+    check_home(home)
     if not home.is_dir():
         return False
 

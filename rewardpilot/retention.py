@@ -40,6 +40,10 @@ from rewardpilot.logs import get_logger
 COUNT_CHUNK = 10_000
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+# The maximum age parse_age accepts: 100 years of 365 days. Ages become Redis TTLs
+# and stream ids in milliseconds, and a timedelta holds at most 999,999,999 days.
+MAX_AGE_DAYS = 36_500
+MAX_AGE_SECONDS = MAX_AGE_DAYS * 86_400
 
 log = get_logger("retention")
 
@@ -78,13 +82,24 @@ class TrimPlan(NamedTuple):
 
 
 def parse_age(text: str) -> timedelta:
-    """Parse an age such as ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
+    """Parse an age such as ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``.
+
+    Raises ``InvalidAgeError`` naming the text when it is malformed, 0, or
+    longer than ``MAX_AGE_DAYS`` days.
+    """
     match = _AGE.match(text or "")
-    if not match or int(match.group(1)) == 0:
+    digits = match.group(1).lstrip("0") if match else ""
+    if not digits:
         raise InvalidAgeError(
             f"age {text!r} is invalid; write a positive whole number and a unit: s, m, h, d or w (such as 30d)"
         )
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    # The length is checked first, because int() raises ValueError on more than 4,300 digits.
+    seconds = int(digits) * _UNIT_SECONDS[match.group(2)] if len(digits) <= 20 else MAX_AGE_SECONDS + 1
+    if seconds > MAX_AGE_SECONDS:
+        raise InvalidAgeError(
+            f"age {text!r} is too long; the maximum is {MAX_AGE_DAYS}d (100 years), so write a shorter age such as 365d"
+        )
+    return timedelta(seconds=seconds)
 
 
 def age_text(seconds: int) -> str:

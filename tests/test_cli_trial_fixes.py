@@ -60,7 +60,10 @@ def test_trim_unknown_job_exits(keys, sync_client, cli_env, extra):
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "no job 'nosuchjob'" in completed.stderr
     assert "would remove" not in completed.stdout
-    assert completed.stdout == ""
+    if "--json" in extra:
+        assert json.loads(completed.stdout)["error"].startswith("no job 'nosuchjob'")
+    else:
+        assert completed.stdout == ""
     assert keys_under(sync_client, keys.prefix) == []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import one_server, run_cli
@@ -135,7 +137,7 @@ def test_status_unknown_job_json_exits(cli_env, keys):
     completed = run_cli(["--prefix", keys.prefix, "status", "--job", "no-such-job", "--json"], cli_env, timeout=60)
 
     assert completed.returncode == 2
-    assert completed.stdout == ""
+    assert json.loads(completed.stdout)["error"].startswith("no job 'no-such-job'")
 
 
 @one_server

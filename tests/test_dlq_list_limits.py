@@ -151,6 +151,12 @@ def test_list_run_filters(keys, cli_env, sync_client):
     assert "showing the oldest 2 of 15 dead letters of run nightly" in flat(table.stderr)
 
 
+def json_error(stderr: str, exit_code: int) -> str:
+    """Return the JSON line a --json command prints on stdout for the error line on ``stderr``."""
+    message = flat(stderr).split("error: ", 1)[1]
+    return json.dumps({"error": message, "exit_code": exit_code}) + "\n"
+
+
 @one_server
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_list_unknown_run_exits_two(keys, cli_env, sync_client, json_flag):
@@ -159,7 +165,8 @@ def test_list_unknown_run_exits_two(keys, cli_env, sync_client, json_flag):
     completed = dlq_cli(keys, cli_env, "list", "--run", "nosuch", *json_flag)
 
     assert completed.returncode == 2
-    assert completed.stdout == ""
+    # With --json, the error is also one JSON object on stdout; without it, stdout stays empty.
+    assert completed.stdout == (json_error(completed.stderr, 2) if json_flag else "")
     message = flat(completed.stderr)
     assert "--run 'nosuch'" in message
     assert "runs present: live, nightly" in message

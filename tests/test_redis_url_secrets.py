@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import ROOT, ValkeyProcess, free_port, run_cli
-from rewardpilot.connection import password_given, redact
+from rewardpilot.connection import check_url, password_given, redact
 
 SECRET = "QS3cr3t"
 
@@ -80,3 +80,31 @@ def test_wrong_password_message(server, tmp_path):
     assert completed.returncode == 2
     assert "rejected the password" in message
     assert SECRET not in completed.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379/abc",
+    "redis://127.0.0.1:6379/9abc",
+    "redis://:s3cret@127.0.0.1:6379/nine",
+    "redis://127.0.0.1:6379?db=x",
+])
+def test_database_not_a_number_rejected(url):
+    with pytest.raises(ValueError) as raised:
+        check_url(url)
+
+    assert "is not a number; write it like redis://127.0.0.1:6379/0" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/9", "redis://127.0.0.1:6379/", "redis://127.0.0.1:6379",
+                                 "rediss://h:6380/0?db=3", "unix:///tmp/redis.sock?db=2"])
+def test_database_number_accepted(url):
+    check_url(url)
+
+
+def test_cli_database_typo_exits(tmp_path):
+    completed = run_cli(["--redis-url", "redis://127.0.0.1:6379/9abc", "status", "--json"],
+                        {**os.environ, "RP_HOME": str(tmp_path / "home")})
+
+    assert completed.returncode == 2
+    assert "database '9abc' is not a number" in " ".join((completed.stdout + completed.stderr).split())

@@ -64,4 +64,5 @@ def test_wallet_settings_missing_user(cli_env, keys):
 
     assert completed.returncode == 1
     assert "no wallet for user 'nobody'" in completed.stderr
-    assert completed.stdout == ""
+    assert json.loads(completed.stdout) == {"error": "no wallet for user 'nobody'; set one with "
+                                            "`rewardpilot wallet set nobody CARD...`", "exit_code": 1}

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_job_exists, console, wait_for_redis
-from rewardpilot.cli.options import age_seconds, check_cards, split_cards
+from rewardpilot.cli.options import age_seconds, check_cards, check_seconds, split_cards
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.streams import LIVE_RUN
 
@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from consumer.settings import ConsumerSettings
     from rewardpilot.job import JobLifetime
     from rewardpilot.streams import StreamKeys
+
+# The consume option of each ConsumerSettings field whose value is the option's value unchanged.
+OPTION_OF_FIELD = {"run": "--run", "consumer": "--name", "shutdown_grace_seconds": "--grace",
+                   "wallet": "--wallet", "workers": "--workers", "batch_size": "--batch-size",
+                   "block_ms": "--block-ms", "max_deliveries": "--max-deliveries",
+                   "results_maxlen": "--results-maxlen", "partitions": "--partitions"}
+# Fields that an option sets in another unit or after a conversion, so their message shows the field's value.
+OPTION_BEHIND_FIELD = {"visibility_timeout_ms": "--visibility-timeout", "lease_ms": "--lease",
+                       "result_ttl_seconds": "--marker-ttl", "cap_ttl_seconds": "--marker-ttl",
+                       "trim_older_than_seconds": "--trim-older-than"}
 
 # Milliseconds until the --name of a consumer that ended without releasing it (SIGKILL, a crash) is free again.
 NAME_LEASE_MS = 15_000
@@ -47,9 +57,48 @@ def call_options(orchestrator, rate, burst, counting, max_attempts, breaker_thre
     except InvalidRateLimitError as exc:
         console.print(f"[red]error:[/red] --count: {exc}")
         raise typer.Exit(2) from None
+    if options.rate:
+        check_rate(options.rate, options.burst, options.counting)
     if options.orchestrator_url:
         check_api_key_setting()
     return options
+
+
+def check_rate(rate: str, burst: int, counting: str) -> None:
+    """Exit 2 naming ``--rate`` when it is not a rate such as 100/min, before any warning about it is printed."""
+    from consumer.errors import InvalidRateLimitError
+    from consumer.ratelimit.base import RateLimitConfig
+
+    try:
+        RateLimitConfig.from_options(rate, burst, counting)
+    except InvalidRateLimitError as exc:
+        console.print(f"[red]error:[/red] --rate: {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def check_name(name: str | None) -> None:
+    """Exit 2 when ``--name`` is empty or blank, which would otherwise fall back to a generated name."""
+    if name is not None and not name.strip():
+        console.print(f"[red]error:[/red] --name {escape(repr(name))} is empty; give a consumer name, "
+                      "or leave out --name for a unique generated one", soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
+
+
+def build_settings(**fields) -> ConsumerSettings:
+    """Build the consumer settings, or exit 2 naming the option behind the first invalid field."""
+    from consumer.settings import ConsumerSettings, InvalidSettingsError
+
+    try:
+        return ConsumerSettings(**fields)
+    except InvalidSettingsError as exc:
+        if exc.field in OPTION_OF_FIELD:
+            message = f"{OPTION_OF_FIELD[exc.field]} {exc.value!r} is invalid: {exc.rule}"
+        elif exc.field in OPTION_BEHIND_FIELD:
+            message = f"{OPTION_BEHIND_FIELD[exc.field]}: {exc}"
+        else:
+            message = str(exc)
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
 
 
 def check_api_key_setting() -> None:
@@ -263,12 +312,23 @@ def consume(
     partitions: int = partitions_option(),
     lease: float = typer.Option(10.0, "--lease", min=0.1, help="Seconds a partition lease lasts unless renewed; another consumer takes a dead holder's partitions after this."),
 ) -> None:
-    """Consume transactions in micro-batches and publish a recommendation for each."""
-    from consumer.settings import ConsumerSettings
+    """Consume transactions in micro-batches and publish a recommendation for each.
+
+    Exit status: 0 when the consumer stops on SIGINT or SIGTERM, or after --drain. 1 with --drain
+    when any entry went to the dead-letter stream, and 1 when another process took --name while
+    this consumer could not renew its lease. 2 for an invalid option, an unknown --job, a --name
+    that a running consumer has, or Redis not reachable within --startup-timeout. 128+N when
+    signal N ended a --drain before the group was drained.
+    """
     from consumer.shutdown import install_signal_handlers
 
     from rewardpilot.job import job_lifetime
 
+    check_name(name)
+    for value, option in ((grace, "--grace"), (visibility_timeout, "--visibility-timeout"),
+                          (breaker_cooldown, "--breaker-cooldown"), (timeout, "--timeout"),
+                          (startup_timeout, "--startup-timeout"), (lease, "--lease")):
+        check_seconds(value, option)
     marker_ttl_seconds = age_seconds(marker_ttl, "--marker-ttl")
     trim_age = age_seconds(trim_older_than, "--trim-older-than")
     if trim_age is not None and trim_age > marker_ttl_seconds:
@@ -291,7 +351,7 @@ def consume(
     if lifetime is not None:
         marker_ttl_seconds = limit_to_job(lifetime, marker_ttl_seconds)
         cap_ttl_seconds = int(marker_ttl_seconds)
-    settings = ConsumerSettings(
+    settings = build_settings(
         keys=keys, run=run, consumer=name, workers=workers, batch_size=batch_size,
         block_ms=block_ms, drain=drain, wallet=check_cards(split_cards(wallet)),
         shutdown_grace_seconds=grace, visibility_timeout_ms=int(visibility_timeout * 1000),

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, base_command, check_job_exists, check_redis, console, stdout_console
 
-_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+_STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 app = typer.Typer(help="Inspect, redrive or purge dead letters.", no_args_is_help=True)
 
@@ -154,10 +154,14 @@ def redrive(
         console.print(f"[red]error:[/red] no dead letters named; give their ids (see `rewardpilot dlq list`), "
                       f"or --all to redrive {escape(every)}", soft_wrap=True)
         raise typer.Exit(2)
-    bad = [entry_id for entry_id in ids or () if not _STREAM_ID.match(entry_id)]
+    bad = [entry_id for entry_id in ids or () if not _is_stream_id(entry_id)]
     if bad:
-        console.print(f"[red]error:[/red] {', '.join(map(repr, bad))}: not a stream entry id; dead-letter ids look "
-                      "like 1764806400000-0 (see `rewardpilot dlq list`)")
+        from rewardpilot.replay import MAX_SEQUENCE
+
+        console.print(f"[red]error:[/red] {escape(', '.join(map(repr, bad)))}: not a stream entry id; both parts "
+                      f"of an id (milliseconds-sequence) are whole numbers from 0 to {MAX_SEQUENCE} (2^64 - 1), "
+                      "and dead-letter ids look like 1764806400000-0 (see `rewardpilot dlq list`)",
+                      soft_wrap=True, highlight=False)
         raise typer.Exit(2)
     client, keys = _client_and_keys(ctx, job)
     try:
@@ -181,6 +185,18 @@ def redrive(
         verb = "remains" if remaining == 1 else "remain"
         console.print(f"{_letters(remaining)} {verb}: {_kept_text(report, run)}. See `rewardpilot dlq list`.",
                       markup=False, soft_wrap=True)
+
+
+def _is_stream_id(text: str) -> bool:
+    """Return True for ``MILLISECONDS[-SEQUENCE]`` with both parts at most 2^64 - 1, as XADD and XRANGE take them."""
+    from rewardpilot.replay import MAX_SEQUENCE
+
+    match = _STREAM_ID.match(text)
+    if match is None:
+        return False
+    # The length is checked before int(), which raises ValueError on more than 4,300 digits.
+    parts = [part.lstrip("0") or "0" for part in match.groups() if part is not None]
+    return all(len(part) <= 20 and int(part) <= MAX_SEQUENCE for part in parts)
 
 
 def _print_replay_command(prefix: str, job: str | None, replay, redis_url: str | None = None) -> None:

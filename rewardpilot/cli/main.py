@@ -7,12 +7,14 @@ producer) inside the command function. tests/test_cli_imports.py checks this.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from rewardpilot.cli import (
     consume_cmd, dlq_cmd, job_cmd, orchestrator_cmd, publish_cmd, server_cmd, status_cmd, subscribe_cmd, wallet_cmd,
@@ -103,17 +105,69 @@ def _run_for_json() -> int:
     A usage error (an unknown option, an invalid value) becomes the same
     JSON object on stdout as the commands' own errors,
     ``{"error": MESSAGE, "exit_code": 2}``, in place of typer's usage box.
+    So does an ``error:`` line a command prints on stderr before it exits
+    with a non-zero status, when it printed nothing on stdout.
     """
+    tap = _ErrorTap(console.file)
+    stdout = _WriteCounter(sys.stdout)
+    console.file, sys.stdout = tap, stdout
+    soft_wrap = console.soft_wrap
+    console.soft_wrap = True  # one message, one line, so it is read whole
     try:
-        status = app(standalone_mode=False)
-    except typer.Abort:
-        console.print("Aborted!")
-        return 1
-    except typer.TyperException as exc:  # typer's usage errors (click's UsageError) derive from it
-        print(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
-        return exc.exit_code
-    # Without standalone mode, typer returns the status of a typer.Exit, and a command's own return value.
-    return status if isinstance(status, int) else 0
+        try:
+            status = app(standalone_mode=False)
+        except typer.Abort:
+            console.print("Aborted!")
+            return 1
+        except typer.TyperException as exc:  # typer's usage errors (click's UsageError) derive from it
+            print(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+            return exc.exit_code
+        # Without standalone mode, typer returns the status of a typer.Exit, and a command's own return value.
+        status = status if isinstance(status, int) else 0
+        if status and not stdout.written and tap.error is not None:
+            print(json.dumps({"error": tap.error, "exit_code": status}))
+        return status
+    finally:
+        console.file, sys.stdout, console.soft_wrap = tap.target, stdout.target, soft_wrap
+
+
+class _ErrorTap(io.TextIOBase):
+    """Write through to ``target`` and keep the text of the last line that starts with ``error: ``."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.error: str | None = None
+
+    def write(self, text: str) -> int:
+        self.target.write(text)
+        for line in Text.from_ansi(text).plain.splitlines():
+            if line.startswith("error: "):
+                self.error = line.removeprefix("error: ").strip()
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+
+class _WriteCounter:
+    """Stand in for ``sys.stdout`` and record whether anything was written to it."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.written = False
+
+    def write(self, text: str) -> int:
+        self.written = self.written or bool(text)
+        return self.target.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.target, name)
 
 
 if __name__ == "__main__":

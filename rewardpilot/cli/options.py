@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import typer
+from rich.markup import escape
 
 from rewardpilot.cli.context import console
+
+# The maximum of a seconds option such as --lease or --interval: 365 days, far above any useful
+# value. inf, and values near 1e308, overflow the conversion to whole milliseconds and time.sleep.
+MAX_OPTION_SECONDS = 365 * 86_400
 
 
 def split_cards(values: list[str] | None) -> list[str] | None:
@@ -42,3 +49,15 @@ def age_seconds(text: str | None, option: str) -> float | None:
     except InvalidAgeError as exc:
         console.print(f"[red]error:[/red] {option}: {exc}")
         raise typer.Exit(2) from None
+
+
+def check_seconds(value: float | None, option: str, maximum: float = MAX_OPTION_SECONDS) -> None:
+    """Exit 2 naming the option when a number of seconds is NaN, infinite or above ``maximum``; Typer checks the minimum."""
+    if value is None or (math.isfinite(value) and value <= maximum):
+        return
+    console.print(
+        f"[red]error:[/red] {escape(option)} {value} is invalid: give a finite number of seconds "
+        f"up to {maximum:,.0f} ({maximum / 86_400:g} days)",
+        soft_wrap=True, highlight=False,
+    )
+    raise typer.Exit(2)

@@ -38,6 +38,12 @@ def orchestrator(
     from rewardpilot.orchestrator.api_key import InvalidApiKeyError, read_api_key
     from rewardpilot.orchestrator.server import ListenError, check_log_level, serve
 
+    if not host.strip():
+        # asyncio's create_server, which uvicorn calls, binds every interface (IPv4 and IPv6) for an empty host.
+        console.print(f"[red]error:[/red] --host {escape(repr(host))} is empty; pass the address to bind, such as "
+                      "127.0.0.1 (the default) for this host only, or 0.0.0.0 to listen on every interface",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
     try:
         check_log_level(log_level)
     except ValueError as exc:

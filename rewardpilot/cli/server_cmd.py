@@ -6,10 +6,13 @@ import json
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from rewardpilot.cli.context import console
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rewardpilot.embedded import ConnectedClient
 
 app = typer.Typer(help="Manage the embedded Valkey server (used when REDIS_URL is unset).", no_args_is_help=True)
@@ -17,10 +20,14 @@ app = typer.Typer(help="Manage the embedded Valkey server (used when REDIS_URL i
 
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print the status as JSON.")) -> None:
-    """Show whether the embedded server runs, its pid, port and data directory."""
+    """Show whether the embedded server runs, its pid, port and data directory.
+
+    Exit status: 0 when the server runs, 1 when it does not, 2 when RP_HOME names a file, not a directory.
+    """
     from rewardpilot.embedded import home_dir, is_alive, read_state
 
     home = home_dir()
+    check_home_or_exit(home)
     state = read_state(home)
     running = state is not None and is_alive(state)
     info = {
@@ -60,6 +67,7 @@ def stop(
     from rewardpilot.embedded import EmbeddedServerError, home_dir, is_alive, other_clients, read_state, stop_server
 
     home = home_dir()
+    check_home_or_exit(home)
     state = read_state(home)
     if state is None or not is_alive(state):
         console.print("embedded Valkey was not running")
@@ -97,6 +105,17 @@ def stop(
             f"They retry until {come_back}. If another process takes that port first, the server starts "
             "on a new port and they must be restarted."
         )
+
+
+def check_home_or_exit(home: Path) -> None:
+    """Exit 2 with the reason when the data directory exists but is not a directory."""
+    from rewardpilot.embedded import EmbeddedServerError, check_home
+
+    try:
+        check_home(home)
+    except EmbeddedServerError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
 
 
 def count_clients(clients: list[ConnectedClient], *, past: bool = False) -> str:

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, program_name, stdout_console
+from rewardpilot.cli.options import MAX_OPTION_SECONDS
 from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN
 
 # Jobs named in the hint and in the `jobs` key of --json when the live streams are empty.
@@ -237,8 +238,10 @@ def status(
     count: int = typer.Option(0, "--count", help="With --watch, stop after this many refreshes; 0 runs until interrupted."),
 ) -> None:
     """Show stream lengths (per partition, with lease holders, when partitioned), group lag and pending entries, consumers, dead letters and the orchestrator rate."""
-    if interval <= 0:
-        raise typer.BadParameter(f"--interval {interval} must be a positive number of seconds")
+    # NaN passes "interval <= 0", because every comparison with NaN is false.
+    if not (0 < interval <= MAX_OPTION_SECONDS):
+        raise typer.BadParameter(f"--interval {interval} must be a positive, finite number of seconds "
+                                 f"up to {MAX_OPTION_SECONDS:,} ({MAX_OPTION_SECONDS // 86_400} days)")
     if count < 0:
         raise typer.BadParameter(f"--count {count} must be 0 (no limit) or more")
     if watch and as_json:

@@ -16,6 +16,9 @@ from rewardpilot.cli.options import split_cards
 if TYPE_CHECKING:
     from rewardpilot.wallets import WalletRecord
 
+# The earliest year `wallet activate` takes; an earlier quarter, such as 0000Q1, is taken as a typing mistake.
+MIN_QUARTER_YEAR = 1900
+
 app = typer.Typer(help="Manage the cards in each user's wallet.", no_args_is_help=True)
 
 
@@ -115,7 +118,9 @@ def show_wallet(
     client = context.client()
     check_redis(client, context)
     keys = context.keys()
-    if user:
+    # An empty USER is rejected by get_wallet_record, not taken as omitted, so `show "$USER_ID"`
+    # with an unset variable does not list every wallet.
+    if user is not None:
         try:
             found = wallets.get_wallet_record(client, keys, user)
         except ValueError as exc:
@@ -206,7 +211,12 @@ def delete_wallet(ctx: typer.Context, user: str = typer.Argument(..., help="The 
     context = app_context(ctx)
     client = context.client()
     check_redis(client, context)
-    if not wallets.delete_wallet(client, context.keys(), user):
+    try:
+        deleted = wallets.delete_wallet(client, context.keys(), user)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    if not deleted:
         console.print(f"no wallet for user {user!r}")
         raise typer.Exit(1)
     console.print(f"wallet of {user} deleted")
@@ -226,6 +236,7 @@ def activate(
     client = context.client()
     check_redis(client, context)
     catalog = _engine().catalog
+    check_quarter_year(quarter)
     try:
         key = wallets.activate_quarter(client, context.keys(), user, card, quarter, catalog)
     except (KeyError, ValueError) as exc:
@@ -241,6 +252,24 @@ def activate(
                       f"{escape(found.card_id)} in {key}, so outside its everyday bonus categories the card earns "
                       f"its base rate ({found.base_rate}{unit}) that quarter until the catalog has them",
                       soft_wrap=True)
+
+
+def check_quarter_year(quarter: str) -> None:
+    """Exit 2 naming QUARTER when its year is before ``MIN_QUARTER_YEAR``, such as a mistyped 0000Q1.
+
+    A malformed quarter passes here and is rejected by ``wallets.activate_quarter``.
+    """
+    from rewardpilot import wallets
+
+    try:
+        key = wallets.check_quarter(quarter)
+    except ValueError:
+        return
+    if int(key[:4]) < MIN_QUARTER_YEAR:
+        console.print(f"[red]error:[/red] quarter {escape(repr(quarter))} is invalid: the year is before "
+                      f"{MIN_QUARTER_YEAR}; write the quarter the card was activated for, such as 2026Q4",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
 
 
 def _quarter_has_bonus(card, quarter: str) -> bool:
