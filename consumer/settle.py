@@ -75,6 +75,7 @@ class Settler:
         if cap_ttl_seconds is None:
             cap_ttl_seconds = 0 if run == LIVE_RUN else marker_ttl_seconds
         self.cap_ttl = cap_ttl_seconds
+        self._job_streams_expire = False  # set once the job's streams were given an expiry
         # The script appends the transaction_id or user_id to these prefixes.
         self._marker_prefix = keys.result_marker(run, "")
         self._cap_prefix = keys.cap_spend("", run)
@@ -126,7 +127,26 @@ class Settler:
         args += acknowledge_only
 
         written, duplicates, dead, conflicts = await self._evaluate(resp.pack(args))
+        if (written or dead) and self._job_streams_need_expiry:
+            await self._expire_job_streams()
         return SettleCounts(int(written), int(duplicates), int(dead), [_text(entry) for entry in conflicts])
+
+    @property
+    def _job_streams_need_expiry(self) -> bool:
+        return self.keys.job is not None and self.cap_ttl > 0 and not self._job_streams_expire
+
+    async def _expire_job_streams(self) -> None:
+        """Give a job's results and dead-letter streams the job's expiry once, if they have none yet.
+
+        A job's commands set every key's expiry when they exit. Set here as
+        well, once per settler, the streams a process killed before its exit
+        wrote still expire (EXPIRE NX leaves an expiry already set alone).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.expire(self.results, self.cap_ttl, nx=True)
+        pipe.expire(self.keys.dead_letters, self.cap_ttl, nx=True)
+        await pipe.execute()
+        self._job_streams_expire = True
 
     async def _evaluate(self, packed: bytes):
         """Run the packed EVALSHA, and load the script first if the server has not cached it."""

@@ -92,3 +92,23 @@ def test_invalid_call_option_leaves_no_group(keys, sync_client, cli_env, tmp_pat
     assert fragment in completed.stderr
     assert "Traceback" not in completed.stderr
     assert [group["name"] for group in sync_client.xinfo_groups(keys.transactions)] == groups_before
+
+
+@one_server
+def test_killed_job_replay_streams_expire(keys, sync_client, cli_env, tmp_path):
+    job = StreamKeys(prefix=keys.prefix, job="sig")
+    ran = run_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--job", "sig",
+                   "--keep", "1h"], cli_env, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+
+    process = start_replay(keys, cli_env, tmp_path, "killed")
+    try:
+        assert wait_for_results(sync_client, job.results("killed"), 1)
+        process.kill()  # SIGKILL: no exit pass gives the job's keys their expiry
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+    assert 0 < sync_client.ttl(job.results("killed")) <= 3600
