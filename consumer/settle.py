@@ -138,9 +138,10 @@ class Settler:
     async def _expire_job_streams(self) -> None:
         """Give a job's results and dead-letter streams the job's expiry once, if they have none yet.
 
-        A job's commands set every key's expiry when they exit. Set here as
-        well, once per settler, the streams a process killed before its exit
-        wrote still expire (EXPIRE NX leaves an expiry already set alone).
+        A job's commands set every key's expiry when they exit. Setting it
+        here too, once per settler, means the streams of a process killed
+        before its exit still expire. EXPIRE NX leaves an expiry already set
+        alone.
         """
         pipe = self.client.pipeline(transaction=False)
         pipe.expire(self.results, self.cap_ttl, nx=True)
