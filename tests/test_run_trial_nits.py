@@ -102,3 +102,15 @@ def test_run_empty_job_rejected(cli_env, keys, tmp_path):
 
     assert done.returncode == 2
     assert json.loads(done.stdout.strip().splitlines()[-1])["error"].startswith("--job '' is empty")
+
+
+@one_server
+def test_run_live_with_job_rejected(cli_env, keys, tmp_path):
+    source = tmp_path / "one.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                      "l1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--job", "j1"], cli_env)
+
+    assert done.returncode == 2
+    assert "--job j1 and --live were both given" in " ".join(done.stderr.split())

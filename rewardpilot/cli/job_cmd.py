@@ -123,6 +123,9 @@ def run(
     job_given = job is not None
     if job_given and not job:
         exit_with_error("--job '' is empty; give a job id, or leave --job out for a new job", as_json=as_json)
+    if job_given and live:
+        exit_with_error(f"--job {job} and --live were both given, but --live works on the live streams, which "
+                        "belong to no job; leave out one of them", as_json=as_json)
     job = job or new_job_id()
     keys = job_keys(context.prefix, job, live)
     if demo_wallets:
