@@ -106,7 +106,8 @@ class RejectsWriter:
         if not _is_rejects_file(self.path):
             raise RejectsFileError(
                 f"{str(self.path)!r} exists and is not a rejects file (its first line is not a rejects record), so "
-                f"it is left as it is. Nothing was published. Move that file away, or {REJECTS_PATH_FIX}",
+                "it is left as it is. Nothing was published. Move that file away, or name a rejects file that does "
+                "not exist yet (--rejects PATH for `rewardpilot publish` and `run`, rejects_path for publish_file)",
                 self.path, FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)),
             )
         announce(f"replacing the rejects file of an earlier publish: {self.path}")

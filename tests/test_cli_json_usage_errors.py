@@ -25,7 +25,7 @@ def test_usage_error_is_json(tmp_path, args, fragment):
     completed = run_cli(args, cli_env(tmp_path))
 
     assert completed.returncode == 2
-    assert completed.stderr == ""
+    assert completed.stderr.startswith("error: ")
     error = json.loads(completed.stdout)
     assert fragment in error["error"]
     assert error["exit_code"] == 2

@@ -94,8 +94,7 @@ def main() -> None:
     except InvalidJobIdError as exc:  # a --job value, checked where its key names are built
         if as_json:
             print(json.dumps({"error": str(exc), "exit_code": 2}))
-        else:
-            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 
@@ -121,6 +120,7 @@ def _run_for_json() -> int:
             return 1
         except typer.TyperException as exc:  # typer's usage errors (click's UsageError) derive from it
             print(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+            console.print(f"[red]error:[/red] {escape(exc.format_message())}", highlight=False)
             return exc.exit_code
         # Without standalone mode, typer returns the status of a typer.Exit, and a command's own return value.
         status = status if isinstance(status, int) else 0

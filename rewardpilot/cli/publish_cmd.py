@@ -66,17 +66,16 @@ def unconverted_option():
 
 def exit_with_error(message: str, *, as_json: bool = False, exit_code: int = 2,
                     highlight: bool | None = None) -> NoReturn:
-    """Print a fatal error and exit with ``exit_code``.
+    """Print a fatal error as a red ``error:`` line on stderr and exit with ``exit_code``.
 
-    With ``as_json`` the error is one JSON object on stdout,
-    ``{"error": message, "exit_code": exit_code}``, and nothing is printed on
-    stderr. Otherwise it is a red ``error:`` line on stderr.
+    With ``as_json`` the error is also one JSON object on stdout,
+    ``{"error": message, "exit_code": exit_code}``, as for every command
+    that fails under ``--json``.
     """
     if as_json:
         typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
-    else:
-        # soft_wrap: a long path in the message is printed whole, not cut at the console's width.
-        console.print(f"[red]error:[/red] {message}", highlight=highlight, soft_wrap=True)
+    # soft_wrap: a long path in the message is printed whole, not cut at the console's width.
+    console.print(f"[red]error:[/red] {message}", highlight=highlight, soft_wrap=True)
     raise typer.Exit(exit_code)
 
 
