@@ -92,7 +92,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 <h2>By card used</h2>
 <table><tr><th>card used</th><th>purchases</th><th>spend</th><th>earned</th><th>best</th><th>missed</th></tr>
 {cards}</table>
-<h2>Caps this period</h2>
+<h2>Caps in their current period (today, UTC)</h2>
 <table><tr><th>card</th><th>cap</th><th>period</th><th>spent</th><th>left</th><th>runs out at this pace</th></tr>
 {caps}</table>
 <p>{report.unknown_card_used} purchases did not name a known card and count as earning the recommended amount.</p>

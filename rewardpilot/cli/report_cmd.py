@@ -162,7 +162,8 @@ def print_report(result: Report) -> None:
                   "(ids: `rewardpilot cards`).")
     out.print(_table("By category", "category", result.by_category))
     out.print(_table("By card used", "card used", result.by_card_used))
-    caps = Table(title="Caps this period")
+    # Each cap is shown in the period that contains today, whatever period the report covers.
+    caps = Table(title="Caps in their current period (today, UTC)")
     for column in ("card", "cap", "period", "spent", "cap amount", "left", "runs out at this pace"):
         caps.add_column(column)
     for cap in result.caps:
