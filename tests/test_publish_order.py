@@ -96,3 +96,17 @@ def test_run_newest_first_caps_in_purchase_order(keys, sync_client, cli_env, tmp
              for result in read_results(sync_client, job.results())}
     assert cards == {"k105": "amex-blue-cash-preferred", "k205": "amex-blue-cash-preferred",
                      "k305": "wells-fargo-active-cash"}
+
+
+@one_server
+def test_run_json_input_has_layout_and_warnings(keys, cli_env, tmp_path):
+    source = tmp_path / "newest-first.csv"
+    write_rows(source, [305, 205, 105])
+
+    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["input"]["layout"] == "documented"
+    assert summary["input"]["oldest_first"] is True
+    assert any("published oldest first" in warning for warning in summary["input"]["warnings"])

@@ -176,7 +176,9 @@ def run(
             console.print(f"wrote {written} results to {output}")
 
     if as_json:
-        typer.echo(json.dumps({**summary.as_dict(), "input": _input_counts(published), "keep_seconds": keep_seconds,
+        # The input's layout and warnings too, as `publish --json` gives them; the table shows them above.
+        input_fields = {**_input_counts(published), "layout": published.layout, "warnings": published.warnings}
+        typer.echo(json.dumps({**summary.as_dict(), "input": input_fields, "keep_seconds": keep_seconds,
                                "interrupted": interrupted}))
     else:
         _print_summary(summary, client, results_stream, sample, _input_counts(published))
