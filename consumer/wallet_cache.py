@@ -12,7 +12,7 @@ from rewardpilot.engine.catalog import Catalog
 from rewardpilot.models import WalletSource
 from rewardpilot.streams import StreamKeys
 from rewardpilot.user_terms import Warn, fetch_terms
-from rewardpilot.wallets import WalletRecord, split_known_cards
+from rewardpilot.wallets import WalletRecord, split_known_cards, unknown_cards_message
 
 WalletChoice = tuple[tuple[str, ...] | None, WalletSource]
 
@@ -101,11 +101,11 @@ class WalletCache:
         if not unknown:
             return record
         if self.warn is not None:
-            fallback = "judging against the rest" if known else "judging as a user without a wallet"
-            self.warn("wallet-card-unknown",
-                      f"stored wallet names cards the catalog does not have; {fallback}. Store the user's "
-                      "current cards with `rewardpilot wallet set USER CARD...` (or rewardpilot.wallets.set_wallet)",
-                      user_id=user, unknown_cards=unknown, cards_left=known)
+            message = unknown_cards_message(
+                known, "judging as a user without a wallet",
+                "`rewardpilot wallet set USER CARD...` (or rewardpilot.wallets.set_wallet)",
+            )
+            self.warn("wallet-card-unknown", message, user_id=user, unknown_cards=unknown, cards_left=known)
         if not known:
             return None
         # Activations stay keyed by card, so those of a retired card are simply never read.

@@ -216,9 +216,7 @@ def _known_cards(engine: RulesEngine, record: wallets.WalletRecord | None, user:
         return None
     known, unknown = wallets.split_known_cards(record.cards, engine.catalog)
     if unknown:
-        fallback = "judging against the rest" if known else "judging against the whole catalog"
-        log.warning(f"stored wallet names cards the catalog does not have; {fallback}. Store the user's "
-                    "current cards with `rewardpilot wallet set USER CARD...`",
+        log.warning(wallets.unknown_cards_message(known, "judging against the whole catalog"),
                     user_id=user, unknown_cards=unknown, cards_left=known)
     return known or None
 
@@ -344,7 +342,7 @@ def _top_categories_only(spend: dict[str, int]) -> dict[str, int]:
     Only that category earns the bonus under the cap, so it alone shows how
     much of the cap is used.
     """
-    kept: dict[str, int] = {}
+    filtered: dict[str, int] = {}
     leaders: dict[tuple[str, str], tuple[int, str]] = {}
     for name, cents in spend.items():
         parts = name.split("|")
@@ -353,10 +351,10 @@ def _top_categories_only(spend: dict[str, int]) -> dict[str, int]:
             if cents > leaders.get((card_id, period), (-1, ""))[0]:
                 leaders[(card_id, period)] = (cents, name)
         else:
-            kept[name] = cents
+            filtered[name] = cents
     for cents, name in leaders.values():
-        kept[name] = cents
-    return kept
+        filtered[name] = cents
+    return filtered
 
 
 def period_bounds(period: str) -> tuple[date, date]:

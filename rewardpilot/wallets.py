@@ -139,6 +139,18 @@ def split_known_cards(cards: Sequence[str], catalog: Catalog) -> tuple[list[str]
     return known, unknown
 
 
+def unknown_cards_message(cards_left: Sequence[str], none_left: str,
+                          how_to_store: str = "`rewardpilot wallet set USER CARD...`") -> str:
+    """Build the warning for a stored wallet that names cards the catalog lacks.
+
+    ``none_left`` says how the user is judged when no known card is left,
+    and ``how_to_store`` names the way to store the user's current cards.
+    """
+    fallback = "judging against the rest" if cards_left else none_left
+    return (f"stored wallet names cards the catalog does not have; {fallback}. Store the user's current cards "
+            f"with {how_to_store}")
+
+
 def encode_wallet(cards: Sequence[str], *, cycle_day: int | None = None,
                   activations: dict[str, list[str]] | None = None, mode: str | None = None) -> bytes:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

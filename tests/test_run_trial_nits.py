@@ -12,6 +12,14 @@ from rewardpilot.models import Transaction
 from rewardpilot.wallets import DEMO_WALLETS
 
 
+def one_row_file(tmp_path, transaction_id: str):
+    """Write a documented-layout CSV with one $40.00 gas purchase; return its path."""
+    source = tmp_path / "one.csv"
+    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+                      f"{transaction_id},u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+    return source
+
+
 def test_demo_wallets_belong_to_example_users():
     with (ROOT / "examples" / "transactions.csv").open(newline="") as handle:
         users = {row["user_id"] for row in csv.DictReader(handle)}
@@ -32,9 +40,7 @@ def test_cash_like_reasoning_names_the_order():
 
 @one_server
 def test_run_warns_orchestrator_url_unused(cli_env, keys, tmp_path):
-    source = tmp_path / "one.csv"
-    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
-                      "o1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+    source = one_row_file(tmp_path, "o1")
 
     done = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"],
                    {**cli_env, "ORCHESTRATOR_URL": "http://127.0.0.1:9"})
@@ -57,9 +63,7 @@ def test_base_command_keeps_global_options():
 
 @one_server
 def test_run_hint_names_prefix(cli_env, keys, tmp_path):
-    source = tmp_path / "one.csv"
-    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
-                      "h1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+    source = one_row_file(tmp_path, "h1")
 
     done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "hint", "--keep", "1h"], cli_env)
 
@@ -94,9 +98,7 @@ def test_run_unreadable_header_keys_expire(cli_env, keys, sync_client, tmp_path)
 
 @one_server
 def test_run_empty_job_rejected(cli_env, keys, tmp_path):
-    source = tmp_path / "one.csv"
-    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
-                      "e1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+    source = one_row_file(tmp_path, "e1")
 
     done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "", "--json"], cli_env)
 
@@ -106,9 +108,7 @@ def test_run_empty_job_rejected(cli_env, keys, tmp_path):
 
 @one_server
 def test_run_live_with_job_rejected(cli_env, keys, tmp_path):
-    source = tmp_path / "one.csv"
-    source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
-                      "l1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
+    source = one_row_file(tmp_path, "l1")
 
     done = run_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--job", "j1"], cli_env)
 

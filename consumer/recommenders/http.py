@@ -443,9 +443,9 @@ def describe_indexes(indexes: list[int], count: int) -> str:
 
 
 def _listed(indexes: list[int]) -> str:
-    shown = ", ".join(str(index) for index in indexes[:MAX_LISTED_INDEXES])
+    listed = ", ".join(str(index) for index in indexes[:MAX_LISTED_INDEXES])
     more = len(indexes) - MAX_LISTED_INDEXES
-    return f"[{shown}, ... ({more} more)]" if more > 0 else f"[{shown}]"
+    return f"[{listed}, ... ({more} more)]" if more > 0 else f"[{listed}]"
 
 
 def _json(response: httpx.Response) -> Any:

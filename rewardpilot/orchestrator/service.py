@@ -15,7 +15,7 @@ from rewardpilot.models import Recommendation
 from rewardpilot.orchestrator.contract import CardsResponse, CardSummary, RecommendRequest
 from rewardpilot.streams import StreamKeys
 from rewardpilot.user_terms import StoredTerms, fetch_terms, usable_mode, usable_valuations
-from rewardpilot.wallets import split_known_cards
+from rewardpilot.wallets import split_known_cards, unknown_cards_message
 
 log = get_logger(__name__)
 
@@ -126,10 +126,7 @@ class RecommendService:
             return None
         known, unknown = split_known_cards(cards, self.engine.catalog)
         if unknown:
-            fallback = "judging against the rest" if known else "judging against the whole catalog"
-            self._warn("wallet-card-unknown",
-                       f"stored wallet names cards the catalog does not have; {fallback}. Store the user's "
-                       "current cards with `rewardpilot wallet set USER CARD...`",
+            self._warn("wallet-card-unknown", unknown_cards_message(known, "judging against the whole catalog"),
                        user_id=user, unknown_cards=unknown, cards_left=known)
         return known or None
 
