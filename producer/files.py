@@ -62,8 +62,8 @@ GC_YOUNG_THRESHOLD = 50_000
 SWITCH_INTERVAL_SECONDS = 0.0005
 # A regular file up to this size whose rows run newest first (as most bank exports list them)
 # is read whole and published oldest first, so that caps are used up in purchase order.
-# NOTE: every row of such a file is held at once; at an estimated 1 KB per row, 5 MB of CSV
-# (some 50,000 rows) takes tens of MB.
+# NOTE: every row of such a file stays in memory until it is published. At an estimated 1 KB
+# per row, 5 MB of CSV (some 50,000 rows) takes tens of MB.
 REVERSE_LIMIT_BYTES = 5 * 1024 * 1024
 # A row dated more than this before a row above it counts as out of time order.
 OUT_OF_ORDER_GRACE = timedelta(days=1)

@@ -341,7 +341,7 @@ def date_fields_error(text: str, fields: dict[str, int]) -> InvalidValueError | 
     ``fields`` contains any of year, month, day, hour, minute and second, as
     read from ``text`` by a parser of a fixed-width format such as OFX's.
     The reason names the field, such as "February 2026 has 28 days", and the
-    fix says which part to check.
+    fix names the part to check.
     """
     return _date_range_error(text, fields, "iso", day_month_order_fix) or _time_range_error(text, fields)
 

@@ -41,7 +41,7 @@ COUNT_CHUNK = 10_000
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 # The maximum age parse_age accepts: 100 years of 365 days. Ages become Redis TTLs
-# and stream ids in milliseconds, and a timedelta holds at most 999,999,999 days.
+# and stream ids in milliseconds, and a timedelta can be at most 999,999,999 days.
 MAX_AGE_DAYS = 36_500
 MAX_AGE_SECONDS = MAX_AGE_DAYS * 86_400
 

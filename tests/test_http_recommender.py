@@ -128,7 +128,7 @@ async def test_batch_path_item_error(orchestrator):
     assert isinstance(outcomes[0], Recommendation)
     assert isinstance(outcomes[1], ItemError)
     assert outcomes[1].error_type == "unknown_card"
-    assert outcomes[1].http_status == 200  # the batch's status; the item's error is inside the answer
+    assert outcomes[1].http_status == 200  # the batch's status; the item's error is inside the response
     assert "no-such-card" in outcomes[1].message
 
 

@@ -61,7 +61,7 @@ class MissingGroup:
     same NOGROUP reply. ``seen`` before a read and ``recreate`` after its
     NOGROUP let only the first worker of the occurrence recreate and log.
 
-    The log tells two causes apart. When the stream still has entries that
+    The log distinguishes two causes. When the stream still has entries that
     were added before the server last started (or the server did not restart
     since ``remember_start``), the group was deleted, and recreating it at 0
     reads every entry in the stream again. A missing or empty stream, or one
