@@ -324,7 +324,8 @@ class ConsumerPool:
             except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
                 if attempt == attempts - 1:
                     raise
-                delay = REDIS_BACKOFF_SECONDS[attempt]
+                # Past the last step the delay stays at the longest one: settling retries 20 times.
+                delay = REDIS_BACKOFF_SECONDS[min(attempt, len(REDIS_BACKOFF_SECONDS) - 1)]
                 self._log_repeated("redis-down", "Redis unreachable; retrying",
                                    error=str(exc), retry_in_seconds=delay)
                 await asyncio.sleep(delay)

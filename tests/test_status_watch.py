@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
-from conftest import one_server, run_cli
+from conftest import ValkeyProcess, one_server, run_cli
 from rewardpilot.cli.status_cmd import _render
 from rewardpilot.status import ResultRate, entries_added
 
@@ -124,3 +127,42 @@ def test_count_without_watch_exit_two(cli_env, keys):
 
     assert completed.returncode == 2
     assert "--count 2 only applies with --watch" in " ".join(completed.stderr.split())
+
+
+def _read_until(process, text: str, deadline: float) -> bool:
+    """Read the watch's stdout line by line until ``text`` appears or ``deadline`` (monotonic) passes."""
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            return False
+        if text in line:
+            return True
+    return False
+
+
+def test_watch_survives_redis_restart(cli_env, tmp_path):
+    """A watch shows the outage and renders the table again once Redis is back, without a traceback."""
+    server = ValkeyProcess(tmp_path / "data")
+    server.start()
+    env = {**cli_env, "REDIS_URL": server.url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rewardpilot.cli", "--prefix", "watch-restart:", "status", "--watch",
+         "--interval", "0.2", "--count", "600"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        assert _read_until(process, "results/s", deadline), "the first view never appeared"
+
+        server.stop()
+        assert _read_until(process, "cannot reach Redis", deadline), "the outage was not shown"
+
+        server.start()
+        assert _read_until(process, "results/s", deadline), "the table did not come back after the restart"
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+        server.stop()
+
+    assert "Traceback" not in stderr

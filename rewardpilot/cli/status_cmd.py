@@ -7,8 +7,10 @@ import shlex
 import sys
 import time
 
+import redis
 import typer
 from rich.table import Table
+from rich.text import Text
 from rich.markup import escape
 
 from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, program_name, stdout_console
@@ -17,6 +19,14 @@ from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN
 
 # Jobs named in the hint and in the `jobs` key of --json when the live streams are empty.
 RECENT_JOBS_SHOWN = 3
+
+
+def _unreachable_view(url: str, error: Exception, interval: float) -> Text:
+    """Build the view a watch shows while Redis does not reply, with the redacted URL and the error."""
+    from rewardpilot.connection import redact
+
+    return Text(f"cannot reach Redis at {redact(url)}: {str(error).rstrip('.')}. "
+                f"Trying again in {interval:g} s; press Ctrl-C to stop.", style="red")
 
 
 def _render(snapshot: dict, job: str | None = None) -> Table:
@@ -273,14 +283,21 @@ def status(
 
     def views():
         refreshes = 0
+        hinted = False
         while True:
-            snapshot = collect_status(client, keys)
-            snapshot["results_per_second"] = rate.sample(client, keys.results(LIVE_RUN))
-            if refreshes == 0:
-                # Looked up once: a key scan on every refresh would load the server for a hint.
-                _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
-                _print_no_consumer_hint(snapshot, context.prefix, job)
-            yield _render(snapshot, job)
+            try:
+                snapshot = collect_status(client, keys)
+                snapshot["results_per_second"] = rate.sample(client, keys.results(LIVE_RUN))
+                if not hinted:
+                    # Looked up once: a key scan on every refresh would load the server for a hint.
+                    _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
+                    _print_no_consumer_hint(snapshot, context.prefix, job)
+                    hinted = True
+                view = _render(snapshot, job)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # A watch outlives a Redis restart: it shows the error and tries again at the next refresh.
+                view = _unreachable_view(context.url(), exc, interval)
+            yield view
             refreshes += 1
             if count and refreshes >= count:
                 return
