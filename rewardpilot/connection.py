@@ -39,17 +39,28 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def check_url(url: str) -> None:
-    """Raise ValueError, with the URL redacted, unless ``url`` has a scheme redis-py can connect with."""
+    """Raise ValueError, with the URL redacted, unless ``url`` is one redis-py can connect with.
+
+    Checks the scheme, the ``//`` after it, the port, the database and the
+    query options (redis-py's own parsing, which otherwise fails later with a
+    traceback that names no URL).
+    """
+    shown = redact_safely(url)
+    if url != url.strip():
+        raise ValueError(f"Redis URL {shown!r} is invalid: it starts or ends with white space; remove it")
     try:
         parts = urlsplit(url)
         scheme = parts.scheme
         parts.port  # raises ValueError for a port that is not a number from 0 to 65535
     except ValueError as exc:
-        raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid ({exc}); "
-                         "write it like redis://127.0.0.1:6379/0") from None
+        raise ValueError(f"Redis URL {shown!r} is invalid ({exc}); write it like redis://127.0.0.1:6379/0") from None
     if scheme not in URL_SCHEMES:
-        raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid: it must start with redis://, rediss:// "
+        raise ValueError(f"Redis URL {shown!r} is invalid: it must start with redis://, rediss:// "
                          "or unix://, like redis://127.0.0.1:6379/0")
+    if not url.startswith(f"{scheme}://"):
+        raise ValueError(f"Redis URL {shown!r} is invalid: {scheme}: must be followed by //, "
+                         f"like {scheme}://127.0.0.1:6379/0")
+
     # redis-py ignores a path database that is not a number and connects to database 0 (parse_url in
     # redis-py 8.2), so a typo would send every command to another database.
     databases = [value for name, value in parse_qsl(parts.query) if name == "db"]
@@ -57,8 +68,26 @@ def check_url(url: str) -> None:
         databases.append(parts.path.replace("/", ""))
     for database in databases:
         if not (database.isascii() and database.isdigit()):
-            raise ValueError(f"Redis URL {redact_safely(url)!r} is invalid: database {database!r} is not a "
+            raise ValueError(f"Redis URL {shown!r} is invalid: database {database!r} is not a "
                              "number; write it like redis://127.0.0.1:6379/0")
+
+    _check_options(url, shown)
+
+
+def _check_options(url: str, shown: str) -> None:
+    """Build (without connecting) the connection redis-py would open, so a bad query option fails here."""
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        pool.make_connection()
+    except (ValueError, TypeError, redis.RedisError) as exc:
+        # redis-py names an option it does not take in a TypeError about a keyword argument.
+        reason = str(exc).replace("AbstractConnection.__init__() got an unexpected keyword argument",
+                                  "unknown option")
+        fix = "check the options after the '?', as listed in redis-py's from_url documentation"
+        if "unknown option 'ssl_" in reason:
+            fix = "ssl_ options take effect only with TLS, so start the URL with rediss://, or " + fix
+        raise ValueError(f"Redis URL {shown!r} is invalid: {reason.rstrip('.')}; {fix}") from None
+    pool.disconnect()
 
 
 def redact_safely(url: str) -> str:
@@ -78,13 +107,17 @@ def redact(url: str) -> str:
     """Return the URL with the password of its user info and of secret query parameters replaced by ``***``.
 
     The user name stays readable, as do the host, port, path and the other
-    query parameters (see ``SECRET_QUERY_NAMES``).
+    query parameters (see ``SECRET_QUERY_NAMES``). In a URL without ``//``
+    after its scheme, such as ``user:secret@host:6379``, where no user info
+    can be told apart, everything before the ``@`` after the scheme is masked.
     """
     parts = urlsplit(url)
     netloc = parts.netloc
     userinfo, at, hostport = netloc.rpartition("@")
     if at and ":" in userinfo:
         netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    elif not netloc:
+        return _redact_without_authority(url)
     query = "&".join(_redact_parameter(parameter) for parameter in parts.query.split("&")) if parts.query else ""
     if netloc == parts.netloc and query == parts.query:
         return url
@@ -95,6 +128,19 @@ def redact(url: str) -> str:
     if parts.fragment:
         redacted = f"{redacted}#{parts.fragment}"
     return redacted
+
+
+def _redact_without_authority(url: str) -> str:
+    """Mask what comes before the last ``@`` of a URL that urlsplit finds no host in, and its secret parameters."""
+    address, question, query = url.partition("?")
+    before, at, after = address.rpartition("@")
+    if at:
+        scheme, colon, rest = before.partition(":")
+        kept = f"{scheme}:{rest[:len(rest) - len(rest.lstrip('/'))]}" if colon and scheme.isalpha() else ""
+        address = f"{kept}***@{after}"
+    if question:
+        query = "&".join(_redact_parameter(parameter) for parameter in query.split("&"))
+    return f"{address}{question}{query}"
 
 
 def _redact_parameter(parameter: str) -> str:

@@ -108,3 +108,44 @@ def test_cli_database_typo_exits(tmp_path):
 
     assert completed.returncode == 2
     assert "database '9abc' is not a number" in " ".join((completed.stdout + completed.stderr).split())
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    (f"default:{SECRET}@127.0.0.1:6379", "default:***@127.0.0.1:6379"),
+    (f"redis:/default:{SECRET}@127.0.0.1:6379/0", "redis:/***@127.0.0.1:6379/0"),
+    (f"redis:default:{SECRET}@127.0.0.1:6379", "redis:***@127.0.0.1:6379"),
+    (f"redis:127.0.0.1?password={SECRET}", "redis:127.0.0.1?password=***"),
+])
+def test_redact_url_without_slashes(url, expected):
+    assert redact(url) == expected
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    (f"default:{SECRET}@127.0.0.1:6379", "it must start with redis://"),
+    (f"redis:/default:{SECRET}@127.0.0.1:6379/0", "redis: must be followed by //"),
+    (f"redis:default:{SECRET}@127.0.0.1:6379", "redis: must be followed by //"),
+    (f" redis://:{SECRET}@127.0.0.1:6379/0", "white space"),
+    (f"redis://:{SECRET}@127.0.0.1:6379/0?socket_timeout=abc", "Invalid value for 'socket_timeout'"),
+    (f"redis://:{SECRET}@127.0.0.1:6379/0?ssl_cert_reqs=none", "unknown option 'ssl_cert_reqs'"),
+    (f"rediss://:{SECRET}@127.0.0.1:6379/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements Flag"),
+])
+def test_malformed_url_rejected_without_password(url, reason):
+    with pytest.raises(ValueError) as raised:
+        check_url(url)
+
+    assert reason in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", [
+    f"redis:/default:{SECRET}@127.0.0.1:6379/0",
+    f"redis://:{SECRET}@127.0.0.1:6379/0?socket_timeout=abc",
+])
+def test_cli_malformed_url_json_error(url, tmp_path):
+    """--json prints the error object, exit code 2, no traceback and no password."""
+    completed = run_cli(["status", "--json"], {**os.environ, "RP_HOME": str(tmp_path / "home"), "REDIS_URL": url})
+
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert '"exit_code": 2' in completed.stdout
+    assert "Traceback" not in completed.stderr
+    assert SECRET not in completed.stdout + completed.stderr
