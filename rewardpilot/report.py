@@ -24,9 +24,18 @@ it skips cards that the merchant is known not to take (Costco's U.S.
 warehouses take Visa only), but the card used did earn. Such a purchase
 counts under the card used in ``by_card_recommended`` too.
 
-Cap status comes from the user's live spend hash (``keys.cap_spend``): the
-spend in the current period of each cap, what is left, and the date the cap
-runs out at the pace so far in that period.
+The purchases are judged against the wallet the consumers use: the user's
+stored wallet, else the run's wallet (``run --wallet`` or ``consume
+--wallet``, which the caller passes as ``wallet`` because the job does not
+store it), else the whole catalog.
+
+Cap status comes from the user's spend hash of the run (``keys.cap_spend``):
+the spend in the current period of each cap, what is left, and the date the
+cap runs out at the pace so far in that period. A cap already used up shows
+the date of the purchase that filled it, when the run's results account for
+all of its spend. The current period is the one containing today's date in
+the card's time zone, where cap periods end at midnight (Eastern Time for
+the bundled cards), as in the engine.
 """
 
 from __future__ import annotations
@@ -34,14 +43,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Sequence
+
 import redis
 
 from rewardpilot import caps, wallets
 from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
-from rewardpilot.engine.state import SpendState, local_date, period_key
+from rewardpilot.engine.evaluation import Evaluation
+from rewardpilot.engine.state import DEFAULT_TIME_ZONE, SpendState, local_date, period_key
 from rewardpilot.logs import get_logger
-from rewardpilot.models import Recommendation, Transaction
+from rewardpilot.models import Recommendation, Transaction, WalletSource
 from rewardpilot.results import read_results
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 from rewardpilot.user_terms import CASH_BACK_PROGRAM, usable_valuations
@@ -72,7 +84,20 @@ class CapStatus:
     spent_usd: Decimal
     remaining_usd: Decimal
     period_ends: date
-    runs_out_on: date | None      # at the pace so far; None when it will not run out this period
+    runs_out_on: date | None      # at the pace so far; None when it is used up or will not run out this period
+    today: date                   # the date in time_zone that chose the current period
+    time_zone: str                # the card's time zone, where its cap periods end at midnight
+    used_up_on: date | None = None  # the date of the purchase that filled a used-up cap, when the results show it
+
+    @property
+    def used_up(self) -> bool:
+        return self.remaining_usd <= 0
+
+    def run_out_text(self) -> str:
+        """Describe when the cap runs out, as the text and HTML tables show it."""
+        if self.used_up:
+            return f"used up on {self.used_up_on.isoformat()}" if self.used_up_on else "used up"
+        return self.runs_out_on.isoformat() if self.runs_out_on else "not this period"
 
 
 @dataclass(frozen=True)
@@ -102,8 +127,31 @@ class Report:
     by_card_used: dict[str, Totals] = field(default_factory=dict)
     by_card_recommended: dict[str, Totals] = field(default_factory=dict)
     caps: list[CapStatus] = field(default_factory=list)
+    caps_today: date | None = None  # today's date in caps_time_zone, which chose each cap's current period
+    caps_time_zone: str = DEFAULT_TIME_ZONE
+    wallet_source: WalletSource = "catalog"  # "user" (stored), "run" (the wallet argument) or "catalog"
+    wallet: list[str] | None = None          # the cards judged against; None for the whole catalog
+    # Results of the period that the run judged against a run wallet, and the cards they name.
+    run_wallet_results: int = 0
+    run_wallet_cards_seen: list[str] = field(default_factory=list)
     # Not in to_json: the CLI prints them as warnings on stderr.
     dropped_valuations: list[DroppedValuation] = field(default_factory=list)
+
+    def judged_against(self) -> str:
+        """Name the wallet the purchases were judged against."""
+        if self.wallet_source == "user":
+            return f"the user's stored wallet ({', '.join(self.wallet or [])})"
+        if self.wallet_source == "run":
+            return f"the run's wallet given with --wallet ({', '.join(self.wallet or [])})"
+        return "the whole catalog, because no wallet is stored for this user and no --wallet was given"
+
+    def caps_date_text(self) -> str:
+        """Name the date and time zone that chose the caps' current periods, for table titles."""
+        zones = {cap.time_zone for cap in self.caps}
+        if zones - {self.caps_time_zone}:
+            return "today's date in each card's time zone, where its cap periods end at midnight"
+        day = self.caps_today.isoformat() if self.caps_today else "unknown"
+        return f"today is {day} in {self.caps_time_zone}, where cap periods end at midnight"
 
     def to_json(self) -> dict:
         """Convert the report to JSON-ready data: money as strings, dates as ISO 8601."""
@@ -120,6 +168,11 @@ class Report:
             "by_category": {name: totals(item) for name, item in self.by_category.items()},
             "by_card_used": {name: totals(item) for name, item in self.by_card_used.items()},
             "by_card_recommended": {name: totals(item) for name, item in self.by_card_recommended.items()},
+            "wallet": {"source": self.wallet_source, "cards": self.wallet,
+                       "run_wallet_results": self.run_wallet_results,
+                       "run_wallet_cards_seen": self.run_wallet_cards_seen},
+            "caps_today": self.caps_today.isoformat() if self.caps_today else None,
+            "caps_time_zone": self.caps_time_zone,
             "caps": [_cap_json(cap) for cap in self.caps],
         }
 
@@ -130,6 +183,9 @@ def _cap_json(cap: CapStatus) -> dict:
         data[name] = str(data[name])
     data["period_ends"] = cap.period_ends.isoformat()
     data["runs_out_on"] = cap.runs_out_on.isoformat() if cap.runs_out_on else None
+    data["today"] = cap.today.isoformat()
+    data["used_up"] = cap.used_up
+    data["used_up_on"] = cap.used_up_on.isoformat() if cap.used_up_on else None
     return data
 
 
@@ -153,70 +209,132 @@ def parse_period(month: str | None, year: str | None) -> tuple[str, date, date]:
 def build_report(
     client: redis.Redis, keys: StreamKeys, user_id: str, *, month: str | None = None, year: str | None = None,
     run: str = LIVE_RUN, engine: RulesEngine | None = None, today: date | None = None,
-    card_used: str | None = None,
+    now: datetime | None = None, card_used: str | None = None, wallet: Sequence[str] | None = None,
 ) -> Report:
     """Build the missed-rewards report of one user for a month or a year.
 
     ``card_used`` is the catalog card the purchases were made with when
-    their export names none (a Chase statement says only "chase"). Raises
-    ValueError for a bad period or user, UnknownCardError for ``card_used``.
-    A stored valuation override that the consumers leave out (invalid, for
-    an unknown program, or for cash back) is left out here too and listed in
-    ``Report.dropped_valuations`` for the caller to show.
+    their export names none (a Chase statement says only "chase"). Their
+    spend counts against that card's caps, as a ``card_used`` in the file
+    does. ``wallet`` is the run's wallet (``run --wallet`` or ``consume
+    --wallet``): the cards to judge the user against when no wallet is
+    stored, as the consumers do. ``now`` is the moment whose date in each
+    card's time zone chooses the caps' current periods (default: the
+    current time); ``today`` replaces that date for every card.
+
+    Raises ValueError for a bad period or user, UnknownCardError for
+    ``card_used`` or a ``wallet`` card. A stored valuation override that the
+    consumers leave out (invalid, for an unknown program, or for cash back)
+    is left out here too and listed in ``Report.dropped_valuations`` for the
+    caller to show.
     """
     engine = engine or RulesEngine.default()
     assumed = engine.catalog.get(card_used).card_id if card_used else None
+    run_wallet = list(dict.fromkeys(engine.catalog.get(card).card_id for card in wallet)) if wallet else None
     user = wallets.check_user_id(user_id)
     label, first, last = parse_period(month, year)
 
     # Purchases of the year before the period only add spend. Those of the period are reported.
     warm_up_from = first.replace(year=first.year - 1)
-    results = [
-        rec for rec in read_results(client, keys.results(run), user=user)
-        if warm_up_from <= local_date(_moment(rec)) <= last
-    ]
-    results.sort(key=_moment)
+    all_results = sorted(read_results(client, keys.results(run), user=user), key=_moment)
+    results = [rec for rec in all_results if warm_up_from <= local_date(_moment(rec)) <= last]
     transactions = _transactions(client, keys, results)
 
     record = wallets.get_wallet_record(client, keys, user)
-    wallet = _known_cards(engine, record, user)
-    if wallet is None:
+    cards = _known_cards(engine, record, user, "judging against the run's wallet" if run_wallet else
+                         "judging against the whole catalog")
+    source: WalletSource
+    if cards is not None:
+        source, state = "user", SpendState()
+        state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
+    elif run_wallet is not None:
+        # The consumers judge a user without a usable stored wallet against the run's wallet. They keep
+        # its cap spend, but no stored cycle day, activations or mode apply.
+        record, cards, source, state = None, run_wallet, "run", SpendState()
+    else:
         # Judged against the whole catalog, as the consumers judge a user without a wallet: a card
         # the user may not hold reads and adds no spend, and the default mode applies.
-        record, state = None, None
-    else:
-        state = SpendState()
-        state.set_terms(user, activations=record.activations, cycle_day=record.cycle_day)
+        record, source, state = None, "catalog", None
     valuations, dropped = _usable_valuations(client, keys, engine, user)
     mode = record.mode if record else None
+    judge = _Judge(engine, cards, None if cards is None else source, valuations, mode, state)
 
     report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals(),
-                    dropped_valuations=dropped)
+                    wallet_source=source, wallet=cards, dropped_valuations=dropped)
     for rec, transaction in zip(results, transactions):
+        transaction = _paid_with(engine, transaction, assumed)
         if local_date(_moment(rec)) < first:
             if state is None:
                 continue  # no spend state to build up
             # The spend counts as in _add: on the card used when it is known, else on the recommended card.
-            engine.evaluate_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user",
-                                        valuations=valuations, mode=mode, state=state)
+            judge.best(transaction)
             continue
-        _add(report, engine, rec, transaction, wallet, state, valuations, mode, assumed)
+        _note_run_wallet(report, rec)
+        _add(report, judge, transaction)
 
-    report.caps = cap_status(client, keys, user, engine, today=today or datetime.now(timezone.utc).date(),
-                             cycle_day=record.cycle_day if record else None, run=run)
+    moment = now or datetime.now(timezone.utc)
+    report.caps_today = today or local_date(moment, report.caps_time_zone)
+    report.caps = cap_status(client, keys, user, engine, today=today, now=moment,
+                             cycle_day=record.cycle_day if record else None, run=run, results=all_results)
     return report
 
 
-def _known_cards(engine: RulesEngine, record: wallets.WalletRecord | None, user: str) -> list[str] | None:
+@dataclass(frozen=True)
+class _Judge:
+    """The engine with one user's wallet, wallet source, valuations, mode and spend state, for the replay."""
+
+    engine: RulesEngine
+    wallet: list[str] | None
+    wallet_source: WalletSource | None
+    valuations: dict[str, str] | None
+    mode: str | None
+    state: SpendState | None
+
+    def best(self, transaction: Transaction) -> Evaluation:
+        """Evaluate the best card, adding the purchase's spend to the state (on ``card_used`` when known)."""
+        return self.engine.evaluate_or_fallback(transaction, self.wallet, wallet_source=self.wallet_source,
+                                                valuations=self.valuations, mode=self.mode, state=self.state)
+
+    def earned_with(self, transaction: Transaction, card_id: str) -> Decimal:
+        """Compute what ``card_id`` earned on the purchase, reading the state without adding to it."""
+        return self.engine.rewards_for(transaction, card_id, valuations=self.valuations, mode=self.mode,
+                                       state=self.state, held=self.wallet).cash_value_usd
+
+
+def _paid_with(engine: RulesEngine, transaction: Transaction, assumed: str | None) -> Transaction:
+    """Return the transaction with ``card_used`` set to ``assumed`` when it names no catalog card.
+
+    The engine adds a purchase's spend to ``transaction.card_used``, so the
+    card given with ``--card-used`` fills its own caps, as it does when the
+    file names it.
+    """
+    if assumed is None or (transaction.card_used and transaction.card_used in engine.catalog):
+        return transaction
+    return transaction.model_copy(update={"card_used": assumed})
+
+
+def _note_run_wallet(report: Report, rec: Recommendation) -> None:
+    """Count a result that the run judged against its run wallet, and the cards it names."""
+    if rec.wallet_source != "run":
+        return
+    report.run_wallet_results += 1
+    for card in [rec.recommended_card, *(alternative.card for alternative in rec.alternatives)]:
+        if card.card_id not in report.run_wallet_cards_seen:
+            report.run_wallet_cards_seen.append(card.card_id)
+
+
+def _known_cards(engine: RulesEngine, record: wallets.WalletRecord | None, user: str,
+                 none_left: str) -> list[str] | None:
     """Return the stored wallet's cards that the catalog has, warning about the others; None when none is left.
 
     The consumers leave out a card a later catalog retired in the same way.
+    ``none_left`` says how the user is judged when no known card is left.
     """
     if record is None:
         return None
     known, unknown = wallets.split_known_cards(record.cards, engine.catalog)
     if unknown:
-        log.warning(wallets.unknown_cards_message(known, "judging against the whole catalog"),
+        log.warning(wallets.unknown_cards_message(known, none_left),
                     user_id=user, unknown_cards=unknown, cards_left=known)
     return known or None
 
@@ -274,17 +392,14 @@ def _transactions(client: redis.Redis, keys: StreamKeys, results: list[Recommend
     return found
 
 
-def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: Transaction,
-         wallet: list[str] | None, state: SpendState | None, valuations, mode, assumed: str | None = None) -> None:
-    used = assumed
+def _add(report: Report, judge: _Judge, transaction: Transaction) -> None:
+    engine = judge.engine
+    used = None
     if transaction.card_used and transaction.card_used in engine.catalog:
         used = engine.catalog.get(transaction.card_used).card_id
-    earned = None
-    if used is not None:
-        earned = engine.rewards_for(transaction, used, valuations=valuations, mode=mode, state=state,
-                                    held=wallet).cash_value_usd
-    best = engine.recommend_or_fallback(transaction, wallet, wallet_source=None if wallet is None else "user",
-                                        valuations=valuations, mode=mode, state=state)
+    # What the card used earned is read before the best card's evaluation adds the purchase's spend.
+    earned = judge.earned_with(transaction, used) if used is not None else None
+    best = judge.best(transaction).to_model()
     best_cash = best.rewards.cash_value_usd
     best_card = best.recommended_card.card_id
     if earned is not None and earned > best_cash:
@@ -309,9 +424,18 @@ def _add(report: Report, engine: RulesEngine, rec: Recommendation, transaction: 
         bucket.purchases += 1
 
 
-def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: RulesEngine, *, today: date,
-               cycle_day: int | None = None, run: str = LIVE_RUN) -> list[CapStatus]:
-    """List every cap with spend in its current period in ``run``'s cap state, with the forecast run-out date."""
+def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: RulesEngine, *,
+               today: date | None = None, now: datetime | None = None, cycle_day: int | None = None,
+               run: str = LIVE_RUN, results: Sequence[Recommendation] | None = None) -> list[CapStatus]:
+    """List every cap with spend in its current period in ``run``'s cap state, with the forecast run-out date.
+
+    The current period is the one containing ``now``'s date (default: the
+    current time) in the card's time zone, because the engine ends cap
+    periods at midnight there. ``today`` replaces that date for every card.
+    For a cap that is used up, ``results`` (the user's results in ``run``,
+    read when not given) give the date of the purchase that filled it.
+    """
+    moment = now or datetime.now(timezone.utc)
     spend = _top_categories_only(caps.read_spend(client, keys, user_id, run))
     statuses: list[CapStatus] = []
     for name, cents in sorted(spend.items()):
@@ -324,16 +448,47 @@ def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: Rule
         cap = next((c for c in card.caps if c.cap_id == cap_id), None)
         if cap is None:
             continue
-        if period != period_key(cap.period, today, cycle_day):
+        card_today = today or local_date(moment, card.time_zone)
+        if period != period_key(cap.period, card_today, cycle_day):
             continue  # a past period
         start, end = period_bounds(period)
         spent = Decimal(cents) / 100
         remaining = max(ZERO, cap.amount_usd - spent)
-        statuses.append(CapStatus(
+        status = CapStatus(
             card_id=card_id, tally=tally, period=period, cap_usd=cap.amount_usd, spent_usd=spent,
-            remaining_usd=remaining, period_ends=end, runs_out_on=_run_out(spent, remaining, start, end, today),
-        ))
+            remaining_usd=remaining, period_ends=end, runs_out_on=None, today=card_today,
+            time_zone=card.time_zone,
+        )
+        if status.used_up:
+            if results is None:
+                results = sorted(read_results(client, keys.results(run), user=user_id), key=_moment)
+            status.used_up_on = _used_up_on(results, name, cents, int(cap.amount_usd * 100), card.time_zone)
+        else:
+            status.runs_out_on = _run_out(spent, remaining, start, end, card_today)
+        statuses.append(status)
     return statuses
+
+
+def _used_up_on(results: Sequence[Recommendation], name: str, recorded_cents: int, cap_cents: int,
+                time_zone: str) -> date | None:
+    """Find the local date of the purchase whose spend filled the cap's tally ``name``; None when unknown.
+
+    ``results`` must be in time order. The date is known only when the
+    results' ``spend_updates`` for the tally add up to the ``recorded_cents``
+    of the spend hash. When they do not (results trimmed from the stream, or
+    spend recorded by another writer), the purchase that filled the cap is
+    not known.
+    """
+    total = 0
+    filled_on: date | None = None
+    for rec in results:
+        for field_name, cents in rec.spend_updates:
+            if field_name != name:
+                continue
+            total += cents
+            if filled_on is None and total >= cap_cents:
+                filled_on = local_date(_moment(rec), time_zone)
+    return filled_on if total == recorded_cents else None
 
 
 def _top_categories_only(spend: dict[str, int]) -> dict[str, int]:
@@ -375,9 +530,11 @@ def period_bounds(period: str) -> tuple[date, date]:
 
 
 def _run_out(spent: Decimal, remaining: Decimal, start: date, end: date, today: date) -> date | None:
-    """Forecast the day the cap runs out at the average daily spend since the period began; None if not this period."""
-    if remaining <= 0:
-        return today
+    """Forecast the day a cap with ``remaining`` left runs out at the average daily spend since the period began.
+
+    Returns None when it does not run out this period. A used-up cap has no
+    forecast: ``_used_up_on`` gives the day it ran out.
+    """
     days = (min(today, end) - start).days + 1
     if spent <= 0 or days <= 0:
         return None

@@ -67,7 +67,7 @@ def render_html(report: Report) -> str:
     caps = "".join(
         f"<tr><td>{html.escape(cap.card_id)}</td><td>{html.escape(cap.tally)}</td><td>{cap.period}</td>"
         f"<td>${cap.spent_usd:,.2f} of ${cap.cap_usd:,.2f}</td><td>${cap.remaining_usd:,.2f}</td>"
-        f"<td>{cap.runs_out_on.isoformat() if cap.runs_out_on else 'not this period'}</td></tr>"
+        f"<td>{html.escape(cap.run_out_text())}</td></tr>"
         for cap in report.caps
     ) or '<tr><td colspan="6">No cap has spend in its current period.</td></tr>'
     return f"""<!DOCTYPE html>
@@ -87,12 +87,13 @@ td:first-child, th:first-child {{ text-align: left; }}
 <div class="figure"><b>${total.best:,.2f}</b>with the recommended cards</div>
 <div class="figure missed"><b>${total.missed:,.2f}</b>missed</div>
 </div>
+<p>Judged against {html.escape(report.judged_against())}.</p>
 <h2>By category</h2>
 {render_svg(report)}
 <h2>By card used</h2>
 <table><tr><th>card used</th><th>purchases</th><th>spend</th><th>earned</th><th>best</th><th>missed</th></tr>
 {cards}</table>
-<h2>Caps in their current period (today, UTC)</h2>
+<h2>Caps in their current period ({html.escape(report.caps_date_text())})</h2>
 <table><tr><th>card</th><th>cap</th><th>period</th><th>spent</th><th>left</th><th>runs out at this pace</th></tr>
 {caps}</table>
 <p>{report.unknown_card_used} purchases did not name a known card and count as earning the recommended amount.</p>

@@ -192,7 +192,7 @@ def test_cli_run_then_report(cli_env, tmp_path):
     table = run_cli(["--prefix", prefix, "report", "--job", "nov", "--user", "u1", "--month", "2026-11"], cli_env)
     assert table.returncode == 0, table.stderr
     assert "$6.00 missed" in table.stdout
-    assert "judged again with the wallet, mode and valuations stored now" in " ".join(table.stdout.split())
+    assert "judged again with the wallet named above and the mode and valuations stored now" in " ".join(table.stdout.split())
 
     bad = run_cli(["--prefix", prefix, "report", "--user", "u1", "--month", "11/2026"], cli_env)
     assert bad.returncode == 2

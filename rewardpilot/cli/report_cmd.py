@@ -32,8 +32,14 @@ def report(
     html_file: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page with a chart."),
     png_file: Path = typer.Option(None, "--png", help="Also write the chart as a PNG (needs matplotlib)."),
     card_used: str = typer.Option(None, "--card-used", help="Card id the purchases were made with when the export names none (see `rewardpilot cards`).", show_default=False),
+    wallet: list[str] = typer.Option(
+        None, "--wallet",
+        help="The cards given to `run --wallet` or `consume --wallet` (repeat or comma-separate): the report "
+        "judges a user without a stored wallet against them, as the run did. The job does not store them.",
+    ),
 ) -> None:
     """Show what a user earned with the cards used, what the recommended cards would have earned, and the caps."""
+    from rewardpilot.cli.options import split_cards
     from rewardpilot.report import build_report
     from rewardpilot.report_charts import render_html, render_png
 
@@ -43,15 +49,18 @@ def report(
     client = context.client()
     check_redis(client, context)
     check_job_exists(client, context, context.keys(job), run)
+    run_wallet = split_cards(wallet)
     try:
         result = build_report(client, context.keys(job), user, month=month, year=year, run=run,
-                              card_used=card_used)
+                              card_used=card_used, wallet=run_wallet)
     except (KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     for dropped in result.dropped_valuations:
         console.print(dropped_valuation_text(dropped, context.prefix), soft_wrap=True, highlight=False,
                       markup=False)
+    for warning in wallet_warnings(result, run_wallet, job):
+        console.print(f"warning: {warning}", soft_wrap=True, highlight=False, markup=False)
 
     if html_file is not None:
         try:
@@ -88,6 +97,24 @@ def dropped_valuation_text(dropped: DroppedValuation, prefix: str) -> str:
         set_command = shlex.join([*command, "set", dropped.user_id, dropped.program])
         return text + f"Store a valid value with: {set_command} CENTS, or remove the stored one with: {unset}"
     return text + f"Remove the stored one with: {unset}"
+
+
+def wallet_warnings(result: Report, run_wallet: list[str] | None, job: str | None) -> list[str]:
+    """List the wallet warnings: a --wallet the report did not use, or a run wallet that the job does not store."""
+    warnings = []
+    if run_wallet and result.wallet_source == "user":
+        warnings.append(f"user {result.user_id!r} has a stored wallet, so the report judges against it and "
+                        "not the --wallet cards, as the consumers do.")
+    if result.wallet_source == "catalog" and result.run_wallet_results:
+        where = f"job {job!r}" if job else "the run"
+        warnings.append(
+            f"{result.run_wallet_results} result(s) of {where} in {result.period} were judged against the wallet "
+            "given to `run --wallet` or `consume --wallet` (wallet_source \"run\"). The job does not store that "
+            "wallet, so the report judged them against the whole catalog, and its totals can differ from the "
+            "results. Pass the same cards with --wallet; the results name these: "
+            f"{', '.join(result.run_wallet_cards_seen)}."
+        )
+    return warnings
 
 
 def _exit_not_written(option: str, path: Path, exc: OSError) -> NoReturn:
@@ -156,6 +183,7 @@ def print_report(result: Report) -> None:
               f"purchase(s), {_usd(total.spend)} spent; earned {_usd(total.earned)}, the recommended cards "
               f"would have earned {_usd(total.best)}: [bold red]{_usd(total.missed)} missed[/bold red]",
               soft_wrap=True)
+    out.print(f"Judged against {result.judged_against()}.", soft_wrap=True, markup=False, highlight=False)
     if result.unknown_card_used:
         out.print(f"{result.unknown_card_used} purchase(s) named no known card and count as earning the best "
                   "amount. If the export comes from one card, name it with --card-used CARD "
@@ -163,14 +191,14 @@ def print_report(result: Report) -> None:
     out.print(_table("By category", "category", result.by_category))
     out.print(_table("By card used", "card used", result.by_card_used))
     # Each cap is shown in the period that contains today, whatever period the report covers.
-    caps = Table(title="Caps in their current period (today, UTC)")
+    caps = Table(title=escape(f"Caps in their current period ({result.caps_date_text()})"))
     for column in ("card", "cap", "period", "spent", "cap amount", "left", "runs out at this pace"):
         caps.add_column(column)
     for cap in result.caps:
         caps.add_row(cap.card_id, cap.tally, cap.period, _usd(cap.spent_usd), _usd(cap.cap_usd),
-                     _usd(cap.remaining_usd), cap.runs_out_on.isoformat() if cap.runs_out_on else "not this period")
+                     _usd(cap.remaining_usd), cap.run_out_text())
     out.print(caps)
     if result.purchases:
-        out.print("Each purchase was judged again with the wallet, mode and valuations stored now, so after a "
-                  "`wallet set` or `valuations set` these totals can differ from the stored results.",
+        out.print("Each purchase was judged again with the wallet named above and the mode and valuations stored "
+                  "now, so after a `wallet set` or `valuations set` these totals can differ from the stored results.",
                   soft_wrap=True, markup=False, highlight=False)
