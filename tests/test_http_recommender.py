@@ -321,9 +321,11 @@ def test_factory_picks_recommender():
 
 
 async def test_mcp_recommender_against_orchestrator(orchestrator):
+    # An unknown card in a "run" wallet fails its item (a "user" wallet would leave the card out).
+    run_wallet = WorkItem(item("t-2").transaction, ("no-such-card",), "run")
     recommender = McpRecommender(f"{orchestrator.url}/mcp", api_key=API_KEY)
     try:
-        outcomes = await recommender.recommend([item("t-1"), item("t-2", wallet=("no-such-card",))])
+        outcomes = await recommender.recommend([item("t-1"), run_wallet])
     finally:
         await recommender.aclose()
 

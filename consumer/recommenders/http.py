@@ -47,7 +47,7 @@ from rewardpilot.connection import redact
 from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation
 from rewardpilot.orchestrator.api_key import API_KEY_ENV, resolve_api_key
-from rewardpilot.orchestrator.contract import BatchResponse, EchoMismatchError, RecommendResponse
+from rewardpilot.orchestrator.contract import BatchResponse, EchoMismatchError, RecommendResponse, purchase_facts
 
 BATCH_PATH = "/recommend/batch"
 HEALTH_PATH = "/health"
@@ -376,11 +376,14 @@ class HttpRecommender:
 
 
 def request_body(item: WorkItem) -> dict[str, Any]:
-    """Write a work item as a ``/recommend`` request body.
+    """Write a work item as a ``/recommend`` request body, with every transaction field the engine reads.
 
     ``amount_usd`` goes as a JSON number, as the contract documents. A
     whole-cent amount under $10 million survives the float round trip,
-    because Python writes the shortest repr that reads back the same.
+    because Python writes the shortest repr that reads back the same. The
+    currency, merchant country, card used and conversion follow as
+    ``purchase_facts`` writes them, so a foreign purchase loses no U.S.-only
+    bonus and no foreign transaction fee on the way.
     """
     transaction = item.transaction
     body: dict[str, Any] = {
@@ -392,6 +395,7 @@ def request_body(item: WorkItem) -> dict[str, Any]:
         "mcc": transaction.mcc,
         "timestamp": transaction.timestamp.isoformat(),
     }
+    body.update(purchase_facts(transaction))
     if item.wallet is not None:
         body["wallet"] = list(item.wallet)
         body["wallet_source"] = item.wallet_source

@@ -25,7 +25,7 @@ from rewardpilot.connection import redact
 from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation
 from rewardpilot.orchestrator.api_key import API_KEY_ENV, resolve_api_key
-from rewardpilot.orchestrator.contract import RecommendResponse
+from rewardpilot.orchestrator.contract import RecommendResponse, purchase_facts
 
 TOOL_NAME = "recommend_card"
 # Statuses of the ping probe that mean no MCP server is at the URL's path.
@@ -242,7 +242,14 @@ class McpRecommender:
 
 
 def tool_arguments(item: WorkItem) -> dict[str, Any]:
-    """Write a work item as ``recommend_card`` arguments; the amount goes as an exact decimal string."""
+    """Write a work item as ``recommend_card`` arguments, with every transaction field the engine reads.
+
+    The amount goes as an exact decimal string, and the purchase facts as
+    ``purchase_facts`` writes them. ``wallet_source`` goes with the wallet,
+    so that the reasoning does not call the user's own wallet one named for
+    the run. A server whose tool lacks a newer argument ignores it (the SDK
+    drops arguments a tool does not declare).
+    """
     transaction = item.transaction
     arguments: dict[str, Any] = {
         "transaction_id": transaction.transaction_id,
@@ -254,8 +261,10 @@ def tool_arguments(item: WorkItem) -> dict[str, Any]:
     }
     if transaction.mcc is not None:
         arguments["mcc"] = transaction.mcc
+    arguments.update(purchase_facts(transaction))
     if item.wallet is not None:
         arguments["wallet"] = list(item.wallet)
+        arguments["wallet_source"] = item.wallet_source
     return arguments
 
 

@@ -4,10 +4,13 @@ The documented RewardPilot orchestrator contract is: a request with
 ``user_id, merchant, category, amount_usd, mcc`` (``transaction_id`` and
 ``timestamp`` optional), and a response with ``recommended_card {card_id,
 card_name}``, ``rewards {points, cash_value}``, ``confidence``, ``reasoning``
-and ``alternatives``. Everything else here is an extension: ``wallet`` in the
-request, and ``issuer``, ``unit``, ``program``, ``effective_rate`` and the
-version fields in the response. Clients parse the extensions as optional, so
-an orchestrator that sends only the documented fields still parses.
+and ``alternatives``. Everything else here is an extension. In the request
+these are ``wallet``, ``wallet_source`` and the purchase facts of
+``purchase_facts`` (currency, merchant country, card used, conversion). In
+the response they are ``issuer``, ``unit``, ``program``, ``effective_rate``,
+``passed_over`` and the version fields. Clients parse the extensions as
+optional, so an orchestrator that sends only the documented fields still
+parses, and servers ignore request fields they do not know.
 
 Amounts travel as JSON numbers. The server writes whole-cent Decimals, and
 clients read them back with ``json.loads(..., parse_float=Decimal)`` so no
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -52,8 +56,12 @@ class RecommendRequest(Transaction):
 
     It validates exactly like a stream ``Transaction`` (the same messages for
     a bad amount, MCC or timestamp), except that ``transaction_id`` is
-    optional. ``wallet`` lists the card ids to judge against. Without it the
-    server uses the user's wallet stored in Redis, or the whole catalog.
+    optional. So it takes the purchase facts too (``currency``,
+    ``merchant_country``, ``card_used`` and the conversion fields), and a
+    foreign purchase is judged as the in-process engine judges it. Other
+    unknown fields are ignored. ``wallet`` lists the card ids to judge
+    against. Without it the server uses the user's wallet stored in Redis,
+    or the whole catalog.
     ``wallet_source`` names where a given ``wallet`` came from: "user" (the
     caller read the user's own wallet) or "run" (the default: a wallet named
     for the run), so the reasoning describes it correctly. Cards of a "user"
@@ -70,6 +78,32 @@ class RecommendRequest(Transaction):
         fields = self.model_dump(exclude={"wallet", "wallet_source"})
         fields["transaction_id"] = self.transaction_id or f"orch-{uuid.uuid4().hex}"
         return Transaction.model_validate(fields)
+
+
+# The Transaction fields that purchase_facts writes, in request order. The
+# rules engine reads currency and merchant_country to tell a foreign purchase
+# (no U.S.-only bonus, plus the card's foreign transaction fee), card_used for
+# the cap a purchase fills, and the conversion fields for the reasoning.
+PURCHASE_FACT_FIELDS = (
+    "currency", "merchant_country", "card_used",
+    "original_amount", "original_currency", "usd_per_unit", "rate_date",
+)
+
+
+def purchase_facts(transaction: Transaction) -> dict[str, str]:
+    """Write a transaction's currency, merchant country, card used and conversion as request fields.
+
+    ``currency`` is always written and the others only when set. Decimals
+    go as exact strings (``"100.00"``, not 100.0) and ``rate_date`` as
+    YYYY-MM-DD, so the orchestrator's reasoning quotes the amount as read.
+    """
+    facts: dict[str, str] = {}
+    for name in PURCHASE_FACT_FIELDS:
+        value = getattr(transaction, name)
+        if value is None:
+            continue
+        facts[name] = value.isoformat() if isinstance(value, date) else str(value)
+    return facts
 
 
 class CardOut(BaseModel):
@@ -118,6 +152,7 @@ class RecommendResponse(BaseModel):
     catalog_version: str | None = None
     engine_version: str | None = None
     processing_time_ms: float | None = None
+    passed_over: list[str] = []
 
     @classmethod
     def from_evaluation(cls, evaluation: Evaluation) -> RecommendResponse:
@@ -147,6 +182,7 @@ class RecommendResponse(BaseModel):
             catalog_version=evaluation.catalog_version,
             engine_version=evaluation.engine_version,
             processing_time_ms=evaluation.processing_time_ms,
+            passed_over=evaluation.passed_over,
         )
 
     @classmethod
@@ -175,6 +211,7 @@ class RecommendResponse(BaseModel):
             catalog_version=recommendation.catalog_version,
             engine_version=recommendation.engine_version,
             processing_time_ms=recommendation.processing_time_ms,
+            passed_over=recommendation.passed_over,
         )
 
     def to_recommendation(
@@ -191,11 +228,13 @@ class RecommendResponse(BaseModel):
         the transaction's, because then it belongs to another transaction. The
         transaction's time, merchant and ``card_used`` are copied as the
         in-process engine copies them. ``wallet_source`` set by the caller
-        wins over the response's. Cash values are rounded to cents and rates
-        to four places, half even, as the engine rounds them. A field the
-        contract does not carry gets a stated default: ``unknown`` for the
-        versions, the request's category, and an effective rate of the
-        rounded cash value over the amount.
+        wins over the response's, unless the response's is "catalog": then
+        the orchestrator fell back to the whole catalog, as the engine does
+        when no card of the wallet is accepted. Cash values are rounded to
+        cents and rates to four places, half even, as the engine rounds
+        them. A field the contract does not carry gets a stated default:
+        ``unknown`` for the versions, the request's category, and an
+        effective rate of the rounded cash value over the amount.
         """
         mismatches = self.echo_mismatches(transaction)
         if mismatches:
@@ -227,12 +266,13 @@ class RecommendResponse(BaseModel):
             reasoning=self.reasoning,
             confidence=self.confidence,
             category=self.category or transaction.category,
-            wallet_source=wallet_source or self.wallet_source or "catalog",
+            wallet_source=_result_wallet_source(wallet_source, self.wallet_source),
             amount_usd=amount,
             processing_time_ms=self.processing_time_ms or 0.0,
             engine_version=self.engine_version or "unknown",
             catalog_version=self.catalog_version or "unknown",
             recommender=recommender,
+            passed_over=self.passed_over,
             timestamp=transaction.timestamp,
             card_used=transaction.card_used,
             merchant=transaction.merchant,
@@ -252,6 +292,13 @@ class RecommendResponse(BaseModel):
         if self.amount_usd is not None and self.amount_usd != transaction.amount_usd:
             mismatches.append(f"amount_usd {self.amount_usd} (the transaction's is {transaction.amount_usd})")
         return mismatches
+
+
+def _result_wallet_source(sent: WalletSource | None, answered: WalletSource | None) -> WalletSource:
+    """Return the result's wallet source: "catalog" when the response names it, else the one sent."""
+    if answered == "catalog":
+        return "catalog"
+    return sent or answered or "catalog"
 
 
 class EchoMismatchError(ValueError):

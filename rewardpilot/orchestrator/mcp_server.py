@@ -7,6 +7,8 @@ app, behind the same bearer-key middleware as the REST routes.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ValidationError
 from starlette.routing import Route
 
@@ -41,7 +43,12 @@ def build_mcp_server(service: RecommendService) -> MCPServer:
         description=(
             "Recommend the card that earns the most rewards on one purchase. amount_usd is in US "
             "dollars; mcc is the 4-digit ISO 18245 merchant category code; wallet lists the card "
-            "ids to choose from (default: the user's stored wallet, else the whole catalog)."
+            "ids to choose from (default: the user's stored wallet, else the whole catalog), and "
+            "wallet_source says whose wallet it is: 'user' or 'run'. currency (ISO 4217, default USD) "
+            "and merchant_country (ISO 3166-1 alpha-2) mark a foreign purchase, which earns no U.S.-only "
+            "bonus and pays the card's foreign transaction fee. original_amount, original_currency, "
+            "usd_per_unit and rate_date describe a conversion to USD already made, and card_used names "
+            "the card that paid."
         )
     )
     async def recommend_card(
@@ -53,6 +60,14 @@ def build_mcp_server(service: RecommendService) -> MCPServer:
         transaction_id: str | None = None,
         timestamp: str | None = None,
         wallet: list[str] | None = None,
+        wallet_source: Literal["user", "run"] | None = None,
+        currency: str | None = None,
+        merchant_country: str | None = None,
+        card_used: str | None = None,
+        original_amount: float | str | None = None,
+        original_currency: str | None = None,
+        usd_per_unit: float | str | None = None,
+        rate_date: str | None = None,
     ) -> RecommendResponse:
         fields = {
             "user_id": user_id,
@@ -63,6 +78,14 @@ def build_mcp_server(service: RecommendService) -> MCPServer:
             "transaction_id": transaction_id,
             "timestamp": timestamp,
             "wallet": wallet,
+            "wallet_source": wallet_source,
+            "currency": currency,
+            "merchant_country": merchant_country,
+            "card_used": card_used,
+            "original_amount": original_amount,
+            "original_currency": original_currency,
+            "usd_per_unit": usd_per_unit,
+            "rate_date": rate_date,
         }
         try:
             request = RecommendRequest.model_validate({name: value for name, value in fields.items() if value is not None})
