@@ -198,6 +198,31 @@ def test_http_pool_skips_retired_card(redis_url, keys, sync_client):
     assert result.recommender == "http"
 
 
+def test_orchestrator_run_wallet_ignores_retired_wallet_mode(redis_url, keys, sync_client):
+    """A stored wallet of retired cards counts as no wallet, so its mode applies on neither path."""
+    sync_client.set(keys.wallet("o-8"), encode_wallet([RETIRED], mode="cashback"))
+    sync_client.sadd(keys.wallet_index, "o-8")
+    add_purchase(sync_client, keys, "t-m1", "o-8")
+    settings = ConsumerSettings(keys=keys, workers=1, block_ms=100, drain=True,
+                                wallet=["amex-gold", "chase-sapphire-preferred"])
+    stats, _ = drain(redis_url, settings)
+    in_process = results_by_id(sync_client, keys)["t-m1"]
+
+    request = {"transaction_id": "t-m1", "user_id": "o-8", "merchant": "Shell", "category": "gas", "mcc": "5541",
+               "amount_usd": "40.00", "timestamp": "2026-11-02T10:00:00Z",
+               "wallet": ["amex-gold", "chase-sapphire-preferred"], "wallet_source": "run"}
+    app = create_app(RulesEngine.default(), redis_url=redis_url, prefix=keys.prefix)
+    with UvicornThread(app) as running:
+        response = httpx.post(f"{running.url}/recommend", json=request, timeout=10)
+
+    assert stats.results == 1
+    assert in_process.wallet_source == "run"
+    assert "cash back mode" not in in_process.reasoning
+    assert response.status_code == 200, response.text
+    assert response.json()["reasoning"] == in_process.reasoning
+    assert Decimal(str(response.json()["rewards"]["cash_value"])) == in_process.rewards.cash_value_usd
+
+
 # set_wallet checks
 
 @pytest.mark.parametrize("cards, fragment", [

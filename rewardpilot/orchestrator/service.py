@@ -94,6 +94,10 @@ class RecommendService:
         record = stored.record
         if request.wallet is not None and request.wallet_source != "user":
             wallet, source = list(request.wallet), request.wallet_source or "run"
+            if record is not None and not split_known_cards(record.cards, self.engine.catalog)[0]:
+                # A stored wallet without a card of this catalog counts as no wallet, as in the
+                # consumer's wallet cache, so its mode does not apply to the run's wallet either.
+                record = None
         else:
             # A wallet_source "user" wallet is the user's stored wallet, forwarded by a consumer. Like a
             # wallet read here, it may name cards this catalog retired, so those are left out.
