@@ -36,7 +36,7 @@ import time
 from datetime import datetime, time as clock_time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import modal
 from pydantic import BaseModel, Field
@@ -44,6 +44,10 @@ from pydantic import BaseModel, Field
 APP_NAME = "rewardpilot-stream"
 SECRET_NAME = "rewardpilot"
 ROOT = Path(__file__).resolve().parent
+
+if TYPE_CHECKING:
+    from consumer.settings import ConsumerSettings
+    from rewardpilot.job import JobLifetime
 
 CONSUME_TIMEOUT_SECONDS = 300
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -121,10 +125,18 @@ def run_consume(url: str, *, prefix: str = "rp:", seconds: float = DEFAULT_CONSU
     within ``grace_seconds``, so the call ends before ``timeout_seconds``
     and the function timeout never stops a container with unsettled entries.
 
-    While it runs, the consumer is registered in ``consumers_key(prefix)``
-    under ``member``, by default the pool's consumer name. On Modal the
-    member is the function call id, so the registration replaces the entry
-    that ``run_autoscale`` wrote when it spawned this call.
+    While it runs, a live consumer (``job`` None) is registered in
+    ``consumers_key(prefix)`` under ``member``, by default the pool's
+    consumer name. On Modal the member is the function call id, so the
+    registration replaces the entry that ``run_autoscale`` wrote when it
+    spawned this call. A job's consumer is not registered, because
+    ``run_autoscale`` sizes the live group only.
+
+    With ``job``, the call handles the job as ``rewardpilot consume --job``
+    does. It raises ValueError for a job id with no streams under the
+    prefix, before it writes anything. Its markers and cap spend live no
+    longer than the job's keys. At the end, what it wrote, its results
+    stream included, expires with the job.
     """
     if seconds <= 0:
         raise ValueError(f"seconds {seconds} must be more than 0")
@@ -150,28 +162,88 @@ async def _consume(url, prefix, seconds, workers, job, rate, grace_seconds, memb
         keys=StreamKeys(prefix=prefix, job=job), consumer=f"modal-{consumer_name()}",
         workers=workers, shutdown_grace_seconds=grace_seconds,
     )
+    # Before agree_count_async, which would store a partition count under a mistyped job id.
+    lifetime = _start_job(url, settings) if job is not None else None
     client = connect_async(url, block_ms=settings.block_ms)
-    # Adopt the prefix's partition count, as `rewardpilot consume` does without --partitions.
-    settings.partitions = await agree_count_async(client, settings.keys)
-    pool = build_pool(client, settings, CallOptions.from_env(rate=rate))
-    registry = consumers_key(prefix)
-    member = member or pool.name
-    stops_at_ms = int((time.time() + seconds + grace_seconds) * 1000)
-    await client.zadd(registry, {member: stops_at_ms})
-
-    async def stop_later() -> None:
-        await asyncio.sleep(seconds)
-        pool.stop()
-
-    timer = asyncio.create_task(stop_later())
     try:
-        stats = await pool.run()
+        # Adopt the prefix's partition count, as `rewardpilot consume` does without --partitions.
+        settings.partitions = await agree_count_async(client, settings.keys)
+        pool = build_pool(client, settings, CallOptions.from_env(rate=rate))
+        registry = consumers_key(prefix) if job is None else None
+        member = member or pool.name
+        if registry is not None:
+            stops_at_ms = int((time.time() + seconds + grace_seconds) * 1000)
+            await client.zadd(registry, {member: stops_at_ms})
+
+        async def stop_later() -> None:
+            await asyncio.sleep(seconds)
+            pool.stop()
+
+        timer = asyncio.create_task(stop_later())
+        try:
+            stats = await pool.run()
+        finally:
+            timer.cancel()
+            if registry is not None:
+                await client.zrem(registry, member)
+            await pool.recommender.aclose()
     finally:
-        timer.cancel()
-        await client.zrem(registry, member)
-        await pool.recommender.aclose()
         await client.aclose()
+        if lifetime is not None:
+            _end_job(url, settings)
     return {"consumer": pool.name, **stats.as_dict()}
+
+
+def _start_job(url: str, settings: ConsumerSettings) -> JobLifetime | None:
+    """Check that the job exists and cap the marker and cap spend TTLs at its keys' remaining life.
+
+    Returns the job's ``JobLifetime``, or None when its keys never expire.
+    These are the steps of ``rewardpilot consume --job``
+    (rewardpilot/cli/consume_cmd.py).
+
+    NOTE: ``limit_to_job`` here and ``expire_with_job`` in ``_end_job``
+    print their notes and warnings through the CLI's console, as plain text
+    on stderr, not as JSON log lines.
+    """
+    from rewardpilot.cli.consume_cmd import limit_to_job
+    from rewardpilot.connection import connect
+    from rewardpilot.job import job_lifetime
+
+    client = connect(url)
+    try:
+        _check_job_exists(client, settings.keys)
+        lifetime = job_lifetime(client, settings.keys)
+    finally:
+        client.close()
+    if lifetime is not None:
+        settings.result_ttl_seconds = limit_to_job(lifetime, settings.result_ttl_seconds)
+        settings.cap_ttl_seconds = settings.result_ttl_seconds
+    return lifetime
+
+
+def _check_job_exists(client, keys) -> None:
+    """Raise ValueError naming the job when none of its streams or its partition count exists under the prefix.
+
+    The check matches ``check_job_exists`` of the CLI, which exits the
+    process instead of raising.
+    """
+    from rewardpilot.partitions import count_key
+
+    if not client.exists(keys.results(), keys.transactions, count_key(keys)):
+        raise ValueError(f"no job {keys.job!r} under prefix {keys.prefix!r} on this Redis server; pass the job id "
+                         "that `rewardpilot run` printed, or no job to consume the live streams")
+
+
+def _end_job(url: str, settings: ConsumerSettings) -> None:
+    """Make what the consumer wrote expire with the job's keys, as ``rewardpilot consume --job`` does at exit."""
+    from rewardpilot.cli.consume_cmd import expire_with_job
+    from rewardpilot.connection import connect
+
+    client = connect(url)
+    try:
+        expire_with_job(client, settings.keys, settings)
+    finally:
+        client.close()
 
 
 def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_CONSUMER_BACKLOG,
