@@ -65,6 +65,10 @@ MAX_BATCH_TIMEOUT_SECONDS = BATCH_FUNCTION_TIMEOUT_SECONDS - 60
 # threads that FastAPI's thread pool (anyio's default limiter) runs sync handlers on.
 BATCH_CONCURRENT_REQUESTS = 20
 MAX_BATCH_TRANSACTIONS = 10_000
+# Entries of the results stream, and of the dead-letter stream, that the batch endpoint reads after
+# a marker's entry id to find the earlier outcome of a transaction it does not publish again.
+EARLIER_OUTCOME_SCAN_ENTRIES = 10_000
+EARLIER_OUTCOME_READ_COUNT = 1000
 
 
 def _env_int(name: str, default: int) -> int:
@@ -336,10 +340,14 @@ def create_batch_app(url: str, *, prefix: str = "rp:", timeout_seconds: float = 
     outcome or ``timeout_seconds`` pass. Invalid transactions are reported in
     ``errors`` and the valid ones still go through.
     """
+    import redis
     from fastapi import FastAPI, HTTPException
 
-    from rewardpilot.connection import connect
+    from rewardpilot.connection import connect, redact_safely
+    from rewardpilot.logs import get_logger
     from rewardpilot.streams import StreamKeys
+
+    log = get_logger("modal_app")
 
     if not timeout_seconds > 0:
         raise ValueError(f"timeout_seconds {timeout_seconds} must be more than 0")
@@ -356,8 +364,11 @@ def create_batch_app(url: str, *, prefix: str = "rp:", timeout_seconds: float = 
         try:
             return _process_batch(client, keys, request.transactions, request.user_id,
                                   timeout_seconds=timeout_seconds, poll_ms=poll_ms)
-        except OSError as exc:
-            raise HTTPException(503, f"Redis is unreachable: {exc}; retry the batch later") from None
+        # redis-py's ConnectionError (AuthenticationError included) and TimeoutError do not derive from OSError.
+        except (OSError, redis.ConnectionError, redis.TimeoutError) as exc:
+            reason = _hide_passwords(str(exc) or type(exc).__name__, url)
+            log.warning("batch rejected: Redis is unreachable", error=reason, redis_url=redact_safely(url))
+            raise HTTPException(503, f"Redis is unreachable: {reason}; retry the batch later") from None
         finally:
             client.close()
 
@@ -414,19 +425,28 @@ def _process_batch(client, keys, rows: list[dict], user_id: str, *, timeout_seco
     started = time.perf_counter()
     transactions, errors = _validate_batch(rows, user_id)
 
+    # The cursors are read before the markers: a result written after a marker was found missing
+    # comes after them, so the wait below reads it.
     cursors = {keys.results(): _last_id(client, keys.results()), keys.dead_letters: _last_id(client, keys.dead_letters)}
+    transactions, processed = _split_processed(client, keys, transactions)
+    results, already_processed = [], sorted(processed)
+    earlier_results, earlier_errors = _earlier_outcomes(client, keys, processed)
+    results.extend(earlier_results)
+    errors.extend(earlier_errors)
+
     producer = Producer(client, keys, max_backlog=None)
     entry_ids = producer.publish_chunk(transactions) if transactions else []
     waiting = set()
     for transaction, entry_id in zip(transactions, entry_ids):
         if entry_id is None:
+            # No marker was found above, so the earlier entry had no outcome yet when this request checked.
             errors.append({"transaction_id": transaction.transaction_id,
-                           "error": "already published within the de-duplication window; "
-                                    "its result is on the results stream"})
+                           "error": "already published within the de-duplication window by an earlier request, "
+                                    "which has no outcome yet; its result will arrive on the results stream, "
+                                    "or a dead letter on the dead-letter stream"})
         else:
             waiting.add(transaction.transaction_id)
 
-    results, total = [], Decimal("0")
     deadline = time.monotonic() + timeout_seconds
     while waiting and time.monotonic() < deadline:
         reply = client.xread(cursors, block=poll_ms, count=1000)
@@ -443,15 +463,14 @@ def _process_batch(client, keys, rows: list[dict], user_id: str, *, timeout_seco
                     letter = DeadLetter.model_validate_json(fields["data"])
                     errors.append({"transaction_id": transaction_id, "error": f"{letter.reason}: {letter.error}"})
                     continue
-                recommendation = decode_result(fields)
-                total += recommendation.rewards.cash_value_usd
-                results.append(recommendation.model_dump(mode="json"))
+                results.append(decode_result(fields).model_dump(mode="json"))
 
     for transaction_id in sorted(waiting):
         errors.append({"transaction_id": transaction_id,
                        "error": f"timed out after {timeout_seconds} s waiting for a result; "
                                 "it may still arrive on the results stream"})
 
+    total = sum((Decimal(result["rewards"]["cash_value_usd"]) for result in results), Decimal("0"))
     elapsed = time.perf_counter() - started
     return {
         "total_transactions": len(rows),
@@ -461,9 +480,114 @@ def _process_batch(client, keys, rows: list[dict], user_id: str, *, timeout_seco
         "processing_time_seconds": round(elapsed, 3),
         "throughput_tps": round(len(rows) / elapsed, 1) if elapsed > 0 else 0.0,
         "timed_out": bool(waiting),
+        "already_processed": already_processed,
         "results": results,
         "errors": errors,
     }
+
+
+def _split_processed(client, keys, transactions: list) -> tuple[list, dict[str, str]]:
+    """Split off the transactions that already have a live outcome marker.
+
+    The consumers would skip those as duplicates, so the batch waits for no
+    result of theirs. Returns the transactions to publish, and the
+    transactions stream entry id each marker records, by transaction_id.
+    The markers outlive the producer's de-duplication window (30 days
+    against 24 hours by default), so this catches transactions sent again
+    after the window as well.
+    """
+    from rewardpilot.streams import LIVE_RUN
+
+    if not transactions:
+        return [], {}
+    markers = client.mget([keys.result_marker(LIVE_RUN, transaction.transaction_id) for transaction in transactions])
+    to_publish, processed = [], {}
+    for transaction, marker in zip(transactions, markers):
+        if marker is None:
+            to_publish.append(transaction)
+        else:
+            processed[transaction.transaction_id] = _text(marker)
+    return to_publish, processed
+
+
+def _earlier_outcomes(client, keys, processed: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """Find the results and dead letters of already processed transactions; return (results, errors).
+
+    A marker's value is the id of the transactions stream entry that was
+    settled. Its result or dead letter was written after that entry, so each
+    stream is read from the smallest such id, for at most
+    ``EARLIER_OUTCOME_SCAN_ENTRIES`` entries. A transaction whose outcome is
+    not among them (a later one, or one trimmed away) gets an error that
+    names its entry id.
+    """
+    from rewardpilot.codec import decode_result
+    from rewardpilot.models import DeadLetter
+
+    results, errors = [], []
+    if not processed:
+        return results, errors
+    found_results = _scan_for_outcomes(client, keys.results(), processed)
+    for transaction_id, fields in found_results.items():
+        results.append(decode_result(fields).model_dump(mode="json"))
+
+    remaining = {transaction_id: entry_id for transaction_id, entry_id in processed.items()
+                 if transaction_id not in found_results}
+    found_letters = _scan_for_outcomes(client, keys.dead_letters, remaining)
+    for transaction_id in sorted(remaining):
+        entry_id = remaining[transaction_id]
+        fields = found_letters.get(transaction_id)
+        letter = DeadLetter.model_validate_json(fields["data"]) if fields else None
+        if letter is not None and letter.entry_id == entry_id:
+            error = (f"already processed by an earlier request and dead-lettered: {letter.reason}: {letter.error}. "
+                     "The consumers skip this transaction_id until `rewardpilot dlq redrive` or `dlq purge` "
+                     "releases it")
+        else:
+            error = (f"already processed by an earlier request (transactions stream entry {entry_id}), so it was "
+                     f"not published again; its outcome is not among the {EARLIER_OUTCOME_SCAN_ENTRIES:,} entries "
+                     "that follow that entry on the results and dead-letter streams")
+        errors.append({"transaction_id": transaction_id, "error": error})
+    return results, errors
+
+
+def _scan_for_outcomes(client, stream: str, settled_entries: dict[str, str]) -> dict[str, dict]:
+    """Return, by transaction_id, the fields of the first entry of ``stream`` at or after its settled entry id."""
+    from rewardpilot.streams import entry_key
+
+    found: dict[str, dict] = {}
+    if not settled_entries:
+        return found
+    start = min(settled_entries.values(), key=entry_key)
+    read = 0
+    while read < EARLIER_OUTCOME_SCAN_ENTRIES and len(found) < len(settled_entries):
+        entries = client.xrange(stream, min=start, count=EARLIER_OUTCOME_READ_COUNT)
+        for entry_id, fields in entries:
+            fields = {_text(name): _text(value) for name, value in fields.items()}
+            transaction_id = fields.get("transaction_id")
+            if (transaction_id in settled_entries and transaction_id not in found
+                    and entry_key(_text(entry_id)) >= entry_key(settled_entries[transaction_id])):
+                found[transaction_id] = fields
+        read += len(entries)
+        if len(entries) < EARLIER_OUTCOME_READ_COUNT:
+            break
+        start = "(" + _text(entries[-1][0])
+    return found
+
+
+def _hide_passwords(text: str, url: str) -> str:
+    """Return ``text`` with the password of ``url`` and ``REDIS_PASSWORD`` replaced by ``***``."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password  # as written in the URL, so possibly percent-encoded
+    except ValueError:
+        password = None
+    hidden = {password, unquote(password)} if password else set()
+    if os.environ.get("REDIS_PASSWORD"):
+        hidden.add(os.environ["REDIS_PASSWORD"])
+    # Longest first, so a password that contains another one is replaced whole.
+    for secret in sorted(hidden, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _text(value) -> str:
