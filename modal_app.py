@@ -3,7 +3,7 @@
 Deploy with ``modal deploy modal_app.py`` (see docs/deploy.md). The Modal
 secret ``rewardpilot`` supplies ``REDIS_URL``, ``ORCHESTRATOR_API_KEY`` and,
 optionally, ``ORCHESTRATOR_URL``; without an orchestrator URL the consumers
-use the in-process rules engine.
+and the nightly replay use the in-process rules engine.
 
 Every Modal function is a thin wrapper around a plain function of this module
 (``run_consume``, ``run_autoscale``, ``create_batch_app``,
@@ -19,7 +19,8 @@ Settings (environment variables, all optional):
 * ``RP_CONSUMER_BACKLOG``: entries one consumer is expected to work off
   within one ``consume`` call (default 5000).
 * ``RP_MAX_CONSUMERS``: most consumers running at once (default 10).
-* ``RP_RATE``: shared orchestrator rate limit, such as ``100/s`` (default none).
+* ``RP_RATE``: shared orchestrator rate limit of the consumers and the nightly
+  replay, such as ``100/s`` (default none).
 * ``RP_BATCH_TIMEOUT_SECONDS``: how long the batch endpoint waits (default 60,
   at most 840).
 * ``RP_NIGHTLY_REPLAY``: ``1`` turns the nightly replay on (default off).
@@ -300,8 +301,15 @@ def run_autoscale(url: str, *, prefix: str = "rp:", per_consumer: int = DEFAULT_
     return {"lag": lag, "pending": pending, "running": running, "started": starting}
 
 
-def run_nightly_replay(url: str, *, prefix: str = "rp:", enabled: bool, now: datetime | None = None) -> dict:
-    """Replay the previous UTC day's transactions as run ``nightly-YYYY-MM-DD``; off unless ``enabled``."""
+def run_nightly_replay(url: str, *, prefix: str = "rp:", enabled: bool, now: datetime | None = None,
+                       rate: str | None = None) -> dict:
+    """Replay the previous UTC day's transactions as run ``nightly-YYYY-MM-DD``; off unless ``enabled``.
+
+    The replay calls the recommender that ``rewardpilot replay`` calls with
+    the same environment: the orchestrator at ``ORCHESTRATOR_URL`` with
+    ``ORCHESTRATOR_API_KEY``, or the in-process engine when that is unset.
+    ``rate`` (such as ``100/s``) shares the consumers' rate limit.
+    """
     now = now or datetime.now(timezone.utc)
     day = (now.astimezone(timezone.utc) - timedelta(days=1)).date()
     start = datetime.combine(day, clock_time(0), tzinfo=timezone.utc)
@@ -309,13 +317,14 @@ def run_nightly_replay(url: str, *, prefix: str = "rp:", enabled: bool, now: dat
     if not enabled:
         return {"skipped": "nightly replay is off; set RP_NIGHTLY_REPLAY=1 to turn it on"}
 
+    from consumer.build import CallOptions
     from rewardpilot.replay import replay
     from rewardpilot.streams import StreamKeys
 
     # Replay bounds are inclusive, so the window ends one millisecond before midnight.
     last = end - timedelta(milliseconds=1)
     summary = replay(url, StreamKeys(prefix=prefix), start=start.isoformat(), end=last.isoformat(),
-                     run=f"nightly-{day.isoformat()}")
+                     run=f"nightly-{day.isoformat()}", options=CallOptions.from_env(rate=rate))
     return summary.as_dict()
 
 
@@ -702,4 +711,5 @@ def nightly_replay() -> dict:
     """Replay the previous UTC day at 03:00 UTC, when ``RP_NIGHTLY_REPLAY=1``."""
     _configure_logs()
     return run_nightly_replay(os.environ["REDIS_URL"], prefix=_prefix(),
-                              enabled=os.environ.get("RP_NIGHTLY_REPLAY") == "1")
+                              enabled=os.environ.get("RP_NIGHTLY_REPLAY") == "1",
+                              rate=os.environ.get("RP_RATE") or None)

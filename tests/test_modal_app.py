@@ -467,6 +467,43 @@ def test_nightly_replay_replays_previous_day(redis_url, keys, sync_client):
     assert sync_client.xlen(keys.results(f"nightly-{today}")) == 6
 
 
+@one_server
+def test_nightly_replay_uses_orchestrator(redis_url, keys, sync_client, monkeypatch):
+    """ORCHESTRATOR_URL, ORCHESTRATOR_API_KEY and the rate reach the nightly replay, as they reach `replay`."""
+    from orchestrator_servers import UvicornThread
+    from rewardpilot.orchestrator import create_app
+
+    api_key = "nightly-key-4821"
+    Producer(sync_client, keys, max_backlog=None).publish_many(make_transactions(4))
+    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+    run = f"nightly-{datetime.now(timezone.utc).date().isoformat()}"
+
+    with UvicornThread(create_app(api_key=api_key)) as orchestrator:
+        monkeypatch.setenv("ORCHESTRATOR_URL", orchestrator.url)
+        monkeypatch.setenv("ORCHESTRATOR_API_KEY", api_key)
+        outcome = modal_app.run_nightly_replay(redis_url, prefix=keys.prefix, enabled=True, now=tomorrow,
+                                               rate="1000/s")
+
+    assert outcome["results"] == 4
+    assert outcome["dead_letters"] == 0
+    recommenders = {json.loads(fields["data"])["recommender"] for _, fields in sync_client.xrange(keys.results(run))}
+    assert recommenders == {"http"}
+    assert sync_client.exists(keys.rate_limit())  # the shared token bucket took the calls
+
+
+def test_nightly_replay_function_passes_rate(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    monkeypatch.setenv("RP_RATE", "50/s")
+    monkeypatch.setenv("RP_NIGHTLY_REPLAY", "1")
+    calls = []
+    monkeypatch.setattr(modal_app, "run_nightly_replay", lambda url, **options: calls.append(options) or {})
+
+    modal_app.nightly_replay.local()
+
+    assert calls[0]["rate"] == "50/s"
+    assert calls[0]["enabled"] is True
+
+
 def test_modal_functions_log_json(tmp_path):
     """A Modal function configures logging as the CLI does: JSON lines on stderr at RP_LOG_LEVEL."""
     script = (
