@@ -227,14 +227,10 @@ def _start_job(url: str, settings: ConsumerSettings) -> JobLifetime | None:
 
 
 def _check_job_exists(client, keys) -> None:
-    """Raise ValueError naming the job when none of its streams or its partition count exists under the prefix.
+    """Raise ValueError naming the job when none of its streams or its partition count exists under the prefix."""
+    from rewardpilot.job import job_exists
 
-    The check matches ``check_job_exists`` of the CLI, which exits the
-    process instead of raising.
-    """
-    from rewardpilot.partitions import count_key
-
-    if not client.exists(keys.results(), keys.transactions, count_key(keys)):
+    if not job_exists(client, keys):
         raise ValueError(f"no job {keys.job!r} under prefix {keys.prefix!r} on this Redis server; pass the job id "
                          "that `rewardpilot run` printed, or no job to consume the live streams")
 

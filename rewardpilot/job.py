@@ -28,6 +28,15 @@ from rewardpilot.status import escape_glob
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 
 
+def job_exists(client, keys: StreamKeys, run: str = LIVE_RUN) -> bool:
+    """Return whether the job of ``keys`` has a results or transactions stream, or a partition count, in Redis.
+
+    A job's streams exist once its run has published, so ``False`` means
+    the job id is mistyped or the job's keys expired.
+    """
+    return bool(client.exists(keys.results(run), keys.transactions, count_key(keys)))
+
+
 def new_job_id() -> str:
     """Return a job id that sorts by start time: ``YYYYmmdd-HHMMSS-xxxx``."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)

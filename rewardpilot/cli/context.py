@@ -178,9 +178,9 @@ def check_job_exists(client: redis.Redis, context: AppContext, keys: StreamKeys,
     """
     if keys.job is None:
         return
-    from rewardpilot.partitions import count_key
+    from rewardpilot.job import job_exists
 
-    if not client.exists(keys.results(run), keys.transactions, count_key(keys)):
+    if not job_exists(client, keys, run):
         console.print(f"[red]error:[/red] no job {escape(repr(keys.job))} under prefix {escape(repr(context.prefix))} "
                       "on this server; "
                       "use the job id that `rewardpilot run` printed")
