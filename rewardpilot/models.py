@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, field_validator
 
 from rewardpilot.money import to_cents
 
@@ -36,6 +36,16 @@ DATE_ONLY_TIME = time(12)
 EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=timezone.utc)
 EARLIEST_TIMESTAMP_FIX = "check the date and its format, and write a date from 1900-01-01 on"
 
+# The earliest time a number is accepted for as Unix time: 10**8 seconds, 1973-03-03T09:46:40Z. A number
+# below it has at most 8 digits as seconds, or 11 as milliseconds. Such a number is more likely a date
+# written without separators, an amount or an id than a purchase time.
+EARLIEST_UNIX_TIME = datetime(1973, 3, 3, 9, 46, 40, tzinfo=timezone.utc)
+TIMESTAMP_FIX = ("write an ISO 8601 date or time such as 2024-05-01 or 2024-05-01T12:30:00Z, a date as YYYYMMDD "
+                 "such as 20240501, or Unix seconds such as 1714566600")
+
+_UNIX_TIME_TEXT = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?$")  # a number as text, which pydantic reads as Unix time
+_DATETIME = TypeAdapter(datetime)  # pydantic's reading of a datetime field, for numbers read as Unix time
+
 _MCC_PATTERN = re.compile(r"^[0-9]{1,4}$")  # ASCII digits only: \d would also match digits of other scripts
 
 WalletSource = Literal["user", "run", "catalog"]
@@ -44,6 +54,33 @@ WalletSource = Literal["user", "run", "catalog"]
 def _shown(value: object) -> str:
     """Show an input value in a message: text quoted, numbers as written (not ``Decimal('1.5')``)."""
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def _compact_date(value: str | int) -> datetime:
+    """Return the date YYYYMMDD ``value`` at noon UTC; raise ``ValueError`` for a date that does not exist."""
+    text = str(value).strip()
+    try:
+        day = date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError as error:
+        raise ValueError(f"timestamp {_shown(value)} has 8 digits, so it is read as a date YYYYMMDD, and that date "
+                         f"does not exist ({error}); {TIMESTAMP_FIX}") from None
+    return datetime.combine(day, DATE_ONLY_TIME, tzinfo=timezone.utc)
+
+
+def _unix_time(value: object) -> object:
+    """Return the time pydantic reads from the number ``value``; raise ``ValueError`` before ``EARLIEST_UNIX_TIME``.
+
+    A value pydantic cannot read is returned as it is, for pydantic's own error.
+    """
+    try:
+        moment = _DATETIME.validate_python(value)
+    except ValidationError:
+        return value
+    if moment < EARLIEST_UNIX_TIME:
+        raise ValueError(f"timestamp {_shown(value)} read as Unix time is {moment.isoformat()}, before "
+                         f"{EARLIEST_UNIX_TIME.date().isoformat()}, so it is more likely another value than "
+                         f"a purchase time; {TIMESTAMP_FIX}")
+    return moment
 
 
 def _utc(value: datetime) -> datetime:
@@ -64,6 +101,23 @@ class Transaction(BaseModel):
     the amount as read, ``usd_per_unit`` is the rate applied and
     ``rate_date`` the date of that rate (None for an undated rate). All four
     are None for an amount that was never converted.
+
+    ``timestamp`` is read as the CSV reader reads the documented layout,
+    plus Unix time:
+
+    * a ``datetime`` or ISO 8601 text, UTC when it has no zone;
+    * a date without a time of day (a ``datetime.date``, text such as
+      ``2024-05-01`` or ``20240501``, or the int ``20240501``), which is
+      noon UTC (``DATE_ONLY_TIME``), so it keeps its date in U.S. zones;
+    * any other number, or number as text, as pydantic reads it: Unix
+      seconds, or milliseconds above 2e10. A number that gives a time before
+      1973-03-03 (``EARLIEST_UNIX_TIME``) is rejected. Every 8-digit number
+      falls below that time as seconds, so reading 8 digits as a date loses
+      no plausible Unix time.
+
+    A time before 1900-01-01 UTC is rejected. Without a timestamp, a
+    transaction gets the current time, which suits publishing purchases as
+    they happen, but not validating a record of a past purchase.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
@@ -116,7 +170,8 @@ class Transaction(BaseModel):
         if value is None:
             return None
         if isinstance(value, bool):
-            raise ValueError(f"mcc {value!r} is not a merchant category code")
+            raise ValueError(f"mcc {value!r} is a boolean, not a merchant category code; "
+                             "write the 4-digit code like 5411, or leave it empty")
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         text = str(value).strip()
@@ -134,13 +189,24 @@ class Transaction(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _parse_timestamp(cls, value: object) -> object:
-        # A date without a time of day, as text or as a datetime.date, is noon
-        # UTC (DATE_ONLY_TIME), so it keeps its calendar date in U.S. zones.
-        if isinstance(value, str) and len(value.strip()) == 10:
-            try:
-                return datetime.combine(date.fromisoformat(value.strip()), DATE_ONLY_TIME)
-            except ValueError:
-                return value
+        # The rules are in the class docstring. A date without a time of day is
+        # noon UTC (DATE_ONLY_TIME), so it keeps its calendar date in U.S. zones.
+        if isinstance(value, str):
+            text = value.strip()
+            if len(text) == 8 and text.isascii() and text.isdigit():
+                return _compact_date(value)
+            if len(text) == 10:
+                try:
+                    return datetime.combine(date.fromisoformat(text), DATE_ONLY_TIME)
+                except ValueError:
+                    pass  # such as "-123456789", Unix time before 1970
+            if _UNIX_TIME_TEXT.match(text):
+                return _unix_time(value)
+            return value
+        if type(value) is int and 10_000_000 <= value <= 99_999_999:
+            return _compact_date(value)
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            return _unix_time(value)
         if isinstance(value, date) and not isinstance(value, datetime):
             return datetime.combine(value, DATE_ONLY_TIME)
         return value
