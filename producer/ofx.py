@@ -16,6 +16,15 @@ a purchase (``NOT_PURCHASES``, and on a bank statement ``BANK_NOT_PURCHASES``)
 is skipped whatever its sign. ``FITID`` is the bank's id for the
 transaction and, with the account and the user, makes the transaction_id. ``SIC`` is a Standard Industrial
 Classification code, not an ISO 18245 MCC, so it is not used as an MCC.
+
+Amounts are in the statement's ``CURDEF`` unless the ``STMTTRN`` has a
+``<CURRENCY>`` or ``<ORIGCURRENCY>`` aggregate (OFX 2.2 section 5.2, as
+ofxstatement's ``Currency`` class and the Haskell ``ofx`` package document
+it). Both hold ``CURSYM``, an ISO 4217 code, and ``CURRATE``, the units of
+``CURDEF`` per unit of ``CURSYM``. With ``<CURRENCY>`` the amount is in
+``CURSYM``, and ``CURRATE`` converts it to ``CURDEF``. With
+``<ORIGCURRENCY>`` the amount is already in ``CURDEF``, and ``CURSYM`` is the
+currency the purchase was made in. ``_currency_values`` applies these rules.
 """
 
 from __future__ import annotations
@@ -34,9 +43,10 @@ from producer.bank_layouts import DEFAULT_USER
 from producer.documents import DocumentReader
 from producer.errors import InputError, InvalidValueError, RowError
 from producer.layouts import row_digest
-from producer.readers import Outcome, Rejected, Skipped
-from producer.values import check_code, date_fields_error, parse_amount
-from rewardpilot.models import DATE_ONLY_TIME, MAX_ID_LENGTH, Transaction
+from producer.readers import Outcome, Rejected, Row, Skipped
+from producer.values import SubCentWarning, check_code, date_fields_error, parse_amount
+from rewardpilot.models import DATE_ONLY_TIME, MAX_AMOUNT_USD, MAX_ID_LENGTH, Transaction
+from rewardpilot.money import round_cash, to_cents
 
 OFX_SUFFIXES = (".ofx", ".qfx", ".qbo")
 
@@ -98,7 +108,11 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 _OFX_TIME = re.compile(
     r"^(\d{8})(\d{6})?(?:[.:]\d{1,3})?(?:\[\s*([+-]?\d{1,2}(?:\.\d+)?)(?::[^\]]*)?\])?$"
 )
-_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d{1,2}$")
+# A CURRATE value once a decimal comma is made a point: digits with an optional decimal part.
+_RATE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)$", re.ASCII)
+
+# The aggregates inside a STMTTRN that name the transaction's own currency.
+CURRENCY_AGGREGATES = ("CURRENCY", "ORIGCURRENCY")
 # An ISO 8601 date or date-time, which some converters write in place of an OFX date.
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?")
 
@@ -203,9 +217,18 @@ def _form_fix(text: str) -> str:
 
 
 def parse_ofx_amount(text: str) -> Decimal:
-    """Parse ``TRNAMT``; OFX allows a decimal comma as well as a point ("-5,50")."""
+    """Parse ``TRNAMT``, whose decimal separator may be a point or a comma.
+
+    The OFX specification (section 3.2.9.1, as the Haskell ``ofx`` package
+    documents it) allows a point or a comma as the radix point, and amounts
+    should not group digits. So a single comma without a point is
+    the decimal separator: "-5,50" is -5.50, and "-12,345" is -12.345, as a
+    currency with three decimal places writes it. A value with a point or
+    with several commas goes to ``parse_amount`` as it is, which reads the
+    commas as thousands separators ("1,234.56").
+    """
     value = text.strip()
-    if _DECIMAL_COMMA.match(value):
+    if value.count(",") == 1 and "." not in value:
         value = value.replace(",", ".")
     return parse_amount(value)
 
@@ -219,6 +242,18 @@ class OfxReader(DocumentReader):
     """
 
     format = "ofx"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sub_cent = SubCentWarning(self.warnings)
+
+    def forget_sub_cent(self, line: int) -> None:
+        """Withdraw the rounding warning's row on ``line``, which the caller rejected after reading it.
+
+        NOTE: a minified document has many entries on one line, and then
+        this withdraws all of that line's entries, published or not.
+        """
+        self._sub_cent.forget(line)
 
     def _read(self) -> Iterator[Outcome]:
         # Digest -> how many entries without a FITID had it so far, for their transaction_ids.
@@ -237,6 +272,9 @@ class OfxReader(DocumentReader):
         organization = ""
         transaction: dict[str, str] | None = None
         transaction_start = 0
+        # The CURRENCY or ORIGCURRENCY aggregate open inside the transaction, whose leaves are
+        # stored as "CURRENCY.CURSYM" and "CURRENCY.CURRATE".
+        aggregate: str | None = None
         count = 0
 
         for match in _TAG.finditer(text, start):
@@ -248,6 +286,8 @@ class OfxReader(DocumentReader):
                     yield self._outcome(transaction, statement, organization, transaction_start, text, match.end())
                     transaction = None
                     count += 1
+                if name in CURRENCY_AGGREGATES:
+                    aggregate = None
                 continue
 
             if name in ("STMTRS", "CCSTMTRS"):
@@ -259,8 +299,14 @@ class OfxReader(DocumentReader):
                     count += 1
                 transaction = {}
                 transaction_start = match.start()
+                aggregate = None
+            elif transaction is not None and name in CURRENCY_AGGREGATES:
+                aggregate = name
+                transaction.setdefault(name, "")
             elif value or _closes_next(text, match.end(), name):
                 if transaction is not None:
+                    if aggregate is not None and name in ("CURSYM", "CURRATE"):
+                        name = f"{aggregate}.{name}"
                     transaction.setdefault(name, value)
                 elif name in ("CURDEF", "ACCTID"):
                     statement[name] = value
@@ -368,11 +414,11 @@ class OfxReader(DocumentReader):
             raise RowError(f"<{stamp_field}> {error.reason}", line=line, column=stamp_field, value=stamp,
                            fix=error.fix) from None
 
-        currency = statement.get("CURDEF") or "USD"
+        statement_currency = statement.get("CURDEF") or "USD"
         try:
-            check_code("currency", currency, name="<CURDEF>")
+            check_code("currency", statement_currency, name="<CURDEF>")
         except InvalidValueError as error:
-            raise RowError(error.reason, line=line, column="CURDEF", value=currency,
+            raise RowError(error.reason, line=line, column="CURDEF", value=statement_currency,
                            fix=f"{error.fix}, in the statement's <CURDEF>") from None
 
         merchant = fields.get("NAME") or fields.get("MEMO") or ""
@@ -384,10 +430,9 @@ class OfxReader(DocumentReader):
             "transaction_id": transaction_id,
             "user_id": self.user or DEFAULT_USER,
             "merchant": merchant,
-            "amount_usd": amount,
             "timestamp": timestamp,
-            # The amount is in CURDEF; publish_file converts a non-USD amount with --fx-rates.
-            "currency": currency,
+            # amount_usd and currency, and the original_* fields of an amount converted here.
+            **self._currency_values(fields, statement, amount, line),
         }
         if account:
             holder = organization or ("card" if statement.get("kind") == "CCSTMTRS" else "account")
@@ -400,4 +445,123 @@ class OfxReader(DocumentReader):
             field = str(first["loc"][0]) if first["loc"] else "STMTTRN"
             raise RowError(first["msg"].removeprefix("Value error, "), line=line, column=field,
                            value=first.get("input"), fix="correct the value in the statement") from None
-        return self.check_duplicate(transaction, line, raw, "FITID")
+        outcome = self.check_duplicate(transaction, line, raw, "FITID")
+        if isinstance(outcome, Row) and to_cents(amount) != amount:
+            self._sub_cent.note(line, amount, f"line {line}")
+        return outcome
+
+    def _currency_values(self, fields: dict[str, str], statement: dict[str, str], amount: Decimal,
+                         line: int) -> dict:
+        """Return ``amount_usd`` and ``currency`` for a purchase of ``amount`` (TRNAMT as read, made positive).
+
+        Without a CURRENCY or ORIGCURRENCY aggregate, the amount is in the
+        statement's CURDEF, and ``publish_file`` converts a CURDEF other
+        than USD with --fx-rates. With one, see ``_foreign_amount`` and
+        ``_original_currency``. Raises ``RowError`` for an aggregate that
+        cannot be used.
+
+        NOTE: a row of a USD statement that gets ``original_currency`` here is
+        left alone by the converter, and ``publish_file`` counts it as
+        published unconverted in its summary.
+        """
+        statement_currency = statement.get("CURDEF") or "USD"
+        present = [name for name in CURRENCY_AGGREGATES if name in fields]
+        if not present:
+            return {"amount_usd": amount, "currency": statement_currency}
+        if len(present) > 1:
+            raise RowError(
+                "the transaction has both <CURRENCY> and <ORIGCURRENCY>, and OFX allows only one of them",
+                line=line, column="CURRENCY", value=fields.get("CURRENCY.CURSYM", ""),
+                fix="keep <CURRENCY> if TRNAMT is in the foreign currency, or <ORIGCURRENCY> if TRNAMT is "
+                    "already in the statement's <CURDEF>",
+            )
+
+        aggregate = present[0]
+        symbol = fields.get(f"{aggregate}.CURSYM", "")
+        try:
+            check_code("currency", symbol, name=f"<CURSYM> of <{aggregate}>")
+        except InvalidValueError as error:
+            raise RowError(error.reason, line=line, column=f"{aggregate}.CURSYM", value=symbol,
+                           fix=error.fix) from None
+        symbol = symbol.strip().upper()
+        rate = self._rate(fields, aggregate, statement_currency, symbol, line)
+
+        if symbol == statement_currency:
+            return {"amount_usd": amount, "currency": statement_currency}
+        if aggregate == "CURRENCY":
+            return self._foreign_amount(amount, symbol, rate, statement, line)
+        return _original_currency(amount, symbol, rate, statement_currency)
+
+    def _rate(self, fields: dict[str, str], aggregate: str, statement_currency: str, symbol: str,
+              line: int) -> Decimal | None:
+        """Return the aggregate's CURRATE, or None when it has none; raise ``RowError`` for an invalid one."""
+        text = fields.get(f"{aggregate}.CURRATE")
+        if text is None:
+            return None
+        value = text.strip()
+        if value.count(",") == 1 and "." not in value:
+            value = value.replace(",", ".")
+        if not _RATE.match(value) or Decimal(value) == 0:
+            raise RowError(
+                f"<CURRATE> {text!r} of <{aggregate}> is not a positive decimal number",
+                line=line, column=f"{aggregate}.CURRATE", value=text,
+                fix=f"write how many {statement_currency} one {symbol} buys, such as 1.0850, or delete the "
+                    "<CURRATE> element so that --fx-rates converts the amount",
+            )
+        return Decimal(value)
+
+    def _foreign_amount(self, amount: Decimal, symbol: str, rate: Decimal | None, statement: dict[str, str],
+                        line: int) -> dict:
+        """Return the values of a purchase whose amount is in ``symbol``, the CURSYM of a CURRENCY aggregate.
+
+        The amount is rounded to cents, as every input amount is, and then
+        multiplied by CURRATE into CURDEF and rounded to cents half-even, as
+        ``rewardpilot.fx`` rounds a conversion. In a USD statement the
+        result is the amount in USD, with the amount as read in
+        ``original_amount`` and CURRATE in ``usd_per_unit``. In a statement
+        in another currency the result is in CURDEF, and ``publish_file``
+        converts it with --fx-rates as it converts the statement's other
+        amounts. Without CURRATE, or without CURDEF, whose currency CURRATE
+        is in, the amount stays in ``symbol`` for --fx-rates to convert. A
+        USD amount needs no conversion.
+        """
+        if symbol == "USD" or rate is None or not statement.get("CURDEF"):
+            return {"amount_usd": amount, "currency": symbol}
+
+        statement_currency = statement["CURDEF"]
+        original = to_cents(amount)
+        converted = round_cash(original * rate)
+        if converted <= 0 or converted > MAX_AMOUNT_USD:
+            limit = "less than one cent" if converted <= 0 else f"above the amount limit of {MAX_AMOUNT_USD:,}"
+            raise RowError(
+                f"{original} {symbol} at the <CURRATE> of {rate} {statement_currency} per {symbol} is "
+                f"{converted} {statement_currency}, {limit}",
+                line=line, column="CURRENCY.CURRATE", value=str(rate),
+                fix="check TRNAMT and the <CURRATE> of <CURRENCY>",
+            )
+        if statement_currency != "USD":
+            return {"amount_usd": converted, "currency": statement_currency}
+        # The purchase keeps its own currency, so the engine charges the card's foreign transaction fee.
+        return {"amount_usd": converted, "currency": symbol, "original_amount": original,
+                "original_currency": symbol, "usd_per_unit": rate}
+
+
+def _original_currency(amount: Decimal, symbol: str, rate: Decimal | None, statement_currency: str) -> dict:
+    """Return the values of a purchase made in ``symbol`` whose amount is already in ``statement_currency``.
+
+    In a USD statement the purchase keeps ``symbol`` as its currency, so the
+    engine charges the card's foreign transaction fee. ``original_currency``
+    is set too, which marks the amount as converted already, so
+    --fx-rates leaves it alone. With CURRATE, ``original_amount`` is the
+    amount divided by CURRATE, rounded to cents half-even, and
+    ``usd_per_unit`` is CURRATE. In a statement in another currency the
+    amount is taken as CURDEF's, and ``publish_file`` converts it with
+    --fx-rates as it converts the statement's other amounts.
+    """
+    if statement_currency != "USD" or symbol == "USD":
+        return {"amount_usd": amount, "currency": statement_currency}
+    values: dict = {"amount_usd": amount, "currency": symbol, "original_currency": symbol}
+    if rate is not None:
+        values["original_amount"] = round_cash(to_cents(amount) / rate)
+        values["usd_per_unit"] = rate
+    return values

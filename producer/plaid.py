@@ -16,6 +16,10 @@ Field meanings follow Plaid's API reference for the Transaction object:
 ``Row.line`` is the entry's position in the file, counting ``added``, then
 ``modified``, then ``removed`` (or ``transactions``) from 1, and each error
 names the entry as ``added[3].amount``.
+
+``iso_currency_code`` is an ISO 4217 code and ``location.country`` an ISO
+3166-1 alpha-2 code, per the same reference, so other values, such as a
+country's name, reject the entry with the code to write.
 """
 
 from __future__ import annotations
@@ -25,17 +29,15 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterator
 
-import pydantic
-
 from producer.bank_layouts import (
     DEFAULT_USER, PLAID_CATEGORY_FIELDS, PLAID_MERCHANT_FIELDS, PLAID_NOT_PURCHASE_PREFIXES, PLAID_NOT_PURCHASES,
     PLAID_TIME_FIELDS, PLAID_UNOFFICIAL_CURRENCY,
 )
 from producer.documents import DocumentReader
-from producer.errors import InputError, RowError
-from producer.readers import Outcome, Rejected, Skipped
-from producer.values import parse_timestamp
-from rewardpilot.models import Transaction
+from producer.errors import InputError, InvalidValueError, RowError
+from producer.layouts import validate_transaction
+from producer.readers import Outcome, Rejected, Row, Skipped
+from producer.values import SubCentWarning, check_code, parse_timestamp
 
 ARRAYS = ("added", "modified", "removed", "transactions")
 
@@ -57,6 +59,14 @@ class PlaidReader(DocumentReader):
 
     format = "plaid"
     position_name = "entry"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sub_cent = SubCentWarning(self.warnings)
+
+    def forget_sub_cent(self, line: int) -> None:
+        """Withdraw the rounding warning's entry at position ``line``, which the caller rejected after reading it."""
+        self._sub_cent.forget(line)
 
     def _read(self) -> Iterator[Outcome]:
         document = self._load()
@@ -145,39 +155,45 @@ class PlaidReader(DocumentReader):
             what = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
             return Skipped(position, f"{what}, not a purchase; recorded, not recommended", raw, transaction_id)
 
+        merchant_key, merchant = _merchant(entry, position, where)
+        time_key, timestamp = _timestamp(entry, position, where)
         values: dict = {
             "transaction_id": transaction_id,
             "user_id": self.user or DEFAULT_USER,
-            "merchant": _merchant(entry, position, where),
+            "merchant": merchant,
             "category": _category(entry),
             "amount_usd": amount,
-            "timestamp": _timestamp(entry, position, where),
+            "timestamp": timestamp,
         }
+        # The Plaid key each Transaction field comes from, to name it in an error.
+        keys = {"amount_usd": "amount", "merchant": merchant_key, "timestamp": time_key,
+                "category": "personal_finance_category", "currency": "iso_currency_code",
+                "merchant_country": "location.country", "card_used": "account_id"}
 
         currency = entry.get("iso_currency_code")
         if currency is None and entry.get("unofficial_currency_code") is not None:
             raise RowError(PLAID_UNOFFICIAL_CURRENCY, line=position, column=f"{where}.unofficial_currency_code",
                            value=entry.get("unofficial_currency_code"), fix="leave this transaction out")
         if currency is not None:
-            values["currency"] = currency
+            values["currency"] = _code("currency", currency, position, f"{where}.iso_currency_code")
 
         location = entry.get("location")
         country = location.get("country") if isinstance(location, dict) else None
-        if isinstance(country, str) and country:
-            values["merchant_country"] = country
+        if isinstance(country, str) and not country.strip():
+            country = None  # an empty country, like null, leaves merchant_country unset
+        if country is not None:
+            values["merchant_country"] = _code("merchant_country", country, position,
+                                               f"{where}.location.country")
 
         account_id = entry.get("account_id")
         if isinstance(account_id, str) and account_id:
             values["card_used"] = accounts.get(account_id, f"plaid account {account_id}")
 
-        try:
-            transaction = Transaction.model_validate(values)
-        except pydantic.ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            field = str(first["loc"][0]) if first["loc"] else "entry"
-            raise RowError(first["msg"].removeprefix("Value error, "), line=position, column=f"{where}.{field}",
-                           value=first.get("input"), fix="keep Plaid's response as it was") from None
-        return self.check_duplicate(transaction, position, raw, f"{where}.transaction_id")
+        transaction = validate_transaction(values, position, lambda field: f"{where}.{keys.get(field, field)}")
+        outcome = self.check_duplicate(transaction, position, raw, f"{where}.transaction_id")
+        if isinstance(outcome, Row) and transaction.amount_usd != amount:
+            self._sub_cent.note(position, amount, f"entry {where}")
+        return outcome
 
 
 def _kind(value: object) -> str:
@@ -202,14 +218,27 @@ def _text(entry: dict, key: str, position: int, where: str, *, required: bool = 
     return value
 
 
-def _merchant(entry: dict, position: int, where: str) -> str:
-    """Return the first of ``PLAID_MERCHANT_FIELDS`` that is not empty, and raise ``RowError`` when all are."""
+def _code(field: str, value: object, position: int, column: str) -> str:
+    """Return a currency or country code of the entry; raise ``RowError`` naming the value and the code to write."""
+    name = column.partition(".")[2]  # the Plaid key, such as location.country
+    if not isinstance(value, str):
+        raise RowError(f"{name} is a JSON {_kind(value)}, not a string", line=position, column=column,
+                       value=value, fix=f"keep Plaid's response as it was, with {name} as text or null")
+    try:
+        check_code(field, value, name=name)
+    except InvalidValueError as error:
+        raise RowError(error.reason, line=position, column=column, value=value, fix=error.fix) from None
+    return value
+
+
+def _merchant(entry: dict, position: int, where: str) -> tuple[str, str]:
+    """Return the first of ``PLAID_MERCHANT_FIELDS`` that is not empty and its key; raise ``RowError`` when all are."""
     *preferred, last = PLAID_MERCHANT_FIELDS
     for key in preferred:
         text = _text(entry, key, position, where)
         if text:
-            return text
-    return _text(entry, last, position, where, required=True)
+            return key, text
+    return last, _text(entry, last, position, where, required=True)
 
 
 def _amount(value: object, position: int, where: str) -> Decimal:
@@ -255,8 +284,8 @@ def _category(entry: dict) -> str:
     return ""
 
 
-def _timestamp(entry: dict, position: int, where: str) -> datetime:
-    """Return when the purchase happened: the first of ``PLAID_TIME_FIELDS`` that the entry has.
+def _timestamp(entry: dict, position: int, where: str) -> tuple[str, datetime]:
+    """Return the first of ``PLAID_TIME_FIELDS`` that the entry has, and when the purchase happened by it.
 
     A key whose value is null counts as absent, and one whose value is not a
     valid date rejects the entry.
@@ -269,7 +298,7 @@ def _timestamp(entry: dict, position: int, where: str) -> datetime:
             raise RowError(f"{key} is a JSON {_kind(value)}, not a string", line=position, column=f"{where}.{key}",
                            value=value, fix="keep Plaid's response as it was")
         try:
-            return parse_timestamp(value, formats=("iso",), zone=timezone.utc)[0]
+            return key, parse_timestamp(value, formats=("iso",), zone=timezone.utc)[0]
         except ValueError as error:
             raise RowError.from_value_error(error, line=position, column=f"{where}.{key}", value=value) from None
     raise RowError("the entry has no date", line=position, column=f"{where}.date", value=None,
