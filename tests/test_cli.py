@@ -162,6 +162,19 @@ def test_wallet_set_echoes_stored_wallet(cli_env, keys):
 
 
 @one_server
+def test_wallet_set_rejects_valuation_mode(cli_env, keys):
+    rejected = run_cli(["--prefix", keys.prefix, "wallet", "set", "u-m3", "amex-gold", "chase-freedom-unlimited",
+                        "--mode", "program:Chase Ultimate Rewards (cash back)"], cli_env)
+    accepted = run_cli(["--prefix", keys.prefix, "wallet", "set", "u-m3", "amex-gold", "chase-freedom-unlimited",
+                        "--mode", "program:Chase Ultimate Rewards"], cli_env)
+
+    assert rejected.returncode == 2
+    assert "so use program:Chase Ultimate Rewards." in " ".join((rejected.stderr + rejected.stdout).split())
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert "mode program:Chase Ultimate Rewards" in accepted.stderr
+
+
+@one_server
 def test_wallet_activate_echoes_card_id(cli_env, keys):
     assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff"], cli_env).returncode == 0
 

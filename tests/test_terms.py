@@ -296,6 +296,112 @@ def test_flex_q4_2025_department_store():
     assert alternatives(rec) == [("citi-double-cash", Decimal("4.00"))]
 
 
+FLEX_Q1_2025_EXCLUSION = ("Freedom Flex: purchases at Walmart and Target are excluded from groceries, "
+                          "one of its 2025Q1 5% categories")
+
+
+@pytest.mark.parametrize("merchant", ["WALMART SUPERCENTER #1234", "WAL-MART #0042", "TARGET 00012345",
+                                      "Target.com"])
+def test_flex_q1_2025_walmart_target_excluded(merchant):
+    # CHASE_FLEX_CALENDAR, Q1 2025: grocery stores, Walmart and Target excluded. $100.00 at
+    # MCC 5411 earns the base 1x: 100 points x 1.0 cent = $1.00, and none of the $1,500 cap.
+    state = state_with(activations={"chase-freedom-flex": ["2025Q1"]})
+    rec = ENGINE.recommend(tx("5411", "100.00", when="2025-02-01T12:00:00Z", merchant=merchant),
+                           ["chase-freedom-flex"], state=state)
+    assert cash(rec) == Decimal("1.00")
+    assert rec.rewards.amount == Decimal("100")
+    assert rec.spend_updates == []
+    assert rec.passed_over == [FLEX_Q1_2025_EXCLUSION]
+    assert FLEX_Q1_2025_EXCLUSION in rec.reasoning
+
+
+def test_flex_q1_2025_supermarket_earns_5x():
+    # CHASE_FLEX_CALENDAR, Q1 2025: $100.00 at Kroger (MCC 5411) is a grocery store: 500 points
+    # = $5.00, and the $100 counts against the quarterly cap.
+    state = state_with(activations={"chase-freedom-flex": ["2025Q1"]})
+    rec = ENGINE.recommend(tx("5411", "100.00", when="2025-02-01T12:00:00Z", merchant="KROGER #512"),
+                           ["chase-freedom-flex"], state=state)
+    assert cash(rec) == Decimal("5.00")
+    assert rec.spend_updates == [("chase-freedom-flex|rotating|2025Q1", 10_000)]
+    assert rec.passed_over == []
+
+
+def test_flex_q1_2025_exclusion_without_state():
+    # Without spend state activation would be assumed, but Walmart is excluded whatever the
+    # activation: 1x = $1.00, nothing assumed, so the confidence stays 0.95 (by MCC).
+    rec = ENGINE.recommend(tx("5411", "100.00", when="2025-02-01T12:00:00Z", merchant="WALMART #12"),
+                           ["chase-freedom-flex"])
+    assert cash(rec) == Decimal("1.00")
+    assert rec.confidence == 0.95
+    assert "assumes" not in rec.reasoning
+    assert rec.passed_over == [FLEX_Q1_2025_EXCLUSION]
+
+
+def test_flex_exclusion_named_before_activation():
+    # An excluded merchant earns no bonus even when activated, so the missing activation is
+    # not what the reasoning gives as the cause.
+    rec = ENGINE.recommend(tx("5411", "100.00", when="2025-02-01T12:00:00Z", merchant="TARGET T-1"),
+                           ["chase-freedom-flex"], state=state_with())
+    assert rec.passed_over == [FLEX_Q1_2025_EXCLUSION]
+    assert "not activated" not in rec.reasoning
+
+
+def test_flex_q1_2025_exclusion_in_rewards_for():
+    state = state_with(activations={"chase-freedom-flex": ["2025Q1"]})
+    rewards = ENGINE.rewards_for(tx("5411", "100.00", when="2025-02-01T12:00:00Z", merchant="WALMART #12"),
+                                 "chase-freedom-flex", state=state)
+    assert rewards.cash_value_usd == Decimal("1.00")
+
+
+def test_walmart_earns_in_quarter_without_exclusion():
+    # CHASE_FLEX_CALENDAR, Q3 2025: gas stations, with no exclusion. $50.00 of gas at a Walmart
+    # fuel station (MCC 5541) earns 5x: 250 points = $2.50.
+    state = state_with(activations={"chase-freedom-flex": ["2025Q3"]})
+    rec = ENGINE.recommend(tx("5541", "50.00", when="2025-08-10T16:00:00Z", merchant="WALMART FUEL #12"),
+                           ["chase-freedom-flex"], state=state)
+    assert cash(rec) == Decimal("2.50")
+    assert rec.spend_updates == [("chase-freedom-flex|rotating|2025Q3", 5_000)]
+
+
+def test_discover_q4_2025_whole_foods_on_amazon_excluded():
+    # DISCOVER_CALENDAR, Q4 2025: Amazon.com, Whole Foods Market not included. $50.00 at
+    # "AMAZON.COM*WHOLE FOODS" matches the Amazon.com name but is excluded: 1% = $0.50.
+    rec = ENGINE.recommend(tx("5411", "50.00", when="2025-11-10T16:00:00Z", merchant="AMAZON.COM*WHOLE FOODS"),
+                           ["discover-it-cash-back"], state=state_with(activations={"discover-it-cash-back": ["2025Q4"]}))
+    assert cash(rec) == Decimal("0.50")
+    assert rec.spend_updates == []
+    assert rec.passed_over == ["Discover it: purchases at Whole Foods Market are excluded from its 2025Q4 5% categories"]
+
+
+def test_quarter_notes_with_exclusions_are_enforced():
+    # A quarter whose note states an exclusion must list it in ``exclusions``, or the engine pays the bonus.
+    data = bundled_catalog_data()
+    unenforced = []
+    for entry in data["cards"]:
+        for rule in entry["earn"]:
+            for quarter in rule.get("calendar", []):
+                note = quarter.get("note", "").lower()
+                states_exclusion = "excluded" in note or "not included" in note or "excluding" in note
+                if states_exclusion and not quarter.get("exclusions"):
+                    unenforced.append(f"{entry['card_id']} {quarter['quarter']}")
+    assert unenforced == []
+
+
+@pytest.mark.parametrize(("exclusion", "fragment"), [
+    ({"label": "Walmart", "merchants": []}, "at least 1 item"),
+    ({"label": "", "merchants": ["walmart"]}, "at least 1 character"),
+    ({"label": "Walmart", "merchants": ["--"]}, "merchant names ['--'] contain no letter or digit"),
+    ({"label": "Walmart", "merchant": ["walmart"]}, "Extra inputs are not permitted"),
+])
+def test_quarter_exclusion_validated(exclusion, fragment):
+    data = bundled_catalog_data()
+    flex_quarter(data, "2025-Q2")["exclusions"] = [exclusion]
+    with pytest.raises(ValidationError) as raised:
+        Catalog.model_validate(data)
+    assert fragment in str(raised.value)
+    assert "calendar.1.exclusions.0" in str(raised.value)
+
+
 def test_flex_rotating_ends_after_transcribed_quarters():
     # CHASE_FLEX_CALENDAR: no 2026 quarter is transcribed, so gas in May 2026 earns 1x = $1.00.
     rec = ENGINE.recommend(tx("5541", "100.00"), ["chase-freedom-flex"])
@@ -509,6 +615,35 @@ def test_program_mode_without_matching_card_falls_back():
     assert "No card in the wallet earns Chase Ultimate Rewards" in rec.reasoning
 
 
+def test_valuation_name_mode_rejected():
+    # "Chase Ultimate Rewards (cash back)" is the valuation of Freedom points on their own. The
+    # cards earn Chase Ultimate Rewards, so a mode naming the valuation could never prefer a card.
+    with pytest.raises(InvalidModeError) as caught:
+        ENGINE.check_mode("program:Chase Ultimate Rewards (cash back)")
+    message = str(caught.value)
+    assert "'program:Chase Ultimate Rewards (cash back)' names a valuation, not a program that cards earn" in message
+    assert "(chase-freedom-unlimited, chase-freedom-flex)" in message
+    assert "so use program:Chase Ultimate Rewards." in message
+    assert "Known programs: Amex Membership Rewards, Capital One Miles, Chase Ultimate Rewards" in message
+
+
+def test_every_valid_program_mode_prefers_a_card():
+    # Each program that check_mode accepts is earned by some catalog card, and with that card
+    # and Amex Gold in the wallet the program's card is recommended at a supermarket.
+    programs = sorted({entry.program for entry in ENGINE.catalog.cards})
+    for program in ENGINE.valuations.programs:
+        if program not in programs:
+            with pytest.raises(InvalidModeError):
+                ENGINE.check_mode(f"program:{program}")
+    for program in programs:
+        earner = next(entry.card_id for entry in ENGINE.catalog.cards
+                      if entry.program == program and entry.card_id != "amex-gold")
+        rec = ENGINE.recommend(tx("5411", "100.00"), [earner, "amex-gold"], mode=f"program:{program}")
+        if program != "Amex Membership Rewards":
+            assert rec.recommended_card.card_id == earner, program
+        assert "no card in the wallet earns" not in rec.reasoning.lower(), program
+
+
 @pytest.mark.parametrize("mode", ["points", "program:", "program:Bogus Points", "CASH "])
 def test_invalid_mode_is_rejected(mode):
     with pytest.raises(InvalidModeError) as caught:
@@ -550,6 +685,41 @@ def test_us_supermarket_bonus_not_abroad():
                            ["amex-blue-cash-preferred"], state=state)
     assert cash(rec) == Decimal("-1.70")
     assert rec.spend_updates == []
+
+
+def test_tiny_foreign_purchase_not_negative_zero():
+    # Active Cash 2% - 3% foreign fee on $0.01 = -$0.0001, which rounds to $0.00: written
+    # "0.00", never "-0.00". Blue Cash Preferred 1% - 2.7% = -$0.00017 rounds to $0.00 too.
+    wallet = ["wells-fargo-active-cash", "amex-blue-cash-preferred"]
+    evaluation = ENGINE.evaluate(tx("5411", "0.01", merchant="Tesco", merchant_country="GB"), wallet)
+    document = json.loads(evaluation.to_json())
+    assert document["rewards"]["cash_value_usd"] == "0.00"
+    assert document["rewards"]["effective_rate"] == "0.0000"
+    assert document["alternatives"][0]["rewards"]["cash_value_usd"] == "0.00"
+    assert document["alternatives"][0]["rewards"]["effective_rate"] == "0.0000"
+    assert "$0.00 on $0.01" in document["reasoning"]
+    assert "-0" not in document["reasoning"]
+
+
+def test_capped_foreign_purchase_not_negative_zero():
+    # The capped path (_valued, with spend state) rounds as the uncapped one: Blue Cash
+    # Preferred abroad earns 1% - 2.7% fee = -$0.00017 on $0.01, written "0.00".
+    rec = ENGINE.recommend(tx("5411", "0.01", merchant="Tesco", merchant_country="GB"),
+                           ["amex-blue-cash-preferred"], state=state_with())
+    assert str(rec.rewards.cash_value_usd) == "0.00"
+    assert str(rec.rewards.effective_rate) == "0.0000"
+    assert "$0.00 on $0.01" in rec.reasoning
+
+
+def test_small_negative_rate_not_negative_zero():
+    # Double Cash earns 2x and pays a 3% foreign fee. At 1.4975 cents a point it nets
+    # 2 x 1.4975 - 3 = -0.005% of the purchase: -$0.0125 on $250.00, which rounds half even to
+    # -$0.01. The effective rate -0.01 / 250 = -0.00004 rounds to 0.0000, written unsigned.
+    rec = ENGINE.recommend(tx("5411", "250.00", merchant="Tesco", merchant_country="GB"), ["citi-double-cash"],
+                           valuations={"Citi ThankYou Points (cash back)": "1.4975"})
+    assert str(rec.rewards.cash_value_usd) == "-0.01"
+    assert str(rec.rewards.effective_rate) == "0.0000"
+    assert "-$0.01 on $250.00" in rec.reasoning
 
 
 # --- whose spend counts ---------------------------------------------------------

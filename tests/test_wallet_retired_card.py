@@ -240,7 +240,7 @@ def test_set_wallet_rejects_non_list(sync_client, keys, cards, fragment):
     assert get_wallet_record(sync_client, keys, "u-s") is None
 
 
-@pytest.mark.parametrize("mode", ["points", "program:nope", ""])
+@pytest.mark.parametrize("mode", ["points", "program:nope", "", "program:Chase Ultimate Rewards (cash back)"])
 def test_set_wallet_rejects_invalid_mode(sync_client, keys, mode):
     with pytest.raises(InvalidModeError) as raised:
         set_wallet(sync_client, keys, "u-m", ["amex-gold"], CATALOG, mode=mode)
@@ -255,3 +255,90 @@ def test_set_wallet_stores_checked_mode(sync_client, keys):
     set_wallet(sync_client, keys, "u-m", ["amex-gold"], CATALOG, mode=f"program: {program}")
 
     assert get_wallet_record(sync_client, keys, "u-m").mode == f"program:{program}"
+
+
+def test_set_wallet_rejects_valuation_as_program(sync_client, keys):
+    # Freedom points on their own are valued as "Chase Ultimate Rewards (cash back)", but the
+    # cards earn Chase Ultimate Rewards, which is the program a mode can prefer.
+    with pytest.raises(InvalidModeError) as raised:
+        set_wallet(sync_client, keys, "u-m", ["amex-gold", "chase-freedom-unlimited"], CATALOG,
+                   mode="program:Chase Ultimate Rewards (cash back)")
+
+    assert "so use program:Chase Ultimate Rewards." in str(raised.value)
+    assert get_wallet_record(sync_client, keys, "u-m") is None
+
+
+# --- the reasoning when the caller left retired cards out of the wallet ---------
+
+ENGINE = RulesEngine.default()
+KROGER = Transaction(transaction_id="t-k", user_id="u-ret", merchant="Kroger", mcc="5411",
+                     amount_usd=Decimal("100.00"), timestamp=datetime(2026, 6, 1, 12, tzinfo=timezone.utc))
+
+
+def test_reasoning_all_retired_judged_on_catalog():
+    rec = ENGINE.recommend(KROGER, None, retired_cards=["chase-sapphire-old"])
+
+    assert rec.wallet_source == "catalog"
+    assert "No wallet on file" not in rec.reasoning
+    assert ("Every card in the stored wallet is retired from the catalog (chase-sapphire-old), so this is "
+            "the best card in the catalog for this purchase; update the wallet with "
+            "`rewardpilot wallet set USER CARD...`.") in rec.reasoning
+
+
+def test_reasoning_all_retired_judged_on_run_wallet():
+    rec = ENGINE.recommend(KROGER, ["citi-double-cash"], wallet_source="run",
+                           retired_cards=["chase-sapphire-old", "gone-too"])
+
+    assert rec.wallet_source == "run"
+    assert "No wallet on file" not in rec.reasoning
+    assert ("Every card in the stored wallet is retired from the catalog (chase-sapphire-old, gone-too), so "
+            "this is the best card in the wallet named for this run") in rec.reasoning
+    assert "update the wallet with `rewardpilot wallet set USER CARD...`" in rec.reasoning
+
+
+def test_reasoning_some_retired_left_out():
+    rec = ENGINE.recommend(KROGER, ["citi-double-cash"], retired_cards=["chase-sapphire-old"])
+
+    assert rec.wallet_source == "user"
+    assert "The stored wallet's chase-sapphire-old is retired from the catalog and left out" in rec.reasoning
+
+
+def test_reasoning_all_retired_with_fallback():
+    # The run's wallet holds only Amex Gold, which Costco U.S. does not take, so the catalog's best card
+    # is recommended and the reasoning gives both causes.
+    costco = KROGER.model_copy(update={"merchant": "COSTCO WHSE #0001", "mcc": "5300"})
+    rec = ENGINE.recommend_or_fallback(costco, ["amex-gold"], wallet_source="run",
+                                       retired_cards=["chase-sapphire-old"])
+
+    assert rec.wallet_source == "catalog"
+    assert "No card in this wallet is accepted at COSTCO WHSE #0001" in rec.reasoning
+    assert "every card in the stored wallet is retired from the catalog (chase-sapphire-old)" in rec.reasoning
+
+
+def test_reasoning_some_retired_with_fallback():
+    # The stored wallet kept Amex Gold, which Costco U.S. does not take, so not every stored card is retired.
+    costco = KROGER.model_copy(update={"merchant": "COSTCO WHSE #0001", "mcc": "5300"})
+    rec = ENGINE.recommend_or_fallback(costco, ["amex-gold"], retired_cards=["chase-sapphire-old"])
+
+    assert rec.wallet_source == "catalog"
+    assert "No card in this wallet is accepted at COSTCO WHSE #0001" in rec.reasoning
+    assert "the stored wallet's chase-sapphire-old is retired from the catalog and left out" in rec.reasoning
+    assert "every card" not in rec.reasoning.lower()
+
+
+def test_reasoning_without_retired_unchanged():
+    assert "No wallet on file for this user, so this is the best card in the catalog" in \
+        ENGINE.recommend(KROGER, None).reasoning
+    assert "No wallet on file for this user, so this is the best card in the wallet named for this run" in \
+        ENGINE.recommend(KROGER, ["citi-double-cash"], wallet_source="run").reasoning
+
+
+@pytest.mark.parametrize(("retired", "fragment"), [
+    ("chase-sapphire-old", "retired_cards 'chase-sapphire-old' is one string"),
+    (["gone", "amex-gold"], "retired_cards names amex-gold, which the catalog has"),
+])
+def test_retired_cards_checked(retired, fragment):
+    with pytest.raises(ValueError) as raised:
+        ENGINE.recommend(KROGER, None, retired_cards=retired)
+
+    assert fragment in str(raised.value)

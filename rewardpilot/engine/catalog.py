@@ -50,6 +50,28 @@ class Cap(_Frozen):
     note: str = ""
 
 
+class QuarterExclusion(_Frozen):
+    """Merchants that a rotating quarter leaves out of its bonus, matched by name as ``exclusion_groups`` are.
+
+    A purchase whose normalized merchant name contains one of ``merchants``
+    as whole words earns no quarterly bonus and adds nothing to the
+    quarterly cap. ``label`` names the merchants in the reasoning:
+    "purchases at {label} are excluded from ...".
+    """
+
+    label: Annotated[str, Field(min_length=1)]
+    merchants: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("merchants")
+    @classmethod
+    def _check_merchants(cls, merchants: list[str]) -> list[str]:
+        blank = [name for name in merchants if not normalize_text(name)]
+        if blank:
+            raise ValueError(f"merchant names {blank} contain no letter or digit, so they would match nothing; "
+                             "write the name as it appears in card statements, such as 'walmart'")
+        return merchants
+
+
 class RotatingQuarter(_Frozen):
     """One quarter of a rotating-category calendar.
 
@@ -61,6 +83,9 @@ class RotatingQuarter(_Frozen):
     Freedom Flex's Q1 2026 dining is the case: 5% + 3% - 1% = 7% on up to
     $1,500, then 3%. The flag needs ``stacking_source``, the page that states
     the stacking and the date it was checked.
+
+    ``exclusions`` lists merchants that the quarter's terms leave out, such
+    as Walmart and Target from Chase's grocery stores in Q1 2025.
     """
 
     quarter: Annotated[str, Field(pattern=r"^\d{4}-Q[1-4]$")]
@@ -69,6 +94,7 @@ class RotatingQuarter(_Frozen):
     categories: list[str] = []
     mcc: list[str] = []
     merchants: list[str] = []
+    exclusions: list[QuarterExclusion] = []
     activation_deadline: date | None = None
     stacks_with_category_rules: StrictBool = False
     stacking_source: str = ""

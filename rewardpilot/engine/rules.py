@@ -8,7 +8,10 @@ How a card's value on a purchase is worked out:
   abroad, or the merchant is in one of its exclusion groups. A ``rotating``
   rule (Chase Freedom Flex, Discover it) applies when the purchase date, in
   the card's time zone, falls in a quarter of its calendar whose categories,
-  MCCs or merchant names match. In a quarter marked
+  MCCs or merchant names match, unless the quarter's ``exclusions`` name
+  the merchant (Walmart and Target in Freedom Flex's Q1 2025 grocery
+  stores). Then the card earns no quarterly bonus, the purchase adds nothing
+  to the quarterly cap and ``passed_over`` names the exclusion. In a quarter marked
   ``stacks_with_category_rules``, a purchase that also matches an everyday
   ``category`` rule earns quarterly rate + everyday rate - base rate under
   the quarterly cap and the everyday rate above it (Freedom Flex dining in
@@ -79,7 +82,15 @@ from rewardpilot.money import CASH_ROUNDING, CENT, ZERO, cents as to_int_cents, 
 HUNDRED = Decimal(100)
 _THOUSAND = Decimal(1000)
 CATALOG_NOTE = "No wallet on file for this user, so this is the best card in the catalog for this purchase"
+RUN_NOTE = "No wallet on file for this user, so this is the best card in the wallet named for this run"
+UPDATE_WALLET_NOTE = "update the wallet with `rewardpilot wallet set USER CARD...`"
+# Reasoning notes naming what a purchase was judged against, by wallet source, for a user without a stored wallet.
+_WALLET_NOTES: dict[str, tuple[str, ...]] = {"user": (), "run": (RUN_NOTE,), "catalog": (CATALOG_NOTE,)}
 RATE_PLACES = Decimal("0.0001")
+# A value that rounds to zero is written unsigned. Decimal keeps the sign of a zero, so
+# a purchase whose foreign fee exceeds its reward by under half a cent rounds to -0.00.
+_ZERO_CASH = Decimal("0.00")
+_ZERO_RATE = Decimal("0.0000")
 ONE_CENT = Decimal("0.01")
 MAX_ALTERNATIVES = 3
 CLOSE_CALL_PENALTY = 0.10
@@ -195,6 +206,8 @@ class _Context:
     stacked: frozenset[str]           # those of them whose quarter stacks with everyday category rules
     quarters: tuple[tuple[str, str], ...]  # (card_id, quarter key) of every rotating card considered
     inactive: tuple[str, ...]         # card ids whose rotating bonus matches but is not activated
+    # (card_id, label) of rotating cards whose quarter matches but whose terms exclude the merchant
+    excluded: tuple[tuple[str, str], ...]
     moment: datetime
 
     def day(self, plan: _Plan) -> date:
@@ -240,12 +253,22 @@ class RulesEngine:
                            for name in quarter.merchants)
             for card_id in self._rotating_ids
         }
+        # (card_id, quarter key) -> ((label, padded merchant names), ...) for quarters with exclusions.
+        self._quarter_exclusions = {
+            (card_id, quarter.key): tuple(
+                (exclusion.label, tuple(f" {normalize_text(name)} " for name in exclusion.merchants))
+                for exclusion in quarter.exclusions
+            )
+            for card_id in self._rotating_ids
+            for quarter in self._plans[card_id].calendar if quarter.exclusions
+        }
         self._exclusion_categories = frozenset(
             category
             for plan in self._plans.values()
             for category, options in plan.options.items()
             if any(option.excludes for option in options)
         )
+        self._earned_programs = frozenset(card.program for card in catalog.cards)
         self._default_values = valuations.defaults()
         self._cash_values = {
             name: program.floor_cents if program.basis == "estimate" and program.floor_cents is not None
@@ -392,16 +415,41 @@ class RulesEngine:
         return key
 
     def check_mode(self, mode: str | None) -> str:
-        """Validate a mode: "cash" (default), "cashback" or "program:<name>" with a known program; raise InvalidModeError."""
+        """Validate a mode: "cash" (default), "cashback" or "program:<name>"; raise InvalidModeError.
+
+        The name must be a program that some catalog card earns (``Card.program``),
+        because the ranking prefers the cards earning it. A valuation name such as
+        "Chase Ultimate Rewards (cash back)" is rejected with the program to use.
+        """
         if mode is None or mode == DEFAULT_MODE or mode == "cashback":
             return mode or DEFAULT_MODE
         if isinstance(mode, str) and mode.startswith(PROGRAM_MODE_PREFIX):
             program = mode[len(PROGRAM_MODE_PREFIX):].strip()
-            if program in self.valuations.programs:
+            if program in self._earned_programs:
                 return PROGRAM_MODE_PREFIX + program
-            known = ", ".join(sorted({card.program for card in self.catalog.cards}))
-            raise InvalidModeError(f"mode {mode!r} names no known program; known programs: {known}")
+            raise InvalidModeError(self._unknown_program_message(mode, program))
         raise InvalidModeError(f"mode {mode!r} is not one of cash, cashback or program:<program name>")
+
+    def _unknown_program_message(self, mode: str, program: str) -> str:
+        known = ", ".join(sorted(self._earned_programs))
+        valued = [card for card in self.catalog.cards if card.values_as == program and card.program != program]
+        if not valued:
+            return f"mode {mode!r} names no known program; known programs: {known}"
+        cards = ", ".join(card.card_id for card in valued)
+        earned = sorted({card.program for card in valued})
+        use = " or ".join(f"program:{name}" for name in earned)
+        return (f"mode {mode!r} names a valuation, not a program that cards earn. The cards valued at "
+                f"{program!r} ({cards}) earn {', '.join(earned)}, so use {use}. Known programs: {known}")
+
+    def _check_retired(self, retired_cards: Sequence[str]) -> None:
+        """Raise ValueError unless ``retired_cards`` is a list of card ids that the catalog lacks."""
+        if isinstance(retired_cards, (str, bytes)):
+            raise ValueError(f"retired_cards {retired_cards!r} is one string, not a list. "
+                             f"Pass a list such as [{retired_cards!r}]")
+        known = [card for card in retired_cards if card in self.catalog]
+        if known:
+            raise ValueError(f"retired_cards names {', '.join(map(str, known))}, which the catalog has. Pass only "
+                             "the stored cards that the catalog lacks, and put the others in the wallet")
 
     def _merchant_tags_uncached(self, merchant: str) -> frozenset[str]:
         padded = f" {normalize_text(merchant)} "
@@ -432,19 +480,27 @@ class RulesEngine:
 
     def _rotating_match_uncached(
         self, card_id: str, day: date, category: str, mcc: str | None, merchant: str
-    ) -> str | None:
-        """Return the quarter key when ``card_id``'s rotating bonus covers the purchase on ``day``, else None."""
+    ) -> tuple[str, str] | None:
+        """Find the quarter of ``card_id``'s calendar on ``day`` whose categories, MCCs or merchants cover the purchase.
+
+        Returns (quarter key, exclusion label), where the label is empty
+        unless one of the quarter's ``exclusions`` names the merchant, or
+        None when no quarter covers the purchase.
+        """
         for quarter in self._plans[card_id].calendar:
             if not quarter.starts <= day <= quarter.ends:
                 continue
             padded = f" {normalize_text(merchant)} "
-            if (
+            if not (
                 category in quarter.categories
                 or (mcc is not None and mcc in quarter.mcc)
                 or any(f" {normalize_text(name)} " in padded for name in quarter.merchants)
             ):
-                return quarter.key
-            return None
+                return None
+            for label, needles in self._quarter_exclusions.get((card_id, quarter.key), ()):
+                if any(needle in padded for needle in needles):
+                    return quarter.key, label
+            return quarter.key, ""
         return None
 
     def _context(
@@ -455,14 +511,19 @@ class RulesEngine:
         rotating: list[str] = []
         stacked = _NO_CARDS
         inactive: list[str] = []
+        excluded: list[tuple[str, str]] = []
         quarters: list[tuple[str, str]] = []
         for card_id in facts.reachable:
             day = local_date(transaction.timestamp, self._plans[card_id].card.time_zone)
-            quarter = self._rotating_match(card_id, day, facts.category, transaction.mcc, transaction.merchant)
-            if quarter is None:
+            match = self._rotating_match(card_id, day, facts.category, transaction.mcc, transaction.merchant)
+            if match is None:
                 continue
+            quarter, exclusion = match
             quarters.append((card_id, quarter))
-            if user is not None and not user.activated(card_id, quarter):
+            if exclusion:
+                # Not in ``rotating``, so the card earns no quarterly bonus and adds nothing to the quarterly cap.
+                excluded.append((card_id, exclusion))
+            elif user is not None and not user.activated(card_id, quarter):
                 inactive.append(card_id)
             else:
                 rotating.append(card_id)
@@ -473,7 +534,8 @@ class RulesEngine:
         # call about 0.5 us slower (timeit, CPython 3.11), and it runs once per purchase.
         return _Context(
             facts.placement, facts.category, facts.abroad, facts.tags, facts.merchant_rule,
-            frozenset(rotating), stacked, tuple(quarters), tuple(inactive), transaction.timestamp,
+            frozenset(rotating), stacked, tuple(quarters), tuple(inactive), tuple(excluded),
+            transaction.timestamp,
         )
 
     def _purchase_facts_uncached(
@@ -805,6 +867,7 @@ class RulesEngine:
         valuations: Mapping[str, object] | None = None,
         mode: str | None = None,
         state: SpendState | None = None,
+        retired_cards: Sequence[str] = (),
     ) -> Evaluation:
         """Evaluate like ``evaluate``, with the catalog fallback of ``recommend_or_fallback``."""
         # The keywords are spelled out, not passed on as **options, because the
@@ -812,14 +875,14 @@ class RulesEngine:
         # be built and unpacked twice per call.
         try:
             return self.evaluate(transaction, wallet, wallet_source=wallet_source, valuations=valuations,
-                                 mode=mode, state=state)
+                                 mode=mode, state=state, retired_cards=retired_cards)
         except NoUsableCardError as exc:
             # The reasoning names the wallet's cards, not the catalog's, as passed over.
             note = (f"No card in this wallet is accepted at {exc.merchant} ({exc.rule_label}), "
                     "so this is the best card in the catalog for this purchase")
             passed_over = [f"{card}: not accepted here ({exc.rule_label})" for card in exc.cards]
-            return self.evaluate(transaction, None, valuations=valuations, mode=mode,
-                                 _fallback=(note, passed_over))
+            return self.evaluate(transaction, None, valuations=valuations, mode=mode, retired_cards=retired_cards,
+                                 _fallback=(note, passed_over, wallet_source or "user"))
 
     def recommend(
         self,
@@ -830,6 +893,7 @@ class RulesEngine:
         valuations: Mapping[str, object] | None = None,
         mode: str | None = None,
         state: SpendState | None = None,
+        retired_cards: Sequence[str] = (),
     ) -> Recommendation:
         """The best card for ``transaction``.
 
@@ -845,13 +909,20 @@ class RulesEngine:
         increments. The spend counts on ``transaction.card_used`` when it
         names a catalog card, else on the recommended card.
 
+        ``retired_cards`` lists the cards of the user's stored wallet that
+        the catalog no longer has, which the caller left out of ``wallet``.
+        The reasoning names them. When the stored wallet had no other card,
+        pass ``wallet=None`` (or the run's wallet with ``wallet_source="run"``),
+        and the reasoning says that every stored card is retired instead of
+        "No wallet on file".
+
         Raises UnknownCardError for a card id not in the catalog,
         NoUsableCardError when the merchant accepts no card in the wallet,
         InvalidModeError for a bad mode and ValueError for other bad
-        arguments.
+        arguments, among them a ``retired_cards`` entry the catalog has.
         """
         return self.evaluate(transaction, wallet, wallet_source=wallet_source, valuations=valuations,
-                             mode=mode, state=state).to_model()
+                             mode=mode, state=state, retired_cards=retired_cards).to_model()
 
     def evaluate(
         self,
@@ -862,14 +933,16 @@ class RulesEngine:
         valuations: Mapping[str, object] | None = None,
         mode: str | None = None,
         state: SpendState | None = None,
-        _fallback: tuple[str, list[str]] | None = None,
+        retired_cards: Sequence[str] = (),
+        _fallback: tuple[str, list[str], str] | None = None,
     ) -> Evaluation:
         """Work out what ``recommend`` returns, as an ``Evaluation`` that has not built its models yet.
 
         Takes the same arguments and raises the same errors as ``recommend``.
         The consumer uses it to write results without building pydantic models.
         ``_fallback`` is for ``evaluate_or_fallback``: the catalog note and the
-        passed-over list to use in place of the catalog's own.
+        passed-over list to use in place of the catalog's own, and the source
+        of the wallet that the merchant did not accept.
         """
         started = time.perf_counter()
         if wallet is None:
@@ -883,6 +956,8 @@ class RulesEngine:
                 raise ValueError(f"wallet_source must be one of {_SOURCES}, got {source!r}")
             wallet_key = self._wallet_key(wallet)
         mode = DEFAULT_MODE if mode is None or mode == DEFAULT_MODE else self.check_mode(mode)
+        if retired_cards:
+            self._check_retired(retired_cards)
         user = state.user(transaction.user_id) if state is not None else None
 
         context = self._context(transaction, wallet_key, user)
@@ -924,13 +999,18 @@ class RulesEngine:
             for name, cents in updates:
                 state.add(transaction.user_id, name, cents)
 
-        catalog_note = CATALOG_NOTE
         if _fallback is None:
-            passed_over = list(ranking.passed_over) + self._inactive_notes(context, wallet_key)
+            passed_over = list(ranking.passed_over) + self._rotating_notes(context, wallet_key)
+            wallet_notes = _WALLET_NOTES[source]
+            if retired_cards:
+                wallet_notes = _retired_notes(source, retired_cards, "")
         else:
-            catalog_note, passed_over = _fallback
+            fallback_note, passed_over, first_source = _fallback
+            wallet_notes = (fallback_note,)
+            if retired_cards:
+                wallet_notes = _retired_notes(first_source, retired_cards, fallback_note)
         reasoning = self._reasoning(
-            transaction, context, winner, winner_cash, source, assumed, passed_over, mode, catalog_note,
+            transaction, context, winner, winner_cash, assumed, passed_over, mode, wallet_notes,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # Positional, in field order, for the reason given in _context.
@@ -984,23 +1064,47 @@ class RulesEngine:
         earned = item.earned
         if plan.cash_back:
             earned = round_cash(earned)
-        cash = round_cash(item.cash)
-        return Listed(plan.facts, earned, cash, (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN))
+        cash = round_cash(item.cash) or _ZERO_CASH
+        rate = (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN) or _ZERO_RATE
+        return Listed(plan.facts, earned, cash, rate)
 
-    def _inactive_notes(self, context: _Context, wallet_key: tuple[str, ...] | None) -> list[str]:
-        if not context.inactive:
+    def _rotating_notes(self, context: _Context, wallet_key: tuple[str, ...] | None) -> list[str]:
+        """List the rotating cards whose quarter matches but earns no bonus: excluded merchant or not activated.
+
+        An excluded merchant is named only for a wallet, as ``_choose``
+        names exclusion groups.
+        """
+        if not context.inactive and not context.excluded:
             return []
         notes = []
         quarters = dict(context.quarters)
+        if wallet_key is not None:
+            for card_id, label in context.excluded:
+                notes.append(self._exclusion_note(card_id, quarters[card_id], label, context.category))
         for card_id in context.inactive:
             card = self._plans[card_id].card
             notes.append(f"{card.short_name}: its {quarters[card_id]} 5% categories are not activated in this wallet")
         return notes
 
+    def _exclusion_note(self, card_id: str, quarter_key: str, label: str, category: str) -> str:
+        """Say that a quarter excludes the merchant.
+
+        For example "Freedom Flex: purchases at Walmart and Target are
+        excluded from groceries, one of its 2025Q1 5% categories".
+        """
+        plan = self._plans[card_id]
+        quarter = next(entry for entry in plan.calendar if entry.key == quarter_key)
+        if category in quarter.categories:
+            where = f"{category}, one of its {quarter_key} 5% categories"
+        else:
+            where = f"its {quarter_key} 5% categories"
+        return f"{plan.card.short_name}: purchases at {label} are excluded from {where}"
+
     def _reasoning(
         self, transaction: Transaction, context: _Context, winner: _Valued, cash: Decimal,
-        source: str, assumed: bool, passed_over: list[str], mode: str, catalog_note: str = CATALOG_NOTE,
+        assumed: bool, passed_over: list[str], mode: str, wallet_notes: Sequence[str],
     ) -> str:
+        """Write the reasoning. ``wallet_notes`` name what the purchase was judged against, when not the user's wallet."""
         entry = winner.entry
         card = entry.plan.card
         placement = context.placement
@@ -1025,10 +1129,7 @@ class RulesEngine:
         elif mode.startswith(PROGRAM_MODE_PREFIX) and not entry.preferred:
             notes.append(f"no card in the wallet earns {mode[len(PROGRAM_MODE_PREFIX):]}, so the highest cash value wins")
 
-        if source == "catalog":
-            notes.append(catalog_note)
-        elif source == "run":
-            notes.append("No wallet on file for this user, so this is the best card in the wallet named for this run")
+        notes.extend(wallet_notes)
         if placement.source == "text":
             why = "the MCC is missing" if transaction.mcc is None else f"MCC {transaction.mcc} is not a known ISO 18245 code"
             notes.append(f"the category ({placement.category}) was inferred from the category text "
@@ -1090,11 +1191,11 @@ def _listed_uncapped(entry: _Ranked, amount: Decimal) -> Listed:
     """
     plan = entry.plan
     # round_cash written out, since this runs for four cards of every purchase.
-    cash = (amount * entry.per_dollar).quantize(CENT, CASH_ROUNDING)
+    cash = (amount * entry.per_dollar).quantize(CENT, CASH_ROUNDING) or _ZERO_CASH
     earned = amount * entry.earn_per_dollar
     if plan.cash_back:
         earned = earned.quantize(CENT, CASH_ROUNDING)
-    rate = (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN)
+    rate = (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN) or _ZERO_RATE
     return Listed(plan.facts, earned, cash, rate, entry.phrase if amount else entry.then_phrase)
 
 
@@ -1121,14 +1222,16 @@ def _cents(value: Decimal) -> str:
 
 
 def _money(value: Decimal) -> str:
-    """12.5 -> "$12.50", 1234.5 -> "$1,234.50", -3 -> "-$3.00"."""
+    """12.5 -> "$12.50", 1234.5 -> "$1,234.50", -3 -> "-$3.00", and -0.00 or -0.001 -> "$0.00"."""
     if 0 <= value < _THOUSAND:
         # Amounts and rounded cash values already have two places, and
         # str() writes them as format() would, in a third of the time.
+        # A negative zero passes the test above, and str() keeps its sign.
         text = str(value)
-        if text[-3:-2] == ".":
+        if text[-3:-2] == "." and text[0] != "-":
             return "$" + text
-    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+    text = f"{abs(value):,.2f}"
+    return f"-${text}" if value < 0 and text != "0.00" else f"${text}"
 
 
 def _conversion_note(transaction: Transaction) -> str:
@@ -1139,6 +1242,30 @@ def _conversion_note(transaction: Transaction) -> str:
     if transaction.rate_date is not None:
         note += f" (rate of {transaction.rate_date.isoformat()})"
     return note
+
+
+def _retired_notes(source: str, retired_cards: Sequence[str], fallback_note: str) -> list[str]:
+    """Say which stored cards the catalog no longer has, what the purchase was judged against, and the fix.
+
+    ``source`` is that of the wallet judged first: "user" when the stored
+    wallet kept other cards. ``fallback_note`` is the note of
+    ``evaluate_or_fallback`` when the merchant accepted no card of that
+    wallet, else empty.
+    """
+    names = ", ".join(retired_cards)
+    retired = f"every card in the stored wallet is retired from the catalog ({names})"
+    notes = [fallback_note] if fallback_note else []
+    if source == "user":
+        verb = "is" if len(retired_cards) == 1 else "are"
+        notes.append(f"the stored wallet's {names} {verb} retired from the catalog and left out")
+    elif fallback_note:
+        notes.append(retired)
+    elif source == "run":
+        notes.append(f"{retired}, so this is the best card in the wallet named for this run")
+    else:
+        notes.append(f"{retired}, so this is the best card in the catalog for this purchase")
+    notes.append(UPDATE_WALLET_NOTE)
+    return notes
 
 
 @cache
