@@ -22,13 +22,15 @@ class UserTerms:
     """A user's wallet, the settings stored with it and the user's valuation overrides.
 
     ``record`` is None for a user without a wallet of their own; then the
-    cycle day, activations and mode take their defaults.
+    cycle day, activations and mode take their defaults. ``retired`` lists
+    the stored cards the catalog lacks, which were left out of ``wallet``.
     """
 
     wallet: tuple[str, ...] | None
     source: WalletSource
     record: WalletRecord | None = None
     valuations: dict[str, str] = field(default_factory=dict)
+    retired: tuple[str, ...] = ()
 
 
 class WalletCache:
@@ -54,7 +56,7 @@ class WalletCache:
         self.ttl = ttl_seconds
         self.catalog = catalog
         self.warn = warn
-        self._cache: dict[str, tuple[float, WalletRecord | None, dict[str, str]]] = {}
+        self._cache: dict[str, tuple[float, WalletRecord | None, dict[str, str], tuple[str, ...]]] = {}
 
     def _fallback(self) -> WalletChoice:
         if self.run_wallet:
@@ -80,26 +82,28 @@ class WalletCache:
 
         terms: dict[str, UserTerms] = {}
         for user in wanted:
-            _, record, valuations = self._cache[user]
+            _, record, valuations, retired = self._cache[user]
             if record is not None and record.cards:
-                terms[user] = UserTerms(tuple(record.cards), "user", record, valuations)
+                terms[user] = UserTerms(tuple(record.cards), "user", record, valuations, retired)
             else:
                 wallet, source = self._fallback()
-                terms[user] = UserTerms(wallet, source, None, valuations)
+                terms[user] = UserTerms(wallet, source, None, valuations, retired)
         return terms
 
     async def _fetch(self, users: list[str], now: float) -> None:
         fetched = await fetch_terms(self.client, self.keys, users)
         for user, stored in fetched.items():
-            self._cache[user] = (now, self._known_cards_only(user, stored.record), stored.valuations)
+            record, retired = self._known_cards_only(user, stored.record)
+            self._cache[user] = (now, record, stored.valuations, retired)
 
-    def _known_cards_only(self, user: str, record: WalletRecord | None) -> WalletRecord | None:
-        """Return ``record`` without the cards the catalog lacks; None when no card is left."""
+    def _known_cards_only(self, user: str, record: WalletRecord | None
+                          ) -> tuple[WalletRecord | None, tuple[str, ...]]:
+        """Return ``record`` without the cards the catalog lacks (None when no card is left), and those cards."""
         if record is None or self.catalog is None:
-            return record
+            return record, ()
         known, unknown = split_known_cards(record.cards, self.catalog)
         if not unknown:
-            return record
+            return record, ()
         if self.warn is not None:
             message = unknown_cards_message(
                 known, "judging as a user without a wallet",
@@ -107,9 +111,9 @@ class WalletCache:
             )
             self.warn("wallet-card-unknown", message, user_id=user, unknown_cards=unknown, cards_left=known)
         if not known:
-            return None
+            return None, tuple(unknown)
         # Activations stay keyed by card, so those of a retired card are simply never read.
-        return replace(record, cards=known)
+        return replace(record, cards=known), tuple(unknown)
 
     def _expired(self, user: str, now: float) -> bool:
         cached = self._cache.get(user)

@@ -105,6 +105,7 @@ def test_pool_only_retired_uses_run_wallet(redis_url, keys, sync_client):
     result = results_by_id(sync_client, keys)["t-3"]
     assert result.wallet_source == "run"
     assert result.recommended_card.card_id == "amex-gold"
+    assert "every card in the stored wallet is retired from the catalog (retired-card)" in result.reasoning.lower()
     warnings = [event for event in logs if event["event"].startswith(UNKNOWN_CARD_EVENT)]
     assert "as a user without a wallet" in warnings[0]["event"]
     assert warnings[0]["cards_left"] == []
@@ -118,7 +119,11 @@ def test_pool_only_retired_uses_catalog(redis_url, keys, sync_client):
 
     assert stats.results == 1
     assert stats.dead_letters == 0
-    assert results_by_id(sync_client, keys)["t-4"].wallet_source == "catalog"
+    result = results_by_id(sync_client, keys)["t-4"]
+    assert result.wallet_source == "catalog"
+    assert "No wallet on file" not in result.reasoning
+    assert ("Every card in the stored wallet is retired from the catalog (retired-card, gone-too), so this is "
+            "the best card in the catalog for this purchase") in result.reasoning
 
 
 def test_retired_card_warning_rate_limited(redis_url, keys, sync_client):
@@ -148,6 +153,7 @@ def test_orchestrator_skips_retired_card(redis_url, keys, sync_client):
     assert some_left.json()["recommended_card"]["card_id"] == "citi-double-cash"
     assert none_left.status_code == 200
     assert none_left.json()["wallet_source"] == "catalog"
+    assert "Every card in the stored wallet is retired from the catalog (retired-card)" in none_left.json()["reasoning"]
 
 
 def test_orchestrator_forwarded_wallet_skips_retired():

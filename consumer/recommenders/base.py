@@ -20,6 +20,8 @@ class WorkItem:
     the user's valuation overrides, the batch's shared ``state`` and the
     hash fields this transaction may read from it. The recommender stores
     the cents it read per field in ``loaded``, for the settle script's check.
+    ``retired_cards`` lists the stored cards the catalog lacks, left out of
+    ``wallet``, so the reasoning can name them.
     """
 
     transaction: Transaction
@@ -30,6 +32,7 @@ class WorkItem:
     state: SpendState | None = None
     spend_fields: tuple[str, ...] = ()
     loaded: dict[str, int] = field(default_factory=dict)
+    retired_cards: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class InProcessRecommender:
                     self.engine.evaluate_or_fallback(
                         item.transaction, item.wallet, wallet_source=item.wallet_source,
                         valuations=item.valuations, mode=item.mode, state=item.state,
+                        retired_cards=item.retired_cards,
                     )
                 )
             except Exception as exc:

@@ -92,17 +92,21 @@ class RecommendService:
 
         user = request.user_id
         record = stored.record
+        retired: list[str] = []
         if request.wallet is not None and request.wallet_source != "user":
             wallet, source = list(request.wallet), request.wallet_source or "run"
-            if record is not None and not split_known_cards(record.cards, self.engine.catalog)[0]:
-                # A stored wallet without a card of this catalog counts as no wallet, as in the
-                # consumer's wallet cache, so its mode does not apply to the run's wallet either.
-                record = None
+            if record is not None:
+                known, retired = split_known_cards(record.cards, self.engine.catalog)
+                if not known:
+                    # A stored wallet without a card of this catalog counts as no wallet, as in the
+                    # consumer's wallet cache, so its mode does not apply to the run's wallet either.
+                    record = None
         else:
             # A wallet_source "user" wallet is the user's stored wallet, forwarded by a consumer. Like a
             # wallet read here, it may name cards this catalog retired, so those are left out.
             cards = list(request.wallet) if request.wallet is not None else stored.cards
             wallet = self._known_stored_cards(user, cards)
+            retired = [card for card in cards or () if card not in self.engine.catalog]
             source = "user" if wallet else "catalog"
             if not wallet:
                 wallet, record = None, None  # judged as a user without a wallet, so with the default mode
@@ -114,7 +118,7 @@ class RecommendService:
         # under a millisecond per transaction, so a thread hop would cost more.
         try:
             return self.engine.evaluate_or_fallback(transaction, wallet, wallet_source=source,
-                                                    valuations=valuations, mode=mode)
+                                                    valuations=valuations, mode=mode, retired_cards=retired)
         except ValueError:
             raise  # the engine's errors for bad input, UnknownCardError among them
         except Exception as exc:
