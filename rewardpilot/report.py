@@ -56,7 +56,7 @@ from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation, Transaction, WalletSource
 from rewardpilot.results import read_results
 from rewardpilot.streams import LIVE_RUN, StreamKeys
-from rewardpilot.user_terms import CASH_BACK_PROGRAM, usable_valuations
+from rewardpilot.user_terms import CASH_BACK_PROGRAM, usable_mode, usable_valuations
 
 log = get_logger(__name__)
 
@@ -136,6 +136,7 @@ class Report:
     run_wallet_cards_seen: list[str] = field(default_factory=list)
     # Not in to_json: the CLI prints them as warnings on stderr.
     dropped_valuations: list[DroppedValuation] = field(default_factory=list)
+    dropped_mode: str | None = None  # why the stored mode was left out, as the consumers leave it out
 
     def judged_against(self) -> str:
         """Name the wallet the purchases were judged against."""
@@ -256,11 +257,14 @@ def build_report(
         # the user may not hold reads and adds no spend, and the default mode applies.
         record, source, state = None, "catalog", None
     valuations, dropped = _usable_valuations(client, keys, engine, user)
-    mode = record.mode if record else None
+    mode_errors: list[str] = []
+    mode = usable_mode(engine, record.mode if record else None, user,
+                       lambda key, message, **fields: mode_errors.append(fields["error"]))
     judge = _Judge(engine, cards, None if cards is None else source, valuations, mode, state)
 
     report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals(),
-                    wallet_source=source, wallet=cards, dropped_valuations=dropped)
+                    wallet_source=source, wallet=cards, dropped_valuations=dropped,
+                    dropped_mode=mode_errors[0] if mode_errors else None)
     for rec, transaction in zip(results, transactions):
         transaction = _paid_with(engine, transaction, assumed)
         if local_date(_moment(rec)) < first:

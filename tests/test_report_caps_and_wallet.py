@@ -229,3 +229,19 @@ def test_used_up_cap_without_results(sync_client, keys):
     assert statuses[0].used_up_on is None
     assert statuses[0].runs_out_on is None
     assert statuses[0].run_out_text() == "used up"
+
+
+def test_invalid_stored_mode_left_out(sync_client, keys, cli_env):
+    """A stored mode the engine rejects is left out with a warning, as the consumers leave it out."""
+    cards = ["amex-gold", BCP]
+    sync_client.set(keys.wallet("u-md"), wallets.encode_wallet(cards, mode="program:Chase Ultimate Rewards (cash back)"))
+    sync_client.sadd(keys.wallet_index, "u-md")
+    add_with_result(sync_client, keys, kroger("t13-1", "u-md", "100.00", "2026-01-10T15:00:00Z"), cards, ENGINE)
+
+    report = build_report(sync_client, keys, "u-md", year="2026", today=date(2026, 12, 5))
+    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u-md", "--year", "2026", "--json"], cli_env)
+
+    assert report.dropped_mode is not None
+    assert "Chase Ultimate Rewards (cash back)" in report.dropped_mode
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "stored mode of u-md is left out" in " ".join(completed.stderr.split())

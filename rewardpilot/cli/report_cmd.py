@@ -59,6 +59,11 @@ def report(
     for dropped in result.dropped_valuations:
         console.print(dropped_valuation_text(dropped, context.prefix), soft_wrap=True, highlight=False,
                       markup=False)
+    if result.dropped_mode is not None:
+        console.print(f"warning: the stored mode of {user} is left out, as the consumers leave it out, so the "
+                      f"highest cash value decides: {result.dropped_mode}. Store a valid mode with "
+                      f"`{context.command('wallet', 'set')} {user} CARD... --mode MODE`",
+                      soft_wrap=True, highlight=False, markup=False)
     for warning in wallet_warnings(result, run_wallet, job):
         console.print(f"warning: {warning}", soft_wrap=True, highlight=False, markup=False)
 
