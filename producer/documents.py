@@ -12,11 +12,8 @@ from typing import BinaryIO, Iterator
 
 from producer.duplicates import DuplicateIndex
 from producer.errors import InputError, RowError
-from producer.readers import Outcome, Rejected, Row
+from producer.readers import Outcome, Rejected, Row, SubCentNotes
 from rewardpilot.models import Transaction
-from rewardpilot.logs import get_logger
-
-log = get_logger(__name__)
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
@@ -36,11 +33,14 @@ def read_document(stream: BinaryIO, head: bytes, name: str, limit: int = MAX_DOC
     return data
 
 
-class DocumentReader:
-    """Base of the OFX and Plaid readers: the attributes ``publish_file`` reads after iterating."""
+class DocumentReader(SubCentNotes):
+    """Base of the OFX and Plaid readers: the attributes ``publish_file`` reads after iterating.
+
+    A reader calls ``note_sub_cent`` for an entry it yields as a ``Row`` whose
+    amount it rounded to whole cents, as the CSV and JSON lines readers do.
+    """
 
     format = "document"
-    position_name = "line"  # what ``Row.line`` counts in this format
 
     def __init__(self, stream: BinaryIO, head: bytes, *, name: str = "", user: str | None = None,
                  duplicates: DuplicateIndex | None = None) -> None:
@@ -55,11 +55,6 @@ class DocumentReader:
         self.bytes_read = len(head)
         # JSON array name -> how many entries came before its first item, learned from each entry's path.
         self._array_starts: dict[str, int] = {}
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        # Debug only: the file summary shows each warning, and API callers read ``warnings``.
-        log.debug("input warning", warning=message)
 
     def __iter__(self) -> Iterator[Outcome]:
         try:

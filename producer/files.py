@@ -29,8 +29,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, TextIO
 
 import redis
 from rich.console import Console
@@ -41,7 +42,10 @@ from rich.text import Text
 from producer.errors import InputError, RowError
 from producer.layouts import Layout
 from producer.publisher import Producer, PublishStopped
-from producer.readers import Rejected, Row, Skipped, open_reader, scan_date_order, to_usd
+from producer.readers import (
+    Rejected, Row, Skipped, check_converter, check_user, input_stream, open_reader, resolve_layout, scan_date_order,
+    sub_cent_warning, to_usd,
+)
 from producer.rejects import RejectsWriter
 from rewardpilot.fx import CurrencyConverter
 from rewardpilot.models import Transaction
@@ -89,9 +93,9 @@ class FileSummary:
     warnings: list[str] = field(default_factory=list)
     rejects_path: str | None = None
     first_rejects: list[str] = field(default_factory=list)
-    future_dated: int = 0  # purchases dated more than FUTURE_GRACE after the publish
+    future_dated: int = 0  # published purchases dated more than FUTURE_GRACE after the publish
     first_future_line: int | None = None
-    past_dated: int = 0  # purchases dated before PAST_LIMIT (1970-01-01 UTC)
+    past_dated: int = 0  # published purchases dated before PAST_LIMIT (1970-01-01 UTC)
     first_past_line: int | None = None
     stopped: bool = False  # the producer's stop event ended publishing before the end of the input
     unpublished: int = 0  # valid rows read but not published because publishing stopped
@@ -100,7 +104,7 @@ class FileSummary:
     # None for a file published oldest first, from its last line up.
     stopped_after_line: int | None = None
     oldest_first: bool = False  # the rows ran newest first and were published from the last line up
-    out_of_order: int = 0  # rows dated more than OUT_OF_ORDER_GRACE before a row published earlier
+    out_of_order: int = 0  # published rows dated more than OUT_OF_ORDER_GRACE before a row published earlier
     first_out_of_order_line: int | None = None
     size_bytes: int | None = None  # the size of the input, when it is a regular file
     bytes_read: int = 0
@@ -136,9 +140,9 @@ def unique_rejects_path(name: str) -> Path:
 def publish_file(
     client: redis.Redis,
     keys: StreamKeys,
-    source: str | Path | BinaryIO,
+    source: str | Path | BinaryIO | TextIO,
     *,
-    layout: Layout | None = None,
+    layout: Layout | str | Path | None = None,
     format: str | None = None,
     user: str | None = None,
     rejects_path: str | Path | None = None,
@@ -148,7 +152,7 @@ def publish_file(
     converter: CurrencyConverter | None = None,
     linger_seconds: float = DEFAULT_LINGER_SECONDS,
 ) -> FileSummary:
-    """Read ``source`` (a path, ``"-"`` for standard input, or a binary stream) and publish its purchases.
+    """Read ``source`` (a path, ``"-"`` for standard input, or a binary or text stream) and publish its purchases.
 
     Rejected rows, skipped non-purchases and transactions already published
     within the deduplication window go to the rejects file: ``rejects_path``,
@@ -158,10 +162,13 @@ def publish_file(
     on ``console``, so no stale file remains when nothing is recorded.
     ``FileSummary.rejects_path`` names the file used.
 
-    ``user`` is the user_id given to bank exports, which name no user.
+    ``layout``, ``user`` and a text stream are taken as ``read_transactions``
+    takes them: ``layout`` may name a preset or a layout file, and ``user``
+    is the user_id given to bank exports, which name no user.
     ``converter`` converts non-USD amounts to USD; without one, a non-USD row
-    is rejected.
-    Raises ``InputError`` when the file cannot be read at all.
+    is rejected. Raises ``InvalidOptionError`` for an argument of the wrong
+    type or an empty ``user``, and ``InputError`` when the file cannot be
+    read at all.
 
     Once ``producer.stop`` is set, reading ends at the next chunk or within
     ``PROGRESS_EVERY_ROWS`` rows, the rows read but not sent are counted as
@@ -174,6 +181,10 @@ def publish_file(
     """
     if linger_seconds < 0:
         raise ValueError(f"linger_seconds {linger_seconds} must be 0 or more")
+    source = input_stream(source)
+    layout = resolve_layout(layout)
+    check_user(user)
+    converter = check_converter(converter)
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", None)
     if not isinstance(name, str) or not name:
         name = "stream"  # an io.BytesIO has no name, and os.fdopen names a stream by its descriptor number
@@ -183,7 +194,6 @@ def publish_file(
     console = console or Console(stderr=True, emoji=False)
     summary = FileSummary(source=name)
     rejects = RejectsWriter(rejects_path or default_rejects_path(name))
-    converter = converter or CurrencyConverter()
 
     stream, total = _open(source)
     try:
@@ -208,8 +218,10 @@ def publish_file(
             # less work for the garbage collector.
             lines: list[int] = []
             transactions: list[Transaction] = []
-            sender = _ChunkSender(producer, summary, rejects)
-            future_after = datetime.now(timezone.utc) + FUTURE_GRACE
+            checks = _PublishedRowChecks(summary, future_after=datetime.now(timezone.utc) + FUTURE_GRACE)
+            # The rounding warning must name a published row, which only the chunk results tell.
+            reader.on_sub_cent = checks.note_sub_cent
+            sender = _ChunkSender(producer, summary, rejects, checks)
             stop = producer.stop
             stopped_reading = False
             outcome = None
@@ -239,28 +251,13 @@ def publish_file(
                 # A named pipe has a size of 0, and only a regular file is read whole here.
                 if total and total <= REVERSE_LIMIT_BYTES and producer.dedup_window_seconds and _can_read_twice(stream):
                     ordered, summary.oldest_first = _oldest_first(list(ordered))
-                latest = None
                 for outcome in ordered:
                     summary.rows += 1
                     if isinstance(outcome, Row) and outcome.transaction.currency != "USD":
                         outcome = _to_usd(converter, outcome, summary)
-                        # The reader's rounding warning must not name a row rejected here.
-                        # OFX and Plaid readers give no such warning.
-                        if isinstance(outcome, Rejected) and hasattr(reader, "forget_sub_cent"):
-                            reader.forget_sub_cent(outcome.line)
+                        if isinstance(outcome, Rejected):
+                            checks.forget_sub_cent(outcome.line)
                     if isinstance(outcome, Row):
-                        if outcome.transaction.timestamp > future_after:
-                            summary.future_dated += 1
-                            summary.first_future_line = summary.first_future_line or outcome.line
-                        elif outcome.transaction.timestamp < PAST_LIMIT:
-                            summary.past_dated += 1
-                            summary.first_past_line = summary.first_past_line or outcome.line
-                        timestamp = outcome.transaction.timestamp
-                        if latest is None or timestamp > latest:
-                            latest = timestamp
-                        elif timestamp < latest - OUT_OF_ORDER_GRACE:
-                            summary.out_of_order += 1
-                            summary.first_out_of_order_line = summary.first_out_of_order_line or outcome.line
                         lines.append(outcome.line)
                         transactions.append(outcome.transaction)
                         if len(transactions) >= producer.chunk_size:
@@ -315,6 +312,9 @@ def publish_file(
     summary.bytes_read = reader.bytes_read
     summary.empty_lines = reader.empty_lines
     summary.warnings = list(reader.warnings)
+    if checks.first_sub_cent is not None:
+        line, amount = checks.first_sub_cent
+        summary.warnings.append(sub_cent_warning(line, amount, reader.position_name))
     if summary.future_dated:
         summary.warnings.append(
             f"{summary.future_dated} row(s) are dated more than a day after now (first on line "
@@ -472,6 +472,57 @@ class _LiveInput:
             self.send_partial_chunk(ready)
 
 
+class _PublishedRowChecks:
+    """The checks that count or name published rows only: dates far off or out of order, and rounded amounts.
+
+    ``_ChunkSender`` calls ``observe`` with each chunk's results, in publish
+    order, so a duplicate, a row rejected after it was read and a row left
+    unpublished by a stop are neither counted nor named.
+    """
+
+    def __init__(self, summary: FileSummary, *, future_after: datetime) -> None:
+        self.summary = summary
+        self.future_after = future_after
+        self.latest: datetime | None = None  # the latest timestamp published so far
+        # Line -> amount as read, of rows with an amount finer than a cent that are
+        # read but not yet published. Empty once the first such row is published.
+        self._sub_cent: dict[int, Decimal] = {}
+        self.first_sub_cent: tuple[int, Decimal] | None = None  # (line, amount as read) of the first one published
+
+    def note_sub_cent(self, line: int, amount: Decimal) -> None:
+        """Record that the row read from ``line`` had ``amount``, which was rounded to whole cents."""
+        if self.first_sub_cent is None:
+            self._sub_cent[line] = amount
+
+    def forget_sub_cent(self, line: int) -> None:
+        """Drop the row read from ``line``, which was rejected after it was read."""
+        self._sub_cent.pop(line, None)
+
+    def observe(self, lines: list[int], transactions: list[Transaction], ids: list[str | None]) -> None:
+        """Count the published rows of one chunk; an id of None marks a duplicate, which was not published."""
+        summary = self.summary
+        pending = self._sub_cent
+        for line, transaction, entry_id in zip(lines, transactions, ids):
+            amount = pending.pop(line, None) if pending else None
+            if entry_id is None:
+                continue
+            if amount is not None:
+                self.first_sub_cent = (line, amount)
+                pending.clear()
+            timestamp = transaction.timestamp
+            if timestamp > self.future_after:
+                summary.future_dated += 1
+                summary.first_future_line = summary.first_future_line or line
+            elif timestamp < PAST_LIMIT:
+                summary.past_dated += 1
+                summary.first_past_line = summary.first_past_line or line
+            if self.latest is None or timestamp > self.latest:
+                self.latest = timestamp
+            elif timestamp < self.latest - OUT_OF_ORDER_GRACE:
+                summary.out_of_order += 1
+                summary.first_out_of_order_line = summary.first_out_of_order_line or line
+
+
 class _ChunkSender:
     """Publish chunks on one worker thread, so reading the next chunk overlaps the server's work.
 
@@ -486,10 +537,12 @@ class _ChunkSender:
     rows read while chunk N was in flight, so that file is not in line order.
     """
 
-    def __init__(self, producer: Producer, summary: FileSummary, rejects: RejectsWriter) -> None:
+    def __init__(self, producer: Producer, summary: FileSummary, rejects: RejectsWriter,
+                 checks: _PublishedRowChecks) -> None:
         self.producer = producer
         self.summary = summary
         self.rejects = rejects
+        self.checks = checks
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewardpilot-publish")
         self._in_flight: tuple[list[int], list[Transaction], Future] | None = None
         self.stopped = False
@@ -529,6 +582,7 @@ class _ChunkSender:
             return
         duplicates = ids.count(None)
         self.summary.published += len(ids) - duplicates
+        self.checks.observe(lines, transactions, ids)
         if not duplicates:
             return
         for line, transaction, entry_id in zip(lines, transactions, ids):

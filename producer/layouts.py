@@ -22,7 +22,7 @@ import json
 import re
 import dataclasses
 from dataclasses import dataclass
-from datetime import timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -79,6 +79,44 @@ def normalize_column(name: str) -> str:
     Comparison ignores case, a byte-order mark and surrounding or repeated spaces.
     """
     return " ".join(name.replace("\ufeff", "").split()).casefold()
+
+
+# The date that ``timestamp_format_problem`` writes with a format and reads back. Its
+# day, month and year differ from strptime's defaults (1900-01-01), so a format
+# that leaves one of them out reads the date back wrong.
+_FORMAT_CHECK_TIME = datetime(2024, 5, 17, 13, 45, 30, tzinfo=timezone.utc)
+TIMESTAMP_FORMAT_FIX = (
+    'write it with the directives of Python\'s datetime.strptime, such as "%d/%m/%Y" or '
+    '"%Y-%m-%d %H:%M", or write "iso" for ISO 8601'
+)
+
+
+def timestamp_format_problem(layout: str) -> str | None:
+    """Return why a ``timestamp_formats`` entry cannot read dates, with the fix, or None when it can.
+
+    ``"iso"`` is always valid. Any other entry is a strptime format. It must
+    parse, so it has no unknown directive such as ``%Q`` and no lone ``%``.
+    A date written with it must read back with its year, month and day, so
+    that no row's date silently becomes the 1st of a month or a day in 1900.
+    """
+    if layout == "iso":
+        return None
+    try:
+        written = _FORMAT_CHECK_TIME.strftime(layout)
+        parsed = datetime.strptime(written, layout)
+    except ValueError as error:
+        # strptime reports a format it cannot use, such as "'Q' is a bad directive in format '%Q'".
+        return f"is not a date format strptime can read ({error}); {TIMESTAMP_FORMAT_FIX}"
+    except re.error:
+        # strptime compiles the format into a regular expression, which fails for a directive given twice.
+        return f"is not a date format strptime can read (it repeats a directive); {TIMESTAMP_FORMAT_FIX}"
+    if parsed.date() != _FORMAT_CHECK_TIME.date():
+        return (
+            f"does not read a whole date: {_FORMAT_CHECK_TIME.date()} written with it is {written!r}, "
+            f"which reads back as {parsed.date()}; include the year, the month and the day "
+            f"(such as %Y, %m and %d), or write \"iso\" for ISO 8601"
+        )
+    return None
 
 
 def _columns_in(source: str) -> list[str]:
@@ -152,6 +190,18 @@ class Layout(BaseModel):
         if isinstance(value, dict):
             return {field: [names] if isinstance(names, str) else names for field, names in value.items()}
         return value
+
+    @field_validator("timestamp_formats")
+    @classmethod
+    def _check_timestamp_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        """Reject a format that strptime cannot use or that does not read a whole date, naming the entry."""
+        if not formats:
+            raise ValueError('lists no formats; give at least one, such as ["%m/%d/%Y"] or ["iso"]')
+        for position, layout in enumerate(formats, start=1):
+            problem = timestamp_format_problem(layout)
+            if problem is not None:
+                raise ValueError(f"entry {position}, {layout!r}, {problem}")
+        return formats
 
     @model_validator(mode="after")
     def _check_fields(self) -> Layout:
@@ -589,6 +639,10 @@ class BoundLayout:
                 f"it has {self.width}, so the file looks separated by {name}, not commas",
                 line=line, value=raw[:200], fix=SEPARATOR_FIX,
             )
+        if len(fields) > self.width:
+            spaced = space_before_quote_error(raw, len(fields), self.width, line)
+            if spaced is not None:
+                return spaced
         if self.layout.header:
             # The file has no header row, so the layout's own header may be what is wrong.
             return RowError(
@@ -1049,6 +1103,40 @@ DECIMAL_COMMA_FIX = (
     "If amounts are written with a decimal comma (12,50), change them to a decimal point (12.50) as well, "
     "because a comma in an amount is read as a thousands separator, so 1,500 would be read as 1500.00"
 )
+
+
+# A comma followed by spaces or tabs and a quote: the quote then does not open a quoted field.
+_SPACE_BEFORE_QUOTE = re.compile(r',[ \t]+"')
+
+
+def space_before_quote_error(raw: str, field_count: int, width: int, line: int) -> RowError | None:
+    """Build the error for a row split into too many fields by a space between a comma and a quote, or return None.
+
+    CSV reads a quote as the start of a quoted field only when it is the
+    first character of the field, so in ``u1, "Joe's, Diner"`` the comma
+    inside the quotes splits the field. The row counts as such when it has
+    a comma, spaces and a quote, and read with the spaces after each comma
+    skipped (csv's ``skipinitialspace``) it has ``width`` fields.
+    ``field_count`` is how many fields the row has as read.
+    """
+    if _SPACE_BEFORE_QUOTE.search(raw) is None:
+        return None
+    try:
+        fields = next(csv.reader([raw], skipinitialspace=True))
+    except (csv.Error, StopIteration):
+        return None
+    if len(fields) != width:
+        return None
+    quoted = next((field for field in fields if "," in field), None)
+    inside = f'the comma inside "{quoted}"' if quoted is not None else "a comma inside the quotes"
+    example = f', as in ,"{quoted}"' if quoted is not None else ""
+    return RowError(
+        f"the row has {field_count} fields but the header has {width}. A space comes between a comma and the "
+        f"quote after it, so that quote does not start a quoted field, and {inside} splits the field",
+        line=line, value=raw[:200],
+        fix=f"remove the space between each comma and the quote after it{example}. "
+            "RewardPilot has no option that skips spaces after commas",
+    )
 
 
 def other_separator_message(line: str, comma_fields: int, layout: Layout | None = None) -> str | None:

@@ -12,6 +12,7 @@ line is split out as soon as its line end has arrived.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
@@ -211,3 +212,132 @@ def _poll_if_live(stream: BinaryIO) -> Any:
     poll = select.poll()
     poll.register(descriptor, select.POLLIN)
     return poll
+
+
+# The first bytes of file types that bank sites offer besides CSV, which are not text.
+# ZIP_MAGIC is the local file header signature, which Python's zipfile module writes
+# (zipfile.stringFileHeader). An .xlsx workbook is a ZIP archive. COMPOUND_FILE_MAGIC starts
+# every Compound File Binary file, such as an .xls workbook (the sample header in section 3.1
+# of Microsoft's [MS-CFB] specification). GZIP_MAGIC is the gzip member header, as
+# Python's gzip module writes and checks it. PDF_MAGIC is the header that ISO 32000-1,
+# section 7.5.2 requires on a PDF file's first line.
+ZIP_MAGIC = b"PK\x03\x04"
+COMPOUND_FILE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+GZIP_MAGIC = b"\x1f\x8b"
+PDF_MAGIC = b"%PDF-"
+# Names that only an Office Open XML or OpenDocument spreadsheet has in its first ZIP entries.
+_WORKBOOK_MARKERS = (b"xl/", b"[Content_Types].xml", b"application/vnd.oasis.opendocument.spreadsheet")
+EXPORT_AS_CSV = ("open it in a spreadsheet program and save it as CSV (UTF-8), or download the transactions "
+                 "from the bank as CSV, OFX or QFX")
+
+
+def looks_like_utf16(head: bytes) -> bool:
+    """Return whether ``head`` looks like UTF-16 text without a byte-order mark.
+
+    Text that is mostly ASCII, as CSV headers and JSON keys are, has a zero
+    byte in every other position in UTF-16: the odd positions in
+    little-endian, the even ones in big-endian. UTF-8 text has no zero bytes.
+    It counts as UTF-16 when at least half of the first 512 byte pairs have
+    a zero on one side and at most a tenth of that many on the other side.
+    """
+    sample = head[:1024]
+    pairs = len(sample) // 2
+    if pairs < 2:
+        return False
+    even_zeros = sample[0:pairs * 2:2].count(0)
+    odd_zeros = sample[1:pairs * 2:2].count(0)
+    high, low = max(even_zeros, odd_zeros), min(even_zeros, odd_zeros)
+    return 2 * high >= pairs and 10 * low <= high
+
+
+def not_text_message(head: bytes, label: str) -> str | None:
+    """Build the error for an input that is not UTF-8 text, from its first bytes, or return None.
+
+    ``label`` names the input, such as "the file 'export.xlsx'". The input
+    is UTF-16 (with a byte-order mark, or ``looks_like_utf16``), a
+    spreadsheet workbook, a ZIP or gzip archive, or a PDF document.
+    """
+    if head.startswith(UTF16_BOMS) or looks_like_utf16(head):
+        return f"{label} is UTF-16 text; save it as UTF-8"
+    if head.startswith(ZIP_MAGIC):
+        if any(marker in head for marker in _WORKBOOK_MARKERS):
+            return f"{label} is a spreadsheet workbook (such as .xlsx), not CSV; {EXPORT_AS_CSV}"
+        return f"{label} is a ZIP archive, not a text file; unzip it and publish the file inside"
+    if head.startswith(COMPOUND_FILE_MAGIC):
+        return f"{label} is an Excel 97-2003 workbook (.xls), not CSV; {EXPORT_AS_CSV}"
+    if head.startswith(GZIP_MAGIC):
+        return f"{label} is compressed with gzip; decompress it (gunzip) and publish the file inside"
+    if head.startswith(PDF_MAGIC):
+        return (f"{label} is a PDF document, not transaction data; download the transactions from the bank "
+                "as CSV, OFX or QFX")
+    return None
+
+
+class TextAsUtf8:
+    """A binary stream over a text stream, such as ``io.StringIO``: its text, encoded as UTF-8.
+
+    A lone surrogate is encoded with ``surrogatepass``, so the reader rejects
+    its row as not UTF-8 in place of failing. The stream can be rewound to its
+    start (``seek(0)``) when the text stream is seekable, which is all
+    ``scan_date_order`` needs. It has no file descriptor, so a text stream
+    over a pipe is read in blocks, not line by line as data arrives.
+    """
+
+    def __init__(self, text: Any) -> None:
+        self._text = text
+        self._start = text.tell() if _call_or_false(text, "seekable") else None
+        self._pending = b""
+        self._position = 0
+        self.name = getattr(text, "name", None)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._start is not None
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if self._start is None or offset != 0 or whence != os.SEEK_SET:
+            raise io.UnsupportedOperation("a text stream read as bytes can only be rewound to its start")
+        self._text.seek(self._start)
+        self._pending = b""
+        self._position = 0
+        return 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            data = self._pending + self._encode(self._text.read())
+            self._pending = b""
+        else:
+            while len(self._pending) < size:
+                # A character takes up to 4 bytes, so ``size`` characters cover ``size`` bytes.
+                chunk = self._text.read(size)
+                if not chunk:
+                    break
+                self._pending += self._encode(chunk)
+            data, self._pending = self._pending[:size], self._pending[size:]
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        """Leave the text stream open: it belongs to the caller."""
+
+    @staticmethod
+    def _encode(text: str) -> bytes:
+        if not isinstance(text, str):
+            raise TypeError(f"the text stream returned {type(text).__name__}, not str")
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _call_or_false(stream: Any, method: str) -> bool:
+    """Return what ``stream.method()`` returns, or False when it has no such method or it fails."""
+    function = getattr(stream, method, None)
+    if function is None:
+        return False
+    try:
+        return bool(function())
+    except (OSError, ValueError):
+        return False

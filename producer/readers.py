@@ -15,8 +15,11 @@ and transaction_ids are remembered in a ``DuplicateIndex``.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
+import os
+import reprlib
 import shlex
 import sys
 from collections import deque
@@ -24,21 +27,23 @@ from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, TextIO
 
 
 from producer.date_order import DateOrderCheck
 from producer.duplicates import DuplicateIndex
-from producer.errors import InputError, RowError
+from producer.errors import InputError, InvalidOptionError, RowError
 from producer.layouts import (
-    DEFAULT_TIMESTAMP_FORMATS, DOCUMENTED, FIELDS, Layout, Skip, detect_layout, json_kind, normalize_column,
-    other_separator_message, validate_transaction,
+    DEFAULT_TIMESTAMP_FORMATS, DOCUMENTED, FIELDS, Layout, Skip, detect_layout, json_kind, load_layout,
+    normalize_column, other_separator_message, validate_transaction,
 )
-from producer.lines import MAX_LINE_BYTES, UTF16_BOMS, LineSplitter, PhysicalLine
+# After producer.layouts, which the bank presets build on.
+from producer.bank_layouts import DEFAULT_USER
+from producer.lines import MAX_LINE_BYTES, LineSplitter, PhysicalLine, TextAsUtf8, not_text_message
 from producer.values import DateReading, day_month_order, parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
 from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
-from rewardpilot.models import Transaction
+from rewardpilot.models import MAX_ID_LENGTH, Transaction
 from rewardpilot.money import to_cents
 from rewardpilot.logs import get_logger
 
@@ -191,7 +196,45 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-class _LineReader:
+def sub_cent_warning(line: int, amount: Decimal, position_name: str = "line") -> str:
+    """Build the warning that amounts finer than a cent are rounded, naming the first such row and its amount."""
+    return (f"amounts with more than two decimal places are rounded half up to whole cents "
+            f"(first on {position_name} {line}: {amount} becomes {to_cents(amount)})")
+
+
+class SubCentNotes:
+    """The rounding warning of a reader: once per input, naming the first row whose amount was finer than a cent.
+
+    A reader calls ``note_sub_cent`` for each row it yields as a ``Row``, so
+    the warning never names a row the reader rejected. When ``on_sub_cent``
+    is set, every such row goes to it and the reader gives no warning of its
+    own. ``publish_file`` sets it, because it rejects rows after reading them
+    (a currency without a rate) and drops duplicates, so only its chunk
+    results show which row was published first.
+    """
+
+    position_name = "line"  # what ``Row.line`` counts in this format
+    on_sub_cent: Callable[[int, Decimal], None] | None = None
+    warnings: list[str]
+    _sub_cent_warned = False
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        # Debug only: the file summary shows each warning, and API callers read ``warnings``.
+        log.debug("input warning", warning=message)
+
+    def note_sub_cent(self, line: int, amount: Decimal) -> None:
+        """Record that the row yielded from ``line`` had ``amount``, which was rounded to whole cents."""
+        if self.on_sub_cent is not None:
+            self.on_sub_cent(line, amount)
+            return
+        if self._sub_cent_warned:
+            return
+        self._sub_cent_warned = True
+        self.warn(sub_cent_warning(line, amount, self.position_name))
+
+
+class _LineReader(SubCentNotes):
     """Shared state of the line-based readers: the lines, duplicates, warnings and counts."""
 
     def __init__(self, stream: BinaryIO, *, max_record_bytes: int, duplicates: DuplicateIndex | None) -> None:
@@ -202,39 +245,10 @@ class _LineReader:
         self.warnings: list[str] = []
         self.empty_lines = 0
         self._warned_zone = False
-        # The line and the text of the warning about amounts rounded to cents, once given.
-        self._sub_cent_warning: tuple[int, str] | None = None
 
     @property
     def bytes_read(self) -> int:
         return self.lines.bytes_read
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        # Debug only: the file summary shows each warning, and API callers read ``warnings``.
-        log.debug("input warning", warning=message)
-
-    def note_sub_cent(self, line: int, amount: Decimal) -> None:
-        """Warn once per file that amounts finer than a cent are rounded, naming the first.
-
-        Call it only for a row yielded as a ``Row``, so the warning never names a rejected row.
-        """
-        if self._sub_cent_warning is not None:
-            return
-        message = (f"amounts with more than two decimal places are rounded half up to whole cents "
-                   f"(first on line {line}: {amount} becomes {to_cents(amount)})")
-        self._sub_cent_warning = (line, message)
-        self.warn(message)
-
-    def forget_sub_cent(self, line: int) -> None:
-        """Withdraw the rounding warning if it names ``line``, a row the caller rejected after reading it.
-
-        The next row with an amount finer than a cent is then named in its place.
-        """
-        if self._sub_cent_warning is None or self._sub_cent_warning[0] != line:
-            return
-        self.warnings.remove(self._sub_cent_warning[1])
-        self._sub_cent_warning = None
 
 
 class CsvReader(_LineReader):
@@ -856,7 +870,9 @@ def _detect_format(head: bytes, name: str) -> str:
     whole object on its own (JSON lines). Otherwise the input is JSON lines
     when its first line is a complete JSON value on its own, when its suffix
     is a JSON one (JSON lines may start with a bad line), or when it starts
-    with ``[``. ``open_reader`` then rejects a JSON array (``json_array_message``).
+    with ``[`` or ``{``. ``open_reader`` then rejects a JSON array
+    (``json_array_message``) and a JSON object spread over several lines
+    (``json_object_message``).
     """
     from producer.ofx import OFX_SUFFIXES, looks_like_ofx
     from producer.plaid import looks_like_plaid
@@ -873,7 +889,7 @@ def _detect_format(head: bytes, name: str) -> str:
         first = None
         if looks_like_plaid(head):
             return "plaid"
-        if suffix in JSON_SUFFIXES or text.startswith(b"["):
+        if suffix in JSON_SUFFIXES or text.startswith((b"[", b"{")):
             return "jsonl"
         return "csv"
     if isinstance(first, dict) and any(key in first for key in ("added", "transactions")):
@@ -930,6 +946,49 @@ def json_array_message(head: bytes, name: str, *, whole: bool) -> str | None:
     )
 
 
+def json_object_message(head: bytes, name: str, *, whole: bool) -> str | None:
+    """Build the error for an input that is one JSON object spread over several lines, or return None.
+
+    ``head`` and ``whole`` are as for ``json_array_message``, and the same
+    rule separates such a document from JSON lines whose first line is bad.
+    The input starts with ``{`` and its first line is not a complete value.
+    Then it either parses as an object as a whole, or its second non-blank
+    line is not a complete JSON object. A Plaid response never gets here,
+    because ``_detect_format`` reads it as Plaid.
+    """
+    text = head.removeprefix(b"\xef\xbb\xbf").strip(b" \t\r\n")
+    if not text.startswith(b"{"):
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if _parses_as(lines[0], dict):
+        return None  # a whole object on the first line is a line of JSON lines
+    document = None
+    if whole:
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+    if not isinstance(document, dict) and len(lines) >= 2 and _parses_as(lines[1], dict):
+        return None
+
+    label = _input_label(name)
+    keys = ""
+    if isinstance(document, dict) and document:
+        first_keys = ", ".join(repr(key) for key in list(document)[:5])
+        keys = f" (its keys are {first_keys}{', ...' if len(document) > 5 else ''})"
+    arrays = [key for key, value in document.items() if isinstance(value, list)] if isinstance(document, dict) else []
+    source = shlex.quote(name) if _is_file_name(name) else "FILE"
+    if len(arrays) == 1 and arrays[0].isidentifier():
+        command = f"jq -c '.{arrays[0]}[]' {source} > transactions.jsonl"
+    else:
+        command = f"jq -c '.KEY[]' {source} > transactions.jsonl, where KEY names the array of transactions"
+    return (
+        f"{label} is one JSON object spread over several lines{keys}, not JSON lines, so nothing was published. "
+        "It is not a Plaid response either, because it has no 'added' or 'transactions' array. "
+        f"Write one transaction object per line instead, for example with {command}, and publish that file"
+    )
+
+
 def _first_line_decides_format(head: bytes) -> bool:
     """Return whether the first bytes of a pipe are enough for ``open_reader`` to tell the format, so reading can stop.
 
@@ -963,20 +1022,26 @@ def open_reader(
     """Return the reader for a binary stream: CSV, JSON lines, OFX or a Plaid response.
 
     ``format`` is one of ``FORMATS`` or ``None`` to decide from the name's
-    suffix and the first bytes (``_detect_format``). ``user`` is the user_id
-    for exports that name no user. Raises ``InputError`` for a UTF-16 file,
-    a JSON array, and a layout given for a format that has no columns.
-    ``before_read`` goes to the ``LineSplitter``, which calls it while it
-    waits on a pipe or terminal. OFX and Plaid input is read to its end
-    without calling it.
+    suffix and the first bytes (``_detect_format``). ``layout`` is a
+    ``Layout``, a preset name or a layout file (``resolve_layout``), and
+    ``user`` is the user_id for exports that name no user (``check_user``).
+    Raises ``InputError`` for input that is not UTF-8 text (UTF-16, a
+    spreadsheet workbook, an archive, a PDF), a JSON array, a JSON object
+    spread over several lines, and a layout given for a format that has no
+    columns. ``before_read`` goes to the ``LineSplitter``, which calls it
+    while it waits on a pipe or terminal. OFX and Plaid input is read to its
+    end without calling it.
     """
     from producer.ofx import OfxReader
     from producer.plaid import PlaidReader
 
+    layout = resolve_layout(layout)
+    check_user(user)
     lines = LineSplitter(source, max_line_bytes=max_record_bytes, before_read=before_read)
     head = lines.first_bytes(HEAD_BYTES, enough=_first_line_decides_format)
-    if head.startswith(UTF16_BOMS):
-        raise InputError(f"{name or 'the input'} is UTF-16 text; save it as UTF-8")
+    not_text = not_text_message(head, name or "the input")
+    if not_text is not None:
+        raise InputError(not_text)
 
     if format is None:
         format = _detect_format(head, name)
@@ -989,11 +1054,12 @@ def open_reader(
         )
 
     if format == "jsonl":
-        # An input that starts with "[" is read up to HEAD_BYTES even from a pipe
-        # (_first_line_decides_format), so a shorter head is the whole input.
-        array_message = json_array_message(head, name, whole=len(head) < HEAD_BYTES)
-        if array_message is not None:
-            raise InputError(array_message)
+        # An input that starts with "[", or with "{" and no whole object on its first line, is read up to
+        # HEAD_BYTES even from a pipe (_first_line_decides_format), so a shorter head is the whole input.
+        whole = len(head) < HEAD_BYTES
+        document_message = json_array_message(head, name, whole=whole) or json_object_message(head, name, whole=whole)
+        if document_message is not None:
+            raise InputError(document_message)
         return JsonLinesReader(lines, max_record_bytes=max_record_bytes, name=name)
     if format == "ofx":
         return OfxReader(source, head, name=name, user=user)
@@ -1028,24 +1094,39 @@ def scan_date_order(
 
 
 def read_transactions(
-    source: str | Path | BinaryIO,
+    source: str | Path | BinaryIO | TextIO,
     *,
-    layout: Layout | None = None,
+    layout: Layout | str | Path | None = None,
     format: str | None = None,
     user: str | None = None,
     converter: CurrencyConverter | None = None,
 ) -> Iterator[Outcome]:
-    """Yield an ``Outcome`` for every row of a file, ``"-"`` (standard input) or a binary stream.
+    """Return an iterator of an ``Outcome`` for every row of a file, ``"-"`` (standard input) or a stream.
 
-    A row in another currency than USD has its amount converted to USD by
-    ``converter``, as ``publish_file`` converts it. The default converter has
-    no rates, so such a row is ``Rejected`` with the currency and the fix.
-    A ``CurrencyConverter(rates)`` converts with an FX rates file, and
+    ``source`` is a path, or a binary or text file object (``input_stream``).
+    ``layout`` is a ``Layout``, a preset name such as ``"chase"`` or the
+    path of a layout file, as for ``--layout``. A row in another currency
+    than USD has its amount converted to USD by ``converter``, as
+    ``publish_file`` converts it. The default converter has no rates, so
+    such a row is ``Rejected`` with the currency and the fix. A
+    ``CurrencyConverter(rates)`` converts with an FX rates file, and
     ``CurrencyConverter(unconverted="keep")`` keeps the amount as read,
     taken as USD.
+
+    The arguments are checked before this returns: a value of the wrong
+    type or an empty ``user`` raises ``InvalidOptionError``, and a layout
+    name that is neither a preset nor a file raises ``InputError``. The
+    input is opened and read as the iterator is consumed.
     """
-    converter = converter or CurrencyConverter()
-    for outcome in _read_outcomes(source, {"layout": layout, "format": format, "user": user}):
+    source = input_stream(source)
+    layout = resolve_layout(layout)
+    check_user(user)
+    converter = check_converter(converter)
+    return _converted(_read_outcomes(source, {"layout": layout, "format": format, "user": user}), converter)
+
+
+def _converted(outcomes: Iterator[Outcome], converter: CurrencyConverter) -> Iterator[Outcome]:
+    for outcome in outcomes:
         yield to_usd(converter, outcome) if isinstance(outcome, Row) else outcome
 
 
@@ -1061,7 +1142,107 @@ def _read_outcomes(source: str | Path | BinaryIO, options: dict) -> Iterator[Out
         with stream:
             yield from open_reader(stream, name=str(source), **options)
         return
-    yield from open_reader(source, name=getattr(source, "name", "") or "", **options)
+    name = getattr(source, "name", None)
+    # os.fdopen names a stream by its descriptor number, which is no file name.
+    yield from open_reader(source, name=name if isinstance(name, str) else "", **options)
+
+
+def input_stream(source: object) -> str | Path | BinaryIO:
+    """Return ``source`` as the readers take it: a path (``"-"`` for standard input) or a binary stream.
+
+    A path may be a ``str`` or any ``os.PathLike``. A text stream, such as
+    ``io.StringIO`` or a file opened in text mode, is read as its text
+    encoded as UTF-8 (``TextAsUtf8``). Raises ``InvalidOptionError`` for
+    anything else, such as ``bytes`` or a number.
+    """
+    if isinstance(source, (str, Path)):
+        return source
+    if isinstance(source, os.PathLike):
+        return Path(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise InvalidOptionError(
+            f"source is {len(source)} bytes of data, not a file or a stream; wrap the data in "
+            "io.BytesIO(data), or give the path of the file"
+        )
+    if isinstance(source, io.TextIOBase):
+        return TextAsUtf8(source)
+    read = getattr(source, "read", None)
+    if callable(read):
+        # Reading 0 characters or bytes consumes nothing, and shows which of the two the stream returns.
+        sample = read(0)
+        if isinstance(sample, str):
+            return TextAsUtf8(source)
+        if isinstance(sample, (bytes, bytearray)):
+            return source
+    raise InvalidOptionError(
+        f"source {reprlib.repr(source)} is {_kind_of(source)}; give the path of a file, '-' for "
+        "standard input, or a file object opened for reading, such as open(path, 'rb') or io.BytesIO(data)"
+    )
+
+
+def resolve_layout(layout: object) -> Layout | None:
+    """Return the ``Layout`` a ``layout`` argument names: a ``Layout``, or a preset name or layout file, as for ``--layout``.
+
+    Raises ``InputError`` for a name that is neither a file nor a preset
+    (``load_layout``), and ``InvalidOptionError`` for a value of another type.
+    """
+    if layout is None or isinstance(layout, Layout):
+        return layout
+    if isinstance(layout, (str, os.PathLike)):
+        return load_layout(layout)
+    raise InvalidOptionError(
+        f"layout {reprlib.repr(layout)} is {_kind_of(layout)}; give a Layout, the name of a preset "
+        f"such as 'chase', or the path of a layout file"
+    )
+
+
+def user_problem(user: str) -> str | None:
+    """Return why ``user`` cannot be the user_id of every row (empty, blank, too long), or None when it can."""
+    text = user.strip()
+    if not user:
+        return "is empty"
+    if not text:
+        return "is blank"
+    if not is_encodable(user):
+        return "is not valid Unicode text"
+    if len(text) > MAX_ID_LENGTH:
+        return f"is {len(text)} characters long, above the limit of {MAX_ID_LENGTH} for a user_id"
+    return None
+
+
+def check_user(user: object) -> None:
+    """Raise ``InvalidOptionError`` unless ``user`` is None or a string that can be the user_id of every row."""
+    if user is None:
+        return
+    if not isinstance(user, str):
+        raise InvalidOptionError(
+            f"user {reprlib.repr(user)} is {_kind_of(user)}, not a string; "
+            "give the user_id as text, such as user='alice'"
+        )
+    problem = user_problem(user)
+    if problem is not None:
+        raise InvalidOptionError(
+            f"user {reprlib.repr(user)} {problem}; give the user_id that the rows belong to, such as "
+            f"user='alice', or leave user out for the default user_id {DEFAULT_USER!r}"
+        )
+
+
+def _kind_of(value: object) -> str:
+    """Return the type of ``value`` with its article, such as "an int" or "a dict", for error messages."""
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def check_converter(converter: object) -> CurrencyConverter:
+    """Return ``converter``, or a ``CurrencyConverter`` without rates for None; raise ``InvalidOptionError`` for another type."""
+    if converter is None:
+        return CurrencyConverter()
+    if not isinstance(converter, CurrencyConverter):
+        raise InvalidOptionError(
+            f"converter {reprlib.repr(converter)} is {_kind_of(converter)}; give a "
+            "rewardpilot.fx.CurrencyConverter, such as CurrencyConverter(load_rates(path))"
+        )
+    return converter
 
 
 def to_usd(converter: CurrencyConverter, row: Row) -> Row | Rejected:

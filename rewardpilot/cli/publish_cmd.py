@@ -75,7 +75,8 @@ def exit_with_error(message: str, *, as_json: bool = False, exit_code: int = 2,
     if as_json:
         typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
     # soft_wrap: a long path in the message is printed whole, not cut at the console's width.
-    console.print(f"[red]error:[/red] {message}", highlight=highlight, soft_wrap=True)
+    # escape: the message is plain text, and a value in it such as "[/x]" would otherwise be read as markup.
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=highlight, soft_wrap=True)
     raise typer.Exit(exit_code)
 
 
@@ -145,6 +146,22 @@ def load_layout_option(path: Path | None, *, as_json: bool = False):
         exit_with_error(str(exc), as_json=as_json)
 
 
+def check_user_option(user: str | None, *, as_json: bool = False) -> None:
+    """Exit 2 naming --user when its value cannot be a user_id: empty, blank or too long."""
+    if user is None:
+        return
+    from producer.readers import user_problem
+
+    problem = user_problem(user)
+    if problem is not None:
+        value = user if len(user) <= 40 else user[:40] + "..."
+        exit_with_error(
+            f"--user {value!r} {problem}; give the user_id that the rows belong to, such as --user alice, "
+            "or leave out --user for the default user_id 'me'",
+            as_json=as_json, highlight=False,
+        )
+
+
 def publish_source(client, keys, source: Path, *, layout, rejects, progress: bool = True, user: str | None = None,
                    converter: CurrencyConverter | None = None, producer=None, as_json: bool = False,
                    linger_ms: int = DEFAULT_LINGER_MS):
@@ -152,15 +169,16 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
 
     ``linger_ms`` bounds how long a row from a pipe or terminal waits for a full chunk (``publish_file``).
     """
-    from producer import InputError, publish_file
+    from producer import InputError, InvalidOptionError, publish_file
 
+    check_user_option(user, as_json=as_json)
     target = sys.stdin.buffer if str(source) == "-" else source
     started = time.perf_counter()
     try:
         summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
                                progress=progress, console=console, user=user, converter=converter,
                                producer=producer, linger_seconds=linger_ms / 1000)
-    except (InputError, OSError) as exc:
+    except (InputError, InvalidOptionError, OSError) as exc:
         exit_with_error(str(exc), as_json=as_json)
     return summary, time.perf_counter() - started
 
@@ -278,6 +296,7 @@ def publish(
 
     with shared_errors_as_json(as_json):
         check_rejects_path(rejects, file)
+    check_user_option(user, as_json=as_json)
     requested_window = None if dedup_window is None else _dedup_window_seconds(dedup_window, as_json)
     converter = load_converter(fx_rates, unconverted_currency, as_json=as_json)
     layout_config = load_layout_option(layout, as_json=as_json)
