@@ -417,7 +417,10 @@ def _to_usd(converter: CurrencyConverter, row: Row, summary: FileSummary) -> Row
     """Convert the row's amount to USD with ``to_usd``, counting converted and unconverted rows in ``summary``."""
     outcome = to_usd(converter, row)
     if outcome is row:
-        if row.transaction.currency != "USD":
+        if row.transaction.original_currency is not None:
+            # Converted by its reader, such as with an OFX transaction's own CURRATE.
+            summary.converted += 1
+        elif row.transaction.currency != "USD":
             currency = row.transaction.currency
             summary.unconverted[currency] = summary.unconverted.get(currency, 0) + 1
     elif isinstance(outcome, Row):
@@ -642,7 +645,7 @@ def format_summary(summary: FileSummary) -> Table:
     table.add_row("skipped (not purchases: refunds, credits, transfers, declined)", str(summary.skipped))
     table.add_row("rejected", str(summary.rejected))
     if summary.converted:
-        table.add_row("converted to USD (--fx-rates)", str(summary.converted))
+        table.add_row("converted to USD", str(summary.converted))
     table.add_row("empty lines", str(summary.empty_lines))
     if summary.stopped:
         table.add_row("read but not published (stopped)", str(summary.unpublished))

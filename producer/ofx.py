@@ -44,7 +44,7 @@ from producer.documents import DocumentReader
 from producer.errors import InputError, InvalidValueError, RowError
 from producer.layouts import row_digest
 from producer.readers import Outcome, Rejected, Row, Skipped
-from producer.values import SubCentWarning, check_code, date_fields_error, parse_amount
+from producer.values import check_code, date_fields_error, parse_amount
 from rewardpilot.models import DATE_ONLY_TIME, MAX_AMOUNT_USD, MAX_ID_LENGTH, Transaction
 from rewardpilot.money import round_cash, to_cents
 
@@ -243,18 +243,6 @@ class OfxReader(DocumentReader):
 
     format = "ofx"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._sub_cent = SubCentWarning(self.warnings)
-
-    def forget_sub_cent(self, line: int) -> None:
-        """Withdraw the rounding warning's row on ``line``, which the caller rejected after reading it.
-
-        NOTE: a minified document has many entries on one line, and then
-        this withdraws all of that line's entries, published or not.
-        """
-        self._sub_cent.forget(line)
-
     def _read(self) -> Iterator[Outcome]:
         # Digest -> how many entries without a FITID had it so far, for their transaction_ids.
         # One entry per distinct such entry, about 100 bytes each (CPython 3.11), which is less than
@@ -447,7 +435,7 @@ class OfxReader(DocumentReader):
                            value=first.get("input"), fix="correct the value in the statement") from None
         outcome = self.check_duplicate(transaction, line, raw, "FITID")
         if isinstance(outcome, Row) and to_cents(amount) != amount:
-            self._sub_cent.note(line, amount, f"line {line}")
+            self.note_sub_cent(line, amount)
         return outcome
 
     def _currency_values(self, fields: dict[str, str], statement: dict[str, str], amount: Decimal,
@@ -458,11 +446,8 @@ class OfxReader(DocumentReader):
         statement's CURDEF, and ``publish_file`` converts a CURDEF other
         than USD with --fx-rates. With one, see ``_foreign_amount`` and
         ``_original_currency``. Raises ``RowError`` for an aggregate that
-        cannot be used.
-
-        NOTE: a row of a USD statement that gets ``original_currency`` here is
-        left alone by the converter, and ``publish_file`` counts it as
-        published unconverted in its summary.
+        cannot be used. ``publish_file`` counts a row given
+        ``original_currency`` here as converted.
         """
         statement_currency = statement.get("CURDEF") or "USD"
         present = [name for name in CURRENCY_AGGREGATES if name in fields]

@@ -37,7 +37,7 @@ from producer.documents import DocumentReader
 from producer.errors import InputError, InvalidValueError, RowError
 from producer.layouts import validate_transaction
 from producer.readers import Outcome, Rejected, Row, Skipped
-from producer.values import SubCentWarning, check_code, parse_timestamp
+from producer.values import check_code, parse_timestamp
 
 ARRAYS = ("added", "modified", "removed", "transactions")
 
@@ -59,14 +59,6 @@ class PlaidReader(DocumentReader):
 
     format = "plaid"
     position_name = "entry"
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._sub_cent = SubCentWarning(self.warnings)
-
-    def forget_sub_cent(self, line: int) -> None:
-        """Withdraw the rounding warning's entry at position ``line``, which the caller rejected after reading it."""
-        self._sub_cent.forget(line)
 
     def _read(self) -> Iterator[Outcome]:
         document = self._load()
@@ -192,7 +184,7 @@ class PlaidReader(DocumentReader):
         transaction = validate_transaction(values, position, lambda field: f"{where}.{keys.get(field, field)}")
         outcome = self.check_duplicate(transaction, position, raw, f"{where}.transaction_id")
         if isinstance(outcome, Row) and transaction.amount_usd != amount:
-            self._sub_cent.note(position, amount, f"entry {where}")
+            self.note_sub_cent(position, amount)
         return outcome
 
 

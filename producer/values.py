@@ -2,8 +2,7 @@
 
 Each parser raises ``InvalidValueError``, a ``ValueError`` whose reason and
 fix (the accepted formats) are kept apart. The readers turn that into a
-``RowError`` naming the line and column. ``SubCentWarning`` is the warning
-the OFX and Plaid readers give when an amount is rounded to whole cents.
+``RowError`` naming the line and column.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import calendar
 import enum
 import functools
 import re
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -21,7 +19,6 @@ from typing import Callable
 from producer.countries import COUNTRY_CODES
 from producer.errors import InvalidValueError
 from rewardpilot.models import DATE_ONLY_TIME, EARLIEST_TIMESTAMP, EARLIEST_TIMESTAMP_FIX
-from rewardpilot.money import to_cents
 
 # An amount as banks write it: an optional sign, an optional "$", digits with
 # or without thousands separators, and an optional decimal part. Parentheses
@@ -151,49 +148,6 @@ def check_code(field: str, text: str, name: str | None = None) -> None:
                                 f"write {country_code}, the {kind} of {value}")
     raise InvalidValueError(f"{name} {text!r} is not a {count}-letter {kind}",
                             f"use a {count}-letter {kind} such as {examples}")
-
-
-class SubCentWarning:
-    """The warning, given once per file, that amounts finer than a cent are rounded half up to whole cents.
-
-    The warning names the first noted row that was not withdrawn, and it
-    is kept in the reader's ``warnings`` list. ``note`` is for rows yielded
-    as a ``Row`` only. ``forget`` withdraws a line whose row the caller
-    rejected after reading, such as for a currency without a rate, and the
-    next noted row is then named in its place.
-    """
-
-    def __init__(self, warnings: list[str]) -> None:
-        self._warnings = warnings
-        self._shown: tuple[int, str] | None = None  # the line and the text of the warning in ``warnings``
-        # Rows noted after the one shown, as (line, where, amount), and the lines withdrawn among them.
-        self._waiting: deque[tuple[int, str, Decimal]] = deque()
-        self._withdrawn: set[int] = set()
-
-    def note(self, line: int, amount: Decimal, where: str) -> None:
-        """Record that the row on ``line``, named in the warning as ``where``, had ``amount`` rounded to cents."""
-        self._waiting.append((line, where, amount))
-        if self._shown is None:
-            self._show_next()
-
-    def forget(self, line: int) -> None:
-        """Withdraw the rows on ``line``, naming the next noted row if the warning named one of them."""
-        self._withdrawn.add(line)
-        if self._shown is not None and self._shown[0] == line:
-            self._warnings.remove(self._shown[1])
-            self._shown = None
-            self._show_next()
-
-    def _show_next(self) -> None:
-        while self._waiting:
-            line, where, amount = self._waiting.popleft()
-            if line in self._withdrawn:
-                continue
-            message = (f"amounts with more than two decimal places are rounded half up to whole cents "
-                       f"(first on {where}: {amount} becomes {to_cents(amount)})")
-            self._shown = (line, message)
-            self._warnings.append(message)
-            return
 
 
 def _plain_amount(match: re.Match, negative: bool) -> str:

@@ -10,7 +10,6 @@ import pytest
 
 from producer import Producer, Rejected, Row, publish_file
 from producer.readers import open_reader
-from producer.values import SubCentWarning
 
 ROUNDED = "amounts with more than two decimal places are rounded half up to whole cents"
 
@@ -85,7 +84,7 @@ def test_plaid_sub_cent_amount_warned():
     outcomes, warnings = read_with_warnings(data)
 
     assert [str(outcome.transaction.amount_usd) for outcome in outcomes] == ["4.00", "10.01", "2.13"]
-    assert rounding(warnings) == [f"{ROUNDED} (first on entry added[1]: 10.005 becomes 10.01)"]
+    assert rounding(warnings) == [f"{ROUNDED} (first on entry 2: 10.005 becomes 10.01)"]
 
 
 def test_plaid_rounding_skips_rejected_entry():
@@ -94,7 +93,7 @@ def test_plaid_rounding_skips_rejected_entry():
     outcomes, warnings = read_with_warnings(data)
 
     assert [type(outcome) for outcome in outcomes] == [Rejected, Row]
-    assert rounding(warnings) == [f"{ROUNDED} (first on entry added[1]: 2.129 becomes 2.13)"]
+    assert rounding(warnings) == [f"{ROUNDED} (first on entry 2: 2.129 becomes 2.13)"]
 
 
 @pytest.mark.parametrize("dedup_window_seconds", [0, 86400])
@@ -109,7 +108,7 @@ def test_publish_rounding_skips_unconverted_entry(sync_client, keys, tmp_path, d
                            producer=producer)
 
     assert (summary.published, summary.rejected) == (2, 1)
-    assert rounding(summary.warnings) == [f"{ROUNDED} (first on entry added[2]: 7.129 becomes 7.13)"]
+    assert rounding(summary.warnings) == [f"{ROUNDED} (first on entry 3: 7.129 becomes 7.13)"]
 
 
 def test_publish_ofx_rounding_warned(sync_client, keys, tmp_path):
@@ -121,25 +120,3 @@ def test_publish_ofx_rounding_warned(sync_client, keys, tmp_path):
     assert summary.published == 1
     assert rounding(summary.warnings) == [f"{ROUNDED} (first on line 8: 7.005 becomes 7.01)"]
 
-
-def test_sub_cent_warning_names_next_after_forget():
-    warnings: list[str] = ["another warning"]
-    notice = SubCentWarning(warnings)
-    for line, amount in ((3, "1.005"), (5, "2.005"), (7, "3.005")):
-        notice.note(line, Decimal(amount), f"line {line}")
-
-    notice.forget(5)  # not named yet: withdrawn for later
-    notice.forget(3)  # named: line 5 is withdrawn too, so line 7 is named
-
-    assert warnings == ["another warning", f"{ROUNDED} (first on line 7: 3.005 becomes 3.01)"]
-
-
-def test_sub_cent_warning_gone_when_all_forgotten():
-    warnings: list[str] = []
-    notice = SubCentWarning(warnings)
-    notice.note(3, Decimal("1.005"), "line 3")
-
-    notice.forget(3)
-    notice.forget(4)  # a line never noted changes nothing
-
-    assert warnings == []

@@ -245,6 +245,20 @@ def test_cli_bad_user_exits_2(cli_env, tmp_path, value, problem):
     assert not (tmp_path / "chase.csv.rejects.jsonl").exists()
 
 
+@one_server
+def test_run_empty_user_exits_before_job(cli_env, keys, sync_client, tmp_path):
+    """`run --user ''` exits 2 before the job's keys or its consumers exist."""
+    data = tmp_path / "chase.csv"
+    data.write_text(CHASE)
+
+    result = run_cli(["--prefix", keys.prefix, "run", str(data), "--user", "", "--job", "empty-user", "--json"],
+                     cli_env)
+
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["error"].startswith("--user ")
+    assert sync_client.keys(f"{keys.prefix}job:empty-user:*") == []
+
+
 @pytest.mark.parametrize(("value", "problem"), [("", "is empty"), (" ", "is blank"), (5, "is an int, not a string")])
 def test_api_bad_user_raises(tmp_path, value, problem):
     path = tmp_path / "chase.csv"

@@ -226,3 +226,19 @@ def test_decimal_comma_amount_rounded_to_cents():
     transaction = read(statement("-12,345|"))[0].transaction
 
     assert transaction.amount_usd == Decimal("12.35")
+
+
+def test_publish_counts_currate_row_converted(sync_client, keys, tmp_path):
+    """A row converted with its own CURRATE counts as converted, with no "published unconverted" warning."""
+    from producer import Producer, publish_file
+
+    data = statement("-100.00|<CURRENCY><CURRATE>1.10<CURSYM>EUR</CURRENCY>", "-5.00|")
+    producer = Producer(sync_client, keys, max_backlog=None)
+
+    summary = publish_file(sync_client, keys, io.BytesIO(data), rejects_path=tmp_path / "r.jsonl", progress=False,
+                           producer=producer)
+
+    assert summary.published == 2
+    assert summary.converted == 1
+    assert summary.unconverted == {}
+    assert not [warning for warning in summary.warnings if "unconverted" in warning]

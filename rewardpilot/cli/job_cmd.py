@@ -21,7 +21,7 @@ from rewardpilot.cli.paths import RESULT_SUFFIXES, check_output_path, check_reje
 from rewardpilot.cli.partition_options import agreed_partitions, partitions_option
 from rewardpilot.cli.output import cards_table, sample_table, write_results
 from rewardpilot.cli.publish_cmd import (
-    INPUT_FILE_HELP, LAYOUT_HELP, USER_HELP, exit_with_error, fx_rates_option, load_converter, load_layout_option,
+    INPUT_FILE_HELP, LAYOUT_HELP, USER_HELP, check_user_option, exit_with_error, fx_rates_option, load_converter, load_layout_option,
     print_publish_summary, publish_progress_text, linger_option, publish_source, resume_text, shared_errors_as_json, unconverted_option,
 )
 
@@ -93,6 +93,7 @@ def run(
         check_rejects_path(rejects, file)
         keep_seconds = int(age_seconds(keep, "--keep"))
         run_wallet = check_cards(split_cards(wallet))
+    check_user_option(user, as_json=as_json)
     if input_path is not None:
         # Checked before the job's keys are created, which a file that cannot be read would leave behind.
         # Without opening it: closing the read end of a named pipe would end its writer's input.
