@@ -192,8 +192,12 @@ def _is_header(fields: list[str], header: list[str]) -> bool:
 
 
 def _printable(text: str) -> str:
-    """Return text with escaped bytes shown as ``\\xNN`` so it can be written as JSON."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """Return text with escaped bytes shown as ``\\xNN``, and other lone surrogates as ``\\udNNN``, for JSON."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        # A lone surrogate outside the escaped-byte range, such as one a JSON "\\ud800" escape gives.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def sub_cent_warning(line: int, amount: Decimal, position_name: str = "line") -> str:

@@ -484,3 +484,20 @@ def test_converter_accepted():
                     converter=CurrencyConverter(unconverted="keep"))
 
     assert [type(outcome) for outcome in outcomes] == [Row]
+
+
+def test_lone_surrogate_row_rejected_alone(sync_client, keys, tmp_path):
+    """A JSON "\\ud800" escape rejects its row with the value shown escaped; the valid row is published."""
+    good = {"transaction_id": "s2", "user_id": "u1", "merchant": "Cafe", "amount_usd": "12.00", "mcc": "5812",
+            "timestamp": "2026-11-01T00:12:29Z"}
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "transaction_id": "s1", "merchant": "Caf\ud800"})
+                    + "\n")
+
+    summary = publish(sync_client, keys, path, tmp_path)
+
+    assert summary.published == 1
+    assert summary.rejected == 1
+    record = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[0])
+    assert "unpaired surrogate" in record["reason"]
+    assert "Caf\\ud800" in record["value"]
