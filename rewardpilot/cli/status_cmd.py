@@ -7,7 +7,6 @@ import shlex
 import sys
 import time
 
-import redis
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -277,6 +276,7 @@ def status(
         _print_no_consumer_hint(snapshot, context.prefix, job)
         return
 
+    import redis
     from rich.live import Live
 
     rate = ResultRate()
