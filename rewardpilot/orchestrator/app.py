@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, AsyncIterator, Mapping
+import math
+from typing import Any, AsyncIterator, Callable, Coroutine, Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from rewardpilot import __version__
 from rewardpilot.connection import connect_async, redact
@@ -49,6 +53,70 @@ WALLET_RETRY_AFTER_SECONDS = 1
 ENDPOINTS = ["/health", "/cards", "/recommend", "/recommend/batch", MCP_PATH, "/openapi.json"]
 
 log = get_logger("rewardpilot.orchestrator")
+
+
+# The deepest nesting of arrays and objects among the contract's fields: a batch object,
+# its list, a transaction and its wallet list. Error messages quote it as a guide.
+CONTRACT_NESTING = 4
+
+
+class BodyNotJsonError(HTTPException):
+    """A request body that cannot be parsed as JSON, which gets a 422 response like an invalid field.
+
+    It is an HTTPException because FastAPI's reading of a route's body
+    re-raises those unchanged, while it turns any other error into a plain
+    400 without the contract's ``error`` object.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(status_code=422, detail=reason)
+        self.reason = reason
+
+
+def load_json_body(body: bytes) -> Any:
+    """Parse a request body as JSON, or raise BodyNotJsonError saying why it cannot be parsed.
+
+    Besides invalid JSON, this covers a body that is not text in a JSON
+    encoding and one nested too deeply for Python's ``json`` module, which
+    raises RecursionError near ``sys.getrecursionlimit()`` levels (1000 by default).
+    """
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise BodyNotJsonError(
+            f"the body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise BodyNotJsonError(
+            f"the body is not valid JSON: byte {exc.start} is not valid {exc.encoding} ({exc.reason}); "
+            "send UTF-8 text"
+        ) from None
+    except RecursionError:
+        raise BodyNotJsonError(
+            f"the body nests arrays or objects too deeply to parse; the contract's fields nest at most "
+            f"{CONTRACT_NESTING} levels"
+        ) from None
+
+
+class JsonBodyRequest(Request):
+    """A request whose ``json()`` parses with ``load_json_body``, so FastAPI's body reading raises BodyNotJsonError."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_parsed_json"):
+            self._parsed_json = load_json_body(await self.body())
+        return self._parsed_json
+
+
+class JsonBodyRoute(APIRoute):
+    """A route that hands FastAPI a JsonBodyRequest, so every body is parsed as ``/recommend/batch`` parses it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle_with_json_body(request: Request) -> Response:
+            return await handler(JsonBodyRequest(request.scope, request.receive))
+
+        return handle_with_json_body
 
 
 class RecommendFailed(Exception):
@@ -115,8 +183,10 @@ def create_app(
     )
     app.state.service = service
     app.router.routes.append(route)
+    app.router.route_class = JsonBodyRoute  # set before _add_routes, which creates the routes
 
     app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(BodyNotJsonError, _body_not_json)
     app.add_exception_handler(RecommendFailed, _recommend_failed)
     _add_routes(app, service)
 
@@ -235,13 +305,7 @@ async def _batch_result(service: RecommendService, index: int, request: Recommen
 
 def _batch_items(body: bytes) -> list[Any]:
     """Return the items of a batch body, which is a bare list or ``{"transactions": [...]}``."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": "the body is not valid JSON", "type": "json_invalid"}]
-        ) from None
-
+    payload = load_json_body(body)
     if isinstance(payload, dict) and "transactions" in payload:
         payload = payload["transactions"]
         location: tuple[str, ...] = ("body", "transactions")
@@ -300,10 +364,55 @@ def _unknown_card(exc: UnknownCardError) -> ErrorBody:
 
 async def _validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
     """Answer 422 with FastAPI's ``detail`` plus an ``error`` that names each field in words."""
-    fields = field_errors(exc.errors(), skip_prefix=("body",))
+    return _invalid_request_response([_explain_unread_body(request, detail) for detail in exc.errors()])
+
+
+async def _body_not_json(request: Request, exc: BodyNotJsonError) -> JSONResponse:
+    return _invalid_request_response([{"loc": ("body",), "msg": exc.reason, "type": "json_invalid"}])
+
+
+def _invalid_request_response(details: Sequence[Mapping[str, Any]]) -> JSONResponse:
+    """Build the 422 response: the pydantic-style ``details`` and an ``error`` naming each field.
+
+    A rejected value can be a NaN or infinite float, a string with a lone
+    surrogate or undecodable bytes. None of them can be written as JSON, so
+    ``json_safe`` rewrites them as text first.
+    """
+    fields = field_errors(details, skip_prefix=("body",))
     error = ErrorBody(type="validation_error", message=describe_field_errors(fields), fields=fields)
-    body = {"detail": jsonable_encoder(exc.errors()), "error": error.model_dump()}
-    return JSONResponse(status_code=422, content=body)
+    detail = jsonable_encoder(details, custom_encoder={bytes: _bytes_as_text})
+    return JSONResponse(status_code=422, content=json_safe({"detail": detail, "error": error.model_dump()}))
+
+
+def _explain_unread_body(request: Request, detail: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Say why the body is bytes, not an object: FastAPI reads it as JSON only with a JSON Content-Type.
+
+    The rewritten detail leaves out the body, which the client has anyway.
+    """
+    if tuple(detail.get("loc", ())) != ("body",) or not isinstance(detail.get("input"), bytes):
+        return detail
+    content_type = request.headers.get("content-type")
+    content_type_text = repr(content_type) if content_type else "missing"
+    message = (f"the body was not read as JSON because its Content-Type is {content_type_text}; "
+               "send Content-Type: application/json")
+    return {key: value for key, value in detail.items() if key != "input"} | {"msg": message}
+
+
+def _bytes_as_text(value: bytes) -> str:
+    return value.decode("utf-8", "backslashreplace")
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with what JSON cannot encode written as text: ``nan``, ``inf`` and ``\\ud800`` escapes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 async def _recommend_failed(request: Request, exc: RecommendFailed) -> JSONResponse:

@@ -438,15 +438,39 @@ class CardsResponse(BaseModel):
     cards: list[CardSummary]
 
 
+MAX_QUOTED_INPUT = 60  # characters of a rejected value that its error message quotes
+
+
 def field_errors(details: Iterable[Mapping[str, Any]], *, skip_prefix: tuple[str, ...] = ()) -> list[FieldError]:
     """Turn pydantic error details (``ValidationError.errors()``) into one FieldError each.
 
     ``skip_prefix`` drops leading location parts such as FastAPI's ``body``.
+    A message that does not quote the rejected value gets it appended as a
+    ``repr`` (see ``_field_message``).
     """
     return [
-        FieldError(field=_field_name(tuple(detail.get("loc", ())), skip_prefix), message=str(detail.get("msg", "")))
+        FieldError(field=_field_name(tuple(detail.get("loc", ())), skip_prefix), message=_field_message(detail))
         for detail in details
     ]
+
+
+def _field_message(detail: Mapping[str, Any]) -> str:
+    """Return the detail's message, ending in ``(got VALUE)`` when the value is a scalar the message leaves out.
+
+    The value is written with ``repr``, which escapes lone surrogates and
+    control characters, so the message can always be sent as JSON. A repr
+    longer than ``MAX_QUOTED_INPUT`` is cut and ends in "...".
+    """
+    message = str(detail.get("msg", ""))
+    value = detail.get("input")
+    if detail.get("type") == "missing" or not isinstance(value, (str, bytes, int, float)):
+        return message
+    quoted = repr(value)
+    if quoted in message:
+        return message
+    if len(quoted) > MAX_QUOTED_INPUT:
+        quoted = quoted[: MAX_QUOTED_INPUT - 3] + "..."
+    return f"{message} (got {quoted})"
 
 
 def _field_name(loc: tuple[Any, ...], skip_prefix: tuple[str, ...]) -> str:
