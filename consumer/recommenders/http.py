@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from consumer.errors import ConfigurationError, PermanentError, TransientError
 from consumer.recommenders.base import ItemError, WorkItem
+from consumer.recommenders.factory import check_orchestrator_url
 from consumer.retry import TRANSIENT_EXCEPTIONS, error_for_response
 from rewardpilot.connection import redact
 from rewardpilot.logs import get_logger
@@ -83,8 +84,9 @@ class BearerAuth(httpx.Auth):
 class HttpRecommender:
     """Calls an orchestrator at ``base_url`` (``http://`` or ``https://``).
 
-    ``api_key`` defaults to ``ORCHESTRATOR_API_KEY`` and is sent as
-    ``Authorization: Bearer <key>``. A key with a control or non-ASCII
+    A ``base_url`` without a host or with an invalid port raises ValueError
+    (``check_orchestrator_url``). ``api_key`` defaults to
+    ``ORCHESTRATOR_API_KEY`` and is sent as ``Authorization: Bearer <key>``. A key with a control or non-ASCII
     character raises ``InvalidApiKeyError`` (a ValueError). ``timeout`` is
     in seconds and applies to each request. ``max_batch_items`` caps the
     transactions per batch call, and a 413 lowers it for later calls. One
@@ -105,11 +107,7 @@ class HttpRecommender:
         max_batch_items: int = 500,
         client: httpx.AsyncClient | None = None,
     ):
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(
-                f"orchestrator URL {redact(base_url)!r} is invalid; write it like http://127.0.0.1:8080"
-            )
+        check_orchestrator_url(base_url)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
         if concurrency < 1:

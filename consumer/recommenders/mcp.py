@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from consumer.errors import ConfigurationError, PermanentError, TransientError
 from consumer.recommenders.base import ItemError, WorkItem
+from consumer.recommenders.factory import check_orchestrator_url
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from rewardpilot.connection import redact
@@ -65,8 +66,9 @@ class _AuthRejected(Exception):
 class McpRecommender:
     """Calls ``recommend_card`` on the MCP server at ``url`` (for example ``http://host:8080/mcp``).
 
-    ``api_key`` defaults to ``ORCHESTRATOR_API_KEY`` and is sent as a bearer
-    token. A key with a control or non-ASCII character raises
+    A ``url`` without a host or with an invalid port raises ValueError
+    (``check_orchestrator_url``). ``api_key`` defaults to
+    ``ORCHESTRATOR_API_KEY`` and is sent as a bearer token. A key with a control or non-ASCII character raises
     ``InvalidApiKeyError`` (a ValueError). ``timeout`` in seconds bounds each
     tool call.
     """
@@ -74,6 +76,7 @@ class McpRecommender:
     name = "mcp"
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 10.0, concurrency: int = 16):
+        check_orchestrator_url(url)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
         if concurrency < 1:
