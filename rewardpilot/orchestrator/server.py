@@ -3,17 +3,79 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+from typing import Any
 
 import uvicorn
 from uvicorn.config import LOG_LEVELS
 
+from rewardpilot.logs import get_logger
 from rewardpilot.orchestrator.api_key import read_api_key
 from rewardpilot.orchestrator.app import DEFAULT_MAX_BODY_BYTES, create_app
 
 
 class ListenError(Exception):
     """The server cannot listen on the requested address and port."""
+
+
+class StructlogHandler(logging.Handler):
+    """Send stdlib ``logging`` records through rewardpilot's logging, as ``rewardpilot.logs.get_logger`` does.
+
+    After ``rewardpilot.logs.configure()``, as in the CLI, each record
+    becomes one structlog event. So it is one JSON line when stderr is not a
+    terminal, with any traceback inside the event's ``exception`` field.
+    Without it, each record goes to the stdlib logger
+    ``rewardpilot.<record's logger name>``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event, fields = _event_of(record)
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            log = get_logger(record.name)
+            if record.levelno >= logging.CRITICAL:
+                log.critical(event, **fields)
+            elif record.levelno >= logging.ERROR:
+                log.error(event, **fields)
+            elif record.levelno >= logging.WARNING:
+                log.warning(event, **fields)
+            elif record.levelno >= logging.INFO:
+                log.info(event, **fields)
+            else:  # DEBUG and uvicorn's TRACE (5)
+                log.debug(event, **fields)
+        except Exception:  # noqa: BLE001 - a logging handler must not raise into the code that logged
+            self.handleError(record)
+
+
+def _event_of(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    """Return a record's event text and fields; an access log line becomes ``request`` with its parts as fields."""
+    fields: dict[str, Any] = {"logger": record.name}
+    if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+        client, method, path, http_version, status = record.args
+        fields.update(client=client, method=method, path=path, http_version=http_version, status=status)
+        return "request", fields
+    return record.getMessage().strip(), fields  # uvicorn ends "Exception in ASGI application" with a newline
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """Build a ``logging.config.dictConfig`` that sends uvicorn's loggers through ``StructlogHandler`` at ``level``.
+
+    It replaces uvicorn's default, which prints plain text lines such as
+    "INFO:     Started server process" and tracebacks over several lines.
+    """
+    numeric = LOG_LEVELS[check_log_level(level)]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"structlog": {"()": StructlogHandler}},
+        "loggers": {
+            "uvicorn": {"handlers": ["structlog"], "level": numeric, "propagate": False},
+            "uvicorn.error": {"level": numeric},  # propagates to "uvicorn"
+            "uvicorn.access": {"handlers": ["structlog"], "level": numeric, "propagate": False},
+        },
+    }
 
 
 def check_log_level(level: str) -> str:
@@ -64,8 +126,10 @@ def serve(
     """Serve the orchestrator until SIGINT or SIGTERM.
 
     ``api_key`` None reads ``ORCHESTRATOR_API_KEY`` through ``read_api_key``,
-    and None or an empty key serves without auth. uvicorn's access log
-    records method, path and status only, so the key never reaches a log.
+    and None or an empty key serves without auth. uvicorn logs through
+    ``StructlogHandler``, one event per line like the rest of the
+    orchestrator's logs. Its access log records the client address, method,
+    path and status only, so the key never reaches a log.
     Raises ValueError for an unknown ``log_level`` or an invalid key
     (``InvalidApiKeyError``) and ListenError when the address cannot be
     bound, all before the app starts. ``uvicorn.run`` exits with 3
@@ -85,4 +149,4 @@ def serve(
     )
     # NOTE: another process can still take the port between check_listen and
     # uvicorn's own bind; uvicorn then logs the error and exits with 3.
-    uvicorn.run(app, host=host, port=port, log_level=level, proxy_headers=False)
+    uvicorn.run(app, host=host, port=port, log_level=level, log_config=uvicorn_log_config(level), proxy_headers=False)
