@@ -61,8 +61,11 @@ def test_deleted_group_logged_once(server, tmp_path, partitions):
         )
     try:
         assert poll(lambda: client.xlen(keys.results()) == COUNT), log_path.read_text()[-3000:]
+        # One MULTI, so the consumer cannot read between two deletions and see two separate occurrences.
+        deletion = client.pipeline(transaction=True)
         for stream in streams:
-            client.xgroup_destroy(stream, LIVE_GROUP)
+            deletion.xgroup_destroy(stream, LIVE_GROUP)
+        deletion.execute()
         assert poll(lambda: all(group_exists(client, stream) for stream in streams))
         assert poll(lambda: "consumer group deleted" in log_path.read_text())
         time.sleep(1.0)  # time for a second worker's NOGROUP to be logged, if it were
