@@ -68,6 +68,7 @@ class LineSplitter:
         self.before_read = before_read
         self.bytes_read = 0
         self.had_bom = False
+        self.at_end = False  # set by first_bytes when it reaches the end of the input
         self._poll = _poll_if_live(stream)
         # read1 makes at most one read of the file descriptor, so it returns what a pipe contains.
         self._read_some = getattr(stream, "read1", stream.read) if self._poll is not None else stream.read
@@ -85,20 +86,22 @@ class LineSplitter:
         From a pipe, socket or terminal, fewer bytes are returned once
         ``enough`` accepts those read so far, so a live feed is not held
         until ``count`` bytes have arrived. Fewer are returned at the end of
-        the input too.
+        the input too, and ``at_end`` is then True. A later call with a
+        larger ``count`` reads on from where the previous one stopped.
         """
-        if self._poll is None:
-            head = self.stream.read(count)
-        else:
-            head = b""
-            while len(head) < count:
+        head = getattr(self, "_pushback", b"")
+        while len(head) < count and not self.at_end:
+            if self._poll is None:
+                block = self.stream.read(count - len(head))
+            else:
                 block = self._read_when_ready(count - len(head))
-                if not block:
-                    break
-                head += block
-                if enough is not None and enough(head):
-                    break
-        self.bytes_read += len(head)
+            if not block:
+                self.at_end = True
+                break
+            self.bytes_read += len(block)
+            head += block
+            if self._poll is not None and enough is not None and enough(head):
+                break
         self._pushback = head
         return head
 

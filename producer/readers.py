@@ -869,9 +869,9 @@ def _detect_format(head: bytes, name: str) -> str:
     """Return "ofx", "plaid", "jsonl" or "csv" from the file name and the first bytes.
 
     OFX is known by its suffix (.ofx, .qfx, .qbo), an ``OFXHEADER`` line or an
-    ``<OFX>`` element. A Plaid response is a JSON object whose first bytes
-    name an ``added`` or ``transactions`` array and whose first line is not a
-    whole object on its own (JSON lines). Otherwise the input is JSON lines
+    ``<OFX>`` element in the first ``HEAD_BYTES``. A Plaid response is a JSON
+    object whose first bytes name an ``added`` or ``transactions`` array and
+    whose first line is not a whole object on its own (JSON lines). Otherwise the input is JSON lines
     when its first line is a complete JSON value on its own, when its suffix
     is a JSON one (JSON lines may start with a bad line), or when it starts
     with ``[`` or ``{``. ``open_reader`` then rejects a JSON array
@@ -882,7 +882,9 @@ def _detect_format(head: bytes, name: str) -> str:
     from producer.plaid import looks_like_plaid
 
     suffix = Path(name).suffix.lower()
-    if suffix in OFX_SUFFIXES or looks_like_ofx(head):
+    # A head longer than HEAD_BYTES contains a long JSON first line (read_head),
+    # whose text may mention <OFX> without being an OFX document.
+    if suffix in OFX_SUFFIXES or looks_like_ofx(head[:HEAD_BYTES]):
         return "ofx"
 
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
@@ -955,10 +957,13 @@ def json_object_message(head: bytes, name: str, *, whole: bool) -> str | None:
 
     ``head`` and ``whole`` are as for ``json_array_message``, and the same
     rule separates such a document from JSON lines whose first line is bad.
-    The input starts with ``{`` and its first line is not a complete value.
-    Then it either parses as an object as a whole, or its second non-blank
-    line is not a complete JSON object. A Plaid response never gets here,
-    because ``_detect_format`` reads it as Plaid.
+    The input starts with ``{`` and its first line ends in ``head`` but is
+    not a complete value. Then it either parses as an object as a whole, or
+    its second non-blank line is not a complete JSON object. A Plaid
+    response never gets here, because ``_detect_format`` reads it as Plaid.
+    A first line that does not end in ``head`` (``read_head`` reads on to
+    the record size limit) is no document spread over lines: the JSON lines
+    reader rejects that line as too long and reads the lines after it.
     """
     text = head.removeprefix(b"\xef\xbb\xbf").strip(b" \t\r\n")
     if not text.startswith(b"{"):
@@ -966,6 +971,8 @@ def json_object_message(head: bytes, name: str, *, whole: bool) -> str | None:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if _parses_as(lines[0], dict):
         return None  # a whole object on the first line is a line of JSON lines
+    if not whole and _first_json_line_cut(head):
+        return None
     document = None
     if whole:
         try:
@@ -1013,6 +1020,41 @@ def _first_line_decides_format(head: bytes) -> bool:
     return True
 
 
+def _first_json_line_cut(head: bytes) -> bool:
+    """Return whether ``head`` starts a JSON value (``{`` or ``[``) on a line that has no line end in it yet."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    return text.startswith((b"{", b"[")) and b"\n" not in text and b"\r" not in text
+
+
+def _first_lines_arrived(head: bytes) -> bool:
+    """Return whether a pipe has sent enough of a long first line for ``open_reader`` to tell the format.
+
+    That is the whole first line when it decides the format on its own
+    (``_first_line_decides_format``), and otherwise the next non-blank line
+    as well, which ``json_array_message`` and ``json_object_message`` read.
+    """
+    if _first_line_decides_format(head):
+        return True
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    _, line_end, rest = text.partition(b"\n")
+    return bool(line_end) and b"\n" in rest.lstrip(b" \t\r\n")
+
+
+def read_head(lines: LineSplitter, max_record_bytes: int) -> bytes:
+    """Return the first bytes of the input that ``open_reader`` needs to tell its format, without consuming them.
+
+    That is ``HEAD_BYTES``, or fewer from a pipe once the first line decides
+    the format. A first line that starts a JSON value and does not end within
+    those bytes is read on to its end, for at most ``max_record_bytes`` more,
+    because a JSON line may well be longer than ``HEAD_BYTES``. A line cut
+    at ``HEAD_BYTES`` is no sign of a JSON document spread over several lines.
+    """
+    head = lines.first_bytes(HEAD_BYTES, enough=_first_line_decides_format)
+    if len(head) >= HEAD_BYTES and _first_json_line_cut(head):
+        head = lines.first_bytes(HEAD_BYTES + max_record_bytes, enough=_first_lines_arrived)
+    return head
+
+
 def open_reader(
     source: BinaryIO,
     *,
@@ -1042,7 +1084,7 @@ def open_reader(
     layout = resolve_layout(layout)
     check_user(user)
     lines = LineSplitter(source, max_line_bytes=max_record_bytes, before_read=before_read)
-    head = lines.first_bytes(HEAD_BYTES, enough=_first_line_decides_format)
+    head = read_head(lines, max_record_bytes)
     not_text = not_text_message(head, name or "the input")
     if not_text is not None:
         raise InputError(not_text)
@@ -1058,9 +1100,7 @@ def open_reader(
         )
 
     if format == "jsonl":
-        # An input that starts with "[", or with "{" and no whole object on its first line, is read up to
-        # HEAD_BYTES even from a pipe (_first_line_decides_format), so a shorter head is the whole input.
-        whole = len(head) < HEAD_BYTES
+        whole = lines.at_end
         document_message = json_array_message(head, name, whole=whole) or json_object_message(head, name, whole=whole)
         if document_message is not None:
             raise InputError(document_message)
