@@ -28,7 +28,8 @@ from pydantic import BaseModel
 from pydantic_core import core_schema
 
 from rewardpilot.models import (
-    EARLIEST_TIMESTAMP, MAX_AMOUNT_USD, MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, MAX_MERCHANT_LENGTH, Transaction,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_AMOUNT_USD, MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, MAX_MERCHANT_LENGTH,
+    Transaction,
 )
 from rewardpilot.money import to_cents
 
@@ -78,7 +79,8 @@ def canonical_transaction(values: dict) -> Transaction | None:
     - an amount that is a finite ``Decimal`` above 0 and at most
       ``MAX_AMOUNT_USD``, and not below half a cent
     - an MCC of exactly 4 ASCII digits, an empty one, or None
-    - a timestamp that is a ``datetime`` in ``timezone.utc``, not before ``EARLIEST_TIMESTAMP``
+    - a timestamp that is a ``datetime`` in ``timezone.utc``, not before
+      ``EARLIEST_TIMESTAMP`` and before ``LATEST_TIMESTAMP``
     - a currency and a merchant_country of ASCII letters
     - card_used as stripped text, or None
 
@@ -117,10 +119,10 @@ def canonical_transaction(values: dict) -> Transaction | None:
 
     # Validation keeps an aware datetime and converts it to timezone.utc, which
     # returns a datetime already in timezone.utc unchanged. It rejects one before
-    # EARLIEST_TIMESTAMP, so that is declined here.
+    # EARLIEST_TIMESTAMP or from LATEST_TIMESTAMP on, so those are declined here.
     timestamp = get("timestamp")
     if not (type(timestamp) is datetime and timestamp.tzinfo is _UTC and not timestamp.fold
-            and timestamp >= EARLIEST_TIMESTAMP):
+            and EARLIEST_TIMESTAMP <= timestamp < LATEST_TIMESTAMP):
         return None
 
     mcc = get("mcc")
@@ -237,14 +239,15 @@ def _canonical_json_validator() -> pydantic_core.SchemaValidator:
     ))
     # A UTC time as model_dump_json writes it. datetime.fromisoformat returns
     # it in timezone.utc, as _timestamp_in_utc does, and raises ValueError for
-    # a date that does not exist. The year starts with 19 or 2 to 9, because
-    # full validation rejects a time before EARLIEST_TIMESTAMP (1900-01-01 UTC).
+    # a date that does not exist. The year is 19xx or 2000 to 8999, because full
+    # validation rejects a time before EARLIEST_TIMESTAMP (1900-01-01 UTC) or from
+    # LATEST_TIMESTAMP (9000-01-01 UTC) on.
     # The timestamp is not stripped, because full validation rejects
     # surrounding spaces. Without a timestamp the default factory would give
     # the current time, so a missing one is declined.
     fields["timestamp"] = core_schema.model_field(core_schema.chain_schema([
         core_schema.str_schema(
-            pattern=r"^(19|[2-9][0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?(Z|\+00:00)$",
+            pattern=r"^(19|[2-8][0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?(Z|\+00:00)$",
             strip_whitespace=False,
         ),
         core_schema.no_info_plain_validator_function(datetime.fromisoformat),

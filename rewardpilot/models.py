@@ -7,6 +7,7 @@ UTC inside the product; amounts follow the rounding rules in ``money``.
 
 from __future__ import annotations
 
+import numbers
 import re
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
@@ -31,10 +32,16 @@ DATE_ONLY_TIME = time(12)
 # are a year missing its century (0024) and a spreadsheet's day zero
 # (1899-12-30). The engine cannot even move 0001-01-01T00:00:00Z into a U.S.
 # card's zone. Dates from here to 1970 are accepted, and publish_file warns about them.
-# NOTE: there is no matching upper bound. A purchase in the last hours of
-# 9999-12-31 UTC is accepted, although the engine cannot compute its local date.
 EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=timezone.utc)
 EARLIEST_TIMESTAMP_FIX = "check the date and its format, and write a date from 1900-01-01 on"
+
+# The first purchase time rejected as too late. Python's datetime ends at
+# 9999-12-31. The engine moves a purchase time into the card's time zone, and
+# reports compute the end of its cap period and the month after it. Near the
+# end of 9999 these fail with "year 10000 is out of range", so the bound leaves
+# centuries of room. A date this far ahead is a placeholder or a typing error.
+LATEST_TIMESTAMP = datetime(9000, 1, 1, tzinfo=timezone.utc)
+LATEST_TIMESTAMP_FIX = "check the date and its format, and write a date before 9000-01-01"
 
 # The earliest time a number is accepted for as Unix time: 10**8 seconds, 1973-03-03T09:46:40Z. A number
 # below it has at most 8 digits as seconds, or 11 as milliseconds. Such a number is more likely a date
@@ -83,6 +90,42 @@ def _unix_time(value: object) -> object:
     return moment
 
 
+def _amount_text(value: object) -> str:
+    """Return an amount as text that ``Decimal`` reads, for a string, a number or a NumPy scalar.
+
+    A float, or a float subclass such as ``numpy.float64``, becomes its
+    shortest repr as a float ("19.99"). The repr of a subclass may differ,
+    such as "np.float64(19.99)" in NumPy 2. A fraction becomes a decimal.
+    Other numbers, such as ``numpy.float32`` and ``numpy.int64``, become
+    their ``str``, which NumPy writes as the shortest decimal of the value.
+    """
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, (str, int, Decimal)) or not isinstance(value, numbers.Real):
+        return str(value).strip()
+    if isinstance(value, numbers.Rational):
+        return str(Decimal(int(value.numerator)) / Decimal(int(value.denominator)))
+    text = str(value).strip()
+    try:
+        Decimal(text)
+    except (InvalidOperation, ValueError):
+        return float.__repr__(float(value))
+    return text
+
+
+def _plain_number(value: object) -> object:
+    """Return a number of a type other than int, float and Decimal (a NumPy scalar, a Fraction) as an int or float.
+
+    Other values are returned unchanged. So ``numpy.int64(20240501)`` is a
+    date, as the int is, not Unix time.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, (int, float, Decimal)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
@@ -115,7 +158,8 @@ class Transaction(BaseModel):
       falls below that time as seconds, so reading 8 digits as a date loses
       no plausible Unix time.
 
-    A time before 1900-01-01 UTC is rejected. Without a timestamp, a
+    A time before 1900-01-01 UTC is rejected, and so is one from
+    9000-01-01 UTC on (``LATEST_TIMESTAMP``). Without a timestamp, a
     transaction gets the current time, which suits publishing purchases as
     they happen, but not validating a record of a past purchase.
     """
@@ -140,25 +184,25 @@ class Transaction(BaseModel):
     @field_validator("amount_usd", mode="before")
     @classmethod
     def _parse_amount(cls, value: object) -> Decimal:
-        if isinstance(value, float):
-            value = repr(value)
+        text = _amount_text(value)
+        message_value = repr(value) if isinstance(value, str) else text  # a number as written, whatever its type
         try:
-            amount = Decimal(str(value).strip())
+            amount = Decimal(text)
         except (InvalidOperation, ValueError):
-            raise ValueError(f"amount_usd {_shown(value)} is not a number; write it like 12.50") from None
+            raise ValueError(f"amount_usd {message_value} is not a number; write it like 12.50") from None
         if not amount.is_finite():
-            raise ValueError(f"amount_usd {_shown(value)} is not a finite number; write it like 12.50")
+            raise ValueError(f"amount_usd {message_value} is not a finite number; write it like 12.50")
         if amount <= 0:
             raise ValueError(
-                f"amount_usd {_shown(value)} is not a purchase; refunds and credits "
+                f"amount_usd {message_value} is not a purchase; refunds and credits "
                 "are recorded and skipped, not recommended"
             )
         if amount > MAX_AMOUNT_USD:
-            raise ValueError(f"amount_usd {_shown(value)} is above the limit of ${MAX_AMOUNT_USD:,} per purchase; "
+            raise ValueError(f"amount_usd {message_value} is above the limit of ${MAX_AMOUNT_USD:,} per purchase; "
                              "check the amount column and its decimal point")
         rounded = to_cents(amount)
         if not rounded:
-            raise ValueError(f"amount_usd {_shown(value)} rounds to $0.00, which is not a purchase; "
+            raise ValueError(f"amount_usd {message_value} rounds to $0.00, which is not a purchase; "
                              "check the amount column and its decimal point")
         return rounded
 
@@ -191,6 +235,7 @@ class Transaction(BaseModel):
     def _parse_timestamp(cls, value: object) -> object:
         # The rules are in the class docstring. A date without a time of day is
         # noon UTC (DATE_ONLY_TIME), so it keeps its calendar date in U.S. zones.
+        value = _plain_number(value)
         if isinstance(value, str):
             text = value.strip()
             if len(text) == 8 and text.isascii() and text.isdigit():
@@ -218,10 +263,15 @@ class Transaction(BaseModel):
             moment = _utc(value)
         except OverflowError:  # year 1 or 9999 moved across the date line
             raise ValueError(f"timestamp {value.isoformat()} is out of the supported date range; "
-                             "write a date from 1900-01-01 to 9999-12-30") from None
+                             "write a date from 1900-01-01 to 8999-12-31") from None
         if moment < EARLIEST_TIMESTAMP:
             raise ValueError(f"timestamp {value.isoformat()} is before 1900-01-01T00:00:00Z, "
                              f"earlier than any card purchase; {EARLIEST_TIMESTAMP_FIX}")
+        if moment >= LATEST_TIMESTAMP:
+            # Written with str(), not isoformat, because the readers' row errors
+            # look for the value in that form (producer.layouts.validate_transaction).
+            raise ValueError(f"timestamp {value} is on or after 9000-01-01 00:00:00 UTC, "
+                             f"too far ahead for any card purchase; {LATEST_TIMESTAMP_FIX}")
         return moment
 
 

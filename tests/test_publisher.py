@@ -186,7 +186,7 @@ def test_future_dates_published_with_warning(sync_client, keys, tmp_path):
     data = (
         "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
         "f1,u1,Shell,gas,40.00,5541,2026-11-02T11:00:00Z\n"
-        "f2,u1,Shell,gas,41.00,5541,9999-12-31T23:59:59Z\n"
+        "f2,u1,Shell,gas,41.00,5541,8999-12-31T23:59:59Z\n"
         "f3,u1,Shell,gas,42.00,5541,2099-01-01\n"
     )
 

@@ -1,4 +1,4 @@
-"""Purchase times before 1900, and dates given as ``datetime.date``, in the model, the fast paths and the readers."""
+"""Purchase times before 1900 or from 9000 on, and dates given as ``datetime.date``, in the model, the fast paths and the readers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from producer.values import parse_timestamp
 from rewardpilot import codec
 from rewardpilot.canonical import canonical_transaction, transaction_from_json
 from rewardpilot.engine import RulesEngine
-from rewardpilot.models import EARLIEST_TIMESTAMP, Transaction
+from rewardpilot.models import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Transaction
 
 HEADER = "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp"
 UTC = timezone.utc
@@ -120,7 +120,7 @@ def test_json_fast_decoder_declines_before_1900(stamp):
         codec.decode_transaction({codec.DATA: document})
 
 
-@pytest.mark.parametrize("stamp", ["1900-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "9999-12-31T00:00:00Z"])
+@pytest.mark.parametrize("stamp", ["1900-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "8999-12-31T23:59:59.999999Z"])
 def test_json_fast_decoder_accepts(stamp):
     document = json.dumps({**json.loads(purchase("2026-01-01T00:00:00Z").model_dump_json()), "timestamp": stamp})
 
@@ -128,6 +128,100 @@ def test_json_fast_decoder_accepts(stamp):
 
     assert fast is not None
     assert fast == Transaction.model_validate_json(document)
+
+
+# The upper bound: from 9000-01-01 UTC on, the consumer's date arithmetic could pass the end of year 9999.
+
+@pytest.mark.parametrize("timestamp", [
+    "9999-12-31T23:59:59Z", "9999-12-31", "9000-01-01T00:00:00Z", "9000-01-01T00:00:00.000001+00:00",
+    "8999-12-31T20:00:00-05:00", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), date(9999, 12, 31), 99991231,
+])
+def test_model_rejects_from_9000(timestamp):
+    with pytest.raises(pydantic.ValidationError) as raised:
+        purchase(timestamp)
+
+    message = raised.value.errors()[0]["msg"]
+    assert "is on or after 9000-01-01 00:00:00 UTC, too far ahead for any card purchase" in message
+    assert "write a date before 9000-01-01" in message
+
+
+def test_model_rejection_names_value():
+    with pytest.raises(pydantic.ValidationError) as raised:
+        purchase("9999-12-31T23:59:59Z")
+
+    assert "timestamp 9999-12-31 23:59:59+00:00 is on or after" in raised.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize("timestamp", ["8999-12-31T23:59:59.999999Z", "8999-12-31T18:59:59-05:00", "8999-12-31"])
+def test_model_accepts_before_9000(timestamp):
+    assert purchase(timestamp).timestamp < LATEST_TIMESTAMP
+
+
+def test_latest_timestamp_value():
+    assert LATEST_TIMESTAMP == datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def test_engine_computes_last_accepted_time():
+    """The last time the model accepts gets a recommendation, where 9999-12-31T23:59:59Z failed in the engine."""
+    engine = RulesEngine.default()
+    latest = purchase(LATEST_TIMESTAMP - timedelta(microseconds=1))
+
+    recommendation = engine.recommend(latest, ["chase-freedom-flex", "amex-gold"])
+
+    assert recommendation.transaction_id == "b1"
+
+
+def test_canonical_declines_from_9000():
+    assert canonical_transaction(canonical_values(LATEST_TIMESTAMP)) is None
+    assert canonical_transaction(canonical_values(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))) is None
+
+
+def test_canonical_accepts_before_upper_bound():
+    stamp = LATEST_TIMESTAMP - timedelta(microseconds=1)
+
+    transaction = canonical_transaction(canonical_values(stamp))
+
+    assert transaction is not None
+    assert transaction == Transaction.model_validate(canonical_values(stamp))
+
+
+@pytest.mark.parametrize("stamp", ["9000-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "9999-12-31T00:00:00+00:00"])
+def test_json_fast_decoder_declines_from_9000(stamp):
+    document = json.dumps({**json.loads(purchase("2026-01-01T00:00:00Z").model_dump_json()), "timestamp": stamp})
+
+    assert transaction_from_json(document) is None
+    with pytest.raises(pydantic.ValidationError, match="on or after 9000-01-01"):
+        codec.decode_transaction({codec.DATA: document})
+
+
+def test_csv_reader_rejects_year_9999():
+    rows = good_csv_rows(3) + ["late,u1,Shell,gas,10.00,5541,9999-12-31T23:59:59Z"] + good_csv_rows(4, start=3)
+    data = "\n".join([HEADER, *rows]) + "\n"
+
+    outcomes = list(read_transactions(io.BytesIO(data.encode())))
+
+    rejected = [outcome for outcome in outcomes if isinstance(outcome, Rejected)]
+    assert len([outcome for outcome in outcomes if isinstance(outcome, Row)]) == 7
+    assert len(rejected) == 1
+    assert rejected[0].line == 5
+    assert rejected[0].error.column == "timestamp"
+    assert rejected[0].error.message == (
+        "line 5, column 'timestamp': timestamp 9999-12-31 23:59:59+00:00 is on or after 9000-01-01 00:00:00 UTC, "
+        "too far ahead for any card purchase; check the date and its format, and write a date before 9000-01-01"
+    )
+
+
+def test_jsonl_reader_rejects_year_9999():
+    documents = [{"transaction_id": f"j{number}", "user_id": "u1", "merchant": "Shell", "amount_usd": "10.00",
+                  "timestamp": "2026-11-02T10:00:00Z"} for number in range(5)]
+    documents.insert(2, {**documents[0], "transaction_id": "late", "timestamp": "9999-12-31T23:59:59Z"})
+    data = "".join(json.dumps(document) + "\n" for document in documents)
+
+    outcomes = list(read_transactions(io.BytesIO(data.encode())))
+
+    assert [type(outcome) for outcome in outcomes] == [Row, Row, Rejected, Row, Row, Row]
+    assert outcomes[2].line == 3
+    assert "too far ahead for any card purchase" in outcomes[2].error.message
 
 
 # parse_timestamp, which every text reader uses.
