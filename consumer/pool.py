@@ -587,6 +587,7 @@ class ConsumerPool:
             counts = await _outcome_after_cancel(settling, SETTLE_WAIT_AFTER_CANCEL_SECONDS)
             if counts is not None:
                 self._count_settled(counts, results, rewards)
+                self._log_duplicates(counts, results, dead_letters)
             else:
                 self.log.warning("cancelled while settling, and the settle did not finish; its entries may be "
                                  "settled or still pending, and the stats do not count them",
@@ -594,6 +595,7 @@ class ConsumerPool:
                                  wait_seconds=SETTLE_WAIT_AFTER_CANCEL_SECONDS)
             raise
         self._count_settled(counts, results, rewards)
+        self._log_duplicates(counts, results, dead_letters)
         if dead_letters:
             fields = entry_id_fields([letter.entry_id for letter in dead_letters])
             transaction_ids = {letter.entry_id: letter.transaction_id for letter in dead_letters}
@@ -628,6 +630,45 @@ class ConsumerPool:
             now = time.monotonic()
             self.stats.first_result_at = self.stats.first_result_at or now
             self.stats.last_result_at = now
+
+    def _log_duplicates(self, counts: SettleCounts, results, dead_letters: list[DeadLetter]) -> None:
+        """Log the entries a settle skipped because the run already has an outcome for their transaction_id.
+
+        An entry whose marker names another entry carries a transaction_id
+        published again, after the producer's deduplication window or by a
+        producer without it. It gets no new result until the marker expires,
+        so it is a warning. An entry whose marker names itself was settled
+        before (a retried settle, or a batch claimed by two consumers), and
+        it is logged at info. Each kind is logged at most once per
+        ``RepeatFilter`` interval, with ``suppressed_repeats`` counting the
+        lines held back.
+        """
+        if not counts.duplicates_of:
+            return
+        transaction_ids = {entry_id: result.transaction_id for entry_id, result in results}
+        transaction_ids.update((letter.entry_id, letter.transaction_id) for letter in dead_letters)
+        published_again = {entry_id: first for entry_id, first in counts.duplicates_of.items() if entry_id != first}
+        settled_before = [entry_id for entry_id, first in counts.duplicates_of.items() if entry_id == first]
+
+        if published_again:
+            fields = entry_id_fields(list(published_again))
+            self._log_repeated(
+                "published-again",
+                "entries skipped without a new result: the run already has an outcome for their transaction_id, "
+                "from the entries in first_entry_ids; publish a changed purchase under a new transaction_id",
+                **fields,
+                # In the order of entry_ids.
+                transaction_ids=[transaction_ids.get(entry_id) for entry_id in fields["entry_ids"]],
+                first_entry_ids=[published_again[entry_id] for entry_id in fields["entry_ids"]],
+                marker_ttl_seconds=self.settings.result_ttl_seconds,
+            )
+        if settled_before:
+            fields = entry_id_fields(settled_before)
+            self._log_repeated(
+                "settled-before", "entries skipped: already settled, by an earlier settle of the same entries",
+                level="info", **fields,
+                transaction_ids=[transaction_ids.get(entry_id) for entry_id in fields["entry_ids"]],
+            )
 
     # Dead letters found by recovery
 

@@ -22,7 +22,10 @@
 -- value is the id of the transactions stream entry that was settled. A
 -- user's cap hash is the cap prefix followed by the user_id.
 -- Returns {results written, duplicates skipped, dead letters written,
--- {entry ids in conflict}}.
+-- {entry ids in conflict}, {skipped entry id, marker value, ...}}. The last
+-- list pairs each entry skipped as a duplicate with the entry id in its marker,
+-- the entry the run settled first for that transaction_id. It is
+-- empty unless the batch has duplicates, so the usual reply stays as short.
 --
 -- A result is in conflict when a checked field no longer has the cents the
 -- consumer loaded, because another consumer spent under the same cap in between. A
@@ -42,6 +45,7 @@ local written, duplicates, dead = 0, 0, 0
 local ids = {}
 local conflicts = {}
 local held_back = {}
+local skipped = {}
 
 local function stale(caps, first, count)
   for j = first, first + 2 * (count - 1), 2 do
@@ -90,6 +94,14 @@ local function set_marker(marker, entry, only_new)
   return redis.call('SET', marker, entry, 'EX', ttl)
 end
 
+-- Count an entry skipped because its marker exists, and record the entry id
+-- in the marker. The GET runs for duplicates only, never for a new entry.
+local function skip(entry, marker)
+  duplicates = duplicates + 1
+  skipped[#skipped + 1] = entry
+  skipped[#skipped + 1] = redis.call('GET', marker) or ''
+end
+
 -- Set the marker with SET NX and add the entry only when the marker is new.
 -- Returns whether the entry was added.
 local function add_once(stream, trim, entry, payload, user, transaction, marker)
@@ -114,11 +126,11 @@ for _ = 1, result_count do
     if add_once(KEYS[1], true, entry, payload, user, transaction, marker) then
       written = written + 1
     else
-      duplicates = duplicates + 1
+      skip(entry, marker)
     end
     ids[#ids + 1] = entry
   elseif redis.call('EXISTS', marker) == 1 then
-    duplicates = duplicates + 1
+    skip(entry, marker)
     ids[#ids + 1] = entry
   elseif held_back[user] or (checks > 0 and stale(cap_prefix .. user, first_check, checks)) then
     held_back[user] = true
@@ -142,10 +154,11 @@ end
 for _ = 1, dead_count do
   local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  if add_once(KEYS[2], false, entry, payload, user, transaction, marker_prefix .. transaction) then
+  local marker = marker_prefix .. transaction
+  if add_once(KEYS[2], false, entry, payload, user, transaction, marker) then
     dead = dead + 1
   else
-    duplicates = duplicates + 1
+    skip(entry, marker)
   end
   ids[#ids + 1] = entry
 end
@@ -159,4 +172,4 @@ for j = 1, #ids, 1000 do
   redis.call('XACK', KEYS[3], group, unpack(ids, j, math.min(j + 999, #ids)))
 end
 
-return {written, duplicates, dead, conflicts}
+return {written, duplicates, dead, conflicts, skipped}

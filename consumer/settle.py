@@ -4,6 +4,8 @@ Everything a batch produces is written by one Lua script (``settle.lua``) in
 one round trip. The script skips any transaction the run already has an
 outcome for (a marker key per run and transaction_id, kept for the marker
 TTL), which makes results effectively once under at-least-once delivery.
+It returns each skipped entry with the entry id in its marker, so the
+consumer can log a transaction_id published again, which gets no new result.
 
 A result recommended with cap state comes with the cents it read per hash
 field (``checks``). The script applies its ``spend_updates`` only while
@@ -49,12 +51,19 @@ _NOTHING: Mapping[str, int] = {}
 
 @dataclass(slots=True)
 class SettleCounts:
-    """What one settle did; ``conflicts`` lists the entry ids left unsettled and pending."""
+    """What one settle did; ``conflicts`` lists the entry ids left unsettled and pending.
+
+    ``duplicates_of`` maps each entry id skipped as a duplicate to the entry
+    id in its marker: the entry whose outcome the run already has for
+    that transaction_id. The two ids are equal for an entry settled before,
+    such as one redelivered after a settle whose reply was lost.
+    """
 
     written: int = 0
     duplicates: int = 0
     dead_letters: int = 0
     conflicts: list[str] = field(default_factory=list)
+    duplicates_of: dict[str, str] = field(default_factory=dict)
 
 
 class Settler:
@@ -126,10 +135,13 @@ class Settler:
             args += [letter.entry_id, letter.model_dump_json(), letter.payload.get("user_id", ""), transaction_id]
         args += acknowledge_only
 
-        written, duplicates, dead, conflicts = await self._evaluate(resp.pack(args))
+        written, duplicates, dead, conflicts, skipped = await self._evaluate(resp.pack(args))
         if (written or dead) and self._job_streams_need_expiry:
             await self._expire_job_streams()
-        return SettleCounts(int(written), int(duplicates), int(dead), [_text(entry) for entry in conflicts])
+        # skipped alternates a skipped entry id and the entry id in its marker.
+        duplicates_of = {_text(skipped[index]): _text(skipped[index + 1]) for index in range(0, len(skipped), 2)}
+        return SettleCounts(int(written), int(duplicates), int(dead), [_text(entry) for entry in conflicts],
+                            duplicates_of)
 
     @property
     def _job_streams_need_expiry(self) -> bool:
