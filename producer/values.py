@@ -18,7 +18,9 @@ from typing import Callable
 
 from producer.countries import COUNTRY_CODES
 from producer.errors import InvalidValueError
-from rewardpilot.models import DATE_ONLY_TIME, EARLIEST_TIMESTAMP, EARLIEST_TIMESTAMP_FIX
+from rewardpilot.models import (
+    DATE_ONLY_TIME, EARLIEST_TIMESTAMP, EARLIEST_TIMESTAMP_FIX, LATEST_TIMESTAMP, LATEST_TIMESTAMP_FIX,
+)
 
 # An amount as banks write it: an optional sign, an optional "$", digits with
 # or without thousands separators, and an optional decimal part. Parentheses
@@ -177,8 +179,9 @@ def parse_timestamp(
     otherwise lists the accepted formats in its fix. For a month above 12 in a
     month-first format, the fix also says how to read day-first dates:
     ``order_fix`` of the format, ``day_month_order_fix`` when not given.
-    A time before ``EARLIEST_TIMESTAMP`` (1900-01-01 UTC) raises
-    ``InvalidValueError`` too, as ``Transaction`` would reject it.
+    A time before ``EARLIEST_TIMESTAMP`` (1900-01-01 UTC) or from
+    ``LATEST_TIMESTAMP`` (9000-01-01 UTC) on raises ``InvalidValueError``
+    too, as ``Transaction`` would reject it.
     """
     value = text.strip()
     if not value:
@@ -196,7 +199,7 @@ def parse_timestamp(
             pass
         else:
             if parsed.tzinfo is timezone.utc:
-                return _not_too_early(parsed, text), True
+                return _in_range(parsed, text), True
     for layout in formats:
         try:
             if layout == "iso":
@@ -214,19 +217,22 @@ def parse_timestamp(
             moment = parsed.astimezone(timezone.utc)
         except OverflowError:  # year 1 or 9999 moved across the date line
             raise InvalidValueError(f"{text!r} is out of the supported date range",
-                                    "write a date from 1900-01-01 to 9999-12-30") from None
-        return _not_too_early(moment, text), had_zone
+                                    "write a date from 1900-01-01 up to, not including, 9000-01-01") from None
+        return _in_range(moment, text), had_zone
     out_of_range = _out_of_range_error(text, value, formats, order_fix or day_month_order_fix)
     if out_of_range is not None:
         raise out_of_range
     raise InvalidValueError(f"{text!r} is not a date in an accepted format", f"write it as {describe_formats(formats)}")
 
 
-def _not_too_early(moment: datetime, text: str) -> datetime:
-    """Return ``moment``, a UTC time parsed from ``text``; raise ``InvalidValueError`` when it is before 1900."""
+def _in_range(moment: datetime, text: str) -> datetime:
+    """Return ``moment``, a UTC time parsed from ``text``; raise ``InvalidValueError`` before 1900 or from 9000 on."""
     if moment < EARLIEST_TIMESTAMP:
         raise InvalidValueError(f"{text!r} is before 1900-01-01 (UTC), earlier than any card purchase",
                                 EARLIEST_TIMESTAMP_FIX)
+    if moment >= LATEST_TIMESTAMP:
+        raise InvalidValueError(f"{text!r} is on or after 9000-01-01 (UTC), too far ahead for any card purchase",
+                                LATEST_TIMESTAMP_FIX)
     return moment
 
 

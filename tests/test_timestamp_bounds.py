@@ -206,7 +206,7 @@ def test_csv_reader_rejects_year_9999():
     assert rejected[0].line == 5
     assert rejected[0].error.column == "timestamp"
     assert rejected[0].error.message == (
-        "line 5, column 'timestamp': timestamp 9999-12-31 23:59:59+00:00 is on or after 9000-01-01 00:00:00 UTC, "
+        "line 5, column 'timestamp': '9999-12-31T23:59:59Z' is on or after 9000-01-01 (UTC), "
         "too far ahead for any card purchase; check the date and its format, and write a date before 9000-01-01"
     )
 
@@ -239,7 +239,15 @@ def test_parse_timestamp_overflow_message():
     with pytest.raises(InvalidValueError) as raised:
         parse_timestamp("0001-01-01T00:00:00+05:00", formats=("iso",), zone=UTC)
 
-    assert raised.value.fix == "write a date from 1900-01-01 to 9999-12-30"
+    assert raised.value.fix == "write a date from 1900-01-01 up to, not including, 9000-01-01"
+
+
+def test_parse_timestamp_rejects_from_9000():
+    with pytest.raises(InvalidValueError) as raised:
+        parse_timestamp("9999-12-31T23:59:59Z", formats=("iso",), zone=UTC)
+
+    assert raised.value.reason == "'9999-12-31T23:59:59Z' is on or after 9000-01-01 (UTC), too far ahead for any card purchase"
+    assert "write a date before 9000-01-01" in raised.value.fix
 
 
 def test_parse_timestamp_accepts_bound():
