@@ -35,6 +35,7 @@ from consumer import deadletters
 from consumer.breaker import CircuitBreaker
 from consumer.cap_state import build_items
 from consumer.guarded import GuardedRecommender
+from consumer.dlq import transaction_id_of
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
 from consumer.recommenders import InProcessRecommender, ItemError, Recommender, WorkItem
@@ -596,16 +597,18 @@ class ConsumerPool:
             raise
         self._count_settled(counts, results, rewards)
         self._log_duplicates(counts, results, dead_letters)
-        if dead_letters:
-            fields = entry_id_fields([letter.entry_id for letter in dead_letters])
-            transaction_ids = {letter.entry_id: letter.transaction_id for letter in dead_letters}
+        # A letter the script skipped as a duplicate was written before, by this run, and is logged there.
+        written = [letter for letter in dead_letters if letter.entry_id not in counts.duplicates_of]
+        if written:
+            fields = entry_id_fields([letter.entry_id for letter in written])
+            transaction_ids = {letter.entry_id: transaction_id_of(letter) for letter in written}
             self.log.warning(
                 "entries dead-lettered", **fields,
-                # In the order of entry_ids; None for an entry whose transaction could not be read.
+                # In the order of entry_ids; None for an entry whose transaction_id could not be read.
                 transaction_ids=[transaction_ids[entry_id] for entry_id in fields["entry_ids"]],
-                reasons=sorted({letter.reason for letter in dead_letters}),
+                reasons=sorted({letter.reason for letter in written}),
             )
-            if any(letter.http_status in (401, 403) for letter in dead_letters):
+            if any(letter.http_status in (401, 403) for letter in written):
                 # A bad key turns every call into a dead letter, so the log gives the recovery steps.
                 self._log_repeated("auth-rejected", "the recommender rejected this consumer's credentials; check "
                                    "ORCHESTRATOR_API_KEY, then put the entries back with `rewardpilot dlq redrive --all`",

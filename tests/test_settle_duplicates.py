@@ -197,3 +197,21 @@ async def test_no_duplicates_no_log(redis_url, keys):
     assert stats.results == 5
     assert events(logs, PUBLISHED_AGAIN) == []
     assert events(logs, SETTLED_BEFORE) == []
+
+
+async def test_dead_letter_again_not_logged(redis_url, keys, sync_client):
+    """An entry dead-lettered again in the same run is logged once as dead-lettered, with its payload's id."""
+    sync_client.xadd(keys.transactions, {"data": '{"transaction_id": "bad-neg", "user_id": "u1", '
+                                                 '"merchant": "Shell", "amount_usd": "-5.00", "mcc": "5541"}'})
+
+    with structlog.testing.capture_logs() as first_logs:
+        await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+    sync_client.xgroup_destroy(keys.transactions, keys.group())
+    with structlog.testing.capture_logs() as second_logs:
+        await drain(redis_url, ConsumerSettings(keys=keys, workers=1))
+
+    first = events(first_logs, "entries dead-lettered")
+    assert len(first) == 1
+    assert first[0]["transaction_ids"] == ["bad-neg"]
+    assert events(second_logs, "entries dead-lettered") == []
+    assert sync_client.xlen(keys.dead_letters) == 1
