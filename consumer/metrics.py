@@ -59,7 +59,8 @@ class PoolCollector(Collector):
         counters = [
             ("transactions_processed", "Results published.", stats.results),
             ("transactions_failed", "Entries sent to the dead-letter stream.", stats.dead_letters),
-            ("transactions_duplicate", "Redelivered entries whose transaction already had an outcome.", stats.duplicates),
+            ("transactions_duplicate", "Entries skipped because their transaction_id already had an outcome in this "
+             "run: redelivered, or published again.", stats.duplicates),
             ("retries", "Recommender calls retried after a transient failure.", stats.retries),
             ("recommender_calls", "Recommender calls made: one per micro-batch and attempt, however many HTTP requests it took.",
              stats.recommender_calls),
