@@ -10,8 +10,12 @@ never seen at all. ``trim`` instead computes a MINID no later than:
   oldest entry it may not have read yet);
 * for every consumer group, its oldest pending entry.
 
-A stream that has no consumer group yet (``publish`` creates none) is not
-trimmed at all: no group has read any of its entries.
+A stream that no live consumer group reads yet is not trimmed at all. That
+covers a stream without groups (``publish`` creates none) and one whose only
+groups are replays' (``replay:NAME``). A replay reads the stream for its own
+run, so its reads do not show what the live consumers still have to read.
+A replay group still holds the trim back like any other group, which keeps
+the entries a running replay has not read yet.
 
 ``XTRIM MINID`` (exact) then removes only entries older than that id. A
 group is reported as holding the trim back only when some entry older than
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import NamedTuple, Sequence
 
@@ -44,6 +48,9 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 # and stream ids in milliseconds, and a timedelta can be at most 999,999,999 days.
 MAX_AGE_DAYS = 36_500
 MAX_AGE_SECONDS = MAX_AGE_DAYS * 86_400
+
+# StreamKeys.group names the group of replay run NAME "replay:NAME". Every other group is a live one.
+REPLAY_GROUP_PREFIX = "replay:"
 
 log = get_logger("retention")
 
@@ -67,6 +74,11 @@ class TrimReport:
     held_back_count: int | None = None
     # True when the stream has no consumer group, so nothing was read and nothing is trimmed.
     no_consumer_group: bool = False
+    # True when no group other than a replay's reads the stream, with or without replay groups,
+    # so no live consumer has read it and nothing is trimmed.
+    no_live_group: bool = False
+    # The replay groups (replay:NAME) on the stream. Only the reads of live groups make an entry removable.
+    replay_groups: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +91,13 @@ class TrimPlan(NamedTuple):
     min_id: str
     held_back_by: str | None
     no_consumer_group: bool = False
+    no_live_group: bool = False
+    replay_groups: tuple[str, ...] = ()
+
+
+def is_replay_group(group: str) -> bool:
+    """Return whether ``group`` is a replay run's group, named ``replay:NAME`` by ``StreamKeys.group``."""
+    return group.startswith(REPLAY_GROUP_PREFIX)
 
 
 def parse_age(text: str) -> timedelta:
@@ -136,8 +155,10 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
 
     The group is None unless the stream has an entry from the MINID up to the
     cutoff, that is an entry older than the cutoff that the trim keeps. A
-    stream without consumer groups gets the MINID 0-0, which keeps every
-    entry, and ``no_consumer_group`` True.
+    stream without a live consumer group, one with no groups or with replay
+    groups only, gets the MINID 0-0, which keeps every entry, and
+    ``no_live_group`` True. Replay groups then hold nothing back, because
+    the MINID keeps everything anyway.
     """
     cutoff_ms = await _server_ms(client) - int(older_than.total_seconds() * 1000)
     cutoff_id = f"{max(0, cutoff_ms)}-0"
@@ -149,11 +170,14 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
         if "no such key" in str(exc).lower():
             return TrimPlan(cutoff_id, cutoff_id, None)
         raise
-    if not groups:
-        return TrimPlan(cutoff_id, "0-0", None, no_consumer_group=True)
+    names = [_text(info["name"]) for info in groups]
+    replay_groups = tuple(name for name in names if is_replay_group(name))
+    if len(replay_groups) == len(names):
+        # A replay's reads do not make an entry safe to remove: the live consumers may not have read it.
+        return TrimPlan(cutoff_id, "0-0", None, no_consumer_group=not names, no_live_group=True,
+                        replay_groups=replay_groups)
 
-    for info in groups:
-        group = _text(info["name"])
+    for group, info in zip(names, groups):
         limits = [_next_id(_text(info["last-delivered-id"]))]
         if int(info.get("pending", 0)):
             summary = await client.xpending(stream, group)
@@ -167,7 +191,7 @@ async def plan_min_id(client: aioredis.Redis, stream: str, older_than: timedelta
     if held_back_by is not None and not await client.xrange(stream, min=min_id, max=f"({cutoff_id}", count=1):
         # The slowest group's limit is below the cutoff, but no entry lies between them.
         held_back_by = None
-    return TrimPlan(cutoff_id, min_id, held_back_by)
+    return TrimPlan(cutoff_id, min_id, held_back_by, replay_groups=replay_groups)
 
 
 async def _count_before(client: aioredis.Redis, stream: str, min_id: str, *, start: str = "-") -> int:
@@ -187,10 +211,13 @@ async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dr
                count_held_back: bool = True) -> TrimReport:
     """Remove entries older than ``older_than`` that every consumer group has read and acknowledged.
 
+    A stream without a live group (``plan_min_id``) loses nothing.
+
     With ``count_held_back``, a trim held back by a group also counts the
     entries older than the cutoff that it keeps, walking them with XRANGE.
     """
-    cutoff_id, min_id, held_back_by, no_consumer_group = await plan_min_id(client, stream, older_than)
+    plan = await plan_min_id(client, stream, older_than)
+    cutoff_id, min_id, held_back_by = plan.cutoff_id, plan.min_id, plan.held_back_by
     if dry_run:
         removed = await _count_before(client, stream, min_id)
     else:
@@ -198,14 +225,15 @@ async def trim(client: aioredis.Redis, stream: str, older_than: timedelta, *, dr
 
     held_back_count = None
     if count_held_back:
-        holds_back = held_back_by or no_consumer_group
+        holds_back = held_back_by or plan.no_live_group
         held_back_count = await _count_before(client, stream, cutoff_id, start=min_id) if holds_back else 0
 
     report = TrimReport(stream=stream, cutoff_id=cutoff_id, min_id=min_id, removed=removed,
                         dry_run=dry_run, held_back_by=held_back_by, held_back_count=held_back_count,
-                        no_consumer_group=no_consumer_group)
-    if no_consumer_group and (held_back_count or not count_held_back):
-        log.warning("stream not trimmed: no consumer group has read it yet", **report.as_dict())
+                        no_consumer_group=plan.no_consumer_group, no_live_group=plan.no_live_group,
+                        replay_groups=list(plan.replay_groups))
+    if plan.no_live_group and (held_back_count or not count_held_back):
+        log.warning("stream not trimmed: no live consumer group has read it yet", **report.as_dict())
     elif removed or held_back_by:
         log.info("stream trimmed" if not dry_run else "stream trim planned", **report.as_dict())
     return report

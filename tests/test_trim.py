@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import one_server, run_cli
+from conftest import ROOT, one_server, run_cli
 from rewardpilot.retention import InvalidAgeError, parse_age, trim, trim_loop
 
 # 2020-09-13T12:26:40Z: entries this old are past any age the tests ask for.
@@ -90,6 +93,105 @@ def test_cli_trim_after_publish_only(keys, cli_env, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "removed 0 entries" in completed.stdout
     assert "no consumer group has read" in " ".join(completed.stdout.split())
+    assert "no entry is older than the cutoff" not in completed.stdout  # one entry is
+
+
+def test_trim_replay_group_only_keeps_all(redis_url, keys, sync_client):
+    """A replay's reads do not make entries safe to trim while no live group has read them."""
+    add_entries(sync_client, keys.transactions)
+    sync_client.xgroup_create(keys.transactions, "replay:preview", id="0")
+    read = sync_client.xreadgroup("replay:preview", "c1", {keys.transactions: ">"}, count=6)[0][1]
+    sync_client.xack(keys.transactions, "replay:preview", *[entry for entry, _ in read[:4]])
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 0
+    assert report.no_live_group is True
+    assert report.no_consumer_group is False
+    assert report.replay_groups == ["replay:preview"]
+    assert report.held_back_by is None
+    assert report.held_back_count == 10
+    assert sync_client.xlen(keys.transactions) == 13
+
+
+def test_trim_without_groups_no_live_group(redis_url, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+
+    report = run_trim(redis_url, keys.transactions, dry_run=True)
+
+    assert report.no_live_group is True
+    assert report.replay_groups == []
+
+
+def test_trim_replay_group_behind_live(redis_url, keys, sync_client):
+    """With a live group, a replay group still keeps the entries it has not read."""
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=8)
+    sync_client.xgroup_create(keys.transactions, "replay:slow", id=old_id(2))
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 3
+    assert report.held_back_by == "replay:slow"
+    assert report.no_live_group is False
+    assert report.replay_groups == ["replay:slow"]
+
+
+def test_trim_replay_ahead_of_live_group(redis_url, keys, sync_client):
+    """A replay that read further than the live group lets the trim remove only what the live group read."""
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=2)
+    sync_client.xgroup_create(keys.transactions, "replay:ahead", id=old_id(8))
+
+    report = run_trim(redis_url, keys.transactions)
+
+    assert report.removed == 2
+    assert report.held_back_by == GROUP
+    assert data_of(sync_client, keys.transactions)[0] == "old-2"
+
+
+@one_server
+def test_cli_trim_replay_group_only_text(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    sync_client.xgroup_create(keys.transactions, "replay:preview", id=old_id(5))
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    text = " ".join(completed.stdout.split())
+    assert f"{keys.transactions}: removed 0 entries" in text
+    assert "no live consumer group has read" in text
+    assert "only replay group 'replay:preview'" in text
+    assert "kept all 10 entries older than the cutoff" in text
+    assert "no entry is older than the cutoff" not in text
+    assert sync_client.xlen(keys.transactions) == 13
+
+
+@one_server
+def test_cli_trim_unread_group_text(cli_env, keys, sync_client):
+    """A group that read nothing stops the trim at 0-1, and the output does not claim that nothing is old."""
+    add_entries(sync_client, keys.transactions)
+    sync_client.xgroup_create(keys.transactions, GROUP, id="0")
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    text = " ".join(completed.stdout.split())
+    assert f"{keys.transactions}: removed 0 entries" in text
+    assert "no entry is older than the cutoff" not in text
+    assert "consumer group 'g' held the trim back to 0-1" in text
+    assert "kept 10 entries older than the cutoff" in text
+
+
+@one_server
+def test_cli_trim_nothing_old_text(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions, old=0, recent=2)
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "removed 0 entries; no entry is older than the cutoff" in completed.stdout
+    assert "no consumer group has read" not in completed.stdout
 
 
 def test_trim_keeps_unread_entries(redis_url, keys, sync_client):
@@ -359,10 +461,82 @@ async def test_plan_min_id_pending_acked_meanwhile(redis_url, keys, sync_client,
 
     monkeypatch.setattr(client, "xinfo_groups", xinfo_with_stale_pending)
     try:
-        cutoff_id, min_id, held_back_by, _ = await plan_min_id(client, keys.transactions, timedelta(seconds=1))
+        plan = await plan_min_id(client, keys.transactions, timedelta(seconds=1))
     finally:
         await client.aclose()
 
     # The group has read nothing (last-delivered-id 0-0), so trimming stops at 0-1.
-    assert held_back_by == "g"
-    assert min_id == "0-1"
+    assert plan.held_back_by == "g"
+    assert plan.min_id == "0-1"
+
+
+@one_server
+def test_cli_trim_partitions_replay_group_only(cli_env, keys, sync_client):
+    """Each partition stream is judged by its own groups: one with only a replay group keeps everything."""
+    from rewardpilot.partitions import agree_count, partition_stream
+
+    agree_count(sync_client, keys, 2)
+    streams = [partition_stream(keys, 2, partition) for partition in range(2)]
+    for stream in streams:
+        add_entries(sync_client, stream, recent=0)
+        sync_client.xgroup_create(stream, "replay:preview", id=old_id(5))
+    read_and_ack(sync_client, streams[0], count=4)  # the live group "g" exists on p0 only
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    assert [report["removed"] for report in reports] == [4, 0]
+    assert [report["no_live_group"] for report in reports] == [False, True]
+    assert [sync_client.xlen(stream) for stream in streams] == [6, 10]
+
+
+def wait_for_length(client, stream: str, at_least: int, child: subprocess.Popen) -> None:
+    for _ in range(3000):  # at most 60 s
+        if client.exists(stream) and client.xlen(stream) >= at_least:
+            return
+        assert child.poll() is None, child.communicate()[1][-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"{stream} did not reach {at_least} entries within 60 s")
+
+
+@one_server
+def test_trim_after_stopped_replay_keeps_entries(cli_env, keys, sync_client, tmp_path):
+    """Publish with no live group, stop a replay midway, trim: the live consumers still get every transaction."""
+    source = ROOT / "examples" / "transactions.csv"
+    published = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env, timeout=300)
+    assert published.returncode == 0, published.stderr[-2000:]
+    rows = sync_client.xlen(keys.transactions)
+    assert rows == 3000
+
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "replay", "--start", "0",
+         "--run", "preview", "--batch-size", "1"],
+        env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_length(sync_client, keys.results("preview"), 200, replay)
+        replay.send_signal(signal.SIGTERM)
+        _, stderr = replay.communicate(timeout=60)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+            replay.communicate(timeout=10)
+    assert replay.returncode == 143, stderr[-2000:]
+    # The stopped replay left its group, which has read part of the stream, and no live group exists.
+    assert [group["name"] for group in sync_client.xinfo_groups(keys.transactions)] == ["replay:preview"]
+
+    time.sleep(1.1)  # so that every entry is older than the cutoff of --older-than 1s
+    trimmed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--json"], cli_env)
+    assert trimmed.returncode == 0, trimmed.stderr[-2000:]
+    report = json.loads(trimmed.stdout.strip().splitlines()[-1])
+    assert report["removed"] == 0
+    assert report["no_live_group"] is True
+    assert report["held_back_by"] is None
+    assert report["held_back_count"] == rows
+    assert sync_client.xlen(keys.transactions) == rows
+
+    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain"], cli_env, timeout=300)
+    assert consumed.returncode == 0, consumed.stderr[-2000:]
+    live_ids = {fields["transaction_id"] for _, fields in sync_client.xrange(keys.results())}
+    assert len(live_ids) == rows

@@ -24,6 +24,7 @@ def trim(
 ) -> None:
     """Trim the transactions streams by MINID, never past an entry a consumer group has not read or acknowledged.
 
+    A stream that no live consumer group has read yet keeps every entry, because a replay's group does not count.
     With partitions, every partition stream is trimmed, each to the MINID its own consumer groups allow.
     """
     from rewardpilot.partitions import partition_streams, stored_count
@@ -56,26 +57,42 @@ def trim(
             typer.echo(json.dumps(report.as_dict()))
         return
 
-    verb = "would remove" if dry_run else "removed"
     out = stdout_console()
     for report in reports:
-        if _id_millis(report.min_id) == 0:
-            out.print(f"{report.stream}: {verb} 0 entries; no entry is older than the cutoff "
-                      f"({_with_time(report.cutoff_id)}), or the stream is empty", markup=False, soft_wrap=True)
+        for line in _report_lines(report):
+            out.print(line, markup=False, soft_wrap=True)
+
+
+def _report_lines(report: TrimReport) -> list[str]:
+    """Say what the trim removed and, when it kept entries older than the cutoff, why."""
+    verb = "would remove" if report.dry_run else "removed"
+    keep_verb = "would keep" if report.dry_run else "kept"
+    kept_unread = report.no_live_group and bool(report.held_back_count)
+    if report.removed:
+        lines = [f"{report.stream}: {verb} {_entries(report.removed)} older than {_with_time(report.min_id)}"]
+    elif report.held_back_by or kept_unread:
+        lines = [f"{report.stream}: {verb} 0 entries"]
+    else:
+        # Nothing was removed and nothing older than the cutoff was kept, so there is nothing older.
+        return [f"{report.stream}: {verb} 0 entries; no entry is older than the cutoff "
+                f"({_with_time(report.cutoff_id)}), or the stream is empty"]
+
+    if kept_unread:
+        if report.no_consumer_group:
+            readers = f"no consumer group has read {report.stream} yet"
         else:
-            out.print(f"{report.stream}: {verb} {_entries(report.removed)} older than {_with_time(report.min_id)}",
-                      markup=False, soft_wrap=True)
-        if report.no_consumer_group and report.held_back_count:
-            keep_verb = "would keep" if dry_run else "kept"
-            out.print(f"no consumer group has read {report.stream} yet, so the trim {keep_verb} all "
-                      f"{_entries(report.held_back_count)} older than the cutoff ({report.cutoff_id}); start a "
-                      "consumer (rewardpilot consume) before trimming", markup=False, soft_wrap=True)
-        if report.held_back_by:
-            keep_verb = "would keep" if dry_run else "kept"
-            out.print(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
-                      f"(cutoff was {report.cutoff_id}) and {keep_verb} {_entries(report.held_back_count)} older "
-                      "than the cutoff, from the first entry it has not read or acknowledged",
-                      markup=False, soft_wrap=True)
+            groups = ", ".join(repr(group) for group in report.replay_groups)
+            noun = "replay group" if len(report.replay_groups) == 1 else "replay groups"
+            readers = (f"no live consumer group has read {report.stream} yet, only {noun} {groups}, and a replay's "
+                       "reads do not count because the live consumers still have to read every entry")
+        kept_entries = "the 1 entry" if report.held_back_count == 1 else f"all {report.held_back_count} entries"
+        lines.append(f"{readers}, so the trim {keep_verb} {kept_entries} older than the cutoff ({report.cutoff_id}); "
+                     "start a consumer (rewardpilot consume) before trimming")
+    if report.held_back_by:
+        lines.append(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
+                     f"(cutoff was {report.cutoff_id}) and {keep_verb} {_entries(report.held_back_count)} older "
+                     "than the cutoff, from the first entry it has not read or acknowledged")
+    return lines
 
 
 def _id_millis(entry_id: str) -> int:
