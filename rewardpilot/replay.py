@@ -27,6 +27,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Callable
 
 import redis
 import redis.asyncio as aioredis
@@ -34,6 +35,7 @@ import redis.asyncio as aioredis
 from consumer.build import CallOptions, build_pool
 from consumer.errors import InvalidRateLimitError
 from consumer.settings import RUN_NAME_PATTERN, RUN_NAME_RULE, ConsumerSettings, InvalidSettingsError
+from consumer.stats import PoolStats
 from rewardpilot.orchestrator.api_key import InvalidApiKeyError
 from rewardpilot.partitions import agree_count_async, partition_streams
 from rewardpilot.codec import decode_result
@@ -299,6 +301,7 @@ async def replay_async(
     options: CallOptions | None = None,
     compare: bool = False,
     ttl_seconds: int | None = None,
+    on_cancelled: Callable[[ReplaySummary], None] | None = None,
 ) -> ReplaySummary:
     """Process the transactions from ``start`` to ``end`` again as run ``run``.
 
@@ -308,6 +311,10 @@ async def replay_async(
     job's keys have left. ``None`` gives none of them an expiry, so the
     markers live as long as the results stream and a second replay of the
     range under the same run name adds no results.
+
+    ``on_cancelled`` is called with the counts so far when the replay is
+    cancelled, such as by a signal, before the CancelledError propagates.
+    That summary has no comparison.
 
     ``workers`` is 1 by default, which recommends each user's transactions
     in stream order. More workers are faster, but on a single transactions
@@ -337,6 +344,23 @@ async def replay_async(
         options.check()
     # The cap spend of a replay run follows its markers, and 0 leaves both without expiry (settle.lua).
     settings.result_ttl_seconds = ttl_seconds if ttl_seconds is not None else 0
+    summary = ReplaySummary(run=run, group=settings.group_name, start_id=replay_range.start_id,
+                            end_id=replay_range.end_id, user=user)
+    try:
+        await _replay_and_compare(client, settings, replay_range, options, summary, compare=compare,
+                                  ttl_seconds=ttl_seconds)
+    except asyncio.CancelledError:
+        if on_cancelled is not None:
+            on_cancelled(summary)
+        raise
+    return summary
+
+
+async def _replay_and_compare(client: aioredis.Redis, settings: ConsumerSettings, replay_range: ReplayRange,
+                              options: CallOptions | None, summary: ReplaySummary, *, compare: bool,
+                              ttl_seconds: int | None) -> None:
+    """Replay the range under the run's lock, filling in ``summary`` as ``replay_async`` describes."""
+    keys, run = settings.keys, settings.run
     settings.partitions = await agree_count_async(client, keys)
     if compare and settings.workers > 1 and settings.partitions == 1:
         log.warning(
@@ -345,11 +369,11 @@ async def replay_async(
             "Replay with 1 worker (the default) to keep the order",
             run=run, workers=settings.workers,
         )
-    first_entry_id = await earliest_entry_id(client, partition_streams(keys, settings.partitions))
+    summary.first_entry_id = await earliest_entry_id(client, partition_streams(keys, settings.partitions))
     lock_key = f"{keys.base}replay-lock:{run}"
     try:
         async with RunLock(client, lock_key):
-            stats = await _replay_under_lock(client, settings, replay_range, options)
+            await _replay_under_lock(client, settings, replay_range, options, summary)
     except RunLockHeld as exc:
         raise ReplayBusyError(run, exc.holder, exc.since, lock_key=lock_key,
                               expires_in_ms=await client.pttl(lock_key)) from None
@@ -358,14 +382,8 @@ async def replay_async(
         # `rewardpilot replay --job` sets it afterwards with rewardpilot.job.expire_job_keys, but other callers do not.
         await client.expire(keys.results(run), ttl_seconds, lt=True)
 
-    summary = ReplaySummary(
-        run=run, group=settings.group_name, start_id=replay_range.start_id, end_id=replay_range.end_id,
-        user=user, delivered=stats.delivered - stats.past_end, results=stats.results, duplicates=stats.duplicates,
-        dead_letters=stats.dead_letters, read_past_end=stats.past_end, first_entry_id=first_entry_id,
-    )
     if compare:
-        summary.comparison = await compare_runs(client, keys, run, replay_range, user=user)
-    return summary
+        summary.comparison = await compare_runs(client, keys, run, replay_range, user=summary.user)
 
 
 def check_wallet_cards(wallet: list[str] | None) -> None:
@@ -393,11 +411,12 @@ async def earliest_entry_id(client: aioredis.Redis, streams: list[str]) -> str |
 
 
 async def _replay_under_lock(client: aioredis.Redis, settings: ConsumerSettings, replay_range: ReplayRange,
-                             options: CallOptions | None):
+                             options: CallOptions | None, summary: ReplaySummary) -> None:
     """Reset the run's group on every partition stream, drain it, and remove it once nothing is pending.
 
-    The pool is built first, so an invalid rate or orchestrator URL raises
-    before any group exists: a group left behind would hold back trims.
+    The pool's counts go into ``summary``, also when the replay is cancelled
+    or fails. The pool is built first, so an invalid rate or orchestrator URL
+    raises before any group exists: a group left behind would hold back trims.
     """
     try:
         pool = build_pool(client, settings, options)
@@ -410,15 +429,25 @@ async def _replay_under_lock(client: aioredis.Redis, settings: ConsumerSettings,
     try:
         for stream in streams:
             await reset_group(client, stream, settings.group_name, replay_range.group_start_id)
-        stats = await pool.run()
+        await pool.run()
     finally:
+        # After a cancellation too, the pool's stats count every settle it sent to Redis (ConsumerPool.run).
+        _count_outcomes(summary, pool.stats)
         await pool.recommender.aclose()
 
     if await _all_settled(client, settings):
         # A finished replay's group would otherwise hold back `rewardpilot trim` forever.
         for stream in streams:
             await client.xgroup_destroy(stream, settings.group_name)
-    return stats
+
+
+def _count_outcomes(summary: ReplaySummary, stats: PoolStats) -> None:
+    """Copy the pool's counts into the summary, leaving out the entries read past the end id from ``delivered``."""
+    summary.delivered = stats.delivered - stats.past_end
+    summary.results = stats.results
+    summary.duplicates = stats.duplicates
+    summary.dead_letters = stats.dead_letters
+    summary.read_past_end = stats.past_end
 
 
 async def _all_settled(client: aioredis.Redis, settings: ConsumerSettings) -> bool:

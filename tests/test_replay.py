@@ -235,6 +235,30 @@ def test_replay_leaves_live_group_alone(redis_url, keys, sync_client):
     assert sync_client.xlen(keys.results("beside-live")) == 20
 
 
+async def test_cancelled_replay_reports_counts(redis_url, keys, sync_client):
+    add_transactions(sync_client, keys, 1000)
+    client = aioredis.Redis.from_url(redis_url)
+    stopped = []
+    task = asyncio.create_task(replay_async(client, keys, start="0", run="cut", batch_size=1, block_ms=50,
+                                            compare=True, on_cancelled=stopped.append))
+    try:
+        for _ in range(3000):  # bounded: at most 30 s
+            if sync_client.exists(keys.results("cut")) and sync_client.xlen(keys.results("cut")) >= 5:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await client.aclose()
+
+    assert len(stopped) == 1
+    assert stopped[0].run == "cut"
+    assert stopped[0].results == sync_client.xlen(keys.results("cut"))
+    assert 5 <= stopped[0].results < 1000
+    assert stopped[0].comparison is None
+
+
 def test_compare_reports_wallet_change(redis_url, keys, sync_client):
     catalog = RulesEngine.default().catalog
     add_transactions(sync_client, keys, 10)

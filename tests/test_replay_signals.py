@@ -7,6 +7,7 @@ connection, so the replay went on to the end and exited 0.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -112,3 +113,53 @@ def test_killed_job_replay_streams_expire(keys, sync_client, cli_env, tmp_path):
             process.communicate(timeout=10)
 
     assert 0 < sync_client.ttl(job.results("killed")) <= 3600
+
+
+@one_server
+@pytest.mark.parametrize("signum, status, name", [
+    (signal.SIGTERM, 143, "SIGTERM"),
+    (signal.SIGINT, 130, "SIGINT"),
+])
+def test_stopped_replay_prints_json_summary(keys, sync_client, cli_env, tmp_path, signum, status, name):
+    published = run_cli(["--prefix", keys.prefix, "publish", str(ROOT / "examples" / "transactions.csv")],
+                        cli_env, timeout=300)
+    assert published.returncode == 0, published.stderr[-2000:]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "replay", "--start", "0",
+         "--run", "halted", "--batch-size", "1", "--json"],
+        env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wait_for_results(sync_client, keys.results("halted"), 100)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+    assert process.returncode == status, stderr[-2000:]
+    assert f"replay stopped by {name} after" in " ".join(stderr.split())
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 1, stdout[-2000:]
+    summary = json.loads(lines[0])
+    assert summary["interrupted"] == name
+    assert summary["run"] == "halted"
+    assert summary["results"] == sync_client.xlen(keys.results("halted"))
+    assert 100 <= summary["results"] < ROWS
+    assert summary["delivered"] >= summary["results"]
+
+
+@one_server
+def test_finished_replay_json_not_interrupted(keys, sync_client, cli_env):
+    published = run_cli(["--prefix", keys.prefix, "publish", str(ROOT / "examples" / "transactions.csv")],
+                        cli_env, timeout=300)
+    assert published.returncode == 0, published.stderr[-2000:]
+
+    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "whole", "--json"], cli_env,
+                        timeout=300)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert summary["interrupted"] is None
+    assert summary["results"] == ROWS

@@ -22,6 +22,7 @@ from rewardpilot.cli.options import check_cards, split_cards
 from rewardpilot.streams import DEFAULT_PREFIX, entry_key
 
 if TYPE_CHECKING:
+    from consumer.shutdown import Interruption
     from rewardpilot.replay import Comparison, ReplaySummary
 
 
@@ -132,6 +133,7 @@ def replay(
     ttl_seconds = lifetime.remaining_seconds if lifetime is not None else None
 
     interruption = Interruption()
+    stopped: list[ReplaySummary] = []  # the counts of a replay that a signal cancelled
 
     async def main() -> ReplaySummary:
         # SIGTERM cancels the replay as asyncio.run's own handler does for Ctrl-C, so the
@@ -149,6 +151,7 @@ def replay(
             return await replay_async(
                 client, context.keys(job), start=start, end=end, user=user, run=run, workers=workers,
                 batch_size=batch_size, wallet=cards, options=options, compare=compare, ttl_seconds=ttl_seconds,
+                on_cancelled=stopped.append,
             )
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
@@ -166,8 +169,7 @@ def replay(
         if isinstance(exc, KeyboardInterrupt):
             interruption.signum = interruption.signum or signal.SIGINT
         if interruption.signum is not None and isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-            console.print(f"replay stopped by {interruption.name}; run the same command again to finish it, "
-                          "because entries that already have an outcome are skipped", soft_wrap=True)
+            _report_stopped(stopped[0] if stopped else None, interruption, as_json)
             raise typer.Exit(interruption.exit_status) from None
         raise
     if ttl_seconds is not None:
@@ -176,7 +178,7 @@ def replay(
     if summary.delivered and summary.starts_after_first_entry:
         _warn_mid_stream_start(_streams_label(client, context.keys(job)), summary)
     if as_json:
-        typer.echo(json.dumps(summary.as_dict()))
+        typer.echo(json.dumps({**summary.as_dict(), "interrupted": None}))
     else:
         print_summary(summary, context.prefix, job, context.redis_url)
     if ttl_seconds is not None:
@@ -190,6 +192,24 @@ def replay(
         count = "1 entry was" if summary.dead_letters == 1 else f"{summary.dead_letters} entries were"
         console.print(f"{count} dead-lettered; see them with `{escape(listing)}`", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
+
+
+def _report_stopped(summary: ReplaySummary | None, interruption: Interruption, as_json: bool) -> None:
+    """Say on stderr how far a replay stopped by a signal got and how to finish it. With --json, print its counts too.
+
+    ``summary`` is None when the signal came before the replay began, and
+    --json then prints the message as an error object. The JSON summary
+    names the signal in ``interrupted``, as ``run --json`` does.
+    """
+    done = "" if summary is None else f" after {_counts_text(summary)}"
+    message = (f"replay stopped by {interruption.name}{done}; run the same command again to finish it, "
+               "because entries that already have an outcome are skipped")
+    if as_json:
+        if summary is None:
+            typer.echo(json.dumps({"error": message, "exit_code": interruption.exit_status}))
+        else:
+            typer.echo(json.dumps({**summary.as_dict(), "interrupted": interruption.name}))
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _expire_with_job(client, keys) -> None:
