@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from rewardpilot.money import usd_text
+
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -59,7 +61,8 @@ class PoolStats:
     rate_limit_wait_seconds: float = 0.0
     breaker_openings: int = 0
     cap_conflicts: int = 0
-    total_rewards_usd: Decimal = Decimal("0")
+    # Starts at 0.00, so a pool that wrote no result still reports "0.00" like every other money value.
+    total_rewards_usd: Decimal = Decimal("0.00")
     first_result_at: float | None = None
     last_result_at: float | None = None
     # time.monotonic() after the last settle that recorded a result, a duplicate or a dead letter.
@@ -85,6 +88,6 @@ class PoolStats:
             "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
             "breaker_openings": self.breaker_openings,
             "cap_conflicts": self.cap_conflicts,
-            "total_rewards_usd": str(self.total_rewards_usd),
+            "total_rewards_usd": usd_text(self.total_rewards_usd),
             "elapsed_seconds": round(elapsed, 3),
         }

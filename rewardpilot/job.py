@@ -23,6 +23,7 @@ from consumer.settings import ConsumerSettings
 from consumer.shutdown import install_signal_handlers, remove_signal_handlers
 from consumer.stats import PoolStats
 from rewardpilot.connection import connect_async
+from rewardpilot.money import usd_text
 from rewardpilot.partitions import count_key, partition_streams
 from rewardpilot.status import escape_glob
 from rewardpilot.streams import LIVE_RUN, StreamKeys
@@ -87,7 +88,7 @@ class JobSummary:
             "successful": self.successful,
             "failed": self.failed,
             "already_processed": self.already_processed,
-            "total_rewards": str(self.total_rewards),
+            "total_rewards": usd_text(self.total_rewards),
             "processing_time_seconds": round(self.processing_time_seconds, 3),
             "throughput_tps": round(self.throughput_tps, 1),
             "publish_seconds": round(self.publish_seconds, 3),

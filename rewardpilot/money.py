@@ -40,3 +40,11 @@ def round_cash(amount: Decimal) -> Decimal:
 def cents(amount: Decimal) -> int:
     """Return a dollar amount as integer cents (the amount must be whole cents)."""
     return int((amount * 100).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def usd_text(amount: Decimal) -> str:
+    """Write a dollar amount with two decimals, as JSON output writes money: ``0.00``, not ``0``.
+
+    It rounds with ``round_cash``, which leaves an amount in whole cents, such as a sum of cash values, unchanged.
+    """
+    return str(round_cash(amount))

@@ -41,6 +41,7 @@ from rewardpilot.partitions import agree_count_async, partition_streams
 from rewardpilot.codec import decode_result
 from rewardpilot.engine import RulesEngine
 from rewardpilot.logs import get_logger
+from rewardpilot.money import usd_text
 from rewardpilot.run_lock import DEFAULT_LEASE_MS, RunLock, RunLockHeld
 from rewardpilot.streams import LIVE_RUN, StreamKeys, entry_key
 
@@ -140,8 +141,8 @@ class Comparison:
 
     compared: int = 0
     missing_live: list[str] = field(default_factory=list)
-    live_total_usd: Decimal = Decimal("0")
-    replay_total_usd: Decimal = Decimal("0")
+    live_total_usd: Decimal = Decimal("0.00")
+    replay_total_usd: Decimal = Decimal("0.00")
     differences: list[Difference] = field(default_factory=list)
 
     @property
@@ -153,12 +154,12 @@ class Comparison:
             "compared": self.compared,
             "differing": len(self.differences),
             "missing_live": self.missing_live,
-            "live_total_usd": str(self.live_total_usd),
-            "replay_total_usd": str(self.replay_total_usd),
-            "total_change_usd": str(self.total_change_usd),
+            "live_total_usd": usd_text(self.live_total_usd),
+            "replay_total_usd": usd_text(self.replay_total_usd),
+            "total_change_usd": usd_text(self.total_change_usd),
             "differences": [
-                {**asdict(row), "live_value_usd": str(row.live_value_usd),
-                 "replay_value_usd": str(row.replay_value_usd), "change_usd": str(row.change_usd)}
+                {**asdict(row), "live_value_usd": usd_text(row.live_value_usd),
+                 "replay_value_usd": usd_text(row.replay_value_usd), "change_usd": usd_text(row.change_usd)}
                 for row in self.differences
             ],
         }

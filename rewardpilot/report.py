@@ -54,6 +54,7 @@ from rewardpilot.engine.evaluation import Evaluation
 from rewardpilot.engine.state import DEFAULT_TIME_ZONE, SpendState, local_date, period_key
 from rewardpilot.logs import get_logger
 from rewardpilot.models import Recommendation, Transaction, WalletSource
+from rewardpilot.money import usd_text
 from rewardpilot.results import read_results
 from rewardpilot.streams import LIVE_RUN, StreamKeys
 from rewardpilot.user_terms import CASH_BACK_PROGRAM, usable_mode, usable_valuations
@@ -157,8 +158,8 @@ class Report:
     def to_json(self) -> dict:
         """Convert the report to JSON-ready data: money as strings, dates as ISO 8601."""
         def totals(item: Totals) -> dict:
-            return {"spend": str(item.spend), "earned": str(item.earned), "best": str(item.best),
-                    "missed": str(item.missed), "purchases": item.purchases}
+            return {"spend": usd_text(item.spend), "earned": usd_text(item.earned), "best": usd_text(item.best),
+                    "missed": usd_text(item.missed), "purchases": item.purchases}
 
         return {
             "user_id": self.user_id,
@@ -181,7 +182,7 @@ class Report:
 def _cap_json(cap: CapStatus) -> dict:
     data = asdict(cap)
     for name in ("cap_usd", "spent_usd", "remaining_usd"):
-        data[name] = str(data[name])
+        data[name] = usd_text(data[name])
     data["period_ends"] = cap.period_ends.isoformat()
     data["runs_out_on"] = cap.runs_out_on.isoformat() if cap.runs_out_on else None
     data["today"] = cap.today.isoformat()

@@ -18,7 +18,7 @@ from rewardpilot.codec import encode_transaction
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
 from rewardpilot.replay import (
-    InvalidReplayError, ReplayBusyError, ReplayRange, parse_position, parse_range, replay,
+    Comparison, InvalidReplayError, ReplayBusyError, ReplayRange, parse_position, parse_range, replay,
     replay_async,
 )
 from rewardpilot.results import read_results
@@ -257,6 +257,12 @@ async def test_cancelled_replay_reports_counts(redis_url, keys, sync_client):
     assert stopped[0].results == sync_client.xlen(keys.results("cut"))
     assert 5 <= stopped[0].results < 1000
     assert stopped[0].comparison is None
+
+
+def test_compare_totals_two_decimals_without_matches():
+    assert Comparison().as_dict()["live_total_usd"] == "0.00"
+    assert Comparison().as_dict()["replay_total_usd"] == "0.00"
+    assert Comparison().as_dict()["total_change_usd"] == "0.00"
 
 
 def test_compare_reports_wallet_change(redis_url, keys, sync_client):
