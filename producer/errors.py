@@ -6,15 +6,18 @@ about one row: that row is rejected and the rows around it still go through.
 Readers raise nothing else for bad input.
 
 ``Producer`` raises ``InvalidOptionError`` and ``UnsupportedClientError``
-when it is built with an option or a client it cannot use, and
-``NotATransactionError`` for an item that is not a ``Transaction``. An error
-that stops ``Producer.publish_many`` part-way carries the ``PublishSummary``
-of what was published before it in ``summary``.
+when it is built with an option or a client it cannot use,
+``NotATransactionError`` for an item that is not a ``Transaction``, and
+``PartitionCountError`` for a partition count it cannot publish with. An
+error that stops ``Producer.publish_many`` part-way carries the
+``PublishSummary`` of what was published before it in ``summary``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from rewardpilot import partitions
 
 if TYPE_CHECKING:
     from producer.publisher import PublishSummary
@@ -120,6 +123,17 @@ class PublishInterrupted(ProducerError):
 
 class InvalidOptionError(ProducerError, ValueError):
     """A ``Producer`` option out of its range or of the wrong type, with the fix."""
+
+
+class PartitionCountError(ProducerError, partitions.PartitionCountError):
+    """A partition count ``Producer`` cannot publish with, with the fix.
+
+    Raised for a count out of range, for one that differs from the count
+    stored in ``{prefix}partitions``, and when the stored count was deleted
+    or changed while the producer was publishing. It subclasses
+    ``rewardpilot.partitions.PartitionCountError`` (a ``ValueError``), so
+    code that catches that class catches this one too.
+    """
 
 
 class UnsupportedClientError(ProducerError, TypeError):

@@ -1,15 +1,22 @@
 """Publishing transactions to the transactions stream with pipelined XADD.
 
 ``Producer`` adds transactions in chunks. With a deduplication window, each
-chunk goes through one Lua script that, for every transaction, adds the entry
-only if no published marker exists for its transaction_id and then sets the
-marker with the window as its TTL. Check, XADD and marker are one atomic step,
-so a transaction is never added twice within the window and no marker exists
-without its entry. Without a window, a chunk is one pipeline of XADDs.
+chunk goes through one Lua script that, for every transaction, sets a
+published marker for its transaction_id (unless one exists) with the window
+as its TTL, then adds the entry and stores its id in the marker. Check,
+marker and XADD are one step that no other command interleaves with, so a
+transaction is never added twice within the window and no entry exists
+without its marker. Without a window, a chunk is one pipeline of XADDs.
 
-Before each chunk the producer checks the stream's backlog (``backlog``) and
+Before a chunk the producer checks the stream's backlog (``backlog``) and
 waits while it is above ``max_backlog``, so a slow consumer pool does not
-make Redis grow without bound.
+make Redis grow without bound. The check runs once at least
+``min(chunk_size, max_backlog)`` transactions have gone out since the last one.
+
+Every chunk is also checked against the partition count stored in
+``{prefix}partitions``, in the script or with one GET, so a count changed
+while the producer runs is followed, or raises ``PartitionCountError``,
+before the producer adds another entry by the old count.
 
 A producer given a ``stop`` event raises ``PublishStopped`` once the event is
 set: before its next chunk, or while a chunk waits for the backlog or for a
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,12 +44,14 @@ from typing import Callable, Iterable, NoReturn
 import redis
 
 from producer.errors import (
-    BacklogTimeout, InvalidOptionError, NotATransactionError, ProducerError, PublishInterrupted, PublishStopped,
-    UnsupportedClientError,
+    BacklogTimeout, InvalidOptionError, NotATransactionError, PartitionCountError, ProducerError, PublishInterrupted,
+    PublishStopped, UnsupportedClientError,
 )
 from rewardpilot import codec, resp
+from rewardpilot import partitions as partitioning
 from rewardpilot.models import Transaction
-from rewardpilot.partitions import PartitionCountError, agree_count, check_count, partition_of, partition_stream
+from rewardpilot.partitions import MAX_PARTITIONS, PARTITIONS_ENV, count_key, partition_of, partition_stream
+from rewardpilot.retention import MAX_AGE_DAYS, MAX_AGE_SECONDS
 from rewardpilot.streams import StreamKeys
 from rewardpilot.logs import get_logger
 
@@ -54,27 +64,56 @@ DEFAULT_POLL_SECONDS = 0.5
 RECONNECT_DELAYS_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0)  # about 19 s in all
 _END = object()  # the end of an iterable, for next()
 
-# KEYS[1] is the stream, KEYS[2..n+1] the published markers. ARGV[1] is the
-# marker TTL in seconds. ARGV[3] is the entry data of all n transactions, one
-# after the other, and ARGV[2] their lengths in bytes, separated by commas.
-# Two arguments in place of n make the command faster to pack. Returns the
-# entry id per transaction, or false (a nil reply) where the marker already existed.
+# The maximum deduplication window: the 100 years (36,500 days) that
+# `publish --dedup-window` and `run --keep` accept. Redis rejects a TTL whose
+# expiry time in milliseconds overflows a 64-bit integer.
+MAX_DEDUP_WINDOW_SECONDS = MAX_AGE_SECONDS
+# A chunk is routed again at most this many times when the stored partition count changes under it.
+MAX_PARTITION_RECOUNTS = 3
+
+# KEYS[1] is the stream, KEYS[2] the partition count key and KEYS[3..n+2] the
+# published markers. ARGV[1] is the marker TTL in seconds. ARGV[3] is the
+# entry data of all n transactions, one after the other, and ARGV[2] their
+# lengths in bytes, separated by commas. Two arguments in place of n make the
+# command faster to pack. ARGV[4] is the partition count the chunk was routed
+# by, and ARGV[5] a random token of this publish call.
+#
+# When the stored count differs from ARGV[4] (or is missing), nothing is
+# added and the reply is the stored value as a bulk string ("" when missing).
+# Otherwise the reply is an array with one element per transaction: the new
+# entry id, or, where the marker already existed, the id it names when the
+# marker contains this call's token (an earlier attempt of the call added it and
+# its reply was lost), and false (a nil reply) for any other duplicate.
+#
+# A marker is "<entry id> <token>". It is set before the XADD, so a SET that
+# fails stops the script before the entry is added. When the XADD fails (a
+# key of the wrong type, out of memory) the marker is deleted and the error
+# returned, so no entry exists without its marker and no marker without its entry.
 _PUBLISH_ONCE = """
-local ttl = tonumber(ARGV[1])
+local stored = redis.call('GET', KEYS[2])
+if tonumber(stored) ~= tonumber(ARGV[4]) then
+    return stored or ''
+end
+local ttl = ARGV[1]
 local data = ARGV[3]
+local token = ARGV[5]
 local ids = {}
-local i = 1
+local i = 2
 local start = 1
 for length in string.gmatch(ARGV[2], '%d+') do
     i = i + 1
     local stop = start + tonumber(length)
-    if redis.call('EXISTS', KEYS[i]) == 1 then
-        ids[i - 1] = false
+    if redis.call('SET', KEYS[i], token, 'NX', 'EX', ttl) then
+        local id = redis.pcall('XADD', KEYS[1], '*', 'data', string.sub(data, start, stop - 1))
+        if type(id) == 'table' and id.err then
+            redis.call('DEL', KEYS[i])
+            return id
+        end
+        redis.call('SET', KEYS[i], id .. ' ' .. token, 'EX', ttl)
+        ids[i - 2] = id
     else
-        local payload = string.sub(data, start, stop - 1)
-        local id = redis.call('XADD', KEYS[1], '*', 'data', payload)
-        redis.call('SET', KEYS[i], id, 'EX', ttl)
-        ids[i - 1] = id
+        local id, owner = string.match(redis.call('GET', KEYS[i]) or '', '^(%S+) (%S+)$')
+        ids[i - 2] = (owner == token) and id or false
     end
     start = stop
 end
@@ -151,6 +190,29 @@ def wait_for_backlog(
     waits as long as it takes. Raises ``PublishStopped`` when ``stop`` is set
     while it waits.
     """
+    deadline = None if max_wait_seconds is None else time.monotonic() + max_wait_seconds
+    return _wait_until(client, stream, group, max_backlog, deadline=deadline, max_wait_seconds=max_wait_seconds,
+                       poll_seconds=poll_seconds, on_wait=on_wait, stop=stop, fix=fix)
+
+
+def _wait_until(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    max_backlog: int,
+    *,
+    deadline: float | None,
+    max_wait_seconds: float | None,
+    poll_seconds: float,
+    on_wait: Callable[[str], None] | None,
+    stop: threading.Event | None,
+    fix: str | None,
+) -> bool:
+    """Wait as ``wait_for_backlog`` does, until ``deadline`` (a ``time.monotonic()`` value) at the latest.
+
+    Several streams can share one deadline, so that ``max_wait_seconds``
+    (named in the ``BacklogTimeout`` message) bounds their waits together.
+    """
     current = backlog(client, stream, group)
     if current <= max_backlog:
         return False
@@ -165,14 +227,16 @@ def wait_for_backlog(
 
     started = time.monotonic()
     while current > max_backlog:
-        if max_wait_seconds is not None and time.monotonic() - started > max_wait_seconds:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
             raise BacklogTimeout(
-                f"backlog of {current} entries on {stream} (group {group}) stayed above {max_backlog} "
-                f"for {max_wait_seconds} s; start more consumers or raise the limit"
+                f"backlog of {current} entries on {stream} (group {group}) stayed above {max_backlog}, and the "
+                f"wait reached max_wait_seconds ({max_wait_seconds} s); start more consumers or raise the limit"
             )
+        pause = poll_seconds if deadline is None else min(poll_seconds, deadline - now)
         if stop is None:
-            time.sleep(poll_seconds)
-        elif stop.wait(poll_seconds):
+            time.sleep(pause)
+        elif stop.wait(pause):
             log.info("stop requested while waiting for the backlog", stream=stream, backlog=current)
             raise PublishStopped(f"publishing stopped while the backlog of {stream} was {current} entries")
         current = backlog(client, stream, group)
@@ -186,24 +250,39 @@ class Producer:
 
     ``client`` is a synchronous ``redis.Redis`` (``rewardpilot.connection.connect``).
     ``dedup_window_seconds`` is how long a published transaction_id is
-    remembered, in whole seconds; 0 turns deduplication off. ``max_backlog``
-    is the number of unread entries (for ``group``, the live consumer group
-    by default) above which publishing waits, checked once per
-    ``chunk_size`` transactions; ``None`` turns backpressure off. With 0,
-    each check waits until the group has read every entry on the stream, and
-    before the group exists every entry counts as unread (``backlog``).
+    remembered, in whole seconds up to ``MAX_DEDUP_WINDOW_SECONDS`` (100
+    years); 0 turns deduplication off.
+
+    ``max_backlog`` is the number of unread entries (for ``group``, the live
+    consumer group by default) above which publishing waits; ``None`` turns
+    backpressure off. The backlog is checked before a chunk once at least
+    ``min(chunk_size, max_backlog)`` transactions (at least 1) have been
+    published since the last check, so one-at-a-time ``publish`` calls
+    check it every ``max_backlog`` calls when that is below ``chunk_size``.
+    Between checks the backlog can therefore grow past ``max_backlog`` by up
+    to that many transactions, or by one chunk of ``publish_many``, plus
+    whatever other producers add. With 0, each check waits until the group
+    has read every entry on the stream, and before the group exists every
+    entry counts as unread (``backlog``). ``max_wait_seconds`` bounds the
+    whole wait of one check, over every partition stream together, after
+    which ``BacklogTimeout`` is raised; ``None`` waits as long as it takes.
+    ``on_wait`` is called with a message when a wait starts.
+
     ``partitions`` above 1 routes each transaction to its user's partition
     stream (``rewardpilot.partitions``); ``None`` uses the count stored for
-    the prefix, or 1 when none is stored. A count out of range raises
+    the prefix, or stores 1 when none is stored. A count out of range raises
     ``PartitionCountError`` here, and one that differs from the stored count
-    raises it on the first publish. Once ``stop`` is set, ``publish_chunk``
-    raises ``PublishStopped`` in place of sending another chunk.
+    raises it on the first publish. Each later chunk is checked against the
+    stored count before it is added (see ``publish_chunk``). Once ``stop``
+    (a ``threading.Event``) is set, ``publish_chunk`` raises
+    ``PublishStopped`` in place of sending another chunk.
 
     ``maxlen`` is rejected: any value but None raises ``InvalidOptionError``,
     because trimming by length deletes entries that no consumer has read.
     Bound the stream with ``rewardpilot trim`` or ``rewardpilot.retention.trim``.
     Raises ``InvalidOptionError`` (a ``ValueError``) for an option out of
-    range or of the wrong type, and ``UnsupportedClientError`` (a
+    range or of the wrong type, ``PartitionCountError`` (a ``ValueError``)
+    for a partition count out of range, and ``UnsupportedClientError`` (a
     ``TypeError``) for an asyncio client or a URL in place of a client.
     """
 
@@ -231,36 +310,53 @@ class Producer:
                 "`rewardpilot trim --older-than AGE` or rewardpilot.retention.trim, which never remove an unread entry"
             )
         if partitions is not None:
-            check_count(partitions)
+            _check_partitions(partitions)
         self.client = client
         self.keys = keys
         self.chunk_size = _whole_number("chunk_size", chunk_size, minimum=1)
         self.dedup_window_seconds = _whole_number(
-            "dedup_window_seconds", dedup_window_seconds, minimum=0,
-            fix="give 0 to turn deduplication off, or a whole number of seconds such as 86400 (one day)",
+            "dedup_window_seconds", dedup_window_seconds, minimum=0, maximum=MAX_DEDUP_WINDOW_SECONDS,
+            fix=f"give 0 to turn deduplication off, or a whole number of seconds such as 86400 (one day) "
+                f"up to {MAX_DEDUP_WINDOW_SECONDS} ({MAX_AGE_DAYS} days)",
         )
         self.max_backlog = None if max_backlog is None else _whole_number(
             "max_backlog", max_backlog, minimum=0, fix="give a number of entries such as 100000, or None for no limit",
         )
+        if group is not None and (not isinstance(group, str) or not group):
+            raise InvalidOptionError(f"group={group!r} is not a consumer group name; give a non-empty string, "
+                                     f"or None for the live group {keys.group()!r}")
         self.group = group or keys.group()
         self.poll_seconds = _seconds("poll_seconds", poll_seconds, allow_zero=False)
         self.max_wait_seconds = None if max_wait_seconds is None else _seconds(
             "max_wait_seconds", max_wait_seconds, allow_zero=True,
         )
-        self.on_wait = on_wait
-        self.stop = stop
+        self.on_wait = _check_on_wait(on_wait)
+        self.stop = _check_stop_event(stop)
         self.waits = 0
         self._unchecked = 0  # transactions published since the last backlog check
         self._sending = False  # True once the current chunk is sent, so some of it may be on the stream
         self.requested_partitions = partitions
-        self._partitions: int | None = None  # agreed with Redis on the first publish
+        self._partitions: int | None = None  # agreed with Redis on the first publish, then checked per chunk
+
+    @property
+    def backlog_check_interval(self) -> int:
+        """The number of transactions published between two backlog checks at most, unless one chunk is larger."""
+        return max(1, min(self.chunk_size, self.max_backlog if self.max_backlog is not None else self.chunk_size))
 
     def publish(self, transaction: Transaction) -> str | None:
         """Publish one transaction; return its entry id, or ``None`` if it is a duplicate.
 
+        ``None`` means that a published marker for its transaction_id
+        existed before this call: another call published it within
+        ``dedup_window_seconds``. When this call lost a reply and retried
+        (see ``publish_chunk``), the retry finds the marker that its first
+        attempt set and returns that attempt's entry id.
+
         Raises ``NotATransactionError`` (a ``TypeError``) when ``transaction``
         is not a ``Transaction``, such as a dict: validate one with
-        ``Transaction.model_validate(data)`` first.
+        ``Transaction.model_validate(data)`` first. Raises
+        ``PartitionCountError`` when the stored partition count was deleted
+        or differs from ``partitions`` (see ``publish_chunk``).
         """
         if not isinstance(transaction, Transaction):
             raise _not_a_transaction("transaction", transaction, index=0)
@@ -273,13 +369,15 @@ class Producer:
         build each with ``Transaction.model_validate(data)``. An item of
         another type raises ``NotATransactionError`` naming its index before
         its chunk is sent. Once the first item is read, the partition count is
-        checked with Redis, and a ``PartitionCountError`` there is raised as
-        it is, with nothing published.
+        agreed with Redis, and a ``PartitionCountError`` there comes with
+        nothing published. Each chunk is checked against the stored count as
+        ``publish_chunk`` describes.
 
-        Every other error that stops the call carries the ``PublishSummary``
-        of what was published before it in ``summary``. The producer's own
-        errors (``NotATransactionError``, ``PublishStopped`` once ``stop`` is
-        set, ``BacklogTimeout``) are raised as they are. Any other
+        Every error that stops the call carries the ``PublishSummary`` of
+        what was published before it in ``summary``. The producer's own
+        errors (``NotATransactionError``, ``PartitionCountError``,
+        ``PublishStopped`` once ``stop`` is set, ``BacklogTimeout``) are
+        raised as they are. Any other
         ``Exception``, such as a ``ValidationError`` raised by the caller's
         generator or a Redis error that outlasted the retries, is raised as
         ``PublishInterrupted`` with the original as ``__cause__``, because a
@@ -303,8 +401,6 @@ class Producer:
         # After the first item, so that an empty iterable stores no partition count for a new prefix.
         try:
             self._agree_partitions()
-        except PartitionCountError:
-            raise
         except Exception as error:
             _raise_with_summary(error, summary, unconfirmed=0)
         iterator = chain((first,), iterator)
@@ -335,16 +431,25 @@ class Producer:
         return summary
 
     def publish_chunk(self, chunk: list[Transaction]) -> list[str | None]:
-        """Publish one chunk in one round trip; return entry ids, ``None`` for duplicates.
+        """Publish one chunk in one round trip per partition stream; return entry ids, ``None`` for duplicates.
 
         With a deduplication window, a lost connection or a timeout is retried
         with backoff (``RECONNECT_DELAYS_SECONDS``), because the publish-once
         script cannot add a transaction twice. Without a window the error is
-        raised, since a retry could add the chunk twice.
+        raised, since a retry could add the chunk twice. When a reply was
+        lost after the script ran, the retry returns the entry ids that the
+        lost attempt added: their markers contain a random token of this call.
 
-        NOTE: when a reply is lost after the script ran, the retry reports the
-        transactions it had added as duplicates (``None``), although they were
-        published once by this call.
+        The chunk is routed by the partition count agreed with Redis, and the
+        script (or, without a window, one GET) first checks that count
+        against the one stored in ``{prefix}partitions``. When it changed,
+        a producer built without ``partitions`` routes the chunk by the new
+        count, with a warning in the log. A producer built with another count
+        raises ``PartitionCountError``, and so does any producer when the
+        stored count was deleted or expired: deleting it starts a count
+        change, so the producer publishes again only once a consumer (or a
+        new ``Producer``) stores the new count. Nothing is added to a stream
+        that the stored count does not include.
 
         Raises ``NotATransactionError`` naming the index of the first item
         that is not a ``Transaction``, with nothing sent. Raises
@@ -366,13 +471,16 @@ class Producer:
         if not self.dedup_window_seconds:
             self._apply_backpressure(len(chunk))
             self._sending = True
-            return self._send(chunk)
+            return self._send(chunk, token="")
 
+        # Every attempt of this call sends the same token, so a retry finds the markers
+        # of an attempt whose reply was lost.
+        token = secrets.token_hex(8)
         for attempt, delay in enumerate(RECONNECT_DELAYS_SECONDS, start=1):
             try:
                 self._apply_backpressure(len(chunk))
                 self._sending = True
-                return self._send(chunk)
+                return self._send(chunk, token)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("Redis unreachable while publishing; retrying", error=str(exc),
                             attempt=attempt, retry_in_seconds=delay, chunk_size=len(chunk))
@@ -384,7 +492,7 @@ class Producer:
 
         self._apply_backpressure(len(chunk))
         self._sending = True
-        return self._send(chunk)
+        return self._send(chunk, token)
 
     def _check_stop(self, size: int) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -392,32 +500,95 @@ class Producer:
 
     @property
     def partitions(self) -> int:
-        """The partition count, stored or checked in Redis on first use."""
+        """The partition count, stored or checked in Redis on first use, then as each chunk is sent."""
         return self._agree_partitions()
 
     def _agree_partitions(self) -> int:
         """Store or check the partition count in Redis on first use; return it."""
         if self._partitions is None:
-            self._partitions = agree_count(self.client, self.keys, self.requested_partitions)
+            try:
+                self._partitions = partitioning.agree_count(self.client, self.keys, self.requested_partitions)
+            except partitioning.PartitionCountError as error:
+                raise PartitionCountError(str(error)) from None
         return self._partitions
 
-    def _send(self, chunk: list[Transaction]) -> list[str | None]:
-        """Publish a chunk, one script call or pipeline per partition stream; keep the chunk's order in the reply."""
-        if self.partitions == 1:
-            return _entry_ids(self._send_to(self.keys.transactions, chunk))
+    def _follow_stored_count(self, routed_by: int, stored: str | bytes | None) -> None:
+        """Adopt a stored partition count that differs from ``routed_by``, or raise ``PartitionCountError``."""
+        key = count_key(self.keys)
+        if isinstance(stored, bytes):
+            stored = stored.decode("utf-8", errors="replace")
+        if not stored:
+            noun = "partition" if routed_by == 1 else "partitions"
+            raise PartitionCountError(
+                f"the partition count in {key} was deleted or expired after this producer published with "
+                f"{routed_by} {noun}, so it cannot tell which streams the consumers read, and it added nothing "
+                f"since. Deleting the count starts a count change: start the "
+                f"consumers with the new count (rewardpilot consume --partitions N), which stores it, then "
+                f"publish again. A producer built without partitions then follows the stored count"
+            )
+        try:
+            count = partitioning.check_count(int(stored))
+        except (ValueError, partitioning.PartitionCountError):
+            raise PartitionCountError(
+                f"{key} contains {stored!r}, which is not a valid partition count (1 to {MAX_PARTITIONS}); "
+                f"drain the streams, delete {key} and start the consumers with --partitions N"
+            ) from None
+        if self.requested_partitions is not None and count != self.requested_partitions:
+            raise PartitionCountError(
+                f"the partition count stored in {key} changed from {routed_by} to {count}, and this producer "
+                f"was built with partitions={self.requested_partitions}, so it added nothing since. "
+                f"Build the Producer with partitions={count} ({PARTITIONS_ENV}={count} for the "
+                f"CLI), or with partitions=None to follow the stored count"
+            )
+        log.warning("partition count changed while publishing; routing by the stored count",
+                    key=key, previous=routed_by, stored=count)
+        self._partitions = count
 
+    def _send(self, chunk: list[Transaction], token: str) -> list[str | None]:
+        """Publish a chunk by the stored partition count; keep the chunk's order in the reply."""
+        for _ in range(MAX_PARTITION_RECOUNTS):
+            count = self.partitions
+            replies = self._send_routed(chunk, count, token)
+            if replies is not None:
+                return _entry_ids(replies)
+        raise PartitionCountError(
+            f"the partition count in {count_key(self.keys)} changed {MAX_PARTITION_RECOUNTS} times while "
+            f"one chunk was sent; finish the count change (drain, then start the consumers with the new "
+            f"--partitions) before publishing"
+        )
+
+    def _send_routed(self, chunk: list[Transaction], count: int, token: str) -> list | None:
+        """Publish a chunk routed by ``count``, one script call or pipeline per stream.
+
+        Returns the replies in the chunk's order, or ``None`` when the stored
+        count differs from ``count`` and the producer adopted the stored
+        one, so the caller routes the chunk again.
+        """
         groups: dict[str, list[int]] = {}
-        for index, transaction in enumerate(chunk):
-            stream = partition_stream(self.keys, self.partitions, partition_of(transaction.user_id, self.partitions))
-            groups.setdefault(stream, []).append(index)
+        if count == 1:
+            groups[self.keys.transactions] = list(range(len(chunk)))
+        else:
+            for index, transaction in enumerate(chunk):
+                stream = partition_stream(self.keys, count, partition_of(transaction.user_id, count))
+                groups.setdefault(stream, []).append(index)
+
+        if not self.dedup_window_seconds:
+            stored = self.client.get(count_key(self.keys))
+            if _count_differs(stored, count):
+                self._follow_stored_count(count, stored)
+                return None
 
         replies: list = [None] * len(chunk)
         for stream, indexes in groups.items():
-            for index, reply in zip(indexes, self._send_to(stream, [chunk[i] for i in indexes])):
-                replies[index] = reply
-        return _entry_ids(replies)
+            reply = self._send_to(stream, [chunk[i] for i in indexes], count, token)
+            if isinstance(reply, (bytes, str)):  # the script found another stored count and added nothing
+                self._follow_stored_count(count, reply)
+                return None
+            for index, entry in zip(indexes, reply):
+                replies[index] = entry
+        return replies
 
-    def _send_to(self, stream: str, chunk: list[Transaction]) -> list:
+    def _send_to(self, stream: str, chunk: list[Transaction], count: int, token: str) -> list | bytes | str:
         # Bytes, so that neither rewardpilot.resp nor redis-py encodes them again.
         payloads = codec.transactions_json(chunk)
         if self.dedup_window_seconds:
@@ -425,9 +596,9 @@ class Producer:
             # rewardpilot.resp packs the command in a fraction of the time
             # redis-py takes to encode a thousand marker keys one by one.
             command = resp.pack([
-                "EVALSHA", _PUBLISH_ONCE_SHA, len(chunk) + 1, stream,
+                "EVALSHA", _PUBLISH_ONCE_SHA, len(chunk) + 2, stream, count_key(self.keys),
                 *[marker_prefix + transaction.transaction_id.encode() for transaction in chunk],
-                self.dedup_window_seconds, ",".join(map(str, map(len, payloads))), b"".join(payloads),
+                self.dedup_window_seconds, ",".join(map(str, map(len, payloads))), b"".join(payloads), count, token,
             ])
             return self._evaluate(command)
         pipeline = self.client.pipeline(transaction=False)
@@ -435,7 +606,7 @@ class Producer:
             pipeline.xadd(stream, {codec.DATA: payload})
         return pipeline.execute()
 
-    def _evaluate(self, packed: bytes) -> list:
+    def _evaluate(self, packed: bytes) -> list | bytes | str:
         """Run a packed EVALSHA of the publish-once script, loading the script first if the server lacks it."""
         try:
             return resp.execute(self.client, packed)
@@ -444,22 +615,27 @@ class Producer:
             return resp.execute(self.client, packed)
 
     def _apply_backpressure(self, size: int) -> None:
-        """Check the backlog once per ``chunk_size`` transactions and wait while it is too large."""
+        """Check the backlog once ``backlog_check_interval`` transactions went out, and wait while it is too large.
+
+        One deadline of ``max_wait_seconds`` covers the waits on every partition stream.
+        """
         if self.max_backlog is None:
             return
-        if self._unchecked and self._unchecked + size <= self.chunk_size:
+        if self._unchecked and self._unchecked + size <= self.backlog_check_interval:
             self._unchecked += size
             return
         self._unchecked = size
+        count = self.partitions
+        deadline = None if self.max_wait_seconds is None else time.monotonic() + self.max_wait_seconds
         # NOTE: with partitions, each partition stream may hold its share of
         # max_backlog, so one busy user's partition waits before the total is reached.
-        share = -(-self.max_backlog // self.partitions)
+        share = -(-self.max_backlog // count)
         waited = False
-        for partition in range(self.partitions):
-            waited |= wait_for_backlog(
-                self.client, partition_stream(self.keys, self.partitions, partition), self.group, share,
-                poll_seconds=self.poll_seconds, max_wait_seconds=self.max_wait_seconds, on_wait=self.on_wait,
-                stop=self.stop, fix=self._backlog_fix(),
+        for partition in range(count):
+            waited |= _wait_until(
+                self.client, partition_stream(self.keys, count, partition), self.group, share,
+                deadline=deadline, max_wait_seconds=self.max_wait_seconds, poll_seconds=self.poll_seconds,
+                on_wait=self.on_wait, stop=self.stop, fix=self._backlog_fix(),
             )
         if waited:
             self.waits += 1
@@ -498,8 +674,57 @@ def _check_client(client: object) -> None:
         )
 
 
-def _whole_number(name: str, value: object, *, minimum: int, fix: str = "") -> int:
-    """Return ``value`` as an int when it is a whole number of at least ``minimum``; raise ``InvalidOptionError``.
+def _count_differs(stored: str | bytes | None, count: int) -> bool:
+    """Return whether a stored partition count (a GET reply) is missing or differs from ``count``."""
+    if stored is None:
+        return True
+    try:
+        return int(stored) != count
+    except ValueError:
+        return True
+
+
+def _check_partitions(count: object) -> int:
+    """Return ``count`` when it is a valid partition count; raise the producer's ``PartitionCountError``."""
+    try:
+        return partitioning.check_count(count)
+    except partitioning.PartitionCountError:
+        raise PartitionCountError(
+            f"partitions={count!r} is not a partition count; give a whole number from 1 to {MAX_PARTITIONS}, "
+            "or None for the count stored for the prefix"
+        ) from None
+
+
+def _check_on_wait(on_wait: object) -> Callable[[str], None] | None:
+    """Return ``on_wait`` when it is None or callable; raise ``InvalidOptionError``."""
+    if on_wait is not None and not callable(on_wait):
+        raise InvalidOptionError(
+            f"on_wait={on_wait!r} is a {type(on_wait).__name__}, not a function; give a function that takes "
+            "the wait message (a str), such as print, or None"
+        )
+    return on_wait
+
+
+def _check_stop_event(stop: object) -> threading.Event | None:
+    """Return ``stop`` when it is None or an event with ``is_set`` and a blocking ``wait``; raise otherwise.
+
+    ``threading.Event`` and ``multiprocessing.Event`` pass. An ``asyncio.Event``
+    does not, because its ``wait`` is a coroutine that would never block.
+    """
+    if stop is None:
+        return None
+    wait = getattr(stop, "wait", None)
+    if (not callable(getattr(stop, "is_set", None)) or not callable(wait)
+            or inspect.iscoroutinefunction(wait)):
+        raise InvalidOptionError(
+            f"stop={stop!r} is a {type(stop).__name__}, not a threading.Event; give a threading.Event "
+            "and set it to stop publishing, or None"
+        )
+    return stop
+
+
+def _whole_number(name: str, value: object, *, minimum: int, maximum: int | None = None, fix: str = "") -> int:
+    """Return ``value`` as an int when it is a whole number from ``minimum`` to ``maximum``; raise otherwise.
 
     A float or Decimal with no fraction, such as 60.0, is accepted. A bool, a
     number with a fraction, NaN, infinity and anything that is not a number
@@ -516,6 +741,8 @@ def _whole_number(name: str, value: object, *, minimum: int, fix: str = "") -> i
         raise InvalidOptionError(f"{name}={value!r} is not a whole number; {fix}")
     if number < minimum:
         raise InvalidOptionError(f"{name}={value!r} is below {minimum}; {fix}")
+    if maximum is not None and number > maximum:
+        raise InvalidOptionError(f"{name}={value!r} is above {maximum}; {fix}")
     return number
 
 

@@ -9,7 +9,12 @@ partition, the default, transactions stay on the single stream
 
 The count is stored under ``{base}partitions`` on first use. A producer or
 consumer started with another count for the same prefix is rejected, because
-it would route users to streams that the others do not read.
+it would route users to streams that the others do not read. To change the
+count, stop publishing, drain the streams, delete ``{base}partitions`` and
+start the consumers with the new count. A running ``producer.Producer``
+checks the stored count before each chunk: one built without a count follows
+the new count, and one built with another count, or one that finds the count
+deleted, raises ``PartitionCountError`` in place of publishing.
 """
 
 from __future__ import annotations
@@ -52,6 +57,17 @@ def partition_stream(keys: StreamKeys, partitions: int, partition: int) -> str:
 def partition_streams(keys: StreamKeys, partitions: int) -> list[str]:
     """Return every partition's transactions stream, in partition order."""
     return [partition_stream(keys, partitions, partition) for partition in range(partitions)]
+
+
+def streams_beyond(keys: StreamKeys, partitions: int) -> list[str]:
+    """Return the partition streams that a prefix of ``partitions`` partitions does not read.
+
+    They are ``p{partitions}`` to ``p{MAX_PARTITIONS - 1}``, or every
+    partition stream when the prefix uses the single stream. Entries land
+    there only when something routed by another count than the stored one.
+    """
+    first = 0 if partitions == 1 else partitions
+    return [f"{keys.transactions}:p{partition}" for partition in range(first, MAX_PARTITIONS)]
 
 
 def count_key(keys: StreamKeys) -> str:

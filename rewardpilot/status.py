@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from collections import deque
 from datetime import datetime, timedelta, timezone
@@ -10,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import redis
 
 from consumer.ratelimit.redis_bucket import read_bucket_state
-from rewardpilot.partitions import count_key, lease_key, partition_streams
-from rewardpilot.streams import LIVE_RUN, StreamKeys
+from rewardpilot.partitions import count_key, lease_key, partition_streams, streams_beyond
+from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys
 
 # The key of a job's own results count in a snapshot's ``results``. The job's
 # consumer writes them as run ``live``, but to the job's stream, not the live one.
@@ -81,15 +82,23 @@ def collect_status(client: redis.Redis, keys: StreamKeys, runs: list[str] | None
     ``results`` counts each run's results. For a job (``keys.job`` set), the
     job's own results are under ``JOB_RESULTS`` instead of ``live``, and
     ``job_expiry`` says when the job's keys expire (see ``job_expiry``).
+    ``stranded`` lists the transactions streams that the stored partition
+    count leaves out but that contain entries the live group has not settled,
+    and ``stranded_warning`` says how to process them (None when there are
+    none; see ``stranded_streams``).
     """
     runs = runs or [LIVE_RUN]
     now = time.time()
     transactions = stream_status(client, keys.transactions)
     partitions = partitions_status(client, keys)
+    count = len(partitions) or 1  # partitions_status lists no partition when the stored count is 1 or none
+    stranded = stranded_streams(client, keys, count, transactions)
     return {
         "time": now,
         "transactions": transactions,
         "partitions": partitions,
+        "stranded": stranded,
+        "stranded_warning": stranded_warning(keys, count, stranded),
         # With partitions the entries are on the partition streams, and the base stream is empty.
         "transactions_total": transactions["length"] + sum(partition["length"] for partition in partitions),
         "results": {results_label(keys, run): client.xlen(keys.results(run)) for run in runs},
@@ -141,6 +150,68 @@ def partitions_status(client: redis.Redis, keys: StreamKeys) -> list[dict]:
             group["lease_holder"] = _text(holder) if holder is not None else None
         described.append({"partition": partition, **status})
     return described
+
+
+def stranded_streams(client: redis.Redis, keys: StreamKeys, count: int, transactions: dict) -> list[dict]:
+    """Return the status of each transactions stream outside ``count`` partitions that contains unsettled entries.
+
+    Those are the partition streams beyond ``count`` (every partition stream
+    when ``count`` is 1), and with several partitions the single stream
+    ``transactions``, whose status is given. A producer that kept routing by
+    an older count leaves entries there, and no consumer started with
+    ``count`` partitions reads them. A stream counts when it has entries and
+    the live group is missing from it, has a lag above 0 or unknown (after
+    XDEL or trimming), or has pending entries. Streams whose every entry was
+    settled, such as those left after a drained count change, are not listed.
+    Finding them takes one EXISTS over the ``MAX_PARTITIONS`` possible names,
+    and one pipeline when some exist, so no SCAN of the keyspace.
+    """
+    candidates = [] if count == 1 else [transactions]
+    names = streams_beyond(keys, count)
+    if client.exists(*names):
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(name)
+            found = pipe.execute()
+        candidates += [stream_status(client, name) for name, exists in zip(names, found) if exists]
+    return [stream for stream in candidates if _unsettled(stream, keys.group())]
+
+
+def _unsettled(stream: dict, group: str) -> bool:
+    """Return whether a stream status has entries that ``group`` has not read and acknowledged, or may have."""
+    if not stream["length"]:
+        return False
+    for info in stream["groups"]:
+        if info["name"] == group:
+            return info["lag"] is None or int(info["lag"]) > 0 or info["pending"] > 0
+    return True
+
+
+def stranded_warning(keys: StreamKeys, count: int, stranded: list[dict]) -> str | None:
+    """Return the warning about stranded streams with the steps that get their entries processed, or None."""
+    if not stranded:
+        return None
+    key = count_key(keys)
+    entries = sum(stream["length"] for stream in stranded)
+    names = ", ".join(stream["stream"] for stream in stranded)
+    # A consumer reads partitions p0 to p{N-1} for --partitions N, and the single stream for 1.
+    drain_counts = []
+    indexes = [int(stream["stream"].rsplit(":p", 1)[1]) for stream in stranded if stream["stream"] != keys.transactions]
+    if indexes:
+        drain_counts.append(max(indexes) + 1)
+    if any(stream["stream"] == keys.transactions for stream in stranded):
+        drain_counts.append(1)
+    prefix = "" if keys.prefix == DEFAULT_PREFIX else f" --prefix {shlex.quote(keys.prefix)}"
+    job = "" if keys.job is None else f" --job {shlex.quote(keys.job)}"
+    commands = [f"rewardpilot{prefix} consume{job} --partitions {drain} --drain" for drain in drain_counts]
+    steps = ", then ".join(f"delete {key} and run `{command}`" for command in commands)
+    return (
+        f"{names} ({entries} entries) contain entries the live consumer group has not settled, but they lie outside "
+        f"the {count} partition(s) stored in {key}, so no consumer started with that count reads them. A producer "
+        f"routed them by an older partition count. To process them: stop publishing and let the consumers "
+        f"finish, {steps}. Then delete {key} again, start the consumers with --partitions {count}, and restart "
+        f"any producer that still routes by the old count"
+    )
 
 
 def _significant(value: float) -> float:

@@ -52,7 +52,9 @@ def test_marker_names_its_entry(sync_client, keys):
 
     entry_id = producer.publish(transaction(1))
 
-    assert sync_client.get(keys.published_marker("t1")) == entry_id
+    marked_id, token = sync_client.get(keys.published_marker("t1")).split(" ")
+    assert marked_id == entry_id
+    assert len(token) == 16
     assert 0 < sync_client.ttl(keys.published_marker("t1")) <= 60
     markers = list(sync_client.scan_iter(match=f"{keys.prefix}published:*"))
     assert len(markers) == sync_client.xlen(keys.transactions) == 1
