@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import math
 import os
 import secrets
 import stat
@@ -39,7 +40,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from producer.errors import InputError, RowError
+from producer.errors import InputError, InvalidOptionError, RowError
 from producer.layouts import Layout
 from producer.publisher import Producer, PublishStopped
 from producer.readers import (
@@ -179,8 +180,12 @@ def publish_file(
     From a pipe or terminal, rows read are sent without waiting for a full
     chunk once the input pauses, or ``linger_seconds`` after the chunk before.
     """
-    if linger_seconds < 0:
-        raise ValueError(f"linger_seconds {linger_seconds} must be 0 or more")
+    if (isinstance(linger_seconds, bool) or not isinstance(linger_seconds, (int, float))
+            or not math.isfinite(linger_seconds) or linger_seconds < 0):
+        raise InvalidOptionError(
+            f"linger_seconds={linger_seconds!r} is invalid; give a finite number of seconds, 0 or more, "
+            f"such as {DEFAULT_LINGER_SECONDS}"
+        )
     source = input_stream(source)
     layout = resolve_layout(layout)
     check_user(user)

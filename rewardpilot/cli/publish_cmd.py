@@ -169,7 +169,7 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
 
     ``linger_ms`` bounds how long a row from a pipe or terminal waits for a full chunk (``publish_file``).
     """
-    from producer import InputError, InvalidOptionError, publish_file
+    from producer import InputError, InvalidOptionError, PartitionCountError, publish_file
 
     check_user_option(user, as_json=as_json)
     target = sys.stdin.buffer if str(source) == "-" else source
@@ -178,7 +178,7 @@ def publish_source(client, keys, source: Path, *, layout, rejects, progress: boo
         summary = publish_file(client, keys, target, layout=layout, rejects_path=rejects,
                                progress=progress, console=console, user=user, converter=converter,
                                producer=producer, linger_seconds=linger_ms / 1000)
-    except (InputError, InvalidOptionError, OSError) as exc:
+    except (InputError, InvalidOptionError, PartitionCountError, OSError) as exc:
         exit_with_error(str(exc), as_json=as_json)
     return summary, time.perf_counter() - started
 
@@ -271,7 +271,8 @@ def publish(
     max_backlog: int = typer.Option(
         DEFAULT_MAX_BACKLOG, "--max-backlog", min=0,
         help="Wait while the consumer group has more unread entries than this, so Redis does not grow "
-        "without bound when no consumer keeps up; 0 turns the wait off.",
+        "without bound when no consumer keeps up; 0 turns the wait off. Checked before a chunk once 1,000 "
+        "rows, or this many when fewer, were published since the last check.",
     ),
     dedup_window: str = typer.Option(
         None, "--dedup-window", show_default=False,

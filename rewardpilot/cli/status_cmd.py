@@ -187,6 +187,13 @@ def _no_consumer_hint(snapshot: dict, prefix: str, job: str | None) -> str | Non
             f"Start one with: {command}")
 
 
+def _print_stranded_warning(snapshot: dict) -> None:
+    """Print the warning about transactions streams outside the stored partition count, if any."""
+    warning = snapshot.get("stranded_warning")
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True, highlight=False)
+
+
 def _print_no_consumer_hint(snapshot: dict, prefix: str, job: str | None) -> None:
     hint = _no_consumer_hint(snapshot, prefix, job)
     if hint:
@@ -272,6 +279,7 @@ def status(
             typer.echo(json.dumps(snapshot))
             return
         stdout_console().print(_render(snapshot, job))
+        _print_stranded_warning(snapshot)
         _print_jobs_hint(snapshot["jobs"], context.prefix)
         _print_no_consumer_hint(snapshot, context.prefix, job)
         return
@@ -292,6 +300,7 @@ def status(
                     # Looked up once: a key scan on every refresh would load the server for a hint.
                     _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
                     _print_no_consumer_hint(snapshot, context.prefix, job)
+                    _print_stranded_warning(snapshot)
                     hinted = True
                 view = _render(snapshot, job)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
