@@ -12,6 +12,8 @@ from decimal import Decimal
 import pytest
 import redis
 
+from conftest import run_cli
+
 import producer
 import rewardpilot.partitions
 from producer import PartitionCountError, Producer, ProducerError
@@ -278,3 +280,14 @@ def test_stranded_warning_names_job(keys):
 
     assert "consume --job nightly --partitions 6 --drain" in warning
     assert "3 entries" in warning
+
+
+def test_cli_status_prints_stranded_warning(sync_client, keys, cli_env):
+    sync_client.set(count_key(keys), 2)
+    sync_client.xadd(f"{keys.transactions}:p3", {"data": "{}"})
+
+    completed = run_cli(["--prefix", keys.prefix, "status"], {**cli_env, "COLUMNS": "200"})
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "warning:" in completed.stderr
+    assert f"outside the 2 partition(s) stored in {count_key(keys)}" in " ".join(completed.stderr.split())

@@ -267,3 +267,16 @@ def test_valid_stop_and_on_wait_accepted(sync_client, keys):
     assert publisher.stop is stop
     assert publisher.group == "readers"
     assert publisher.publish(purchase(1)) is not None
+
+
+@pytest.mark.parametrize("linger", ["1", -1, float("nan"), True])
+def test_publish_file_rejects_bad_linger(sync_client, keys, tmp_path, linger):
+    from producer import publish_file
+
+    source = tmp_path / "t.csv"
+    source.write_text("transaction_id,user_id,merchant,amount_usd\nl1,u1,Shell,10.00\n")
+
+    with pytest.raises(InvalidOptionError) as raised:
+        publish_file(sync_client, keys, source, rejects_path=tmp_path / "r.jsonl", progress=False,
+                     linger_seconds=linger)
+    assert "linger_seconds=" in str(raised.value)
