@@ -10,12 +10,13 @@ import redis
 import redis.asyncio as aioredis
 
 from conftest import add_with_result
+from rewardpilot import codec
 from rewardpilot.connection import connect_async
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Recommendation, Transaction
 from rewardpilot.results import (
-    BLOCK_MARGIN_MS, InvalidResultsOptionError, InvalidStreamIdError, ResultEntry, read_block_ms, read_results,
-    socket_timeout_of, subscribe, subscribe_entries,
+    BLOCK_MARGIN_MS, InvalidResultEntryError, InvalidResultsOptionError, InvalidStreamIdError, ResultEntry,
+    check_subscribe_start, read_block_ms, read_results, socket_timeout_of, subscribe, subscribe_entries,
 )
 
 WALLET = ["amex-gold"]
@@ -187,6 +188,7 @@ async def test_start_as_bytes_accepted(redis_url, keys, sync_client):
     ({"idle_timeout_seconds": float("nan")}, InvalidResultsOptionError, "idle_timeout_seconds=nan is invalid"),
     ({"reconnect_timeout_seconds": -0.5}, InvalidResultsOptionError, "reconnect_timeout_seconds=-0.5 is invalid"),
     ({"reconnect_timeout_seconds": "30"}, TypeError, "reconnect_timeout_seconds must be a number of seconds"),
+    ({"on_invalid": "skip"}, TypeError, "on_invalid must be a callable or None, got str 'skip'"),
 ])
 async def test_invalid_options_raise(redis_url, options, error, text):
     client = connect_async(redis_url)
@@ -302,3 +304,187 @@ def test_read_results_exclusive_start(sync_client, keys):
 
     assert [result.transaction_id for result in after_first] == ["resume-1", "resume-2"]
     assert [result.transaction_id for result in up_to_second] == ["resume-0", "resume-1"]
+
+
+# A millisecond alone as start
+
+
+def add_results_at(client, keys, entry_ids: list[str]) -> None:
+    """Add one result under each of ``entry_ids``, with transaction ids resume-0, resume-1, ..."""
+    engine = RulesEngine.default()
+    for index, entry_id in enumerate(entry_ids):
+        client.xadd(keys.results(), codec.encode_result(engine.recommend(purchase(index), WALLET)), id=entry_id)
+
+
+def test_start_millisecond_means_whole_millisecond():
+    assert check_subscribe_start("5000") == "5000-18446744073709551615"
+    assert check_subscribe_start(b"5000") == "5000-18446744073709551615"
+    assert check_subscribe_start("5000-0") == "5000-0"
+    assert check_subscribe_start("0") == "0"
+    assert check_subscribe_start("$") == "$"
+
+
+async def test_start_millisecond_reads_after_it(redis_url, keys, sync_client):
+    add_results_at(sync_client, keys, ["5000-0", "5000-1", "5000-2", "5001-0"])
+
+    after_millisecond = await collect_entries(redis_url, keys.results(), start="5000")
+    after_entry = await collect_entries(redis_url, keys.results(), start="5000-0")
+
+    assert [entry.result_id for entry in after_millisecond] == ["5001-0"]
+    assert [entry.result_id for entry in after_entry] == ["5000-1", "5000-2", "5001-0"]
+
+
+# Idle timeout
+
+
+async def test_idle_timeout_bounds_block(redis_url, keys):
+    """No read blocks past the idle time left, so 0.3 s does not wait for a 5 s block."""
+    client = connect_async(redis_url, block_ms=5000)
+    real_xread = client.xread
+    blocks = []
+
+    async def recording_xread(*args, **kwargs):
+        blocks.append(kwargs["block"])
+        return await real_xread(*args, **kwargs)
+
+    client.xread = recording_xread
+    try:
+        got = [entry async for entry in subscribe_entries(client, keys.results(), block_ms=5000,
+                                                          idle_timeout_seconds=0.3)]
+    finally:
+        await client.aclose()
+
+    assert got == []
+    assert blocks[0] == 300
+    assert max(blocks) <= 300
+
+
+async def test_other_users_keep_idle_running(redis_url, keys, sync_client):
+    """With ``user``, results of other users arriving all the time do not hold off the idle timeout."""
+    client = connect_async(redis_url)
+    real_xread = client.xread
+    reads = []
+
+    async def xread_after_other_user(*args, **kwargs):
+        reads.append(kwargs["block"])
+        if len(reads) <= 100:
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(add_results, sync_client, keys, 1, first=len(reads), users=("u2",))
+        return await real_xread(*args, **kwargs)
+
+    client.xread = xread_after_other_user
+    try:
+        got = [entry async for entry in subscribe_entries(client, keys.results(), start="0", user="u1",
+                                                          block_ms=1000, idle_timeout_seconds=0.3)]
+    finally:
+        await client.aclose()
+
+    assert got == []
+    assert len(reads) < 100  # about 0.3 s / 0.05 s, while an idle time reset by them lasts 101 reads
+
+
+# Entries that are not valid results
+
+
+def add_invalid(client, keys, data: str | None) -> str:
+    """Add a results entry whose ``data`` is ``data`` (left out when None); return its id."""
+    fields = {"user_id": "u1", "transaction_id": "broken"}
+    if data is not None:
+        fields["data"] = data
+    return client.xadd(keys.results(), fields)
+
+
+async def test_invalid_entry_raises_named_error(redis_url, keys, sync_client):
+    """The error names the entry, and starting after it reads the valid result that follows."""
+    add_results(sync_client, keys, 1)
+    bad_id = add_invalid(sync_client, keys, "{bad")
+    last = add_results(sync_client, keys, 1, first=1)
+
+    with pytest.raises(InvalidResultEntryError) as raised:
+        await collect_entries(redis_url, keys.results(), start="0")
+    resumed = await collect_entries(redis_url, keys.results(), start=raised.value.result_id)
+
+    error = raised.value
+    assert isinstance(error, ValueError)
+    assert error.result_id == bad_id
+    assert error.stream == keys.results()
+    assert "Invalid JSON" in error.reason
+    assert f"results entry {bad_id} of {keys.results()} is not a valid result" in str(error)
+    assert f"start='{bad_id}'" in str(error)
+    assert [entry.result_id for entry in resumed] == last
+
+
+async def test_invalid_entry_yields_results_before(redis_url, keys, sync_client):
+    first = add_results(sync_client, keys, 2)
+    add_invalid(sync_client, keys, "{bad")
+    client = connect_async(redis_url)
+    got = []
+    try:
+        with pytest.raises(InvalidResultEntryError):
+            async for entry in subscribe_entries(client, keys.results(), start="0", block_ms=200,
+                                                 idle_timeout_seconds=0.4):
+                got.append(entry.result_id)
+    finally:
+        await client.aclose()
+
+    assert got == first
+
+
+async def test_on_invalid_skips_and_reports(redis_url, keys, sync_client):
+    first = add_results(sync_client, keys, 1)
+    bad_json = add_invalid(sync_client, keys, "{bad")
+    no_data = add_invalid(sync_client, keys, None)
+    wrong_shape = add_invalid(sync_client, keys, "{}")
+    last = add_results(sync_client, keys, 1, first=1)
+    skipped: list[InvalidResultEntryError] = []
+
+    got = await collect_entries(redis_url, keys.results(), start="0", on_invalid=skipped.append)
+
+    assert [entry.result_id for entry in got] == first + last
+    assert [error.result_id for error in skipped] == [bad_json, no_data, wrong_shape]
+    assert "Invalid JSON: key must be a string" in skipped[0].reason
+    assert skipped[1].reason == "it has no 'data' field"
+    assert skipped[1].error is None
+    assert skipped[2].reason.startswith("transaction_id: Field required; user_id: Field required")
+    assert "more errors" in skipped[2].reason
+
+
+async def test_subscribe_passes_on_invalid(redis_url, keys, sync_client):
+    add_invalid(sync_client, keys, "{bad")
+    add_results(sync_client, keys, 1)
+    skipped = []
+    client = connect_async(redis_url)
+    try:
+        got = [result async for result in subscribe(client, keys.results(), start="0", block_ms=200,
+                                                      idle_timeout_seconds=0.4, on_invalid=skipped.append)]
+    finally:
+        await client.aclose()
+
+    assert [result.transaction_id for result in got] == ["resume-0"]
+    assert len(skipped) == 1
+
+
+async def test_invalid_entry_of_other_user_ignored(redis_url, keys, sync_client):
+    """An entry the user filter leaves out is never decoded, so it cannot fail."""
+    sync_client.xadd(keys.results(), {"data": "{bad", "user_id": "u2", "transaction_id": "broken"})
+    written = add_results(sync_client, keys, 1)
+
+    got = await collect_entries(redis_url, keys.results(), start="0", user="u1")
+
+    assert [entry.result_id for entry in got] == written
+
+
+def test_read_results_invalid_entry(sync_client, keys):
+    first = add_results(sync_client, keys, 1)
+    bad_id = add_invalid(sync_client, keys, "[]")
+    got = []
+
+    with pytest.raises(InvalidResultEntryError) as raised:
+        for result in read_results(sync_client, keys.results()):
+            got.append(result.transaction_id)
+
+    assert len(first) == 1
+    assert got == ["resume-0"]
+    assert raised.value.result_id == bad_id
+    assert "Input should be an object" in raised.value.reason
+    assert f"start='({bad_id}'" in str(raised.value)

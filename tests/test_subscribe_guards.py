@@ -280,3 +280,140 @@ def test_printed_result_id_resumes(keys, cli_env, sync_client):
                                                      sync_client.xrange(keys.results())]
     assert [json.loads(line)["transaction_id"] for line in resumed.stdout.splitlines()] == [
         line["transaction_id"] for line in lines[1:]]
+
+
+# Entries that are not valid results
+
+
+def add_invalid(client, keys: StreamKeys, data: str = "{bad") -> str:
+    return client.xadd(keys.results(), {"data": data, "user_id": "u1", "transaction_id": "broken"})
+
+
+@one_server
+def test_invalid_entry_skipped_with_warning(keys, cli_env, sync_client):
+    add_results(sync_client, keys, 1)
+    bad_id = add_invalid(sync_client, keys)
+    add_results(sync_client, keys, 1)
+
+    completed = subscribe(keys, cli_env, "--from-start", "--idle-timeout", "0")
+
+    message = flat(completed.stderr)
+    assert completed.returncode == 0, completed.stderr
+    assert [json.loads(line)["transaction_id"] for line in completed.stdout.splitlines()] == ["sub-0", "sub-2"]
+    assert f"warning: skipped results entry {bad_id} of {keys.results()}, which is not a valid result" in message
+    assert "Invalid JSON: key must be a string at line 1 column 2" in message
+    assert f"--from {bad_id} starts after it" in message
+    assert f"skipped 1 results entry of {keys.results()} that is not a valid result ({bad_id})" in message
+    assert "Traceback" not in completed.stderr
+
+
+@one_server
+def test_invalid_entries_counted_after_ten(keys, cli_env, sync_client):
+    bad_ids = [add_invalid(sync_client, keys) for _ in range(12)]
+    add_results(sync_client, keys, 1)
+
+    completed = subscribe(keys, cli_env, "--from-start", "--idle-timeout", "0")
+
+    warnings = [line for line in completed.stderr.splitlines() if line.startswith("warning: skipped results entry")]
+    message = flat(completed.stderr)
+    assert completed.returncode == 0, completed.stderr
+    assert len(completed.stdout.splitlines()) == 1
+    assert len(warnings) == 10
+    assert "further ones are skipped and counted" in message
+    assert f"skipped 12 results entries of {keys.results()} that are not valid results " \
+           f"({bad_ids[0]} to {bad_ids[-1]})" in message
+
+
+@one_server
+def test_from_invalid_entry_skips_it(keys, cli_env, sync_client):
+    bad_id = add_invalid(sync_client, keys)
+    add_results(sync_client, keys, 1)
+
+    completed = subscribe(keys, cli_env, "--from", bad_id, "--idle-timeout", "0")
+
+    assert completed.returncode == 0, completed.stderr
+    assert len(completed.stdout.splitlines()) == 1
+    assert "warning" not in completed.stderr
+
+
+# --from with a millisecond alone
+
+
+@one_server
+def test_from_millisecond_after_all(keys, cli_env, sync_client):
+    engine = RulesEngine.default()
+    for index, entry_id in enumerate(["5000-0", "5000-1", "5000-2", "5001-0"]):
+        sync_client.xadd(keys.results(), codec.encode_result(engine.recommend(purchase(index), WALLET)), id=entry_id)
+
+    after_millisecond = subscribe(keys, cli_env, "--from", "5000", "--idle-timeout", "0")
+    after_entry = subscribe(keys, cli_env, "--from", "5000-0", "--idle-timeout", "0")
+
+    assert after_millisecond.returncode == 0, after_millisecond.stderr
+    assert [json.loads(line)["result_id"] for line in after_millisecond.stdout.splitlines()] == ["5001-0"]
+    assert after_entry.returncode == 0, after_entry.stderr
+    assert [json.loads(line)["result_id"] for line in after_entry.stdout.splitlines()] == [
+        "5000-1", "5000-2", "5001-0"]
+
+
+# --idle-timeout with --user
+
+
+@one_server
+def test_user_idle_timeout_with_others(keys, cli_env, sync_client):
+    """Results of other users, arriving every 0.1 s, do not keep `--user U --idle-timeout 1` running."""
+    other_result = codec.encode_result(RulesEngine.default().recommend(purchase(0, user="someone-else"), WALLET))
+    stop = threading.Event()
+    added = []
+
+    def add_other_users() -> None:
+        while not stop.is_set() and len(added) < 600:
+            added.append(sync_client.xadd(keys.results(), other_result))
+            stop.wait(0.1)
+
+    feeder = threading.Thread(target=add_other_users, daemon=True)
+    feeder.start()
+    try:
+        completed = subscribe(keys, cli_env, "--user", "u1", "--idle-timeout", "1")
+        added_before_exit = len(added)
+    finally:
+        stop.set()
+        feeder.join(timeout=60)
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == ""
+    assert added_before_exit < 600  # an idle time reset by other users' results lasts until the feed stops
+
+
+# --run checks and hints
+
+
+@one_server
+@pytest.mark.parametrize("value", ["a:b", "-x", "a*", "x" * 65, ""])
+def test_run_invalid_exit_two(keys, cli_env, value):
+    from rewardpilot.replay import InvalidReplayError, check_run_name
+
+    completed = subscribe(keys, cli_env, "--run", value, "--idle-timeout", "0")
+
+    message = flat(completed.stderr)
+    assert completed.returncode == 2
+    assert f"run name {value!r} is invalid" in message
+    assert "use 1 to 64 letters, digits" in message
+    assert "hint:" not in message
+    with pytest.raises(InvalidReplayError):
+        check_run_name(value)  # replay rejects the same names
+
+
+@one_server
+def test_run_under_job_hint(keys, cli_env, sync_client):
+    for job in ("j1", "j2"):
+        job_keys = StreamKeys(prefix=keys.prefix, job=job)
+        recommendation = RulesEngine.default().recommend(purchase(0), WALLET)
+        sync_client.xadd(job_keys.results("jr1"), codec.encode_result(recommendation))
+
+    completed = subscribe(keys, cli_env, "--run", "jr1", "--idle-timeout", "0")
+
+    message = flat(completed.stderr)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == ""
+    assert f"no results stream for run 'jr1' outside a job ({keys.results('jr1')})" in message
+    assert "but jobs j1, j2 have one: add --job j1 to follow it" in message
