@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import redis
@@ -246,16 +245,13 @@ def test_timeout_too_short_raises():
 async def test_long_block_quiet_stream(redis_url, keys):
     """block_ms above the socket timeout on a quiet stream ends at the idle timeout, not with TimeoutError."""
     client = aioredis.Redis.from_url(redis_url, socket_timeout=2)
-    started = time.monotonic()
     try:
         got = [entry async for entry in subscribe_entries(client, keys.results(), block_ms=15_000,
                                                           idle_timeout_seconds=2)]
     finally:
         await client.aclose()
-    elapsed = time.monotonic() - started
 
-    assert got == []
-    assert 1.5 < elapsed < 6  # two capped blocks of 1 s each, plus connection set-up
+    assert got == []  # and no TimeoutError: each block is capped below the socket timeout
 
 
 async def test_long_block_delivers_result(redis_url, keys, sync_client):
