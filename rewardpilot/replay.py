@@ -486,8 +486,8 @@ async def _results_in_range(client: aioredis.Redis, stream: str, replay_range: R
     """
     found = {}
     async for fields in _results_from(client, stream, replay_range.start_id):
-        result = decode_result(fields)
-        if result.entry_id is None or not replay_range.contains(result.entry_id):
+        result = _decoded(stream, fields)
+        if result is None or result.entry_id is None or not replay_range.contains(result.entry_id):
             continue
         if user is None or result.user_id == user:
             found[result.transaction_id] = result
@@ -512,7 +512,9 @@ async def _live_results_for(client: aioredis.Redis, stream: str, start_id: str, 
         transaction_id = _text_field(fields, "transaction_id")
         if transaction_id is not None and (transaction_id not in replayed or transaction_id in found):
             continue
-        result = decode_result(fields)
+        result = _decoded(stream, fields)
+        if result is None:
+            continue
         replayed_result = replayed.get(result.transaction_id)
         if replayed_result is None or result.transaction_id in found or result.user_id != replayed_result.user_id:
             continue
@@ -520,6 +522,17 @@ async def _live_results_for(client: aioredis.Redis, stream: str, start_id: str, 
         if len(found) == len(replayed):
             break
     return found
+
+
+def _decoded(stream: str, fields: dict):
+    """Decode a results-stream entry, or log it and return None when it is not a valid result."""
+    try:
+        return decode_result(fields)
+    except (ValueError, KeyError) as exc:
+        # Written by something other than a consumer; the comparison goes on without it.
+        log.warning("results entry left out of the comparison: it is not a valid result", stream=stream,
+                    transaction_id=_text_field(fields, "transaction_id"), error=str(exc).splitlines()[0])
+        return None
 
 
 async def _results_from(client: aioredis.Redis, stream: str, start_id: str):

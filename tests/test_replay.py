@@ -296,6 +296,18 @@ def test_compare_counts_missing_live(redis_url, keys, sync_client):
     assert summary.comparison.differences == []
 
 
+def test_compare_skips_invalid_live_entry(redis_url, keys, sync_client):
+    """A live results entry that is not a result is left out of the comparison, not fatal."""
+    add_transactions(sync_client, keys, 4)
+    sync_client.xadd(keys.results(), {"data": "{bad", "user_id": "u1", "transaction_id": "r-001"})
+    run_live(redis_url, keys)
+
+    summary = replay(redis_url, keys, start=entry_id(0), run="with-bad-entry", compare=True)
+
+    assert summary.comparison.compared == 4
+    assert summary.comparison.missing_live == []
+
+
 # The command line
 
 @one_server

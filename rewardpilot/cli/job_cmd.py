@@ -84,7 +84,7 @@ def run(
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
     from rewardpilot import wallets
     from rewardpilot.job import job_keys, new_job_id, record_keep, summarise
-    from rewardpilot.results import read_results
+    from rewardpilot.results import InvalidResultEntryError, read_results
 
     # With --json, an error found before the job starts is one JSON object on stdout.
     input_path = None if str(file) == "-" else file
@@ -164,6 +164,10 @@ def run(
     if output:
         try:
             written = write_results(read_results(client, results_stream), output)
+        except InvalidResultEntryError as exc:
+            output_failed = True
+            console.print(f"[red]error:[/red] --output {escape(repr(str(output)))}: {escape(str(exc))}",
+                          soft_wrap=True, highlight=False)
         except OSError as exc:
             # The checks at the start passed, so something changed since (a full disk, a removed directory).
             # The summary is still printed, and the results stay in the job's stream.
@@ -373,7 +377,7 @@ def _expire_job(client, keys, keep_seconds: int) -> None:
 
 
 def _print_summary(summary, client, results_stream: str, sample: int, input_counts: dict) -> None:
-    from rewardpilot.results import read_results
+    from rewardpilot.results import InvalidResultEntryError, read_results
 
     out = stdout_console()
     table = Table(title=f"Job {escape(summary.job)}", show_header=False)
@@ -384,10 +388,15 @@ def _print_summary(summary, client, results_stream: str, sample: int, input_coun
             table.add_row(field, escape(str(value)))
     out.print(table)
 
-    if summary.successful:
-        out.print(cards_table(read_results(client, results_stream)))
-    if summary.successful and sample:
-        out.print(sample_table(list(islice(read_results(client, results_stream), sample))))
+    try:
+        if summary.successful:
+            out.print(cards_table(read_results(client, results_stream)))
+        if summary.successful and sample:
+            out.print(sample_table(list(islice(read_results(client, results_stream), sample))))
+    except InvalidResultEntryError as exc:
+        # Only an entry written by something other than a consumer can fail here; the summary above stands.
+        console.print(f"[yellow]warning:[/yellow] the results tables are left out: {escape(str(exc))}",
+                      soft_wrap=True, highlight=False)
 
 
 def _catalog():
