@@ -86,7 +86,7 @@ def scripted(client: redis.Redis, tag: str, ids: list[bytes], payload: bytes, sc
     for start in range(0, len(ids), BATCH):
         batch = ids[start:start + BATCH]
         args: list = [f"{tag}:results", f"{tag}:dead", f"{tag}:transactions", "g", MARKER_TTL_SECONDS, 0, 0,
-                      f"{tag}:done:", f"{tag}:caps:", len(batch), 0]
+                      f"{tag}:done:", f"{tag}:caps:", len(batch), 0, 0]
         for entry_id in batch:
             args += [entry_id, payload, "u1", entry_id, 0, 0]
         client.evalsha(sha, 3, *args)

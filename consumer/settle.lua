@@ -10,7 +10,11 @@
 -- MAXLEN (0 = none), ARGV[4] cap hash TTL in seconds (0 = none, for the live
 -- run and for a replay outside a job),
 -- ARGV[5] marker key prefix, ARGV[6] cap hash key prefix, ARGV[7] result
--- count R, ARGV[8] dead-letter count D. Three sections follow.
+-- count R, ARGV[8] dead-letter count D, ARGV[9] a job's stream TTL in
+-- seconds (0 = none): a results or dead-letter stream that this call wrote
+-- to and that has no expiry gets it (EXPIRE NX, Redis 7.0 and later), in the
+-- same atomic step, so a consumer killed after a settle leaves none behind
+-- without one. Three sections follow.
 --   R results. Each is an entry id, payload JSON, user_id, transaction_id,
 --     check count c and update count u. Then come c pairs (hash field, cents
 --     the recommendation read) and u pairs (hash field, cents to add).
@@ -41,6 +45,7 @@ local maxlen = tonumber(ARGV[3])
 local cap_ttl = tonumber(ARGV[4])
 local marker_prefix, cap_prefix = ARGV[5], ARGV[6]
 local result_count, dead_count = tonumber(ARGV[7]), tonumber(ARGV[8])
+local stream_ttl = tonumber(ARGV[9])
 local written, duplicates, dead = 0, 0, 0
 local ids = {}
 local conflicts = {}
@@ -112,7 +117,7 @@ local function add_once(stream, trim, entry, payload, user, transaction, marker)
   return true
 end
 
-local i = 9
+local i = 10
 for _ = 1, result_count do
   local entry, payload, user, transaction = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local checks, updates = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
@@ -165,6 +170,13 @@ end
 
 for j = i, #ARGV do
   ids[#ids + 1] = ARGV[j]
+end
+
+if stream_ttl > 0 and written > 0 then
+  redis.call('EXPIRE', KEYS[1], stream_ttl, 'NX')
+end
+if stream_ttl > 0 and dead > 0 then
+  redis.call('EXPIRE', KEYS[2], stream_ttl, 'NX')
 end
 
 -- XACK takes many ids at once; unpack in slices to stay within Lua's stack.

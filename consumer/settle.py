@@ -84,7 +84,10 @@ class Settler:
         if cap_ttl_seconds is None:
             cap_ttl_seconds = 0 if run == LIVE_RUN else marker_ttl_seconds
         self.cap_ttl = cap_ttl_seconds
-        self._job_streams_expire = False  # set once the job's streams were given an expiry
+        # A job's commands set every key's expiry when they exit. The script also gives the job's results
+        # and dead-letter streams this expiry when it writes to them (EXPIRE NX), so that a process killed
+        # before its exit leaves no stream behind without one.
+        self._job_stream_ttl = cap_ttl_seconds if keys.job is not None and cap_ttl_seconds > 0 else 0
         # The script appends the transaction_id or user_id to these prefixes.
         self._marker_prefix = keys.result_marker(run, "")
         self._cap_prefix = keys.cap_spend("", run)
@@ -118,7 +121,7 @@ class Settler:
         args: list = [
             "EVALSHA", _SCRIPT_SHA, 3, self.results, self.keys.dead_letters, self.transactions,
             self.group, self.ttl, self.maxlen, self.cap_ttl, self._marker_prefix, self._cap_prefix,
-            len(results), len(dead_letters),
+            len(results), len(dead_letters), self._job_stream_ttl,
         ]
         for entry_id, result in results:
             loaded = checks.get(entry_id, _NOTHING)
@@ -136,30 +139,10 @@ class Settler:
         args += acknowledge_only
 
         written, duplicates, dead, conflicts, skipped = await self._evaluate(resp.pack(args))
-        if (written or dead) and self._job_streams_need_expiry:
-            await self._expire_job_streams()
         # skipped alternates a skipped entry id and the entry id in its marker.
         duplicates_of = {_text(skipped[index]): _text(skipped[index + 1]) for index in range(0, len(skipped), 2)}
         return SettleCounts(int(written), int(duplicates), int(dead), [_text(entry) for entry in conflicts],
                             duplicates_of)
-
-    @property
-    def _job_streams_need_expiry(self) -> bool:
-        return self.keys.job is not None and self.cap_ttl > 0 and not self._job_streams_expire
-
-    async def _expire_job_streams(self) -> None:
-        """Give a job's results and dead-letter streams the job's expiry once, if they have none yet.
-
-        A job's commands set every key's expiry when they exit. Setting it
-        here too, once per settler, means the streams of a process killed
-        before its exit still expire. EXPIRE NX leaves an expiry already set
-        alone.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.expire(self.results, self.cap_ttl, nx=True)
-        pipe.expire(self.keys.dead_letters, self.cap_ttl, nx=True)
-        await pipe.execute()
-        self._job_streams_expire = True
 
     async def _evaluate(self, packed: bytes):
         """Run the packed EVALSHA, and load the script first if the server has not cached it."""

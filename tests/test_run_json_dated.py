@@ -11,13 +11,13 @@ DATED_NAMES = ("future_dated", "first_future_line", "past_dated", "first_past_li
 
 
 def write_dated_file(path) -> None:
-    """Write five rows: two dated in 9999 (lines 3 and 5), one in 1900 (line 4), two ordinary."""
+    """Write five rows: two dated in 8999 (lines 3 and 5), one in 1900 (line 4), two ordinary."""
     path.write_text(
         HEADER
         + "d1,u1,Whole Foods,groceries,10.00,5411,2026-11-02T10:00:00Z\n"
-        + "d2,u1,Whole Foods,groceries,11.00,5411,9999-12-31T00:00:00Z\n"
+        + "d2,u1,Whole Foods,groceries,11.00,5411,8999-12-31T00:00:00Z\n"
         + "d3,u2,Shell,gas,12.00,5541,1900-01-01T00:00:00Z\n"
-        + "d4,u2,Shell,gas,13.00,5541,9999-12-31T00:00:00Z\n"
+        + "d4,u2,Shell,gas,13.00,5541,8999-12-31T00:00:00Z\n"
         + "d5,u3,Shell,gas,14.00,5541,2026-11-03T10:00:00Z\n"
     )
 
