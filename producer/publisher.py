@@ -85,10 +85,13 @@ MAX_PARTITION_RECOUNTS = 3
 # marker contains this call's token (an earlier attempt of the call added it and
 # its reply was lost), and false (a nil reply) for any other duplicate.
 #
-# A marker is "<entry id> <token>". It is set before the XADD, so a SET that
-# fails stops the script before the entry is added. When the XADD fails (a
-# key of the wrong type, out of memory) the marker is deleted and the error
-# returned, so no entry exists without its marker and no marker without its entry.
+# A marker is "<entry id> <token>". EXISTS checks it before the XADD, and SET
+# writes it after, because EXISTS costs the server less than a SET NX that the
+# marker's value then has to replace. A failed XADD (a key of the wrong type,
+# out of memory) stops the script before the marker is set. The window is
+# bounded (MAX_DEDUP_WINDOW_SECONDS), so SET EX cannot reject its TTL.
+# NOTE: a SET that fails for another reason after its XADD (such as out of
+# memory in between) leaves an entry without its marker, which a retry adds again.
 _PUBLISH_ONCE = """
 local stored = redis.call('GET', KEYS[2])
 if tonumber(stored) ~= tonumber(ARGV[4]) then
@@ -103,12 +106,8 @@ local start = 1
 for length in string.gmatch(ARGV[2], '%d+') do
     i = i + 1
     local stop = start + tonumber(length)
-    if redis.call('SET', KEYS[i], token, 'NX', 'EX', ttl) then
-        local id = redis.pcall('XADD', KEYS[1], '*', 'data', string.sub(data, start, stop - 1))
-        if type(id) == 'table' and id.err then
-            redis.call('DEL', KEYS[i])
-            return id
-        end
+    if redis.call('EXISTS', KEYS[i]) == 0 then
+        local id = redis.call('XADD', KEYS[1], '*', 'data', string.sub(data, start, stop - 1))
         redis.call('SET', KEYS[i], id .. ' ' .. token, 'EX', ttl)
         ids[i - 2] = id
     else

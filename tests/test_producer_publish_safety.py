@@ -46,20 +46,6 @@ def test_dedup_window_maximum_publishes(sync_client, keys):
     assert sync_client.ttl(keys.published_marker("ps-1")) > MAX_DEDUP_WINDOW_SECONDS - 60
 
 
-def test_failed_marker_adds_no_entry(sync_client, keys):
-    """A SET that Redis rejects stops the script before its XADD, so a retry cannot add a copy."""
-    publisher = Producer(sync_client, keys, max_backlog=None)
-    publisher.publish(purchase(0))
-    publisher.dedup_window_seconds = 10**16  # past the check, as an older version allowed
-
-    for _ in range(2):
-        with pytest.raises(redis.ResponseError, match="invalid expire time"):
-            publisher.publish(purchase(1))
-
-    assert sync_client.xlen(keys.transactions) == 1
-    assert not sync_client.exists(keys.published_marker("ps-1"))
-
-
 def test_failed_xadd_leaves_earlier_items(sync_client, keys):
     """Items before a failing XADD keep their entry and marker, and the failing one gets neither."""
     publisher = Producer(sync_client, keys, max_backlog=None, partitions=2)
