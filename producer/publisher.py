@@ -1,12 +1,11 @@
 """Publishing transactions to the transactions stream with pipelined XADD.
 
 ``Producer`` adds transactions in chunks. With a deduplication window, each
-chunk goes through one Lua script that, for every transaction, sets a
-published marker for its transaction_id (unless one exists) with the window
-as its TTL, then adds the entry and stores its id in the marker. Check,
-marker and XADD are one step that no other command interleaves with, so a
-transaction is never added twice within the window and no entry exists
-without its marker. Without a window, a chunk is one pipeline of XADDs.
+chunk goes through one Lua script that, for every transaction without a
+published marker, adds the entry and then sets the marker to its id, with
+the window as its TTL. Check, XADD and marker are one step that no other
+command interleaves with, so a transaction is never added twice within the
+window. Without a window, a chunk is one pipeline of XADDs.
 
 Before a chunk the producer checks the stream's backlog (``backlog``) and
 waits while it is above ``max_backlog``, so a slow consumer pool does not
