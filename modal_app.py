@@ -589,7 +589,7 @@ def _hide_passwords(text: str, url: str) -> str:
     hidden = {password, unquote(password)} if password else set()
     if os.environ.get("REDIS_PASSWORD"):
         hidden.add(os.environ["REDIS_PASSWORD"])
-    # Longest first, so a password that contains another one is replaced whole.
+    # Longest first, so that a password containing another one is replaced whole.
     for secret in sorted(hidden, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

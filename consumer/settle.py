@@ -51,7 +51,7 @@ _NOTHING: Mapping[str, int] = {}
 
 @dataclass(slots=True)
 class SettleCounts:
-    """What one settle did; ``conflicts`` lists the entry ids left unsettled and pending.
+    """The counts of one settle call, and ``conflicts``: the entry ids left unsettled and pending.
 
     ``duplicates_of`` maps each entry id skipped as a duplicate to the entry
     id in its marker: the entry whose outcome the run already has for

@@ -79,10 +79,10 @@ MAX_PARTITION_RECOUNTS = 3
 #
 # When the stored count differs from ARGV[4] (or is missing), nothing is
 # added and the reply is the stored value as a bulk string ("" when missing).
-# Otherwise the reply is an array with one element per transaction: the new
-# entry id, or, where the marker already existed, the id it names when the
-# marker contains this call's token (an earlier attempt of the call added it and
-# its reply was lost), and false (a nil reply) for any other duplicate.
+# Otherwise the reply is an array with one element per transaction. It is
+# the new entry id, or false (a nil reply) for a duplicate. A marker that
+# contains this call's token was written by an earlier attempt of the same
+# call whose reply was lost, so its entry id is returned in place of false.
 #
 # A marker is "<entry id> <token>". EXISTS checks it before the XADD, and SET
 # writes it after, because EXISTS costs the server less than a SET NX that the

@@ -107,9 +107,10 @@ def redact(url: str) -> str:
     """Return the URL with the password of its user info and of secret query parameters replaced by ``***``.
 
     The user name stays readable, as do the host, port, path and the other
-    query parameters (see ``SECRET_QUERY_NAMES``). In a URL without ``//``
-    after its scheme, such as ``user:secret@host:6379``, where no user info
-    can be told apart, everything before the ``@`` after the scheme is masked.
+    query parameters (see ``SECRET_QUERY_NAMES``). A URL without ``//``
+    after its scheme, such as ``user:secret@host:6379``, has no user info
+    that urlsplit can find, so everything between the scheme and the last
+    ``@`` is masked.
     """
     parts = urlsplit(url)
     netloc = parts.netloc

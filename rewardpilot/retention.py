@@ -14,8 +14,8 @@ A stream that no live consumer group reads yet is not trimmed at all. That
 covers a stream without groups (``publish`` creates none) and one whose only
 groups are replays' (``replay:NAME``). A replay reads the stream for its own
 run, so its reads do not show what the live consumers still have to read.
-A replay group still holds the trim back like any other group, which keeps
-the entries a running replay has not read yet.
+Once a live group exists, a replay group limits the trim like any other
+group, which keeps the entries a running replay has not read yet.
 
 ``XTRIM MINID`` (exact) then removes only entries older than that id. A
 group is reported as holding the trim back only when some entry older than

@@ -394,7 +394,7 @@ def _print_summary(summary, client, results_stream: str, sample: int, input_coun
         if summary.successful and sample:
             out.print(sample_table(list(islice(read_results(client, results_stream), sample))))
     except InvalidResultEntryError as exc:
-        # Only an entry written by something other than a consumer can fail here; the summary above stands.
+        # Only an entry written by something other than a consumer can fail here, so the summary is still right.
         console.print(f"[yellow]warning:[/yellow] the results tables are left out: {escape(str(exc))}",
                       soft_wrap=True, highlight=False)
 
