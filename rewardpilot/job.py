@@ -8,6 +8,7 @@ and a job never mixes with the live pipeline.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 import time
@@ -196,6 +197,45 @@ def record_keep(client, keys: StreamKeys, seconds: int) -> None:
     client.set(keep_key(keys), int(seconds), ex=int(seconds))
 
 
+def run_wallet_key(keys: StreamKeys) -> str:
+    """Return the key that stores the cards of a job's ``run --wallet``, as a JSON list of card ids."""
+    return f"{keys.base}run-wallet"
+
+
+def record_run_wallet(client, keys: StreamKeys, cards: list[str] | None, seconds: int) -> None:
+    """Store the cards of ``run --wallet`` for the job's later ``report --job``, or delete them when none were given.
+
+    The record expires with the job (``seconds`` is its ``--keep``). The
+    last run of a job id decides: a later run without ``--wallet`` removes
+    the record, because its consumers judge users without a stored wallet
+    against the whole catalog.
+    """
+    if cards:
+        client.set(run_wallet_key(keys), json.dumps(cards), ex=int(seconds))
+    else:
+        client.delete(run_wallet_key(keys))
+
+
+def stored_run_wallet(client, keys: StreamKeys) -> list[str] | None:
+    """Return the cards the job's ``run --wallet`` stored, or None when it stored none or they expired.
+
+    A record that is not a JSON list of strings (written by hand, say) counts
+    as none, so the report falls back to the whole catalog and says so.
+    """
+    if keys.job is None:
+        return None
+    raw = client.get(run_wallet_key(keys))
+    if raw is None:
+        return None
+    try:
+        cards = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(cards, list) or not cards or not all(isinstance(card, str) for card in cards):
+        return None
+    return cards
+
+
 @dataclass(frozen=True)
 class JobLifetime:
     """The remaining life of a job's keys: the ``--keep`` its run recorded (None if none) and the seconds left."""
@@ -229,7 +269,9 @@ def job_lifetime(client, keys: StreamKeys) -> JobLifetime | None:
 
 def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
                runs: Iterable[str] = (LIVE_RUN,)) -> list[str]:
-    """Make a job's streams, partition count and ``--keep`` record expire in ``seconds``; return the keys that exist.
+    """Make a job's streams and its records expire in ``seconds``; return the keys that exist.
+
+    The records are the partition count, the ``--keep`` and the run wallet.
 
     ``runs`` names the runs whose results streams expire too. The consumer
     groups live in the transactions stream, so they expire with it. This
@@ -237,7 +279,7 @@ def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
     the TTL they were written with. ``expire_job_keys`` sets every key.
     """
     names = [keys.transactions, *(keys.results(run) for run in runs), keys.dead_letters, count_key(keys),
-             keep_key(keys)]
+             keep_key(keys), run_wallet_key(keys)]
     if partitions > 1:
         names += partition_streams(keys, partitions)
     with client.pipeline(transaction=False) as pipe:
@@ -252,7 +294,7 @@ def expire_job(client, keys: StreamKeys, seconds: int, partitions: int = 1,
 # never lengthens them. A killed holder's lease must still run out within seconds.
 JOB_KEY_KINDS = frozenset({
     "transactions", "results", "dead-letters", "done", "published", "caps", "run-caps", "keep", "partitions",
-    "queue",
+    "queue", "run-wallet",
 })
 LEASE_KEY_KINDS = frozenset({"lease", "consumer-name", "replay-lock"})
 EXPIRE_CHUNK = 1000  # keys per SCAN call (its COUNT) and per pipeline of EXPIRE commands

@@ -144,7 +144,7 @@ class Report:
         if self.wallet_source == "user":
             return f"the user's stored wallet ({', '.join(self.wallet or [])})"
         if self.wallet_source == "run":
-            return f"the run's wallet given with --wallet ({', '.join(self.wallet or [])})"
+            return f"the run's wallet ({', '.join(self.wallet or [])})"
         return "the whole catalog, because no wallet is stored for this user and no --wallet was given"
 
     def caps_date_text(self) -> str:

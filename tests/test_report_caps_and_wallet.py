@@ -35,10 +35,12 @@ from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from rewardpilot import codec, wallets
 from rewardpilot.engine import RulesEngine
+from rewardpilot.job import record_run_wallet, run_wallet_key, stored_run_wallet
 from rewardpilot.models import Transaction
 from rewardpilot.report import build_report, cap_status
 from rewardpilot.report_charts import render_html
 from rewardpilot.results import read_results
+from rewardpilot.streams import StreamKeys
 
 ENGINE = RulesEngine.default()
 BCP = "amex-blue-cash-preferred"
@@ -155,21 +157,53 @@ def test_report_cli_wallet_option(sync_client, keys, cli_env, tmp_path):
 
     ran = run_cli([*base, "run", str(rows), "--job", "t11", "--wallet", ",".join(RUN_WALLET)], cli_env)
     with_wallet = run_cli([*report, "--wallet", RUN_WALLET[0], "--wallet", RUN_WALLET[1], "--json"], cli_env)
+    stored = run_cli([*report, "--json"], cli_env)
+    stored_text = run_cli(report, {**cli_env, "COLUMNS": "200"})
+    misspelled = run_cli([*report, "--wallet", "amex-blue-cash-prefered"], cli_env)
+    wallet_ttl = sync_client.ttl(run_wallet_key(StreamKeys(prefix=keys.prefix, job="t11")))
+
+    # A later run of the job id without --wallet removes the record: its consumers use the whole catalog.
+    rerun = run_cli([*base, "run", str(rows), "--job", "t11"], cli_env)
     missing = run_cli([*report, "--json"], cli_env)
     text = run_cli(report, {**cli_env, "COLUMNS": "200"})
-    misspelled = run_cli([*report, "--wallet", "amex-blue-cash-prefered"], cli_env)
 
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert with_wallet.returncode == 0, with_wallet.stderr[-2000:]
     assert json.loads(with_wallet.stdout)["total"]["best"] == "368.00"
     assert json.loads(with_wallet.stdout)["wallet"]["source"] == "run"
     assert "warning" not in with_wallet.stderr
+    assert stored.returncode == 0, stored.stderr[-2000:]
+    assert json.loads(stored.stdout)["total"]["best"] == "368.00"
+    assert json.loads(stored.stdout)["wallet"] == json.loads(with_wallet.stdout)["wallet"]
+    assert "warning" not in stored.stderr
+    assert f"judged against the wallet that `run --wallet` stored with job 't11': {', '.join(RUN_WALLET)}" in (
+        stored.stderr)
+    assert "Judged against the run's wallet" in stored_text.stdout
+    assert 0 < wallet_ttl <= 30 * 24 * 3600  # expires with the job (run's default --keep, 30d)
+    assert misspelled.returncode == 2
+    assert "unknown card 'amex-blue-cash-prefered'" in misspelled.stderr
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads(missing.stdout)["wallet"]["source"] == "catalog"
     assert "4 result(s) of job 't11' in 2026 were judged against the wallet given to `run --wallet`" in missing.stderr
     assert "Pass the same cards with --wallet" in missing.stderr
     assert "Judged against the whole catalog" in text.stdout
-    assert misspelled.returncode == 2
-    assert "unknown card 'amex-blue-cash-prefered'" in misspelled.stderr
+
+
+@one_server
+def test_stored_run_wallet_ignores_bad_records(sync_client, keys):
+    job = StreamKeys(prefix=keys.prefix, job="t12")
+    record_run_wallet(sync_client, job, RUN_WALLET, 60)
+    assert stored_run_wallet(sync_client, job) == RUN_WALLET
+    assert 0 < sync_client.ttl(run_wallet_key(job)) <= 60
+    assert stored_run_wallet(sync_client, StreamKeys(prefix=keys.prefix)) is None  # the live streams keep none
+
+    for written in ("not json", "[]", '{"cards": 1}', '["amex-gold", 3]'):
+        sync_client.set(run_wallet_key(job), written)
+        assert stored_run_wallet(sync_client, job) is None, written
+
+    record_run_wallet(sync_client, job, None, 60)
+    assert not sync_client.exists(run_wallet_key(job))
 
 
 def test_caps_period_by_eastern_date(sync_client, keys):

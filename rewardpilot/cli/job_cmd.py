@@ -83,7 +83,7 @@ def run(
     from consumer.settings import ConsumerSettings
     from producer.publisher import DEFAULT_DEDUP_WINDOW_SECONDS
     from rewardpilot import wallets
-    from rewardpilot.job import job_keys, new_job_id, record_keep, summarise
+    from rewardpilot.job import job_keys, new_job_id, record_keep, record_run_wallet, summarise
     from rewardpilot.results import InvalidResultEntryError, read_results
 
     # With --json, an error found before the job starts is one JSON object on stdout.
@@ -140,6 +140,8 @@ def run(
     if not live:
         # Recorded before publishing, so `consume --job` keeps to it even if this run is stopped or killed.
         record_keep(client, keys, keep_seconds)
+        # And the run's wallet, so `report --job` judges users without a stored wallet as these consumers do.
+        record_run_wallet(client, keys, run_wallet, keep_seconds)
     settings = ConsumerSettings(keys=keys, workers=workers, batch_size=batch_size, wallet=run_wallet,
                                 partitions=agreed,
                                 result_ttl_seconds=keep_seconds, cap_ttl_seconds=None if live else keep_seconds)

@@ -35,11 +35,13 @@ def report(
     wallet: list[str] = typer.Option(
         None, "--wallet",
         help="The cards given to `run --wallet` or `consume --wallet` (repeat or comma-separate): the report "
-        "judges a user without a stored wallet against them, as the run did. The job does not store them.",
+        "judges a user without a stored wallet against them, as the run did. With --job, the cards that job's "
+        "`run --wallet` stored are used when this is left out.",
     ),
 ) -> None:
     """Show what a user earned with the cards used, what the recommended cards would have earned, and the caps."""
     from rewardpilot.cli.options import split_cards
+    from rewardpilot.job import stored_run_wallet
     from rewardpilot.report import build_report
     from rewardpilot.report_charts import render_html, render_png
 
@@ -50,6 +52,10 @@ def report(
     check_redis(client, context)
     check_job_exists(client, context, context.keys(job), run)
     run_wallet = split_cards(wallet)
+    stored_wallet = False
+    if run_wallet is None and job is not None:
+        run_wallet = stored_run_wallet(client, context.keys(job))
+        stored_wallet = run_wallet is not None
     try:
         result = build_report(client, context.keys(job), user, month=month, year=year, run=run,
                               card_used=card_used, wallet=run_wallet)
@@ -64,7 +70,11 @@ def report(
                       f"highest cash value decides: {result.dropped_mode}. Store a valid mode with "
                       f"`{context.command('wallet', 'set')} {user} CARD... --mode MODE`",
                       soft_wrap=True, highlight=False, markup=False)
-    for warning in wallet_warnings(result, run_wallet, job):
+    if stored_wallet and result.wallet_source == "run":
+        console.print(f"judged against the wallet that `run --wallet` stored with job {job!r}: "
+                      f"{', '.join(run_wallet or [])} (give --wallet to judge against other cards)",
+                      soft_wrap=True, highlight=False, markup=False)
+    for warning in wallet_warnings(result, None if stored_wallet else run_wallet, job):
         console.print(f"warning: {warning}", soft_wrap=True, highlight=False, markup=False)
 
     if html_file is not None:
@@ -105,7 +115,7 @@ def dropped_valuation_text(dropped: DroppedValuation, prefix: str) -> str:
 
 
 def wallet_warnings(result: Report, run_wallet: list[str] | None, job: str | None) -> list[str]:
-    """List the wallet warnings: a --wallet the report did not use, or a run wallet that the job does not store."""
+    """List the wallet warnings: a --wallet the report did not use, or results judged against a run wallet it lacks."""
     warnings = []
     if run_wallet and result.wallet_source == "user":
         warnings.append(f"user {result.user_id!r} has a stored wallet, so the report judges against it and "
@@ -114,9 +124,10 @@ def wallet_warnings(result: Report, run_wallet: list[str] | None, job: str | Non
         where = f"job {job!r}" if job else "the run"
         warnings.append(
             f"{result.run_wallet_results} result(s) of {where} in {result.period} were judged against the wallet "
-            "given to `run --wallet` or `consume --wallet` (wallet_source \"run\"). The job does not store that "
-            "wallet, so the report judged them against the whole catalog, and its totals can differ from the "
-            "results. Pass the same cards with --wallet; the results name these: "
+            "given to `run --wallet` or `consume --wallet` (wallet_source \"run\"). No such wallet is stored "
+            "with the job (`consume --wallet` stores none, and a later `run` without --wallet removes it), so the "
+            "report judged them against the whole catalog, and its totals can differ from the results. Pass the "
+            "same cards with --wallet; the results name these: "
             f"{', '.join(result.run_wallet_cards_seen)}."
         )
     return warnings
