@@ -168,6 +168,36 @@ def test_cli_trim_replay_group_only_text(cli_env, keys, sync_client):
 
 
 @one_server
+def test_cli_trim_stopped_replay_text(cli_env, keys, sync_client):
+    """A replay group that holds the trim back is named with the two ways to release it."""
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=8)
+    sync_client.xgroup_create(keys.transactions, "replay:slow", id=old_id(2))
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    text = " ".join(completed.stdout.split())
+    assert "consumer group 'replay:slow' held the trim back" in text
+    assert "'replay:slow' is the group of replay run 'slow'" in text
+    assert "rewardpilot replay --run slow ..." in text
+    assert f"redis-cli XGROUP DESTROY {keys.transactions} replay:slow" in text
+
+
+@one_server
+def test_cli_trim_live_group_text_names_no_replay(cli_env, keys, sync_client):
+    add_entries(sync_client, keys.transactions)
+    read_and_ack(sync_client, keys.transactions, count=2)
+
+    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    text = " ".join(completed.stdout.split())
+    assert f"consumer group '{GROUP}' held the trim back" in text
+    assert "XGROUP DESTROY" not in text
+
+
+@one_server
 def test_cli_trim_unread_group_text(cli_env, keys, sync_client):
     """A group that read nothing stops the trim at 0-1, and the output does not claim that nothing is old."""
     add_entries(sync_client, keys.transactions)

@@ -65,6 +65,8 @@ def trim(
 
 def _report_lines(report: TrimReport) -> list[str]:
     """Say what the trim removed and, when it kept entries older than the cutoff, why."""
+    from rewardpilot.retention import REPLAY_GROUP_PREFIX, is_replay_group
+
     verb = "would remove" if report.dry_run else "removed"
     keep_verb = "would keep" if report.dry_run else "kept"
     kept_unread = report.no_live_group and bool(report.held_back_count)
@@ -92,6 +94,12 @@ def _report_lines(report: TrimReport) -> list[str]:
         lines.append(f"consumer group {report.held_back_by!r} held the trim back to {report.min_id} "
                      f"(cutoff was {report.cutoff_id}) and {keep_verb} {_entries(report.held_back_count)} older "
                      "than the cutoff, from the first entry it has not read or acknowledged")
+        if is_replay_group(report.held_back_by):
+            run = report.held_back_by[len(REPLAY_GROUP_PREFIX):]
+            lines.append(f"{report.held_back_by!r} is the group of replay run {run!r}. Unless that replay is "
+                         f"running, finish it by running the same `rewardpilot replay --run {run} ...` command "
+                         f"again, or give it up with: redis-cli XGROUP DESTROY {report.stream} {report.held_back_by} "
+                         "(its results stay; a later replay under that name starts again from its --start)")
     return lines
 
 
