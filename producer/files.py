@@ -319,7 +319,7 @@ def publish_file(
     summary.warnings = list(reader.warnings)
     if checks.first_sub_cent is not None:
         line, amount = checks.first_sub_cent
-        summary.warnings.append(sub_cent_warning(line, amount, reader.position_name))
+        summary.warnings.append(sub_cent_warning(reader.position_text(line), amount))
     if summary.future_dated:
         summary.warnings.append(
             f"{summary.future_dated} row(s) are dated more than a day after now (first on line "

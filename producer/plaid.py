@@ -60,6 +60,11 @@ class PlaidReader(DocumentReader):
     format = "plaid"
     position_name = "entry"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Position -> JSON path of each published entry whose amount was rounded, for the warning.
+        self._amount_paths: dict[int, str] = {}
+
     def _read(self) -> Iterator[Outcome]:
         document = self._load()
         accounts = self._accounts(document.get("accounts"))
@@ -184,8 +189,14 @@ class PlaidReader(DocumentReader):
         transaction = validate_transaction(values, position, lambda field: f"{where}.{keys.get(field, field)}")
         outcome = self.check_duplicate(transaction, position, raw, f"{where}.transaction_id")
         if isinstance(outcome, Row) and transaction.amount_usd != amount:
+            self._amount_paths[position] = f"{where}.amount"
             self.note_sub_cent(position, amount)
         return outcome
+
+    def position_text(self, line: int) -> str:
+        """Name an entry whose amount was rounded by its JSON path, such as "added[3].amount"; others as "entry 4"."""
+        path = self._amount_paths.get(line)
+        return path if path is not None else super().position_text(line)
 
 
 def _kind(value: object) -> str:

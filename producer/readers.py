@@ -200,10 +200,10 @@ def _printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def sub_cent_warning(line: int, amount: Decimal, position_name: str = "line") -> str:
+def sub_cent_warning(where: str, amount: Decimal) -> str:
     """Build the warning that amounts finer than a cent are rounded, naming the first such row and its amount."""
     return (f"amounts with more than two decimal places are rounded half up to whole cents "
-            f"(first on {position_name} {line}: {amount} becomes {to_cents(amount)})")
+            f"(first on {where}: {amount} becomes {to_cents(amount)})")
 
 
 class SubCentNotes:
@@ -235,7 +235,11 @@ class SubCentNotes:
         if self._sub_cent_warned:
             return
         self._sub_cent_warned = True
-        self.warn(sub_cent_warning(line, amount, self.position_name))
+        self.warn(sub_cent_warning(self.position_text(line), amount))
+
+    def position_text(self, line: int) -> str:
+        """Name the row read from ``line`` in a message, such as "line 12"."""
+        return f"{self.position_name} {line}"
 
 
 class _LineReader(SubCentNotes):

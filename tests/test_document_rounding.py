@@ -84,7 +84,17 @@ def test_plaid_sub_cent_amount_warned():
     outcomes, warnings = read_with_warnings(data)
 
     assert [str(outcome.transaction.amount_usd) for outcome in outcomes] == ["4.00", "10.01", "2.13"]
-    assert rounding(warnings) == [f"{ROUNDED} (first on entry 2: 10.005 becomes 10.01)"]
+    assert rounding(warnings) == [f"{ROUNDED} (first on added[1].amount: 10.005 becomes 10.01)"]
+
+
+def test_plaid_rounding_names_second_array():
+    document = {"added": [plaid_entry("p1", "4.00")], "modified": [plaid_entry("p2", "3.333")]}
+    data = json.dumps(document, indent=2).replace('"@', "").replace('@"', "").encode()
+
+    outcomes, warnings = read_with_warnings(data)
+
+    assert [str(outcome.transaction.amount_usd) for outcome in outcomes] == ["4.00", "3.33"]
+    assert rounding(warnings) == [f"{ROUNDED} (first on modified[0].amount: 3.333 becomes 3.33)"]
 
 
 def test_plaid_rounding_skips_rejected_entry():
@@ -93,7 +103,7 @@ def test_plaid_rounding_skips_rejected_entry():
     outcomes, warnings = read_with_warnings(data)
 
     assert [type(outcome) for outcome in outcomes] == [Rejected, Row]
-    assert rounding(warnings) == [f"{ROUNDED} (first on entry 2: 2.129 becomes 2.13)"]
+    assert rounding(warnings) == [f"{ROUNDED} (first on added[1].amount: 2.129 becomes 2.13)"]
 
 
 @pytest.mark.parametrize("dedup_window_seconds", [0, 86400])
@@ -108,7 +118,7 @@ def test_publish_rounding_skips_unconverted_entry(sync_client, keys, tmp_path, d
                            producer=producer)
 
     assert (summary.published, summary.rejected) == (2, 1)
-    assert rounding(summary.warnings) == [f"{ROUNDED} (first on entry 3: 7.129 becomes 7.13)"]
+    assert rounding(summary.warnings) == [f"{ROUNDED} (first on added[2].amount: 7.129 becomes 7.13)"]
 
 
 def test_publish_ofx_rounding_warned(sync_client, keys, tmp_path):
