@@ -15,32 +15,13 @@ import redis.asyncio as aioredis
 
 from rewardpilot.engine import RulesEngine
 from rewardpilot.engine.errors import InvalidModeError
-from rewardpilot.engine.valuations import parse_cents
+from rewardpilot.engine.valuations import (  # noqa: F401 (re-exported)
+    CASH_BACK_PROGRAM, FixedValuationError, check_settable_program, parse_cents,
+)
 from rewardpilot.streams import StreamKeys
 from rewardpilot.wallets import WalletRecord, decode_wallet_record
 
 Warn = Callable[..., None]  # (repeat key, message, **fields), rate-limited by the caller
-
-# The program of every card that earns dollars (unit USD), as rewardpilot.engine.catalog.Card requires.
-CASH_BACK_PROGRAM = "cash back"
-
-
-class FixedValuationError(ValueError):
-    """A valuation override for cash back, which is always worth its face value."""
-
-
-def check_settable_program(program: str) -> None:
-    """Raise FixedValuationError when ``program`` is cash back, whose value per unit no user may change.
-
-    Cash back is earned in dollars, so a cent of it is worth one cent. A
-    stored override would multiply the cash value of every cash back card.
-    """
-    if program == CASH_BACK_PROGRAM:
-        raise FixedValuationError(
-            f"valuation program {program!r} cannot be set: cash back is paid in dollars, so it is always worth "
-            "its face value (1 cent per cent earned). Set the value of a points or miles program instead."
-        )
-
 
 def check_known_program(program: str, programs: Iterable[str]) -> None:
     """Raise ValueError naming the known programs when ``program`` is not one of ``programs``.

@@ -167,3 +167,17 @@ def test_run_values_cash_back_at_face(keys, sync_client, cli_env, tmp_path):
     summary = json.loads(completed.stdout)
     assert summary["successful"] == 1
     assert summary["total_rewards"] == "2.00"
+
+
+def test_engine_rejects_cash_back_valuation():
+    """A caller of the Python API gets the same error as `valuations set`, not a cash value times five."""
+    purchase = Transaction(transaction_id="t-cb", user_id="u1", merchant="Kroger", amount_usd="100", mcc="5411",
+                           timestamp="2026-05-01T12:00:00Z")
+
+    with pytest.raises(FixedValuationError) as caught:
+        ENGINE.recommend(purchase, ["amex-blue-cash-preferred"], valuations={CASH_BACK_PROGRAM: "5"})
+
+    assert "cannot be set: cash back is paid in dollars" in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+    plain = ENGINE.recommend(purchase, ["amex-blue-cash-preferred"])
+    assert plain.rewards.cash_value_usd == Decimal("6.00")

@@ -44,9 +44,10 @@ class ValuationTable(BaseModel):
         return {name: program.cents_per_point for name, program in self.programs.items()}
 
     def merged(self, overrides: Mapping[str, object] | None) -> dict[str, Decimal]:
-        """Defaults with ``overrides`` applied; raises ValueError for an unknown program or a bad value."""
+        """Defaults with ``overrides`` applied; raises ValueError for an unknown program, cash back or a bad value."""
         values = self.defaults()
         for program, value in (overrides or {}).items():
+            check_settable_program(program)
             if program not in self.programs:
                 known = ", ".join(sorted(self.programs))
                 raise ValueError(f"no valuation program {program!r}; known programs: {known}")
@@ -60,6 +61,27 @@ class ValuationTable(BaseModel):
         else:
             text = Path(path).read_text(encoding="utf-8")
         return cls.model_validate(json.loads(text))
+
+
+# The program of every card that earns dollars (unit USD), as rewardpilot.engine.catalog.Card requires.
+CASH_BACK_PROGRAM = "cash back"
+
+
+class FixedValuationError(ValueError):
+    """A valuation override for cash back, which is always worth its face value."""
+
+
+def check_settable_program(program: str) -> None:
+    """Raise FixedValuationError when ``program`` is cash back, whose value per unit no user may change.
+
+    Cash back is earned in dollars, so a cent of it is worth one cent. A
+    stored override would multiply the cash value of every cash back card.
+    """
+    if program == CASH_BACK_PROGRAM:
+        raise FixedValuationError(
+            f"valuation program {program!r} cannot be set: cash back is paid in dollars, so it is always worth "
+            "its face value (1 cent per cent earned). Set the value of a points or miles program instead."
+        )
 
 
 def parse_cents(program: str, value: object) -> Decimal:
