@@ -608,6 +608,26 @@ def test_program_mode_prefers_named_program():
     assert alternatives(rec) == [("amex-gold", Decimal("8.00"))]
 
 
+def test_program_mode_says_what_it_costs():
+    """The mode, not a close call, made the choice: full confidence, and the reasoning names the cost."""
+    wallet = ["amex-gold", "chase-sapphire-preferred"]
+    rec = ENGINE.recommend(tx("5411", "100.00"), wallet, mode="program:Chase Ultimate Rewards")
+    default = ENGINE.recommend(tx("5411", "100.00"), wallet)
+
+    assert rec.confidence == default.confidence
+    assert "the user's mode prefers Chase Ultimate Rewards, although Amex Gold would earn $5.95 more" in rec.reasoning
+
+
+def test_close_call_lowers_confidence():
+    # Active Cash and Double Cash both earn 2% ($2.00) on other purchases: a close call either way.
+    wallet = ["wells-fargo-active-cash", "citi-double-cash"]
+    close = ENGINE.recommend(tx("5999", "100.00"), wallet)
+    clear = ENGINE.recommend(tx("5999", "100.00"), ["wells-fargo-active-cash"])
+
+    assert cash(close) == Decimal("2.00")
+    assert close.confidence == round(clear.confidence - 0.10, 2)
+
+
 def test_program_mode_without_matching_card_falls_back():
     rec = ENGINE.recommend(tx("5411", "100.00"), ["amex-gold"], mode="program:Chase Ultimate Rewards")
     assert card(rec) == "amex-gold"

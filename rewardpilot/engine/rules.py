@@ -984,7 +984,9 @@ class RulesEngine:
         winner_cash = cards[0].cash
 
         confidence = context.placement.confidence
-        if len(cards) > 1 and winner_cash - cards[1].cash <= ONE_CENT:
+        # A close call is a runner-up within a cent of the winner. In a program: mode the winner can earn
+        # less than the runner-up by choice, and that is no close call.
+        if len(cards) > 1 and abs(winner_cash - cards[1].cash) <= ONE_CENT:
             confidence -= CLOSE_CALL_PENALTY
         assumed = winner.entry.assumed and user is None
         if assumed:
@@ -1009,8 +1011,10 @@ class RulesEngine:
             wallet_notes = (fallback_note,)
             if retired_cards:
                 wallet_notes = _retired_notes(first_source, retired_cards, fallback_note)
+        richer = max(cards[1:], key=lambda listed: listed.cash, default=None)
         reasoning = self._reasoning(
             transaction, context, winner, winner_cash, assumed, passed_over, mode, wallet_notes,
+            richer if richer is not None and richer.cash > winner_cash else None,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # Positional, in field order, for the reason given in _context.
@@ -1102,9 +1106,13 @@ class RulesEngine:
 
     def _reasoning(
         self, transaction: Transaction, context: _Context, winner: _Valued, cash: Decimal,
-        assumed: bool, passed_over: list[str], mode: str, wallet_notes: Sequence[str],
+        assumed: bool, passed_over: list[str], mode: str, wallet_notes: Sequence[str], richer: Listed | None = None,
     ) -> str:
-        """Write the reasoning. ``wallet_notes`` name what the purchase was judged against, when not the user's wallet."""
+        """Write the reasoning. ``wallet_notes`` name what the purchase was judged against, when not the user's wallet.
+
+        ``richer`` is the listed card with the highest cash value when it beats the winner's, which only a
+        program: mode allows.
+        """
         entry = winner.entry
         card = entry.plan.card
         placement = context.placement
@@ -1128,6 +1136,9 @@ class RulesEngine:
             notes.append("points are valued at their cash redemption value (cash back mode)")
         elif mode.startswith(PROGRAM_MODE_PREFIX) and not entry.preferred:
             notes.append(f"no card in the wallet earns {mode[len(PROGRAM_MODE_PREFIX):]}, so the highest cash value wins")
+        elif mode.startswith(PROGRAM_MODE_PREFIX) and richer is not None:
+            notes.append(f"it ranks first because the user's mode prefers {mode[len(PROGRAM_MODE_PREFIX):]}, "
+                         f"although {self.catalog.get(richer.card.ref.card_id).short_name} would earn {_money(richer.cash - cash)} more in cash value")
 
         notes.extend(wallet_notes)
         if placement.source == "text":
