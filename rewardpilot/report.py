@@ -3,9 +3,15 @@
 ``build_report`` reads a run's results stream for one user and one month or
 year (by transaction time, Eastern Time). It fetches each result's
 transaction from the transactions stream by its entry id. Then it replays
-the period in time order through the engine, computing for each purchase
-what the card used earned (``RulesEngine.rewards_for``) and what the best
-card in the wallet would have earned.
+the period through the engine, computing for each purchase what the card
+used earned (``RulesEngine.rewards_for``) and what the best card in the
+wallet would have earned. The replay goes in the order of the results
+stream, which is the order the consumers settled the purchases and added
+their spend under caps, so with the same wallet, mode and valuations its
+totals equal the results'. A file published out of date order is settled
+out of date order, and ``Report.out_of_order`` counts such purchases: their
+capped bonuses can fall on other purchases than the issuer's date order
+would give.
 
 The replay starts one year before the period, because a year is the longest
 cap period. The purchases of that year only add their spend to the
@@ -26,8 +32,8 @@ counts under the card used in ``by_card_recommended`` too.
 
 The purchases are judged against the wallet the consumers use: the user's
 stored wallet, else the run's wallet (``run --wallet`` or ``consume
---wallet``, which the caller passes as ``wallet`` because the job does not
-store it), else the whole catalog.
+--wallet``, which the caller passes as ``wallet``; ``run`` stores its own
+with the job), else the whole catalog.
 
 Cap status comes from the user's spend hash of the run (``keys.cap_spend``):
 the spend in the current period of each cap, what is left, and the date the
@@ -135,6 +141,8 @@ class Report:
     # Results of the period that the run judged against a run wallet, and the cards they name.
     run_wallet_results: int = 0
     run_wallet_cards_seen: list[str] = field(default_factory=list)
+    # Purchases of the period and the year before it that were settled after a later-dated purchase.
+    out_of_order: int = 0
     # Not in to_json: the CLI prints them as warnings on stderr.
     dropped_valuations: list[DroppedValuation] = field(default_factory=list)
     dropped_mode: str | None = None  # why the stored mode was left out, as the consumers leave it out
@@ -173,6 +181,7 @@ class Report:
             "wallet": {"source": self.wallet_source, "cards": self.wallet,
                        "run_wallet_results": self.run_wallet_results,
                        "run_wallet_cards_seen": self.run_wallet_cards_seen},
+            "out_of_order": self.out_of_order,
             "caps_today": self.caps_today.isoformat() if self.caps_today else None,
             "caps_time_zone": self.caps_time_zone,
             "caps": [_cap_json(cap) for cap in self.caps],
@@ -238,7 +247,8 @@ def build_report(
 
     # Purchases of the year before the period only add spend. Those of the period are reported.
     warm_up_from = first.replace(year=first.year - 1)
-    all_results = sorted(read_results(client, keys.results(run), user=user), key=_moment)
+    # In settle order: the order the consumers added each purchase's spend under its caps.
+    all_results = list(read_results(client, keys.results(run), user=user))
     results = [rec for rec in all_results if warm_up_from <= local_date(_moment(rec)) <= last]
     transactions = _transactions(client, keys, results)
 
@@ -265,7 +275,7 @@ def build_report(
 
     report = Report(user_id=user, period=label, purchases=0, unknown_card_used=0, total=Totals(),
                     wallet_source=source, wallet=cards, dropped_valuations=dropped,
-                    dropped_mode=mode_errors[0] if mode_errors else None)
+                    dropped_mode=mode_errors[0] if mode_errors else None, out_of_order=_out_of_order(results))
     for rec, transaction in zip(results, transactions):
         transaction = _paid_with(engine, transaction, assumed)
         if local_date(_moment(rec)) < first:
@@ -282,6 +292,19 @@ def build_report(
     report.caps = cap_status(client, keys, user, engine, today=today, now=moment,
                              cycle_day=record.cycle_day if record else None, run=run, results=all_results)
     return report
+
+
+def _out_of_order(results: Sequence[Recommendation]) -> int:
+    """Count the results settled after a result with a later purchase time."""
+    count = 0
+    latest: datetime | None = None
+    for rec in results:
+        moment = _moment(rec)
+        if latest is not None and moment < latest:
+            count += 1
+        else:
+            latest = moment
+    return count
 
 
 @dataclass(frozen=True)
@@ -437,8 +460,9 @@ def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: Rule
     The current period is the one containing ``now``'s date (default: the
     current time) in the card's time zone, because the engine ends cap
     periods at midnight there. ``today`` replaces that date for every card.
-    For a cap that is used up, ``results`` (the user's results in ``run``,
-    read when not given) give the date of the purchase that filled it.
+    For a cap that is used up, ``results`` (the user's results in ``run`` in
+    settle order, read when not given) give the date of the purchase that
+    filled it.
     """
     moment = now or datetime.now(timezone.utc)
     spend = _top_categories_only(caps.read_spend(client, keys, user_id, run))
@@ -466,7 +490,7 @@ def cap_status(client: redis.Redis, keys: StreamKeys, user_id: str, engine: Rule
         )
         if status.used_up:
             if results is None:
-                results = sorted(read_results(client, keys.results(run), user=user_id), key=_moment)
+                results = list(read_results(client, keys.results(run), user=user_id))
             status.used_up_on = _used_up_on(results, name, cents, int(cap.amount_usd * 100), card.time_zone)
         else:
             status.runs_out_on = _run_out(spent, remaining, start, end, card_today)
@@ -478,7 +502,8 @@ def _used_up_on(results: Sequence[Recommendation], name: str, recorded_cents: in
                 time_zone: str) -> date | None:
     """Find the local date of the purchase whose spend filled the cap's tally ``name``; None when unknown.
 
-    ``results`` must be in time order. The date is known only when the
+    ``results`` must be in settle order (the results stream's), the order
+    their spend was added. The date is known only when the
     results' ``spend_updates`` for the tally add up to the ``recorded_cents``
     of the spend hash. When they do not (results trimmed from the stream, or
     spend recorded by another writer), the purchase that filled the cap is

@@ -279,3 +279,30 @@ def test_invalid_stored_mode_left_out(sync_client, keys, cli_env):
     assert "Chase Ultimate Rewards (cash back)" in report.dropped_mode
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "stored mode of u-md is left out" in " ".join(completed.stderr.split())
+
+
+@one_server
+def test_report_follows_settle_order(sync_client, keys, cli_env, tmp_path):
+    """Rows published out of date order: the report applies caps in the order the consumers did, and says so."""
+    rows = tmp_path / "order.csv"
+    rows.write_text(
+        "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
+        "o1,ord,Shell,gas,100.00,5541,2026-03-20T15:00:00Z\n"
+        "o2,ord,Olive Garden,dining,400.00,5812,2026-03-05T15:00:00Z\n"
+        "o3,ord,Corner Shop,other,10.00,5999,2026-03-25T15:00:00Z\n"
+    )
+    base = ["--prefix", keys.prefix]
+    wallet = run_cli([*base, "wallet", "set", "ord", "citi-custom-cash", "citi-double-cash"], cli_env)
+    ran = run_cli([*base, "run", str(rows), "--job", "ord1", "--json"], cli_env)
+    report = run_cli([*base, "report", "--job", "ord1", "--user", "ord", "--month", "2026-03", "--json"], cli_env)
+
+    assert wallet.returncode == 0, wallet.stderr[-2000:]
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert report.returncode == 0, report.stderr[-2000:]
+    # Custom Cash: gas is the top category at o1 ($5.00), then dining overtakes it at o2 (5% on $300
+    # and 1% on $100 = $16.00). o3 earns 2% with Double Cash ($0.20).
+    assert json.loads(ran.stdout)["total_rewards"] == "21.20"
+    data = json.loads(report.stdout)
+    assert data["total"]["best"] == "21.20"
+    assert data["out_of_order"] == 1
+    assert "1 of ord's purchases were processed after a purchase dated later" in " ".join(report.stderr.split())

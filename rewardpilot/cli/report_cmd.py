@@ -70,6 +70,12 @@ def report(
                       f"highest cash value decides: {result.dropped_mode}. Store a valid mode with "
                       f"`{context.command('wallet', 'set')} {user} CARD... --mode MODE`",
                       soft_wrap=True, highlight=False, markup=False)
+    if result.out_of_order:
+        console.print(f"warning: {result.out_of_order} of {user}'s purchases were processed after a purchase dated "
+                      "later, because they were published out of date order. The report applies cap spend in the "
+                      "order the consumers did, so its totals match the results, but a capped bonus can fall on "
+                      "other purchases than in the issuer's date order. Publish files oldest first to avoid this.",
+                      soft_wrap=True, highlight=False, markup=False)
     if stored_wallet and result.wallet_source == "run":
         console.print(f"judged against the wallet that `run --wallet` stored with job {job!r}: "
                       f"{', '.join(run_wallet or [])} (give --wallet to judge against other cards)",
