@@ -695,6 +695,21 @@ def test_foreign_merchant_in_dollars_pays_fee():
     assert card(rec) == "capital-one-venture-x"
     assert cash(rec) == Decimal("3.70")
     assert alternatives(rec) == [("citi-double-cash", Decimal("-1.00"))]
+    assert rec.alternatives[0].note.endswith(", after its 3% foreign transaction fee")
+
+
+def test_alternative_note_names_fee_when_capped():
+    # Blue Cash Preferred's 6% is capped, so its note comes from the capped path. Abroad the
+    # supermarket bonus does not apply (U.S. supermarkets only), and the 2.7% fee is named.
+    state = SpendState()
+    rec = ENGINE.recommend(tx("5411", "100.00", currency="EUR"),
+                           ["capital-one-venture-x", "amex-blue-cash-preferred"], state=state)
+    home = ENGINE.recommend(tx("5411", "100.00"), ["capital-one-venture-x", "amex-blue-cash-preferred"],
+                            state=SpendState())
+
+    assert alternatives(rec)[0][0] == "amex-blue-cash-preferred"
+    assert rec.alternatives[0].note.endswith(", after its 2.7% foreign transaction fee")
+    assert "foreign transaction fee" not in " ".join(alternative.note for alternative in home.alternatives)
 
 
 def test_us_supermarket_bonus_not_abroad():

@@ -1207,7 +1207,10 @@ def _listed_uncapped(entry: _Ranked, amount: Decimal) -> Listed:
     if plan.cash_back:
         earned = earned.quantize(CENT, CASH_ROUNDING)
     rate = (cash / amount).quantize(RATE_PLACES, ROUND_HALF_EVEN) or _ZERO_RATE
-    return Listed(plan.facts, earned, cash, rate, entry.phrase if amount else entry.then_phrase)
+    note = entry.phrase if amount else entry.then_phrase
+    if entry.fee_applied:
+        note = _after_fee(note, entry.fee_applied)
+    return Listed(plan.facts, earned, cash, rate, note)
 
 
 def _order(entry: _Ranked) -> tuple:
@@ -1215,9 +1218,18 @@ def _order(entry: _Ranked) -> tuple:
 
 
 def _describe(item: _Valued) -> str:
+    """Write an alternative's note: its rate, the foreign fee it pays, and any cap or assumption note."""
+    phrase = item.phrase
+    if item.entry.fee_applied:
+        phrase = _after_fee(phrase, item.entry.fee_applied)
     if item.note:
-        return f"{item.phrase}; {item.note}"
-    return item.phrase
+        return f"{phrase}; {item.note}"
+    return phrase
+
+
+def _after_fee(phrase: str, fee: Decimal) -> str:
+    """Add the foreign transaction fee that a card's cash value already has taken off."""
+    return f"{phrase}, after its {_number(fee)}% foreign transaction fee"
 
 
 def _number(value: Decimal) -> str:
