@@ -1011,10 +1011,13 @@ class RulesEngine:
             wallet_notes = (fallback_note,)
             if retired_cards:
                 wallet_notes = _retired_notes(first_source, retired_cards, fallback_note)
-        richer = max(cards[1:], key=lambda listed: listed.cash, default=None)
+        richer = None
+        if mode != DEFAULT_MODE and len(cards) > 1:
+            # Only a program: mode can rank a card above one that earns more.
+            richer = max(cards[1:], key=lambda listed: listed.cash)
+            richer = richer if richer.cash > winner_cash else None
         reasoning = self._reasoning(
-            transaction, context, winner, winner_cash, assumed, passed_over, mode, wallet_notes,
-            richer if richer is not None and richer.cash > winner_cash else None,
+            transaction, context, winner, winner_cash, assumed, passed_over, mode, wallet_notes, richer,
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # Positional, in field order, for the reason given in _context.
