@@ -86,7 +86,7 @@ def duplicate_notes(summary: ReplaySummary) -> list[str]:
         entries = "1 entry repeats" if repeated == 1 else f"{repeated} entries repeat"
         pronoun = "it" if repeated == 1 else "them"
         note = (f"note: {entries} the transaction_id of another entry in the stream, which run {summary.run} "
-                f"settled first, and a run gives each transaction_id one outcome. The stream holds such a copy "
+                f"settled first, and a run gives each transaction_id one outcome. The stream contains such a copy "
                 "when a transaction was published again (with `publish --dedup-window 0`, or after the "
                 "de-duplication window) or put back by `rewardpilot dlq redrive`. A new --run name skips "
                 f"{pronoun} too.")
