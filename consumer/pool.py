@@ -619,6 +619,8 @@ class ConsumerPool:
         """Add what one settle wrote to the stats; ``rewards`` is the batch's total before conflicts."""
         self.stats.results += counts.written
         self.stats.duplicates += counts.duplicates
+        self.stats.repeated_transaction_ids += sum(1 for entry_id, first in counts.duplicates_of.items()
+                                                   if entry_id != first)
         self.stats.dead_letters += counts.dead_letters
         if counts.written or counts.duplicates or counts.dead_letters:
             self.stats.last_settled_at = time.monotonic()

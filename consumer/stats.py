@@ -53,6 +53,8 @@ class PoolStats:
     past_end: int = 0  # delivered after a replay's end id, acknowledged without an outcome
     results: int = 0
     duplicates: int = 0
+    # Duplicates whose marker names another entry, because the stream contains their transaction_id more than once.
+    repeated_transaction_ids: int = 0
     dead_letters: int = 0
     retries: int = 0
     recommender_calls: int = 0

@@ -109,6 +109,9 @@ class FileSummary:
     first_out_of_order_line: int | None = None
     size_bytes: int | None = None  # the size of the input, when it is a regular file
     bytes_read: int = 0
+    # The rows of the input, when it was read whole before publishing (a file of up to
+    # REVERSE_LIMIT_BYTES, for the row-order check). None when the rows were read as published.
+    total_rows: int | None = None
 
 
 SHOWN_REJECTS = 10  # rejected rows listed in the summary; the rejects file has them all
@@ -255,7 +258,9 @@ def publish_file(
                 ordered = itertools.chain(() if first is None else (first,), outcomes)
                 # A named pipe has a size of 0, and only a regular file is read whole here.
                 if total and total <= REVERSE_LIMIT_BYTES and producer.dedup_window_seconds and _can_read_twice(stream):
-                    ordered, summary.oldest_first = _oldest_first(list(ordered))
+                    listed = list(ordered)
+                    summary.total_rows = len(listed)
+                    ordered, summary.oldest_first = _oldest_first(listed)
                 for outcome in ordered:
                     summary.rows += 1
                     if isinstance(outcome, Row) and outcome.transaction.currency != "USD":

@@ -60,7 +60,8 @@ class ServerState:
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        """Return the server's URL, with the user ``default``: without it, redis-cli 7.0.15 sends an empty user name."""
+        return f"redis://default:{self.password}@127.0.0.1:{self.port}/0"
 
 
 def home_dir() -> Path:

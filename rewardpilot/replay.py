@@ -171,9 +171,14 @@ class ReplaySummary:
 
     ``duplicates`` counts entries that got no outcome from this replay
     because the run already had one for their transaction_id (its marker
-    existed): a result or a dead letter, from an earlier replay under the
-    same run name or from this one. Their outcome may be a dead letter,
-    so the run's results stream can lack them. ``results`` and
+    existed): a result or a dead letter. Their outcome may be a dead letter,
+    so the run's results stream can lack them. ``repeated_transaction_ids``
+    counts those of them whose marker names another entry: the stream contains
+    their transaction_id more than once (published again, or copied back by
+    ``rewardpilot dlq redrive``), and the run settled that other entry, in
+    this replay or an earlier one. The rest were settled themselves before,
+    by an earlier replay under the same run name (or, rarely, by a settle of
+    this replay that was retried after its reply was lost). ``results`` and
     ``dead_letters`` count what this replay wrote.
     ``read_past_end`` counts entries after the end id that the replay's group
     read in the same batches and acknowledged without an outcome.
@@ -189,10 +194,16 @@ class ReplaySummary:
     delivered: int = 0
     results: int = 0
     duplicates: int = 0
+    repeated_transaction_ids: int = 0
     dead_letters: int = 0
     read_past_end: int = 0
     first_entry_id: str | None = None
     comparison: Comparison | None = None
+
+    @property
+    def settled_before(self) -> int:
+        """Count the duplicates that were settled themselves before, as a rule by an earlier replay of the run."""
+        return self.duplicates - self.repeated_transaction_ids
 
     @property
     def starts_after_first_entry(self) -> bool:
@@ -447,6 +458,7 @@ def _count_outcomes(summary: ReplaySummary, stats: PoolStats) -> None:
     summary.delivered = stats.delivered - stats.past_end
     summary.results = stats.results
     summary.duplicates = stats.duplicates
+    summary.repeated_transaction_ids = stats.repeated_transaction_ids
     summary.dead_letters = stats.dead_letters
     summary.read_past_end = stats.past_end
 

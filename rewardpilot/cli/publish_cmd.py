@@ -211,13 +211,21 @@ def duration_text(seconds: int) -> str:
 
 
 def publish_progress_text(summary: FileSummary) -> str:
-    """Describe how far a stopped publish got, such as ``12,000 rows published, of 12,060 read (24% of big.csv)``."""
+    """Describe how far a stopped publish got, like ``0 rows published, of 500 read (3% of the 16,247 rows of a.csv)``.
+
+    The share is by rows when the file was read whole before publishing,
+    for the row-order check. Otherwise the row count is unknown, and the
+    share is of the bytes read, which run up to one read block ahead of the
+    rows. A share of 100% then shows nothing about the rows, so it is left out.
+    """
     text = f"{summary.published:,} {'row' if summary.published == 1 else 'rows'} published"
     if summary.duplicates:
         text += f" and {summary.duplicates:,} already published"
     source = "stdin" if summary.source in ("-", "<stdin>") else summary.source
-    if summary.size_bytes:
-        where = f"{summary.bytes_read * 100 // summary.size_bytes}% of {source}"
+    if summary.total_rows:
+        where = f"{summary.rows * 100 // summary.total_rows}% of the {summary.total_rows:,} rows of {source}"
+    elif summary.size_bytes and summary.bytes_read < summary.size_bytes:
+        where = f"about {summary.bytes_read * 100 // summary.size_bytes}% of {source}, by bytes read"
     else:
         where = f"from {source}"
     return f"{text}, of {summary.rows:,} read ({where})"

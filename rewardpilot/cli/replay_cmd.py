@@ -56,19 +56,44 @@ def print_summary(summary: ReplaySummary, prefix: str = DEFAULT_PREFIX, job: str
     out.print(f"run {summary.run}: {_counts_text(summary)}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"follow its results with: {subscribe_command(prefix, job, summary.run, redis_url)}",
               markup=False, highlight=False, soft_wrap=True)
-    if summary.comparison is None:
-        return
-    out.print(comparison_table(summary.comparison))
-    if summary.duplicates:
-        # The comparison reads the run's whole results stream, so it mixes in what earlier replays wrote.
-        skipped = "1 entry keeps its result" if summary.duplicates == 1 else \
-            f"{summary.duplicates} entries keep their results"
-        console.print(f"note: {skipped} from an earlier replay of run {summary.run}, judged with the wallets, "
-                      "valuations and catalog of that time, and the comparison includes them. To judge every "
-                      "entry with the current rules, replay under a new --run name.",
-                      markup=False, highlight=False, soft_wrap=True)
-    if summary.comparison.missing_live:
+    if summary.comparison is not None:
+        out.print(comparison_table(summary.comparison))
+    for note in duplicate_notes(summary):
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    if summary.comparison is not None and summary.comparison.missing_live:
         out.print(f"{len(summary.comparison.missing_live)} replayed transactions have no live result to compare with")
+
+
+def duplicate_notes(summary: ReplaySummary) -> list[str]:
+    """Explain the entries skipped as duplicates, by cause, and what to do about each.
+
+    An entry whose marker names itself was settled by an earlier replay under
+    the same run name, and a new run name judges it again. An entry whose
+    marker names another entry repeats that entry's transaction_id in the
+    stream, and every run skips it, whatever its name. The note on earlier
+    replays is about the comparison, so it comes only with one.
+    """
+    notes = []
+    settled_before = summary.settled_before
+    if settled_before and summary.comparison is not None:
+        # The comparison reads the run's whole results stream, so it mixes in what earlier replays wrote.
+        kept = "1 entry keeps its result" if settled_before == 1 else f"{settled_before} entries keep their results"
+        notes.append(f"note: {kept} from an earlier replay of run {summary.run}, judged with the wallets, "
+                     "valuations and catalog of that time, and the comparison includes them. To judge every "
+                     "entry with the current rules, replay under a new --run name.")
+    repeated = summary.repeated_transaction_ids
+    if repeated:
+        entries = "1 entry repeats" if repeated == 1 else f"{repeated} entries repeat"
+        pronoun = "it" if repeated == 1 else "them"
+        note = (f"note: {entries} the transaction_id of another entry in the stream, which run {summary.run} "
+                f"settled first, and a run gives each transaction_id one outcome. The stream contains such a copy "
+                "when a transaction was published again (with `publish --dedup-window 0`, or after the "
+                "de-duplication window) or put back by `rewardpilot dlq redrive`. A new --run name skips "
+                f"{pronoun} too.")
+        if summary.comparison is not None:
+            note += " The comparison uses the result of the entry settled first."
+        notes.append(note)
+    return notes
 
 
 def _counts_text(summary: ReplaySummary) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
+
+from decimal import Decimal
 
 import typer
 from rich.table import Table
@@ -14,6 +17,31 @@ from rewardpilot.streams import DEFAULT_PREFIX
 
 app = typer.Typer(help="Set what each reward program's points are worth to a user.", no_args_is_help=True)
 
+# A number of cents as a person types it: digits with an optional fraction and sign.
+# Decimal would also read "1e1" (10), "1_5" (15), "Infinity" and "NaN".
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_EXPONENT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d+")
+
+
+def check_plain_cents(program: str, cents: str) -> None:
+    """Raise ValueError unless ``cents`` is a plain decimal number, such as 1.5 or -1.
+
+    Only the command line checks this: a typo such as 1e1 for 1.1 would
+    otherwise store 10 cents. Stored values and ``caps.set_valuation`` take
+    any number Decimal reads, and the range check follows in either case.
+    """
+    text = cents.strip()
+    if _PLAIN_DECIMAL.fullmatch(text):
+        return
+    if _EXPONENT.fullmatch(text):
+        plain = format(Decimal(text), "f")
+        # The value it reads as, unless that is too long to help, as for 1e400.
+        read_as = f" ({text} is {plain})" if len(plain) <= 20 else ""
+        raise ValueError(f"valuation for {program!r}: {cents!r} uses exponent notation, which is not accepted; "
+                         f"write the cents as a plain decimal number, such as 1.5{read_as}")
+    raise ValueError(f"valuation for {program!r} must be a plain decimal number of cents from 0 to 100, "
+                     f"such as 1.5, got {cents!r}")
+
 
 def _table():
     from rewardpilot.engine import RulesEngine
@@ -21,15 +49,21 @@ def _table():
     return RulesEngine.default().valuations
 
 
-@app.command("set")
+# ignore_unknown_options: a negative value such as -1 reaches the range check as CENTS, where
+# click would otherwise reject it as an unknown option.
+@app.command("set", context_settings={"ignore_unknown_options": True})
 def set_valuation(
     ctx: typer.Context,
     user: str = typer.Argument(..., help="The user_id."),
     program: str = typer.Argument(..., help='A program name, e.g. "Amex Membership Rewards". Not "cash back", '
                                   "which is always worth its face value."),
-    cents: str = typer.Argument(..., help="Cents per point, from 0 to 100, e.g. 1.5."),
+    cents: str = typer.Argument(..., help="Cents per point, a plain decimal number from 0 to 100, e.g. 1.5."),
 ) -> None:
-    """Store a user's valuation of one program, used instead of the default."""
+    """Store a user's valuation of one program, used instead of the default.
+
+    Exits 2 for an unknown program, and for CENTS outside 0 to 100 or not
+    written as a plain decimal number (1e1 is rejected, not read as 10).
+    """
     from rewardpilot import caps
     from rewardpilot.user_terms import check_settable_program
 
@@ -38,9 +72,10 @@ def set_valuation(
     check_redis(client, context)
     try:
         check_settable_program(program)
+        check_plain_cents(program, cents)
         stored = caps.set_valuation(client, context.keys(), user, program, cents, _table())
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(f"{user}: {program} valued at {stored} cents per point")
 
