@@ -181,7 +181,21 @@ def test_cli_trim_stopped_replay_text(cli_env, keys, sync_client):
     assert "consumer group 'replay:slow' held the trim back" in text
     assert "'replay:slow' is the group of replay run 'slow'" in text
     assert "rewardpilot replay --run slow ..." in text
-    assert f"redis-cli XGROUP DESTROY {keys.transactions} replay:slow" in text
+    assert f'redis-cli -u "$REDIS_URL" XGROUP DESTROY {keys.transactions} replay:slow' in text
+
+
+def test_redis_cli_hint_reaches_the_server_in_use(monkeypatch):
+    """The embedded server is reached through `server cli`; another one through REDIS_URL, never its password."""
+    from rewardpilot.cli.context import AppContext
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    embedded = AppContext().redis_cli("XGROUP", "DESTROY", "rp:transactions", "replay:slow")
+    monkeypatch.setenv("REDIS_URL", "redis://default:secret-pw@127.0.0.1:6390/0")
+    from_env = AppContext().redis_cli("XGROUP", "DESTROY", "rp:transactions", "replay:slow")
+
+    assert embedded.endswith("server cli XGROUP DESTROY rp:transactions replay:slow")
+    assert from_env == 'redis-cli -u "$REDIS_URL" XGROUP DESTROY rp:transactions replay:slow'
+    assert "secret-pw" not in from_env
 
 
 @one_server

@@ -72,6 +72,17 @@ class AppContext:
         """Return a command to print in a hint, with this invocation's global options, quoted for a shell."""
         return shlex.join([*base_command(self.prefix, self.redis_url), *words])
 
+    def redis_cli(self, *words: str) -> str:
+        """Return a redis-cli command for a hint that reaches this server, without its password.
+
+        The embedded server has a random port and a password, so it is reached through
+        ``rewardpilot server cli``. Another server is named by REDIS_URL, left for the shell to expand.
+        """
+        if self.redis_url or os.environ.get("REDIS_URL"):
+            url = '"$REDIS_URL"' if not self.redis_url else "URL"
+            return " ".join(["redis-cli", "-u", url, *(shlex.quote(word) for word in words)])
+        return self.command("server", "cli", *words)
+
     def keys(self, job: str | None = None) -> StreamKeys:
         return StreamKeys(prefix=self.prefix, job=job)
 

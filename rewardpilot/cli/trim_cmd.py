@@ -12,6 +12,7 @@ import typer
 from rewardpilot.cli.context import app_context, check_job_exists, check_redis, console, stdout_console
 
 if TYPE_CHECKING:
+    from rewardpilot.cli.context import AppContext
     from rewardpilot.retention import TrimReport
 
 
@@ -59,11 +60,11 @@ def trim(
 
     out = stdout_console()
     for report in reports:
-        for line in _report_lines(report):
+        for line in _report_lines(report, context):
             out.print(line, markup=False, soft_wrap=True)
 
 
-def _report_lines(report: TrimReport) -> list[str]:
+def _report_lines(report: TrimReport, context: AppContext) -> list[str]:
     """Say what the trim removed and, when it kept entries older than the cutoff, why."""
     from rewardpilot.retention import REPLAY_GROUP_PREFIX, is_replay_group
 
@@ -98,7 +99,7 @@ def _report_lines(report: TrimReport) -> list[str]:
             run = report.held_back_by[len(REPLAY_GROUP_PREFIX):]
             lines.append(f"{report.held_back_by!r} is the group of replay run {run!r}. Unless that replay is "
                          f"running, finish it by running the same `rewardpilot replay --run {run} ...` command "
-                         f"again, or give it up with: redis-cli XGROUP DESTROY {report.stream} {report.held_back_by} "
+                         f"again, or give it up with: {context.redis_cli('XGROUP', 'DESTROY', report.stream, report.held_back_by)} "
                          "(its results stay; a later replay under that name starts again from its --start)")
     return lines
 
