@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -829,8 +829,16 @@ def json_kind(value: object) -> str:
     return type(value).__name__
 
 
-def validate_transaction(values: dict, line: int, source_name) -> Transaction:
-    """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column."""
+def validate_transaction(
+    values: dict, line: int, source_name, missing_error: Callable[[str], RowError] | None = None,
+) -> Transaction:
+    """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column.
+
+    A required field absent from ``values`` is reported as empty, because a
+    CSV reader leaves out the fields of empty cells. A reader whose input can
+    lack a field, such as a JSON object without the key, passes
+    ``missing_error`` to build that error from the field's name.
+    """
     for field in CODE_FIELDS:
         code = values.get(field)
         if isinstance(code, str):
@@ -858,6 +866,8 @@ def validate_transaction(values: dict, line: int, source_name) -> Transaction:
                 line=line, column=column, value=text if len(text) <= 80 else text[:80] + "...",
                 fix=f"shorten it to {limit} characters",
             ) from None
+        if first["type"] == "missing" and missing_error is not None:
+            raise missing_error(field) from None
         if first["type"] == "missing" or (first["type"] == "string_too_short" and not str(value).strip()):
             # The input of a "missing" error is the whole row, not the field's value.
             raise RowError(f"{field} is empty", line=line, column=column, value="", fix=EMPTY_VALUE_FIX) from None
