@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from producer.countries import COUNTRY_CODES, US_STATE_CODES
 from producer.errors import InputError, InvalidValueError, RowError
-from producer.values import CODE_FIELDS, EMPTY_VALUE_FIX, US_DATE_FORMATS, check_code, parse_amount, parse_timestamp
+from producer.values import (
+    CODE_FIELDS, EMPTY_VALUE_FIX, US_DATE_FORMATS, check_code, format_amount, parse_amount, parse_timestamp,
+)
 from rewardpilot.canonical import canonical_transaction
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
@@ -678,7 +680,7 @@ class BoundLayout:
         amount = self._amount(fields, values, line)
         if amount <= 0:
             self.row_sub_cent = (line, amount) if amount != to_cents(amount) else None
-            kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            kind = "zero amount" if amount == 0 else f"refund or credit of {format_amount(-amount)}"
             return Skip(f"{kind}, not a purchase; recorded, not recommended", transaction_id), True
         if self.optional_rejects:
             self._check_rejects(fields, line)

@@ -15,6 +15,7 @@ and transaction_ids are remembered in a ``DuplicateIndex``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import io
 import itertools
@@ -41,7 +42,7 @@ from producer.layouts import (
 # After producer.layouts, which the bank presets build on.
 from producer.bank_layouts import DEFAULT_USER
 from producer.lines import MAX_LINE_BYTES, LineSplitter, PhysicalLine, TextAsUtf8, not_text_message
-from producer.values import DateReading, day_month_order, parse_amount, parse_timestamp
+from producer.values import DateReading, day_month_order, format_amount, parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
 from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
 from rewardpilot.models import MAX_ID_LENGTH, Transaction
@@ -57,18 +58,26 @@ UNCLOSED_QUOTE_FIX = 'close the quote on this line, or write a quote that is par
 
 @dataclass(frozen=True, init=False)
 class Row:
-    """A valid purchase read from ``line``."""
+    """A valid purchase read from ``line``.
+
+    ``raw`` is the row's text as read, kept only when the transaction is in
+    another currency than USD: ``to_usd`` writes it in a ``Rejected`` when
+    the amount cannot be converted. It is None for a USD row.
+    """
 
     line: int
     transaction: Transaction
+    raw: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def __init__(self, line: int, transaction: Transaction) -> None:
+    def __init__(self, line: int, transaction: Transaction, raw: str | None = None) -> None:
         # The generated __init__ of a frozen dataclass sets each field with
         # object.__setattr__, and one is built per row. Writing the instance
         # dict takes about 40% less time (timeit, CPython 3.11).
         fields = self.__dict__
         fields["line"] = line
         fields["transaction"] = transaction
+        if raw is not None and transaction.currency != "USD":
+            fields["raw"] = raw
 
 
 @dataclass(frozen=True)
@@ -591,7 +600,7 @@ class CsvReader(_LineReader):
             return _duplicate(result, line, earlier, raw, bound._source_name("transaction_id"))
         if bound.row_sub_cent is not None:
             self.note_sub_cent(*bound.row_sub_cent)
-        return Row(line, result)
+        return Row(line, result, raw)
 
 
 def _is_file_name(name: str) -> bool:
@@ -802,7 +811,7 @@ class JsonLinesReader(_LineReader):
             raise _missing_key_error("amount_usd", data, line)
         amount = _json_amount(values["amount_usd"], line)
         if amount <= 0:
-            kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            kind = "zero amount" if amount == 0 else f"refund or credit of {format_amount(-amount)}"
             return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
         values["amount_usd"] = amount
 
@@ -836,7 +845,7 @@ class JsonLinesReader(_LineReader):
         # means the line had more than two decimal places.
         if transaction.amount_usd != amount:
             self.note_sub_cent(line, amount)
-        return Row(line, transaction)
+        return Row(line, transaction, raw)
 
 
 def _json_timestamp_text(line: PhysicalLine) -> str | None:
@@ -1333,8 +1342,8 @@ def check_converter(converter: object) -> CurrencyConverter:
 def to_usd(converter: CurrencyConverter, row: Row) -> Row | Rejected:
     """Return the row with its amount in USD, the row itself when unchanged, or a ``Rejected`` naming the currency.
 
-    The raw text of the row is not kept this far, so a rejection carries
-    the transaction as read, in JSON, in place of the raw row.
+    The rejection carries the row's text as read (``Row.raw``), or the
+    transaction in JSON for a row built without it.
     """
     transaction = row.transaction
     if transaction.currency == "USD":
@@ -1346,6 +1355,6 @@ def to_usd(converter: CurrencyConverter, row: Row) -> Row | Rejected:
             RowError(error.reason, line=row.line, value=error.value, fix=error.fix,
                      column="currency" if isinstance(error, MissingRateError) else "amount_usd",
                      transaction_id=transaction.transaction_id),
-            transaction.model_dump_json(exclude_none=True),
+            row.raw if row.raw is not None else transaction.model_dump_json(exclude_none=True),
         )
     return Row(row.line, converted) if changed else row
