@@ -81,7 +81,7 @@ class DocumentReader(SubCentNotes):
         self._note_array_start(line, column)
         earlier = self.duplicates.add(transaction.transaction_id, line)
         if earlier is None:
-            return Row(line, transaction)
+            return Row(line, transaction, raw)
         return Rejected(
             RowError(
                 f"transaction_id {transaction.transaction_id!r} was already used by {self._describe(earlier)}",

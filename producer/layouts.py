@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from producer.countries import COUNTRY_CODES, US_STATE_CODES
 from producer.errors import InputError, InvalidValueError, RowError
-from producer.values import CODE_FIELDS, EMPTY_VALUE_FIX, US_DATE_FORMATS, check_code, parse_amount, parse_timestamp
+from producer.values import (
+    CODE_FIELDS, EMPTY_VALUE_FIX, US_DATE_FORMATS, check_code, format_amount, parse_amount, parse_timestamp,
+)
 from rewardpilot.canonical import canonical_transaction
 from rewardpilot.models import Transaction
 from rewardpilot.money import to_cents
@@ -678,7 +680,7 @@ class BoundLayout:
         amount = self._amount(fields, values, line)
         if amount <= 0:
             self.row_sub_cent = (line, amount) if amount != to_cents(amount) else None
-            kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            kind = "zero amount" if amount == 0 else f"refund or credit of {format_amount(-amount)}"
             return Skip(f"{kind}, not a purchase; recorded, not recommended", transaction_id), True
         if self.optional_rejects:
             self._check_rejects(fields, line)
@@ -829,8 +831,16 @@ def json_kind(value: object) -> str:
     return type(value).__name__
 
 
-def validate_transaction(values: dict, line: int, source_name) -> Transaction:
-    """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column."""
+def validate_transaction(
+    values: dict, line: int, source_name, missing_error: Callable[[str], RowError] | None = None,
+) -> Transaction:
+    """Build a ``Transaction``; turn a pydantic error into a ``RowError`` naming the column.
+
+    A required field absent from ``values`` is reported as empty, because a
+    CSV reader leaves out the fields of empty cells. A reader whose input can
+    lack a field, such as a JSON object without the key, passes
+    ``missing_error`` to build that error from the field's name.
+    """
     for field in CODE_FIELDS:
         code = values.get(field)
         if isinstance(code, str):
@@ -858,6 +868,8 @@ def validate_transaction(values: dict, line: int, source_name) -> Transaction:
                 line=line, column=column, value=text if len(text) <= 80 else text[:80] + "...",
                 fix=f"shorten it to {limit} characters",
             ) from None
+        if first["type"] == "missing" and missing_error is not None:
+            raise missing_error(field) from None
         if first["type"] == "missing" or (first["type"] == "string_too_short" and not str(value).strip()):
             # The input of a "missing" error is the whole row, not the field's value.
             raise RowError(f"{field} is empty", line=line, column=column, value="", fix=EMPTY_VALUE_FIX) from None

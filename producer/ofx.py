@@ -44,7 +44,7 @@ from producer.documents import DocumentReader
 from producer.errors import InputError, InvalidValueError, RowError
 from producer.layouts import row_digest
 from producer.readers import Outcome, Rejected, Row, Skipped
-from producer.values import check_code, date_fields_error, parse_amount
+from producer.values import check_code, date_fields_error, format_amount, parse_amount
 from rewardpilot.models import DATE_ONLY_TIME, MAX_AMOUNT_USD, MAX_ID_LENGTH, Transaction
 from rewardpilot.money import round_cash, to_cents
 
@@ -388,7 +388,7 @@ class OfxReader(DocumentReader):
         except ValueError as error:
             raise RowError.from_value_error(error, line=line, column="TRNAMT", value=amount_text) from None
         if amount <= 0:
-            what = "zero amount" if amount == 0 else f"credit of {-amount}"
+            what = "zero amount" if amount == 0 else f"credit of {format_amount(-amount)}"
             return Skipped(line, f"{what}, not a purchase; recorded, not recommended", raw, transaction_id)
 
         stamp_field = "DTUSER" if fields.get("DTUSER") else "DTPOSTED"

@@ -37,7 +37,7 @@ from producer.documents import DocumentReader
 from producer.errors import InputError, InvalidValueError, RowError
 from producer.layouts import validate_transaction
 from producer.readers import Outcome, Rejected, Row, Skipped
-from producer.values import check_code, parse_timestamp
+from producer.values import check_code, format_amount, parse_timestamp
 
 ARRAYS = ("added", "modified", "removed", "transactions")
 
@@ -149,7 +149,7 @@ class PlaidReader(DocumentReader):
 
         amount = _amount(entry.get("amount"), position, where)
         if amount <= 0:
-            what = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            what = "zero amount" if amount == 0 else f"refund or credit of {format_amount(-amount)}"
             return Skipped(position, f"{what}, not a purchase; recorded, not recommended", raw, transaction_id)
 
         merchant_key, merchant = _merchant(entry, position, where)

@@ -15,6 +15,8 @@ and transaction_ids are remembered in a ``DuplicateIndex``.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import difflib
 import io
 import itertools
 import json
@@ -40,7 +42,7 @@ from producer.layouts import (
 # After producer.layouts, which the bank presets build on.
 from producer.bank_layouts import DEFAULT_USER
 from producer.lines import MAX_LINE_BYTES, LineSplitter, PhysicalLine, TextAsUtf8, not_text_message
-from producer.values import DateReading, day_month_order, parse_amount, parse_timestamp
+from producer.values import DateReading, day_month_order, format_amount, parse_amount, parse_timestamp
 from rewardpilot.canonical import canonical_transaction, is_encodable
 from rewardpilot.fx import ConversionError, CurrencyConverter, MissingRateError
 from rewardpilot.models import MAX_ID_LENGTH, Transaction
@@ -56,18 +58,26 @@ UNCLOSED_QUOTE_FIX = 'close the quote on this line, or write a quote that is par
 
 @dataclass(frozen=True, init=False)
 class Row:
-    """A valid purchase read from ``line``."""
+    """A valid purchase read from ``line``.
+
+    ``raw`` is the row's text as read, kept only when the transaction is in
+    another currency than USD: ``to_usd`` writes it in a ``Rejected`` when
+    the amount cannot be converted. It is None for a USD row.
+    """
 
     line: int
     transaction: Transaction
+    raw: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def __init__(self, line: int, transaction: Transaction) -> None:
+    def __init__(self, line: int, transaction: Transaction, raw: str | None = None) -> None:
         # The generated __init__ of a frozen dataclass sets each field with
         # object.__setattr__, and one is built per row. Writing the instance
         # dict takes about 40% less time (timeit, CPython 3.11).
         fields = self.__dict__
         fields["line"] = line
         fields["transaction"] = transaction
+        if raw is not None and transaction.currency != "USD":
+            fields["raw"] = raw
 
 
 @dataclass(frozen=True)
@@ -590,7 +600,7 @@ class CsvReader(_LineReader):
             return _duplicate(result, line, earlier, raw, bound._source_name("transaction_id"))
         if bound.row_sub_cent is not None:
             self.note_sub_cent(*bound.row_sub_cent)
-        return Row(line, result)
+        return Row(line, result, raw)
 
 
 def _is_file_name(name: str) -> bool:
@@ -797,16 +807,20 @@ class JsonLinesReader(_LineReader):
         values = {key: value for key, value in data.items() if key in FIELDS}
         transaction_id = values.get("transaction_id") if isinstance(values.get("transaction_id"), str) else None
 
-        amount = _json_amount(values.get("amount_usd"), line, present="amount_usd" in values)
+        if "amount_usd" not in values:
+            raise _missing_key_error("amount_usd", data, line)
+        amount = _json_amount(values["amount_usd"], line)
         if amount <= 0:
-            kind = "zero amount" if amount == 0 else f"refund or credit of {-amount}"
+            kind = "zero amount" if amount == 0 else f"refund or credit of {format_amount(-amount)}"
             return Skipped(line, f"{kind}, not a purchase; recorded, not recommended", raw, transaction_id)
         values["amount_usd"] = amount
 
-        stamp = values.get("timestamp")
+        if "timestamp" not in values:
+            raise _missing_key_error("timestamp", data, line)
+        stamp = values["timestamp"]
         if not isinstance(stamp, str):
             raise RowError(
-                "timestamp is missing" if "timestamp" not in values else f"timestamp is a JSON {json_kind(stamp)}, not a string",
+                f"timestamp is a JSON {json_kind(stamp)}, not a string",
                 line=line, column="timestamp", value=stamp, fix='write it as an ISO 8601 string like "2024-05-01T12:30:00Z"',
             )
         try:
@@ -822,7 +836,8 @@ class JsonLinesReader(_LineReader):
 
         transaction = canonical_transaction(values)
         if transaction is None:  # not in canonical form: validate in full, with error messages
-            transaction = validate_transaction(values, line, lambda field: field)
+            transaction = validate_transaction(values, line, lambda field: field,
+                                               lambda field: _missing_key_error(field, data, line))
         earlier = self.duplicates.add(transaction.transaction_id, line)
         if earlier is not None:
             return _duplicate(transaction, line, earlier, raw, "transaction_id")
@@ -830,7 +845,7 @@ class JsonLinesReader(_LineReader):
         # means the line had more than two decimal places.
         if transaction.amount_usd != amount:
             self.note_sub_cent(line, amount)
-        return Row(line, transaction)
+        return Row(line, transaction, raw)
 
 
 def _json_timestamp_text(line: PhysicalLine) -> str | None:
@@ -847,11 +862,42 @@ def _json_timestamp_text(line: PhysicalLine) -> str | None:
     return stamp if isinstance(stamp, str) else None
 
 
-def _json_amount(value: object, line: int, *, present: bool = True) -> Decimal:
+# difflib ratio at or above which a key that is not a transaction field counts
+# as a misspelling of a missing key. It is looser than MISSPELLING_RATIO for
+# header columns, because the only candidates are the keys of one object that
+# no field reads. It pairs 'amount' with 'amount_usd' (0.75) and 'userid' with
+# 'user_id' (0.92).
+KEY_MISSPELLING_RATIO = 0.6
+
+# How to add each key that a JSON lines object must have.
+_MISSING_KEY_FIXES = {
+    "transaction_id": 'add it, like "transaction_id": "tx-1001"',
+    "user_id": 'add it, like "user_id": "user-1001"',
+    "merchant": 'add it, like "merchant": "Whole Foods Market"',
+    "amount_usd": 'add it, like "amount_usd": 12.50',
+    "timestamp": 'add it as an ISO 8601 string, like "timestamp": "2024-05-01T12:30:00Z"',
+}
+
+
+def _missing_key_error(field: str, data: dict, line: int) -> RowError:
+    """Build the error for a key that a line's object lacks, naming a key of the object that may be its misspelling."""
+    unknown = {key.casefold(): key for key in data if key not in FIELDS}
+    close = difflib.get_close_matches(field, list(unknown), n=1, cutoff=KEY_MISSPELLING_RATIO)
+    if close:
+        fix = f"the row has {unknown[close[0]]!r}, did you mean {field!r}? Rename the key"
+    else:
+        fix = _MISSING_KEY_FIXES.get(field, "add it")
+        if unknown:
+            names = " and ".join(repr(key) for key in sorted(unknown.values()))
+            verb = "is not a transaction field" if len(unknown) == 1 else "are not transaction fields"
+            fix += f". The row has {names}, which {verb}"
+    return RowError(f"{field} is missing", line=line, column=field, value=None, fix=fix)
+
+
+def _json_amount(value: object, line: int) -> Decimal:
     """Return a JSON amount as a Decimal: a number, or a string such as "$12.50"."""
     if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
-        kind = "missing" if not present else f"a JSON {json_kind(value)}"
-        raise RowError(f"amount_usd is {kind}, not a number", line=line, column="amount_usd",
+        raise RowError(f"amount_usd is a JSON {json_kind(value)}, not a number", line=line, column="amount_usd",
                        value=value, fix="write it like 12.50")
     if isinstance(value, str):
         try:
@@ -1296,8 +1342,8 @@ def check_converter(converter: object) -> CurrencyConverter:
 def to_usd(converter: CurrencyConverter, row: Row) -> Row | Rejected:
     """Return the row with its amount in USD, the row itself when unchanged, or a ``Rejected`` naming the currency.
 
-    The raw text of the row is not kept this far, so a rejection carries
-    the transaction as read, in JSON, in place of the raw row.
+    The rejection carries the row's text as read (``Row.raw``), or the
+    transaction in JSON for a row built without it.
     """
     transaction = row.transaction
     if transaction.currency == "USD":
@@ -1309,6 +1355,6 @@ def to_usd(converter: CurrencyConverter, row: Row) -> Row | Rejected:
             RowError(error.reason, line=row.line, value=error.value, fix=error.fix,
                      column="currency" if isinstance(error, MissingRateError) else "amount_usd",
                      transaction_id=transaction.transaction_id),
-            transaction.model_dump_json(exclude_none=True),
+            row.raw if row.raw is not None else transaction.model_dump_json(exclude_none=True),
         )
     return Row(row.line, converted) if changed else row

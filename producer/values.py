@@ -21,6 +21,7 @@ from producer.errors import InvalidValueError
 from rewardpilot.models import (
     DATE_ONLY_TIME, EARLIEST_TIMESTAMP, EARLIEST_TIMESTAMP_FIX, LATEST_TIMESTAMP, LATEST_TIMESTAMP_FIX,
 )
+from rewardpilot.money import CENT
 
 # An amount as banks write it: an optional sign, an optional "$", digits with
 # or without thousands separators, and an optional decimal part. Parentheses
@@ -79,6 +80,19 @@ TIMESTAMP_EXAMPLES = (
 )
 
 _TIME_CODES = ("%H", "%I", "%M", "%S", "%p", "%X", "%c", "%T", "%R")
+
+
+def format_amount(amount: Decimal) -> str:
+    """Write an amount with two decimals, as money is written elsewhere (``500.00``).
+
+    An amount with more decimals keeps them all, so a sub-cent refund such as
+    0.004 does not read as 0.00.
+    """
+    normalized = amount.normalize()
+    if normalized.as_tuple().exponent >= -2 and normalized.adjusted() < 20:
+        return str(amount.quantize(CENT))
+    # More decimals, or too many digits for quantize in the default 28-digit context.
+    return format(normalized, "f")
 
 
 def parse_amount(text: str) -> Decimal:

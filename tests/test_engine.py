@@ -453,11 +453,12 @@ def test_no_accepted_card_falls_back_to_catalog():
     assert answer.wallet_source == "catalog"
     assert engine.catalog.get(answer.recommended_card.card_id).network == "visa"
     assert "No card in this wallet is accepted at Costco Wholesale" in answer.reasoning
-    assert "passed over: amex-gold: not accepted here" in answer.reasoning
+    assert "passed over: Amex Gold: not accepted here" in answer.reasoning
     assert "cards were passed over" not in answer.reasoning
+    # Each entry starts with the card's short name, as when a wallet card is accepted.
     assert answer.passed_over == [
-        "amex-gold: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
-        "capital-one-savor: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
+        "Amex Gold: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
+        "Capital One Savor: not accepted here (Costco U.S. warehouses and gas stations take Visa only)",
     ]
 
 

@@ -254,7 +254,9 @@ def test_publish_rejects_unconverted_by_default(sync_client, keys, tmp_path):
         (2, "currency", "AUD"), (4, "currency", "GBP"),
     ]
     assert "--fx-rates" in records[0]["fix"]
-    assert json.loads(records[0]["raw"])["transaction_id"] == "m1"
+    assert [record["raw"] for record in records] == [
+        "m1,u1,Corner Cafe,,5.50,5812,2017-05-08,AUD", "m3,u1,Pret,,8.00,5812,2017-05-08,GBP",
+    ]
     assert any("AUD" in message and "line 2" in message for message in summary.first_rejects)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -72,7 +71,7 @@ def test_read_transactions_rejects_unconverted_currency():
     assert outcomes[0].error.column == "currency"
     assert outcomes[0].error.value == "EUR"
     assert "no rates file" in outcomes[0].error.reason
-    assert json.loads(outcomes[0].raw)["transaction_id"] == "e1"
+    assert outcomes[0].raw == "e1,u1,Shop,groceries,10.00,5411,2026-11-02T10:00:00Z,EUR"
     assert isinstance(outcomes[1], Row)
     assert [outcome.transaction.amount_usd for outcome in kept] == [Decimal("10.00"), Decimal("11.00")]
     assert [outcome.transaction.currency for outcome in kept] == ["EUR", "USD"]

@@ -294,7 +294,7 @@ def test_jsonl_valid_line():
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "amount_usd": null, "timestamp": "2024-05-01"}',
          "amount_usd", "amount_usd is a JSON null, not a number"),
         ('{"transaction_id": "j", "user_id": "u1", "merchant": "S", "timestamp": "2024-05-01"}',
-         "amount_usd", "amount_usd is missing, not a number"),
+         "amount_usd", "amount_usd is missing; add it"),
         ('{"transaction_id": "j", "user_id": "u1", "merchant": null, "amount_usd": 5, "timestamp": "2024-05-01"}',
          "merchant", "merchant is a JSON null, not a string"),
         ('{"transaction_id": "j", "user_id": ["u1"], "merchant": "S", "amount_usd": 5, "timestamp": "2024-05-01"}',

@@ -51,15 +51,16 @@ def test_orchestrator_result_copies_purchase():
     assert result.card_used == "amex-gold"
 
 
-def test_csv_output_ends_with_time_and_merchant(tmp_path):
+def test_csv_output_ends_with_purchase_facts(tmp_path):
     path = tmp_path / "out.csv"
 
     write_results([ENGINE.recommend(purchase(), WALLET)], path)
 
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0][-2:] == ["timestamp", "merchant"]
-    assert rows[1][-2:] == ["2026-11-12T13:00:00Z", "KROGER #512"]
+    # Columns added later go at the end, so a sheet that reads the earlier ones by position still works.
+    assert rows[0][-5:] == ["timestamp", "merchant", "card_used", "published_at", "completed_at"]
+    assert rows[1][-5:] == ["2026-11-12T13:00:00Z", "KROGER #512", "amex-gold", "", ""]
 
 
 def test_older_result_without_merchant_reads():

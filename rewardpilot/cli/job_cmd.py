@@ -40,7 +40,8 @@ def run(
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     output: Path = typer.Option(
         None, "--output", "-o",
-        help="Write every result to FILE.csv (CSV) or FILE.jsonl (JSON lines); other suffixes are rejected.",
+        help="Write every result to FILE.csv (CSV, with the columns docs/results.md lists) or FILE.jsonl (JSON lines, "
+        "with every field); other suffixes are rejected.",
     ),
     rejects: Path = typer.Option(None, "--rejects", help="Where rejected rows go (default: FILE.rejects.jsonl in the current directory)."),
     layout: Path = typer.Option(None, "--layout", help=LAYOUT_HELP),

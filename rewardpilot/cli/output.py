@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter, defaultdict
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -18,6 +19,7 @@ CSV_COLUMNS = [
     "transaction_id", "user_id", "amount_usd", "category", "card_id", "card_name", "issuer",
     "rewards_amount", "rewards_unit", "program", "cash_value_usd", "effective_rate",
     "confidence", "wallet_source", "reasoning", "entry_id", "run", "timestamp", "merchant",
+    "card_used", "published_at", "completed_at",
 ]
 
 # Text columns whose values come from the input file, the command line or a recommender (which
@@ -25,7 +27,7 @@ CSV_COLUMNS = [
 # are left out, so a negative amount stays a number.
 FORMULA_ESCAPED_COLUMNS = frozenset({
     "transaction_id", "user_id", "category", "card_id", "card_name", "issuer", "rewards_unit", "program",
-    "wallet_source", "reasoning", "run", "merchant",
+    "wallet_source", "reasoning", "run", "merchant", "card_used",
 })
 
 # First characters that get a single quote in front: = + - @, tab, carriage return and NUL. The first
@@ -66,9 +68,17 @@ def _csv_values(result: Recommendation) -> dict:
         "reasoning": result.reasoning,
         "entry_id": result.entry_id,
         "run": result.run,
-        "timestamp": result.timestamp.isoformat().replace("+00:00", "Z") if result.timestamp else None,
+        "timestamp": _utc_text(result.timestamp),
         "merchant": result.merchant,
+        "card_used": result.card_used,
+        "published_at": _utc_text(result.published_at),
+        "completed_at": _utc_text(result.completed_at),
     }
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    """Write a UTC time as the result document does, such as ``2026-12-05T23:56:24.162000Z``."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def write_results(results: Iterable[Recommendation], path: Path) -> int:

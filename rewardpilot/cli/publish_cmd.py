@@ -279,8 +279,9 @@ def publish(
     max_backlog: int = typer.Option(
         DEFAULT_MAX_BACKLOG, "--max-backlog", min=0,
         help="Wait while the consumer group has more unread entries than this, so Redis does not grow "
-        "without bound when no consumer keeps up; 0 turns the wait off. Checked before a chunk once 1,000 "
-        "rows, or this many when fewer, were published since the last check.",
+        "without bound when no consumer keeps up; 0 turns the wait off. Checked before each chunk of a file "
+        "(1,000 rows), and a chunk that passes the check is sent whole, so the backlog can pass the limit by "
+        "up to 1,000 rows.",
     ),
     dedup_window: str = typer.Option(
         None, "--dedup-window", show_default=False,

@@ -877,10 +877,12 @@ class RulesEngine:
             return self.evaluate(transaction, wallet, wallet_source=wallet_source, valuations=valuations,
                                  mode=mode, state=state, retired_cards=retired_cards)
         except NoUsableCardError as exc:
-            # The reasoning names the wallet's cards, not the catalog's, as passed over.
+            # The reasoning names the wallet's cards, not the catalog's, as passed over,
+            # by short name like every other passed-over entry.
             note = (f"No card in this wallet is accepted at {exc.merchant} ({exc.rule_label}), "
                     "so this is the best card in the catalog for this purchase")
-            passed_over = [f"{card}: not accepted here ({exc.rule_label})" for card in exc.cards]
+            passed_over = [f"{self.catalog.get(card).short_name}: not accepted here ({exc.rule_label})"
+                           for card in exc.cards]
             return self.evaluate(transaction, None, valuations=valuations, mode=mode, retired_cards=retired_cards,
                                  _fallback=(note, passed_over, wallet_source or "user"))
 
