@@ -9,8 +9,8 @@ A *job* (``rewardpilot run FILE``) gets its own transactions, results and
 dead-letter streams under ``{prefix}job:{job}:`` so that a batch job neither
 mixes with nor is processed by the live pipeline. It also keeps its own cap
 state. Wallets, valuations and the rate limiter are shared by every job and
-run. A job id is 1 to 128 letters, digits, ".", "_" or "-" (``check_job_id``),
-so no job's keys can lie under another job's (``a:b`` under ``a``) and no id
+run. A job id is 1 to 128 letters, digits, ".", "_" or "-", starting with a
+letter or digit (``check_job_id``), so no job's keys can lie under another job's (``a:b`` under ``a``) and no id
 reads as a SCAN pattern.
 
 A *run* names one pass of processing over a transactions stream: the live
