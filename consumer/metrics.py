@@ -171,7 +171,8 @@ class BacklogReader:
             if info is None:
                 continue
             reading.group_found = True
-            stream_info = self.client.xinfo_stream(stream) if info.get("lag") is None else None
+            # A lag above 0 or unknown may be stale, which only the stream's last id shows (see group_lag).
+            stream_info = self.client.xinfo_stream(stream) if info.get("lag") != 0 else None
             reading.lag += _lag_of(info, stream_info)
             pending = int(info.get("pending", 0))
             reading.pending += pending

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import redis
 
+from consumer.group import group_lag
 from consumer.ratelimit.redis_bucket import read_bucket_state
 from rewardpilot.partitions import count_key, lease_key, partition_streams, streams_beyond
 from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys
@@ -33,7 +34,12 @@ def _stream_ids_age_ms(entry_id: str, now_ms: int) -> int:
 
 
 def stream_status(client: redis.Redis, stream: str) -> dict:
-    """Return a stream's length and, per consumer group, lag, pending and consumers."""
+    """Return a stream's length and, per consumer group, lag, pending and consumers.
+
+    A group's lag is 0 once it has read the stream's last entry, even when
+    XINFO GROUPS reports more, and None when Redis cannot compute it (see
+    ``consumer.group.group_lag``).
+    """
     try:
         length = client.xlen(stream)
         groups = client.xinfo_groups(stream) if length or client.exists(stream) else []
@@ -42,6 +48,13 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
 
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
+    # Read once, and only when a group's lag from Redis is above 0 or unknown, since that one may be stale.
+    stream_info = None
+    if any(info.get("lag") != 0 for info in groups):
+        try:
+            stream_info = client.xinfo_stream(stream)
+        except redis.ResponseError:  # deleted since XINFO GROUPS, so Redis's lags are shown as they were
+            pass
     described = []
     for info in groups:
         name = _text(info["name"])
@@ -61,7 +74,7 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
         ]
         described.append({
             "name": name,
-            "lag": info.get("lag"),
+            "lag": group_lag(info, stream_info),
             "pending": pending,
             "oldest_pending_age_ms": oldest_age_ms,
             "oldest_pending_idle_ms": oldest_idle_ms,
