@@ -6,7 +6,9 @@ The group's lag, pending count and oldest pending entry's age, and the
 dead-letter stream's length, are read from Redis at scrape time with a
 blocking client (``BacklogReader``). With ``--partitions``, the group gauges
 cover every partition stream: lag and pending are sums, and the oldest
-pending age is the maximum. Orchestrator responses, REST or MCP, are counted
+pending age is the maximum. These gauges describe the whole group, so they
+carry ``stream`` and ``group`` labels but no ``consumer`` label, unlike the
+counters and histograms. Orchestrator responses, REST or MCP, are counted
 by HTTP status through an HTTP client response hook (``count_http_statuses``).
 """
 
@@ -90,33 +92,44 @@ class PoolCollector(Collector):
             rate.add_metric(values, limiter.effective_rate())
             yield rate
 
-        yield from self._backlog(labels, values)
+        yield from self._backlog()
 
-    def _backlog(self, labels, values):
+    def _backlog(self):
+        """Yield the gauges read from Redis, labelled by stream (and group) but not by consumer.
+
+        Every consumer of a group reads and exports the same values, so a
+        per-consumer label would only invite ``sum``, which multiplies them.
+        """
         if self.backlog is None:
             return
         reading = self.backlog.read()
         if reading is None:
             return
         if reading.group_found:
-            gauges = [
-                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them).",
-                 reading.lag),
-                ("group_pending", "Entries delivered but not acknowledged (with partitions, the sum over them).",
-                 reading.pending),
+            per_consumer = (" Every consumer of the group exports the same value, so aggregate with "
+                            "max by (stream, group), not sum.")
+            group_gauges = [
+                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them)."
+                 + per_consumer, reading.lag),
+                ("group_pending", "Entries delivered but not acknowledged (with partitions, the sum over them)."
+                 + per_consumer, reading.pending),
                 ("group_oldest_pending_seconds",
                  "Age of the oldest pending entry from its stream id time (with partitions, the maximum), "
-                 "or 0 when none is pending.",
+                 "or 0 when none is pending." + per_consumer,
                  reading.oldest_pending_seconds),
             ]
-        else:
-            gauges = []
-        gauges.append(("dead_letters", "Entries in the dead-letter stream of the prefix (all runs and consumers).",
-                       reading.dead_letters))
-        for name, documentation, value in gauges:
-            family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels)
-            family.add_metric(values, value)
-            yield family
+            for name, documentation, value in group_gauges:
+                family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=["stream", "group"])
+                family.add_metric([self.pool.stream, self.pool.group], value)
+                yield family
+        dead_letters = GaugeMetricFamily(
+            f"{PREFIX}_dead_letters",
+            "Entries in the dead-letter stream of the prefix (all runs and consumers). Every consumer under the "
+            "prefix exports the same value, so aggregate with max by (stream), not sum.",
+            labels=["stream"],
+        )
+        dead_letters.add_metric([self.pool.keys.dead_letters], reading.dead_letters)
+        yield dead_letters
 
 
 @dataclass
