@@ -9,7 +9,8 @@ cover every partition stream: lag and pending are sums, and the oldest
 pending age is the maximum. These gauges describe the whole group, so they
 carry ``stream`` and ``group`` labels but no ``consumer`` label, unlike the
 counters and histograms. Orchestrator responses, REST or MCP, are counted
-by HTTP status through an HTTP client response hook (``count_http_statuses``).
+by HTTP status through an HTTP client response hook (``count_http_statuses``),
+with the REST recommender's GET /health checks in a counter of their own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from consumer.group import _find_group, _lag_of
+from consumer.recommenders.http import HEALTH_PATH
 from consumer.recovery import group_streams
 from rewardpilot.connection import connect, redact
 from rewardpilot.logs import RepeatFilter, get_logger
@@ -79,11 +81,26 @@ class PoolCollector(Collector):
 
         yield from _histograms(stats, labels, values)
 
-        calls = CounterMetricFamily(f"{PREFIX}_orchestrator_calls", "Orchestrator HTTP responses by status code.",
-                                    labels=[*labels, "status"])
+        calls = CounterMetricFamily(
+            f"{PREFIX}_orchestrator_calls",
+            "Orchestrator HTTP responses by status code, one per request: the REST POST /recommend and "
+            "/recommend/batch requests, or every request of an MCP session (initialize, tool calls, the ping "
+            "probe). GET /health checks are counted in orchestrator_health_checks_total instead.",
+            labels=[*labels, "status"],
+        )
         for status, count in sorted(stats.http_statuses.items()):
             calls.add_metric([*values, str(status)], count)
         yield calls
+
+        health_checks = CounterMetricFamily(
+            f"{PREFIX}_orchestrator_health_checks",
+            "Responses to the REST recommender's GET /health checks by status code: read before its first "
+            "recommend request, and again until one returns a status other than 5xx.",
+            labels=[*labels, "status"],
+        )
+        for status, count in sorted(stats.health_check_statuses.items()):
+            health_checks.add_metric([*values, str(status)], count)
+        yield health_checks
 
         limiter = self.pool.recommender.limiter
         if limiter is not None:
@@ -221,20 +238,26 @@ def _histogram(name: str, documentation: str, buckets: Buckets, labels: list[str
 
 
 def count_http_statuses(recommender, stats: PoolStats) -> bool:
-    """Count each orchestrator response by HTTP status into ``stats.http_statuses``.
+    """Count each orchestrator response by HTTP status into ``stats``.
 
-    Takes the recommender itself or the pool's guard around it. An
-    ``HttpRecommender`` gets a response hook on its httpx client. An
-    ``McpRecommender`` gets one through ``add_response_hook``, so every HTTP
-    request of its MCP sessions is counted: initialize, tool calls and the
-    auth probe. Returns whether the recommender makes HTTP calls.
+    Responses to GET /health go to ``stats.health_check_statuses``, every
+    other response to ``stats.http_statuses``, so the latter counts the
+    recommend requests. Takes the recommender itself or the pool's guard
+    around it. An ``HttpRecommender`` gets a response hook on its httpx
+    client. An ``McpRecommender`` gets one through ``add_response_hook``,
+    so every HTTP request of its MCP sessions is counted: initialize, tool
+    calls and the auth probe. Returns whether the recommender makes HTTP calls.
     NOTE: a call that fails before any response (refused connection, timeout)
     has no status, so it is not counted here; the retries counter shows it.
     """
     inner = getattr(recommender, "recommender", recommender)
 
     async def count(response) -> None:
-        stats.http_statuses[response.status_code] += 1
+        request = response.request
+        if request.method == "GET" and request.url.path.endswith(HEALTH_PATH):
+            stats.health_check_statuses[response.status_code] += 1
+        else:
+            stats.http_statuses[response.status_code] += 1
 
     add_response_hook = getattr(inner, "add_response_hook", None)
     if callable(add_response_hook):

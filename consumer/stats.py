@@ -70,7 +70,8 @@ class PoolStats:
     batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
     batch_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
     latency_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
-    http_statuses: Counter[int] = field(default_factory=Counter)
+    http_statuses: Counter[int] = field(default_factory=Counter)  # orchestrator responses other than GET /health
+    health_check_statuses: Counter[int] = field(default_factory=Counter)  # GET /health responses
 
     def as_dict(self) -> dict:
         elapsed = time.monotonic() - self.started

@@ -99,7 +99,7 @@ def test_http_statuses_counted_per_response():
 
     async def call_four_times() -> None:
         for _ in range(4):
-            await client.get("http://127.0.0.1:9/health")
+            await client.post("http://127.0.0.1:9/recommend", json={})
         await client.aclose()
 
     asyncio.run(call_four_times())
