@@ -6,6 +6,7 @@ import re
 import shlex
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import redis
@@ -268,19 +269,29 @@ def entries_added(client: redis.Redis, stream: str) -> int:
     return int(info.get("entries-added", info.get(b"entries-added", 0)))
 
 
+@dataclass(frozen=True)
+class RateReading:
+    """Results per second, averaged over ``seconds`` up to the latest reading."""
+
+    per_second: float
+    seconds: float
+
+
 class ResultRate:
     """Results per second over the last minute, from readings of a results stream's entries-added.
 
-    ``sample`` takes a reading and returns the rate between the oldest
-    reading still inside the window and this one, or ``None`` after the
-    first reading, since one reading gives no rate.
+    ``add`` returns the rate between the oldest reading still inside the
+    window and the new one, or ``None`` after the first reading, since one
+    reading gives no rate. Until the first reading is ``window_seconds``
+    old, the rate is the average since that first reading, over fewer
+    seconds than the window, and ``RateReading.seconds`` gives how many.
     """
 
     def __init__(self, window_seconds: float = RATE_WINDOW_SECONDS) -> None:
         self.window_seconds = window_seconds
         self._readings: deque[tuple[float, int]] = deque()
 
-    def add(self, at: float, added: int) -> float | None:
+    def add(self, at: float, added: int) -> RateReading | None:
         """Record that ``added`` entries existed at monotonic time ``at``; return the rate, if known."""
         self._readings.append((at, added))
         while len(self._readings) > 2 and at - self._readings[1][0] >= self.window_seconds:
@@ -288,9 +299,9 @@ class ResultRate:
         first_at, first_added = self._readings[0]
         if at <= first_at:
             return None
-        return max(0, added - first_added) / (at - first_at)
+        return RateReading(per_second=max(0, added - first_added) / (at - first_at), seconds=at - first_at)
 
-    def sample(self, client: redis.Redis, stream: str) -> float | None:
+    def sample(self, client: redis.Redis, stream: str) -> RateReading | None:
         return self.add(time.monotonic(), entries_added(client, stream))
 
 
