@@ -123,16 +123,17 @@ class PoolCollector(Collector):
         if reading is None:
             return
         if reading.group_found:
-            per_consumer = (" Every consumer of the group exports the same value, so aggregate with "
+            aggregation_note = (" Every consumer of the group exports the same value, so aggregate with "
                             "max by (stream, group), not sum.")
             group_gauges = [
-                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them)."
-                 + per_consumer, reading.lag),
+                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them): "
+                 "0 once it has read the stream's last entry, whatever XINFO GROUPS reports, and 1 for a stream "
+                 "whose unread entries Redis cannot count after XDEL or trimming." + aggregation_note, reading.lag),
                 ("group_pending", "Entries delivered but not acknowledged (with partitions, the sum over them)."
-                 + per_consumer, reading.pending),
+                 + aggregation_note, reading.pending),
                 ("group_oldest_pending_seconds",
                  "Age of the oldest pending entry from its stream id time (with partitions, the maximum), "
-                 "or 0 when none is pending." + per_consumer,
+                 "or 0 when none is pending." + aggregation_note,
                  reading.oldest_pending_seconds),
             ]
             for name, documentation, value in group_gauges:
