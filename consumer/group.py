@@ -53,22 +53,35 @@ def _find_group(groups: list[dict], group: str) -> dict | None:
 
 
 
-def _lag_of(info: dict, stream_info: dict | None) -> int:
-    """Return the group's lag, computing it when Redis reports it as unknown.
+def group_lag(info: dict, stream_info: dict | None) -> int | None:
+    """Return a group's lag from its XINFO GROUPS ``info``: 0 once it has read the stream's last entry.
 
-    Redis reports ``lag`` as nil after entries were deleted or trimmed out of
-    order, and for a group created at an id after the stream's last entry (a
-    replay that starts after it). The fallback counts the group as caught up
-    when its last delivered id is at or after the stream's last generated id.
+    Redis derives ``lag`` from the group's entries-read counter, which can
+    be stale. Redis 7.0.15 keeps reporting a lag after XDEL deleted entries
+    the group had not read, even once the group has read on to the end
+    (Valkey 9.1 does not). XGROUP SETID with a wrong ENTRIESREAD leaves any
+    count, and a restart from an AOF file has been seen to do the same. A
+    group whose last-delivered-id is at or after the stream's
+    last-generated-id has nothing left to read, so its lag is 0 whatever
+    Redis reports. That includes a group created after the stream's last
+    entry (a replay that starts after it), for which Redis reports None.
+    Otherwise this returns Redis's lag, None when Redis cannot compute it
+    (after XDEL or trimming ahead of the group). ``stream_info`` is the
+    stream's XINFO STREAM reply; callers may skip it when Redis reports 0.
     """
     lag = info.get("lag")
-    if lag is not None:
-        return int(lag)
-    if stream_info is None:
-        return 0
-    last_delivered = entry_key(_text(info.get("last-delivered-id")))
-    last_generated = entry_key(_text(stream_info.get("last-generated-id")))
-    return 0 if last_delivered >= last_generated else 1
+    if stream_info is not None:
+        last_delivered = entry_key(_text(info.get("last-delivered-id")))
+        last_generated = entry_key(_text(stream_info.get("last-generated-id")))
+        if last_delivered >= last_generated:
+            return 0
+    return None if lag is None else int(lag)
+
+
+def _lag_of(info: dict, stream_info: dict | None) -> int:
+    """Return ``group_lag``, counting an unknown lag as 1: at least one entry is unread, but Redis cannot count them."""
+    lag = group_lag(info, stream_info)
+    return 1 if lag is None else lag
 
 
 async def backlog(client: aioredis.Redis, stream: str, group: str) -> Backlog:
@@ -84,7 +97,7 @@ async def backlog(client: aioredis.Redis, stream: str, group: str) -> Backlog:
     if info is None:
         return Backlog(lag=length, pending=0, length=length)
     stream_info = None
-    if info.get("lag") is None:
+    if info.get("lag") != 0:  # a lag above 0 or unknown may be stale; see group_lag
         stream_info = await client.xinfo_stream(stream)
     return Backlog(lag=_lag_of(info, stream_info), pending=int(info.get("pending", 0)), length=length)
 

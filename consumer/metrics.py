@@ -6,8 +6,11 @@ The group's lag, pending count and oldest pending entry's age, and the
 dead-letter stream's length, are read from Redis at scrape time with a
 blocking client (``BacklogReader``). With ``--partitions``, the group gauges
 cover every partition stream: lag and pending are sums, and the oldest
-pending age is the maximum. Orchestrator responses, REST or MCP, are counted
-by HTTP status through an HTTP client response hook (``count_http_statuses``).
+pending age is the maximum. These gauges describe the whole group, so they
+carry ``stream`` and ``group`` labels but no ``consumer`` label, unlike the
+counters and histograms. Orchestrator responses, REST or MCP, are counted
+by HTTP status through an HTTP client response hook (``count_http_statuses``),
+with the REST recommender's GET /health checks in a counter of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from consumer.group import _find_group, _lag_of
+from consumer.recommenders.http import HEALTH_PATH
 from consumer.recovery import group_streams
 from rewardpilot.connection import connect, redact
 from rewardpilot.logs import RepeatFilter, get_logger
@@ -77,11 +81,26 @@ class PoolCollector(Collector):
 
         yield from _histograms(stats, labels, values)
 
-        calls = CounterMetricFamily(f"{PREFIX}_orchestrator_calls", "Orchestrator HTTP responses by status code.",
-                                    labels=[*labels, "status"])
+        calls = CounterMetricFamily(
+            f"{PREFIX}_orchestrator_calls",
+            "Orchestrator HTTP responses by status code, one per request: the REST POST /recommend and "
+            "/recommend/batch requests, or every request of an MCP session (initialize, tool calls, the ping "
+            "probe). GET /health checks are counted in orchestrator_health_checks_total instead.",
+            labels=[*labels, "status"],
+        )
         for status, count in sorted(stats.http_statuses.items()):
             calls.add_metric([*values, str(status)], count)
         yield calls
+
+        health_checks = CounterMetricFamily(
+            f"{PREFIX}_orchestrator_health_checks",
+            "Responses to the REST recommender's GET /health checks by status code: read before its first "
+            "recommend request, and again until one returns a status other than 5xx.",
+            labels=[*labels, "status"],
+        )
+        for status, count in sorted(stats.health_check_statuses.items()):
+            health_checks.add_metric([*values, str(status)], count)
+        yield health_checks
 
         limiter = self.pool.recommender.limiter
         if limiter is not None:
@@ -90,33 +109,45 @@ class PoolCollector(Collector):
             rate.add_metric(values, limiter.effective_rate())
             yield rate
 
-        yield from self._backlog(labels, values)
+        yield from self._backlog()
 
-    def _backlog(self, labels, values):
+    def _backlog(self):
+        """Yield the gauges read from Redis, labelled by stream (and group) but not by consumer.
+
+        Every consumer of a group reads and exports the same values, so a
+        per-consumer label would only invite ``sum``, which multiplies them.
+        """
         if self.backlog is None:
             return
         reading = self.backlog.read()
         if reading is None:
             return
         if reading.group_found:
-            gauges = [
-                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them).",
-                 reading.lag),
-                ("group_pending", "Entries delivered but not acknowledged (with partitions, the sum over them).",
-                 reading.pending),
+            aggregation_note = (" Every consumer of the group exports the same value, so aggregate with "
+                            "max by (stream, group), not sum.")
+            group_gauges = [
+                ("group_lag", "Entries the consumer group has not read yet (with partitions, the sum over them): "
+                 "0 once it has read the stream's last entry, whatever XINFO GROUPS reports, and 1 for a stream "
+                 "whose unread entries Redis cannot count after XDEL or trimming." + aggregation_note, reading.lag),
+                ("group_pending", "Entries delivered but not acknowledged (with partitions, the sum over them)."
+                 + aggregation_note, reading.pending),
                 ("group_oldest_pending_seconds",
                  "Age of the oldest pending entry from its stream id time (with partitions, the maximum), "
-                 "or 0 when none is pending.",
+                 "or 0 when none is pending." + aggregation_note,
                  reading.oldest_pending_seconds),
             ]
-        else:
-            gauges = []
-        gauges.append(("dead_letters", "Entries in the dead-letter stream of the prefix (all runs and consumers).",
-                       reading.dead_letters))
-        for name, documentation, value in gauges:
-            family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels)
-            family.add_metric(values, value)
-            yield family
+            for name, documentation, value in group_gauges:
+                family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=["stream", "group"])
+                family.add_metric([self.pool.stream, self.pool.group], value)
+                yield family
+        dead_letters = GaugeMetricFamily(
+            f"{PREFIX}_dead_letters",
+            "Entries in the dead-letter stream of the prefix (all runs and consumers). Every consumer under the "
+            "prefix exports the same value, so aggregate with max by (stream), not sum.",
+            labels=["stream"],
+        )
+        dead_letters.add_metric([self.pool.keys.dead_letters], reading.dead_letters)
+        yield dead_letters
 
 
 @dataclass
@@ -171,7 +202,8 @@ class BacklogReader:
             if info is None:
                 continue
             reading.group_found = True
-            stream_info = self.client.xinfo_stream(stream) if info.get("lag") is None else None
+            # A lag above 0 or unknown may be stale, which only the stream's last id shows (see group_lag).
+            stream_info = self.client.xinfo_stream(stream) if info.get("lag") != 0 else None
             reading.lag += _lag_of(info, stream_info)
             pending = int(info.get("pending", 0))
             reading.pending += pending
@@ -207,20 +239,26 @@ def _histogram(name: str, documentation: str, buckets: Buckets, labels: list[str
 
 
 def count_http_statuses(recommender, stats: PoolStats) -> bool:
-    """Count each orchestrator response by HTTP status into ``stats.http_statuses``.
+    """Count each orchestrator response by HTTP status into ``stats``.
 
-    Takes the recommender itself or the pool's guard around it. An
-    ``HttpRecommender`` gets a response hook on its httpx client. An
-    ``McpRecommender`` gets one through ``add_response_hook``, so every HTTP
-    request of its MCP sessions is counted: initialize, tool calls and the
-    auth probe. Returns whether the recommender makes HTTP calls.
+    Responses to GET /health go to ``stats.health_check_statuses``, every
+    other response to ``stats.http_statuses``, so the latter counts the
+    recommend requests. Takes the recommender itself or the pool's guard
+    around it. An ``HttpRecommender`` gets a response hook on its httpx
+    client. An ``McpRecommender`` gets one through ``add_response_hook``,
+    so every HTTP request of its MCP sessions is counted: initialize, tool
+    calls and the auth probe. Returns whether the recommender makes HTTP calls.
     NOTE: a call that fails before any response (refused connection, timeout)
     has no status, so it is not counted here; the retries counter shows it.
     """
     inner = getattr(recommender, "recommender", recommender)
 
     async def count(response) -> None:
-        stats.http_statuses[response.status_code] += 1
+        request = response.request
+        if request.method == "GET" and request.url.path.endswith(HEALTH_PATH):
+            stats.health_check_statuses[response.status_code] += 1
+        else:
+            stats.http_statuses[response.status_code] += 1
 
     add_response_hook = getattr(inner, "add_response_hook", None)
     if callable(add_response_hook):

@@ -10,8 +10,11 @@ from decimal import Decimal
 
 from rewardpilot.money import usd_text
 
-BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000)
+# Up to the largest --batch-size, 10,000.
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Publish-to-result latency goes on to an hour, so results held up by an outage of minutes get a bucket.
+LATENCY_BUCKETS = (*SECONDS_BUCKETS, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 class Buckets:
@@ -71,8 +74,9 @@ class PoolStats:
     last_settled_at: float | None = None
     batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
     batch_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
-    latency_seconds: Buckets = field(default_factory=lambda: Buckets(SECONDS_BUCKETS))
-    http_statuses: Counter[int] = field(default_factory=Counter)
+    latency_seconds: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS))
+    http_statuses: Counter[int] = field(default_factory=Counter)  # orchestrator responses other than GET /health
+    health_check_statuses: Counter[int] = field(default_factory=Counter)  # GET /health responses
 
     def as_dict(self) -> dict:
         elapsed = time.monotonic() - self.started

@@ -6,10 +6,12 @@ import re
 import shlex
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import redis
 
+from consumer.group import group_lag
 from consumer.ratelimit.redis_bucket import read_bucket_state
 from rewardpilot.partitions import count_key, lease_key, partition_streams, streams_beyond
 from rewardpilot.streams import DEFAULT_PREFIX, LIVE_RUN, StreamKeys
@@ -33,7 +35,12 @@ def _stream_ids_age_ms(entry_id: str, now_ms: int) -> int:
 
 
 def stream_status(client: redis.Redis, stream: str) -> dict:
-    """Return a stream's length and, per consumer group, lag, pending and consumers."""
+    """Return a stream's length and, per consumer group, lag, pending and consumers.
+
+    A group's lag is 0 once it has read the stream's last entry, even when
+    XINFO GROUPS reports more, and None when Redis cannot compute it (see
+    ``consumer.group.group_lag``).
+    """
     try:
         length = client.xlen(stream)
         groups = client.xinfo_groups(stream) if length or client.exists(stream) else []
@@ -42,6 +49,13 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
 
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
+    # Read once, and only when a group's lag from Redis is above 0 or unknown, since that one may be stale.
+    stream_info = None
+    if any(info.get("lag") != 0 for info in groups):
+        try:
+            stream_info = client.xinfo_stream(stream)
+        except redis.ResponseError:  # deleted since XINFO GROUPS, so Redis's lags are shown as they were
+            pass
     described = []
     for info in groups:
         name = _text(info["name"])
@@ -61,7 +75,7 @@ def stream_status(client: redis.Redis, stream: str) -> dict:
         ]
         described.append({
             "name": name,
-            "lag": info.get("lag"),
+            "lag": group_lag(info, stream_info),
             "pending": pending,
             "oldest_pending_age_ms": oldest_age_ms,
             "oldest_pending_idle_ms": oldest_idle_ms,
@@ -255,19 +269,29 @@ def entries_added(client: redis.Redis, stream: str) -> int:
     return int(info.get("entries-added", info.get(b"entries-added", 0)))
 
 
+@dataclass(frozen=True)
+class RateReading:
+    """Results per second, averaged over ``seconds`` up to the latest reading."""
+
+    per_second: float
+    seconds: float
+
+
 class ResultRate:
     """Results per second over the last minute, from readings of a results stream's entries-added.
 
-    ``sample`` takes a reading and returns the rate between the oldest
-    reading still inside the window and this one, or ``None`` after the
-    first reading, since one reading gives no rate.
+    ``add`` returns the rate between the oldest reading still inside the
+    window and the new one, or ``None`` after the first reading, since one
+    reading gives no rate. Until the first reading is ``window_seconds``
+    old, the rate is the average since that first reading, over fewer
+    seconds than the window, and ``RateReading.seconds`` gives how many.
     """
 
     def __init__(self, window_seconds: float = RATE_WINDOW_SECONDS) -> None:
         self.window_seconds = window_seconds
         self._readings: deque[tuple[float, int]] = deque()
 
-    def add(self, at: float, added: int) -> float | None:
+    def add(self, at: float, added: int) -> RateReading | None:
         """Record that ``added`` entries existed at monotonic time ``at``; return the rate, if known."""
         self._readings.append((at, added))
         while len(self._readings) > 2 and at - self._readings[1][0] >= self.window_seconds:
@@ -275,9 +299,9 @@ class ResultRate:
         first_at, first_added = self._readings[0]
         if at <= first_at:
             return None
-        return max(0, added - first_added) / (at - first_at)
+        return RateReading(per_second=max(0, added - first_added) / (at - first_at), seconds=at - first_at)
 
-    def sample(self, client: redis.Redis, stream: str) -> float | None:
+    def sample(self, client: redis.Redis, stream: str) -> RateReading | None:
         return self.add(time.monotonic(), entries_added(client, stream))
 
 

@@ -99,7 +99,7 @@ def test_http_statuses_counted_per_response():
 
     async def call_four_times() -> None:
         for _ in range(4):
-            await client.get("http://127.0.0.1:9/health")
+            await client.post("http://127.0.0.1:9/recommend", json={})
         await client.aclose()
 
     asyncio.run(call_four_times())
@@ -126,3 +126,23 @@ def test_metrics_port_in_use_exit_two(cli_env, keys):
     assert completed.returncode == 2
     assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in output
     assert "Traceback" not in completed.stderr
+
+
+def test_batch_size_buckets_reach_max_batch():
+    from consumer.settings import INT_LIMITS
+
+    assert PoolStats().batch_sizes.bounds[-1] == INT_LIMITS["batch_size"][1]
+
+
+def test_latency_buckets_reach_an_hour():
+    """A result held up for minutes by an outage lands in a finite bucket, not only in +Inf."""
+    latency = PoolStats().latency_seconds
+    for seconds in (45.0, 290.0, 3500.0):
+        latency.observe(seconds)
+
+    cumulative = dict(latency.cumulative())
+    assert latency.bounds[-1] == 3600.0
+    assert cumulative["60.0"] == 1
+    assert cumulative["300.0"] == 2
+    assert cumulative["3600.0"] == 3
+    assert cumulative["10.0"] == 0

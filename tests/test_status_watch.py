@@ -7,9 +7,11 @@ import subprocess
 import sys
 import time
 
-from conftest import ValkeyProcess, one_server, run_cli
+import pytest
+
+from conftest import ROOT, ValkeyProcess, one_server, run_cli
 from rewardpilot.cli.status_cmd import _render
-from rewardpilot.status import ResultRate, entries_added
+from rewardpilot.status import RateReading, ResultRate, entries_added
 
 
 def test_result_rate_needs_two_readings():
@@ -23,11 +25,11 @@ def test_result_rate_over_window():
     rate = ResultRate(window_seconds=60)
     rate.add(0.0, 100)
 
-    # (400 - 100) results in 10 s.
-    assert rate.add(10.0, 400) == 30.0
+    # (400 - 100) results in the 10 s since the first reading.
+    assert rate.add(10.0, 400) == RateReading(per_second=30.0, seconds=10.0)
     # At 70 s the reading at 0 s is older than the window once the one at 10 s
     # is also a full window old, so the rate is (1000 - 400) / (70 - 10).
-    assert rate.add(70.0, 1000) == 10.0
+    assert rate.add(70.0, 1000) == RateReading(per_second=10.0, seconds=60.0)
 
 
 def test_entries_added_survives_trim(sync_client, keys):
@@ -54,12 +56,27 @@ def test_render_shows_results_rate():
         "dead_letters": 4,
         "rate_limit": None,
         "results_per_second": 12.5,
+        "results_rate_seconds": 61.2,
     }
     caption = str(_render(snapshot).caption)
 
-    assert "results/s over the last minute: 12.5" in caption
+    assert "results/s over the last 61 s: 12.5" in caption
     assert "dead letters: 4" in caption
     assert "not in use" in caption
+
+
+def test_render_rate_first_minute():
+    """Before the watch is a minute old, the rate is labelled as the average since it started."""
+    snapshot = {
+        "transactions": {"stream": "rp:tx", "length": 0, "groups": []},
+        "results": {"live": 1500}, "dead_letters": 0, "rate_limit": None,
+        "results_per_second": 370.5, "results_rate_seconds": 4.05,
+    }
+
+    caption = str(_render(snapshot).caption)
+
+    assert "results/s over the 4.0 s since the watch started: 370.5" in caption
+    assert "last minute" not in caption
 
 
 def test_render_without_rate_yet():
@@ -88,7 +105,7 @@ def test_watch_stops_after_count(cli_env, keys):
                         timeout=60)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "results/s over the last minute" in completed.stdout
+    assert "since the watch started" in completed.stdout
 
 
 @one_server
@@ -98,8 +115,9 @@ def test_watch_into_pipe_prints_every_view(cli_env, keys):
                         timeout=60)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "needs two refreshes" in completed.stdout
-    assert completed.stdout.count("results/s over the last minute") == 2
+    assert completed.stdout.count("results/s") == 2
+    assert "results/s: - (needs two refreshes)" in completed.stdout
+    assert "s since the watch started: 0.0" in completed.stdout
 
 
 @one_server
@@ -111,14 +129,45 @@ def test_watch_rejects_zero_interval(cli_env, keys):
 
 
 @one_server
-def test_watch_rejects_json(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--json"], cli_env, timeout=60)
+def test_watch_json_line_per_refresh(cli_env, keys, sync_client):
+    sync_client.xadd(keys.results(), {"data": "first"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "status", "--watch", "--json",
+         "--interval", "0.1", "--count", "600"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        first = json.loads(process.stdout.readline())  # read before the next results, so they come after it
+        for index in range(6):
+            sync_client.xadd(keys.results(), {"data": str(index)})
+        lines = [first]
+        while lines[-1]["results"]["live"] < 7:
+            line = process.stdout.readline()
+            assert line, "the watch ended before it saw the new results"
+            lines.append(json.loads(line))
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
 
-    assert completed.returncode == 2
-    # With --json on the command line, even a usage error is one JSON object on stdout.
-    error = json.loads(completed.stdout)
-    assert "cannot be combined" in error["error"]
-    assert error["exit_code"] == 2
+    assert "Traceback" not in err
+    assert first["results_per_second"] is None
+    assert first["results_rate_seconds"] is None
+    assert first["results"]["live"] == 1
+    last = lines[-1]
+    assert last["results_rate_seconds"] > 0
+    # The window starts at the first reading, so the rate covers the six new results.
+    assert last["results_per_second"] * last["results_rate_seconds"] == pytest.approx(6, abs=0.02)
+    assert all("jobs" in line and "transactions" in line for line in lines)
+
+
+@one_server
+def test_one_shot_json_rate_null(cli_env, keys):
+    completed = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env, timeout=60)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    snapshot = json.loads(completed.stdout)
+    assert snapshot["results_per_second"] is None
+    assert snapshot["results_rate_seconds"] is None
 
 
 @one_server

@@ -314,11 +314,13 @@ def consume(
 ) -> None:
     """Consume transactions in micro-batches and publish a recommendation for each.
 
-    Exit status: 0 when the consumer stops on SIGINT or SIGTERM, or after --drain. 1 with --drain
-    when any entry went to the dead-letter stream, and 1 when another process took --name while
-    this consumer could not renew its lease. 2 for an invalid option, an unknown --job, a --name
-    that a running consumer has, or Redis not reachable within --startup-timeout. 128+N when
-    signal N ended a --drain before the group was drained.
+    Exit status: 0 when the consumer stops on SIGINT or SIGTERM, or after
+    --drain. 1 with --drain when any entry went to the dead-letter stream,
+    and 1 when another process took --name while this consumer could not
+    renew its lease. 2 for an invalid option, an unknown --job, a --name
+    that a running consumer has, or Redis not reachable within
+    --startup-timeout. 128+N when signal N ended a --drain before the
+    group was drained.
     """
     from consumer.shutdown import install_signal_handlers
 

@@ -39,7 +39,7 @@ def _render(snapshot: dict, job: str | None = None) -> Table:
         table = _stream_table(snapshot["transactions"])
     # A one-shot snapshot has no rate at all: it takes two readings, which only --watch makes.
     if "results_per_second" in snapshot:
-        rate_text = _results_rate_text(snapshot["results_per_second"])
+        rate_text = _results_rate_text(snapshot["results_per_second"], snapshot.get("results_rate_seconds"))
     else:
         rate_text = "results/s: shown with --watch"
     # One line per figure: the caption wraps at the table's width, which a narrow table makes short.
@@ -144,10 +144,28 @@ def _seconds_text(milliseconds: int | None) -> str:
     return "-" if milliseconds is None else f"{milliseconds / 1000:.1f}"
 
 
-def _results_rate_text(rate: float | None) -> str:
+def _results_rate_text(rate: float | None, seconds: float | None) -> str:
+    """Return the results rate line, naming the seconds the rate averages over.
+
+    For its first minute a watch has only the readings since it started, so
+    the line says so rather than "the last minute".
+    """
+    from rewardpilot.status import RATE_WINDOW_SECONDS  # imports redis, which `--help` does not need
+
     if rate is None:
-        return "results/s over the last minute: - (needs two refreshes)"
-    return f"results/s over the last minute: {rate:,.1f}"
+        return "results/s: - (needs two refreshes)"
+    if seconds is None:
+        return f"results/s: {rate:,.1f}"
+    span = f"{seconds:.1f}" if seconds < 10 else f"{seconds:,.0f}"
+    if seconds < RATE_WINDOW_SECONDS:
+        return f"results/s over the {span} s since the watch started: {rate:,.1f}"
+    return f"results/s over the last {span} s: {rate:,.1f}"
+
+
+def _add_rate(snapshot: dict, reading) -> None:
+    """Put a ``RateReading`` (or None before the second refresh) into a snapshot's rate keys."""
+    snapshot["results_per_second"] = None if reading is None else round(reading.per_second, 3)
+    snapshot["results_rate_seconds"] = None if reading is None else round(reading.seconds, 3)
 
 
 def _jobs_hint(jobs: dict, prefix: str) -> str:
@@ -247,9 +265,17 @@ def status(
         "the key scan finished). With --job, the job's result count is `results.job`, and `job_expiry` has "
         "`remaining_seconds`, `expires_at` (UTC) and the run's `keep_seconds`, or is null when the job's keys "
         "do not expire (always null without --job). `rate_limit.active` is "
-        "false when no consumer used the orchestrator rate limit in the last minute.",
+        "false when no consumer used the orchestrator rate limit in the last minute. "
+        "`results_per_second` is the rate of new live results (the job's results with --job), averaged "
+        "over `results_rate_seconds`. A rate takes two readings, so a single snapshot has both null. With "
+        "--watch, each refresh prints one JSON line, and the rate is known from the second line on: "
+        "`status --watch --json --count 2` ends with a line that has it.",
     ),
-    watch: bool = typer.Option(False, "--watch", help="Refresh the view until interrupted (Ctrl-C)."),
+    watch: bool = typer.Option(
+        False, "--watch",
+        help="Refresh the view until interrupted (Ctrl-C), with the results per second over the last minute "
+        "(during the first minute, since the watch started). With --json, print one JSON line per refresh.",
+    ),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     count: int = typer.Option(0, "--count", help="With --watch, stop after this many refreshes; 0 runs until interrupted."),
 ) -> None:
@@ -260,12 +286,10 @@ def status(
                                  f"up to {MAX_OPTION_SECONDS:,} ({MAX_OPTION_SECONDS // 86_400} days)")
     if count < 0:
         raise typer.BadParameter(f"--count {count} must be 0 (no limit) or more")
-    if watch and as_json:
-        raise typer.BadParameter("--watch and --json cannot be combined; run --json repeatedly instead")
     if count and not watch:
         raise typer.BadParameter(f"--count {count} only applies with --watch; add --watch")
 
-    from rewardpilot.status import ResultRate, collect_status
+    from rewardpilot.status import collect_status
 
     context = app_context(ctx)
     client = context.client()
@@ -276,6 +300,7 @@ def status(
         snapshot = collect_status(client, keys)
         snapshot["jobs"] = _jobs_if_live_empty(client, snapshot, context.prefix, job)
         if as_json:
+            _add_rate(snapshot, None)
             typer.echo(json.dumps(snapshot))
             return
         stdout_console().print(_render(snapshot, job))
@@ -284,46 +309,91 @@ def status(
         _print_no_consumer_hint(snapshot, context.prefix, job)
         return
 
-    import redis
-    from rich.live import Live
-
-    rate = ResultRate()
-
-    def views():
-        refreshes = 0
-        hinted = False
-        while True:
-            try:
-                snapshot = collect_status(client, keys)
-                snapshot["results_per_second"] = rate.sample(client, keys.results(LIVE_RUN))
-                if not hinted:
-                    # Looked up once: a key scan on every refresh would load the server for a hint.
-                    _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
-                    _print_no_consumer_hint(snapshot, context.prefix, job)
-                    _print_stranded_warning(snapshot)
-                    hinted = True
-                view = _render(snapshot, job)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                # A watch outlives a Redis restart: it shows the error and tries again at the next refresh.
-                view = _unreachable_view(context.url(), exc, interval)
-            yield view
-            refreshes += 1
-            if count and refreshes >= count:
-                return
-            time.sleep(interval)
-
-    out = stdout_console()
     try:
-        if not out.is_terminal:
-            # Redrawing in place needs a terminal. A pipe or a file gets one view per
-            # refresh, flushed, so a reader or a kill by `timeout` loses none of them.
-            for view in views():
-                out.print(view)
-                sys.stdout.flush()
-            return
-
-        with Live(console=out, auto_refresh=False) as live:
-            for view in views():
-                live.update(view, refresh=True)
+        if as_json:
+            _watch_json(client, context, keys, job, interval, count)
+        else:
+            _watch_views(client, context, keys, job, interval, count)
     except KeyboardInterrupt:
         return
+
+
+def _refreshes(client, keys, interval: float, count: int, on_first):
+    """Yield each refresh's snapshot with its results rate, or the error of a refresh that could not reach Redis.
+
+    ``on_first`` is called with the first snapshot read, once. ``count``
+    0 refreshes until interrupted.
+    """
+    import redis
+
+    from rewardpilot.status import ResultRate, collect_status
+
+    rate = ResultRate()
+    refreshes = 0
+    first = True
+    while True:
+        try:
+            snapshot = collect_status(client, keys)
+            _add_rate(snapshot, rate.sample(client, keys.results(LIVE_RUN)))
+            if first:
+                on_first(snapshot)
+                first = False
+            result = snapshot
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # A watch outlives a Redis restart: it shows the error and tries again at the next refresh.
+            result = exc
+        yield result
+        refreshes += 1
+        if count and refreshes >= count:
+            return
+        time.sleep(interval)
+
+
+def _watch_views(client, context, keys, job: str | None, interval: float, count: int) -> None:
+    """Show a table per refresh: redrawn in place on a terminal, printed in turn otherwise."""
+    from rich.live import Live
+
+    def print_hints(snapshot: dict) -> None:
+        # Looked up once: a key scan on every refresh would load the server for a hint.
+        _print_jobs_hint(_jobs_if_live_empty(client, snapshot, context.prefix, job), context.prefix)
+        _print_no_consumer_hint(snapshot, context.prefix, job)
+        _print_stranded_warning(snapshot)
+
+    def views():
+        for result in _refreshes(client, keys, interval, count, print_hints):
+            if isinstance(result, Exception):
+                yield _unreachable_view(context.url(), result, interval)
+            else:
+                yield _render(result, job)
+
+    out = stdout_console()
+    if not out.is_terminal:
+        # Redrawing in place needs a terminal. A pipe or a file gets one view per
+        # refresh, flushed, so a reader or a kill by `timeout` loses none of them.
+        for view in views():
+            out.print(view)
+            sys.stdout.flush()
+        return
+
+    with Live(console=out, auto_refresh=False) as live:
+        for view in views():
+            live.update(view, refresh=True)
+
+
+def _watch_json(client, context, keys, job: str | None, interval: float, count: int) -> None:
+    """Print one JSON snapshot line per refresh, and a refresh that cannot reach Redis as an error on stderr.
+
+    ``jobs`` is looked up on the first refresh only, and every line repeats that lookup.
+    """
+    first_lookup: dict = {}
+
+    def look_up_jobs(snapshot: dict) -> None:
+        first_lookup["jobs"] = _jobs_if_live_empty(client, snapshot, context.prefix, job)
+
+    for result in _refreshes(client, keys, interval, count, look_up_jobs):
+        if isinstance(result, Exception):
+            console.print(_unreachable_view(context.url(), result, interval), soft_wrap=True)
+            continue
+        result["jobs"] = first_lookup.get("jobs")
+        typer.echo(json.dumps(result))
+        sys.stdout.flush()
