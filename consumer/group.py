@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
-from rewardpilot.streams import entry_key
+from rewardpilot.streams import entry_key, group_lag  # noqa: F401 (group_lag is re-exported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,31 +51,6 @@ def _find_group(groups: list[dict], group: str) -> dict | None:
             return info
     return None
 
-
-
-def group_lag(info: dict, stream_info: dict | None) -> int | None:
-    """Return a group's lag from its XINFO GROUPS ``info``: 0 once it has read the stream's last entry.
-
-    Redis derives ``lag`` from the group's entries-read counter, which can
-    be stale. Redis 7.0.15 keeps reporting a lag after XDEL deleted entries
-    the group had not read, even once the group has read on to the end
-    (Valkey 9.1 does not). XGROUP SETID with a wrong ENTRIESREAD leaves any
-    count, and a restart from an AOF file has been seen to do the same. A
-    group whose last-delivered-id is at or after the stream's
-    last-generated-id has nothing left to read, so its lag is 0 whatever
-    Redis reports. That includes a group created after the stream's last
-    entry (a replay that starts after it), for which Redis reports None.
-    Otherwise this returns Redis's lag, None when Redis cannot compute it
-    (after XDEL or trimming ahead of the group). ``stream_info`` is the
-    stream's XINFO STREAM reply; callers may skip it when Redis reports 0.
-    """
-    lag = info.get("lag")
-    if stream_info is not None:
-        last_delivered = entry_key(_text(info.get("last-delivered-id")))
-        last_generated = entry_key(_text(stream_info.get("last-generated-id")))
-        if last_delivered >= last_generated:
-            return 0
-    return None if lag is None else int(lag)
 
 
 def _lag_of(info: dict, stream_info: dict | None) -> int:

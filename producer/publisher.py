@@ -51,7 +51,7 @@ from rewardpilot import partitions as partitioning
 from rewardpilot.models import Transaction
 from rewardpilot.partitions import MAX_PARTITIONS, PARTITIONS_ENV, count_key, partition_of, partition_stream
 from rewardpilot.retention import MAX_AGE_DAYS, MAX_AGE_SECONDS
-from rewardpilot.streams import StreamKeys
+from rewardpilot.streams import StreamKeys, group_lag
 from rewardpilot.logs import get_logger
 
 log = get_logger(__name__)
@@ -148,7 +148,8 @@ class PublishSummary:
 def backlog(client: redis.Redis, stream: str, group: str) -> int:
     """Return how many entries of ``stream`` the consumer group has not read yet.
 
-    Uses the group's ``lag`` from XINFO GROUPS (Redis 7.0 and later). When the
+    Uses the group's ``lag`` from XINFO GROUPS (Redis 7.0 and later), or 0 once
+    the group has read the stream's last entry (``group_lag``). When the
     group does not exist yet, or Redis cannot compute the lag (after XDEL or
     trimming), every entry in the stream counts (XLEN), which overestimates.
     """
@@ -161,9 +162,10 @@ def backlog(client: redis.Redis, stream: str, group: str) -> int:
         if isinstance(name, bytes):
             name = name.decode()
         if name == group:
-            lag = info.get("lag")
+            # Redis's lag can be stale (see group_lag); XINFO STREAM is read only when it is not 0.
+            lag = group_lag(info, client.xinfo_stream(stream) if info.get("lag") != 0 else None)
             if lag is not None:
-                return int(lag)
+                return lag
             break
     return int(client.xlen(stream))
 

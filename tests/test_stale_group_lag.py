@@ -138,3 +138,18 @@ def test_drain_check_sees_stale_lag_drained(sync_client, keys, redis_url):
 
     assert state.lag == 0
     assert state.drained
+
+
+def test_publish_backlog_reads_group_lag(sync_client, keys):
+    from producer.publisher import backlog as publish_backlog
+
+    read_everything(sync_client, keys.transactions, 5)
+    make_lag_stale(sync_client, keys.transactions, 2)
+    reported = redis_lag(sync_client, keys.transactions)
+    stale = publish_backlog(sync_client, keys.transactions, GROUP)
+    sync_client.xadd(keys.transactions, {"data": "unread"})
+    unread = publish_backlog(sync_client, keys.transactions, GROUP)
+
+    assert reported == 3
+    assert stale == 0
+    assert unread >= 1  # an unread entry counts, by Redis's lag as it stands
