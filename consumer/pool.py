@@ -154,6 +154,8 @@ class ConsumerPool:
         self.engine: RulesEngine | None = engine if isinstance(engine, RulesEngine) else None
         if breaker is not None:
             breaker.bind_log(consumer=self.name, run=settings.run)
+        if limiter is not None:
+            limiter.bind_log(consumer=self.name, group=self.group, run=settings.run, **scope)
         self.recommender = GuardedRecommender(
             recommender, stats=self.stats, log=self.log,
             limiter=limiter, breaker=breaker, retry=retry, stopping=self._stopping,
