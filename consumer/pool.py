@@ -36,6 +36,7 @@ from consumer.breaker import CircuitBreaker
 from consumer.cap_state import build_items
 from consumer.guarded import GuardedRecommender
 from consumer.dlq import transaction_id_of
+from consumer.failure_log import RepeatedFailureLog
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
 from consumer.recommenders import InProcessRecommender, ItemError, Recommender, WorkItem
@@ -146,6 +147,8 @@ class ConsumerPool:
         self._tasks: list[asyncio.Task] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._repeats = RepeatFilter()
+        # Shared by the workers, so an outage ends with one line, from the first worker that reads again.
+        self._transport_failures = RepeatedFailureLog(self.log, interval_seconds=10.0)
         self.drained = False  # set when a drain found the group empty, as opposed to a stop or abort
 
         recommender = recommender or InProcessRecommender()
@@ -301,11 +304,12 @@ class ConsumerPool:
                     self.drained = True
                     self._stopping.set()
                 failures = 0
+                self._transport_failures.succeeded("transport reachable again; reading resumed", worker=index)
             except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
                 delay = REDIS_BACKOFF_SECONDS[min(failures, len(REDIS_BACKOFF_SECONDS) - 1)]
                 failures += 1
-                self._log_repeated("transport-down", "transport unreachable; reconnecting",
-                                   error=str(exc), retry_in_seconds=delay)
+                self._transport_failures.failed("transport unreachable; reconnecting",
+                                                error=str(exc), retry_in_seconds=delay)
                 await asyncio.sleep(delay)
 
     async def _check_recommender(self) -> None:

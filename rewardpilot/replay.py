@@ -378,7 +378,8 @@ async def _replay_and_compare(client: aioredis.Redis, settings: ConsumerSettings
     summary.first_entry_id = await earliest_entry_id(client, partition_streams(keys, settings.partitions))
     lock_key = f"{keys.base}replay-lock:{run}"
     try:
-        async with RunLock(client, lock_key):
+        log_context = {"run": run, "job": keys.job} if keys.job else {"run": run}
+        async with RunLock(client, lock_key, log_context=log_context):
             await _replay_under_lock(client, settings, replay_range, options, summary)
     except RunLockHeld as exc:
         raise ReplayBusyError(run, exc.holder, exc.since, lock_key=lock_key,

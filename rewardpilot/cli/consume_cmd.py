@@ -170,8 +170,11 @@ async def name_lease(client, settings: ConsumerSettings):
     from rewardpilot.run_lock import RunLock, RunLockHeld
 
     key = name_lease_key(settings.keys, settings.group_name, settings.consumer)
+    log_context = {"consumer": settings.consumer, "group": settings.group_name}
+    if settings.keys.job:
+        log_context["job"] = settings.keys.job
     try:
-        async with RunLock(client, key, lease_ms=NAME_LEASE_MS) as lock:
+        async with RunLock(client, key, lease_ms=NAME_LEASE_MS, log_context=log_context) as lock:
             yield lock
     except RunLockHeld as exc:
         holder = f"process {exc.holder} since {exc.since}" if exc.holder else "another process"
