@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from consumer.batch_log import entry_id_bounds
 from consumer.failure_log import RepeatedFailureLog
 from consumer.group import remove_idle_consumers
 from consumer.transports.base import TransportError
@@ -86,8 +87,9 @@ async def recover_once(pool: ConsumerPool) -> int:
         await pool.dead_letter_poison(found.poison)
     if found.deliveries:
         pool.stats.claimed += len(found.deliveries)
+        claimed = [delivery.entry_id for delivery in found.deliveries]
         pool.log.info("reclaimed stale entries", stream=found.deliveries[0].stream or pool.stream,
-                      **entry_id_fields([delivery.entry_id for delivery in found.deliveries]))
+                      **entry_id_fields(claimed), last_entry_id=entry_id_bounds(claimed)[1])
         # A pass can claim more than one micro-batch; a bigger batch could
         # cost more rate-limit tokens than the bucket's burst ever holds.
         size = pool.settings.batch_size
