@@ -19,8 +19,9 @@ Settings (environment variables, all optional):
 * ``RP_CONSUMER_BACKLOG``: entries one consumer is expected to work off
   within one ``consume`` call (default 5000).
 * ``RP_MAX_CONSUMERS``: most consumers running at once (default 10).
-* ``RP_RATE``: shared orchestrator rate limit of the consumers and the nightly
-  replay, such as ``100/s`` (default none).
+* ``RP_RATE``: shared orchestrator rate limit of the consumers, such as
+  ``100/s`` (default none). It caps the nightly replay alone, whose
+  orchestrator calls also count against the consumers' shared limit.
 * ``RP_BATCH_TIMEOUT_SECONDS``: how long the batch endpoint waits (default 60,
   at most 840).
 * ``RP_NIGHTLY_REPLAY``: ``1`` turns the nightly replay on (default off).

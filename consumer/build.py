@@ -12,7 +12,8 @@ from consumer.names import consumer_name
 from consumer.pool import ConsumerPool
 from consumer.errors import InvalidRateLimitError
 from consumer.guarded import STARTUP_WAIT_SECONDS
-from consumer.ratelimit.base import COUNTING_MODES, RateLimitConfig
+from consumer.ratelimit.base import COUNTING_MODES, RateLimitConfig, RateLimiter
+from consumer.ratelimit.chain import LimiterChain
 from consumer.ratelimit.redis_bucket import RedisTokenBucket
 from consumer.recommenders.factory import make_recommender
 from consumer.retry import RetryPolicy
@@ -20,6 +21,14 @@ from consumer.settings import ConsumerSettings
 from consumer.transports import Transport
 from consumer.transports.partitioned import PartitionedStreamTransport
 from rewardpilot.orchestrator.api_key import read_api_key
+from rewardpilot.streams import StreamKeys
+
+# Bucket names under ``keys.rate_limit(name)``. `rewardpilot status` shows the orchestrator bucket.
+ORCHESTRATOR_BUCKET = "orchestrator"
+IN_PROCESS_BUCKET = "in-process"
+# The settings of a replay's guest in the orchestrator bucket when the replay has no rate of its
+# own. A guest uses the stored rate and burst, so only the default ratios and the expiry apply.
+GUEST_CONFIG = RateLimitConfig(rate=1.0, burst=1)
 
 
 @dataclass
@@ -27,8 +36,9 @@ class CallOptions:
     """How the pool calls its recommender.
 
     ``orchestrator_url`` None keeps the in-process engine. ``rate`` (such as
-    ``100/min``) turns on the shared token bucket; without it calls are not
-    rate limited. The API key is read from ``ORCHESTRATOR_API_KEY``.
+    ``100/min``) turns on a token bucket (``make_limiter`` says which); without
+    it a live consumer's calls are not rate limited. The API key is read from
+    ``ORCHESTRATOR_API_KEY``.
     ``startup_wait`` is the maximum number of seconds the pool waits at start
     for the orchestrator to respond before its workers read.
     """
@@ -63,9 +73,10 @@ class CallOptions:
 
 
 def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: CallOptions | None = None,
-               *, transport: Transport | None = None) -> ConsumerPool:
+               *, transport: Transport | None = None, replay: bool = False) -> ConsumerPool:
     """Return a pool wired with the recommender, limiter, retry policy and breaker the options name.
 
+    ``replay`` True makes the rate limit a replay's (see ``make_limiter``).
     Raises ``InvalidApiKeyError`` (a ValueError) for an orchestrator URL
     with an ``ORCHESTRATOR_API_KEY`` that no HTTP header can carry.
     """
@@ -77,15 +88,7 @@ def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: Call
         options.orchestrator_url, api_key=api_key or "", timeout=options.timeout, concurrency=options.concurrency,
     )
 
-    limiter = None
-    if options.rate:
-        config = RateLimitConfig.from_options(options.rate, options.burst, options.counting)
-        if config.counting == "transactions" and settings.batch_size > config.burst:
-            raise ValueError(
-                f"batch size {settings.batch_size} is larger than the burst {config.burst}, so a batch "
-                "could never get its tokens when counting transactions; lower --batch-size or raise --burst"
-            )
-        limiter = RedisTokenBucket(client, config, keys=settings.keys)
+    limiter = make_limiter(client, settings, options, replay=replay)
 
     breaker = None
     if options.orchestrator_url:
@@ -99,6 +102,53 @@ def build_pool(client: aioredis.Redis, settings: ConsumerSettings, options: Call
                         transport=transport)
     pool.recommender.startup_wait_seconds = options.startup_wait
     return pool
+
+
+def make_limiter(client: aioredis.Redis, settings: ConsumerSettings, options: CallOptions, *,
+                 replay: bool = False) -> RateLimiter | None:
+    """Return the rate limiter of a pool's recommender calls, or None when they are not limited.
+
+    A live consumer with ``options.rate`` writes that rate into a bucket
+    shared by every consumer of the prefix. With an orchestrator that is
+    the orchestrator bucket (``keys.rate_limit()``). With the in-process
+    engine it is a separate ``in-process`` bucket, so that such a consumer
+    never changes the rate of orchestrator calls.
+
+    A replay never writes the rate of a shared bucket. Its ``options.rate``
+    caps the replay alone, in a bucket keyed by its run (``replay_bucket_key``).
+    With an orchestrator, it also takes tokens from the orchestrator bucket
+    as a guest, at the rate the live consumers set, so that live and replay
+    calls together stay under it.
+    """
+    config = None
+    if options.rate:
+        config = RateLimitConfig.from_options(options.rate, options.burst, options.counting)
+        if config.counting == "transactions" and settings.batch_size > config.burst:
+            raise ValueError(
+                f"batch size {settings.batch_size} is larger than the burst {config.burst}, so a batch "
+                "could never get its tokens when counting transactions; lower --batch-size or raise --burst"
+            )
+
+    if not replay:
+        if config is None:
+            return None
+        name = ORCHESTRATOR_BUCKET if options.orchestrator_url else IN_PROCESS_BUCKET
+        return RedisTokenBucket(client, config, keys=settings.keys, name=name)
+
+    limiters: list[RateLimiter] = []
+    if config is not None:
+        limiters.append(RedisTokenBucket(client, config, key=replay_bucket_key(settings.keys, settings.run)))
+    if options.orchestrator_url:
+        limiters.append(RedisTokenBucket(client, config or GUEST_CONFIG, keys=settings.keys,
+                                         name=ORCHESTRATOR_BUCKET, guest=True))
+    if not limiters:
+        return None
+    return limiters[0] if len(limiters) == 1 else LimiterChain(limiters)
+
+
+def replay_bucket_key(keys: StreamKeys, run: str) -> str:
+    """Return the key of the bucket that caps replay run ``run`` alone."""
+    return f"{keys.base}ratelimit:replay:{run}"
 
 
 def partitioned(client: aioredis.Redis, settings: ConsumerSettings,

@@ -238,8 +238,7 @@ class GuardedRecommender:
         if self.limiter is None:
             return await self.recommender.recommend(items)
 
-        cost = self.limiter.config.cost_for(len(items))
-        async with self.limiter.permit(cost, stop=self.stopping) as permit:
+        async with self.limiter.batch_permit(len(items), stop=self.stopping) as permit:
             if permit.waited:
                 self.stats.rate_limit_waits += 1
                 self.stats.rate_limit_wait_seconds += permit.waited

@@ -29,13 +29,16 @@ from decimal import Decimal
 
 import redis
 import redis.asyncio as aioredis
+import structlog.contextvars
 from pydantic import ValidationError
 
 from consumer import deadletters
+from consumer.batch_log import batch_log_fields, distinct_errors
 from consumer.breaker import CircuitBreaker
 from consumer.cap_state import build_items
 from consumer.guarded import GuardedRecommender
 from consumer.dlq import transaction_id_of
+from consumer.failure_log import RepeatedFailureLog
 from consumer.names import consumer_name
 from consumer.ratelimit.base import RateLimiter
 from consumer.recommenders import InProcessRecommender, ItemError, Recommender, WorkItem
@@ -146,6 +149,9 @@ class ConsumerPool:
         self._tasks: list[asyncio.Task] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._repeats = RepeatFilter()
+        # Shared by the workers, so an outage ends with one line, from the first worker that reads again.
+        self._transport_failures = RepeatedFailureLog(self.log, interval_seconds=10.0)
+        self._server_error_batches = 0  # see _log_server_errors
         self.drained = False  # set when a drain found the group empty, as opposed to a stop or abort
 
         recommender = recommender or InProcessRecommender()
@@ -154,6 +160,8 @@ class ConsumerPool:
         self.engine: RulesEngine | None = engine if isinstance(engine, RulesEngine) else None
         if breaker is not None:
             breaker.bind_log(consumer=self.name, run=settings.run)
+        if limiter is not None:
+            limiter.bind_log(consumer=self.name, group=self.group, run=settings.run, **scope)
         self.recommender = GuardedRecommender(
             recommender, stats=self.stats, log=self.log,
             limiter=limiter, breaker=breaker, retry=retry, stopping=self._stopping,
@@ -299,11 +307,12 @@ class ConsumerPool:
                     self.drained = True
                     self._stopping.set()
                 failures = 0
+                self._transport_failures.succeeded("transport reachable again; reading resumed", worker=index)
             except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
                 delay = REDIS_BACKOFF_SECONDS[min(failures, len(REDIS_BACKOFF_SECONDS) - 1)]
                 failures += 1
-                self._log_repeated("transport-down", "transport unreachable; reconnecting",
-                                   error=str(exc), retry_in_seconds=delay)
+                self._transport_failures.failed("transport unreachable; reconnecting",
+                                                error=str(exc), retry_in_seconds=delay)
                 await asyncio.sleep(delay)
 
     async def _check_recommender(self) -> None:
@@ -339,14 +348,30 @@ class ConsumerPool:
     # One micro-batch
 
     async def handle(self, deliveries: list[Delivery]) -> None:
-        """Recommend for a micro-batch and settle it atomically."""
+        """Recommend for a micro-batch and settle it atomically.
+
+        Every line logged while the batch is in hand, by any logger in this
+        task or the tasks it starts, carries the consumer and the batch's
+        identity (``batch_log_fields``).
+        """
+        with self._batch_context([delivery.entry_id for delivery in deliveries], deliveries[0].stream):
+            await self._handle(deliveries)
+
+    def _batch_context(self, entry_ids: list[str], stream: str | None):
+        """Return a context manager that binds the consumer and ``batch_log_fields`` to this task's log lines."""
+        partition = stream if stream not in (None, self.stream) else None
+        return structlog.contextvars.bound_contextvars(consumer=self.name, **batch_log_fields(entry_ids, partition))
+
+    async def _handle(self, deliveries: list[Delivery]) -> None:
         started = time.perf_counter()
         self.stats.batches += 1
         self.stats.delivered += len(deliveries)
+        tally = SettleCounts()  # what this batch's settles wrote, for the debug line
 
         transactions, dead_letters, skipped = self._decode(deliveries)
         outcomes: list[Result | ItemError] = []
         checks: dict[str, dict[str, int]] = {}
+        given_back = 0
         if transactions:
             entry_ids = [entry_id for entry_id, _ in transactions]
             released = asyncio.Event()
@@ -359,17 +384,22 @@ class ConsumerPool:
                 await asyncio.gather(keeper, return_exceptions=True)
             if outcomes is None:
                 await self._give_back(entry_ids)
+                given_back = len(entry_ids)
                 transactions = []
                 outcomes = []
 
         # A batch comes from one stream (one partition, for the partitioned transport).
         batch_stream = deliveries[0].stream or self.stream
         results, rewards = self._collect(transactions, outcomes, dead_letters, started, stream=batch_stream)
-        conflicts = await self._settle(results, dead_letters, skipped, rewards, checks)
+        conflicts = await self._settle(results, dead_letters, skipped, rewards, checks, tally=tally)
         if conflicts:
-            await self._settle_conflicts(transactions, conflicts, started, batch_stream)
+            await self._settle_conflicts(transactions, conflicts, started, batch_stream, tally)
+        seconds = time.perf_counter() - started
         self.stats.batch_sizes.observe(len(deliveries))
-        self.stats.batch_seconds.observe(time.perf_counter() - started)
+        self.stats.batch_seconds.observe(seconds)
+        self.log.debug("batch settled", results=tally.written, duplicates=tally.duplicates,
+                       dead_letters=tally.dead_letters, skipped=len(skipped), given_back=given_back,
+                       seconds=round(seconds, 3))
 
     async def _keep_claimed(self, entry_ids: list[str], released: asyncio.Event) -> None:
         """Touch the entries in hand every third of the visibility timeout until ``released`` is set.
@@ -506,7 +536,7 @@ class ConsumerPool:
         return [failed[index] if index in failed else next(items) for index in range(len(transactions))]
 
     async def _settle_conflicts(self, transactions, conflicts: list[str], started: float,
-                                stream: str | None) -> None:
+                                stream: str | None, tally: SettleCounts | None = None) -> None:
         """Recommend and settle conflicting entries again on freshly loaded spend; give back what still conflicts.
 
         Each round keeps the entries in stream order, so a user's results
@@ -521,7 +551,7 @@ class ConsumerPool:
                 break
             dead_letters: list[DeadLetter] = []
             results, rewards = self._collect(batch, outcomes, dead_letters, started, stream=stream)
-            conflicts = await self._settle(results, dead_letters, [], rewards, checks)
+            conflicts = await self._settle(results, dead_letters, [], rewards, checks, tally=tally)
             if not conflicts:
                 return
 
@@ -571,12 +601,14 @@ class ConsumerPool:
         return results, total
 
     async def _settle(self, results, dead_letters, skipped, rewards: Decimal = Decimal("0"),
-                      checks: dict[str, dict[str, int]] | None = None) -> list[str]:
+                      checks: dict[str, dict[str, int]] | None = None, *,
+                      tally: SettleCounts | None = None) -> list[str]:
         """Settle with retries and return the entry ids in conflict over cap state.
 
         The script is idempotent, so a retry after a lost reply is safe. It
         runs in its own task, so a cancelled worker can still wait for the
         reply and count what was written before it lets the cancellation through.
+        ``tally``, when given, adds up the counts of what the settle wrote.
         """
         settling = asyncio.ensure_future(self._with_redis_retry(
             lambda: self.transport.settle(results, dead_letters, skipped, checks=checks),
@@ -597,23 +629,53 @@ class ConsumerPool:
             raise
         self._count_settled(counts, results, rewards)
         self._log_duplicates(counts, results, dead_letters)
+        if tally is not None:
+            tally.written += counts.written
+            tally.duplicates += counts.duplicates
+            tally.dead_letters += counts.dead_letters
         # A letter the script skipped as a duplicate was written before, by this run, and is logged there.
         written = [letter for letter in dead_letters if letter.entry_id not in counts.duplicates_of]
         if written:
             fields = entry_id_fields([letter.entry_id for letter in written])
             transaction_ids = {letter.entry_id: transaction_id_of(letter) for letter in written}
+            statuses = sorted({letter.http_status for letter in written if letter.http_status is not None})
             self.log.warning(
                 "entries dead-lettered", **fields,
                 # In the order of entry_ids; None for an entry whose transaction_id could not be read.
                 transaction_ids=[transaction_ids[entry_id] for entry_id in fields["entry_ids"]],
                 reasons=sorted({letter.reason for letter in written}),
+                http_statuses=statuses,
+                errors=distinct_errors(written),
             )
             if any(letter.http_status in (401, 403) for letter in written):
                 # A bad key turns every call into a dead letter, so the log gives the recovery steps.
                 self._log_repeated("auth-rejected", "the recommender rejected this consumer's credentials; check "
                                    "ORCHESTRATOR_API_KEY, then put the entries back with `rewardpilot dlq redrive --all`",
                                    level="error")
+        self._log_server_errors(written, counts)
         return counts.conflicts
+
+    def _log_server_errors(self, written: list[DeadLetter], counts: SettleCounts) -> None:
+        """Log an error, at most once per ``RepeatFilter`` interval, while the recommender responds with HTTP 5xx.
+
+        A 500 is a permanent failure (``consumer.retry``), so each such
+        batch is dead-lettered, and only this line stands out from the
+        per-batch warnings. ``batches_in_a_row`` counts the settles with
+        5xx letters since the last one that wrote results without them.
+        """
+        failed = [letter for letter in written if letter.http_status is not None and letter.http_status >= 500]
+        if not failed:
+            if counts.written:
+                self._server_error_batches = 0
+            return
+        self._server_error_batches += 1
+        self._log_repeated(
+            "server-errors", "the recommender is failing with HTTP server errors, and each transaction it "
+            "fails on is dead-lettered; check the orchestrator's logs, then put the entries back with "
+            "`rewardpilot dlq redrive --all`", level="error",
+            http_statuses=sorted({letter.http_status for letter in failed}),
+            batches_in_a_row=self._server_error_batches, errors=distinct_errors(failed),
+        )
 
     def _count_settled(self, counts: SettleCounts, results, rewards: Decimal) -> None:
         """Add what one settle wrote to the stats; ``rewards`` is the batch's total before conflicts."""
@@ -688,7 +750,8 @@ class ConsumerPool:
             )
             for entry_id in entry_ids
         ]
-        await self._settle([], letters, [])
+        with self._batch_context(entry_ids, stream):
+            await self._settle([], letters, [])
 
     async def dead_letter_poison(self, poison: list[tuple[Delivery, int]]) -> None:
         """Record entries delivered more than ``max_deliveries`` times."""
@@ -705,4 +768,6 @@ class ConsumerPool:
             except (ValidationError, KeyError, ValueError):
                 pass
             letters.append(letter)
-        await self._settle([], letters, [])
+        stream = poison[0][0].stream if poison else None
+        with self._batch_context([delivery.entry_id for delivery, _ in poison], stream):
+            await self._settle([], letters, [])

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from consumer.batch_log import entry_id_bounds
+from consumer.failure_log import RepeatedFailureLog
 from consumer.group import remove_idle_consumers
 from consumer.transports.base import TransportError
 from rewardpilot.logs import entry_id_fields
@@ -85,8 +87,9 @@ async def recover_once(pool: ConsumerPool) -> int:
         await pool.dead_letter_poison(found.poison)
     if found.deliveries:
         pool.stats.claimed += len(found.deliveries)
+        claimed = [delivery.entry_id for delivery in found.deliveries]
         pool.log.info("reclaimed stale entries", stream=found.deliveries[0].stream or pool.stream,
-                      **entry_id_fields([delivery.entry_id for delivery in found.deliveries]))
+                      **entry_id_fields(claimed), last_entry_id=entry_id_bounds(claimed)[1])
         # A pass can claim more than one micro-batch; a bigger batch could
         # cost more rate-limit tokens than the bucket's burst ever holds.
         size = pool.settings.batch_size
@@ -96,9 +99,15 @@ async def recover_once(pool: ConsumerPool) -> int:
 
 
 async def recovery_loop(pool: ConsumerPool) -> None:
-    """Run ``recover_once`` every ``claim_interval_seconds`` until the pool stops."""
+    """Run ``recover_once`` every ``claim_interval_seconds`` until the pool stops.
+
+    A pass that fails because Redis or the transport is unreachable is
+    logged through ``RepeatedFailureLog``: at once, then once a minute with
+    the count, and once more when a pass works again.
+    """
     interval = pool.settings.claim_interval_seconds
     next_consumer_check = time.monotonic()
+    failures = RepeatedFailureLog(pool.log)
     while not pool.stopping:
         try:
             while await recover_once(pool) and not pool.stopping:
@@ -107,7 +116,10 @@ async def recovery_loop(pool: ConsumerPool) -> None:
                 next_consumer_check = time.monotonic() + IDLE_CONSUMER_CHECK_SECONDS
                 await remove_gone_consumers(pool)
         except (redis.ConnectionError, redis.TimeoutError, TransportError) as exc:
-            pool.log.warning("recovery pass failed; transport unreachable", error=str(exc))
+            failures.failed("recovery pass failed; transport unreachable", error=str(exc),
+                            retry_in_seconds=interval)
+        else:
+            failures.succeeded("recovery pass completed again after transport failures")
         try:
             await asyncio.wait_for(pool.wait_stopping(), timeout=interval)
         except asyncio.TimeoutError:

@@ -328,6 +328,11 @@ async def replay_async(
     cancelled, such as by a signal, before the CancelledError propagates.
     That summary has no comparison.
 
+    ``options.rate`` caps this replay alone and never changes the rate the
+    live consumers share. With ``options.orchestrator_url``, the replay's
+    calls also take tokens from the live consumers' orchestrator bucket at
+    their rate (``consumer.build.make_limiter``).
+
     ``workers`` is 1 by default, which recommends each user's transactions
     in stream order. More workers are faster, but on a single transactions
     stream two of them may settle a user's batches out of order, so a
@@ -384,7 +389,8 @@ async def _replay_and_compare(client: aioredis.Redis, settings: ConsumerSettings
     summary.first_entry_id = await earliest_entry_id(client, partition_streams(keys, settings.partitions))
     lock_key = f"{keys.base}replay-lock:{run}"
     try:
-        async with RunLock(client, lock_key):
+        log_context = {"run": run, "job": keys.job} if keys.job else {"run": run}
+        async with RunLock(client, lock_key, log_context=log_context):
             await _replay_under_lock(client, settings, replay_range, options, summary)
     except RunLockHeld as exc:
         raise ReplayBusyError(run, exc.holder, exc.since, lock_key=lock_key,
@@ -431,7 +437,7 @@ async def _replay_under_lock(client: aioredis.Redis, settings: ConsumerSettings,
     raises before any group exists: a group left behind would hold back trims.
     """
     try:
-        pool = build_pool(client, settings, options)
+        pool = build_pool(client, settings, options, replay=True)
     except (InvalidRateLimitError, InvalidApiKeyError):
         raise
     except ValueError as exc:  # the recommender factory's error for an orchestrator URL it cannot use

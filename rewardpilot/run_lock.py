@@ -11,10 +11,12 @@ its run's consumer group: two replays of one run at the same time would
 reset each other's group. ``rewardpilot consume --name`` uses it on the
 consumer name.
 
-The renewal keeps going through Redis errors: it logs a warning and tries
-again at the next renewal. When it finds the key gone (the holder stalled
-for longer than the lease, or the server restarted without its data), it
-takes the key again with ``SET NX`` and logs a warning. When another holder
+The renewal keeps going through Redis errors and tries again at the next
+renewal. It logs a warning at the first failure, then one a minute with the
+count, and one line when a renewal works again
+(``consumer.failure_log.RepeatedFailureLog``). When it finds the key gone
+(the holder stalled for longer than the lease, or the server restarted
+without its data), it takes the key again with ``SET NX`` and logs a warning. When another holder
 has the key, it logs an error at every renewal and calls ``on_conflict``
 once, so that the caller can stop its work.
 
@@ -33,6 +35,7 @@ from datetime import datetime, timezone
 import redis
 import redis.asyncio as aioredis
 
+from consumer.failure_log import RepeatedFailureLog
 from consumer.names import consumer_name
 from rewardpilot.logs import get_logger
 
@@ -62,14 +65,21 @@ class RunLock:
     ``on_conflict`` is called once, on the event loop, with the ``RunLockHeld``
     that names the other holder, when a renewal finds the key taken by
     another holder. It may be set after entering the block.
+
+    ``log_context`` goes into every line the lock logs, such as the
+    ``consumer`` and ``group`` of a consumer's name lease, because
+    ``holder`` names only the host and process.
     """
 
     def __init__(self, client: aioredis.Redis, key: str, *, lease_ms: int = DEFAULT_LEASE_MS,
-                 on_conflict: Callable[[RunLockHeld], None] | None = None):
+                 on_conflict: Callable[[RunLockHeld], None] | None = None,
+                 log_context: dict[str, str] | None = None):
         self.client = client
         self.key = key
         self.lease_ms = lease_ms
         self.on_conflict = on_conflict
+        self.log = log.bind(**(log_context or {}))
+        self._renew_failures = RepeatedFailureLog(self.log)
         self.holder = consumer_name()
         self.token = json.dumps({"holder": self.holder,
                                  "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
@@ -93,8 +103,8 @@ class RunLock:
         try:
             await self.client.eval(_RELEASE, 1, self.key, self.token)
         except redis.RedisError as exc:
-            log.warning("lock not released: Redis command failed; the lock is free when its lease runs out",
-                        key=self.key, holder=self.holder, lease_ms=self.lease_ms, error=str(exc))
+            self.log.warning("lock not released: Redis command failed; the lock is free when its lease runs out",
+                             key=self.key, holder=self.holder, lease_ms=self.lease_ms, error=str(exc))
 
     async def _renew(self) -> None:
         interval = self.lease_ms / 3000
@@ -107,20 +117,23 @@ class RunLock:
             try:
                 await self._renew_once()
             except redis.RedisError as exc:
-                log.warning("lock not renewed: Redis command failed; retrying", key=self.key, holder=self.holder,
-                            error=str(exc), retry_in_seconds=interval)
+                self._renew_failures.failed("lock not renewed: Redis command failed; retrying", key=self.key,
+                                            holder=self.holder, error=str(exc), retry_in_seconds=interval)
+                continue
+            self._renew_failures.succeeded("lock renewed again after Redis command failures", key=self.key,
+                                           holder=self.holder)
 
     async def _renew_once(self) -> None:
         """Extend the lease, take the key again when it is gone, or report the holder that has it now."""
         if await self.client.eval(_RENEW, 1, self.key, self.token, self.lease_ms):
             return
         if await self.client.set(self.key, self.token, nx=True, px=self.lease_ms):
-            log.warning("lock taken again: the lease ran out before it was renewed (a stall or a Redis restart), "
-                        "so another process may have held it in between", key=self.key, holder=self.holder)
+            self.log.warning("lock taken again: the lease ran out before it was renewed (a stall or a Redis restart), "
+                             "so another process may have held it in between", key=self.key, holder=self.holder)
             return
         held = _held(self.key, await self.client.get(self.key))
-        log.error("lock held by another process: both work under one lock", key=self.key, holder=self.holder,
-                  other_holder=held.holder or "unknown", other_since=held.since)
+        self.log.error("lock held by another process: both work under one lock", key=self.key, holder=self.holder,
+                       other_holder=held.holder or "unknown", other_since=held.since)
         if self.conflict is None:
             self.conflict = held
             if self.on_conflict is not None:

@@ -168,4 +168,5 @@ async def test_reclaim_log_lists_ids(redis_url, keys, sync_client):
     assert lines[0]["entry_ids"] == claimed[:LOGGED_ENTRY_IDS]
     assert lines[0]["entries"] == 12
     assert lines[0]["stream"] == keys.transactions
+    assert lines[0]["last_entry_id"] == claimed[-1]
     assert "first_entry_id" not in lines[0]

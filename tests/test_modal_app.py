@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from consumer.build import replay_bucket_key
 import modal_app
 from producer.publisher import Producer
 from rewardpilot.models import Transaction
@@ -488,7 +489,9 @@ def test_nightly_replay_uses_orchestrator(redis_url, keys, sync_client, monkeypa
     assert outcome["dead_letters"] == 0
     recommenders = {json.loads(fields["data"])["recommender"] for _, fields in sync_client.xrange(keys.results(run))}
     assert recommenders == {"http"}
-    assert sync_client.exists(keys.rate_limit())  # the shared token bucket took the calls
+    # RP_RATE caps the replay in a bucket of its own, and the live consumers' bucket is left alone.
+    assert sync_client.exists(replay_bucket_key(keys, run))
+    assert not sync_client.exists(keys.rate_limit())
 
 
 def test_nightly_replay_function_passes_rate(monkeypatch):

@@ -73,6 +73,43 @@ async def test_other_burst_warns(clients, keys):
     assert warnings[0]["rate_per_second"] == 5.0
 
 
+async def test_warning_names_both_consumers(clients, keys):
+    """The warning names the consumer, group and run that replace the values, and the consumer that set them."""
+    first = bucket(clients[0], keys, rate=20.0, burst=5)
+    first.bind_log(consumer="m8", group="rp-consumers", run="live")
+    second = bucket(clients[1], keys, rate=1.0, burst=5)
+    second.bind_log(consumer="m9", group="rp-consumers", run="live")
+    await first.acquire()
+
+    with structlog.testing.capture_logs() as logs:
+        await second.acquire()
+
+    warnings = replaced_warnings(logs)
+    assert len(warnings) == 1
+    assert warnings[0]["consumer"] == "m9"
+    assert warnings[0]["group"] == "rp-consumers"
+    assert warnings[0]["run"] == "live"
+    assert warnings[0]["previous_set_by"] == "m8"
+    assert warnings[0]["previous_rate_per_second"] == 20.0
+    assert warnings[0]["rate_per_second"] == 1.0
+
+
+async def test_other_counting_warns(clients, keys):
+    """Counting transactions where the bucket counted requests changes what a token pays for, so it warns."""
+    first = bucket(clients[0], keys, rate=5.0, burst=10)
+    second = RedisTokenBucket(clients[1], RateLimitConfig(rate=5.0, burst=10, counting="transactions"), keys=keys)
+    await first.acquire()
+
+    with structlog.testing.capture_logs() as logs:
+        await second.acquire()
+
+    warnings = replaced_warnings(logs)
+    assert len(warnings) == 1
+    assert warnings[0]["previous_counting"] == "requests"
+    assert warnings[0]["counting"] == "transactions"
+    assert warnings[0]["previous_set_by"] is None  # the first limiter was never bound to a consumer
+
+
 async def test_same_settings_no_warning(clients, keys):
     first = bucket(clients[0], keys, rate=100 / 60, burst=10)
     second = bucket(clients[1], keys, rate=100 / 60, burst=10)

@@ -197,12 +197,23 @@ class RateLimiter(abc.ABC):
     def effective_rate(self) -> float:
         """Return the effective rate in tokens per second, as last seen by this limiter."""
 
+    def bind_log(self, **context) -> None:
+        """Add ``context`` (such as the consumer, group and run) to every line this limiter logs."""
+
+    def batch_cost(self, batch_size: int) -> int:
+        """Return the cost that ``acquire`` takes for a call for ``batch_size`` transactions, per ``config.counting``."""
+        return self.config.cost_for(batch_size)
+
     async def acquire_for_batch(self, batch_size: int, stop: asyncio.Event | None = None) -> float:
-        """Wait for the tokens a call for ``batch_size`` transactions costs, per ``config.counting``.
+        """Wait for the tokens a call for ``batch_size`` transactions costs, per ``batch_cost``.
 
         ``stop`` is passed to ``acquire``.
         """
-        return await self.acquire(self.config.cost_for(batch_size), stop)
+        return await self.acquire(self.batch_cost(batch_size), stop)
+
+    def batch_permit(self, batch_size: int, stop: asyncio.Event | None = None):
+        """Return ``permit`` for the cost of a call for ``batch_size`` transactions, per ``batch_cost``."""
+        return self.permit(self.batch_cost(batch_size), stop)
 
     @asynccontextmanager
     async def permit(self, cost: int = 1, stop: asyncio.Event | None = None) -> AsyncIterator[Permit]:

@@ -3,7 +3,8 @@ the same Redis, kept in one hash and changed only by ``token_bucket.lua``.
 
 The hash at ``keys.rate_limit(name)`` contains the tokens left, the time of
 the last update in microseconds of the server's ``TIME``, the effective
-and configured rates, the burst, and the times of the last cut and the last
+and configured rates, the burst, the counting mode, the name of the consumer
+that last set them (``set_by``), and the times of the last cut and the last
 reward. It expires ``ttl_seconds`` after its last use, so an abandoned
 limiter disappears and the next caller starts with a full bucket at the
 configured rate.
@@ -39,10 +40,12 @@ class BucketReply:
     effective_rate: float
     server_time: float
     cut: bool
+    present: bool = True  # False only for a guest that found no bucket; the rates are then -1
+    configured_rate: float = -1.0
 
     @classmethod
     def parse(cls, reply: list) -> BucketReply:
-        granted, wait_ms, tokens, rate, now_us, cut = reply
+        granted, wait_ms, tokens, rate, now_us, cut, present, configured = reply
         return cls(
             granted=int(granted) == 1,
             wait_seconds=int(wait_ms) / 1000,
@@ -50,6 +53,8 @@ class BucketReply:
             effective_rate=float(rate),
             server_time=int(now_us) / 1_000_000,
             cut=int(cut) == 1,
+            present=int(present) == 1,
+            configured_rate=float(configured),
         )
 
 
@@ -63,9 +68,19 @@ class RedisTokenBucket(RateLimiter):
     take them first, in which case the caller gets a new wait.
 
     All processes sharing a bucket should use the same ``RateLimitConfig``.
-    When they differ, the latest caller's rate and burst apply to every
-    process. The first call of each limiter that writes the bucket logs a
-    warning when the stored rate or burst differs from its own.
+    When they differ, the latest caller's rate, burst and counting mode
+    apply to every process. The first call of each limiter that writes the
+    bucket logs a warning when the stored values differ from its own.
+
+    A ``guest`` limiter (a replay's) takes tokens from a bucket that other
+    limiters set up, at their stored rate, burst and counting mode, and
+    never writes its own: its ``config`` only sets the expiry and the ratio
+    of the floor and the recovery to the rate. Its cost is the transactions
+    in a batch, which the stored counting mode turns into tokens. While no
+    bucket exists, a guest is granted at once and creates none, and its
+    ``effective_rate()`` is infinite.
+
+    ``key``, when given, replaces ``keys.rate_limit(name)``.
     """
 
     def __init__(
@@ -75,23 +90,43 @@ class RedisTokenBucket(RateLimiter):
         *,
         keys: StreamKeys | None = None,
         name: str = "orchestrator",
+        key: str | None = None,
+        guest: bool = False,
     ):
         self.client = client
         self.config = config
-        self.key = (keys or StreamKeys()).rate_limit(name)
+        self.key = key or (keys or StreamKeys()).rate_limit(name)
+        self.guest = guest
         self.stats = LimiterStats()
         self.last_reply: BucketReply | None = None
+        self.log = log
+        self.set_by = ""  # the consumer name stored in the bucket, set by bind_log
         self._script = client.register_script(SCRIPT_SOURCE)
-        self._effective_rate = config.rate
+        self._effective_rate = math.inf if guest else config.rate
+        self._configured_rate = math.inf if guest else config.rate
         self._climb_log = RepeatFilter(interval_seconds=10.0)
-        self._settings_checked = False
+        # A guest writes no settings, so it has none to compare.
+        self._settings_checked = guest
         self._settings_lock = asyncio.Lock()
+
+    def bind_log(self, **context) -> None:
+        """Add ``context`` to every line this limiter logs; its ``consumer`` is stored in the bucket it sets up."""
+        self.log = log.bind(**context)
+        self.set_by = str(context.get("consumer") or "")
+
+    def batch_cost(self, batch_size: int) -> int:
+        """Return the cost of a call for ``batch_size`` transactions: a guest passes the count, which the script converts."""
+        if self.guest:
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            return batch_size
+        return super().batch_cost(batch_size)
 
     async def acquire(self, cost: int = 1, stop: asyncio.Event | None = None) -> float:
         """Wait until ``cost`` tokens are granted; return the seconds spent waiting.
 
-        Raises ValueError when ``cost`` exceeds the burst, because such a
-        request could never be granted, and ``AcquireStopped`` when ``stop``
+        Raises ValueError when ``cost`` exceeds the burst of an owner, because
+        such a request could never be granted, and ``AcquireStopped`` when ``stop``
         is set while the caller waits. The loop checks ``stop`` itself: the
         caller's cancellation alone is not enough, because redis-py 8.2's
         asyncio client can lose one that arrives during the script call.
@@ -142,7 +177,8 @@ class RedisTokenBucket(RateLimiter):
         try:
             await self._run("release", cost)
         except redis.RedisError as exc:
-            log.warning("rate limiter release failed; tokens not returned", key=self.key, cost=cost, error=str(exc))
+            self.log.warning("rate limiter release failed; tokens not returned", key=self.key, cost=cost,
+                             error=str(exc))
             return
         self.stats.releases += 1
 
@@ -158,12 +194,12 @@ class RedisTokenBucket(RateLimiter):
         self.stats.penalties += 1
         if reply.cut:
             self.stats.cuts += 1
-            log.warning(
+            self.log.warning(
                 "rate limit cut after HTTP 429",
                 key=self.key,
                 previous_rate=round(before, 3),
                 effective_rate=round(reply.effective_rate, 3),
-                configured_rate=self.config.rate,
+                configured_rate=self._configured_rate,
             )
         return reply.cut
 
@@ -174,7 +210,7 @@ class RedisTokenBucket(RateLimiter):
         configured rate. A cut by another process shows up in the next
         ``acquire`` reply, which re-enables rewards here.
         """
-        if self._effective_rate >= self.config.rate:
+        if self._effective_rate >= self._configured_rate:
             return
 
         reply = await self._run("reward", 0)
@@ -204,15 +240,22 @@ class RedisTokenBucket(RateLimiter):
                 repr(config.recovery_rate),
                 math.ceil(config.cut_interval_seconds * 1_000_000),
                 math.ceil(config.ttl_seconds * 1000),
+                "guest" if self.guest else "owner",
+                config.counting,
+                self.set_by,
             ],
         )
         reply = BucketReply.parse(raw)
-        self._effective_rate = reply.effective_rate
+        if reply.present:
+            self._effective_rate = reply.effective_rate
+            self._configured_rate = reply.configured_rate
+        else:
+            self._effective_rate = self._configured_rate = math.inf
         self.last_reply = reply
         return reply
 
     async def _check_stored_settings(self) -> None:
-        """Warn once when this limiter's next write will replace another consumer's rate or burst.
+        """Warn once when this limiter's next write will replace another consumer's rate, burst or counting mode.
 
         Runs before the first script call that writes the bucket. The lock
         holds back this limiter's other callers until the stored values are
@@ -223,45 +266,56 @@ class RedisTokenBucket(RateLimiter):
         async with self._settings_lock:
             if self._settings_checked:
                 return
-            stored_rate, stored_burst = await self.client.hmget(self.key, ["configured", "burst"])
+            stored = await self.client.hmget(self.key, ["configured", "burst", "counting", "set_by"])
             self._settings_checked = True
 
+        stored_rate, stored_burst, stored_counting, stored_set_by = (
+            None if value is None else _text(value) for value in stored
+        )
         if stored_rate is None or stored_burst is None:
             return
-        previous_rate = float(_text(stored_rate))
-        previous_burst = float(_text(stored_burst))
-        if previous_rate == self.config.rate and previous_burst == self.config.burst:
+        previous_rate = float(stored_rate)
+        previous_burst = float(stored_burst)
+        # A bucket written before the counting mode was stored counted requests, the default.
+        previous_counting = stored_counting or "requests"
+        config = self.config
+        if (previous_rate, previous_burst, previous_counting) == (config.rate, config.burst, config.counting):
             return
-        log.warning(
+        self.log.warning(
             "replacing the shared rate limit set by another consumer. Every consumer of this bucket "
-            "now uses this consumer's rate and burst, so start them all with the same --rate and --burst",
+            "now uses this consumer's rate, burst and counting mode, so start them all with the same "
+            "--rate, --burst and --count",
             key=self.key,
+            previous_set_by=stored_set_by or None,
             previous_rate_per_second=float(f"{previous_rate:.4g}"),
-            rate_per_second=float(f"{self.config.rate:.4g}"),
+            rate_per_second=float(f"{config.rate:.4g}"),
             previous_burst=_whole(previous_burst),
-            burst=self.config.burst,
+            burst=config.burst,
+            previous_counting=previous_counting,
+            counting=config.counting,
         )
 
     def _check_cost(self, cost: int) -> None:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"token cost must be a whole number of at least 1, got {cost!r}")
-        if cost > self.config.burst:
+        if cost > self.config.burst and not self.guest:
             raise ValueError(
                 f"token cost {cost} exceeds the burst of {self.config.burst}, so it can never be granted; "
                 "raise the burst to at least the batch size or count requests instead of transactions"
             )
 
     def _log_climb(self, rate: float) -> None:
-        if rate >= self.config.rate:
-            log.info("rate limit back at the configured rate", key=self.key, effective_rate=self.config.rate)
+        if rate >= self._configured_rate:
+            self.log.info("rate limit back at the configured rate", key=self.key,
+                          effective_rate=self._configured_rate)
             return
         allowed, suppressed = self._climb_log.allow(self.key)
         if allowed:
-            log.info(
+            self.log.info(
                 "rate limit climbing back",
                 key=self.key,
                 effective_rate=round(rate, 3),
-                configured_rate=self.config.rate,
+                configured_rate=self._configured_rate,
                 updates_not_logged=suppressed,
             )
 

@@ -170,8 +170,11 @@ async def name_lease(client, settings: ConsumerSettings):
     from rewardpilot.run_lock import RunLock, RunLockHeld
 
     key = name_lease_key(settings.keys, settings.group_name, settings.consumer)
+    log_context = {"consumer": settings.consumer, "group": settings.group_name}
+    if settings.keys.job:
+        log_context["job"] = settings.keys.job
     try:
-        async with RunLock(client, key, lease_ms=NAME_LEASE_MS) as lock:
+        async with RunLock(client, key, lease_ms=NAME_LEASE_MS, log_context=log_context) as lock:
             yield lock
     except RunLockHeld as exc:
         holder = f"process {exc.holder} since {exc.since}" if exc.holder else "another process"
@@ -296,7 +299,7 @@ def consume(
     visibility_timeout: float = typer.Option(60.0, "--visibility-timeout", min=0.01, help="Seconds an entry may stay unsettled before another consumer claims it."),
     max_deliveries: int = typer.Option(5, "--max-deliveries", min=1, help="Deliveries after which an entry is a poison message and is dead-lettered."),
     orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL: http(s)://host:port for REST, .../mcp for MCP (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),
-    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min or 50/s. Without --orchestrator it limits the in-process engine's micro-batches. Unset: no limit.", show_default=False),
+    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min or 50/s. Without --orchestrator it limits the in-process engine's micro-batches, in a bucket that orchestrator calls do not share. Unset: no limit.", show_default=False),
     burst: int = typer.Option(10, "--burst", min=1, help="Token bucket size: calls allowed at once above the rate."),
     counting: str = typer.Option("requests", "--count", help="What a token pays for: requests (a batch call is one) or transactions."),
     max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Tries per batch on transient failures before it is given back to the group."),

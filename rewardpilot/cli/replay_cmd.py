@@ -130,7 +130,7 @@ def replay(
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="XREADGROUP COUNT: entries per micro-batch."),
     wallet: list[str] = typer.Option(None, "--wallet", help="Cards to judge users without a wallet against (repeat or comma-separate)."),
     orchestrator: str = typer.Option(None, "--orchestrator", help="Orchestrator URL (env ORCHESTRATOR_URL). Unset: the in-process engine.", show_default=False),
-    rate: str = typer.Option(None, "--rate", help="Shared rate limit of orchestrator calls, such as 100/min.", show_default=False),
+    rate: str = typer.Option(None, "--rate", help="Rate limit of this replay's recommender calls alone, such as 100/min; it never changes the live consumers' rate. With --orchestrator, the calls also count against the live consumers' shared rate limit. Unset: only that shared limit, if any.", show_default=False),
 ) -> None:
     """Process a range of the transactions stream again, through the run's own consumer group.
 
