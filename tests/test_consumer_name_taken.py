@@ -74,12 +74,14 @@ def test_running_name_rejected(cli_env, keys, client):
 def test_stale_name_lease_runs_out(cli_env, keys, client):
     key = name_lease_key(keys, LIVE_GROUP, "c3")
     # What a consumer killed with SIGKILL leaves: a lease that no process renews.
-    client.set(key, json.dumps({"holder": "gone-host-1", "since": "2026-12-05T00:00:00Z"}), px=1500)
+    # The lease lives long enough for a slow CLI start to find it, then is cut short to run out.
+    client.set(key, json.dumps({"holder": "gone-host-1", "since": "2026-12-05T00:00:00Z"}), px=120_000)
 
     rejected = consume(cli_env, keys, "--name", "c3")
     assert rejected.returncode == 2
     assert "process gone-host-1 since 2026-12-05T00:00:00Z" in " ".join(rejected.stderr.split())
 
+    client.pexpire(key, 300)
     for _ in range(100):
         if not client.exists(key):
             break
