@@ -81,6 +81,16 @@ class ValkeyProcess:
                 self.process.wait(5)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests marked ``slow`` to the front, in their collected order.
+
+    Under pytest-xdist the workers then start the longest tests first, and
+    the short ones fill the end of the run, so no worker is left running a
+    long test alone. The order is the same in every worker, as xdist needs.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def embedded_valkey(tmp_path_factory):
     server = ValkeyProcess(tmp_path_factory.mktemp("valkey"), password=secrets.token_hex(8))
@@ -181,6 +191,109 @@ def run_cli(args: list[str], env: dict[str, str], *, timeout: float = 120, input
         [sys.executable, "-m", "rewardpilot.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout, input=input, cwd=cwd,
     )
+
+
+def invoke_cli(args: list[str], env: dict[str, str], *, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI's ``main()`` in this process, as ``run_cli`` runs it in a child, and return a CompletedProcess.
+
+    It is for tests of argument handling, messages, rendering and results,
+    and saves the CPU that each child spends importing the CLI (about half a
+    second on a 2-core machine). It differs from a child in these ways, so
+    tests of signals, of Python's own messages on stderr, of reading stdin as
+    a file ("-") and of several processes keep ``run_cli``:
+
+    - An exception that the CLI does not handle propagates to the test, in
+      place of exit status 1 and a traceback on stderr.
+    - Python warnings and "Exception ignored" messages go to pytest, not to
+      stderr.
+    - ``input`` is an in-memory stream, which answers prompts but is not a pipe.
+    - It cannot run inside an event loop (async tests), because commands call
+      ``asyncio.run``.
+
+    ``env`` and the working directory (the parent of RP_HOME, as for
+    ``run_cli``) apply for the call only. As in a child whose stdout and
+    stderr are pipes, rich renders COLUMNS wide, else 80 columns, and the
+    output is decoded as ``subprocess.run(text=True)`` decodes it. The global
+    state that the CLI changes is put back afterwards: structlog's
+    configuration and context, the shared console's file and size, the
+    SIGINT and SIGTERM handlers and the garbage collector's thresholds.
+    """
+    import asyncio
+    import gc
+    import signal
+
+    import structlog
+    from typer.testing import CliRunner
+
+    from rewardpilot import logs
+    from rewardpilot.cli import main as cli_main
+    from rewardpilot.cli.context import console
+
+    if "-" in args:
+        raise ValueError("invoke_cli cannot give '-' a pipe on stdin or stdout, so use run_cli for this call")
+    if env.get("RP_PREFIX") != os.environ.get("RP_PREFIX"):
+        raise ValueError("invoke_cli cannot change RP_PREFIX, which the CLI reads once, when it is imported. "
+                         "Pass --prefix, or use run_cli.")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("invoke_cli cannot run inside an event loop, because commands call asyncio.run. "
+                           "Use run_cli in async tests.")
+    overrides: dict[str, str | None] = {name: value for name, value in env.items() if os.environ.get(name) != value}
+    overrides.update({name: None for name in os.environ if name not in env})
+    columns = env.get("COLUMNS", "80")
+    lines = env.get("LINES")
+    overrides["COLUMNS"] = columns
+
+    saved_structlog = structlog.get_config()
+    saved_contextvars = structlog.contextvars.get_contextvars()
+    saved_configured = logs._configured
+    saved_console = console._file, console._width, console._height
+    saved_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    saved_gc_threshold = gc.get_threshold()
+    saved_argv = sys.argv
+    saved_cwd = os.getcwd()
+    # The console is created when the CLI is imported, and a child's takes its size from COLUMNS and LINES then.
+    console._width = int(columns) if columns.isdigit() else None
+    console._height = int(lines) if lines and lines.isdigit() else None
+    os.chdir(Path(env["RP_HOME"]).parent if "RP_HOME" in env else ROOT)
+    # As in a child started with ``python -m rewardpilot.cli``, so that hints name the program ``rewardpilot``.
+    sys.argv = [str(ROOT / "rewardpilot" / "cli" / "__main__.py"), *args]
+    try:
+        with CliRunner().isolation(input=input, env=overrides) as (stdout, stderr, _):
+            try:
+                cli_main.main()
+                status = 0
+            except SystemExit as exc:
+                # As in a child: no code is status 0, and any other code that is not a number is status 1.
+                status = exc.code
+                if status is None:
+                    status = 0
+                elif not isinstance(status, int):
+                    status = 1
+            finally:
+                sys.stdout.flush()
+                if not sys.stderr.closed:  # main() closes stderr after a BrokenPipeError
+                    sys.stderr.flush()
+            out, err = stdout.getvalue(), stderr.getvalue()
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        structlog.configure(**saved_structlog)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**saved_contextvars)
+        logs._configured = saved_configured
+        console._file, console._width, console._height = saved_console
+        for signum, handler in saved_handlers.items():
+            signal.signal(signum, handler)
+        gc.set_threshold(*saved_gc_threshold)
+
+    def decode(data: bytes) -> str:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=None).read()
+
+    return subprocess.CompletedProcess(["rewardpilot", *args], status, decode(out), decode(err))
 
 
 class SmallReads(io.RawIOBase):

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import SHARED_DATA, one_server, run_cli
+from conftest import SHARED_DATA, invoke_cli, one_server
 from producer.bank_layouts import AMEX as AMEX_LAYOUT
 from producer import InputError, Rejected, Row, Skipped, load_layout, read_transactions
 from rewardpilot.fx import CurrencyConverter
@@ -559,7 +559,7 @@ def test_inferred_category_lower_confidence():
 def test_cli_run_on_sample(cli_env, keys, tmp_path, relative, purchases):
     output = tmp_path / "results.jsonl"
 
-    completed = run_cli(
+    completed = invoke_cli(
         ["--prefix", keys.prefix, "run", str(SHARED_DATA / relative), "--json", "--output", str(output),
          "--user", "cli-user", "--rejects", str(tmp_path / "rejects.jsonl")],
         cli_env,

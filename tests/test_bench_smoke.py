@@ -33,6 +33,7 @@ def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_quick_plain_loop_writes_json(tmp_path):
     completed = run_bench("--quick", "--only", "3", "--rows", "2000", "--results-dir", str(tmp_path))
 
@@ -130,6 +131,7 @@ def test_ratios_use_row_three_reference():
     assert rows[1].figures[0].ratios["1"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [[], ["--end-to-end"], ["--end-to-end", "--canned"]])
 def test_cpu_budget_prints_every_process(mode):
     completed = subprocess.run(

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from conftest import run_cli
+from conftest import invoke_cli
 from rewardpilot.engine import RulesEngine
 
 
@@ -15,7 +15,7 @@ def cli_env() -> dict[str, str]:
 
 
 def test_cards_json_lists_aliases():
-    completed = run_cli(["cards", "--json"], cli_env())
+    completed = invoke_cli(["cards", "--json"], cli_env())
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     cards = {card["card_id"]: card for card in json.loads(completed.stdout)}
@@ -28,7 +28,7 @@ def test_cards_json_lists_aliases():
 
 
 def test_cards_table_has_alias_column():
-    completed = run_cli(["cards"], cli_env())
+    completed = invoke_cli(["cards"], cli_env())
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "┃ aliases" in completed.stdout

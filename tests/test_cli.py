@@ -1,4 +1,9 @@
-"""The ``rewardpilot`` command line, run as a user runs it: in a subprocess."""
+"""The ``rewardpilot`` command line.
+
+Most tests call it in the test process (``invoke_cli``). A full run, the exit
+statuses 1 and 2 and the embedded server that several processes share are
+tested in a subprocess, as a user runs the CLI.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import sys
 import pytest
 import redis
 
-from conftest import ROOT, SHARED_DATA, one_server, run_cli
+from conftest import ROOT, SHARED_DATA, invoke_cli, one_server, run_cli
 
 TABFORMER = SHARED_DATA / "tabformer-user0" / "User0_credit_card_transactions.2002-2016.csv"
 
@@ -57,8 +62,8 @@ def test_run_twice_gives_two_jobs(cli_env, keys, tmp_path):
         ["a1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
         ["a2", "u1", "Shell", "gas", "40.00", "5541", "2026-11-02T11:00:00Z"],
     ])
-    first = summary_of(run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env))
-    second = summary_of(run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env))
+    first = summary_of(invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env))
+    second = summary_of(invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env))
 
     assert first["job"] != second["job"]
     assert first["successful"] == second["successful"] == 2
@@ -68,8 +73,8 @@ def test_run_twice_gives_two_jobs(cli_env, keys, tmp_path):
 def test_run_same_file_same_totals(cli_env, keys):
     """A run keeps each user's purchases in file order, so caps give the same totals every time."""
     example = str(ROOT / "examples" / "transactions.csv")
-    first = summary_of(run_cli(["--prefix", keys.prefix, "run", example, "--json"], cli_env))
-    second = summary_of(run_cli(["--prefix", keys.prefix, "run", example, "--json"], cli_env))
+    first = summary_of(invoke_cli(["--prefix", keys.prefix, "run", example, "--json"], cli_env))
+    second = summary_of(invoke_cli(["--prefix", keys.prefix, "run", example, "--json"], cli_env))
 
     assert first["successful"] == second["successful"] == 3000
     assert first["consumer"]["cap_conflicts"] == 0
@@ -78,7 +83,7 @@ def test_run_same_file_same_totals(cli_env, keys):
 
 @one_server
 def test_subscribe_unknown_job_exits(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "subscribe", "--job", "no-such-job"], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "subscribe", "--job", "no-such-job"], cli_env)
 
     assert completed.returncode == 2
     assert "no job 'no-such-job'" in completed.stderr
@@ -107,8 +112,8 @@ def test_run_run_wallet_applies(cli_env, keys, tmp_path):
         ["w1", "nobody", "Whole Foods", "groceries", "100.00", "5411", "2026-11-02T10:00:00Z"],
     ])
     output = tmp_path / "out.jsonl"
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--wallet",
-                         "citi-double-cash", "--output", str(output)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--wallet",
+                            "citi-double-cash", "--output", str(output)], cli_env)
     assert completed.returncode == 0, completed.stderr[-2000:]
 
     result = json.loads(output.read_text().splitlines()[0])
@@ -123,7 +128,7 @@ def test_unknown_wallet_card_exit_two(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "one.csv", [
         ["w1", "nobody", "Whole Foods", "groceries", "100.00", "5411", "2026-11-02T10:00:00Z"],
     ])
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--wallet", "amex-goldd"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--wallet", "amex-goldd"], cli_env)
 
     assert completed.returncode == 2
     assert "amex-goldd" in completed.stderr
@@ -139,19 +144,19 @@ def test_missing_file_exit_two(cli_env, keys, tmp_path):
 
 @one_server
 def test_wallet_set_and_show(cli_env, keys):
-    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-gold", "citi-double-cash"],
-                   cli_env).returncode == 0
-    shown = run_cli(["--prefix", keys.prefix, "wallet", "show", "alice", "--json"], cli_env)
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-gold", "citi-double-cash"],
+                      cli_env).returncode == 0
+    shown = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "alice", "--json"], cli_env)
 
     assert json.loads(shown.stdout) == {"alice": ["amex-gold", "citi-double-cash"]}
 
 
 @one_server
 def test_wallet_set_echoes_stored_wallet(cli_env, keys):
-    first = run_cli(["--prefix", keys.prefix, "wallet", "set", "user-1001", "csp", "amex-gold",
-                     "--cycle-day", "15", "--mode", "cash"], cli_env)
-    again = run_cli(["--prefix", keys.prefix, "wallet", "set", "user-1001", "csp"], cli_env)
-    plain = run_cli(["--prefix", keys.prefix, "wallet", "set", "bob", "amex gold"], cli_env)
+    first = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "user-1001", "csp", "amex-gold",
+                        "--cycle-day", "15", "--mode", "cash"], cli_env)
+    again = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "user-1001", "csp"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "bob", "amex gold"], cli_env)
 
     assert first.returncode == 0, first.stderr[-2000:]
     assert "wallet of user-1001: chase-sapphire-preferred, amex-gold (cycle day 15, mode cash)\n" in first.stderr
@@ -163,10 +168,10 @@ def test_wallet_set_echoes_stored_wallet(cli_env, keys):
 
 @one_server
 def test_wallet_set_rejects_valuation_mode(cli_env, keys):
-    rejected = run_cli(["--prefix", keys.prefix, "wallet", "set", "u-m3", "amex-gold", "chase-freedom-unlimited",
-                        "--mode", "program:Chase Ultimate Rewards (cash back)"], cli_env)
-    accepted = run_cli(["--prefix", keys.prefix, "wallet", "set", "u-m3", "amex-gold", "chase-freedom-unlimited",
-                        "--mode", "program:Chase Ultimate Rewards"], cli_env)
+    rejected = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u-m3", "amex-gold", "chase-freedom-unlimited",
+                           "--mode", "program:Chase Ultimate Rewards (cash back)"], cli_env)
+    accepted = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u-m3", "amex-gold", "chase-freedom-unlimited",
+                           "--mode", "program:Chase Ultimate Rewards"], cli_env)
 
     assert rejected.returncode == 2
     assert "so use program:Chase Ultimate Rewards." in " ".join((rejected.stderr + rejected.stdout).split())
@@ -176,9 +181,9 @@ def test_wallet_set_rejects_valuation_mode(cli_env, keys):
 
 @one_server
 def test_wallet_activate_echoes_card_id(cli_env, keys):
-    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff"], cli_env).returncode == 0
 
-    done = run_cli(["--prefix", keys.prefix, "wallet", "activate", "u1", "cff", "2025-q3"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "wallet", "activate", "u1", "cff", "2025-q3"], cli_env)
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "chase-freedom-flex: 2025Q3 activated for u1\n" in done.stderr
@@ -186,15 +191,15 @@ def test_wallet_activate_echoes_card_id(cli_env, keys):
 
 @one_server
 def test_wallet_show_stored_settings(cli_env, keys):
-    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",
-                    "--mode", "cashback"], cli_env).returncode == 0
-    assert run_cli(["--prefix", keys.prefix, "wallet", "activate", "u1", "cff", "2025Q3"], cli_env).returncode == 0
-    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u2", "amex-gold"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",
+                       "--mode", "cashback"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "activate", "u1", "cff", "2025Q3"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u2", "amex-gold"], cli_env).returncode == 0
 
-    single = run_cli(["--prefix", keys.prefix, "wallet", "show", "u1"], cli_env)
-    every = run_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
-    plain = run_cli(["--prefix", keys.prefix, "wallet", "show", "u2"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "wallet", "show", "--json"], cli_env)
+    single = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "u1"], cli_env)
+    every = invoke_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "u2"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "--json"], cli_env)
 
     assert single.returncode == 0, single.stderr[-2000:]
     for text in ("cycle day", "mode", "activations", "cashback", "chase-freedom-flex: 2025Q3"):
@@ -210,7 +215,7 @@ def test_wallet_show_stored_settings(cli_env, keys):
 
 @one_server
 def test_wallet_show_empty_user_id(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "show", " "], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "show", " "], cli_env)
 
     assert completed.returncode == 2
     assert "user id is empty" in completed.stderr
@@ -218,7 +223,7 @@ def test_wallet_show_empty_user_id(cli_env, keys):
 
 @one_server
 def test_wallet_set_unknown_card(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-goldd"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "alice", "amex-goldd"], cli_env)
 
     assert completed.returncode == 2
     assert "amex-goldd" in completed.stderr
@@ -229,11 +234,11 @@ def test_status_json_lists_group(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "s.csv", [
         ["s1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
     ])
-    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
+    assert invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
 
-    snapshot = json.loads(run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env).stdout)
+    snapshot = json.loads(invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env).stdout)
 
     assert snapshot["transactions"]["length"] == 1
     assert snapshot["transactions"]["groups"][0]["pending"] == 0
@@ -247,11 +252,11 @@ def test_subscribe_from_start(cli_env, keys, tmp_path):
         ["s1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
         ["s2", "u2", "Shell", "gas", "30.00", "5541", "2026-11-02T10:00:00Z"],
     ])
-    run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
-    run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
+    invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+    invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
 
-    completed = run_cli(["--prefix", keys.prefix, "subscribe", "--from-start", "--user", "u2",
-                         "--idle-timeout", "1"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "subscribe", "--from-start", "--user", "u2",
+                            "--idle-timeout", "1"], cli_env)
 
     lines = [json.loads(line) for line in completed.stdout.splitlines()]
     assert [line["transaction_id"] for line in lines] == ["s2"]
@@ -261,8 +266,8 @@ def test_subscribe_from_start(cli_env, keys, tmp_path):
 @pytest.mark.skipif(not TABFORMER.exists(), reason="shared TabFormer sample not present")
 def test_tabformer_one_result_per_purchase(cli_env, keys, tmp_path):
     # Counted independently: 16,247 rows = 15,251 purchases + 524 refunds + 472 declined.
-    completed = run_cli(["--prefix", keys.prefix, "run", str(TABFORMER), "--json",
-                         "--rejects", str(tmp_path / "rejects.jsonl")], cli_env, timeout=300)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(TABFORMER), "--json",
+                            "--rejects", str(tmp_path / "rejects.jsonl")], cli_env)
     summary = summary_of(completed)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -277,6 +282,7 @@ def test_tabformer_one_result_per_purchase(cli_env, keys, tmp_path):
     client.close()
 
 
+@pytest.mark.slow
 def test_embedded_server_shared_and_stopped(tmp_path):
     env = dict(os.environ)
     env.pop("REDIS_URL", None)
@@ -332,10 +338,10 @@ def test_consume_marker_ttl_sets_marker_expiry(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "s.csv", [
         ["m1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
     ])
-    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
-                        "--marker-ttl", "2h"], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
+                           "--marker-ttl", "2h"], cli_env)
 
     assert consumed.returncode == 0, consumed.stderr[-2000:]
     client = redis.Redis.from_url(cli_env["REDIS_URL"])
@@ -347,7 +353,7 @@ def test_consume_marker_ttl_sets_marker_expiry(cli_env, keys, tmp_path):
 
 @one_server
 def test_consume_bad_marker_ttl_named(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--marker-ttl", "forever"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--marker-ttl", "forever"], cli_env)
 
     assert completed.returncode == 2
     assert "--marker-ttl" in completed.stderr
@@ -356,8 +362,8 @@ def test_consume_bad_marker_ttl_named(cli_env, keys):
 
 @one_server
 def test_consume_warns_when_retention_outlives_markers(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
-                         "--marker-ttl", "7d", "--trim-older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
+                            "--marker-ttl", "7d", "--trim-older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "second result" in completed.stderr
@@ -372,7 +378,7 @@ def test_run_prints_subscribe_command_unwrapped(cli_env, keys, tmp_path):
         ["w1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"],
     ])
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     output = completed.stdout + completed.stderr
@@ -387,7 +393,7 @@ def test_run_unreadable_file_stops_quietly(cli_env, keys, tmp_path):
     source = tmp_path / "no-header.csv"
     source.write_text("01/09/2015,05354 SUBWAY,8.19,,1000.00\n01/10/2015,SHELL,30.00,,970.00\n")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
 
     stderr = " ".join(completed.stderr.split())  # the console wraps long lines
     assert completed.returncode == 2
@@ -404,7 +410,7 @@ def test_publish_shows_each_input_warning_once(cli_env, keys, tmp_path):
         "6/12/15,Whole Foods,WHOLEFDS MKT,84.20,debit,Groceries,Visa,,\n"
     )
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
 
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-2000:]
@@ -420,7 +426,7 @@ def test_publish_dedup_window_off_publishes_again(cli_env, keys, tmp_path):
     ])
 
     def publish(*options) -> dict:
-        completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--json", *options], cli_env)
+        completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--json", *options], cli_env)
         return summary_of(completed)
 
     first = publish()
@@ -436,7 +442,7 @@ def test_publish_dedup_window_off_publishes_again(cli_env, keys, tmp_path):
 def test_publish_dedup_window_invalid_exit_two(cli_env, keys, tmp_path):
     source = write_csv(tmp_path / "one.csv", [["v1", "u1", "Shell", "gas", "40.00", "5541", "2026-11-02T11:00:00Z"]])
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "-1h"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "-1h"], cli_env)
 
     assert completed.returncode == 2
     assert "--dedup-window: age '-1h' is invalid" in " ".join(completed.stderr.split())
@@ -449,7 +455,7 @@ def test_tls_url_to_plain_server_says_so(cli_env, redis_url):
     address = urlsplit(redis_url)
     env = {**cli_env, "REDIS_URL": f"rediss://:tls-secret-7@{address.hostname}:{address.port}/0"}
 
-    completed = run_cli(["status"], env, timeout=90)
+    completed = invoke_cli(["status"], env)
 
     output = " ".join(completed.stderr.split())
     assert completed.returncode == 2

@@ -1,8 +1,10 @@
 """The command line under a stop signal, and with user data that looks like Rich markup or emoji codes.
 
-Each run is a subprocess, as a user runs it. A signal is sent only once the
-command has installed its handlers, which is known when its consumer group
-exists or its job has results. Every wait is bounded by a deadline.
+Each run that gets a signal is a subprocess, as a user runs it. A signal is
+sent only once the command has installed its handlers, which is known when
+its consumer group exists or its job has results. Every wait is bounded by a
+deadline. The tests run on one server, because their subject is the command
+line: tests of the consumer pool and the producer cover the servers.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import redis
 
-from conftest import free_port, run_cli
+from conftest import free_port, invoke_cli, one_server, run_cli
 
 COLUMNS = ["transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc", "timestamp"]
 
@@ -62,6 +65,8 @@ def interrupt_when(args: list[str], env: dict[str, str], redis_url: str, ready) 
     return child.returncode, stderr
 
 
+@pytest.mark.slow
+@one_server
 def test_run_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
     source = write_rows(tmp_path / "big.csv", 60_000)
     transactions = keys.prefix + "job:halted:transactions"
@@ -79,6 +84,7 @@ def test_run_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
     assert "consume --drain --job halted" in stderr
 
 
+@one_server
 def test_drain_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
     source = write_rows(tmp_path / "few.csv", 5)
     assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
@@ -93,28 +99,31 @@ def test_drain_interrupted_exits_130(cli_env, keys, redis_url, tmp_path):
     assert "not reachable at start" in stderr
 
 
+@one_server
 def test_run_prints_markup_like_ids(cli_env, keys, tmp_path):
     source = write_rows(tmp_path / "markup.csv", 2, user="[/x]")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source)], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "[/x]" in completed.stdout
     assert "MarkupError" not in completed.stderr
 
 
+@one_server
 def test_status_keeps_emoji_codes_in_prefix(cli_env, keys):
     prefix = keys.prefix + "b:"  # ":b:" is Rich's code for an emoji
 
-    completed = run_cli(["--prefix", prefix, "status"], cli_env)
+    completed = invoke_cli(["--prefix", prefix, "status"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"{prefix}transactions" in completed.stdout + completed.stderr
 
 
+@one_server
 def test_report_unknown_job_exit_two(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11", "--job", "nope"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11", "--job", "nope"],
+                           cli_env)
 
     assert completed.returncode == 2
     assert "no job 'nope'" in completed.stderr

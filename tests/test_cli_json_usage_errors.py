@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from conftest import invoke_cli
 
 
 def cli_env(tmp_path) -> dict[str, str]:
@@ -22,7 +22,7 @@ def cli_env(tmp_path) -> dict[str, str]:
     (["run", "--json"], "Missing argument"),
 ])
 def test_usage_error_is_json(tmp_path, args, fragment):
-    completed = run_cli(args, cli_env(tmp_path))
+    completed = invoke_cli(args, cli_env(tmp_path))
 
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: ")
@@ -32,7 +32,7 @@ def test_usage_error_is_json(tmp_path, args, fragment):
 
 
 def test_usage_error_without_json_unchanged(tmp_path):
-    completed = run_cli(["run", "examples.csv", "--batch-size", "abc"], cli_env(tmp_path))
+    completed = invoke_cli(["run", "examples.csv", "--batch-size", "abc"], cli_env(tmp_path))
 
     assert completed.returncode == 2
     assert completed.stdout == ""
@@ -43,7 +43,7 @@ def test_json_command_error_kept(tmp_path):
     source = tmp_path / "transactions.csv"
     source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n")
 
-    completed = run_cli(["run", str(source), "--json"], cli_env(tmp_path))
+    completed = invoke_cli(["run", str(source), "--json"], cli_env(tmp_path))
 
     assert completed.returncode == 2
     error = json.loads(completed.stdout.strip().splitlines()[-1])

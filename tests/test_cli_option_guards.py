@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, one_server, run_cli
+from conftest import free_port, invoke_cli, one_server
 from producer import ProducerError
 from producer.rejects import RejectsFileError, RejectsWriter
 from rewardpilot.retention import MAX_AGE_DAYS, InvalidAgeError, parse_age
@@ -77,7 +77,7 @@ def test_parse_age_too_long(text):
 def test_huge_age_exit_two(cli_env, keys, tmp_path, command, option):
     write_csv(tmp_path / "small.csv", [good_row(1)])
 
-    completed = run_cli(["--prefix", keys.prefix, *command], wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, *command], wide(cli_env))
 
     # NOTE: trim prints the age error without the option's name, because trim_cmd adds none.
     assert_usage_error(completed, f"age '{HUGE_AGE}' is too long", f"the maximum is {MAX_AGE_DAYS}d")
@@ -91,8 +91,8 @@ def test_huge_age_exit_two(cli_env, keys, tmp_path, command, option):
 @one_server
 @pytest.mark.parametrize("run", ["a:b", ""])
 def test_consume_invalid_run_exit_two(cli_env, keys, run):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--run", run],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--run", run],
+                           wide(cli_env))
 
     assert_usage_error(completed, f"--run {run!r} is invalid", "letters, digits")
 
@@ -103,8 +103,8 @@ def test_consume_invalid_run_exit_two(cli_env, keys, run):
     ("--breaker-cooldown", "inf"), ("--timeout", "inf"), ("--startup-timeout", "inf"),
 ])
 def test_consume_infinite_seconds_exit_two(cli_env, keys, option, value):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", option, value],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", option, value],
+                           wide(cli_env))
 
     assert_usage_error(completed, f"{option} {float(value)} is invalid", "finite number of seconds")
 
@@ -112,8 +112,8 @@ def test_consume_infinite_seconds_exit_two(cli_env, keys, option, value):
 @one_server
 @pytest.mark.parametrize("option", ["--grace", "--lease"])
 def test_consume_nan_seconds_exit_two(cli_env, keys, option):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", option, "nan"],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", option, "nan"],
+                           wide(cli_env))
 
     # Typer's minimum check rejects NaN before the command runs, with its own message.
     assert_usage_error(completed, option)
@@ -122,16 +122,16 @@ def test_consume_nan_seconds_exit_two(cli_env, keys, option):
 @one_server
 @pytest.mark.parametrize("name", ["", "  "])
 def test_consume_empty_name_exit_two(cli_env, keys, name):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--name", name],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--name", name],
+                           wide(cli_env))
 
     assert_usage_error(completed, "--name '", "is empty; give a consumer name")
 
 
 @one_server
 def test_consume_bad_rate_no_warning(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--rate", "abc"],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--rate", "abc"],
+                           wide(cli_env))
 
     assert_usage_error(completed, "--rate: invalid rate 'abc'")
     assert "warning" not in completed.stderr
@@ -140,7 +140,7 @@ def test_consume_bad_rate_no_warning(cli_env, keys):
 def test_consume_help_exit_statuses(tmp_path):
     from test_cli_imports import child_env
 
-    completed = run_cli(["consume", "--help"], child_env(tmp_path, columns=200), timeout=60)
+    completed = invoke_cli(["consume", "--help"], child_env(tmp_path, columns=200))
 
     output = flat(completed.stdout)
     assert completed.returncode == 0
@@ -154,8 +154,8 @@ def test_consume_help_exit_statuses(tmp_path):
 @one_server
 @pytest.mark.parametrize("value", ["nan", "inf", "1e308"])
 def test_status_interval_not_finite(cli_env, keys, value):
-    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--count", "2", "--interval", value],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--watch", "--count", "2", "--interval", value],
+                           wide(cli_env))
 
     assert_usage_error(completed, f"--interval {float(value)} must be a positive, finite number of seconds")
 
@@ -165,7 +165,7 @@ def test_status_interval_not_finite(cli_env, keys, value):
 
 @one_server
 def test_wallet_delete_empty_user(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "delete", ""], wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "delete", ""], wide(cli_env))
 
     assert_usage_error(completed, "user id is empty")
 
@@ -173,10 +173,10 @@ def test_wallet_delete_empty_user(cli_env, keys):
 @one_server
 @pytest.mark.parametrize("extra", [["--json"], []])
 def test_wallet_show_empty_user(cli_env, keys, extra):
-    stored = run_cli(["--prefix", keys.prefix, "wallet", "set", "u-listed", "amex-gold"], wide(cli_env), timeout=60)
+    stored = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u-listed", "amex-gold"], wide(cli_env))
     assert stored.returncode == 0, stored.stderr[-2000:]
 
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "show", "", *extra], wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "", *extra], wide(cli_env))
 
     assert_usage_error(completed, "user id is empty")
     assert "u-listed" not in completed.stdout
@@ -185,16 +185,14 @@ def test_wallet_show_empty_user(cli_env, keys, extra):
 @one_server
 @pytest.mark.parametrize("quarter", ["0000Q1", "1899Q4"])
 def test_wallet_activate_ancient_quarter(cli_env, keys, quarter):
-    stored = run_cli(["--prefix", keys.prefix, "wallet", "set", "u2", "chase-freedom-flex"], wide(cli_env),
-                     timeout=60)
+    stored = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u2", "chase-freedom-flex"], wide(cli_env))
     assert stored.returncode == 0, stored.stderr[-2000:]
 
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "activate", "u2", "chase-freedom-flex", quarter],
-                        wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "activate", "u2", "chase-freedom-flex", quarter],
+                           wide(cli_env))
 
     assert_usage_error(completed, f"quarter {quarter!r} is invalid", "before 1900")
-    shown = run_cli(["--prefix", keys.prefix, "wallet", "show", "u2", "--json", "--with-settings"], wide(cli_env),
-                    timeout=60)
+    shown = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "u2", "--json", "--with-settings"], wide(cli_env))
     assert json.loads(shown.stdout)["u2"]["activations"] == {}
 
 
@@ -204,7 +202,7 @@ def test_wallet_activate_ancient_quarter(cli_env, keys, quarter):
 @one_server
 @pytest.mark.parametrize("entry_id", ["99999999999999999999999-0", "1-18446744073709551616", "18446744073709551616"])
 def test_dlq_redrive_id_too_large(cli_env, keys, entry_id):
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", entry_id], wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", entry_id], wide(cli_env))
 
     assert_usage_error(completed, f"{entry_id!r}: not a stream entry id", "18446744073709551615")
 
@@ -213,7 +211,7 @@ def test_dlq_redrive_id_too_large(cli_env, keys, entry_id):
 def test_dlq_redrive_id_max_accepted(cli_env, keys):
     entry_id = "18446744073709551615-18446744073709551615"
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", entry_id], wide(cli_env), timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", entry_id], wide(cli_env))
 
     # The id is valid, so the lookup runs and finds no such letter.
     assert completed.returncode == 1, completed.stderr[-2000:]
@@ -233,7 +231,7 @@ def test_rp_home_file_exit_two(tmp_path, command):
     home_file.write_text("not a directory\n")
     env = {**child_env(tmp_path, columns=200), "RP_HOME": str(home_file)}
 
-    completed = run_cli(command, env, timeout=60)
+    completed = invoke_cli(command, env)
 
     assert_usage_error(completed, f"RP_HOME {home_file} is not a directory", "set RP_HOME to a directory")
     assert home_file.read_text() == "not a directory\n"
@@ -259,8 +257,8 @@ def test_rp_home_empty_means_default(tmp_path):
 def test_orchestrator_empty_host_exit_two(tmp_path):
     from test_cli_imports import child_env
 
-    completed = run_cli(["orchestrator", "--no-wallets", "--host", "", "--port", str(free_port())],
-                        child_env(tmp_path, columns=200), timeout=60)
+    completed = invoke_cli(["orchestrator", "--no-wallets", "--host", "", "--port", str(free_port())],
+                           child_env(tmp_path, columns=200))
 
     assert_usage_error(completed, "--host '' is empty", "0.0.0.0")
     assert "orchestrator started" not in completed.stderr
@@ -307,8 +305,8 @@ def test_cli_rejects_unwritable_json(cli_env, keys, tmp_path, command):
     rows = [good_row(index) for index in range(3)] + ["b1,u1,KROGER #512,groceries,notanumber,5411,2026-05-04T16:00:00Z"]
     write_csv(tmp_path / "bad.csv", rows)
 
-    completed = run_cli(["--prefix", keys.prefix, command, "bad.csv", "--rejects", "/proc/x.jsonl", "--json"],
-                        wide(cli_env), timeout=120)
+    completed = invoke_cli(["--prefix", keys.prefix, command, "bad.csv", "--rejects", "/proc/x.jsonl", "--json"],
+                           wide(cli_env))
 
     error = json.loads(completed.stdout.strip().splitlines()[-1])
     assert completed.returncode == 2, completed.stderr[-3000:]
@@ -326,7 +324,7 @@ def test_cli_rejects_unwritable_json(cli_env, keys, tmp_path, command):
 def test_server_status_help_exit_statuses(tmp_path):
     from test_cli_imports import child_env
 
-    completed = run_cli(["server", "status", "--help"], child_env(tmp_path, columns=200), timeout=60)
+    completed = invoke_cli(["server", "status", "--help"], child_env(tmp_path, columns=200))
 
     output = flat(completed.stdout)
     assert completed.returncode == 0

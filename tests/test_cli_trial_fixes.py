@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from test_partition_tools import add_unroutable_letter as add_dead_letter
 from rewardpilot import codec, wallets
 from rewardpilot.engine import RulesEngine
@@ -32,8 +32,8 @@ def write_gas_csv(path, count: int = 3) -> None:
 
 @one_server
 def test_consume_unknown_job_exits(keys, sync_client, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--job", "nosuchjob", "--drain", "--block-ms", "100"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--job", "nosuchjob", "--drain", "--block-ms", "100"],
+                           cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "no job 'nosuchjob'" in completed.stderr
@@ -43,9 +43,9 @@ def test_consume_unknown_job_exits(keys, sync_client, cli_env):
 
 @one_server
 def test_consume_unknown_job_then_status(keys, cli_env):
-    run_cli(["--prefix", keys.prefix, "consume", "--job", "nosuchjob", "--drain", "--block-ms", "100"], cli_env)
+    invoke_cli(["--prefix", keys.prefix, "consume", "--job", "nosuchjob", "--drain", "--block-ms", "100"], cli_env)
 
-    status = run_cli(["--prefix", keys.prefix, "status", "--job", "nosuchjob"], cli_env)
+    status = invoke_cli(["--prefix", keys.prefix, "status", "--job", "nosuchjob"], cli_env)
 
     assert status.returncode == 2
     assert "no job 'nosuchjob'" in status.stderr
@@ -54,8 +54,8 @@ def test_consume_unknown_job_then_status(keys, cli_env):
 @one_server
 @pytest.mark.parametrize("extra", [["--dry-run"], [], ["--dry-run", "--json"]])
 def test_trim_unknown_job_exits(keys, sync_client, cli_env, extra):
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1m", "--job", "nosuchjob", *extra],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1m", "--job", "nosuchjob", *extra],
+                           cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "no job 'nosuchjob'" in completed.stderr
@@ -71,11 +71,11 @@ def test_trim_unknown_job_exits(keys, sync_client, cli_env, extra):
 def test_consume_and_trim_published_job(keys, sync_client, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
     job = StreamKeys(prefix=keys.prefix, job="j1")
-    published = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "j1"], cli_env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "j1"], cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--job", "j1", "--drain", "--block-ms", "100"], cli_env)
-    trimmed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1m", "--job", "j1", "--dry-run"], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--job", "j1", "--drain", "--block-ms", "100"], cli_env)
+    trimmed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1m", "--job", "j1", "--dry-run"], cli_env)
 
     assert consumed.returncode == 0, consumed.stderr[-2000:]
     assert json.loads(consumed.stdout)["results"] == 3
@@ -90,7 +90,7 @@ def test_consume_job_with_count_only(keys, sync_client, cli_env):
     job = StreamKeys(prefix=keys.prefix, job="j2")
     sync_client.set(count_key(job), 1)
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--job", "j2", "--drain", "--block-ms", "100"], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--job", "j2", "--drain", "--block-ms", "100"], cli_env)
 
     assert consumed.returncode == 0, consumed.stderr[-2000:]
 
@@ -100,8 +100,8 @@ def test_consume_job_with_count_only(keys, sync_client, cli_env):
 
 @one_server
 def test_report_unknown_run_hint(keys, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2024-04",
-                         "--run", "nosuchrun"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2024-04",
+                            "--run", "nosuchrun"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"No results exist for run 'nosuchrun' under prefix '{keys.prefix}'" in completed.stderr
@@ -117,8 +117,8 @@ def test_report_run_without_user_hint(keys, sync_client, cli_env):
                               amount_usd="10.00", mcc="5541", timestamp="2026-11-10T13:00:00Z")
     sync_client.xadd(keys.results("r1"), codec.encode_result(ENGINE.recommend(transaction, None)))
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11", "--run", "r1"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11", "--run", "r1"],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "No results for user 'me' in 2026-11 in run 'r1'" in completed.stderr
@@ -128,11 +128,11 @@ def test_report_run_without_user_hint(keys, sync_client, cli_env):
 @one_server
 def test_report_job_run_hint(keys, sync_client, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv", count=1)
-    assert run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "j1"],
-                   cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "j1"],
+                      cli_env).returncode == 0
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11", "--job", "j1",
-                         "--run", "nosuchrun"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11", "--job", "j1",
+                            "--run", "nosuchrun"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"No results exist for run 'nosuchrun' of job 'j1' under prefix '{keys.prefix}'" in completed.stderr
@@ -140,7 +140,7 @@ def test_report_job_run_hint(keys, sync_client, cli_env, tmp_path):
 
 @one_server
 def test_report_live_hint(keys, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2024-04"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2024-04"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "No results for user 'me' in 2024-04 on the live streams" in completed.stderr
@@ -157,7 +157,7 @@ def test_report_live_hint(keys, cli_env):
 def test_activate_unknown_quarter_warns(keys, sync_client, cli_env, card, quarter, rate):
     wallets.set_wallet(sync_client, keys, "bob", [card], ENGINE.catalog)
 
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "activate", "bob", card, quarter], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "activate", "bob", card, quarter], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     key = wallets.check_quarter(quarter)
@@ -172,8 +172,8 @@ def test_activate_unknown_quarter_warns(keys, sync_client, cli_env, card, quarte
 def test_activate_known_quarter_quiet(keys, sync_client, cli_env, quarter):
     wallets.set_wallet(sync_client, keys, "bob", ["chase-freedom-flex"], ENGINE.catalog)
 
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "activate", "bob", "chase-freedom-flex", quarter],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "activate", "bob", "chase-freedom-flex", quarter],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"chase-freedom-flex: {quarter} activated for bob" in completed.stderr
@@ -187,9 +187,9 @@ def test_activate_known_quarter_quiet(keys, sync_client, cli_env, quarter):
 def test_dlq_one_letter_singular(keys, sync_client, cli_env):
     add_dead_letter(sync_client, keys)
 
-    listed = run_cli(["--prefix", keys.prefix, "dlq", "list"], cli_env)
-    declined = run_cli(["--prefix", keys.prefix, "dlq", "purge"], cli_env, input="n\n")
-    purged = run_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
+    listed = invoke_cli(["--prefix", keys.prefix, "dlq", "list"], cli_env)
+    declined = invoke_cli(["--prefix", keys.prefix, "dlq", "purge"], cli_env, input="n\n")
+    purged = invoke_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
 
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert f"{keys.dead_letters}: 1 dead letter" in listed.stdout
@@ -204,7 +204,7 @@ def test_dlq_one_letter_singular(keys, sync_client, cli_env):
 def test_dlq_redrive_one_singular(keys, sync_client, cli_env):
     letter_id = add_dead_letter(sync_client, keys)
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", letter_id], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", letter_id], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"redrove 1 dead letter onto {keys.transactions}" in completed.stderr
@@ -215,7 +215,7 @@ def test_dlq_two_letters_plural(keys, sync_client, cli_env):
     add_dead_letter(sync_client, keys)
     add_dead_letter(sync_client, keys)
 
-    purged = run_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
+    purged = invoke_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
 
     assert purged.returncode == 0, purged.stderr[-2000:]
     assert "purged 2 dead letters\n" in purged.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.build import CallOptions
 from consumer.errors import InvalidRateLimitError
 from rewardpilot.cli.status_cmd import _render
@@ -44,8 +44,7 @@ def test_parse_level_rejects_unknown():
 
 @one_server
 def test_log_level_option_invalid(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "--log-level", "LOUD", "status"], without_log_level(cli_env),
-                        timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "--log-level", "LOUD", "status"], without_log_level(cli_env))
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -57,7 +56,7 @@ def test_log_level_option_invalid(cli_env, keys):
 @one_server
 def test_log_level_env_invalid(cli_env, keys):
     env = dict(cli_env, RP_LOG_LEVEL="LOUD")
-    completed = run_cli(["--prefix", keys.prefix, "status"], env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "status"], env)
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -70,15 +69,14 @@ def test_log_level_env_invalid(cli_env, keys):
 @one_server
 def test_log_level_option_overrides_env(cli_env, keys):
     env = dict(cli_env, RP_LOG_LEVEL="LOUD")
-    completed = run_cli(["--prefix", keys.prefix, "--log-level", "debug", "status"], env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "--log-level", "debug", "status"], env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
 
 
 @one_server
 def test_log_level_lowercase_accepted(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "--log-level", "warning", "status"], without_log_level(cli_env),
-                        timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "--log-level", "warning", "status"], without_log_level(cli_env))
 
     assert completed.returncode == 0, completed.stderr[-2000:]
 
@@ -102,8 +100,8 @@ def test_call_options_check_accepts_modes():
 @one_server
 @pytest.mark.parametrize("rate_args", [[], ["--rate", "10/s"]], ids=["no-rate", "rate"])
 def test_consume_count_invalid(cli_env, keys, rate_args):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--count", "tokens", *rate_args],
-                        cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--count", "tokens", *rate_args],
+                           cli_env)
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -113,8 +111,7 @@ def test_consume_count_invalid(cli_env, keys, rate_args):
 
 @one_server
 def test_consume_count_valid_drains(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--count", "transactions"], cli_env,
-                        timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--count", "transactions"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
 
@@ -123,7 +120,7 @@ def test_consume_count_valid_drains(cli_env, keys):
 
 @one_server
 def test_status_unknown_job_exits(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "status", "--job", "no-such-job"], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--job", "no-such-job"], cli_env)
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -134,7 +131,7 @@ def test_status_unknown_job_exits(cli_env, keys):
 
 @one_server
 def test_status_unknown_job_json_exits(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "status", "--job", "no-such-job", "--json"], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--job", "no-such-job", "--json"], cli_env)
 
     assert completed.returncode == 2
     assert json.loads(completed.stdout)["error"].startswith("no job 'no-such-job'")
@@ -147,7 +144,7 @@ def test_status_known_job_names_job(cli_env, keys, sync_client):
     sync_client.xadd(job_keys.results(), {"data": "{}"})
     sync_client.xadd(job_keys.results(), {"data": "{}"})
 
-    completed = run_cli(["--prefix", keys.prefix, "status", "--job", "job-1"], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--job", "job-1"], cli_env)
     stdout = one_line(completed.stdout)
 
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.metrics import check_listen_address
 from producer import Producer
 from rewardpilot.models import Transaction
@@ -36,8 +36,8 @@ def test_valid_address_accepted(address):
 
 @one_server
 def test_invalid_metrics_address_exit_two(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
-                         "--metrics-port", "9", "--metrics-address", "0.0.0.0.0"], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+                            "--metrics-port", "9", "--metrics-address", "0.0.0.0.0"], cli_env)
     output = " ".join(completed.stderr.split())
 
     assert completed.returncode == 2
@@ -64,8 +64,8 @@ def test_results_maxlen_trims_oldest(cli_env, keys, redis_url):
     try:
         Producer(client, keys, max_backlog=None).publish_many(purchases(400))
 
-        completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
-                             "--workers", "1", "--batch-size", "50", "--results-maxlen", "10"], cli_env)
+        completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+                                "--workers", "1", "--batch-size", "50", "--results-maxlen", "10"], cli_env)
         stats = json.loads(completed.stdout.strip().splitlines()[-1])
         remaining_ids = [json.loads(fields["data"])["transaction_id"] for _, fields in client.xrange(keys.results())]
     finally:
@@ -82,8 +82,7 @@ def test_results_maxlen_trims_oldest(cli_env, keys, redis_url):
 @one_server
 @pytest.mark.parametrize("value", ["0", "-5", "ten"])
 def test_results_maxlen_invalid_exit_two(cli_env, keys, value):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--results-maxlen", value], cli_env,
-                        timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--results-maxlen", value], cli_env)
 
     assert completed.returncode == 2
     assert "--results-maxlen" in completed.stderr
@@ -91,7 +90,7 @@ def test_results_maxlen_invalid_exit_two(cli_env, keys, value):
 
 @one_server
 def test_results_maxlen_help(cli_env):
-    completed = run_cli(["consume", "--help"], cli_env, timeout=60)
+    completed = invoke_cli(["consume", "--help"], cli_env)
     text = " ".join(completed.stdout.replace("│", " ").split())
 
     assert completed.returncode == 0

@@ -269,7 +269,7 @@ def test_pool_checks_changed_settings():
 ])
 def test_replay_rejects_before_redis(redis_url, keys, sync_client, options, error, fragment):
     sync_client.xadd(keys.transactions, encode_transaction(grocery("r-1")))
-    before = sorted(sync_client.scan_iter(f"{keys.prefix}*"))
+    before = sorted(sync_client.scan_iter(f"{keys.prefix}*", count=1000))
 
     async def main():
         client = aioredis.Redis.from_url(redis_url)
@@ -282,7 +282,7 @@ def test_replay_rejects_before_redis(redis_url, keys, sync_client, options, erro
         asyncio.run(main())
 
     assert fragment in str(raised.value)
-    assert sorted(sync_client.scan_iter(f"{keys.prefix}*")) == before
+    assert sorted(sync_client.scan_iter(f"{keys.prefix}*", count=1000)) == before
     assert sync_client.xinfo_groups(keys.transactions) == []
 
 

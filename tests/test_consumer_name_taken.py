@@ -39,6 +39,7 @@ def client(redis_url):
     connection.close()
 
 
+@pytest.mark.slow
 @one_server
 def test_running_name_rejected(cli_env, keys, client):
     key = name_lease_key(keys, LIVE_GROUP, "c1")
@@ -73,15 +74,15 @@ def test_running_name_rejected(cli_env, keys, client):
 @one_server
 def test_stale_name_lease_runs_out(cli_env, keys, client):
     key = name_lease_key(keys, LIVE_GROUP, "c3")
-    # What a consumer killed with SIGKILL leaves: a lease that no process renews.
-    # The lease lives long enough for a slow CLI start to find it, then is cut short to run out.
-    client.set(key, json.dumps({"holder": "gone-host-1", "since": "2026-12-05T00:00:00Z"}), px=120_000)
+    # What a consumer killed with SIGKILL leaves: a lease that no process renews. It lasts a minute,
+    # so it is still held when the first consumer below starts, even on a busy machine.
+    client.set(key, json.dumps({"holder": "gone-host-1", "since": "2026-12-05T00:00:00Z"}), px=60_000)
 
     rejected = consume(cli_env, keys, "--name", "c3")
     assert rejected.returncode == 2
     assert "process gone-host-1 since 2026-12-05T00:00:00Z" in " ".join(rejected.stderr.split())
 
-    client.pexpire(key, 300)
+    client.pexpire(key, 100)  # the lease runs out, as it does when its minute has passed
     for _ in range(100):
         if not client.exists(key):
             break

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot.cli.output import CSV_COLUMNS, FORMULA_ESCAPED_COLUMNS, csv_row, escape_formula, write_results
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -126,8 +126,8 @@ def test_run_output_csv_escapes(cli_env, keys, tmp_path):
         writer.writerow(["m4", "u1", "Whole Foods", "groceries", "40.00", "5411", "2026-11-12T16:00:00Z"])
     output = tmp_path / "misc.out.csv"
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "escape", "-o", str(output),
-                         "--wallet", "amex-gold"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "escape", "-o", str(output),
+                            "--wallet", "amex-gold"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     merchants = {row["transaction_id"]: row["merchant"] for row in read_csv(output)}

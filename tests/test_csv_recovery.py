@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from producer import InputError, Producer, Rejected, Row, Skipped, publish_file, read_transactions
 from producer.readers import CsvReader
 from producer.rejects import RejectsWriter
@@ -95,7 +95,7 @@ def test_cli_stray_quote_summary(cli_env, keys, tmp_path):
     source.write_bytes(example_with_stray_quote(5)[0])
     rejects_path = tmp_path / "unclosed.rej.jsonl"
 
-    completed = run_cli(
+    completed = invoke_cli(
         ["--prefix", keys.prefix, "publish", str(source), "--json", "--rejects", str(rejects_path)], cli_env,
     )
 

@@ -9,7 +9,7 @@ from datetime import timezone
 import pytest
 import redis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server, run_cli
 from producer import InputError, load_layout, publish_file
 from producer.bank_layouts import CHASE
 from producer.layouts import DOCUMENTED, TABFORMER
@@ -53,7 +53,8 @@ def card_file(path, dates: list[str]):
 
 def stream_entries(client: redis.Redis, prefix: str) -> int:
     """Return the number of entries in every stream under ``prefix``."""
-    return sum(client.xlen(key) for key in client.scan_iter(match=f"{prefix}*") if client.type(key) == "stream")
+    names = client.scan_iter(match=f"{prefix}*", count=1000)
+    return sum(client.xlen(name) for name in names if client.type(name) == "stream")
 
 
 def publish(client, keys, source, tmp_path, **options):
@@ -335,7 +336,7 @@ def test_stdin_warns(cli_env, keys, sync_client, tmp_path):
 def test_cli_stops_day_first_file(cli_env, keys, sync_client, tmp_path, command):
     path = chase_file(tmp_path / "export.csv", ["03/04/2026", "01/02/2026", "25/03/2026"])
 
-    completed = run_cli(["--prefix", keys.prefix, command, str(path), "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, command, str(path), "--json"], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-3000:]
     error = json.loads(completed.stdout.strip().splitlines()[-1])

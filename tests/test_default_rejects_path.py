@@ -41,7 +41,7 @@ def one_line(text: str) -> str:
 
 
 def keys_under(sync_client, prefix: str) -> list:
-    return list(sync_client.scan_iter(match=f"{prefix}*"))
+    return list(sync_client.scan_iter(match=f"{prefix}*", count=1000))
 
 
 @pytest.fixture

@@ -3,11 +3,12 @@ made by a real orchestrator behind a proxy that rejects calls."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.dlq import list_dead_letters
 from fault_proxy import Fault, FaultProxy, first
 from orchestrator_servers import UvicornThread
@@ -31,14 +32,14 @@ async def dead_letter_all(redis_url, keys, orchestrator, count: int = 4) -> list
 
 
 def letters_by_cli(keys, cli_env) -> list[dict]:
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--limit", "100"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--limit", "100"], cli_env)
     assert completed.returncode == 0, completed.stderr[-2000:]
     return [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
 
 
 @one_server
-async def test_dlq_list_shows_letters(redis_url, keys, cli_env, orchestrator):
-    published = await dead_letter_all(redis_url, keys, orchestrator)
+def test_dlq_list_shows_letters(redis_url, keys, cli_env, orchestrator):
+    published = asyncio.run(dead_letter_all(redis_url, keys, orchestrator))
 
     listed = letters_by_cli(keys, cli_env)
 
@@ -48,29 +49,30 @@ async def test_dlq_list_shows_letters(redis_url, keys, cli_env, orchestrator):
 
 
 @one_server
-async def test_dlq_list_limit(redis_url, keys, cli_env, orchestrator):
-    await dead_letter_all(redis_url, keys, orchestrator)
+def test_dlq_list_limit(redis_url, keys, cli_env, orchestrator):
+    asyncio.run(dead_letter_all(redis_url, keys, orchestrator))
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--limit", "2"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--limit", "2"], cli_env)
 
     assert completed.returncode == 0
     assert len(completed.stdout.splitlines()) == 2
 
 
 @one_server
-async def test_redrive_keeps_transaction_id(redis_url, keys, sync_client, cli_env, orchestrator):
-    await dead_letter_all(redis_url, keys, orchestrator)
+def test_redrive_keeps_transaction_id(redis_url, keys, sync_client, cli_env, orchestrator):
+    asyncio.run(dead_letter_all(redis_url, keys, orchestrator))
     chosen = letters_by_cli(keys, cli_env)[0]
     transaction_id = chosen["letter"]["transaction_id"]
 
-    redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", chosen["id"]], cli_env)
+    redriven = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", chosen["id"]], cli_env)
     assert redriven.returncode == 0, redriven.stderr[-2000:]
 
     last_id, fields = sync_client.xrevrange(keys.transactions, count=1)[0]
     assert json.loads(fields["data"])["transaction_id"] == transaction_id
     assert sync_client.xlen(keys.dead_letters) == 3
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1"], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1"],
+                          cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
 
     results = list(read_results(sync_client, keys.results()))
@@ -80,12 +82,12 @@ async def test_redrive_keeps_transaction_id(redis_url, keys, sync_client, cli_en
 
 
 @one_server
-async def test_redrive_all(redis_url, keys, sync_client, cli_env, orchestrator):
-    published = await dead_letter_all(redis_url, keys, orchestrator)
+def test_redrive_all(redis_url, keys, sync_client, cli_env, orchestrator):
+    published = asyncio.run(dead_letter_all(redis_url, keys, orchestrator))
 
-    redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
+    redriven = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
     assert redriven.returncode == 0, redriven.stderr[-2000:]
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100"], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100"], cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
 
     results = list(read_results(sync_client, keys.results()))
@@ -94,10 +96,10 @@ async def test_redrive_all(redis_url, keys, sync_client, cli_env, orchestrator):
 
 
 @one_server
-async def test_redrive_unknown_id_exits_1(redis_url, keys, sync_client, cli_env, orchestrator):
-    await dead_letter_all(redis_url, keys, orchestrator)
+def test_redrive_unknown_id_exits_1(redis_url, keys, sync_client, cli_env, orchestrator):
+    asyncio.run(dead_letter_all(redis_url, keys, orchestrator))
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "1-1"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", "1-1"], cli_env)
 
     assert completed.returncode == 1
     assert "dead letter 1-1 not found" in completed.stdout + completed.stderr
@@ -106,7 +108,7 @@ async def test_redrive_unknown_id_exits_1(redis_url, keys, sync_client, cli_env,
 
 @one_server
 def test_redrive_needs_ids_or_all(keys, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive"], cli_env)
 
     assert completed.returncode == 2
     assert "--all" in completed.stdout + completed.stderr
@@ -116,7 +118,7 @@ def test_redrive_needs_ids_or_all(keys, cli_env):
 @pytest.mark.parametrize("flags", [[], ["--yes"]])
 def test_purge_nothing_no_prompt(keys, cli_env, flags):
     # With empty stdin, a prompt would read end of file and abort with exit code 1.
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "purge", *flags], cli_env, input="")
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "purge", *flags], cli_env, input="")
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"no dead letters to purge in {keys.dead_letters}\n" in completed.stderr
@@ -125,27 +127,27 @@ def test_purge_nothing_no_prompt(keys, cli_env, flags):
 
 
 @one_server
-async def test_purge_asks_first(redis_url, keys, sync_client, cli_env, orchestrator):
-    await dead_letter_all(redis_url, keys, orchestrator)
+def test_purge_asks_first(redis_url, keys, sync_client, cli_env, orchestrator):
+    asyncio.run(dead_letter_all(redis_url, keys, orchestrator))
 
-    declined = run_cli(["--prefix", keys.prefix, "dlq", "purge"], cli_env, input="n\n")
+    declined = invoke_cli(["--prefix", keys.prefix, "dlq", "purge"], cli_env, input="n\n")
     assert declined.returncode == 1
     assert "Delete 4 dead letters" in declined.stdout + declined.stderr
     assert sync_client.xlen(keys.dead_letters) == 4
 
-    confirmed = run_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
+    confirmed = invoke_cli(["--prefix", keys.prefix, "dlq", "purge", "--yes"], cli_env)
     assert confirmed.returncode == 0, confirmed.stderr[-2000:]
     assert "purged 4 dead letters" in confirmed.stdout + confirmed.stderr
     assert sync_client.xlen(keys.dead_letters) == 0
 
 
 @one_server
-async def test_status_shows_rate_limit(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_status_shows_rate_limit(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(6, prefix="s"))
     with FaultProxy(orchestrator.url, first(1, Fault(429))) as proxy:
-        await drain(redis_url, fast_settings(keys, workers=1), fast_options(proxy.url, rate="40/s", burst=4))
+        asyncio.run(drain(redis_url, fast_settings(keys, workers=1), fast_options(proxy.url, rate="40/s", burst=4)))
 
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
     assert as_json.returncode == 0, as_json.stderr[-2000:]
     rate_limit = json.loads(as_json.stdout)["rate_limit"]
     assert rate_limit["configured_rate"] == 40.0
@@ -153,18 +155,18 @@ async def test_status_shows_rate_limit(redis_url, keys, sync_client, cli_env, or
     assert 20.0 <= rate_limit["effective_rate"] < 40.0
     assert 0 <= rate_limit["tokens"] <= 4
 
-    table = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    table = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
     assert table.returncode == 0
     assert "of 40/s configured" in table.stdout
 
 
 @one_server
 def test_status_without_rate_limit(keys, cli_env):
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
     assert as_json.returncode == 0, as_json.stderr[-2000:]
     assert json.loads(as_json.stdout)["rate_limit"] is None
 
-    table = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    table = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
     assert "orchestrator rate limit: not in use" in table.stdout
 
 
@@ -173,7 +175,7 @@ def test_consume_output_counts(redis_url, keys, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(10, prefix="c"))
 
     with FaultProxy(orchestrator.url, first(3, Fault(503))) as proxy:
-        completed = run_cli([
+        completed = invoke_cli([
             "--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1",
             "--batch-size", "5", "--orchestrator", proxy.url, "--rate", "100/s", "--burst", "5",
             "--max-attempts", "10", "--breaker-threshold", "2", "--breaker-cooldown", "0.2",
@@ -202,7 +204,7 @@ def test_run_summary_counts(keys, cli_env, tmp_path):
         "r2,u1,Shell,gas,40.00,5541,2026-11-02T11:00:00Z\n"
     )
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     consumer = json.loads(completed.stdout.strip().splitlines()[-1])["consumer"]
@@ -219,8 +221,8 @@ def test_drain_with_dead_letters_exits_one(redis_url, keys, cli_env, orchestrato
     publish(redis_url, keys, make_transactions(4, prefix="x"))
 
     with FaultProxy(orchestrator.url, lambda index: Fault(422)) as proxy:
-        completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
-                             "--orchestrator", proxy.url, "--max-attempts", "1"], cli_env)
+        completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+                                "--orchestrator", proxy.url, "--max-attempts", "1"], cli_env)
 
     stats = json.loads(completed.stdout.strip().splitlines()[-1])
     assert completed.returncode == 1, completed.stderr[-3000:]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot.streams import StreamKeys
 
 
 @one_server
 def test_dlq_json_empty_note(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "list", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout == ""
@@ -22,7 +22,7 @@ def test_dlq_json_empty_job_note(cli_env, keys, sync_client):
     job = StreamKeys(prefix=keys.prefix, job="j1")
     sync_client.xadd(job.transactions, {"data": "{}"})  # the job exists once its run has published
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--job", "j1"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "list", "--json", "--job", "j1"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout == ""
@@ -31,7 +31,7 @@ def test_dlq_json_empty_job_note(cli_env, keys, sync_client):
 
 @one_server
 def test_dlq_unknown_job_exits(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--job", "no-such-job"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "list", "--job", "no-such-job"], cli_env)
 
     assert completed.returncode == 2
     assert "no job 'no-such-job'" in completed.stderr
@@ -42,10 +42,10 @@ def test_dlq_unknown_job_exits(cli_env, keys):
 def test_dlq_json_lines_no_note(cli_env, keys, sync_client):
     # An entry that is not a transaction: the consumer sets it aside as a dead letter.
     sync_client.xadd(keys.transactions, {"data": "{not json"})
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200"], cli_env)
     assert consumed.returncode == 1, consumed.stderr[-2000:]  # a drain that dead-lettered an entry exits 1
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "list", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "list", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     lines = completed.stdout.splitlines()
@@ -55,7 +55,7 @@ def test_dlq_json_lines_no_note(cli_env, keys, sync_client):
 
 
 def test_dlq_list_help_names_format(cli_env):
-    completed = run_cli(["dlq", "list", "--help"], {**cli_env, "COLUMNS": "200"})
+    completed = invoke_cli(["dlq", "list", "--help"], {**cli_env, "COLUMNS": "200"})
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "one JSON object per line" in completed.stdout

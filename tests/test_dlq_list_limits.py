@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer import dlq
 from rewardpilot.models import DeadLetter
 
@@ -41,7 +41,7 @@ def marker_exists(client, keys, run: str, index: int) -> bool:
 
 
 def dlq_cli(keys, cli_env, *args: str, input: str | None = None):
-    return run_cli(["--prefix", keys.prefix, "dlq", *args], {**cli_env, "COLUMNS": "250"}, input=input)
+    return invoke_cli(["--prefix", keys.prefix, "dlq", *args], {**cli_env, "COLUMNS": "250"}, input=input)
 
 
 def flat(text: str) -> str:
@@ -218,7 +218,7 @@ def test_purge_unknown_run_exits_two(keys, cli_env, sync_client):
     add_letters(sync_client, keys, ["live", "nightly"])
 
     completed = dlq_cli(keys, cli_env, "purge", "--run", "nosuch", "--yes")
-    on_empty = run_cli(["--prefix", keys.prefix + "empty:", "dlq", "purge", "--run", "live", "--yes"], cli_env)
+    on_empty = invoke_cli(["--prefix", keys.prefix + "empty:", "dlq", "purge", "--run", "live", "--yes"], cli_env)
 
     assert completed.returncode == 2
     assert "runs present: live, nightly" in flat(completed.stderr)

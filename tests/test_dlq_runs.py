@@ -7,6 +7,7 @@ are not valid transactions.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
@@ -14,7 +15,7 @@ import shlex
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer import dlq
 from fault_proxy import Fault, FaultProxy
 from orchestrator_servers import UvicornThread
@@ -47,8 +48,8 @@ async def replay_rejected(redis_url, keys, orchestrator, run: str = "r401") -> N
 
 
 def consume(keys, cli_env, *extra: str):
-    return run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1",
-                    *extra], cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1",
+                       *extra], cli_env)
 
 
 def add_invalid_entry(client, keys) -> str:
@@ -66,7 +67,7 @@ def live_result_ids(client, keys) -> list[str]:
 
 def dlq_cli(keys, cli_env, *args: str, job: str | None = None, input: str | None = None):
     job_args = ["--job", job] if job else []
-    return run_cli(["--prefix", keys.prefix, "dlq", *args, *job_args], cli_env, input=input)
+    return invoke_cli(["--prefix", keys.prefix, "dlq", *args, *job_args], cli_env, input=input)
 
 
 # The run on each letter
@@ -83,12 +84,12 @@ def test_letter_without_run_reads_live():
 
 
 @one_server
-async def test_settle_records_each_run(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_settle_records_each_run(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(3, prefix="r"))
     add_invalid_entry(sync_client, keys)
     assert consume(keys, cli_env).returncode == 1  # one invalid entry dead-lettered
 
-    await replay_rejected(redis_url, keys, orchestrator)
+    asyncio.run(replay_rejected(redis_url, keys, orchestrator))
 
     runs = [letter.run for _, letter in letters(sync_client, keys)]
     assert runs.count("live") == 1
@@ -99,10 +100,10 @@ async def test_settle_records_each_run(redis_url, keys, sync_client, cli_env, or
 
 
 @one_server
-async def test_redrive_all_keeps_replay_off_live(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_redrive_all_keeps_replay_off_live(redis_url, keys, sync_client, cli_env, orchestrator):
     published = publish(redis_url, keys, make_transactions(5, prefix="p"))
     assert consume(keys, cli_env).returncode == 0
-    await replay_rejected(redis_url, keys, orchestrator)
+    asyncio.run(replay_rejected(redis_url, keys, orchestrator))
     assert len(letters(sync_client, keys)) == 5
 
     redriven = dlq_cli(keys, cli_env, "redrive", "--all")
@@ -118,7 +119,7 @@ async def test_redrive_all_keeps_replay_off_live(redis_url, keys, sync_client, c
     command = shlex.split(redriven.stdout.strip())
     assert command[:3] == ["rewardpilot", "--prefix", keys.prefix]
     assert command[3:6] == ["replay", "--run", "r401"]
-    replayed = run_cli(command[1:] + ["--json"], cli_env)
+    replayed = invoke_cli(command[1:] + ["--json"], cli_env)
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     assert json.loads(replayed.stdout)["results"] == 5
 
@@ -128,10 +129,10 @@ async def test_redrive_all_keeps_replay_off_live(redis_url, keys, sync_client, c
 
 
 @one_server
-async def test_redrive_command_covers_range(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_redrive_command_covers_range(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(4, prefix="g"))
     entry_ids = [entry_id for entry_id, _ in sync_client.xrange(keys.transactions)]
-    await replay_rejected(redis_url, keys, orchestrator, run="again")
+    asyncio.run(replay_rejected(redis_url, keys, orchestrator, run="again"))
     middle = [letter_id for letter_id, letter in letters(sync_client, keys)
               if letter.entry_id in entry_ids[1:3]]
 
@@ -194,10 +195,10 @@ def test_redrive_run_on_empty_stream(keys, cli_env):
 
 
 @one_server
-async def test_redrive_run_filters_all(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_redrive_run_filters_all(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(2, prefix="f"))
     assert consume(keys, cli_env).returncode == 0
-    await replay_rejected(redis_url, keys, orchestrator)
+    asyncio.run(replay_rejected(redis_url, keys, orchestrator))
     add_invalid_entry(sync_client, keys)
     assert consume(keys, cli_env).returncode == 1
     length_before = sync_client.xlen(keys.transactions)
@@ -213,9 +214,9 @@ async def test_redrive_run_filters_all(redis_url, keys, sync_client, cli_env, or
 
 
 @one_server
-async def test_redrive_named_other_run(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_redrive_named_other_run(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(1, prefix="o"))
-    await replay_rejected(redis_url, keys, orchestrator)
+    asyncio.run(replay_rejected(redis_url, keys, orchestrator))
     [(letter_id, _letter)] = letters(sync_client, keys)
 
     completed = dlq_cli(keys, cli_env, "redrive", "--run", "live", letter_id)
@@ -226,9 +227,9 @@ async def test_redrive_named_other_run(redis_url, keys, sync_client, cli_env, or
 
 
 @one_server
-async def test_redrive_replay_entry_gone(redis_url, keys, sync_client, cli_env, orchestrator):
+def test_redrive_replay_entry_gone(redis_url, keys, sync_client, cli_env, orchestrator):
     publish(redis_url, keys, make_transactions(1, prefix="t"))
-    await replay_rejected(redis_url, keys, orchestrator)
+    asyncio.run(replay_rejected(redis_url, keys, orchestrator))
     [(letter_id, letter)] = letters(sync_client, keys)
     sync_client.xdel(keys.transactions, letter.entry_id)
 
@@ -279,7 +280,7 @@ def test_redrive_keeps_later_marker(sync_client, keys):
 
 
 @one_server
-async def test_purge_lets_same_ids_through(redis_url, keys, sync_client, cli_env, orchestrator, tmp_path):
+def test_purge_lets_same_ids_through(redis_url, keys, sync_client, cli_env, orchestrator, tmp_path):
     transactions = make_transactions(2, prefix="u")
     publish(redis_url, keys, transactions)
     with FaultProxy(orchestrator.url, lambda index: Fault(422)) as proxy:
@@ -299,7 +300,7 @@ async def test_purge_lets_same_ids_through(redis_url, keys, sync_client, cli_env
         f"{t.transaction_id},{t.user_id},{t.merchant},{t.category},{t.amount_usd},{t.mcc},"
         f"{t.timestamp.isoformat().replace('+00:00', 'Z')}\n" for t in transactions
     ))
-    published = run_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "0"], cli_env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "0"], cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
     consumed = consume(keys, cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
@@ -366,7 +367,7 @@ def test_list_shows_payload_transaction(keys, sync_client, cli_env):
     add_invalid_entry(sync_client, keys)
     assert consume(keys, cli_env).returncode == 1
 
-    table = run_cli(["--prefix", keys.prefix, "dlq", "list"], {**cli_env, "COLUMNS": "250"})
+    table = invoke_cli(["--prefix", keys.prefix, "dlq", "list"], {**cli_env, "COLUMNS": "250"})
     as_json = dlq_cli(keys, cli_env, "list", "--json")
 
     assert table.returncode == 0, table.stderr[-2000:]
@@ -383,7 +384,7 @@ def test_list_shows_unreadable_letter(keys, sync_client, cli_env):
     assert consume(keys, cli_env).returncode == 1
     broken_id = sync_client.xadd(keys.dead_letters, {"data": '{"not": "a letter"}'})
 
-    table = run_cli(["--prefix", keys.prefix, "dlq", "list"], {**cli_env, "COLUMNS": "250"})
+    table = invoke_cli(["--prefix", keys.prefix, "dlq", "list"], {**cli_env, "COLUMNS": "250"})
     as_json = dlq_cli(keys, cli_env, "list", "--json")
     of_live = dlq_cli(keys, cli_env, "list", "--json", "--run", "live")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot import codec
 from rewardpilot.cli.status_cmd import _no_consumer_hint
 from rewardpilot.cli.wallet_cmd import _no_wallets_hint
@@ -43,7 +43,7 @@ def test_status_hint_without_group(cli_env, keys, sync_client):
     add_entry(sync_client, keys.transactions)
     add_entry(sync_client, keys.transactions)
 
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert f"no consumer has read {keys.transactions} yet (2 entries, no consumer group)" in plain.stderr
@@ -55,7 +55,7 @@ def test_status_hint_without_group(cli_env, keys, sync_client):
 def test_status_hint_names_job(cli_env, keys, sync_client):
     add_entry(sync_client, StreamKeys(prefix=keys.prefix, job="j-7").transactions)
 
-    plain = run_cli(["--prefix", keys.prefix, "status", "--job", "j-7"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status", "--job", "j-7"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "(1 entry, no consumer group)" in plain.stderr
@@ -67,7 +67,7 @@ def test_status_no_hint_with_group(cli_env, keys, sync_client):
     add_entry(sync_client, keys.transactions)
     sync_client.xgroup_create(keys.transactions, keys.group(), id="0")
 
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "no consumer has read" not in plain.stderr
@@ -75,7 +75,7 @@ def test_status_no_hint_with_group(cli_env, keys, sync_client):
 
 @one_server
 def test_status_no_hint_empty_stream(cli_env, keys):
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "no consumer has read" not in plain.stderr
@@ -85,7 +85,7 @@ def test_status_no_hint_empty_stream(cli_env, keys):
 def test_status_json_no_hint(cli_env, keys, sync_client):
     add_entry(sync_client, keys.transactions)
 
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
 
     assert as_json.returncode == 0, as_json.stderr[-2000:]
     assert json.loads(as_json.stdout)["transactions"]["groups"] == []
@@ -96,7 +96,7 @@ def test_status_json_no_hint(cli_env, keys, sync_client):
 def test_status_watch_hint_once(cli_env, keys, sync_client):
     add_entry(sync_client, keys.transactions)
 
-    watched = run_cli(["--prefix", keys.prefix, "status", "--watch", "--count", "2", "--interval", "0.05"], cli_env)
+    watched = invoke_cli(["--prefix", keys.prefix, "status", "--watch", "--count", "2", "--interval", "0.05"], cli_env)
 
     assert watched.returncode == 0, watched.stderr[-2000:]
     assert watched.stderr.count("no consumer has read") == 1
@@ -108,7 +108,7 @@ def test_status_hint_partitions(cli_env, keys, sync_client):
     add_entry(sync_client, f"{keys.transactions}:p1")
     add_entry(sync_client, f"{keys.transactions}:p2")
 
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert f"no consumer has read {keys.transactions}:p0 to p2 yet (2 entries, no consumer group)" in plain.stderr
@@ -142,7 +142,7 @@ def test_no_consumer_hint_partition_group():
 
 @one_server
 def test_wallet_show_none_hint(cli_env, keys):
-    listed = run_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
+    listed = invoke_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
 
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert listed.stdout == ""
@@ -153,7 +153,7 @@ def test_wallet_show_none_hint(cli_env, keys):
 @one_server
 def test_wallet_show_none_json(cli_env, keys):
     for extra in ([], ["--with-settings"]):
-        listed = run_cli(["--prefix", keys.prefix, "wallet", "show", "--json", *extra], cli_env)
+        listed = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "--json", *extra], cli_env)
 
         assert listed.returncode == 0, listed.stderr[-2000:]
         assert json.loads(listed.stdout) == {}
@@ -163,8 +163,8 @@ def test_wallet_show_none_json(cli_env, keys):
 @one_server
 def test_wallet_hint_command_works(cli_env, keys):
     """The command the hint prints, filled in, stores a wallet that show then lists."""
-    stored = run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "citi-double-cash"], cli_env)
-    listed = run_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
+    stored = invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "citi-double-cash"], cli_env)
+    listed = invoke_cli(["--prefix", keys.prefix, "wallet", "show"], cli_env)
 
     assert stored.returncode == 0, stored.stderr[-2000:]
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -188,7 +188,7 @@ def test_report_hint_counts_others(cli_env, keys, sync_client):
     add_result(sync_client, keys.results(), "someone-else")
     add_result(sync_client, keys.results(), "another-one")
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "No results for user 'me' in 2026-11 on the live streams." in completed.stderr
@@ -198,7 +198,7 @@ def test_report_hint_counts_others(cli_env, keys, sync_client):
 
 @one_server
 def test_report_hint_empty_stream(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--year", "2025"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--year", "2025"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "No results for user 'me' in 2025 on the live streams." in completed.stderr
@@ -210,7 +210,7 @@ def test_report_hint_other_month(cli_env, keys, sync_client):
     """The user's own results in another month count among the stream's results, none in the period asked."""
     add_result(sync_client, keys.results(), "me", timestamp="2026-10-10T13:00:00Z")
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "has 1 result, none for this user in that period" in completed.stderr
@@ -222,8 +222,8 @@ def test_report_hint_names_job(cli_env, keys, sync_client):
     add_entry(sync_client, job.transactions)
     add_result(sync_client, job.results(), "someone-else")
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11", "--job", "j1"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11", "--job", "j1"],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"No results for user 'me' in 2026-11 in job 'j1' under prefix '{keys.prefix}'." in completed.stderr
@@ -233,8 +233,8 @@ def test_report_hint_names_job(cli_env, keys, sync_client):
 
 @one_server
 def test_report_json_no_hint(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11", "--json"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "me", "--month", "2026-11", "--json"],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert json.loads(completed.stdout)["purchases"] == 0
@@ -245,7 +245,7 @@ def test_report_json_no_hint(cli_env, keys):
 @one_server
 def test_report_hint_user_literal(cli_env, keys, user):
     """The user id is printed as given, brackets included, because the hint has no markup."""
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", user, "--month", "2026-11"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", user, "--month", "2026-11"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"No results for user {user!r} in 2026-11" in completed.stderr

@@ -317,6 +317,7 @@ def transactions(draw) -> Transaction:
     return transaction
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(transactions(), min_size=1, max_size=4))
 def test_transaction_json_matches_model_dump_json(chunk):

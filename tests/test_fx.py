@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, invoke_cli
 from producer import Producer, exit_status, publish_file
 from rewardpilot.codec import decode_transaction
 from rewardpilot.engine import RulesEngine
@@ -288,8 +288,8 @@ def test_cli_run_anz_ofx_with_rates(cli_env, keys, tmp_path):
     rates.write_text(DATED)
     output = tmp_path / "results.jsonl"
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(ANZ), "--fx-rates", str(rates),
-                         "--json", "--output", str(output)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(ANZ), "--fx-rates", str(rates),
+                            "--json", "--output", str(output)], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -303,7 +303,7 @@ def test_cli_run_anz_ofx_with_rates(cli_env, keys, tmp_path):
 
 @needs_samples
 def test_cli_publish_anz_without_rates_rejected(cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(ANZ), "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(ANZ), "--json"], cli_env)
 
     assert completed.returncode == 1, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -315,8 +315,8 @@ def test_cli_publish_anz_without_rates_rejected(cli_env, keys, tmp_path):
 
 @needs_samples
 def test_cli_publish_anz_keep_unconverted(cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(ANZ), "--unconverted-currency", "keep",
-                         "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(ANZ), "--unconverted-currency", "keep",
+                            "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -340,7 +340,7 @@ def test_cli_bad_fx_options_exit_two(cli_env, keys, tmp_path, args, needle):
     paths = {"RATES": str(rates), "MISSING": str(tmp_path / "missing.csv")}
     args = [paths.get(arg, arg) for arg in args]
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source), *args], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source), *args], cli_env)
 
     assert completed.returncode == 2
     assert needle in " ".join(completed.stderr.split())

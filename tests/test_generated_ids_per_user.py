@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATA, one_server, run_cli
+from conftest import SHARED_DATA, invoke_cli, one_server, run_cli
 from producer import InputError, Rejected, Row, Skipped, load_layout, read_transactions
 from rewardpilot.fx import CurrencyConverter
 from producer.layouts import row_digest
@@ -274,7 +274,9 @@ def test_ofx_repeated_fitid_still_duplicate():
 
 def publish_json(cli_env, keys, path, *extra: str, input: str | None = None) -> dict:
     """Run ``rewardpilot publish --json`` and return its summary."""
-    completed = run_cli(
+    # "-" reads stdin, which only a child process gets as a pipe.
+    run = run_cli if str(path) == "-" else invoke_cli
+    completed = run(
         ["--prefix", keys.prefix, "publish", str(path), "--json", "--rejects", str(path) + ".rejects.jsonl", *extra],
         cli_env, input=input,
     )

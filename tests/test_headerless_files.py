@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import SHARED_DATA, one_server, run_cli
+from conftest import SHARED_DATA, invoke_cli, one_server
 from producer import InputError, Rejected, Row, Skipped, load_layout, read_transactions
 from producer.layouts import Layout
 
@@ -181,8 +181,8 @@ def test_suntrust_checking_sample(tmp_path):
 def test_cli_publishes_headerless_sample(cli_env, keys, tmp_path):
     layout = layout_file(tmp_path, CARD_LAYOUT)
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(SHARED_DATA / "reckon/51-sample.csv"),
-                         "--layout", str(layout), "--json"], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(SHARED_DATA / "reckon/51-sample.csv"),
+                            "--layout", str(layout), "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(completed.stdout.strip().splitlines()[-1])

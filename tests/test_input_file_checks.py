@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import InputError, InvalidOptionError, Rejected, Row, load_layout, publish_file, read_transactions
 from producer.layouts import timestamp_format_problem
 from producer.publisher import Producer
@@ -221,7 +221,7 @@ def test_cli_bad_format_exits_2(cli_env, tmp_path):
     data = tmp_path / "export.csv"
     data.write_text("01/09/2015,SUBWAY,8.19\n")
 
-    result = run_cli(["publish", str(data), "--layout", str(layout), "--dedup-window", "0"], cli_env)
+    result = invoke_cli(["publish", str(data), "--layout", str(layout), "--dedup-window", "0"], cli_env)
 
     assert result.returncode == 2
     assert "is invalid: timestamp_formats: entry 1, '%Q'" in result.stderr
@@ -235,7 +235,7 @@ def test_cli_bad_user_exits_2(cli_env, tmp_path, value, problem):
     data = tmp_path / "chase.csv"
     data.write_text(CHASE)
 
-    result = run_cli(["publish", str(data), "--user", value, "--json"], cli_env)
+    result = invoke_cli(["publish", str(data), "--user", value, "--json"], cli_env)
 
     assert result.returncode == 2
     error = json.loads(result.stdout)["error"]
@@ -251,8 +251,8 @@ def test_run_empty_user_exits_before_job(cli_env, keys, sync_client, tmp_path):
     data = tmp_path / "chase.csv"
     data.write_text(CHASE)
 
-    result = run_cli(["--prefix", keys.prefix, "run", str(data), "--user", "", "--job", "empty-user", "--json"],
-                     cli_env)
+    result = invoke_cli(["--prefix", keys.prefix, "run", str(data), "--user", "", "--job", "empty-user", "--json"],
+                        cli_env)
 
     assert result.returncode == 2
     assert json.loads(result.stdout)["error"].startswith("--user ")

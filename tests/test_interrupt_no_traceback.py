@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from conftest import ROOT, one_server
@@ -71,7 +72,10 @@ def test_index_close_twice(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("rewardpilot-ids-*"))
 
 
-def make_big_file(path: Path) -> Path:
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory) -> Path:
+    """Write a CSV file of BIG_ROWS rows once per worker process, for both tests of this module, and return its path."""
+    path = tmp_path_factory.mktemp("big") / "big.csv"
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_example_data.py"), "--rows", str(BIG_ROWS), "--output", str(path)],
         check=True, capture_output=True, timeout=300,
@@ -110,9 +114,9 @@ def interrupt_when(args: list[str], env: dict[str, str], url: str, ready) -> tup
     return child.returncode, stderr
 
 
+@pytest.mark.slow
 @one_server
-def test_run_sigint_no_traceback(cli_env, keys, redis_url, tmp_path):
-    source = make_big_file(tmp_path / "big.csv")
+def test_run_sigint_no_traceback(cli_env, keys, redis_url, tmp_path, big_file):
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     env = {**cli_env, "TMPDIR": str(temporary)}
@@ -125,7 +129,7 @@ def test_run_sigint_no_traceback(cli_env, keys, redis_url, tmp_path):
         # 150,000 entries, still while publishing.
         return group_lag(client, transactions) > 100_000 or entries_added(client, transactions) >= 150_000
 
-    status, stderr = interrupt_when(["--prefix", keys.prefix, "run", str(source), "--job", "halted"],
+    status, stderr = interrupt_when(["--prefix", keys.prefix, "run", str(big_file), "--job", "halted"],
                                     env, redis_url, waiting_for_consumers)
 
     assert status == 130, stderr[-3000:]
@@ -136,14 +140,14 @@ def test_run_sigint_no_traceback(cli_env, keys, redis_url, tmp_path):
     assert not list(temporary.iterdir())
 
 
+@pytest.mark.slow
 @one_server
-def test_publish_sigint_no_traceback(cli_env, keys, redis_url, tmp_path):
-    source = make_big_file(tmp_path / "big.csv")
+def test_publish_sigint_no_traceback(cli_env, keys, redis_url, tmp_path, big_file):
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     env = {**cli_env, "TMPDIR": str(temporary)}
 
-    status, stderr = interrupt_when(["--prefix", keys.prefix, "publish", str(source)], env, redis_url,
+    status, stderr = interrupt_when(["--prefix", keys.prefix, "publish", str(big_file)], env, redis_url,
                                     lambda client: entries_added(client, keys.transactions) >= 60_000)
 
     assert status == 130, stderr[-3000:]

@@ -13,7 +13,7 @@ import re
 import pytest
 import redis
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from rewardpilot.job import expire_job_keys, keep_key, record_keep
 from rewardpilot.streams import InvalidJobIdError, StreamKeys
 
@@ -31,8 +31,8 @@ def example_head(tmp_path, rows: int = 10):
 
 
 def run_job(cli_env, keys, source, job: str, *options):
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", job, "--sample", "0", "--json",
-                         *options], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", job, "--sample", "0", "--json",
+                            *options], cli_env)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -90,13 +90,13 @@ def test_shorter_keep_shortens_markers(cli_env, keys, tmp_path, client):
 def test_default_keep_lengthens_replay(cli_env, keys, tmp_path, client):
     source = example_head(tmp_path)
     run_job(cli_env, keys, source, "j1", "--keep", "2h")
-    replayed = run_cli(["--prefix", keys.prefix, "replay", "--job", "j1", "--start", "0", "--run", "jr1"], cli_env)
+    replayed = invoke_cli(["--prefix", keys.prefix, "replay", "--job", "j1", "--start", "0", "--run", "jr1"], cli_env)
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     job = StreamKeys(prefix=keys.prefix, job="j1")
     assert 0 < client.ttl(job.results("jr1")) <= 2 * HOUR
 
     # No --keep: the default of 30 days, which the run prints as the job's expiry.
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "j1", "--sample", "0"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "j1", "--sample", "0"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "the job's keys expire in 30d (--keep)" in " ".join(completed.stderr.split())
@@ -125,8 +125,8 @@ def test_consume_cuts_markers_to_job(cli_env, keys, tmp_path, client):
     job = StreamKeys(prefix=keys.prefix, job="jc")
     outliving, short = add_outliving_keys(client, job, "live")
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--job", "jc", "--block-ms", "100",
-                        "--wallet", BLUE_CASH], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--job", "jc", "--block-ms", "100",
+                           "--wallet", BLUE_CASH], cli_env)
 
     assert consumed.returncode == 0, consumed.stderr[-3000:]
     assert 0 < client.ttl(outliving) <= 2 * HOUR
@@ -139,7 +139,7 @@ def test_replay_cuts_markers_to_job(cli_env, keys, tmp_path, client):
     job = StreamKeys(prefix=keys.prefix, job="jp")
     outliving, short = add_outliving_keys(client, job, "jr")
 
-    replayed = run_cli(["--prefix", keys.prefix, "replay", "--job", "jp", "--start", "0", "--run", "jr"], cli_env)
+    replayed = invoke_cli(["--prefix", keys.prefix, "replay", "--job", "jp", "--start", "0", "--run", "jr"], cli_env)
 
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     assert 0 < client.ttl(outliving) <= 2 * HOUR
@@ -207,7 +207,7 @@ def test_job_ids_that_break_key_names_rejected(job):
 
 
 def test_cli_rejects_job_id_with_colon(keys, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "status", "--job", "a:b", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--job", "a:b", "--json"], cli_env)
 
     assert completed.returncode == 2
     assert json.loads(completed.stdout) == {
@@ -244,8 +244,8 @@ def test_replay_job_sigterm_expires_results(keys, sync_client, cli_env, tmp_path
     from orchestrator_servers import Scripted, ScriptedServer
 
     job = StreamKeys(prefix=keys.prefix, job="term")
-    ran = run_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path)), "--job", "term", "--keep", "2h"],
-                  cli_env)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path)), "--job", "term", "--keep", "2h"],
+                     cli_env)
     assert ran.returncode == 0, ran.stderr[-2000:]
     # A results stream left without expiry, as by an earlier replay that was killed.
     sync_client.xadd(job.results("again"), {"data": "{}"})

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from rewardpilot.job import expire_job
 from rewardpilot.partitions import count_key, partition_streams
 from rewardpilot.streams import StreamKeys
@@ -23,7 +23,7 @@ def example_head(tmp_path, rows: int = 300):
 
 
 def run_json(cli_env, keys, source, *options) -> dict:
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", *options], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", *options], cli_env)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -63,8 +63,8 @@ def test_job_keys_expire_after_keep(cli_env, keys, tmp_path, client):
 
 @one_server
 def test_live_streams_never_expire(cli_env, keys, tmp_path, client):
-    completed = run_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=20)), "--json",
-                         "--live", "--keep", "2h"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=20)), "--json",
+                            "--live", "--keep", "2h"], cli_env)
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
 
     assert "subscribe --from-start" in " ".join(completed.stderr.split())
@@ -80,8 +80,8 @@ def test_live_streams_never_expire(cli_env, keys, tmp_path, client):
 
 @one_server
 def test_invalid_keep_exit_two(cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=5)), "--keep", "soon"],
-                        cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=5)), "--keep", "soon"],
+                           cli_env)
 
     assert completed.returncode == 2
     assert "--keep: age 'soon' is invalid" in " ".join(completed.stderr.split())

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from consumer.stats import PoolStats
 from rewardpilot import codec
 from rewardpilot.job import job_lifetime, keep_key, record_keep, summarise
@@ -28,8 +28,8 @@ def example_head(tmp_path, rows: int = 20):
 
 
 def run_job(cli_env, keys, source, job: str, *options):
-    return run_cli(["--prefix", keys.prefix, "run", str(source), "--job", job, "--sample", "0", *options],
-                   cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", job, "--sample", "0", *options],
+                      cli_env)
 
 
 def last_json(completed) -> dict:
@@ -71,8 +71,8 @@ def test_consume_job_ttls_follow_keep(cli_env, keys, tmp_path, client):
     extra = add_groceries(client, job, 5)
     client.xadd(job.transactions, {"data": "not json"})
 
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--job", "j1", "--block-ms", "100",
-                         "--wallet", BLUE_CASH], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--job", "j1", "--block-ms", "100",
+                            "--wallet", BLUE_CASH], cli_env)
 
     assert completed.returncode == 1, completed.stderr[-3000:]  # the undecodable entry is a dead letter
     assert "expire by then too, not after --marker-ttl" in " ".join(completed.stderr.split())
@@ -93,8 +93,8 @@ def test_job_id_reusable_after_keep(cli_env, keys, tmp_path, client):
     assert first.returncode == 0, first.stderr[-3000:]
     job = StreamKeys(prefix=keys.prefix, job="j2")
     add_groceries(client, job, 5)
-    drained = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--job", "j2", "--block-ms", "100",
-                       "--wallet", BLUE_CASH], cli_env)
+    drained = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--job", "j2", "--block-ms", "100",
+                          "--wallet", BLUE_CASH], cli_env)
     assert drained.returncode == 0, drained.stderr[-3000:]
 
     # Bounded wait for the 10 s --keep to run out; every key of the job must go with it.
@@ -161,12 +161,12 @@ def test_run_table_shows_already_processed(cli_env, keys, tmp_path, client):
 @one_server
 def test_live_run_already_processed(cli_env, keys, tmp_path, client):
     source = example_head(tmp_path, rows=10)
-    first = run_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--json"], cli_env)
+    first = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--json"], cli_env)
     assert first.returncode == 0, first.stderr[-3000:]
     # Without its publish markers the file is published again, so the live group reads every row twice.
     client.delete(*client.scan_iter(match=keys.published_marker("*"), count=1000))
 
-    again = run_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--json"], cli_env)
+    again = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--json"], cli_env)
     summary = last_json(again)
 
     assert again.returncode == 1

@@ -15,7 +15,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from test_cli_trial_fixes import HEADER, write_gas_csv
 from rewardpilot import wallets
 from rewardpilot.engine import RulesEngine
@@ -32,7 +32,7 @@ def marker_ttls(client, pattern: str) -> list[int]:
 
 
 def publish(keys, cli_env, source, *options):
-    return run_cli(["--prefix", keys.prefix, "publish", str(source), *options], cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "publish", str(source), *options], cli_env)
 
 
 @pytest.mark.parametrize(
@@ -122,8 +122,8 @@ def test_run_job_markers_follow_keep(keys, sync_client, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
     job = StreamKeys(prefix=keys.prefix, job="kept")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--job", "kept",
-                         "--keep", "3d", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--job", "kept",
+                            "--keep", "3d", "--json"], cli_env)
 
     ttls = marker_ttls(sync_client, job.published_marker("*"))
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -135,7 +135,7 @@ def test_run_job_markers_follow_keep(keys, sync_client, cli_env, tmp_path):
 def test_run_live_keeps_default_window(keys, sync_client, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--live", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--live", "--json"], cli_env)
 
     ttls = marker_ttls(sync_client, keys.published_marker("*"))
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -154,12 +154,12 @@ def test_replay_job_expires_with_job(keys, sync_client, cli_env, tmp_path):
     write_grocery_csv(tmp_path / "groceries.csv")
     wallets.set_wallet(sync_client, keys, "u1", ["amex-blue-cash-preferred"], RulesEngine.default().catalog)
     job = StreamKeys(prefix=keys.prefix, job="rj")
-    ran = run_cli(["--prefix", keys.prefix, "run", str(tmp_path / "groceries.csv"), "--job", "rj",
-                   "--keep", "2h", "--json"], cli_env)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(tmp_path / "groceries.csv"), "--job", "rj",
+                      "--keep", "2h", "--json"], cli_env)
     assert ran.returncode == 0, ran.stderr[-2000:]
 
-    replayed = run_cli(["--prefix", keys.prefix, "replay", "--job", "rj", "--start", "0", "--run", "again",
-                        "--json"], cli_env)
+    replayed = invoke_cli(["--prefix", keys.prefix, "replay", "--job", "rj", "--start", "0", "--run", "again",
+                           "--json"], cli_env)
 
     markers = marker_ttls(sync_client, job.result_marker("again", "*"))
     assert replayed.returncode == 0, replayed.stderr[-2000:]
@@ -174,9 +174,9 @@ def test_replay_job_expires_with_job(keys, sync_client, cli_env, tmp_path):
 @one_server
 def test_replay_outside_job_keeps_markers(keys, sync_client, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
-    assert run_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--live"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--live"], cli_env).returncode == 0
 
-    replayed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "again"], cli_env)
+    replayed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "again"], cli_env)
 
     markers = marker_ttls(sync_client, keys.result_marker("again", "*"))
     assert replayed.returncode == 0, replayed.stderr[-2000:]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from test_cli_trial_fixes import HEADER, write_gas_csv
 from consumer.stats import PoolStats
 from rewardpilot.job import summarise
 
 
 def run_job(keys, cli_env, source, job: str, *options):
-    return run_cli(["--prefix", keys.prefix, "run", str(source), "--job", job, "--keep", "1h", *options], cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", job, "--keep", "1h", *options], cli_env)
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:

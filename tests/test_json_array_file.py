@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server, run_cli
 from producer import InputError, Rejected, Row, read_transactions
 from producer.readers import open_reader
 
@@ -136,7 +136,7 @@ def test_cli_publish_array_stops(cli_env, keys, sync_client, tmp_path):
     path = tmp_path / "array.json"
     path.write_text(json.dumps(ROWS, indent=2))
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(path), "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(path), "--json"], cli_env)
 
     assert completed.returncode == 2
     error = json.loads(completed.stdout)["error"]

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server, run_cli
 from producer import InputError, Rejected, Row, publish_file, read_transactions
 from producer.readers import HEAD_BYTES, MAX_RECORD_BYTES, open_reader
 
@@ -168,7 +168,7 @@ def test_cli_publish_long_first_line(cli_env, keys, sync_client, tmp_path, sourc
     path = tmp_path / "longline.jsonl"
     path.write_bytes(LONG_FIRST)
     if source == "file":
-        completed = run_cli(["--prefix", keys.prefix, "publish", str(path)], cli_env)
+        completed = invoke_cli(["--prefix", keys.prefix, "publish", str(path)], cli_env)
     else:
         completed = run_cli(["--prefix", keys.prefix, "publish", "-"], cli_env, input=LONG_FIRST.decode())
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import InputError, Row, Skipped, load_layout, read_transactions
 from producer.bank_layouts import AMEX_SHORT, CHASE
 from producer.layouts import DOCUMENTED, PRESETS, TABFORMER, detect_layout
@@ -142,7 +142,7 @@ def test_cli_publish_layout_preset(cli_env, keys, tmp_path):
     export = tmp_path / "statement.csv"
     export.write_text(CHASE_CSV)
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(export), "--layout", "chase", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(export), "--layout", "chase", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout)
@@ -155,7 +155,7 @@ def test_cli_publish_unknown_layout(cli_env, keys, tmp_path):
     export = tmp_path / "statement.csv"
     export.write_text(CHASE_CSV)
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(export), "--layout", "chse", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(export), "--layout", "chse", "--json"], cli_env)
 
     assert completed.returncode == 2
     error = json.loads(completed.stdout)["error"]

@@ -53,13 +53,13 @@ def test_job_results_stream_gets_job_ttl(redis_url, keys, sync_client):
 @one_server
 def test_unknown_job_rejected(redis_url, keys, sync_client):
     make_job(sync_client, keys, "j5", 1)
-    before = sorted(sync_client.scan_iter(match=f"{keys.prefix}*"))
+    before = sorted(sync_client.scan_iter(match=f"{keys.prefix}*", count=1000))
 
     with pytest.raises(ValueError, match=r"no job 'j-typo' under prefix 'rptest:\w+:'"):
         modal_app.run_consume(redis_url, prefix=keys.prefix, seconds=1, workers=1, grace_seconds=2, job="j-typo")
 
-    assert sorted(sync_client.scan_iter(match=f"{keys.prefix}*")) == before
-    assert not list(sync_client.scan_iter(match=f"{keys.prefix}job:j-typo:*"))
+    assert sorted(sync_client.scan_iter(match=f"{keys.prefix}*", count=1000)) == before
+    assert not list(sync_client.scan_iter(match=f"{keys.prefix}job:j-typo:*", count=1000))
 
 
 @one_server

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.stats import PoolStats
 from rewardpilot.codec import encode_transaction
 from rewardpilot.job import JobSummary
@@ -66,7 +66,7 @@ def test_report_cap_amounts_two_decimals():
 def test_cli_consume_only_dead_letters_total(cli_env, keys, sync_client):
     sync_client.xadd(keys.transactions, {"data": "{not json"})
 
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain"], cli_env)
 
     assert completed.returncode == 1, completed.stderr[-2000:]  # dead letters make a drain exit 1
     stats = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -81,8 +81,8 @@ def test_cli_replay_compare_without_live_totals(cli_env, keys, sync_client):
                            amount_usd=Decimal("20.00"), mcc="5411", timestamp=datetime(2026, 11, 1, tzinfo=timezone.utc))
     sync_client.xadd(keys.transactions, encode_transaction(purchase))  # with no live result to compare with
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "no-live", "--compare",
-                         "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "no-live", "--compare",
+                            "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     comparison = json.loads(completed.stdout.strip().splitlines()[-1])["comparison"]

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import free_port, run_cli
+from conftest import free_port, invoke_cli
 from rewardpilot.orchestrator.server import ListenError, check_listen, check_log_level
 
 
@@ -22,8 +22,8 @@ def flat(text: str) -> str:
 
 
 def test_log_level_unknown_exit_two(tmp_path):
-    completed = run_cli(["orchestrator", "--no-wallets", "--port", str(free_port()), "--uvicorn-log-level", "loud"],
-                        offline_env(tmp_path), timeout=60)
+    completed = invoke_cli(["orchestrator", "--no-wallets", "--port", str(free_port()), "--uvicorn-log-level", "loud"],
+                           offline_env(tmp_path))
 
     message = flat(completed.stderr)
     assert completed.returncode == 2
@@ -46,8 +46,8 @@ def test_port_in_use_exit_two(tmp_path, host):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        completed = run_cli(["orchestrator", "--no-wallets", "--host", host, "--port", str(port)],
-                            offline_env(tmp_path), timeout=60)
+        completed = invoke_cli(["orchestrator", "--no-wallets", "--host", host, "--port", str(port)],
+                               offline_env(tmp_path))
 
     message = flat(completed.stderr)
     assert completed.returncode == 2
@@ -59,8 +59,10 @@ def test_port_in_use_exit_two(tmp_path, host):
 
 
 def test_unknown_host_exit_two(tmp_path):
-    completed = run_cli(["orchestrator", "--no-wallets", "--host", "no-such-host.invalid", "--port", str(free_port())],
-                        offline_env(tmp_path), timeout=60)
+    completed = invoke_cli(
+        ["orchestrator", "--no-wallets", "--host", "no-such-host.invalid", "--port", str(free_port())],
+        offline_env(tmp_path),
+    )
 
     message = flat(completed.stderr)
     assert completed.returncode == 2

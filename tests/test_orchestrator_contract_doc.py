@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, one_server, run_cli
+from conftest import ROOT, free_port, invoke_cli, one_server
 from consumer.dlq import list_dead_letters
 
 DOC = ROOT / "docs" / "orchestrator-contract.md"
@@ -83,9 +83,9 @@ def test_example_serves_consume(example_server, cli_env, keys, sync_client, tmp_
     source.write_text("\n".join(rows) + "\n", encoding="utf-8")
     env = dict(cli_env, ORCHESTRATOR_API_KEY=API_KEY)
 
-    published = run_cli(["--prefix", keys.prefix, "publish", str(source)], env)
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
-                        "--orchestrator", example_server], env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100",
+                           "--orchestrator", example_server], env)
 
     assert published.returncode == 0, published.stderr
     assert consumed.returncode == 0, consumed.stderr

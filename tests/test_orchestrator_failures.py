@@ -4,6 +4,11 @@ Each case publishes transactions, drains them with the real pool (``build_pool``
 with an ``http://127.0.0.1`` orchestrator URL). Then it checks the invariant
 of the pipeline: every transaction ends with exactly one result or exactly
 one dead letter, and nothing stays pending in the consumer group.
+
+The cases whose subject is the HTTP client (Retry-After, timeouts, a body
+that is not JSON, a rejected key, the start-up check) run on one server.
+The cases that dead-letter, give entries back to the group or share the
+rate-limit bucket run on each, because they depend on the server's replies.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import redis
 import redis.asyncio as aioredis
 import structlog.testing
 
-from conftest import free_port
+from conftest import free_port, one_server
 from consumer.build import CallOptions, build_pool
 from consumer.dlq import list_dead_letters
 from consumer.ratelimit.redis_bucket import read_bucket_state
@@ -114,6 +119,7 @@ def orchestrator():
         yield running
 
 
+@one_server
 async def test_retry_after_seconds_obeyed(redis_url, keys, sync_client, orchestrator):
     published = publish(redis_url, keys, make_transactions(10))
     retry_after = Fault(429, headers={"Content-Type": "application/json", "Retry-After": "1"})
@@ -130,6 +136,7 @@ async def test_retry_after_seconds_obeyed(redis_url, keys, sync_client, orchestr
     assert pool.stats.as_dict()["elapsed_seconds"] >= 2.0
 
 
+@one_server
 async def test_retry_after_http_date_obeyed(redis_url, keys, sync_client, orchestrator):
     published = publish(redis_url, keys, make_transactions(10))
 
@@ -216,6 +223,7 @@ async def test_503_past_attempts_given_back(redis_url, keys, sync_client, orches
     assert pool.stats.claimed >= 5
 
 
+@one_server
 async def test_hang_past_timeout_then_ok(redis_url, keys, sync_client, orchestrator):
     published = publish(redis_url, keys, make_transactions(10))
 
@@ -229,6 +237,7 @@ async def test_hang_past_timeout_then_ok(redis_url, keys, sync_client, orchestra
     assert pool.stats.retries >= 1
 
 
+@one_server
 async def test_slow_answer_below_timeout(redis_url, keys, sync_client, orchestrator):
     published = publish(redis_url, keys, make_transactions(10))
 
@@ -242,6 +251,7 @@ async def test_slow_answer_below_timeout(redis_url, keys, sync_client, orchestra
     assert proxy.posts == 2
 
 
+@one_server
 async def test_body_not_json_dead_letters(redis_url, keys, sync_client, orchestrator):
     published = publish(redis_url, keys, make_transactions(6))
     not_json = Fault(200, body=b"<html>upstream error</html>", headers={"Content-Type": "text/html"})
@@ -258,6 +268,7 @@ async def test_body_not_json_dead_letters(redis_url, keys, sync_client, orchestr
     assert pool.stats.retries == 0
 
 
+@one_server
 async def test_wrong_key_dead_letters(redis_url, keys, sync_client, monkeypatch):
     published = publish(redis_url, keys, make_transactions(6))
     monkeypatch.setenv("ORCHESTRATOR_API_KEY", "wrong-key")
@@ -368,6 +379,7 @@ async def test_outage_ten_seconds_no_dead_letters(one_redis_url, one_keys, orche
     assert pool.stats.dead_letters == 0
 
 
+@one_server
 async def test_unreachable_orchestrator_warned_at_start(redis_url, keys, sync_client):
     """A pool started while nothing listens logs a warning at once, naming the drain wait, and loses nothing."""
     publish(redis_url, keys, make_transactions(3, prefix="down"))
@@ -399,6 +411,7 @@ async def test_unreachable_orchestrator_warned_at_start(redis_url, keys, sync_cl
     assert sync_client.xpending(keys.transactions, keys.group())["pending"] == 0
 
 
+@one_server
 async def test_reachable_orchestrator_no_start_warning(redis_url, keys):
     publish(redis_url, keys, make_transactions(2, prefix="up"))
     with UvicornThread(create_app()) as server:

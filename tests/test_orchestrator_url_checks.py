@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.recommenders.factory import check_orchestrator_url, make_recommender
 from consumer.recommenders.http import HttpRecommender
 from consumer.recommenders.mcp import McpRecommender
@@ -76,7 +76,7 @@ def flat(text: str) -> str:
 @pytest.mark.parametrize("command", [["consume", "--drain"], ["replay", "--start", "0", "--run", "bad-url"]])
 @pytest.mark.parametrize("url", [f"http://alice:{PASSWORD}@127.0.0.1:notaport", "http://127.0.0.1:99999"])
 def test_cli_bad_port_exits_two(cli_env, keys, command, url):
-    completed = run_cli(["--prefix", keys.prefix, *command, "--orchestrator", url], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, *command, "--orchestrator", url], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "error: orchestrator URL" in flat(completed.stderr)
@@ -89,7 +89,7 @@ def test_cli_bad_port_exits_two(cli_env, keys, command, url):
 def test_cli_bad_port_from_environment(cli_env, keys):
     env = {**cli_env, "ORCHESTRATOR_URL": "http://127.0.0.1:99999"}
 
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--drain"], env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain"], env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "orchestrator URL 'http://127.0.0.1:99999' is invalid" in flat(completed.stderr)
@@ -100,8 +100,8 @@ def test_cli_bad_port_from_environment(cli_env, keys):
 def test_cli_bad_port_json_error(cli_env, keys):
     url = f"http://alice:{PASSWORD}@127.0.0.1:notaport"
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "bad-url", "--orchestrator", url,
-                         "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "bad-url", "--orchestrator",
+                            url, "--json"], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     error = json.loads(completed.stdout)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from rewardpilot.cli.paths import RESULT_SUFFIXES, OutputPathError, validate_output_path
 
 EXAMPLE = ROOT / "examples" / "transactions.csv"
@@ -26,7 +26,7 @@ def write_one_row(path: Path) -> Path:
 
 
 def keys_under(sync_client, prefix: str) -> list:
-    return list(sync_client.scan_iter(match=f"{prefix}*"))
+    return list(sync_client.scan_iter(match=f"{prefix}*", count=1000))
 
 
 # validate_output_path
@@ -140,7 +140,7 @@ def test_run_output_missing_directory(cli_env, keys, sync_client, tmp_path):
     source = write_one_row(tmp_path / "one.csv")
     output = tmp_path / "missing" / "out.csv"
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--output", str(output)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--output", str(output)], cli_env)
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -154,7 +154,7 @@ def test_run_output_missing_directory(cli_env, keys, sync_client, tmp_path):
 def test_run_output_other_suffix(cli_env, keys, sync_client, tmp_path):
     source = write_one_row(tmp_path / "one.csv")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--output", "out.txt"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--output", "out.txt"], cli_env)
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -168,7 +168,7 @@ def test_run_rejects_missing_directory(cli_env, keys, sync_client, tmp_path):
     source = write_one_row(tmp_path / "one.csv")
     rejects = tmp_path / "missing" / "r.jsonl"
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--rejects", str(rejects)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--rejects", str(rejects)], cli_env)
 
     assert completed.returncode == 2
     assert f"error: --rejects {str(rejects)!r}: the directory" in one_line(completed.stderr)
@@ -180,7 +180,7 @@ def test_run_rejects_is_input(cli_env, keys, sync_client, tmp_path):
     source = write_one_row(tmp_path / "one.csv")
     before = source.read_text()
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--rejects", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--rejects", str(source)], cli_env)
 
     assert completed.returncode == 2
     assert "is the input file" in one_line(completed.stderr)
@@ -195,7 +195,7 @@ def test_run_output_write_fails_late(cli_env, keys, tmp_path):
     output = tmp_path / "out.jsonl"
     output.symlink_to("/dev/full")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--output", str(output)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--output", str(output)], cli_env)
     stderr = one_line(completed.stderr)
 
     assert completed.returncode == 2
@@ -210,7 +210,7 @@ def test_publish_rejects_missing_directory(cli_env, keys, sync_client, tmp_path)
     source = write_one_row(tmp_path / "one.csv")
     rejects = tmp_path / "missing" / "r.jsonl"
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--rejects", str(rejects)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--rejects", str(rejects)], cli_env)
 
     assert completed.returncode == 2
     assert (f"error: --rejects {str(rejects)!r}: the directory {str(rejects.parent)!r} does not exist"
@@ -223,8 +223,8 @@ def test_publish_json_rejects_error(cli_env, keys, sync_client, tmp_path):
     source = write_one_row(tmp_path / "one.csv")
     rejects = tmp_path / "missing" / "r.jsonl"
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--json", "--rejects", str(rejects)],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--json", "--rejects", str(rejects)],
+                           cli_env)
     error = json.loads(completed.stdout)
 
     assert completed.returncode == 2
@@ -238,8 +238,8 @@ def test_publish_json_rejects_error(cli_env, keys, sync_client, tmp_path):
 def test_report_file_missing_directory(cli_env, keys, tmp_path, option, name):
     target = tmp_path / "missing" / name
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
-                         option, str(target)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
+                            option, str(target)], cli_env)
 
     assert completed.returncode == 2
     assert f"error: {option} {str(target)!r}: the directory" in one_line(completed.stderr)
@@ -252,8 +252,8 @@ def test_report_html_write_fails_late(cli_env, keys, tmp_path):
     target = tmp_path / "r.html"
     target.symlink_to("/dev/full")
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
-                         "--html", str(target)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
+                            "--html", str(target)], cli_env)
 
     assert completed.returncode == 2
     assert f"error: --html {str(target)!r}: could not write the file" in one_line(completed.stderr)
@@ -262,8 +262,8 @@ def test_report_html_write_fails_late(cli_env, keys, tmp_path):
 
 @one_server
 def test_report_png_other_suffix(cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
-                         "--png", str(tmp_path / "chart.svg")], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11",
+                            "--png", str(tmp_path / "chart.svg")], cli_env)
 
     assert completed.returncode == 2
     assert "the file name must end in .png (PNG)" in one_line(completed.stderr)

@@ -13,7 +13,7 @@ import json
 import pytest
 from rich.console import Console
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server, run_cli
 from consumer import dlq
 from consumer.pool import ConsumerPool
 from consumer.recommenders import InProcessRecommender, ItemError
@@ -160,7 +160,7 @@ def test_redrive_reaches_user_partition(redis_url, sync_client, keys, cli_env):
     home = stream_holding(sync_client, keys, 3, "t-00004")
     length_before = sync_client.xlen(home)
 
-    redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
+    redriven = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
 
     assert redriven.returncode == 0, redriven.stderr[-2000:]
     assert "redrove 1 dead letter onto the 3 partition streams" in redriven.stdout + redriven.stderr
@@ -212,7 +212,7 @@ def test_redrive_unroutable_named_rejected(sync_client, keys, cli_env):
     assert "no user_id" in str(caught.value)
     assert "purge" in str(caught.value)
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", letter_id], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", letter_id], cli_env)
     assert completed.returncode == 1
     assert letter_id in completed.stdout + completed.stderr
     assert sync_client.xlen(keys.dead_letters) == 1
@@ -231,7 +231,7 @@ def test_redrive_all_keeps_unroutable(sync_client, keys, cli_env):
     sync_client.xadd(keys.dead_letters, {"data": routable.model_dump_json()})
     kept = add_unroutable_letter(sync_client, keys)
 
-    completed = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
 
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
@@ -270,7 +270,7 @@ def test_cli_trim_every_partition(sync_client, keys, cli_env):
     sync_client.xack(streams[0], "g", *[entry_id for entry_id, _ in read])
     sync_client.xgroup_create(streams[1], "g", id="0")
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -291,7 +291,7 @@ def test_cli_trim_partitions_dry_run(sync_client, keys, cli_env):
     for stream in streams:
         sync_client.xgroup_create(stream, "g", id="$")  # a group that has read every entry
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1d", "--dry-run"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1d", "--dry-run"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"{streams[0]}: would remove 3 entries" in completed.stdout
@@ -397,7 +397,7 @@ def test_cli_status_shows_lease_holder(redis_url, sync_client, keys, cli_env):
         transport = PartitionedStreamTransport(client, settings, "holder")
         await transport.open()
         try:
-            return run_cli(["--prefix", keys.prefix, "status"], cli_env, timeout=60)
+            return run_cli(["--prefix", keys.prefix, "status"], cli_env)
         finally:
             await transport.close()
             await client.aclose()
@@ -419,8 +419,8 @@ def test_cli_status_shows_lease_holder(redis_url, sync_client, keys, cli_env):
 def test_cli_status_watch_partitions(sync_client, keys, cli_env):
     agree_count(sync_client, keys, 2)
 
-    completed = run_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0.1", "--count", "1"],
-                        cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--watch", "--interval", "0.1", "--count", "1"],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "0 entries in 2 partitions" in completed.stdout
@@ -437,11 +437,11 @@ def test_cli_replay_partitions_leaves_live(sync_client, keys, cli_env, tmp_path)
     write_csv(tmp_path / "later.csv", later)
     prefix = ["--prefix", keys.prefix]
 
-    published = run_cli([*prefix, "publish", str(tmp_path / "first.csv"), "--partitions", "3"], cli_env)
+    published = invoke_cli([*prefix, "publish", str(tmp_path / "first.csv"), "--partitions", "3"], cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
-    consumed = run_cli([*prefix, "consume", "--drain", "--block-ms", "100", "--lease", "1"], cli_env)
+    consumed = invoke_cli([*prefix, "consume", "--drain", "--block-ms", "100", "--lease", "1"], cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
-    published = run_cli([*prefix, "publish", str(tmp_path / "later.csv")], cli_env)
+    published = invoke_cli([*prefix, "publish", str(tmp_path / "later.csv")], cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
 
     streams = [partition_stream(keys, 3, partition) for partition in range(3)]
@@ -451,7 +451,7 @@ def test_cli_replay_partitions_leaves_live(sync_client, keys, cli_env, tmp_path)
 
     before = live_groups()
 
-    replayed = run_cli([*prefix, "replay", "--start", "0", "--run", "again", "--compare", "--json"], cli_env)
+    replayed = invoke_cli([*prefix, "replay", "--start", "0", "--run", "again", "--compare", "--json"], cli_env)
 
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     summary = json.loads(replayed.stdout.strip().splitlines()[-1])

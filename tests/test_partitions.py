@@ -19,7 +19,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from consumer.pool import ConsumerPool
 from consumer.recommenders import InProcessRecommender
 from consumer.settings import ConsumerSettings
@@ -213,7 +213,7 @@ def test_consumer_with_other_count_rejected(redis_url, sync_client, keys):
 @one_server
 def test_cli_rejects_other_count(cli_env, sync_client, keys):
     agree_count(sync_client, keys, 4)
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--partitions", "2", "--drain"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--partitions", "2", "--drain"], cli_env)
     assert completed.returncode == 2
     assert "partition count 2" in completed.stdout + completed.stderr
 
@@ -449,14 +449,14 @@ def test_cli_consume_adopts_stored_count(cli_env, sync_client, keys, tmp_path):
     transactions = make_transactions(30, ["alice", "bob", "carol", "dave"])
     write_csv(tmp_path / "tx.csv", transactions)
 
-    published = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "tx.csv"), "--partitions", "3"],
-                        cli_env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "tx.csv"), "--partitions", "3"],
+                           cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
     assert sync_client.get(count_key(keys)) == "3"
     assert sum(sync_client.xlen(partition_stream(keys, 3, p)) for p in range(3)) == 30
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--lease", "1"],
-                       cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--lease", "1"],
+                          cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
     assert results_by_user(sync_client, keys.results()) == published_by_user(transactions)
 
@@ -466,8 +466,8 @@ def test_cli_run_with_partitions(cli_env, sync_client, keys, tmp_path):
     transactions = make_transactions(20, ["alice", "bob"])
     write_csv(tmp_path / "tx.csv", transactions)
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(tmp_path / "tx.csv"), "--job", "j1",
-                         "--partitions", "2", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(tmp_path / "tx.csv"), "--job", "j1",
+                            "--partitions", "2", "--json"], cli_env)
     assert completed.returncode == 0, completed.stderr[-2000:]
     job_keys = StreamKeys(prefix=keys.prefix, job="j1")
     assert sync_client.get(count_key(job_keys)) == "2"

@@ -72,6 +72,7 @@ def pending_count(client: redis.Redis, stream: str, group: str) -> int:
     return client.xpending(stream, group)["pending"]
 
 
+@pytest.mark.slow
 async def test_ten_thousand_give_ten_thousand_results(redis_url, keys, sync_client):
     assert publish(redis_url, keys, transactions(10_000)) == 10_000
 
@@ -146,7 +147,7 @@ async def test_no_marker_without_its_result(redis_url, keys, sync_client):
     try:
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
             await pool.handle(deliveries)
-        assert list(sync_client.scan_iter(match=keys.result_marker("live", "*"))) == []
+        assert list(sync_client.scan_iter(match=keys.result_marker("live", "*"), count=1000)) == []
         assert pending_count(sync_client, keys.transactions, keys.group()) == 3
 
         sync_client.delete(keys.results())

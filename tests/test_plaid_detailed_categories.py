@@ -12,7 +12,7 @@ import re
 import pytest
 import redis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import InputError, Row, Skipped, load_layout
 from producer.bank_layouts import PLAID_CSV, PLAID_NOT_PURCHASE_PREFIXES, PLAID_NOT_PURCHASES
 from producer.layouts import Layout
@@ -136,7 +136,7 @@ def test_publish_skips_trial_rows(keys, cli_env, tmp_path):
         entry(3),
     ]))
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     client = redis.Redis.from_url(cli_env["REDIS_URL"], decode_responses=True)

@@ -16,7 +16,7 @@ import redis.asyncio
 
 import producer
 import producer.errors
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import (
     BacklogTimeout, InvalidOptionError, NotATransactionError, PartitionCountError, Producer, ProducerError,
     PublishInterrupted, PublishStopped, UnsupportedClientError,
@@ -406,7 +406,7 @@ def test_cli_prefix_without_colon(cli_env, keys, tmp_path, sync_client):
                       "c1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
     bare = keys.prefix.rstrip(":")  # the fixture's prefix without its colon
 
-    completed = run_cli(["--prefix", bare, "publish", str(source)], cli_env)
+    completed = invoke_cli(["--prefix", bare, "publish", str(source)], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert sync_client.xlen(keys.transactions) == 1

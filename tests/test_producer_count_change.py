@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 import redis
 
-from conftest import run_cli
+from conftest import invoke_cli
 
 import producer
 import rewardpilot.partitions
@@ -286,7 +286,7 @@ def test_cli_status_prints_stranded_warning(sync_client, keys, cli_env):
     sync_client.set(count_key(keys), 2)
     sync_client.xadd(f"{keys.transactions}:p3", {"data": "{}"})
 
-    completed = run_cli(["--prefix", keys.prefix, "status"], {**cli_env, "COLUMNS": "200"})
+    completed = invoke_cli(["--prefix", keys.prefix, "status"], {**cli_env, "COLUMNS": "200"})
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "warning:" in completed.stderr

@@ -4,7 +4,8 @@ The command-line tests run the CLI as a subprocess and signal it once it has
 published. Each input makes the signal land while publishing is still under
 way: a file longer than the producer's backlog limit, which no consumer
 reads, or a named pipe that the test keeps writing to. Every wait is
-bounded.
+bounded. The command-line tests run on one server, and the tests of
+``publish_file`` and the producer on each.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, one_server, run_cli
 from producer import FileSummary, Producer, Row, publish_file, read_transactions, wait_for_backlog
 from producer.publisher import DEFAULT_MAX_BACKLOG, PublishStopped
 from rewardpilot.cli.publish_cmd import duration_text, resume_text, stop_on_signals
@@ -182,6 +183,8 @@ def test_stop_on_signals_restores_handlers():
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
+@pytest.mark.slow
+@one_server
 def test_publish_sigint_while_backlog_full(cli_env, keys, redis_url, tmp_path):
     source = write_long_file(tmp_path / "long.csv")
     args = ["--prefix", keys.prefix, "publish", str(source)]
@@ -211,6 +214,7 @@ def test_publish_sigint_while_backlog_full(cli_env, keys, redis_url, tmp_path):
     assert summary["interrupted"] is None
 
 
+@one_server
 def test_publish_sigterm_json_summary(cli_env, keys, redis_url, tmp_path):
     source = write_long_file(tmp_path / "long.csv")
     client = redis.Redis.from_url(redis_url)
@@ -248,6 +252,7 @@ def feed_pipe(path: Path, done: threading.Event, max_rows: int = 3_000_000) -> N
         pass
 
 
+@one_server
 def test_run_sigint_stops_publishing(cli_env, keys, redis_url, tmp_path):
     fifo = tmp_path / "endless.csv"
     os.mkfifo(fifo)
@@ -256,7 +261,7 @@ def test_run_sigint_stops_publishing(cli_env, keys, redis_url, tmp_path):
     writer.start()
 
     def has_results(client) -> bool:
-        names = list(client.scan_iter(match=f"{keys.prefix}job:*:results"))
+        names = list(client.scan_iter(match=f"{keys.prefix}job:*:results", count=1000))
         return bool(names) and client.xlen(names[0]) > 0
 
     try:
@@ -279,6 +284,7 @@ def test_run_sigint_stops_publishing(cli_env, keys, redis_url, tmp_path):
     assert read < 3_000_000
 
 
+@one_server
 def test_run_json_counts_unpublished(cli_env, keys, redis_url, tmp_path):
     fifo = tmp_path / "endless.csv"
     os.mkfifo(fifo)

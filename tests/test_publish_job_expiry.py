@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from test_cli_trial_fixes import write_gas_csv
 from rewardpilot.job import DEFAULT_JOB_KEEP_SECONDS, keep_key, record_keep
 from rewardpilot.streams import StreamKeys
@@ -15,7 +15,7 @@ def test_new_job_gets_default_expiry(keys, sync_client, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
     job = StreamKeys(prefix=keys.prefix, job="fresh")
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "fresh"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "fresh"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "job 'fresh' has no expiry yet" in completed.stderr
@@ -31,8 +31,8 @@ def test_existing_job_keeps_its_expiry(keys, sync_client, cli_env, tmp_path):
     job = StreamKeys(prefix=keys.prefix, job="short")
     record_keep(sync_client, job, 600)
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "short", "--json"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "short", "--json"],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert json.loads(completed.stdout)["published"] == 3
@@ -46,7 +46,7 @@ def test_max_backlog_zero_turns_wait_off(keys, sync_client, cli_env, tmp_path):
     sync_client.xgroup_create(keys.transactions, keys.group(), id="$", mkstream=True)
     sync_client.xadd(keys.transactions, {"data": "{}"})
 
-    waiting = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--max-backlog", "0"], cli_env)
+    waiting = invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--max-backlog", "0"], cli_env)
 
     assert waiting.returncode == 0, waiting.stderr[-2000:]
     assert "waiting for consumers" not in waiting.stderr
@@ -56,8 +56,8 @@ def test_max_backlog_zero_turns_wait_off(keys, sync_client, cli_env, tmp_path):
 def test_max_backlog_rejects_negative(keys, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--max-backlog", "-1"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--max-backlog", "-1"],
+                           cli_env)
 
     assert completed.returncode == 2
     assert "--max-backlog" in completed.stderr
@@ -73,11 +73,11 @@ def test_max_backlog_default_matches_producer():
 @one_server
 def test_run_counts_rows_published_earlier(keys, cli_env, tmp_path):
     write_gas_csv(tmp_path / "gas.csv")
-    assert run_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "again"],
-                   cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "publish", str(tmp_path / "gas.csv"), "--job", "again"],
+                      cli_env).returncode == 0
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--job", "again", "--json"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(tmp_path / "gas.csv"), "--job", "again", "--json"],
+                           cli_env)
 
     summary = json.loads(completed.stdout)
     assert completed.returncode == 0, completed.stderr[-2000:]

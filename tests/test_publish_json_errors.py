@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, one_server, run_cli
+from conftest import free_port, invoke_cli, one_server
 
 DOCUMENTED_HEADER = "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
 GOOD_ROW = "t1,u1,Whole Foods,groceries,12.50,5411,2026-11-01T10:00:00Z\n"
@@ -71,7 +71,7 @@ def parse_error(stdout: str) -> dict:
 @one_server
 @pytest.mark.parametrize("case", list(CASES))
 def test_json_error_on_stdout(case, cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "publish", "--json", *publish_args(case, tmp_path)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", "--json", *publish_args(case, tmp_path)], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     error = parse_error(completed.stdout)
@@ -84,7 +84,7 @@ def test_json_error_on_stdout(case, cli_env, keys, tmp_path):
 @one_server
 @pytest.mark.parametrize("case", list(CASES))
 def test_plain_error_on_stderr(case, cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "publish", *publish_args(case, tmp_path)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", *publish_args(case, tmp_path)], cli_env)
 
     assert completed.returncode == 2
     assert completed.stdout == ""
@@ -97,7 +97,7 @@ def test_json_error_redis_unreachable(cli_env, keys, tmp_path):
     args = ["--prefix", keys.prefix, "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "publish", "--json",
             str(write(tmp_path / "good.csv", DOCUMENTED_HEADER + GOOD_ROW))]
 
-    completed = run_cli(args, cli_env)
+    completed = invoke_cli(args, cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     error = parse_error(completed.stdout)
@@ -110,9 +110,9 @@ def test_json_error_redis_unreachable(cli_env, keys, tmp_path):
 @one_server
 def test_json_error_partition_mismatch(cli_env, keys, tmp_path):
     source = str(write(tmp_path / "good.csv", DOCUMENTED_HEADER + GOOD_ROW))
-    assert run_cli(["--prefix", keys.prefix, "publish", source, "--partitions", "1"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "publish", source, "--partitions", "1"], cli_env).returncode == 0
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", "--json", source, "--partitions", "3"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", "--json", source, "--partitions", "3"], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     error = parse_error(completed.stdout)
@@ -125,7 +125,7 @@ def test_json_error_partition_mismatch(cli_env, keys, tmp_path):
 def test_json_success_unchanged(cli_env, keys, tmp_path):
     source = str(write(tmp_path / "good.csv", DOCUMENTED_HEADER + GOOD_ROW))
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", "--json", source], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", "--json", source], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads(completed.stdout)
@@ -151,7 +151,7 @@ def test_run_json_error_on_stdout(case, cli_env, keys, tmp_path):
     make_args, expected = RUN_CASES[case]
     good = str(write(tmp_path / "good.csv", DOCUMENTED_HEADER + GOOD_ROW))
 
-    completed = run_cli(["--prefix", keys.prefix, "run", "--json", *make_args(tmp_path, good)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", "--json", *make_args(tmp_path, good)], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     error = parse_error(completed.stdout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import Producer, publish_file
 from rewardpilot.results import read_results
 from rewardpilot.streams import StreamKeys
@@ -85,10 +85,10 @@ def test_run_newest_first_caps_in_purchase_order(keys, sync_client, cli_env, tmp
     # February use the cap up, so March's $3,000 goes on Active Cash at 2%.
     source = tmp_path / "newest-first.csv"
     write_rows(source, [305, 205, 105])
-    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "bcp", "wells-fargo-active-cash"],
-                   cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u1", "bcp", "wells-fargo-active-cash"],
+                      cli_env).returncode == 0
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "order", "--keep", "1h"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "order", "--keep", "1h"], cli_env)
 
     assert done.returncode == 0, done.stderr[-2000:]
     job = StreamKeys(prefix=keys.prefix, job="order")
@@ -103,7 +103,7 @@ def test_run_json_input_has_layout_and_warnings(keys, cli_env, tmp_path):
     source = tmp_path / "newest-first.csv"
     write_rows(source, [305, 205, 105])
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
 
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -56,7 +56,7 @@ def test_marker_names_its_entry(sync_client, keys):
     assert marked_id == entry_id
     assert len(token) == 16
     assert 0 < sync_client.ttl(keys.published_marker("t1")) <= 60
-    markers = list(sync_client.scan_iter(match=f"{keys.prefix}published:*"))
+    markers = list(sync_client.scan_iter(match=f"{keys.prefix}published:*", count=1000))
     assert len(markers) == sync_client.xlen(keys.transactions) == 1
 
 
@@ -67,7 +67,7 @@ def test_no_marker_without_entry(sync_client, keys):
     with pytest.raises(Exception, match="WRONGTYPE"):
         producer.publish_many([transaction(1), transaction(2)])
 
-    assert not list(sync_client.scan_iter(match=f"{keys.prefix}published:*"))
+    assert not list(sync_client.scan_iter(match=f"{keys.prefix}published:*", count=1000))
 
 
 def test_dedup_off_publishes_twice(sync_client, keys):

@@ -13,7 +13,7 @@ import structlog.testing
 
 from consumer.ratelimit import RateLimitConfig, RedisTokenBucket
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 
 REPLACED = "replacing the shared rate limit"
 
@@ -198,19 +198,19 @@ def test_consume_logs_replaced_rate(cli_env, keys, tmp_path):
         writer.writerow(["transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc", "timestamp"])
         writer.writerow(["r1", "u1", "Whole Foods", "groceries", "20.00", "5411", "2026-11-02T10:00:00Z"])
         writer.writerow(["r2", "u2", "Shell", "gas", "30.00", "5541", "2026-11-02T10:00:00Z"])
-    published = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
 
     env = {**cli_env, "RP_LOG_LEVEL": "INFO"}
-    earlier = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
-                       "--rate", "100/min", "--burst", "10"], env)
+    earlier = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
+                          "--rate", "100/min", "--burst", "10"], env)
     assert earlier.returncode == 0, earlier.stderr[-2000:]
     assert REPLACED not in earlier.stderr
 
     source.write_text(source.read_text().replace("r1,", "r3,").replace("r2,", "r4,"))
-    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
-    later = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
-                     "--rate", "1/min", "--burst", "10"], env)
+    assert invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+    later = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "200",
+                        "--rate", "1/min", "--burst", "10"], env)
     assert later.returncode == 0, later.stderr[-2000:]
 
     lines = [json.loads(line) for line in later.stderr.splitlines() if REPLACED in line]

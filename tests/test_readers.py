@@ -436,6 +436,7 @@ def test_tabformer_foreign_and_online_country():
     assert "declined authorization (Errors?: Bad PIN)" in only(outcomes, Skipped).reason
 
 
+@pytest.mark.slow
 def test_large_file_read_in_bounded_memory(tmp_path):
     rows = 60_000
     path = tmp_path / "large.csv"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from conftest import ROOT, one_server
@@ -44,6 +45,7 @@ def test_example_reads_prefix_like_cli():
     assert 'keys = StreamKeys(prefix=os.environ.get("RP_PREFIX", "rp:"))' in python_api_example()
 
 
+@pytest.mark.slow
 @one_server
 def test_example_prints_a_result(cli_env, keys, tmp_path):
     script = tmp_path / "example.py"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATA, one_server, run_cli
+from conftest import SHARED_DATA, invoke_cli, one_server
 from producer import InputError, Producer, Rejected, detect_layout, publish_file, read_transactions
 from producer.bank_layouts import SCHWAB_CHECKING
 from producer.layouts import DOCUMENTED, TABFORMER, Layout, missing_columns_message
@@ -343,7 +343,7 @@ def test_cli_headerless_file_exit_two(cli_env, keys, tmp_path):
     source = tmp_path / "statement.csv"
     source.write_text(HEADERLESS)
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
 
     output = " ".join(completed.stderr.split())
     assert completed.returncode == 2
@@ -357,7 +357,7 @@ def test_cli_renamed_header_exit_two(cli_env, keys, tmp_path):
     source = tmp_path / "wrongheader.csv"
     source.write_text(f"{RENAMED_HEADER}\nr-1,u1,Shell,gas,5.00,5541,2024-05-01\n")
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
 
     output = " ".join(completed.stderr.split())
     assert completed.returncode == 2
@@ -369,7 +369,7 @@ def test_cli_renamed_header_exit_two(cli_env, keys, tmp_path):
 @needs_samples
 @one_server
 def test_cli_venmo_sample_exit_two(cli_env, keys, tmp_path):
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(VENMO)], cli_env, timeout=60)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(VENMO)], cli_env)
 
     output = " ".join(completed.stderr.split())
     assert completed.returncode == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import InputError, Producer, publish_file
 from producer.rejects import RejectsWriter
 
@@ -146,12 +146,12 @@ def test_unreadable_input_keeps_earlier(sync_client, keys, tmp_path):
 @one_server
 def test_cli_publish_fixed_file(cli_env, keys, tmp_path):
     source = write_rows(tmp_path / "f.csv", good("c1"), bad("c2"))
-    first = run_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "0"], cli_env)
+    first = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "0"], cli_env)
     assert first.returncode == 1, first.stderr[-2000:]
     assert (tmp_path / "f.csv.rejects.jsonl").exists()
 
     write_rows(source, good("c1"), good("c2"))
-    second = run_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "0"], cli_env)
+    second = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--dedup-window", "0"], cli_env)
 
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"{NOTICE}: f.csv.rejects.jsonl" in second.stderr
@@ -162,7 +162,7 @@ def test_cli_publish_fixed_file(cli_env, keys, tmp_path):
 def test_cli_run_names_rejects_file(cli_env, keys, tmp_path):
     source = write_rows(tmp_path / "f.csv", good("d1"), bad("d2"))
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json"], cli_env)
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
 
     assert completed.returncode == 1, completed.stderr[-2000:]
@@ -175,7 +175,7 @@ def test_cli_run_clean_file_no_rejects(cli_env, keys, tmp_path):
     (tmp_path / "f.csv.rejects.jsonl").write_text('{"outcome": "rejected"}\n')
     source = write_rows(tmp_path / "f.csv", good("e1"))
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--sample", "0"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--sample", "0"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f"{NOTICE}: f.csv.rejects.jsonl" in completed.stderr
@@ -187,7 +187,7 @@ def test_cli_run_clean_file_no_rejects(cli_env, keys, tmp_path):
 def test_cli_run_table_rejects_file(cli_env, keys, tmp_path):
     source = write_rows(tmp_path / "f.csv", good("g1"), bad("g2"))
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--sample", "0"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--sample", "0"], cli_env)
 
     assert completed.returncode == 1, completed.stderr[-2000:]
     row = next(line for line in completed.stdout.splitlines() if "rejects_file" in line)

@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import encode_transaction
@@ -315,8 +315,8 @@ def test_cli_replay_json(cli_env, keys, sync_client):
     add_transactions(sync_client, keys, 12)
     run_live(cli_env["REDIS_URL"], keys)
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "2026-11-01T00:02:00Z",
-                         "--end", entry_id(5), "--run", "cli-run", "--compare", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "2026-11-01T00:02:00Z",
+                            "--end", entry_id(5), "--run", "cli-run", "--compare", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -332,8 +332,8 @@ def test_cli_replay_table(cli_env, keys, sync_client):
     add_transactions(sync_client, keys, 3)
     run_live(cli_env["REDIS_URL"], keys)
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", entry_id(0), "--run", "table-run",
-                         "--compare"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", entry_id(0), "--run", "table-run",
+                            "--compare"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "3 new results" in completed.stdout
@@ -346,9 +346,9 @@ def test_cli_replay_again_notes_old_results(cli_env, keys, sync_client):
     add_transactions(sync_client, keys, 3)
     run_live(cli_env["REDIS_URL"], keys)
     command = ["--prefix", keys.prefix, "replay", "--start", entry_id(0), "--run", "again-run", "--compare"]
-    assert run_cli(command, cli_env).returncode == 0
+    assert invoke_cli(command, cli_env).returncode == 0
 
-    completed = run_cli(command, cli_env)
+    completed = invoke_cli(command, cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "0 new results" in completed.stdout
@@ -358,7 +358,7 @@ def test_cli_replay_again_notes_old_results(cli_env, keys, sync_client):
 
 @one_server
 def test_cli_replay_bad_start(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "last-tuesday", "--run", "x"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "last-tuesday", "--run", "x"], cli_env)
 
     assert completed.returncode == 2
     assert "'last-tuesday'" in completed.stderr
@@ -369,8 +369,8 @@ def test_cli_replay_bad_start(cli_env, keys):
 def test_cli_replay_empty_range_explained(cli_env, keys, sync_client):
     add_transactions(sync_client, keys, 3)
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "2025-01-01", "--end", "2025-01-31",
-                         "--run", "empty-run"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "2025-01-01", "--end", "2025-01-31",
+                            "--run", "empty-run"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "no entries in the range" in completed.stderr

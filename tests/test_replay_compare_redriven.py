@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from fault_proxy import Fault, FaultProxy
 from orchestrator_servers import UvicornThread
 from rewardpilot.cli.replay_cmd import subscribe_command
@@ -31,8 +31,8 @@ def orchestrator():
 
 
 def consume(keys, cli_env, *extra: str):
-    return run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1",
-                    *extra], cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100", "--workers", "1",
+                       *extra], cli_env)
 
 
 def redriven_live_results(keys, cli_env, sync_client, orchestrator, count: int) -> list[str]:
@@ -44,7 +44,7 @@ def redriven_live_results(keys, cli_env, sync_client, orchestrator, count: int) 
     assert rejected.returncode == 1, rejected.stderr[-2000:]
     assert sync_client.xlen(keys.dead_letters) == count
 
-    redriven = run_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
+    redriven = invoke_cli(["--prefix", keys.prefix, "dlq", "redrive", "--all"], cli_env)
     assert redriven.returncode == 0, redriven.stderr[-2000:]
     assert consume(keys, cli_env).returncode == 0
     live = list(read_results(sync_client, keys.results()))
@@ -72,8 +72,8 @@ def test_compare_finds_redriven_results(redis_url, keys, sync_client, cli_env, o
 def test_cli_compare_redriven_table(keys, sync_client, cli_env, orchestrator):
     original_ids = redriven_live_results(keys, cli_env, sync_client, orchestrator, 4)
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--run", "r2", "--start", original_ids[0],
-                         "--end", original_ids[-1], "--compare"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--run", "r2", "--start", original_ids[0],
+                            "--end", original_ids[-1], "--compare"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "Replay vs live: 0 of 4 differ" in words(completed.stdout)
@@ -97,14 +97,14 @@ def test_job_replay_hint_follows_stream(keys, sync_client, cli_env):
     job = StreamKeys(prefix=keys.prefix, job="J4")
     add_groceries(sync_client, job, 3)
 
-    replayed = run_cli(["--prefix", keys.prefix, "replay", "--job", "J4", "--start", "0", "--run", "jr"], cli_env)
+    replayed = invoke_cli(["--prefix", keys.prefix, "replay", "--job", "J4", "--start", "0", "--run", "jr"], cli_env)
 
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     [hint] = [line for line in replayed.stdout.splitlines() if line.startswith("follow its results with: ")]
     command = shlex.split(hint.removeprefix("follow its results with: "))
     assert command == ["rewardpilot", "--prefix", keys.prefix, "subscribe", "--run", "jr", "--job", "J4",
                        "--from-start"]
-    followed = run_cli(command[1:] + ["--idle-timeout", "1"], cli_env)
+    followed = invoke_cli(command[1:] + ["--idle-timeout", "1"], cli_env)
     assert followed.returncode == 0, followed.stderr[-2000:]
     assert len(followed.stdout.splitlines()) == 3
 
@@ -130,10 +130,10 @@ def test_summary_counts_earlier_outcomes(keys, sync_client, cli_env, as_json):
     add_groceries(sync_client, keys, 2)
     sync_client.xadd(keys.transactions, {"data": "not json"})
     options = ["--prefix", keys.prefix, "replay", "--start", "0", "--run", "dup"] + (["--json"] if as_json else [])
-    first = run_cli(options, cli_env)
+    first = invoke_cli(options, cli_env)
     assert first.returncode == 1, first.stderr[-2000:]
 
-    again = run_cli(options, cli_env)
+    again = invoke_cli(options, cli_env)
 
     assert again.returncode == 0, again.stderr[-2000:]
     if as_json:

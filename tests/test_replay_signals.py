@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from rewardpilot.results import read_results
 from rewardpilot.streams import StreamKeys
 
@@ -43,10 +43,11 @@ def wait_for_results(client, stream: str, at_least: int, attempts: int = 600) ->
     (signal.SIGTERM, 143, "SIGTERM"),
     (signal.SIGINT, 130, "SIGINT"),
 ])
+@pytest.mark.slow
 def test_signal_stops_replay_midway(keys, sync_client, cli_env, tmp_path, signum, status, name):
     job = StreamKeys(prefix=keys.prefix, job="sig")
-    ran = run_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--job", "sig",
-                   "--keep", "1h"], cli_env, timeout=300)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--job", "sig",
+                      "--keep", "1h"], cli_env)
     assert ran.returncode == 0, ran.stderr[-2000:]
 
     # Several signals at different points of the replay, each on a run of its own.
@@ -68,8 +69,8 @@ def test_signal_stops_replay_midway(keys, sync_client, cli_env, tmp_path, signum
         assert sync_client.xlen(job.results(run)) < ROWS
 
         # Running the same command again finishes the replay, with one result per transaction.
-        finished = run_cli(["--prefix", keys.prefix, "replay", "--job", "sig", "--start", "0", "--run", run],
-                           cli_env, timeout=300)
+        finished = invoke_cli(["--prefix", keys.prefix, "replay", "--job", "sig", "--start", "0", "--run", run],
+                              cli_env)
         assert finished.returncode == 0, finished.stderr[-2000:]
         ids = [result.transaction_id for result in read_results(sync_client, job.results(run))]
         assert len(ids) == ROWS
@@ -82,12 +83,13 @@ def test_signal_stops_replay_midway(keys, sync_client, cli_env, tmp_path, signum
     (["--orchestrator", "notaurl"], "orchestrator URL 'notaurl' is invalid"),
 ])
 def test_invalid_call_option_leaves_no_group(keys, sync_client, cli_env, tmp_path, options, fragment):
-    ran = run_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--live",
-                   "--sample", "0"], cli_env, timeout=300)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--live",
+                      "--sample", "0"], cli_env)
     assert ran.returncode == 0, ran.stderr[-2000:]
     groups_before = [group["name"] for group in sync_client.xinfo_groups(keys.transactions)]
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "bad-option", *options], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "bad-option", *options],
+                           cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert fragment in completed.stderr
@@ -98,8 +100,8 @@ def test_invalid_call_option_leaves_no_group(keys, sync_client, cli_env, tmp_pat
 @one_server
 def test_killed_job_replay_streams_expire(keys, sync_client, cli_env, tmp_path):
     job = StreamKeys(prefix=keys.prefix, job="sig")
-    ran = run_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--job", "sig",
-                   "--keep", "1h"], cli_env, timeout=300)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(ROOT / "examples" / "transactions.csv"), "--job", "sig",
+                      "--keep", "1h"], cli_env)
     assert ran.returncode == 0, ran.stderr[-2000:]
 
     process = start_replay(keys, cli_env, tmp_path, "killed")
@@ -121,8 +123,8 @@ def test_killed_job_replay_streams_expire(keys, sync_client, cli_env, tmp_path):
     (signal.SIGINT, 130, "SIGINT"),
 ])
 def test_stopped_replay_prints_json_summary(keys, sync_client, cli_env, tmp_path, signum, status, name):
-    published = run_cli(["--prefix", keys.prefix, "publish", str(ROOT / "examples" / "transactions.csv")],
-                        cli_env, timeout=300)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(ROOT / "examples" / "transactions.csv")],
+                           cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
     process = subprocess.Popen(
         [sys.executable, "-m", "rewardpilot.cli", "--prefix", keys.prefix, "replay", "--start", "0",
@@ -152,12 +154,11 @@ def test_stopped_replay_prints_json_summary(keys, sync_client, cli_env, tmp_path
 
 @one_server
 def test_finished_replay_json_not_interrupted(keys, sync_client, cli_env):
-    published = run_cli(["--prefix", keys.prefix, "publish", str(ROOT / "examples" / "transactions.csv")],
-                        cli_env, timeout=300)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(ROOT / "examples" / "transactions.csv")],
+                           cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
 
-    completed = run_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "whole", "--json"], cli_env,
-                        timeout=300)
+    completed = invoke_cli(["--prefix", keys.prefix, "replay", "--start", "0", "--run", "whole", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])

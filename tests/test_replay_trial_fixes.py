@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from rewardpilot.codec import encode_transaction
@@ -75,7 +75,7 @@ def words(text: str) -> str:
 
 
 def replay_cli(keys: StreamKeys, cli_env, *options: str):
-    return run_cli(["--prefix", keys.prefix, "replay", *options], cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "replay", *options], cli_env)
 
 
 # A replay outside a job keeps its markers and cap spend as long as its results stream
@@ -154,7 +154,7 @@ def test_zero_marker_ttl_rejected(cli_env, keys, tmp_path, command, option):
                       encoding="utf-8")
     arguments = ["--drain"] if command == "consume" else [str(source)]
 
-    completed = run_cli(["--prefix", keys.prefix, command, *arguments, option, "0"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, command, *arguments, option, "0"], cli_env)
 
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert f"{option}: age '0' is invalid" in words(completed.stderr)
@@ -333,9 +333,9 @@ def test_cli_unknown_job_rejected(cli_env, keys, sync_client):
 
     assert replayed.returncode == 2, replayed.stderr[-2000:]
     assert f"no job 'nosuch' under prefix '{keys.prefix}'" in words(replayed.stderr)
-    assert list(sync_client.scan_iter(match=f"{keys.prefix}*")) == []
+    assert list(sync_client.scan_iter(match=f"{keys.prefix}*", count=1000)) == []
     for command in (["report", "--user", "u1", "--year", "2026"], ["status"]):
-        completed = run_cli(["--prefix", keys.prefix, *command, "--job", "nosuch"], cli_env)
+        completed = invoke_cli(["--prefix", keys.prefix, *command, "--job", "nosuch"], cli_env)
         assert completed.returncode == 2, (command, completed.stderr[-2000:])
         assert "no job 'nosuch'" in completed.stderr
 

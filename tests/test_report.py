@@ -23,7 +23,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot import codec, wallets
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -176,25 +176,25 @@ def test_cli_run_then_report(cli_env, tmp_path):
     source = tmp_path / "november.jsonl"
     source.write_text("".join(json.dumps({"user_id": "u1", **row}) + "\n" for row in ROWS[:5]), encoding="utf-8")
     prefix = f"rpreport{tmp_path.name[-8:]}:"
-    assert run_cli(["--prefix", prefix, "wallet", "set", "u1", *WALLET], cli_env).returncode == 0
-    done = run_cli(["--prefix", prefix, "run", str(source), "--job", "nov"], cli_env)
+    assert invoke_cli(["--prefix", prefix, "wallet", "set", "u1", *WALLET], cli_env).returncode == 0
+    done = invoke_cli(["--prefix", prefix, "run", str(source), "--job", "nov"], cli_env)
     assert done.returncode == 0, done.stderr
 
     html_file, png_file = tmp_path / "report.html", tmp_path / "report.png"
-    shown = run_cli(["--prefix", prefix, "report", "--job", "nov", "--user", "u1", "--month", "2026-11",
-                     "--json", "--html", str(html_file), "--png", str(png_file)], cli_env)
+    shown = invoke_cli(["--prefix", prefix, "report", "--job", "nov", "--user", "u1", "--month", "2026-11",
+                        "--json", "--html", str(html_file), "--png", str(png_file)], cli_env)
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["total"] == {"spend": "215.00", "earned": "8.80", "best": "14.80", "missed": "6.00", "purchases": 4}
     assert "<svg" in html_file.read_text(encoding="utf-8")
     assert png_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    table = run_cli(["--prefix", prefix, "report", "--job", "nov", "--user", "u1", "--month", "2026-11"], cli_env)
+    table = invoke_cli(["--prefix", prefix, "report", "--job", "nov", "--user", "u1", "--month", "2026-11"], cli_env)
     assert table.returncode == 0, table.stderr
     assert "$6.00 missed" in table.stdout
     assert "judged again with the wallet named above and the mode and valuations stored now" in " ".join(table.stdout.split())
 
-    bad = run_cli(["--prefix", prefix, "report", "--user", "u1", "--month", "11/2026"], cli_env)
+    bad = invoke_cli(["--prefix", prefix, "report", "--user", "u1", "--month", "11/2026"], cli_env)
     assert bad.returncode == 2
     assert "write it like 2026-11" in bad.stderr + bad.stdout
 
@@ -203,7 +203,7 @@ def test_cli_run_then_report(cli_env, tmp_path):
 def test_cli_report_headline_totals(cli_env, keys, sync_client):
     publish_run(sync_client, keys)
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.splitlines()[0] == (
@@ -216,7 +216,7 @@ def test_cli_report_headline_totals(cli_env, keys, sync_client):
 @one_server
 @pytest.mark.parametrize("user", ["user-1001", "nobody", "User-1001", "[red]x[/red]", "a[/bold]b"])
 def test_cli_report_headline_user_id(cli_env, keys, user):
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", user, "--month", "2026-11"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", user, "--month", "2026-11"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     headline = completed.stdout.splitlines()[0]
@@ -227,23 +227,23 @@ def test_cli_report_headline_user_id(cli_env, keys, user):
 @one_server
 def test_cli_wallet_activate_and_valuations(cli_env, tmp_path):
     prefix = f"rpcli{tmp_path.name[-8:]}:"
-    assert run_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",
-                    "--mode", "cashback"], cli_env).returncode == 0
-    done = run_cli(["--prefix", prefix, "wallet", "activate", "u1", "cff", "2025Q3"], cli_env)
+    assert invoke_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--cycle-day", "15",
+                       "--mode", "cashback"], cli_env).returncode == 0
+    done = invoke_cli(["--prefix", prefix, "wallet", "activate", "u1", "cff", "2025Q3"], cli_env)
     assert done.returncode == 0, done.stderr
-    bad = run_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--cycle-day", "31"], cli_env)
+    bad = invoke_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--cycle-day", "31"], cli_env)
     assert bad.returncode == 2
     assert "1 to 28" in bad.stderr + bad.stdout
-    bad_mode = run_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--mode", "points"], cli_env)
+    bad_mode = invoke_cli(["--prefix", prefix, "wallet", "set", "u1", "cff", "--mode", "points"], cli_env)
     assert bad_mode.returncode == 2
 
-    assert run_cli(["--prefix", prefix, "valuations", "set", "u1", "Amex Membership Rewards", "1.4"],
-                   cli_env).returncode == 0
-    shown = run_cli(["--prefix", prefix, "valuations", "show", "u1", "--json"], cli_env)
+    assert invoke_cli(["--prefix", prefix, "valuations", "set", "u1", "Amex Membership Rewards", "1.4"],
+                      cli_env).returncode == 0
+    shown = invoke_cli(["--prefix", prefix, "valuations", "show", "u1", "--json"], cli_env)
     values = json.loads(shown.stdout)
     assert values["Amex Membership Rewards"] == {"cents_per_point": "1.4", "source": "user"}
     assert values["Chase Ultimate Rewards"]["source"] == "default"
-    refused = run_cli(["--prefix", prefix, "valuations", "set", "u1", "Bogus", "1"], cli_env)
+    refused = invoke_cli(["--prefix", prefix, "valuations", "set", "u1", "Bogus", "1"], cli_env)
     assert refused.returncode == 2
     assert "known programs" in refused.stderr + refused.stdout
 

@@ -14,7 +14,7 @@ import json
 from datetime import date
 from decimal import Decimal
 
-from conftest import add_with_result, one_server, run_cli
+from conftest import add_with_result, invoke_cli, one_server
 from rewardpilot import wallets
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -108,9 +108,9 @@ def test_cli_warns_and_exits_zero(cli_env, keys, sync_client, tmp_path):
     wallets.set_wallet(sync_client, keys, "u1", WALLET, ENGINE.catalog)
     sync_client.hset(keys.valuations("u1"), AMEX, "abc")
 
-    published = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100"], cli_env)
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11", "--json"], cli_env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain", "--block-ms", "100"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11", "--json"], cli_env)
 
     assert published.returncode == 0, published.stderr[-2000:]
     assert consumed.returncode == 0, consumed.stderr[-2000:]
@@ -137,7 +137,7 @@ def test_cli_unknown_program_unset_only(cli_env, keys, sync_client):
     store_purchase(sync_client, keys)
     sync_client.hset(keys.valuations("u1"), "No Such Program", "3")
 
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u1", "--month", "2026-11"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     warning = " ".join(completed.stderr.split())

@@ -30,7 +30,7 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from conftest import add_with_result, one_server, run_cli
+from conftest import add_with_result, invoke_cli, one_server
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from rewardpilot import codec, wallets
@@ -155,17 +155,17 @@ def test_report_cli_wallet_option(sync_client, keys, cli_env, tmp_path):
     base = ["--prefix", keys.prefix]
     report = [*base, "report", "--job", "t11", "--user", "u-nw", "--year", "2026"]
 
-    ran = run_cli([*base, "run", str(rows), "--job", "t11", "--wallet", ",".join(RUN_WALLET)], cli_env)
-    with_wallet = run_cli([*report, "--wallet", RUN_WALLET[0], "--wallet", RUN_WALLET[1], "--json"], cli_env)
-    stored = run_cli([*report, "--json"], cli_env)
-    stored_text = run_cli(report, {**cli_env, "COLUMNS": "200"})
-    misspelled = run_cli([*report, "--wallet", "amex-blue-cash-prefered"], cli_env)
+    ran = invoke_cli([*base, "run", str(rows), "--job", "t11", "--wallet", ",".join(RUN_WALLET)], cli_env)
+    with_wallet = invoke_cli([*report, "--wallet", RUN_WALLET[0], "--wallet", RUN_WALLET[1], "--json"], cli_env)
+    stored = invoke_cli([*report, "--json"], cli_env)
+    stored_text = invoke_cli(report, {**cli_env, "COLUMNS": "200"})
+    misspelled = invoke_cli([*report, "--wallet", "amex-blue-cash-prefered"], cli_env)
     wallet_ttl = sync_client.ttl(run_wallet_key(StreamKeys(prefix=keys.prefix, job="t11")))
 
     # A later run of the job id without --wallet removes the record: its consumers use the whole catalog.
-    rerun = run_cli([*base, "run", str(rows), "--job", "t11"], cli_env)
-    missing = run_cli([*report, "--json"], cli_env)
-    text = run_cli(report, {**cli_env, "COLUMNS": "200"})
+    rerun = invoke_cli([*base, "run", str(rows), "--job", "t11"], cli_env)
+    missing = invoke_cli([*report, "--json"], cli_env)
+    text = invoke_cli(report, {**cli_env, "COLUMNS": "200"})
 
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert with_wallet.returncode == 0, with_wallet.stderr[-2000:]
@@ -273,7 +273,7 @@ def test_invalid_stored_mode_left_out(sync_client, keys, cli_env):
     add_with_result(sync_client, keys, kroger("t13-1", "u-md", "100.00", "2026-01-10T15:00:00Z"), cards, ENGINE)
 
     report = build_report(sync_client, keys, "u-md", year="2026", today=date(2026, 12, 5))
-    completed = run_cli(["--prefix", keys.prefix, "report", "--user", "u-md", "--year", "2026", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "report", "--user", "u-md", "--year", "2026", "--json"], cli_env)
 
     assert report.dropped_mode is not None
     assert "Chase Ultimate Rewards (cash back)" in report.dropped_mode
@@ -292,9 +292,9 @@ def test_report_follows_settle_order(sync_client, keys, cli_env, tmp_path):
         "o3,ord,Corner Shop,other,10.00,5999,2026-03-25T15:00:00Z\n"
     )
     base = ["--prefix", keys.prefix]
-    wallet = run_cli([*base, "wallet", "set", "ord", "citi-custom-cash", "citi-double-cash"], cli_env)
-    ran = run_cli([*base, "run", str(rows), "--job", "ord1", "--json"], cli_env)
-    report = run_cli([*base, "report", "--job", "ord1", "--user", "ord", "--month", "2026-03", "--json"], cli_env)
+    wallet = invoke_cli([*base, "wallet", "set", "ord", "citi-custom-cash", "citi-double-cash"], cli_env)
+    ran = invoke_cli([*base, "run", str(rows), "--job", "ord1", "--json"], cli_env)
+    report = invoke_cli([*base, "report", "--job", "ord1", "--user", "ord", "--month", "2026-03", "--json"], cli_env)
 
     assert wallet.returncode == 0, wallet.stderr[-2000:]
     assert ran.returncode == 0, ran.stderr[-2000:]

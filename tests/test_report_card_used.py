@@ -21,7 +21,7 @@ import json
 from datetime import date
 from decimal import Decimal
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot import codec, wallets
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -124,8 +124,8 @@ def test_cli_card_used_costco(cli_env, keys, sync_client):
     command = ["--prefix", keys.prefix, "report", "--user", USER, "--month", "2026-11",
                "--card-used", "citi-double-cash"]
 
-    table = run_cli(command, cli_env)
-    json_output = run_cli([*command, "--json"], cli_env)
+    table = invoke_cli(command, cli_env)
+    json_output = invoke_cli([*command, "--json"], cli_env)
 
     assert table.returncode == 0, table.stderr[-2000:]
     assert table.stdout.splitlines()[0].endswith("earned $4.00, the recommended cards would have earned "

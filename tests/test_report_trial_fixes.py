@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from conftest import run_cli
+from conftest import invoke_cli
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from rewardpilot import codec
@@ -61,9 +61,9 @@ def test_report_skips_retired_card(redis_url, keys, sync_client, cli_env):
     drain(redis_url, keys)
 
     report = build_report(sync_client, keys, "rc", month="2026-11")
-    shown = run_cli(["--prefix", keys.prefix, "wallet", "show", "rc"], {**cli_env, "COLUMNS": "200"})
-    listed = run_cli(["--prefix", keys.prefix, "wallet", "show"], {**cli_env, "COLUMNS": "200"})
-    reported = run_cli(["--prefix", keys.prefix, "report", "--user", "rc", "--month", "2026-11"], cli_env)
+    shown = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "rc"], {**cli_env, "COLUMNS": "200"})
+    listed = invoke_cli(["--prefix", keys.prefix, "wallet", "show"], {**cli_env, "COLUMNS": "200"})
+    reported = invoke_cli(["--prefix", keys.prefix, "report", "--user", "rc", "--month", "2026-11"], cli_env)
 
     assert report.purchases == 1
     assert report.by_card_recommended == {"citi-double-cash": report.total}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 
 DOC = ROOT / "docs" / "results.md"
 # A wallet of several cards, so the result has alternatives, with Amex Gold, whose capped
@@ -65,9 +65,9 @@ def consumed_results(keys, cli_env, tmp_path, sync_client) -> tuple[list[dict], 
     csv_path.write_text("\n".join(ROWS) + "\n", encoding="utf-8")
     for args in (["wallet", "set", "doc-user", *WALLET], ["publish", str(csv_path)],
                  ["consume", "--drain", "--block-ms", "100"]):
-        completed = run_cli(["--prefix", keys.prefix, *args], cli_env)
+        completed = invoke_cli(["--prefix", keys.prefix, *args], cli_env)
         assert completed.returncode == 0, completed.stderr[-2000:]
-    subscribed = run_cli(["--prefix", keys.prefix, "subscribe", "--from-start", "--idle-timeout", "0"], cli_env)
+    subscribed = invoke_cli(["--prefix", keys.prefix, "subscribe", "--from-start", "--idle-timeout", "0"], cli_env)
     assert subscribed.returncode == 0, subscribed.stderr[-2000:]
     lines = [json.loads(line) for line in subscribed.stdout.splitlines()]
     entries = [fields for _, fields in sync_client.xrange(keys.results())]

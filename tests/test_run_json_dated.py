@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 
 HEADER = "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
 DATED_NAMES = ("future_dated", "first_future_line", "past_dated", "first_past_line")
@@ -31,7 +31,7 @@ def test_run_json_dated_counts(cli_env, keys, tmp_path):
     source = tmp_path / "dated.csv"
     write_dated_file(source)
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = last_json(completed.stdout)
@@ -47,7 +47,7 @@ def test_run_json_dated_zero(cli_env, keys, tmp_path):
     source = tmp_path / "plain.csv"
     source.write_text(HEADER + "p1,u1,Whole Foods,groceries,10.00,5411,2026-11-02T10:00:00Z\n")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = last_json(completed.stdout)
@@ -62,8 +62,8 @@ def test_run_and_publish_agree(cli_env, keys, tmp_path):
     source = tmp_path / "dated.csv"
     write_dated_file(source)
 
-    ran = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
-    published = run_cli(["--prefix", keys.prefix, "publish", str(source), "--json", "--dedup-window", "0"], cli_env)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"], cli_env)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--json", "--dedup-window", "0"], cli_env)
 
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert published.returncode == 0, published.stderr[-3000:]
@@ -79,8 +79,8 @@ def test_run_table_shows_dated(cli_env, keys, tmp_path):
     source = tmp_path / "dated.csv"
     write_dated_file(source)
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--keep", "1h"],
-                        {**cli_env, "COLUMNS": "200"})
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--keep", "1h"],
+                           {**cli_env, "COLUMNS": "200"})
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     rows = {" ".join(line.strip("│ ").split()) for line in completed.stdout.splitlines()}

@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from consumer.pool import ConsumerPool
 from consumer.settings import ConsumerSettings
 from consumer.stats import PoolStats
@@ -123,7 +123,7 @@ def test_cli_run_consume_time(cli_env, keys, tmp_path):
     source.write_text(f"{HEADER}\nk1,u1,Shell,gas,40.00,5541,2026-11-02T10:00:00Z\n")
     output = tmp_path / "out.jsonl"
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--output", str(output)], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--output", str(output)], cli_env)
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     result = json.loads(output.read_text())
 

@@ -6,7 +6,7 @@ import csv
 import json
 from decimal import Decimal
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
 from rewardpilot.wallets import DEMO_WALLETS
@@ -42,8 +42,8 @@ def test_cash_like_reasoning_names_the_order():
 def test_run_warns_orchestrator_url_unused(cli_env, keys, tmp_path):
     source = one_row_file(tmp_path, "o1")
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"],
-                   {**cli_env, "ORCHESTRATOR_URL": "http://127.0.0.1:9"})
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--json", "--keep", "1h"],
+                      {**cli_env, "ORCHESTRATOR_URL": "http://127.0.0.1:9"})
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ORCHESTRATOR_URL is set, but `run` recommends with the in-process engine" in " ".join(done.stderr.split())
@@ -65,7 +65,7 @@ def test_base_command_keeps_global_options():
 def test_run_hint_names_prefix(cli_env, keys, tmp_path):
     source = one_row_file(tmp_path, "h1")
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "hint", "--keep", "1h"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "hint", "--keep", "1h"], cli_env)
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"--prefix {keys.prefix} subscribe --job hint --from-start" in " ".join(done.stderr.split())
@@ -75,12 +75,12 @@ def test_run_hint_names_prefix(cli_env, keys, tmp_path):
 def test_run_missing_file_leaves_no_keys(cli_env, keys, sync_client, tmp_path):
     missing = tmp_path / "nosuchfile.csv"
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(missing), "--json"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(missing), "--json"], cli_env)
 
     assert done.returncode == 2
     error = json.loads(done.stdout.strip().splitlines()[-1])
     assert error["error"].startswith(f"cannot open {str(missing)!r}: No such file or directory")
-    assert list(sync_client.scan_iter(match=f"{keys.prefix}*")) == []
+    assert list(sync_client.scan_iter(match=f"{keys.prefix}*", count=1000)) == []
 
 
 @one_server
@@ -88,10 +88,10 @@ def test_run_unreadable_header_keys_expire(cli_env, keys, sync_client, tmp_path)
     source = tmp_path / "unknown.csv"
     source.write_text("when,what,how much\n2026-11-02,coffee,4.50\n")
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "badheader", "--keep", "1h"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "badheader", "--keep", "1h"], cli_env)
 
     assert done.returncode == 2
-    job_keys = list(sync_client.scan_iter(match=f"{keys.prefix}job:badheader:*"))
+    job_keys = list(sync_client.scan_iter(match=f"{keys.prefix}job:badheader:*", count=1000))
     assert job_keys
     assert all(0 < sync_client.ttl(key) <= 3600 for key in job_keys)
 
@@ -100,7 +100,7 @@ def test_run_unreadable_header_keys_expire(cli_env, keys, sync_client, tmp_path)
 def test_run_empty_job_rejected(cli_env, keys, tmp_path):
     source = one_row_file(tmp_path, "e1")
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "", "--json"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "", "--json"], cli_env)
 
     assert done.returncode == 2
     assert json.loads(done.stdout.strip().splitlines()[-1])["error"].startswith("--job '' is empty")
@@ -110,7 +110,7 @@ def test_run_empty_job_rejected(cli_env, keys, tmp_path):
 def test_run_live_with_job_rejected(cli_env, keys, tmp_path):
     source = one_row_file(tmp_path, "l1")
 
-    done = run_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--job", "j1"], cli_env)
+    done = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--live", "--job", "j1"], cli_env)
 
     assert done.returncode == 2
     assert "--job j1 and --live were both given" in " ".join(done.stderr.split())

@@ -191,6 +191,7 @@ def wait_for_reading_consumer(state, consumer: subprocess.Popen) -> list:
     return consumer_connections(state, consumer.pid)
 
 
+@pytest.mark.slow
 def test_consumer_reconnects_after_restart(home, env, tmp_path):
     state = ensure_server(home)
     consumer = subprocess.Popen(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot.cli.status_cmd import _expiry_text, _time_left_text
 from rewardpilot.job import keep_key, record_keep
 from rewardpilot.status import collect_status, job_expiry
@@ -23,7 +23,7 @@ def flat(text: str) -> str:
 
 
 def status(keys: StreamKeys, cli_env, *args: str):
-    return run_cli(["--prefix", keys.prefix, "status", *args], {**cli_env, "COLUMNS": "200"})
+    return invoke_cli(["--prefix", keys.prefix, "status", *args], {**cli_env, "COLUMNS": "200"})
 
 
 def make_job(client, keys: StreamKeys, job: str, *, stream_ttl: int | None, keep: int | None) -> StreamKeys:
@@ -106,8 +106,8 @@ def test_live_streams_no_expiry(keys, cli_env, sync_client):
 
 @one_server
 def test_run_keep_shows_in_status(keys, cli_env, tmp_path):
-    ran = run_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=20)), "--json", "--keep", "2h",
-                   "--demo-wallets"], cli_env)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(example_head(tmp_path, rows=20)), "--json", "--keep", "2h",
+                      "--demo-wallets"], cli_env)
     assert ran.returncode == 0, ran.stderr[-3000:]
     job = json.loads(ran.stdout.strip().splitlines()[-1])["job"]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot import status as status_module
 from rewardpilot.cli.status_cmd import _jobs_hint
 from rewardpilot.partitions import count_key
@@ -28,11 +28,11 @@ def job_keys(keys: StreamKeys, job: str) -> StreamKeys:
 def test_status_hint_after_run(cli_env, keys, tmp_path):
     source = tmp_path / "one.csv"
     source.write_text(CSV_HEADER + "h1,u1,Whole Foods,groceries,20.00,5411,2026-11-02T10:00:00Z\n")
-    ran = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "hint-job", "--sample", "0"], cli_env)
+    ran = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "hint-job", "--sample", "0"], cli_env)
     assert ran.returncode == 0, ran.stderr[-2000:]
 
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert f"1 job has streams under prefix '{keys.prefix}' (hint-job)" in plain.stderr
@@ -48,8 +48,8 @@ def test_status_no_hint_when_live_busy(cli_env, keys, sync_client):
     add_entry(sync_client, job_keys(keys, "quiet-job").transactions)
     add_entry(sync_client, keys.transactions)
 
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "quiet-job" not in plain.stderr
@@ -61,8 +61,8 @@ def test_status_job_view_no_lookup(cli_env, keys, sync_client):
     add_entry(sync_client, job_keys(keys, "other-job").results())
     add_entry(sync_client, job_keys(keys, "shown-job").results())
 
-    plain = run_cli(["--prefix", keys.prefix, "status", "--job", "shown-job"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--job", "shown-job", "--json"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status", "--job", "shown-job"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--job", "shown-job", "--json"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "other-job" not in plain.stderr
@@ -71,8 +71,8 @@ def test_status_job_view_no_lookup(cli_env, keys, sync_client):
 
 @one_server
 def test_status_empty_server_no_jobs(cli_env, keys):
-    plain = run_cli(["--prefix", keys.prefix, "status"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    plain = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
 
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "status --job" not in plain.stderr
@@ -83,7 +83,7 @@ def test_status_empty_server_no_jobs(cli_env, keys):
 def test_status_watch_prints_hint(cli_env, keys, sync_client):
     add_entry(sync_client, job_keys(keys, "watched-job").results())
 
-    watched = run_cli(["--prefix", keys.prefix, "status", "--watch", "--count", "2", "--interval", "0.05"], cli_env)
+    watched = invoke_cli(["--prefix", keys.prefix, "status", "--watch", "--count", "2", "--interval", "0.05"], cli_env)
 
     assert watched.returncode == 0, watched.stderr[-2000:]
     assert watched.stderr.count("status --job watched-job") == 1  # looked up on the first refresh only
@@ -130,6 +130,7 @@ def test_find_jobs_glob_prefix(sync_client, keys):
 
 
 def test_find_jobs_stops_scanning(sync_client, keys, monkeypatch):
+    batch = status_module.JOB_SCAN_BATCH
     monkeypatch.setattr(status_module, "JOB_SCAN_BATCH", 10)
     with sync_client.pipeline(transaction=False) as pipe:
         for index in range(300):
@@ -138,6 +139,9 @@ def test_find_jobs_stops_scanning(sync_client, keys, monkeypatch):
     add_entry(sync_client, job_keys(keys, "bulk").results())
 
     partial = find_jobs(sync_client, keys.prefix, limit=3, max_scan_calls=1)
+    # The full scan uses the real batch size, because the server is shared with the other tests. Some
+    # of them write 100,000 publish markers, more keys than 1,000 SCAN calls of COUNT 10 examine.
+    monkeypatch.setattr(status_module, "JOB_SCAN_BATCH", batch)
     full = find_jobs(sync_client, keys.prefix, limit=3)
 
     assert partial["complete"] is False

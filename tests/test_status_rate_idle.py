@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from rewardpilot.cli.status_cmd import _rate_text, _render
 from rewardpilot.status import JOB_RESULTS, RATE_LIMIT_ACTIVE_SECONDS, collect_status, rate_limit_status
 from rewardpilot.streams import StreamKeys
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 
 
 async def use_bucket(redis_url: str, keys: StreamKeys, rate: str = "1/min") -> None:
@@ -137,7 +138,7 @@ def test_status_job_json_key(cli_env, keys, sync_client):
     sync_client.xadd(job_keys.transactions, {"data": "{}"})
     sync_client.xadd(job_keys.results(), {"data": "{}"})
 
-    completed = run_cli(["--prefix", keys.prefix, "status", "--job", "json-job", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "status", "--job", "json-job", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     snapshot = json.loads(completed.stdout)
@@ -146,16 +147,16 @@ def test_status_job_json_key(cli_env, keys, sync_client):
 
 
 @one_server
-async def test_status_idle_rate_cli(redis_url, cli_env, keys, sync_client):
+def test_status_idle_rate_cli(redis_url, cli_env, keys, sync_client):
     """A bucket last used 4 minutes ago shows as idle in the table and inactive in --json, also for a job."""
-    await use_bucket(redis_url, keys)
+    asyncio.run(use_bucket(redis_url, keys))
     age_bucket(sync_client, keys, 240)
     job_keys = StreamKeys(prefix=keys.prefix, job="quiet-job")
     sync_client.xadd(job_keys.transactions, {"data": "{}"})
 
-    table = run_cli(["--prefix", keys.prefix, "status"], cli_env)
-    job_table = run_cli(["--prefix", keys.prefix, "status", "--job", "quiet-job"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
+    table = invoke_cli(["--prefix", keys.prefix, "status"], cli_env)
+    job_table = invoke_cli(["--prefix", keys.prefix, "status", "--job", "quiet-job"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "status", "--json"], cli_env)
 
     assert table.returncode == 0, table.stderr[-2000:]
     assert "orchestrator rate limit: idle, last used 4 min ago" in one_line(table.stdout)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server, run_cli
 from producer.rejects import RejectsWriter
 
 COLUMNS = ["transaction_id", "user_id", "merchant", "category", "amount_usd", "mcc", "timestamp"]
@@ -85,9 +85,9 @@ def test_publish_duplicate_reason_window(cli_env, keys, tmp_path, window, text):
     source = write_rows(tmp_path / "twice.csv", 2)
     rejects = tmp_path / "twice.rejects.jsonl"
     args = ["--prefix", keys.prefix, "publish", str(source), "--dedup-window", window, "--rejects", str(rejects)]
-    assert run_cli(args, cli_env).returncode == 0
+    assert invoke_cli(args, cli_env).returncode == 0
 
-    completed = run_cli(args, cli_env)
+    completed = invoke_cli(args, cli_env)
 
     assert completed.returncode == 0, completed.stderr
     records = read_records(rejects)

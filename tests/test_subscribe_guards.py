@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ValkeyProcess, add_with_result, one_server, run_cli
+from conftest import ValkeyProcess, add_with_result, invoke_cli, one_server
 from rewardpilot import codec
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -41,7 +41,7 @@ def add_results(client, keys: StreamKeys, count: int, user: str = "u1") -> list[
 
 
 def subscribe(keys: StreamKeys, env: dict[str, str], *args: str):
-    return run_cli(["--prefix", keys.prefix, "subscribe", *args], env, timeout=120)
+    return invoke_cli(["--prefix", keys.prefix, "subscribe", *args], env)
 
 
 @one_server

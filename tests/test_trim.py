@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import ROOT, one_server, run_cli
+from conftest import ROOT, invoke_cli, one_server
 from rewardpilot.retention import InvalidAgeError, parse_age, trim, trim_loop
 
 # 2020-09-13T12:26:40Z: entries this old are past any age the tests ask for.
@@ -85,10 +85,10 @@ def test_cli_trim_after_publish_only(keys, cli_env, tmp_path):
     source = tmp_path / "gas.csv"
     source.write_text("transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"
                       "g1,u1,SHELL OIL 5744,gas,10.00,5541,2026-11-10T13:00:00Z\n")
-    assert run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env).returncode == 0
     time.sleep(1.2)  # so the entry is older than the cutoff
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "removed 0 entries" in completed.stdout
@@ -155,7 +155,7 @@ def test_cli_trim_replay_group_only_text(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     sync_client.xgroup_create(keys.transactions, "replay:preview", id=old_id(5))
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = " ".join(completed.stdout.split())
@@ -217,7 +217,7 @@ def test_cli_trim_unread_group_text(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     sync_client.xgroup_create(keys.transactions, GROUP, id="0")
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = " ".join(completed.stdout.split())
@@ -231,7 +231,7 @@ def test_cli_trim_unread_group_text(cli_env, keys, sync_client):
 def test_cli_trim_nothing_old_text(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions, old=0, recent=2)
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "removed 0 entries; no entry is older than the cutoff" in completed.stdout
@@ -380,7 +380,7 @@ def test_cli_trim_json(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=4)
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -393,7 +393,7 @@ def test_cli_trim_dry_run_text(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=4)
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--dry-run"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--dry-run"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "would remove 4 entries" in completed.stdout
@@ -406,7 +406,7 @@ def test_cli_trim_names_entries_kept(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=4)
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "removed 4 entries" in completed.stdout
@@ -420,8 +420,8 @@ def test_cli_trim_fully_read_not_held_back(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions, old=10, recent=0)
     read_and_ack(sync_client, keys.transactions, count=10)
 
-    text = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--dry-run"], cli_env)
-    as_json = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--dry-run", "--json"], cli_env)
+    text = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--dry-run"], cli_env)
+    as_json = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--dry-run", "--json"], cli_env)
 
     assert text.returncode == 0, text.stderr[-2000:]
     assert "would remove 10 entries" in text.stdout
@@ -437,7 +437,7 @@ def test_cli_trim_one_entry_singular(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions, old=2, recent=0)
     read_and_ack(sync_client, keys.transactions, count=1)
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1d", "--dry-run"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1d", "--dry-run"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "would remove 1 entry older than" in completed.stdout
@@ -446,7 +446,7 @@ def test_cli_trim_one_entry_singular(cli_env, keys, sync_client):
 
 @one_server
 def test_cli_trim_bad_age(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "a month"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "a month"], cli_env)
 
     assert completed.returncode == 2
     assert "'a month'" in completed.stderr
@@ -479,7 +479,7 @@ async def test_consumer_trims_as_it_goes(redis_url, keys, sync_client):
 
 @one_server
 def test_cli_consume_bad_trim_age(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "consume", "--trim-older-than", "forever"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "consume", "--trim-older-than", "forever"], cli_env)
 
     assert completed.returncode == 2
     assert "'forever'" in completed.stderr
@@ -526,7 +526,7 @@ def test_cli_trim_partitions_replay_group_only(cli_env, keys, sync_client):
         sync_client.xgroup_create(stream, "replay:preview", id=old_id(5))
     read_and_ack(sync_client, streams[0], count=4)  # the live group "g" exists on p0 only
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -548,7 +548,7 @@ def wait_for_length(client, stream: str, at_least: int, child: subprocess.Popen)
 def test_trim_after_stopped_replay_keeps_entries(cli_env, keys, sync_client, tmp_path):
     """Publish with no live group, stop a replay midway, trim: the live consumers still get every transaction."""
     source = ROOT / "examples" / "transactions.csv"
-    published = run_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env, timeout=300)
+    published = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], cli_env)
     assert published.returncode == 0, published.stderr[-2000:]
     rows = sync_client.xlen(keys.transactions)
     assert rows == 3000
@@ -571,7 +571,7 @@ def test_trim_after_stopped_replay_keeps_entries(cli_env, keys, sync_client, tmp
     assert [group["name"] for group in sync_client.xinfo_groups(keys.transactions)] == ["replay:preview"]
 
     time.sleep(1.1)  # so that every entry is older than the cutoff of --older-than 1s
-    trimmed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--json"], cli_env)
+    trimmed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "1s", "--json"], cli_env)
     assert trimmed.returncode == 0, trimmed.stderr[-2000:]
     report = json.loads(trimmed.stdout.strip().splitlines()[-1])
     assert report["removed"] == 0
@@ -580,7 +580,7 @@ def test_trim_after_stopped_replay_keeps_entries(cli_env, keys, sync_client, tmp
     assert report["held_back_count"] == rows
     assert sync_client.xlen(keys.transactions) == rows
 
-    consumed = run_cli(["--prefix", keys.prefix, "consume", "--drain"], cli_env, timeout=300)
+    consumed = invoke_cli(["--prefix", keys.prefix, "consume", "--drain"], cli_env)
     assert consumed.returncode == 0, consumed.stderr[-2000:]
     live_ids = {fields["transaction_id"] for _, fields in sync_client.xrange(keys.results())}
     assert len(live_ids) == rows

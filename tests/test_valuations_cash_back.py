@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import add_with_result, one_server, run_cli
+from conftest import add_with_result, invoke_cli, one_server
 from rewardpilot import wallets
 from rewardpilot.engine import RulesEngine
 from rewardpilot.models import Transaction
@@ -107,7 +107,7 @@ def test_report_ignores_cash_back(sync_client, keys):
 
 @one_server
 def test_cli_set_cash_back_rejected(keys, sync_client, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "set", "u1", "cash back", "5"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "set", "u1", "cash back", "5"], cli_env)
 
     output = completed.stdout + completed.stderr
     assert completed.returncode == 2, output
@@ -120,7 +120,7 @@ def test_cli_set_cash_back_rejected(keys, sync_client, cli_env):
 def test_cli_show_flags_stored_cash_back(keys, sync_client, cli_env):
     sync_client.hset(keys.valuations("u1"), mapping={CASH_BACK_PROGRAM: "5", "Amex Membership Rewards": "1.4"})
 
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "show", "u1", "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "show", "u1", "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr
     rows = json.loads(completed.stdout)
@@ -135,8 +135,8 @@ def test_cli_show_flags_stored_cash_back(keys, sync_client, cli_env):
 def test_cli_unset_returns_default(keys, sync_client, cli_env):
     sync_client.hset(keys.valuations("u1"), mapping={CASH_BACK_PROGRAM: "5", "Amex Membership Rewards": "1.4"})
 
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "u1", CASH_BACK_PROGRAM,
-                         "Chase Ultimate Rewards"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "u1", CASH_BACK_PROGRAM,
+                            "Chase Ultimate Rewards"], cli_env)
 
     assert completed.returncode == 0, completed.stderr
     assert "u1: cash back now uses the default" in completed.stderr
@@ -146,7 +146,7 @@ def test_cli_unset_returns_default(keys, sync_client, cli_env):
 
 @one_server
 def test_cli_unset_invalid_user(keys, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "", "Amex Membership Rewards"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "", "Amex Membership Rewards"], cli_env)
 
     assert completed.returncode == 2
     assert "error:" in completed.stderr
@@ -155,13 +155,13 @@ def test_cli_unset_invalid_user(keys, cli_env):
 @one_server
 def test_run_values_cash_back_at_face(keys, sync_client, cli_env, tmp_path):
     """A $100 gas purchase on Active Cash earns $2.00, whatever value was stored for cash back."""
-    assert run_cli(["--prefix", keys.prefix, "wallet", "set", "u1", CASH_CARD], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "wallet", "set", "u1", CASH_CARD], cli_env).returncode == 0
     sync_client.hset(keys.valuations("u1"), CASH_BACK_PROGRAM, "5")
     source = tmp_path / "gas.jsonl"
     source.write_text(json.dumps({"transaction_id": "g1", "user_id": "u1", **GAS}) + "\n", encoding="utf-8")
 
-    completed = run_cli(["--prefix", keys.prefix, "run", str(source), "--job", "gas", "--json", "--keep", "1h"],
-                        cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "run", str(source), "--job", "gas", "--json", "--keep", "1h"],
+                           cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads(completed.stdout)

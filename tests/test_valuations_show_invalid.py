@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot.cli.valuations_cmd import _invalid_overrides
 from rewardpilot.engine import RulesEngine
 
@@ -21,7 +21,7 @@ CITI = "Citi ThankYou Points"
 
 
 def show(keys, cli_env, *options):
-    return run_cli(["--prefix", keys.prefix, "valuations", "show", "u1", *options], cli_env)
+    return invoke_cli(["--prefix", keys.prefix, "valuations", "show", "u1", *options], cli_env)
 
 
 def one_line(text: str) -> str:
@@ -124,7 +124,7 @@ def test_show_valid_values_no_warning(keys, sync_client, cli_env):
 
 @one_server
 def test_show_empty_user_exit_two(keys, cli_env):
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "show", ""], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "show", ""], cli_env)
 
     assert completed.returncode == 2
     assert "error:" in completed.stderr

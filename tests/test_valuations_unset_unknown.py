@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from rewardpilot.engine import RulesEngine
 from rewardpilot.user_terms import check_known_program
 
@@ -37,8 +37,8 @@ def test_check_known_program_names_choices():
 
 @one_server
 def test_unset_unknown_program_exits_two(cli_env, keys):
-    unset = run_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", "Nope"], cli_env)
-    set_ = run_cli(["--prefix", keys.prefix, "valuations", "set", "w1", "Nope", "1.5"], cli_env)
+    unset = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", "Nope"], cli_env)
+    set_ = invoke_cli(["--prefix", keys.prefix, "valuations", "set", "w1", "Nope", "1.5"], cli_env)
 
     assert unset.returncode == 2, unset.stderr
     assert set_.returncode == 2, set_.stderr
@@ -49,7 +49,7 @@ def test_unset_unknown_program_exits_two(cli_env, keys):
 
 @one_server
 def test_unset_known_without_value_exits_zero(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", KNOWN], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", KNOWN], cli_env)
 
     assert completed.returncode == 0, completed.stderr
     assert f"w1: {KNOWN} had no stored value, so it already uses the default" in one_line(completed.stderr)
@@ -57,9 +57,9 @@ def test_unset_known_without_value_exits_zero(cli_env, keys):
 
 @one_server
 def test_unset_stored_value_removed(cli_env, keys, sync_client):
-    assert run_cli(["--prefix", keys.prefix, "valuations", "set", "w1", KNOWN, "1.5"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "valuations", "set", "w1", KNOWN, "1.5"], cli_env).returncode == 0
 
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", KNOWN], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", KNOWN], cli_env)
 
     assert completed.returncode == 0, completed.stderr
     assert f"w1: {KNOWN} now uses the default" in one_line(completed.stderr)
@@ -68,9 +68,9 @@ def test_unset_stored_value_removed(cli_env, keys, sync_client):
 
 @one_server
 def test_unset_unknown_removes_nothing(cli_env, keys, sync_client):
-    assert run_cli(["--prefix", keys.prefix, "valuations", "set", "w1", KNOWN, "1.5"], cli_env).returncode == 0
+    assert invoke_cli(["--prefix", keys.prefix, "valuations", "set", "w1", KNOWN, "1.5"], cli_env).returncode == 0
 
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", KNOWN, "Nope"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", KNOWN, "Nope"], cli_env)
 
     assert completed.returncode == 2, completed.stderr
     assert "'Nope'" in completed.stderr
@@ -82,7 +82,7 @@ def test_unset_stale_stored_program(cli_env, keys, sync_client):
     # A program the rules no longer know, stored by an earlier version or written to Redis directly.
     sync_client.hset(keys.valuations("w1"), "Retired Points", "1.2")
 
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", "Retired Points"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", "Retired Points"], cli_env)
 
     assert completed.returncode == 0, completed.stderr
     assert "w1: Retired Points now uses the default" in one_line(completed.stderr)
@@ -91,7 +91,7 @@ def test_unset_stale_stored_program(cli_env, keys, sync_client):
 
 @one_server
 def test_unset_markup_program_escaped(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", "[bold]x[/bold]"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", "w1", "[bold]x[/bold]"], cli_env)
 
     assert completed.returncode == 2, completed.stderr
     assert "'[bold]x[/bold]'" in completed.stderr
@@ -100,7 +100,7 @@ def test_unset_markup_program_escaped(cli_env, keys):
 
 @one_server
 def test_unset_empty_user_exits_two(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "valuations", "unset", " ", KNOWN], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "valuations", "unset", " ", KNOWN], cli_env)
 
     assert completed.returncode == 2, completed.stderr
     assert "user id is empty" in completed.stderr

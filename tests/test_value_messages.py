@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from rich.console import Console
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 from producer import FileSummary, Producer, Rejected, Row, format_summary, publish_file, read_transactions
 from producer.errors import InvalidValueError
 from producer.values import parse_amount, parse_timestamp
@@ -254,7 +254,7 @@ def test_cli_skipped_only_names_rejects(cli_env, keys, tmp_path):
     )
     env = {**cli_env, "COLUMNS": "80"}
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source)], env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source)], env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = completed.stderr.splitlines()
@@ -268,7 +268,7 @@ def test_cli_json_past_dated(cli_env, keys, tmp_path):
     source = tmp_path / "old.jsonl"
     source.write_text(json.dumps(json_row(timestamp="1900-01-01")) + "\n")
 
-    completed = run_cli(["--prefix", keys.prefix, "publish", str(source), "--json"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "publish", str(source), "--json"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_server, run_cli
+from conftest import invoke_cli, one_server
 
 
 def set_wallets(prefix: str, cli_env) -> None:
@@ -15,7 +15,7 @@ def set_wallets(prefix: str, cli_env) -> None:
         ["wallet", "set", "u2", "amex-gold", "citi-double-cash"],
     ]
     for step in steps:
-        completed = run_cli(["--prefix", prefix, *step], cli_env)
+        completed = invoke_cli(["--prefix", prefix, *step], cli_env)
         assert completed.returncode == 0, completed.stderr[-2000:]
 
 
@@ -23,8 +23,8 @@ def set_wallets(prefix: str, cli_env) -> None:
 def test_wallet_json_with_settings(cli_env, keys):
     set_wallets(keys.prefix, cli_env)
 
-    every = run_cli(["--prefix", keys.prefix, "wallet", "show", "--json", "--with-settings"], cli_env)
-    single = run_cli(["--prefix", keys.prefix, "wallet", "show", "u1", "--json", "--with-settings"], cli_env)
+    every = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "--json", "--with-settings"], cli_env)
+    single = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "u1", "--json", "--with-settings"], cli_env)
 
     assert every.returncode == 0, every.stderr[-2000:]
     assert json.loads(every.stdout) == {
@@ -41,7 +41,7 @@ def test_wallet_json_with_settings(cli_env, keys):
 def test_wallet_json_default_shape(cli_env, keys):
     set_wallets(keys.prefix, cli_env)
 
-    every = run_cli(["--prefix", keys.prefix, "wallet", "show", "--json"], cli_env)
+    every = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "--json"], cli_env)
 
     assert every.returncode == 0, every.stderr[-2000:]
     assert json.loads(every.stdout) == {"u1": ["chase-freedom-flex"], "u2": ["amex-gold", "citi-double-cash"]}
@@ -51,7 +51,7 @@ def test_wallet_json_default_shape(cli_env, keys):
 def test_wallet_settings_flag_needs_json(cli_env, keys):
     set_wallets(keys.prefix, cli_env)
 
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "show", "u1", "--with-settings"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "u1", "--with-settings"], cli_env)
 
     assert completed.returncode == 2
     assert "--with-settings only applies with --json" in " ".join(completed.stderr.replace("│", " ").split())
@@ -60,7 +60,7 @@ def test_wallet_settings_flag_needs_json(cli_env, keys):
 
 @one_server
 def test_wallet_settings_missing_user(cli_env, keys):
-    completed = run_cli(["--prefix", keys.prefix, "wallet", "show", "nobody", "--json", "--with-settings"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "wallet", "show", "nobody", "--json", "--with-settings"], cli_env)
 
     assert completed.returncode == 1
     assert "no wallet for user 'nobody'" in completed.stderr
