@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -69,14 +70,18 @@ class RunLock:
     ``log_context`` goes into every line the lock logs, such as the
     ``consumer`` and ``group`` of a consumer's name lease, because
     ``holder`` names only the host and process.
+
+    Entering the block retries a connection error or timeout for up to
+    ``acquire_timeout_seconds`` (a Redis restart at start-up), then raises it.
     """
 
     def __init__(self, client: aioredis.Redis, key: str, *, lease_ms: int = DEFAULT_LEASE_MS,
                  on_conflict: Callable[[RunLockHeld], None] | None = None,
-                 log_context: dict[str, str] | None = None):
+                 log_context: dict[str, str] | None = None, acquire_timeout_seconds: float = 30.0):
         self.client = client
         self.key = key
         self.lease_ms = lease_ms
+        self.acquire_timeout_seconds = acquire_timeout_seconds
         self.on_conflict = on_conflict
         self.log = log.bind(**(log_context or {}))
         self._renew_failures = RepeatedFailureLog(self.log)
@@ -88,10 +93,28 @@ class RunLock:
         self._renewer: asyncio.Task | None = None
 
     async def __aenter__(self) -> RunLock:
-        if not await self.client.set(self.key, self.token, nx=True, px=self.lease_ms):
-            raise _held(self.key, await self.client.get(self.key))
+        if not await self._take():
+            held = await self.client.get(self.key)
+            # A SET whose reply was lost to a dropped connection took the lease all the same.
+            if _text(held) != self.token:
+                raise _held(self.key, held)
         self._renewer = asyncio.create_task(self._renew())
         return self
+
+    async def _take(self) -> bool:
+        """SET the lease with NX; retry connection errors and timeouts until ``acquire_timeout_seconds`` pass."""
+        deadline = time.monotonic() + self.acquire_timeout_seconds
+        delay = 0.1
+        while True:
+            try:
+                return bool(await self.client.set(self.key, self.token, nx=True, px=self.lease_ms))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.log.warning("lock not taken: Redis unreachable; retrying", key=self.key,
+                                 retry_in_seconds=delay, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def __aexit__(self, *exc_info) -> None:
         # The renewer stops on the event as well as on cancel, because redis-py can lose a
@@ -148,3 +171,7 @@ def _held(key: str, raw: bytes | str | None) -> RunLockHeld:
     if not isinstance(token, dict):
         token = {}
     return RunLockHeld(key, token.get("holder"), token.get("since"))
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw

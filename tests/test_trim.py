@@ -174,7 +174,7 @@ def test_cli_trim_stopped_replay_text(cli_env, keys, sync_client):
     read_and_ack(sync_client, keys.transactions, count=8)
     sync_client.xgroup_create(keys.transactions, "replay:slow", id=old_id(2))
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = " ".join(completed.stdout.split())
@@ -203,7 +203,7 @@ def test_cli_trim_live_group_text_names_no_replay(cli_env, keys, sync_client):
     add_entries(sync_client, keys.transactions)
     read_and_ack(sync_client, keys.transactions, count=2)
 
-    completed = run_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
+    completed = invoke_cli(["--prefix", keys.prefix, "trim", "--older-than", "30d"], cli_env)
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = " ".join(completed.stdout.split())

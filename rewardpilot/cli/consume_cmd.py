@@ -167,15 +167,18 @@ async def name_lease(client, settings: ConsumerSettings):
     if settings.consumer is None:
         yield None
         return
+    import redis
+
     from rewardpilot.run_lock import RunLock, RunLockHeld
 
     key = name_lease_key(settings.keys, settings.group_name, settings.consumer)
     log_context = {"consumer": settings.consumer, "group": settings.group_name}
     if settings.keys.job:
         log_context["job"] = settings.keys.job
+    lock = RunLock(client, key, lease_ms=NAME_LEASE_MS, log_context=log_context)
+    # Only taking the lease is handled here. An error of the block itself propagates unchanged.
     try:
-        async with RunLock(client, key, lease_ms=NAME_LEASE_MS, log_context=log_context) as lock:
-            yield lock
+        await lock.__aenter__()
     except RunLockHeld as exc:
         holder = f"process {exc.holder} since {exc.since}" if exc.holder else "another process"
         console.print(
@@ -187,6 +190,15 @@ async def name_lease(client, settings: ConsumerSettings):
             soft_wrap=True, highlight=False,
         )
         raise typer.Exit(2) from None
+    except redis.RedisError as exc:
+        console.print(f"[red]error:[/red] --name {escape(repr(settings.consumer))}: the name lease could not be "
+                      f"taken, because a Redis command failed: {escape(str(exc))}. Check that Redis is up, and "
+                      "start the consumer again.", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+    try:
+        yield lock
+    finally:
+        await lock.__aexit__(None, None, None)
 
 
 def check_metrics_address(address: str) -> None:
