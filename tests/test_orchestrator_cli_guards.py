@@ -58,7 +58,16 @@ def test_port_in_use_exit_two(tmp_path, host):
     assert "orchestrator started" not in completed.stderr
 
 
-def test_unknown_host_exit_two(tmp_path):
+def test_unknown_host_exit_two(tmp_path, monkeypatch):
+    # The name fails to resolve here, without a query to the system's DNS resolver.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host == "no-such-host.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     completed = invoke_cli(
         ["orchestrator", "--no-wallets", "--host", "no-such-host.invalid", "--port", str(free_port())],
         offline_env(tmp_path),
