@@ -78,7 +78,7 @@ async def drain(url: str, pool_settings: ConsumerSettings, call_options: CallOpt
 
 
 def test_fields_name_first_last_and_size():
-    ids = ["1700000000009-0", "1700000000001-3", "1700000000010-0", "1700000000001-12"]
+    ids = ["1700000000001-3", "1700000000001-12", "1700000000009-0", "1700000000010-0"]
 
     assert batch_log_fields(ids) == {"batch_first_entry_id": "1700000000001-3",
                                      "batch_last_entry_id": "1700000000010-0", "batch_entries": 4}
