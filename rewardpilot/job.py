@@ -220,7 +220,7 @@ def stored_run_wallet(client, keys: StreamKeys) -> list[str] | None:
     """Return the cards the job's ``run --wallet`` stored, or None when it stored none or they expired.
 
     A record that is not a JSON list of strings (written by hand, say) counts
-    as none, so the report falls back to the whole catalog and says so.
+    as none, so the report falls back to the whole catalog and warns.
     """
     if keys.job is None:
         return None

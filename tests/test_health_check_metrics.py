@@ -10,15 +10,15 @@ import redis.asyncio as aioredis
 
 from consumer.metrics import PoolCollector, count_http_statuses
 from consumer.pool import ConsumerPool
-from consumer.recommenders.base import WorkItem
 from consumer.recommenders.http import HttpRecommender
 from consumer.settings import ConsumerSettings
 from consumer.stats import PoolStats
 from orchestrator_servers import UvicornThread
 from rewardpilot.engine import RulesEngine
-from rewardpilot.models import Recommendation, Transaction
+from rewardpilot.models import Recommendation
 from rewardpilot.orchestrator import create_app
 from rewardpilot.streams import StreamKeys
+from test_mcp_call_metrics import work_item
 
 API_KEY = "health-metrics-key-42"
 
@@ -27,14 +27,6 @@ API_KEY = "health-metrics-key-42"
 def orchestrator():
     with UvicornThread(create_app(RulesEngine.default(), api_key=API_KEY)) as running:
         yield running
-
-
-def work_item(transaction_id: str) -> WorkItem:
-    transaction = Transaction(
-        transaction_id=transaction_id, user_id="u-1", merchant="Whole Foods", category="groceries",
-        amount_usd="40.00", mcc="5411",
-    )
-    return WorkItem(transaction=transaction, wallet=("amex-gold",), wallet_source="user")
 
 
 async def test_connect_counts_only_health_check(orchestrator):

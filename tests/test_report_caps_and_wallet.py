@@ -283,7 +283,7 @@ def test_invalid_stored_mode_left_out(sync_client, keys, cli_env):
 
 @one_server
 def test_report_follows_settle_order(sync_client, keys, cli_env, tmp_path):
-    """Rows published out of date order: the report applies caps in the order the consumers did, and says so."""
+    """Rows published out of date order: the report applies caps in the order the consumers did, and warns."""
     rows = tmp_path / "order.csv"
     rows.write_text(
         "transaction_id,user_id,merchant,category,amount_usd,mcc,timestamp\n"

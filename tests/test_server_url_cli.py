@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from rewardpilot.embedded import read_state, stop_server
+from test_server_restart import env  # noqa: F401 (a fixture, on this module's home)
 
 REAL_CLIENT = shutil.which("valkey-cli") or shutil.which("redis-cli")
 needs_client = pytest.mark.skipif(REAL_CLIENT is None, reason="neither valkey-cli nor redis-cli is on PATH")
@@ -36,15 +37,6 @@ def home(tmp_path) -> Path:
     stop_server(path)
 
 
-@pytest.fixture
-def env(home) -> dict[str, str]:
-    """Environment for CLI subprocesses on the embedded server of ``home``, with unwrapped messages."""
-    variables = dict(os.environ)
-    variables.pop("REDIS_URL", None)
-    variables["RP_HOME"] = str(home)
-    variables["PYTHONPATH"] = str(ROOT)
-    variables["COLUMNS"] = "1000"
-    return variables
 
 
 def test_url_masks_password(home, env):

@@ -148,7 +148,7 @@ def _results_rate_text(rate: float | None, seconds: float | None) -> str:
     """Return the results rate line, naming the seconds the rate averages over.
 
     For its first minute a watch has only the readings since it started, so
-    the line says so rather than "the last minute".
+    the line names those seconds rather than "the last minute".
     """
     from rewardpilot.status import RATE_WINDOW_SECONDS  # imports redis, which `--help` does not need
 
